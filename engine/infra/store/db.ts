@@ -1,0 +1,212 @@
+/**
+ * One connection interface over two backends: a PostgreSQL server (node-postgres pool) or the
+ * embedded PGlite database. Everything above this file speaks only `Database` and `Session`.
+ */
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+import { StoreError, SQLSTATE, databaseErrorFields } from './errors.ts';
+
+export interface QueryResult<Row> {
+  rows: Row[];
+  rowCount: number;
+}
+
+export interface Queryable {
+  /** One statement, with `$1`-style parameters. */
+  query<Row = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<QueryResult<Row>>;
+  /** A script of several statements, without parameters (simple query protocol). */
+  exec(sql: string): Promise<void>;
+}
+
+/** One physical connection, held for the duration of a callback. */
+export type Session = Queryable;
+
+export interface Database extends Queryable {
+  readonly kind: 'postgres' | 'pglite';
+  /** Where the data lives, safe to print: the URL without its password, or the data directory. */
+  readonly location: string;
+  /** Runs `work` on one connection that nobody else uses meanwhile (transactions, session locks). */
+  withSession<T>(work: (session: Session) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** A `postgres://` URL. Defaults to `DATABASE_URL`; without either, the embedded database is used. */
+  url?: string;
+  /** The embedded database's directory, or `memory://`. Defaults to `ENGINE_STORE_DATA_DIR` or `./.engine-store`. */
+  dataDir?: string;
+  /** Connections in the pool (PostgreSQL only). */
+  poolSize?: number;
+}
+
+export const DEFAULT_DATA_DIR = './.engine-store';
+
+/**
+ * Opens the database and checks that it answers, so that a wrong URL fails here with a clear
+ * error instead of at the first query.
+ *
+ * @example
+ * const db = await openDatabase({ url: 'postgres://postgres@127.0.0.1:5432/test' });
+ * const { rows } = await db.query<{ n: number }>('select 1 as n');
+ */
+export async function openDatabase(options: OpenOptions = {}): Promise<Database> {
+  const url = options.url ?? nonEmpty(process.env.DATABASE_URL);
+  const database = url
+    ? openPostgres(url, options.poolSize ?? 10)
+    : await openPglite(options.dataDir ?? nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR);
+  try {
+    await database.query('select 1');
+  } catch (error) {
+    await database.close().catch(() => undefined);
+    throw connectionError(error, database.location);
+  }
+  return database;
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value;
+}
+
+/** The URL with its password replaced, for messages and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '<unparseable URL>';
+  }
+}
+
+function parsePostgresUrl(url: string): URL {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new StoreError('BAD_DATABASE_URL', 'the database URL is not a URL; expected postgres://user@host:port/database', {
+      field: 'url',
+      reason: 'unparseable',
+    });
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new StoreError('BAD_DATABASE_URL', `the database URL must start with postgres:// (got ${parsed.protocol}//)`, {
+      field: 'url',
+      reason: 'protocol',
+    });
+  }
+  return parsed;
+}
+
+// int8 comes back as a string from node-postgres and as a number from PGlite; the store only
+// keeps counters and sizes in int8, so both backends hand out numbers.
+const pgTypes = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === pg.types.builtins.INT8) return (value: string) => Number(value);
+    return pg.types.getTypeParser(oid, format);
+  },
+};
+
+function openPostgres(url: string, poolSize: number): Database {
+  parsePostgresUrl(url);
+  const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000, types: pgTypes });
+  // An idle client that loses its server emits 'error' on the pool; without a listener that
+  // would crash the process. The next checkout reconnects.
+  pool.on('error', () => undefined);
+  const onClient = (client: pg.PoolClient | pg.Pool): Queryable => ({
+    async query<Row>(sql: string, params?: readonly unknown[]) {
+      const result = await client.query(sql, params as unknown[] | undefined);
+      return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
+    },
+    async exec(sql: string) {
+      await client.query(sql);
+    },
+  });
+  return {
+    kind: 'postgres',
+    location: redactUrl(url),
+    ...onClient(pool),
+    async withSession(work) {
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (error) {
+        throw connectionError(error, redactUrl(url));
+      }
+      let broken = false;
+      try {
+        return await work(onClient(client));
+      } catch (error) {
+        // A connection must not go back to the pool inside a transaction the callback left
+        // open; one that cannot even roll back is discarded.
+        broken = await client.query('rollback').then(
+          () => false,
+          () => true,
+        );
+        throw error;
+      } finally {
+        client.release(broken);
+      }
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+}
+
+async function openPglite(dataDir: string): Promise<Database> {
+  const inMemory = dataDir.startsWith('memory://');
+  if (!inMemory) mkdirSync(resolve(dataDir), { recursive: true });
+  const pglite = new PGlite(inMemory ? dataDir : resolve(dataDir));
+  await pglite.waitReady;
+  const direct: Queryable = {
+    async query<Row>(sql: string, params?: readonly unknown[]) {
+      const result = await pglite.query<Row>(sql, params as unknown[] | undefined);
+      return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
+    },
+    async exec(sql: string) {
+      await pglite.exec(sql);
+    },
+  };
+  // PGlite is one connection. A session (say BEGIN ... COMMIT) must not interleave with other
+  // callers' statements, so every use of the connection takes its turn through one queue.
+  let queue: Promise<unknown> = Promise.resolve();
+  const takeTurn = <T>(work: () => Promise<T>): Promise<T> => {
+    const turn = queue.then(work, work);
+    queue = turn.catch(() => undefined);
+    return turn;
+  };
+  return {
+    kind: 'pglite',
+    location: inMemory ? dataDir : resolve(dataDir),
+    query: (sql, params) => takeTurn(() => direct.query(sql, params)),
+    exec: (sql) => takeTurn(() => direct.exec(sql)),
+    async withSession(work) {
+      return takeTurn(async () => {
+        try {
+          return await work(direct);
+        } finally {
+          // Whatever the callback left open is closed before the next caller's turn.
+          await pglite.query('rollback').catch(() => undefined);
+        }
+      });
+    },
+    async close() {
+      await takeTurn(() => pglite.close());
+    },
+  };
+}
+
+function connectionError(error: unknown, location: string): StoreError {
+  if (error instanceof StoreError) return error;
+  const fields = databaseErrorFields(error);
+  const reason = fields?.message ?? (error instanceof Error ? error.message : String(error));
+  const hint =
+    fields?.code === SQLSTATE.invalidCatalogName
+      ? ' (the database does not exist)'
+      : fields?.code === SQLSTATE.invalidPassword || fields?.code === SQLSTATE.invalidAuthorization
+        ? ' (authentication failed)'
+        : '';
+  return new StoreError('CONNECTION_FAILED', `cannot connect to ${location}: ${reason}${hint}`, { reason: fields?.code ?? 'unreachable' }, { cause: error });
+}

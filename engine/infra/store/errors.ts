@@ -1,0 +1,84 @@
+/**
+ * Typed errors with stable codes. Callers switch on `code`, never on `message`:
+ * messages may be reworded, codes may not.
+ */
+
+export const ERROR_CODES = {
+  INVALID_INPUT: 'a value given to the store is not acceptable',
+  CONFLICT: 'the change conflicts with an existing row',
+  NOT_FOUND: 'no such row in this scope',
+  BAD_DATABASE_URL: 'the database URL cannot be used',
+  CONNECTION_FAILED: 'the database server cannot be reached',
+  LOCK_TIMEOUT: 'a lock could not be taken in time',
+  MIGRATION_LOCKED: 'another migration run holds the migration lock',
+  MIGRATION_EDITED: 'an applied migration file was changed afterwards',
+  MIGRATION_MISSING: 'an applied migration has no file',
+  MIGRATION_OUT_OF_ORDER: 'a pending migration sorts before an applied one',
+  MIGRATION_FAILED: 'a migration statement failed',
+  MIGRATION_INVALID: 'a migration file is malformed',
+  DATABASE_ERROR: 'the database refused the operation',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ErrorDetails {
+  /** The input field or column at fault, when there is one. */
+  field?: string;
+  /** A short machine-readable reason, such as `too_long` or `edited`. */
+  reason?: string;
+  /** The migration concerned, for migration errors. */
+  migration?: string;
+}
+
+export class StoreError extends Error {
+  override readonly name = 'StoreError';
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string = ERROR_CODES[code],
+    readonly details: ErrorDetails = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+
+  toJSON(): { code: ErrorCode; message: string } & ErrorDetails {
+    return { code: this.code, message: this.message, ...this.details };
+  }
+}
+
+export function isStoreError(error: unknown, code?: ErrorCode): error is StoreError {
+  return error instanceof StoreError && (code === undefined || error.code === code);
+}
+
+/** The fields PostgreSQL reports with an error; node-postgres and PGlite both carry them. */
+export interface DatabaseErrorFields {
+  code?: string;
+  constraint?: string;
+  table?: string;
+  column?: string;
+  detail?: string;
+  message: string;
+}
+
+export function databaseErrorFields(error: unknown): DatabaseErrorFields | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const candidate = error as Partial<DatabaseErrorFields>;
+  if (typeof candidate.code !== 'string' || !/^[0-9A-Z]{5}$/.test(candidate.code)) return undefined;
+  return candidate as DatabaseErrorFields;
+}
+
+/** SQLSTATE values the store reacts to; see Appendix A of the PostgreSQL manual. */
+export const SQLSTATE = {
+  uniqueViolation: '23505',
+  foreignKeyViolation: '23503',
+  checkViolation: '23514',
+  notNullViolation: '23502',
+  invalidTextRepresentation: '22P02',
+  insufficientPrivilege: '42501',
+  lockNotAvailable: '55P03',
+  queryCanceled: '57014',
+  invalidCatalogName: '3D000',
+  invalidPassword: '28P01',
+  invalidAuthorization: '28000',
+} as const;

@@ -1,0 +1,282 @@
+/**
+ * Applies, reverts and inspects migrations. The runner is small on purpose; it is made of the
+ * steps node-pg-migrate has (lock, ensure table, pick migrations, check order) plus what it
+ * lacks and this store needs: checksums of applied files, statement-at-a-time execution for
+ * migrations that run outside a transaction, and the embedded PGlite backend.
+ *
+ * Guarantees:
+ * - Runs exclude each other through a session advisory lock, so two `migrate up` started
+ *   together apply each migration exactly once; the second waits, then finds nothing to do.
+ * - A transactional migration runs in one transaction together with its bookkeeping row: if any
+ *   statement fails, nothing of it remains and it is not recorded.
+ * - Every statement runs under a `lock_timeout`, so a migration stuck behind a long transaction
+ *   fails fast with LOCK_TIMEOUT instead of queueing every other query behind its lock.
+ */
+import type { Database, Session } from './db.ts';
+import { StoreError, SQLSTATE, databaseErrorFields } from './errors.ts';
+import { MIGRATIONS_DIR, readMigrationFiles, type MigrationFile } from './migration-files.ts';
+import type { SqlStatement } from './sql-split.ts';
+
+export const MIGRATIONS_TABLE = 'engine_store_migrations';
+
+/** Key of the advisory lock that serializes migration runs (an arbitrary constant of this project). */
+const MIGRATION_LOCK_KEY = 7_305_113_042;
+
+export interface RunnerOptions {
+  /** Directory of the migration files; the store's own by default. */
+  dir?: string;
+  /** Receives one line per step: what is applied, how long it took. */
+  log?: (line: string) => void;
+  /** How long to wait for another run's lock before giving up, in ms. Default 60 s. */
+  lockWaitMs?: number;
+  /** `lock_timeout` for every migration statement, as PostgreSQL spells it. Default `5s`. */
+  lockTimeout?: string;
+}
+
+export interface AppliedStep {
+  name: string;
+  direction: 'up' | 'down';
+  durationMs: number;
+}
+
+export type MigrationState = 'applied' | 'pending' | 'edited' | 'missing';
+
+export interface MigrationStatusEntry {
+  name: string;
+  state: MigrationState;
+  appliedAt?: string;
+  durationMs?: number;
+}
+
+export interface MigrationStatus {
+  location: string;
+  upToDate: boolean;
+  migrations: MigrationStatusEntry[];
+}
+
+interface AppliedRow {
+  name: string;
+  checksum: string;
+  applied_at: Date | string;
+  duration_ms: number;
+}
+
+/**
+ * Applies pending migrations in order, up to and including `to` when given.
+ *
+ * @example
+ * await migrateUp(db, { log: console.log });
+ */
+export async function migrateUp(db: Database, options: RunnerOptions & { to?: string } = {}): Promise<AppliedStep[]> {
+  const files = readMigrationFiles(options.dir ?? MIGRATIONS_DIR);
+  if (options.to !== undefined && !files.some((file) => file.name === options.to)) {
+    throw new StoreError('INVALID_INPUT', `there is no migration named ${options.to}`, { field: 'to', reason: 'unknown_migration' });
+  }
+  return withMigrationLock(db, options, async (session) => {
+    const applied = await readApplied(session);
+    checkConsistency(files, applied);
+    const appliedNames = new Set(applied.map((row) => row.name));
+    const targetIndex = options.to === undefined ? files.length - 1 : files.findIndex((file) => file.name === options.to);
+    const pending = files.slice(0, targetIndex + 1).filter((file) => !appliedNames.has(file.name));
+    const log = options.log ?? (() => undefined);
+    if (pending.length === 0) log('nothing to apply: the database is up to date');
+    const steps: AppliedStep[] = [];
+    for (const file of pending) steps.push(await runStep(session, file, 'up', options));
+    return steps;
+  });
+}
+
+/**
+ * Reverts the last `count` applied migrations (default 1), newest first.
+ *
+ * @example
+ * await migrateDown(db, { count: 2 });
+ */
+export async function migrateDown(db: Database, options: RunnerOptions & { count?: number } = {}): Promise<AppliedStep[]> {
+  const count = options.count ?? 1;
+  if (!Number.isInteger(count) || count < 1) {
+    throw new StoreError('INVALID_INPUT', 'the number of migrations to revert must be a positive whole number', { field: 'count', reason: 'not_positive_integer' });
+  }
+  const files = readMigrationFiles(options.dir ?? MIGRATIONS_DIR);
+  return withMigrationLock(db, options, async (session) => {
+    const applied = await readApplied(session);
+    const byName = new Map(files.map((file) => [file.name, file]));
+    const toRevert = applied.slice(-count).reverse();
+    const log = options.log ?? (() => undefined);
+    if (toRevert.length === 0) log('nothing to revert: no migration is applied');
+    const steps: AppliedStep[] = [];
+    for (const row of toRevert) {
+      const file = byName.get(row.name);
+      if (!file) throw missingFile(row.name);
+      if (file.checksum !== row.checksum) throw editedFile(row.name);
+      steps.push(await runStep(session, file, 'down', options));
+    }
+    return steps;
+  });
+}
+
+/** Which migrations are applied, pending, edited since applied, or applied without a file. */
+export async function migrationStatus(db: Database, options: Pick<RunnerOptions, 'dir'> = {}): Promise<MigrationStatus> {
+  const files = readMigrationFiles(options.dir ?? MIGRATIONS_DIR);
+  const applied = await db.withSession(readApplied);
+  const appliedByName = new Map(applied.map((row) => [row.name, row]));
+  const fileNames = new Set(files.map((file) => file.name));
+  const entries: MigrationStatusEntry[] = files.map((file) => {
+    const row = appliedByName.get(file.name);
+    if (!row) return { name: file.name, state: 'pending' };
+    return {
+      name: file.name,
+      state: row.checksum === file.checksum ? 'applied' : 'edited',
+      appliedAt: new Date(row.applied_at).toISOString(),
+      durationMs: row.duration_ms,
+    };
+  });
+  for (const row of applied) {
+    if (!fileNames.has(row.name)) {
+      entries.push({ name: row.name, state: 'missing', appliedAt: new Date(row.applied_at).toISOString(), durationMs: row.duration_ms });
+    }
+  }
+  entries.sort((a, b) => a.name.localeCompare(b.name));
+  return { location: db.location, upToDate: entries.every((entry) => entry.state === 'applied'), migrations: entries };
+}
+
+async function withMigrationLock<T>(db: Database, options: RunnerOptions, work: (session: Session) => Promise<T>): Promise<T> {
+  const log = options.log ?? (() => undefined);
+  const lockWaitMs = options.lockWaitMs ?? 60_000;
+  return db.withSession(async (session) => {
+    const deadline = Date.now() + lockWaitMs;
+    let announced = false;
+    for (;;) {
+      const { rows } = await session.query<{ locked: boolean }>('select pg_try_advisory_lock($1) as locked', [MIGRATION_LOCK_KEY]);
+      if (rows[0]?.locked) break;
+      if (Date.now() >= deadline) {
+        throw new StoreError('MIGRATION_LOCKED', `another migration run still holds the migration lock after ${lockWaitMs} ms; try again when it has finished`);
+      }
+      if (!announced) log('waiting for another migration run to finish...');
+      announced = true;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    try {
+      await session.query(
+        `create table if not exists ${MIGRATIONS_TABLE} (
+           name text primary key,
+           checksum text not null,
+           applied_at timestamptz not null default now(),
+           duration_ms integer not null
+         )`,
+      );
+      return await work(session);
+    } finally {
+      await session.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
+      await session.query('reset all');
+    }
+  });
+}
+
+async function readApplied(session: Session): Promise<AppliedRow[]> {
+  const { rows: exists } = await session.query<{ present: boolean }>('select to_regclass($1) is not null as present', [MIGRATIONS_TABLE]);
+  if (!exists[0]?.present) return [];
+  const { rows } = await session.query<AppliedRow>(
+    `select name, checksum, applied_at, duration_ms from ${MIGRATIONS_TABLE} order by name`,
+  );
+  return rows;
+}
+
+function checkConsistency(files: MigrationFile[], applied: AppliedRow[]): void {
+  const byName = new Map(files.map((file) => [file.name, file]));
+  for (const row of applied) {
+    const file = byName.get(row.name);
+    if (!file) throw missingFile(row.name);
+    if (file.checksum !== row.checksum) throw editedFile(row.name);
+  }
+  const lastApplied = applied.at(-1)?.name;
+  const appliedNames = new Set(applied.map((row) => row.name));
+  const early = files.find((file) => lastApplied !== undefined && !appliedNames.has(file.name) && file.name < lastApplied);
+  if (early) {
+    throw new StoreError(
+      'MIGRATION_OUT_OF_ORDER',
+      `migration ${early.name} is not applied but sorts before ${lastApplied}, which is; give it a later timestamp`,
+      { migration: early.name },
+    );
+  }
+}
+
+function missingFile(name: string): StoreError {
+  return new StoreError('MIGRATION_MISSING', `migration ${name} is applied but its file is missing`, { migration: name });
+}
+
+function editedFile(name: string): StoreError {
+  return new StoreError(
+    'MIGRATION_EDITED',
+    `migration ${name} was edited after it was applied (its checksum differs); restore the file and add a new migration instead`,
+    { migration: name, reason: 'checksum_mismatch' },
+  );
+}
+
+const TIMEOUT_VALUE = /^\d+(ms|s|min)?$/;
+
+async function runStep(session: Session, file: MigrationFile, direction: 'up' | 'down', options: RunnerOptions): Promise<AppliedStep> {
+  const log = options.log ?? (() => undefined);
+  const lockTimeout = options.lockTimeout ?? '5s';
+  if (!TIMEOUT_VALUE.test(lockTimeout)) {
+    throw new StoreError('INVALID_INPUT', `lock timeout ${lockTimeout} is not a duration such as 5s or 500ms`, { field: 'lockTimeout' });
+  }
+  const statements = direction === 'up' ? file.up : file.down;
+  const arrow = direction === 'up' ? '↑' : '↓';
+  log(`${arrow} ${file.name}${file.transactional ? '' : ' (outside a transaction)'}`);
+  const started = performance.now();
+  // Session settings, not SET LOCAL: a non-transactional migration runs many transactions.
+  await session.query(`set lock_timeout = '${lockTimeout}'`);
+  await session.query('set statement_timeout = 0');
+  const record = async () => {
+    const durationMs = Math.round(performance.now() - started);
+    if (direction === 'up') {
+      await session.query(`insert into ${MIGRATIONS_TABLE} (name, checksum, duration_ms) values ($1, $2, $3)`, [file.name, file.checksum, durationMs]);
+    } else {
+      await session.query(`delete from ${MIGRATIONS_TABLE} where name = $1`, [file.name]);
+    }
+    return durationMs;
+  };
+  let current: SqlStatement | undefined;
+  try {
+    if (file.transactional) await session.query('begin');
+    for (current of statements) await session.query(current.text);
+    current = undefined;
+    if (!file.transactional) await session.query('begin');
+    const durationMs = await record();
+    await session.query('commit');
+    log(`  ${direction === 'up' ? 'applied' : 'reverted'} in ${durationMs} ms`);
+    return { name: file.name, direction, durationMs };
+  } catch (error) {
+    await session.query('rollback').catch(() => undefined);
+    throw stepError(file, direction, current, error, lockTimeout);
+  }
+}
+
+function stepError(file: MigrationFile, direction: 'up' | 'down', statement: SqlStatement | undefined, error: unknown, lockTimeout: string): StoreError {
+  const fields = databaseErrorFields(error);
+  const where = statement ? ` at line ${statement.line}` : '';
+  const aftermath = file.transactional
+    ? 'nothing of it was applied'
+    : 'it runs outside a transaction, so the statements before that line took effect; it is written to be run again';
+  if (fields?.code === SQLSTATE.lockNotAvailable) {
+    return new StoreError(
+      'LOCK_TIMEOUT',
+      `migration ${file.name} (${direction}) waited longer than lock_timeout ${lockTimeout} for a lock${where}: ` +
+        `a long transaction holds it. ${capitalize(aftermath)}; run it again once that transaction has ended.`,
+      { migration: file.name, reason: 'lock_timeout' },
+      { cause: error },
+    );
+  }
+  const reason = fields?.message ?? (error instanceof Error ? error.message : String(error));
+  return new StoreError(
+    'MIGRATION_FAILED',
+    `migration ${file.name} (${direction}) failed${where}: ${reason}${fields?.detail ? ` (${fields.detail})` : ''}; ${aftermath}`,
+    { migration: file.name, reason: fields?.code ?? 'error' },
+    { cause: error },
+  );
+}
+
+function capitalize(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
