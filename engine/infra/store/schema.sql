@@ -1,0 +1,586 @@
+-- The whole engine-store schema, generated from the migrations by `npm run schema:dump`.
+-- Do not edit: change the schema with a new migration, then regenerate this file.
+-- A test builds one database from this file and one from the migrations and requires the same catalog.
+
+--
+-- PostgreSQL database dump
+--
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+--
+-- Name: set_updated_at(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.set_updated_at() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog'
+    AS $$
+begin
+  new.updated_at := now();
+  return new;
+end
+$$;
+
+--
+-- Name: FUNCTION set_updated_at(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.set_updated_at() IS 'BEFORE UPDATE trigger: stamps updated_at with the transaction time.';
+
+--
+-- Name: uuid_generate_v7(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.uuid_generate_v7() RETURNS uuid
+    LANGUAGE sql PARALLEL SAFE
+    SET search_path TO 'pg_catalog'
+    AS $$
+  select encode(
+    set_bit(set_bit(
+      overlay(uuid_send(gen_random_uuid())
+              placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint) from 3)
+              from 1 for 6),
+      52, 1), 53, 1),
+    'hex')::uuid
+$$;
+
+--
+-- Name: FUNCTION uuid_generate_v7(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.uuid_generate_v7() IS 'A version 7 (time-ordered) UUID: 48 bits of Unix milliseconds, then random bits.';
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: api_keys; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.api_keys (
+    org_id uuid NOT NULL,
+    id uuid DEFAULT public.uuid_generate_v7() NOT NULL,
+    user_id uuid NOT NULL,
+    prefix text NOT NULL,
+    key_hash bytea NOT NULL,
+    name text NOT NULL,
+    expires_at timestamp with time zone,
+    rate_limit_per_hour integer DEFAULT 1000 NOT NULL,
+    status text DEFAULT 'active'::text NOT NULL,
+    last_used_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    deleted_at timestamp with time zone,
+    CONSTRAINT api_keys_deleted_at_check CHECK (((deleted_at IS NULL) OR (deleted_at >= created_at))),
+    CONSTRAINT api_keys_expires_at_check CHECK (((expires_at IS NULL) OR (expires_at > created_at))),
+    CONSTRAINT api_keys_key_hash_check CHECK ((octet_length(key_hash) = 32)),
+    CONSTRAINT api_keys_name_check CHECK ((((char_length(name) >= 1) AND (char_length(name) <= 100)) AND (name = btrim(name)) AND (name !~ '[[:cntrl:]]'::text))),
+    CONSTRAINT api_keys_prefix_check CHECK ((prefix ~ '^[A-Za-z0-9]{8,32}$'::text)),
+    CONSTRAINT api_keys_rate_limit_per_hour_check CHECK (((rate_limit_per_hour >= 1) AND (rate_limit_per_hour <= 1000000))),
+    CONSTRAINT api_keys_status_check CHECK ((status = ANY (ARRAY['active'::text, 'revoked'::text])))
+);
+
+--
+-- Name: TABLE api_keys; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.api_keys IS 'API keys of users. Only a SHA-256 digest of each key is kept; the prefix finds it.';
+
+--
+-- Name: organizations; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.organizations (
+    id uuid DEFAULT public.uuid_generate_v7() NOT NULL,
+    name text NOT NULL,
+    temporal_namespace text NOT NULL,
+    status text DEFAULT 'active'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    deleted_at timestamp with time zone,
+    CONSTRAINT organizations_deleted_at_check CHECK (((deleted_at IS NULL) OR (deleted_at >= created_at))),
+    CONSTRAINT organizations_name_check CHECK ((((char_length(name) >= 1) AND (char_length(name) <= 100)) AND (name = btrim(name)) AND (name !~ '[[:cntrl:]]'::text))),
+    CONSTRAINT organizations_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text]))),
+    CONSTRAINT organizations_temporal_namespace_check CHECK ((temporal_namespace ~ '^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$'::text))
+);
+
+--
+-- Name: TABLE organizations; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.organizations IS 'Tenants. Global table: every tenant-owned row carries the org_id of one of these.';
+
+--
+-- Name: permissions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.permissions (
+    key text NOT NULL,
+    description text NOT NULL,
+    CONSTRAINT permissions_key_check CHECK ((key ~ '^[a-z]+:[a-z]+$'::text))
+);
+
+--
+-- Name: TABLE permissions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.permissions IS 'Global, read-mostly: what can be done, as stable keys such as workflow:read.';
+
+--
+-- Name: role_permissions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.role_permissions (
+    role text NOT NULL,
+    permission text NOT NULL,
+    CONSTRAINT role_permissions_role_check CHECK ((role = ANY (ARRAY['admin'::text, 'manager'::text, 'customer'::text])))
+);
+
+--
+-- Name: TABLE role_permissions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.role_permissions IS 'Global, read-mostly: which permissions each role grants.';
+
+--
+-- Name: schedules; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.schedules (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    workflow_id text NOT NULL,
+    cron_expression text NOT NULL,
+    timezone text DEFAULT 'UTC'::text NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    input jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    org_id uuid DEFAULT '00000000-0000-7000-8000-000000000001'::uuid NOT NULL,
+    deleted_at timestamp with time zone
+);
+
+--
+-- Name: task_states; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.task_states (
+    task_exec_id uuid NOT NULL,
+    task_id text NOT NULL,
+    workflow_exec_id uuid NOT NULL,
+    workflow_id text NOT NULL,
+    component text NOT NULL,
+    status text NOT NULL,
+    execution_type text DEFAULT 'basic'::text NOT NULL,
+    agent_id text,
+    tool_id text,
+    action_id text,
+    parent_state_id uuid,
+    input jsonb,
+    output jsonb,
+    error jsonb,
+    usage jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    org_id uuid DEFAULT '00000000-0000-7000-8000-000000000001'::uuid NOT NULL
+);
+
+--
+-- Name: users; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.users (
+    org_id uuid NOT NULL,
+    id uuid DEFAULT public.uuid_generate_v7() NOT NULL,
+    email text NOT NULL,
+    role text NOT NULL,
+    status text DEFAULT 'active'::text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    deleted_at timestamp with time zone,
+    CONSTRAINT users_deleted_at_check CHECK (((deleted_at IS NULL) OR (deleted_at >= created_at))),
+    CONSTRAINT users_email_check CHECK (((char_length(email) <= 254) AND (email ~ '^[^@[:space:][:cntrl:]]+@[^@[:space:][:cntrl:]]+\.[^@[:space:][:cntrl:]]+$'::text))),
+    CONSTRAINT users_role_check CHECK ((role = ANY (ARRAY['admin'::text, 'manager'::text, 'customer'::text]))),
+    CONSTRAINT users_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text])))
+);
+
+--
+-- Name: TABLE users; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.users IS 'People of one organization. Email is unique per organization among live users, ignoring case.';
+
+--
+-- Name: workflow_states; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.workflow_states (
+    workflow_exec_id uuid NOT NULL,
+    workflow_id text NOT NULL,
+    status text NOT NULL,
+    input jsonb,
+    output jsonb,
+    error jsonb,
+    usage jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    org_id uuid DEFAULT '00000000-0000-7000-8000-000000000001'::uuid NOT NULL
+);
+
+--
+-- Name: api_keys api_keys_key_hash_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_key_hash_key UNIQUE (key_hash);
+
+--
+-- Name: api_keys api_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_pkey PRIMARY KEY (org_id, id);
+
+--
+-- Name: api_keys api_keys_prefix_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_prefix_key UNIQUE (prefix);
+
+--
+-- Name: organizations organizations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.organizations
+    ADD CONSTRAINT organizations_pkey PRIMARY KEY (id);
+
+--
+-- Name: organizations organizations_temporal_namespace_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.organizations
+    ADD CONSTRAINT organizations_temporal_namespace_key UNIQUE (temporal_namespace);
+
+--
+-- Name: permissions permissions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.permissions
+    ADD CONSTRAINT permissions_pkey PRIMARY KEY (key);
+
+--
+-- Name: role_permissions role_permissions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.role_permissions
+    ADD CONSTRAINT role_permissions_pkey PRIMARY KEY (role, permission);
+
+--
+-- Name: schedules schedules_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (org_id, id);
+
+--
+-- Name: task_states task_states_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.task_states
+    ADD CONSTRAINT task_states_pkey PRIMARY KEY (org_id, task_exec_id);
+
+--
+-- Name: users users_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (org_id, id);
+
+--
+-- Name: workflow_states workflow_states_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.workflow_states
+    ADD CONSTRAINT workflow_states_pkey PRIMARY KEY (org_id, workflow_exec_id);
+
+--
+-- Name: api_keys_org_id_created_at_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX api_keys_org_id_created_at_idx ON public.api_keys USING btree (org_id, created_at, id);
+
+--
+-- Name: api_keys_org_id_status_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX api_keys_org_id_status_idx ON public.api_keys USING btree (org_id, status);
+
+--
+-- Name: api_keys_org_id_user_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX api_keys_org_id_user_id_idx ON public.api_keys USING btree (org_id, user_id);
+
+--
+-- Name: organizations_created_at_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX organizations_created_at_idx ON public.organizations USING btree (created_at, id);
+
+--
+-- Name: organizations_name_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX organizations_name_key ON public.organizations USING btree (lower(name)) WHERE (deleted_at IS NULL);
+
+--
+-- Name: role_permissions_permission_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX role_permissions_permission_idx ON public.role_permissions USING btree (permission);
+
+--
+-- Name: schedules_org_id_created_at_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX schedules_org_id_created_at_idx ON public.schedules USING btree (org_id, created_at, id);
+
+--
+-- Name: schedules_org_id_workflow_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX schedules_org_id_workflow_id_idx ON public.schedules USING btree (org_id, workflow_id);
+
+--
+-- Name: task_states_org_id_created_at_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX task_states_org_id_created_at_idx ON public.task_states USING btree (org_id, created_at, task_exec_id);
+
+--
+-- Name: task_states_org_id_parent_state_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX task_states_org_id_parent_state_id_idx ON public.task_states USING btree (org_id, parent_state_id);
+
+--
+-- Name: task_states_org_id_status_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX task_states_org_id_status_idx ON public.task_states USING btree (org_id, status);
+
+--
+-- Name: task_states_org_id_workflow_exec_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX task_states_org_id_workflow_exec_id_idx ON public.task_states USING btree (org_id, workflow_exec_id);
+
+--
+-- Name: task_states_org_id_workflow_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX task_states_org_id_workflow_id_idx ON public.task_states USING btree (org_id, workflow_id);
+
+--
+-- Name: users_org_id_created_at_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX users_org_id_created_at_idx ON public.users USING btree (org_id, created_at, id);
+
+--
+-- Name: users_org_id_email_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX users_org_id_email_key ON public.users USING btree (org_id, lower(email)) WHERE (deleted_at IS NULL);
+
+--
+-- Name: users_org_id_status_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX users_org_id_status_idx ON public.users USING btree (org_id, status);
+
+--
+-- Name: workflow_states_org_id_created_at_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX workflow_states_org_id_created_at_idx ON public.workflow_states USING btree (org_id, created_at, workflow_exec_id);
+
+--
+-- Name: workflow_states_org_id_status_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX workflow_states_org_id_status_idx ON public.workflow_states USING btree (org_id, status);
+
+--
+-- Name: workflow_states_org_id_workflow_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX workflow_states_org_id_workflow_id_idx ON public.workflow_states USING btree (org_id, workflow_id);
+
+--
+-- Name: api_keys api_keys_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER api_keys_set_updated_at BEFORE UPDATE ON public.api_keys FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: organizations organizations_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER organizations_set_updated_at BEFORE UPDATE ON public.organizations FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: schedules schedules_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER schedules_set_updated_at BEFORE UPDATE ON public.schedules FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: task_states task_states_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER task_states_set_updated_at BEFORE UPDATE ON public.task_states FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: users users_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER users_set_updated_at BEFORE UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: workflow_states workflow_states_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER workflow_states_set_updated_at BEFORE UPDATE ON public.workflow_states FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: api_keys api_keys_user_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_user_fkey FOREIGN KEY (org_id, user_id) REFERENCES public.users(org_id, id) ON DELETE CASCADE;
+
+--
+-- Name: role_permissions role_permissions_permission_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.role_permissions
+    ADD CONSTRAINT role_permissions_permission_fkey FOREIGN KEY (permission) REFERENCES public.permissions(key) ON DELETE RESTRICT;
+
+--
+-- Name: schedules schedules_org_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.schedules
+    ADD CONSTRAINT schedules_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+--
+-- Name: task_states task_states_org_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.task_states
+    ADD CONSTRAINT task_states_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+--
+-- Name: task_states task_states_parent_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.task_states
+    ADD CONSTRAINT task_states_parent_fkey FOREIGN KEY (org_id, parent_state_id) REFERENCES public.task_states(org_id, task_exec_id) ON DELETE CASCADE;
+
+--
+-- Name: task_states task_states_workflow_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.task_states
+    ADD CONSTRAINT task_states_workflow_fkey FOREIGN KEY (org_id, workflow_exec_id) REFERENCES public.workflow_states(org_id, workflow_exec_id) ON DELETE CASCADE;
+
+--
+-- Name: users users_org_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+--
+-- Name: workflow_states workflow_states_org_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.workflow_states
+    ADD CONSTRAINT workflow_states_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+--
+-- PostgreSQL database dump complete
+--
+
+-- Seed rows written by the migrations.
+INSERT INTO public.permissions (key, description) VALUES ('org:read', 'See the organization''s settings');
+INSERT INTO public.permissions (key, description) VALUES ('org:manage', 'Change the organization''s settings');
+INSERT INTO public.permissions (key, description) VALUES ('user:read', 'List and see users');
+INSERT INTO public.permissions (key, description) VALUES ('user:manage', 'Add, change, suspend and remove users');
+INSERT INTO public.permissions (key, description) VALUES ('apikey:read', 'List and see API keys');
+INSERT INTO public.permissions (key, description) VALUES ('apikey:manage', 'Issue, rotate and revoke API keys');
+INSERT INTO public.permissions (key, description) VALUES ('workflow:read', 'See workflow executions');
+INSERT INTO public.permissions (key, description) VALUES ('workflow:write', 'Change and delete workflow executions');
+INSERT INTO public.permissions (key, description) VALUES ('workflow:execute', 'Start, signal and cancel workflows');
+INSERT INTO public.permissions (key, description) VALUES ('task:read', 'See task executions');
+INSERT INTO public.permissions (key, description) VALUES ('task:write', 'Change and delete task executions');
+INSERT INTO public.permissions (key, description) VALUES ('schedule:read', 'See schedules');
+INSERT INTO public.permissions (key, description) VALUES ('schedule:write', 'Create, change and delete schedules');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'org:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'org:manage');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'user:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'user:manage');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'apikey:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'apikey:manage');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'workflow:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'workflow:write');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'workflow:execute');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'task:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'task:write');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'schedule:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('admin', 'schedule:write');
+INSERT INTO public.role_permissions (role, permission) VALUES ('manager', 'org:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('manager', 'user:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('manager', 'user:manage');
+INSERT INTO public.role_permissions (role, permission) VALUES ('manager', 'workflow:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('manager', 'workflow:write');
+INSERT INTO public.role_permissions (role, permission) VALUES ('manager', 'workflow:execute');
+INSERT INTO public.role_permissions (role, permission) VALUES ('manager', 'task:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('manager', 'task:write');
+INSERT INTO public.role_permissions (role, permission) VALUES ('manager', 'schedule:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('manager', 'schedule:write');
+INSERT INTO public.role_permissions (role, permission) VALUES ('customer', 'org:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('customer', 'workflow:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('customer', 'workflow:execute');
+INSERT INTO public.role_permissions (role, permission) VALUES ('customer', 'task:read');
+INSERT INTO public.role_permissions (role, permission) VALUES ('customer', 'schedule:read');
+INSERT INTO public.organizations (id, name, temporal_namespace, status) VALUES ('00000000-0000-7000-8000-000000000001', 'default', 'default', 'active');
+
+-- The migrations this schema is made of, so that `migrate up` continues from here.
+CREATE TABLE IF NOT EXISTS public.engine_store_migrations (
+    name text PRIMARY KEY,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL,
+    duration_ms integer NOT NULL
+);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090000_create_workflow_states', '421281cd5b0560aac9b3cc6722e00e85790c0dc500357c1e0ce36b9bcf4c4477', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '2ad9c37c1c2d0e9c5a9917c99a89d8e27075a365d62394f7a52a0d0af6d36ce1', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', '95506087d0ff15e055ad9d7531426b4f04b50c0e6e3abcf4a62264f0a5c0d9f9', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '3f231f8120fdc3d3914ffc8ccf5ca5f05517b897f658bd9ead210e8f4506a9db', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'e63d5fac07c2909b288e3e5585558b86c59f13a2c790a11b9db99ed716c01949', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '7f9ce2a6c78abc35c741350cd1a47bd3a5001de06b6239ed9cf22eb6584882a8', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', '9deb394eb63df5e20625f7ebf3926f0cae0435e74db5e1a43db0a38ac6b99beb', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', '93f2db2eaf36848c69f9df483f4fec9ad2d69d7bea16596b3f60ff424de4e1e0', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120500_drop_single_tenant_indexes', '1ff879c48a6a73cbf690e5fc776449820dea33061627cfdf6ab180ff8a3f252e', 0);

@@ -1,0 +1,86 @@
+/**
+ * Regenerates engine/infra/store/schema.sql: migrates a scratch database on a PostgreSQL server
+ * to the latest migration and dumps it with pg_dump. Needs pg_dump on the PATH and a server:
+ * TEST_DATABASE_URL, DATABASE_URL, or postgres://postgres@127.0.0.1:5432/test.
+ *
+ *   npm run schema:dump
+ */
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import pg from 'pg';
+import { openDatabase } from '../engine/infra/store/db.ts';
+import { MIGRATIONS_TABLE, migrateUp } from '../engine/infra/store/migrate.ts';
+import { readMigrationFiles } from '../engine/infra/store/migration-files.ts';
+import { SCHEMA_FILE } from '../engine/infra/store/schema-file.ts';
+
+/** Global tables whose rows are part of the schema: seeded by migrations, read by everyone. */
+const SEED_TABLES = ['permissions', 'role_permissions'];
+
+const adminUrl = process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test';
+const scratch = `engine_store_schema_dump_${process.pid}`;
+const scratchUrl = Object.assign(new URL(adminUrl), { pathname: `/${scratch}` }).toString();
+
+async function admin(sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  await client.query(sql).finally(() => client.end());
+}
+
+function pgDump(args: string[]): string {
+  const output = execFileSync('pg_dump', [...args, '--dbname', scratchUrl], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  // Drop what changes from run to run or only psql understands: version banners and the
+  // \restrict guard lines with their random keys.
+  return output
+    .split('\n')
+    .filter((line) => !/^-- Dumped (from|by)/.test(line) && !/^\\(un)?restrict /.test(line))
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n');
+}
+
+await admin(`create database ${scratch}`);
+try {
+  const db = await openDatabase({ url: scratchUrl });
+  try {
+    await migrateUp(db);
+    const { rows: organizations } = await db.query<{ id: string; name: string; temporal_namespace: string; status: string }>(
+      'select id, name, temporal_namespace, status from organizations order by id',
+    );
+    const literal = (value: string) => `'${value.replace(/'/g, "''")}'`;
+    const migrations = readMigrationFiles();
+    const parts = [
+      '-- The whole engine-store schema, generated from the migrations by `npm run schema:dump`.',
+      '-- Do not edit: change the schema with a new migration, then regenerate this file.',
+      '-- A test builds one database from this file and one from the migrations and requires the same catalog.',
+      '',
+      pgDump(['--schema-only', '--no-owner', `--exclude-table=${MIGRATIONS_TABLE}`]).trim(),
+      '',
+      '-- Seed rows written by the migrations.',
+      pgDump(['--data-only', '--column-inserts', '--no-owner', ...SEED_TABLES.map((table) => `--table=${table}`)])
+        .split('\n')
+        .filter((line) => line.startsWith('INSERT INTO'))
+        .join('\n'),
+      ...organizations.map(
+        (org) =>
+          `INSERT INTO public.organizations (id, name, temporal_namespace, status) VALUES (${[org.id, org.name, org.temporal_namespace, org.status].map(literal).join(', ')});`,
+      ),
+      '',
+      '-- The migrations this schema is made of, so that `migrate up` continues from here.',
+      `CREATE TABLE IF NOT EXISTS public.${MIGRATIONS_TABLE} (
+    name text PRIMARY KEY,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL,
+    duration_ms integer NOT NULL
+);`,
+      ...migrations.map(
+        (file) => `INSERT INTO public.${MIGRATIONS_TABLE} (name, checksum, duration_ms) VALUES (${literal(file.name)}, ${literal(file.checksum)}, 0);`,
+      ),
+      '',
+    ];
+    writeFileSync(SCHEMA_FILE, parts.join('\n'));
+    console.log(`wrote ${SCHEMA_FILE} (${migrations.length} migrations)`);
+  } finally {
+    await db.close();
+  }
+} finally {
+  await admin(`drop database if exists ${scratch} with (force)`);
+}
