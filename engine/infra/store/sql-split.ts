@@ -22,7 +22,8 @@ export function splitSqlStatements(script: string): SqlStatement[] {
     const raw = script.slice(start, end);
     const text = stripComments(raw).trim();
     if (text !== '') {
-      const leading = raw.length - raw.trimStart().length;
+      // The line of the first real token, past the comments that usually introduce it.
+      const leading = /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/.exec(raw)?.[0].length ?? 0;
       statements.push({ text: raw.trim(), line: lineAt(script, start + leading) });
     }
   };

@@ -1,6 +1,5 @@
 -- Creates workflow_states as the single-tenant engine has it: one row per workflow execution.
 -- Up Migration
-set local lock_timeout = '5s';
 set local statement_timeout = '60s';
 
 create table workflow_states (
@@ -20,7 +19,6 @@ create index workflow_states_status_idx on workflow_states (status);
 create index workflow_states_workflow_id_idx on workflow_states (workflow_id);
 
 -- Down Migration
-set local lock_timeout = '5s';
 set local statement_timeout = '60s';
 -- squawk-ignore ban-drop-table -- reverting the create above is the point of this section
 drop table workflow_states;

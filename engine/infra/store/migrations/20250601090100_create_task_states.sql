@@ -1,6 +1,5 @@
 -- Creates task_states as the single-tenant engine has it: one row per task execution, children point at their parent.
 -- Up Migration
-set local lock_timeout = '5s';
 set local statement_timeout = '60s';
 
 create table task_states (
@@ -35,7 +34,6 @@ create index task_states_parent_state_id_idx on task_states (parent_state_id);
 create index task_states_status_idx on task_states (status);
 
 -- Down Migration
-set local lock_timeout = '5s';
 set local statement_timeout = '60s';
 -- squawk-ignore ban-drop-table -- reverting the create above is the point of this section
 drop table task_states;

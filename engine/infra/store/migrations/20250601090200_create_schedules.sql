@@ -1,6 +1,5 @@
 -- Creates schedules as the single-tenant engine has it: cron triggers of workflows.
 -- Up Migration
-set local lock_timeout = '5s';
 set local statement_timeout = '60s';
 
 create table schedules (
@@ -18,7 +17,6 @@ create table schedules (
 create index schedules_workflow_id_idx on schedules (workflow_id);
 
 -- Down Migration
-set local lock_timeout = '5s';
 set local statement_timeout = '60s';
 -- squawk-ignore ban-drop-table -- reverting the create above is the point of this section
 drop table schedules;

@@ -5,7 +5,6 @@
 -- refuses a row that points into another organization. Constraint and index names are explicit:
 -- errors.ts maps them to domain errors by name.
 -- Up Migration
-set local lock_timeout = '5s';
 set local statement_timeout = '60s';
 
 -- Time-ordered UUIDs (version 7): new rows land at the right edge of their indexes instead of at
@@ -183,7 +182,6 @@ select 'customer', unnest(array[
   'org:read', 'workflow:read', 'workflow:execute', 'task:read', 'schedule:read']);
 
 -- Down Migration
-set local lock_timeout = '5s';
 set local statement_timeout = '60s';
 
 -- Rolling back must never destroy tenant data: refuse while any organization remains.

@@ -4,14 +4,13 @@
 -- column's default is a constant, which PostgreSQL 11+ records in the catalog instead of
 -- rewriting the table; the foreign keys are added NOT VALID (no scan) and validated by a later
 -- migration, under a lock that lets writes go on. The strong locks taken here are held for
--- milliseconds, and lock_timeout makes the migration give up (and be re-runnable) rather than
+-- milliseconds, and the runner's lock_timeout makes the migration give up (and be re-runnable) rather than
 -- queue behind a long transaction and stall all traffic behind it.
 --
 -- The default organization: id 00000000-0000-7000-8000-000000000001, name and Temporal namespace
 -- "default", which is where a single-tenant engine ran. The org_id default keeps an engine that
 -- does not know about organizations yet working during the rollout: its rows land in "default".
 -- Up Migration
-set local lock_timeout = '5s';
 set local statement_timeout = '60s';
 
 insert into organizations (id, name, temporal_namespace)
@@ -41,7 +40,6 @@ create trigger schedules_set_updated_at before update on schedules
   for each row execute function set_updated_at();
 
 -- Down Migration
-set local lock_timeout = '5s';
 set local statement_timeout = '60s';
 
 -- The single-tenant tables can only hold what belongs to the default organization; anything

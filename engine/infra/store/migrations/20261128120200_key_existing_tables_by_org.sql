@@ -5,13 +5,12 @@
 --
 -- Outside a transaction because CREATE INDEX CONCURRENTLY refuses to run inside one. The new
 -- primary-key indexes are built concurrently (writes go on meanwhile), then one short
--- transaction swaps each primary key onto its index: catalog changes only, under lock_timeout.
+-- transaction swaps each primary key onto its index: catalog changes only, under the runner's lock_timeout.
 -- The new foreign keys are NOT VALID here (no scan under the strong lock) and validated by a
 -- later migration. Every step may be run again after a failure half-way: a concurrent build
 -- that failed leaves an INVALID index behind, so each build first drops what a previous attempt
 -- left.
 -- Up Migration
-set lock_timeout = '5s';
 -- Index builds on large tables take as long as they take; they do not block writes.
 set statement_timeout = 0;
 
@@ -54,7 +53,6 @@ alter table task_states add constraint task_states_parent_fkey
 commit;
 
 -- Down Migration
-set lock_timeout = '5s';
 set statement_timeout = 0;
 
 -- The single-column keys come back the same way: index first, concurrently, then a short swap.

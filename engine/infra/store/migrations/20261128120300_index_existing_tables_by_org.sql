@@ -8,7 +8,6 @@
 -- The (org_id, created_at, <id>) indexes serve newest-first keyset pagination in full: the id
 -- breaks ties between rows created in the same transaction.
 -- Up Migration
-set lock_timeout = '5s';
 set statement_timeout = 0;
 
 drop index concurrently if exists workflow_states_org_id_created_at_idx;
@@ -46,7 +45,6 @@ create index concurrently schedules_org_id_workflow_id_idx
   on schedules (org_id, workflow_id);
 
 -- Down Migration
-set lock_timeout = '5s';
 set statement_timeout = 0;
 
 drop index concurrently if exists schedules_org_id_workflow_id_idx;

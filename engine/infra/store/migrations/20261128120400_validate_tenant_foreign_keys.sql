@@ -6,7 +6,6 @@
 -- go on. Each runs in its own transaction (this file runs outside one), so a failure keeps the
 -- validations before it, and validating an already valid constraint again is a no-op.
 -- Up Migration
-set lock_timeout = '5s';
 set statement_timeout = 0;
 
 alter table workflow_states validate constraint workflow_states_org_id_fkey;
@@ -16,7 +15,6 @@ alter table task_states validate constraint task_states_workflow_fkey;
 alter table task_states validate constraint task_states_parent_fkey;
 
 -- Down Migration
-set lock_timeout = '5s';
 set statement_timeout = 0;
 
 -- The exact reverse: the same constraints, NOT VALID again. Catalog changes only.

@@ -5,7 +5,6 @@
 --
 -- Dropped and rebuilt concurrently, so neither direction blocks writes; both can be run again.
 -- Up Migration
-set lock_timeout = '5s';
 set statement_timeout = 0;
 
 drop index concurrently if exists workflow_states_status_idx;
@@ -16,7 +15,6 @@ drop index concurrently if exists task_states_status_idx;
 drop index concurrently if exists schedules_workflow_id_idx;
 
 -- Down Migration
-set lock_timeout = '5s';
 set statement_timeout = 0;
 
 drop index concurrently if exists schedules_workflow_id_idx;

@@ -1,0 +1,32 @@
+/**
+ * The `engine-store` command line. Every command works on a PostgreSQL server (--database-url
+ * or DATABASE_URL) or, without one, on the embedded database in ./.engine-store
+ * (--data-dir or ENGINE_STORE_DATA_DIR).
+ */
+import { Command } from 'commander';
+import { addMigrateCommand } from './migrate-command.ts';
+import { reportError } from './output.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('engine-store')
+    .description('the multi-tenant store of the workflow engine')
+    .option('--database-url <url>', 'PostgreSQL server URL (default: DATABASE_URL, else the embedded database)')
+    .option('--data-dir <dir>', 'embedded database directory (default: ENGINE_STORE_DATA_DIR or ./.engine-store)')
+    .showHelpAfterError()
+    .exitOverride();
+  addMigrateCommand(program);
+  for (const command of program.commands) command.exitOverride();
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const json = argv.includes('--json');
+  try {
+    await buildProgram().parseAsync(argv, { from: 'user' });
+    return Number(process.exitCode ?? 0);
+  } catch (error) {
+    return reportError(error, json);
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

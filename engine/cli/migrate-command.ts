@@ -1,0 +1,73 @@
+/** `engine-store migrate up|down|status`: the migration runner on the command line. */
+import type { Command } from 'commander';
+import { StoreError } from '../infra/store/errors.ts';
+import { migrateDown, migrateUp, migrationStatus, type MigrationStatus } from '../infra/store/migrate.ts';
+import { EXIT, createOutput } from './output.ts';
+import { withDatabase, type GlobalOptions } from './database-options.ts';
+
+export function addMigrateCommand(program: Command): void {
+  const migrate = program.command('migrate').description('apply, revert or inspect schema migrations');
+
+  migrate
+    .command('up')
+    .description('apply pending migrations, in order')
+    .option('--to <name>', 'stop after this migration')
+    .option('--lock-timeout <duration>', 'lock_timeout of every migration statement', '5s')
+    .option('--json', 'print the result as JSON')
+    .action(async (options: { to?: string; lockTimeout: string; json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      await withDatabase(command.optsWithGlobals<GlobalOptions>(), async (db) => {
+        const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, log: output.progress });
+        output.result({ applied: steps }, () => [`${steps.length} migration(s) applied`]);
+      });
+    });
+
+  migrate
+    .command('down')
+    .description('revert the last N applied migrations (default 1), newest first')
+    .argument('[n]', 'how many migrations to revert', '1')
+    .option('--lock-timeout <duration>', 'lock_timeout of every migration statement', '5s')
+    .option('--json', 'print the result as JSON')
+    .action(async (n: string, options: { lockTimeout: string; json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      if (!/^[1-9]\d*$/.test(n)) {
+        throw new StoreError('INVALID_INPUT', `N must be a positive whole number (got "${n}")`, { field: 'n' });
+      }
+      await withDatabase(command.optsWithGlobals<GlobalOptions>(), async (db) => {
+        const steps = await migrateDown(db, { count: Number(n), lockTimeout: options.lockTimeout, log: output.progress });
+        output.result({ reverted: steps }, () => [`${steps.length} migration(s) reverted`]);
+      });
+    });
+
+  migrate
+    .command('status')
+    .description('list migrations: applied, pending, edited since applied, or missing')
+    .option('--json', 'print the result as JSON')
+    .action(async (options: { json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      await withDatabase(command.optsWithGlobals<GlobalOptions>(), async (db) => {
+        const status = await migrationStatus(db);
+        output.result(status, () => statusLines(status));
+        // Pending migrations are normal; edited or missing ones are a problem to fix.
+        if (status.migrations.some((entry) => entry.state === 'edited' || entry.state === 'missing')) {
+          process.exitCode = EXIT.migrationsInconsistent;
+        }
+      });
+    });
+}
+
+function statusLines(status: MigrationStatus): string[] {
+  const count = (state: string) => status.migrations.filter((entry) => entry.state === state).length;
+  const width = Math.max(0, ...status.migrations.map((entry) => entry.name.length));
+  const lines = [`database: ${status.location}`];
+  for (const entry of status.migrations) {
+    const when = entry.appliedAt ? `  ${entry.appliedAt} (${entry.durationMs} ms)` : '';
+    lines.push(`  ${entry.state.padEnd(8)} ${entry.name.padEnd(width)}${when}`);
+  }
+  const problems = count('edited') + count('missing');
+  lines.push(
+    `${count('applied')} applied, ${count('pending')} pending` +
+      (problems > 0 ? `, ${count('edited')} edited, ${count('missing')} missing: fix before migrating` : status.upToDate ? ': up to date' : ''),
+  );
+  return lines;
+}

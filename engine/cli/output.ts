@@ -1,0 +1,56 @@
+/**
+ * How the CLI speaks: results on stdout (one JSON document with --json), progress and errors
+ * on stderr, and an exit code per kind of failure so that scripts can tell them apart.
+ */
+import { CommanderError } from 'commander';
+import { StoreError, type ErrorCode } from '../infra/store/errors.ts';
+
+export const EXIT = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  connection: 3,
+  locked: 4,
+  migrationsInconsistent: 5,
+} as const;
+
+const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
+  INVALID_INPUT: EXIT.usage,
+  BAD_DATABASE_URL: EXIT.connection,
+  CONNECTION_FAILED: EXIT.connection,
+  LOCK_TIMEOUT: EXIT.locked,
+  MIGRATION_LOCKED: EXIT.locked,
+  MIGRATION_EDITED: EXIT.migrationsInconsistent,
+  MIGRATION_MISSING: EXIT.migrationsInconsistent,
+  MIGRATION_OUT_OF_ORDER: EXIT.migrationsInconsistent,
+  MIGRATION_INVALID: EXIT.migrationsInconsistent,
+};
+
+export interface Output {
+  json: boolean;
+  /** A progress line: stdout for people, stderr when stdout carries JSON. */
+  progress(line: string): void;
+  /** The command's result: `value` as JSON with --json, else the text lines. */
+  result(value: unknown, lines: () => string[]): void;
+}
+
+export function createOutput(json: boolean): Output {
+  return {
+    json,
+    progress: (line) => (json ? process.stderr : process.stdout).write(`${line}\n`),
+    result(value, lines) {
+      process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : lines().map((line) => `${line}\n`).join(''));
+    },
+  };
+}
+
+/** Reports a failure on stderr (as JSON with --json) and returns the exit code. */
+export function reportError(error: unknown, json: boolean): number {
+  if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+  const storeError =
+    error instanceof StoreError
+      ? error
+      : new StoreError('DATABASE_ERROR', `unexpected failure: ${error instanceof Error ? error.message : String(error)}`);
+  process.stderr.write(json ? `${JSON.stringify({ error: storeError.toJSON() })}\n` : `engine-store: error [${storeError.code}] ${storeError.message}\n`);
+  return EXIT_BY_CODE[storeError.code] ?? EXIT.failure;
+}

@@ -1,0 +1,263 @@
+/**
+ * The migration runner's guarantees, on scratch migration directories: order, bookkeeping,
+ * checksums, atomic failure, mutual exclusion, and lock timeouts against a real blocker.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { openDatabase, type Database } from '../engine/infra/store/db.ts';
+import { StoreError } from '../engine/infra/store/errors.ts';
+import { migrateDown, migrateUp, migrationStatus, MIGRATIONS_TABLE } from '../engine/infra/store/migrate.ts';
+import { backends, createServerDatabase, serverUrl, type TestDatabase } from './support/backends.ts';
+
+function migration(upSql: string, downSql: string, { transactional = true } = {}): string {
+  return `-- test migration\n${transactional ? '' : '-- engine-store: no-transaction\n'}-- Up Migration\n${upSql}\n-- Down Migration\n${downSql}\n`;
+}
+
+function migrationsDir(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'engine-store-migrations-'));
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, `${name}.sql`), text);
+  return dir;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<StoreError> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
+  expect(error).toBeInstanceOf(StoreError);
+  return error as StoreError;
+}
+
+async function tableExists(db: Database, table: string): Promise<boolean> {
+  const { rows } = await db.query<{ present: boolean }>('select to_regclass($1) is not null as present', [table]);
+  return rows[0]!.present;
+}
+
+const basic = {
+  '20260101000000_create_a': migration('create table a (id int primary key);', 'drop table a;'),
+  '20260101000100_create_b': migration('create table b (id int primary key);\ninsert into b values (1);', 'drop table b;'),
+};
+
+describe.each(backends)('migration runner on $name', (backend) => {
+  let t: TestDatabase;
+  const dirs: string[] = [];
+  const dirOf = (files: Record<string, string>) => {
+    const dir = migrationsDir(files);
+    dirs.push(dir);
+    return dir;
+  };
+
+  beforeAll(async () => {
+    t = await backend.create();
+  });
+  // One database per backend, emptied between tests: cheaper than a new embedded database each.
+  beforeEach(async () => {
+    await t.db.exec('drop schema public cascade; create schema public;');
+  });
+  afterAll(async () => {
+    await t.dispose();
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('applies pending migrations in order, records each with its checksum, and reports progress', async () => {
+    const dir = dirOf(basic);
+    const lines: string[] = [];
+    const steps = await migrateUp(t.db, { dir, log: (line) => lines.push(line) });
+    expect(steps.map((step) => step.name)).toEqual(Object.keys(basic));
+    expect(lines.filter((line) => line.startsWith('↑'))).toEqual(['↑ 20260101000000_create_a', '↑ 20260101000100_create_b']);
+    expect(lines.filter((line) => /applied in \d+ ms/.test(line))).toHaveLength(2);
+    const { rows } = await t.db.query<{ name: string; checksum: string }>(`select name, checksum from ${MIGRATIONS_TABLE} order by name`);
+    expect(rows.map((row) => row.name)).toEqual(Object.keys(basic));
+    expect(rows.every((row) => /^[0-9a-f]{64}$/.test(row.checksum))).toBe(true);
+    expect(await migrateUp(t.db, { dir })).toEqual([]);
+  });
+
+  it('stops after the migration named by --to, and refuses a name that does not exist', async () => {
+    const dir = dirOf(basic);
+    await migrateUp(t.db, { dir, to: '20260101000000_create_a' });
+    expect(await tableExists(t.db, 'a')).toBe(true);
+    expect(await tableExists(t.db, 'b')).toBe(false);
+    const error = await rejection(migrateUp(t.db, { dir, to: '20260101000200_nope' }));
+    expect(error.code).toBe('INVALID_INPUT');
+  });
+
+  it('reports applied and pending migrations in status', async () => {
+    const dir = dirOf(basic);
+    await migrateUp(t.db, { dir, to: '20260101000000_create_a' });
+    const status = await migrationStatus(t.db, { dir });
+    expect(status.upToDate).toBe(false);
+    expect(status.migrations.map((entry) => [entry.name, entry.state])).toEqual([
+      ['20260101000000_create_a', 'applied'],
+      ['20260101000100_create_b', 'pending'],
+    ]);
+  });
+
+  it('leaves no trace of a transactional migration that fails half-way and does not record it', async () => {
+    const dir = dirOf({
+      ...basic,
+      '20260101000200_half_way': migration(
+        'create table c (id int primary key);\ninsert into c values (1);\ninsert into c values (1);\ncreate table d (id int);',
+        'drop table c;',
+      ),
+    });
+    const error = await rejection(migrateUp(t.db, { dir }));
+    expect(error.code).toBe('MIGRATION_FAILED');
+    expect(error.details.migration).toBe('20260101000200_half_way');
+    expect(error.message).toMatch(/at line 5/);
+    expect(error.message).toMatch(/nothing of it was applied/);
+    expect(await tableExists(t.db, 'c')).toBe(false);
+    expect(await tableExists(t.db, 'd')).toBe(false);
+    expect(await tableExists(t.db, 'b')).toBe(true);
+    const status = await migrationStatus(t.db, { dir });
+    expect(status.migrations.find((entry) => entry.name === '20260101000200_half_way')?.state).toBe('pending');
+  });
+
+  it('runs a no-transaction migration statement by statement, so that CONCURRENTLY works and a re-run completes it', async () => {
+    const flaky = (fail: boolean) =>
+      migration(
+        [
+          'drop index concurrently if exists a_id_idx;',
+          'create index concurrently a_id_idx on a (id);',
+          fail ? 'select 1 / 0;' : 'select 1;',
+          'drop index concurrently if exists a_id2_idx;',
+          'create index concurrently a_id2_idx on a (id);',
+        ].join('\n'),
+        'drop index concurrently if exists a_id2_idx;\ndrop index concurrently if exists a_id_idx;',
+        { transactional: false },
+      );
+    const failing = dirOf({ '20260101000000_create_a': basic['20260101000000_create_a'], '20260101000100_indexes': flaky(true) });
+    const error = await rejection(migrateUp(t.db, { dir: failing }));
+    expect(error.code).toBe('MIGRATION_FAILED');
+    expect(error.message).toMatch(/outside a transaction/);
+    expect(await tableExists(t.db, 'a_id_idx')).toBe(true);
+    expect(await tableExists(t.db, 'a_id2_idx')).toBe(false);
+    expect((await migrationStatus(t.db, { dir: failing })).upToDate).toBe(false);
+
+    const fixed = dirOf({ '20260101000000_create_a': basic['20260101000000_create_a'], '20260101000100_indexes': flaky(false) });
+    await migrateUp(t.db, { dir: fixed });
+    expect(await tableExists(t.db, 'a_id2_idx')).toBe(true);
+    await migrateDown(t.db, { dir: fixed });
+    expect(await tableExists(t.db, 'a_id_idx')).toBe(false);
+  });
+
+  it('refuses to run when an applied migration was edited, and status shows it', async () => {
+    const dir = dirOf(basic);
+    await migrateUp(t.db, { dir });
+    writeFileSync(join(dir, '20260101000000_create_a.sql'), basic['20260101000000_create_a'].replace('int primary key', 'bigint primary key'));
+    const error = await rejection(migrateUp(t.db, { dir }));
+    expect(error.code).toBe('MIGRATION_EDITED');
+    expect(error.details.migration).toBe('20260101000000_create_a');
+    expect((await migrationStatus(t.db, { dir })).migrations[0]?.state).toBe('edited');
+    expect((await rejection(migrateDown(t.db, { dir, count: 2 }))).code).toBe('MIGRATION_EDITED');
+  });
+
+  it('refuses when an applied migration has no file, or a pending one sorts before an applied one', async () => {
+    const dir = dirOf(basic);
+    await migrateUp(t.db, { dir, to: '20260101000000_create_a' });
+    rmSync(join(dir, '20260101000000_create_a.sql'));
+    expect((await rejection(migrateUp(t.db, { dir }))).code).toBe('MIGRATION_MISSING');
+    expect((await migrationStatus(t.db, { dir })).migrations.find((entry) => entry.state === 'missing')?.name).toBe('20260101000000_create_a');
+
+    const reordered = dirOf({ ...basic, '20250101000000_early': migration('select 1;', 'select 1;') });
+    expect((await rejection(migrateUp(t.db, { dir: reordered }))).code).toBe('MIGRATION_OUT_OF_ORDER');
+  });
+
+  it('reverts the last N migrations, newest first, and removes their records', async () => {
+    const dir = dirOf(basic);
+    await migrateUp(t.db, { dir });
+    const steps = await migrateDown(t.db, { dir, count: 2 });
+    expect(steps.map((step) => step.name)).toEqual(['20260101000100_create_b', '20260101000000_create_a']);
+    expect(await tableExists(t.db, 'a')).toBe(false);
+    expect((await t.db.query(`select * from ${MIGRATIONS_TABLE}`)).rows).toEqual([]);
+    expect(await migrateDown(t.db, { dir })).toEqual([]);
+    expect((await rejection(migrateDown(t.db, { dir, count: 0 }))).code).toBe('INVALID_INPUT');
+  });
+
+  it('rejects a malformed migration file with its name', async () => {
+    const dir = dirOf({ '20260101000000_no_markers': 'create table x (id int);' });
+    const error = await rejection(migrateUp(t.db, { dir }));
+    expect(error.code).toBe('MIGRATION_INVALID');
+    expect(error.message).toMatch(/20260101000000_no_markers.*Up Migration/);
+  });
+});
+
+describe.skipIf(!serverUrl)('migration runner against concurrent sessions on PostgreSQL', () => {
+  let server: Awaited<ReturnType<typeof createServerDatabase>>;
+  let first: Database;
+  let second: Database;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = migrationsDir({
+      '20260101000000_runs': migration('create table runs (name text);', 'drop table runs;'),
+      // Slow enough that the second runner certainly arrives while the first holds the lock.
+      '20260101000100_slow': migration("select pg_sleep(0.5);\ninsert into runs values ('slow');", "delete from runs where name = 'slow';"),
+      '20260101000200_after': migration("insert into runs values ('after');", "delete from runs where name = 'after';"),
+    });
+  });
+  beforeEach(async () => {
+    server = await createServerDatabase();
+    first = await openDatabase({ url: server.url, poolSize: 2 });
+    second = await openDatabase({ url: server.url, poolSize: 2 });
+  });
+  afterEach(async () => {
+    await first.close();
+    await second.close();
+    await server.drop();
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('applies each migration exactly once when two runs start together; the second waits, then finds nothing to do', async () => {
+    const secondLog: string[] = [];
+    const [a, b] = await Promise.all([
+      migrateUp(first, { dir }),
+      new Promise((resolve) => setTimeout(resolve, 100)).then(() => migrateUp(second, { dir, log: (line) => secondLog.push(line) })),
+    ]);
+    expect(a.length + b.length).toBe(3);
+    expect(secondLog).toContain('waiting for another migration run to finish...');
+    const { rows } = await first.query<{ name: string; n: number }>('select name, count(*)::int as n from runs group by name order by name');
+    expect(rows).toEqual([
+      { name: 'after', n: 1 },
+      { name: 'slow', n: 1 },
+    ]);
+  });
+
+  it('gives up with MIGRATION_LOCKED when another run holds the lock too long', async () => {
+    const running = migrateUp(first, { dir });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const error = await rejection(migrateUp(second, { dir, lockWaitMs: 50 }));
+    expect(error.code).toBe('MIGRATION_LOCKED');
+    await running;
+  });
+
+  it('fails fast on its lock timeout behind a long transaction, applies nothing, and succeeds when re-run', async () => {
+    await migrateUp(first, { to: '20261128120000_add_multitenant_schema' });
+    const blocker = new pg.Client({ connectionString: server.url });
+    await blocker.connect();
+    try {
+      // A long-running reader: holds ACCESS SHARE on workflow_states until it commits.
+      await blocker.query('begin');
+      await blocker.query('select count(*) from workflow_states');
+      const started = Date.now();
+      const error = await rejection(migrateUp(second, { lockTimeout: '300ms' }));
+      expect(error.code).toBe('LOCK_TIMEOUT');
+      expect(error.details.migration).toBe('20261128120100_update_existing_tables_for_multitenancy');
+      expect(error.message).toMatch(/run it again/);
+      // It gave up after about its 300 ms lock_timeout instead of queueing behind the reader.
+      expect(Date.now() - started).toBeLessThan(3_000);
+      const columns = await first.query(`select 1 from information_schema.columns where table_name = 'workflow_states' and column_name = 'org_id'`);
+      expect(columns.rowCount).toBe(0);
+      expect((await first.query(`select 1 from organizations`)).rowCount).toBe(0);
+      expect((await migrationStatus(first)).migrations.filter((entry) => entry.state === 'pending')).toHaveLength(5);
+    } finally {
+      await blocker.query('commit');
+      await blocker.end();
+    }
+    const steps = await migrateUp(second, { lockTimeout: '300ms' });
+    expect(steps).toHaveLength(5);
+    expect((await migrationStatus(first)).upToDate).toBe(true);
+  });
+});
