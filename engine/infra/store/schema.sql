@@ -85,7 +85,7 @@ CREATE TABLE public.api_keys (
     CONSTRAINT api_keys_deleted_at_check CHECK (((deleted_at IS NULL) OR (deleted_at >= created_at))),
     CONSTRAINT api_keys_expires_at_check CHECK (((expires_at IS NULL) OR (expires_at > created_at))),
     CONSTRAINT api_keys_key_hash_check CHECK ((octet_length(key_hash) = 32)),
-    CONSTRAINT api_keys_name_check CHECK ((((char_length(name) >= 1) AND (char_length(name) <= 100)) AND (name = btrim(name)) AND (name !~ '[[:cntrl:]]'::text))),
+    CONSTRAINT api_keys_name_check CHECK (((char_length(name) >= 1) AND (char_length(name) <= 100) AND (name = btrim(name)) AND (name !~ '[[:cntrl:]]'::text))),
     CONSTRAINT api_keys_prefix_check CHECK ((prefix ~ '^[A-Za-z0-9]{8,32}$'::text)),
     CONSTRAINT api_keys_rate_limit_per_hour_check CHECK (((rate_limit_per_hour >= 1) AND (rate_limit_per_hour <= 1000000))),
     CONSTRAINT api_keys_status_check CHECK ((status = ANY (ARRAY['active'::text, 'revoked'::text])))
@@ -110,7 +110,7 @@ CREATE TABLE public.organizations (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     deleted_at timestamp with time zone,
     CONSTRAINT organizations_deleted_at_check CHECK (((deleted_at IS NULL) OR (deleted_at >= created_at))),
-    CONSTRAINT organizations_name_check CHECK ((((char_length(name) >= 1) AND (char_length(name) <= 100)) AND (name = btrim(name)) AND (name !~ '[[:cntrl:]]'::text))),
+    CONSTRAINT organizations_name_check CHECK (((char_length(name) >= 1) AND (char_length(name) <= 100) AND (name = btrim(name)) AND (name !~ '[[:cntrl:]]'::text))),
     CONSTRAINT organizations_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text]))),
     CONSTRAINT organizations_temporal_namespace_check CHECK ((temporal_namespace ~ '^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$'::text))
 );
@@ -575,12 +575,12 @@ CREATE TABLE IF NOT EXISTS public.engine_store_migrations (
     applied_at timestamp with time zone DEFAULT now() NOT NULL,
     duration_ms integer NOT NULL
 );
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090000_create_workflow_states', '421281cd5b0560aac9b3cc6722e00e85790c0dc500357c1e0ce36b9bcf4c4477', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '2ad9c37c1c2d0e9c5a9917c99a89d8e27075a365d62394f7a52a0d0af6d36ce1', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', '95506087d0ff15e055ad9d7531426b4f04b50c0e6e3abcf4a62264f0a5c0d9f9', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '3f231f8120fdc3d3914ffc8ccf5ca5f05517b897f658bd9ead210e8f4506a9db', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'e63d5fac07c2909b288e3e5585558b86c59f13a2c790a11b9db99ed716c01949', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '7f9ce2a6c78abc35c741350cd1a47bd3a5001de06b6239ed9cf22eb6584882a8', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', '9deb394eb63df5e20625f7ebf3926f0cae0435e74db5e1a43db0a38ac6b99beb', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', '93f2db2eaf36848c69f9df483f4fec9ad2d69d7bea16596b3f60ff424de4e1e0', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120500_drop_single_tenant_indexes', '1ff879c48a6a73cbf690e5fc776449820dea33061627cfdf6ab180ff8a3f252e', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090000_create_workflow_states', '8569ec3aebe66bc72a9a094716559e3a470c37bdce775b1c78000eaee21d3e59', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '140c0330003e89a9eda0128d499199aacc6d26960c41c061fc67a2bf0acbb25d', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', 'f05e44e84f67c6d81177ed4050b51566de13836be8f5adc0250633182899c6c6', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '15d76e8dc68fae87b6d9fd3ada3a1904967bfa5569f958a849ba6a546ebc2818', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', '2344c4ce349f512a2560d9c82dd4b2eef8b41ccb62ebc67c5b23004b27c13b5c', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', 'abf027702c587e943d7533f6ea8c6997887b24cffe7a6048f957a2ee95f8062a', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'fe92d86a4740253b8bb9e522b63bd5b7cbb55019a1075adf83e6db7864b0e316', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', '633188b50b78ede91a58cf575318935186d9ec85e7b82808b7439a683e3ea42e', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120500_drop_single_tenant_indexes', '71778c3e6cab49b9b54d8f2ef8e870ead5dd286d10be393757f76f14951a4e2d', 0);

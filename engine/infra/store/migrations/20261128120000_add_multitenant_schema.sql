@@ -44,8 +44,10 @@ create table organizations (
   updated_at timestamptz not null default now(),
   deleted_at timestamptz,
   constraint organizations_pkey primary key (id),
+  -- Written as a flat AND (no BETWEEN inside it): pg_dump prints a nested AND that reads back
+  -- flat, and schema.sql must rebuild exactly this constraint.
   constraint organizations_name_check
-    check (char_length(name) between 1 and 100 and name = btrim(name) and name !~ '[[:cntrl:]]'),
+    check (char_length(name) >= 1 and char_length(name) <= 100 and name = btrim(name) and name !~ '[[:cntrl:]]'),
   -- A Temporal namespace is a DNS-label-like name: lowercase letters, digits, '.', '-' and '_'.
   constraint organizations_temporal_namespace_check
     check (temporal_namespace ~ '^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$'),
@@ -114,7 +116,7 @@ create table api_keys (
   constraint api_keys_prefix_check check (prefix ~ '^[A-Za-z0-9]{8,32}$'),
   -- SHA-256 of the whole key; the key itself is never stored.
   constraint api_keys_key_hash_check check (octet_length(key_hash) = 32),
-  constraint api_keys_name_check check (char_length(name) between 1 and 100 and name = btrim(name) and name !~ '[[:cntrl:]]'),
+  constraint api_keys_name_check check (char_length(name) >= 1 and char_length(name) <= 100 and name = btrim(name) and name !~ '[[:cntrl:]]'),
   constraint api_keys_rate_limit_per_hour_check check (rate_limit_per_hour between 1 and 1000000),
   constraint api_keys_status_check check (status in ('active', 'revoked')),
   constraint api_keys_expires_at_check check (expires_at is null or expires_at > created_at),
