@@ -158,7 +158,7 @@ COMMENT ON TABLE public.role_permissions IS 'Global, read-mostly: which permissi
 --
 
 CREATE TABLE public.schedules (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    id uuid DEFAULT public.uuid_generate_v7() NOT NULL,
     workflow_id text NOT NULL,
     cron_expression text NOT NULL,
     timezone text DEFAULT 'UTC'::text NOT NULL,
@@ -167,7 +167,8 @@ CREATE TABLE public.schedules (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     org_id uuid DEFAULT '00000000-0000-7000-8000-000000000001'::uuid NOT NULL,
-    deleted_at timestamp with time zone
+    deleted_at timestamp with time zone,
+    CONSTRAINT schedules_deleted_at_check CHECK (((deleted_at IS NULL) OR (deleted_at >= created_at)))
 );
 
 --
@@ -579,8 +580,8 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '140c0330003e89a9eda0128d499199aacc6d26960c41c061fc67a2bf0acbb25d', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', 'f05e44e84f67c6d81177ed4050b51566de13836be8f5adc0250633182899c6c6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '15d76e8dc68fae87b6d9fd3ada3a1904967bfa5569f958a849ba6a546ebc2818', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', '2344c4ce349f512a2560d9c82dd4b2eef8b41ccb62ebc67c5b23004b27c13b5c', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'f7536b30fdd849f8ce89f2e27c4f9f5fd676f78f7eec28133423a5d49997f94c', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', 'abf027702c587e943d7533f6ea8c6997887b24cffe7a6048f957a2ee95f8062a', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'fe92d86a4740253b8bb9e522b63bd5b7cbb55019a1075adf83e6db7864b0e316', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', '633188b50b78ede91a58cf575318935186d9ec85e7b82808b7439a683e3ea42e', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', '11e349a9eb42dbb3023db4c7410b0f9b3a3526218a4916d12c2fcbb23352e6dc', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120500_drop_single_tenant_indexes', '71778c3e6cab49b9b54d8f2ef8e870ead5dd286d10be393757f76f14951a4e2d', 0);

@@ -23,6 +23,11 @@ alter table task_states
 alter table schedules
   add column org_id uuid not null default '00000000-0000-7000-8000-000000000001';
 alter table schedules add column deleted_at timestamptz;
+-- Validated by a later migration, outside this transaction's strong locks.
+alter table schedules add constraint schedules_deleted_at_check
+  check (deleted_at is null or deleted_at >= created_at) not valid;
+-- New schedules get time-ordered ids like every other new row; existing ids stay as they are.
+alter table schedules alter column id set default uuid_generate_v7();
 
 -- Purging an organization removes its engine state with it.
 alter table workflow_states add constraint workflow_states_org_id_fkey
@@ -74,6 +79,8 @@ drop trigger workflow_states_set_updated_at on workflow_states;
 alter table schedules drop constraint schedules_org_id_fkey;
 alter table task_states drop constraint task_states_org_id_fkey;
 alter table workflow_states drop constraint workflow_states_org_id_fkey;
+alter table schedules alter column id set default gen_random_uuid();
+alter table schedules drop constraint schedules_deleted_at_check;
 -- Dropping a column only marks it dropped in the catalog: no rewrite. Guarded above.
 -- squawk-ignore ban-drop-column
 alter table schedules drop column deleted_at;

@@ -1,4 +1,4 @@
--- Validates the foreign keys that tie the engine's rows to their organization and to each other.
+-- Validates the foreign keys that tie the engine's rows to their organization and to each other, and the schedules soft-delete check.
 -- engine-store: no-transaction
 -- squawk-ignore-file prefer-robust-stmts -- validating a valid constraint again is a no-op, so a re-run is safe.
 --
@@ -13,6 +13,7 @@ alter table task_states validate constraint task_states_org_id_fkey;
 alter table schedules validate constraint schedules_org_id_fkey;
 alter table task_states validate constraint task_states_workflow_fkey;
 alter table task_states validate constraint task_states_parent_fkey;
+alter table schedules validate constraint schedules_deleted_at_check;
 
 -- Down Migration
 set statement_timeout = 0;
@@ -20,6 +21,9 @@ set statement_timeout = 0;
 -- The exact reverse: the same constraints, NOT VALID again. Catalog changes only.
 begin;
 set local statement_timeout = '10s';
+alter table schedules drop constraint schedules_deleted_at_check;
+alter table schedules add constraint schedules_deleted_at_check
+  check (deleted_at is null or deleted_at >= created_at) not valid;
 alter table task_states drop constraint task_states_parent_fkey;
 alter table task_states add constraint task_states_parent_fkey
   foreign key (org_id, parent_state_id) references task_states (org_id, task_exec_id)

@@ -1,0 +1,96 @@
+/**
+ * The command line end to end, as a user runs it: a real process, real exit codes, real output.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readMigrationFiles } from '../engine/infra/store/migration-files.ts';
+import { createServerDatabase, serverUrl } from './support/backends.ts';
+
+const run = promisify(execFile);
+const BIN = join(import.meta.dirname, '..', 'bin', 'engine-store.js');
+const migrationCount = readMigrationFiles().length;
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
+      env: { ...process.env, DATABASE_URL: undefined, ENGINE_STORE_DATA_DIR: undefined, ...env },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+describe('engine-store migrate on the embedded database', () => {
+  let dataDir: string;
+  beforeAll(() => {
+    dataDir = mkdtempSync(join(tmpdir(), 'engine-store-cli-'));
+  });
+  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  it('migrates up with progress lines, then reports every migration applied', async () => {
+    const up = await cli(['migrate', 'up'], { ENGINE_STORE_DATA_DIR: dataDir });
+    expect(up.code).toBe(0);
+    expect(up.stdout.match(/^↑ /gm)).toHaveLength(migrationCount);
+    expect(up.stdout).toMatch(/applied in \d+ ms/);
+
+    const status = await cli(['--data-dir', dataDir, 'migrate', 'status', '--json']);
+    expect(status.code).toBe(0);
+    const parsed = JSON.parse(status.stdout) as { upToDate: boolean; migrations: { state: string }[] };
+    expect(parsed.upToDate).toBe(true);
+    expect(parsed.migrations).toHaveLength(migrationCount);
+  });
+
+  it('reverts the last migration with down, and status lists it as pending', async () => {
+    const down = await cli(['--data-dir', dataDir, 'migrate', 'down', '1', '--json']);
+    expect(down.code).toBe(0);
+    expect(JSON.parse(down.stdout).reverted).toHaveLength(1);
+    const status = await cli(['--data-dir', dataDir, 'migrate', 'status']);
+    expect(status.stdout).toMatch(new RegExp(`${migrationCount - 1} applied, 1 pending`));
+  });
+
+  it('refuses a bad count with a usage error and exit code 2', async () => {
+    const result = await cli(['--data-dir', dataDir, 'migrate', 'down', 'two']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/\[INVALID_INPUT\] N must be a positive whole number/);
+  });
+});
+
+describe('engine-store migrate against servers', () => {
+  it('exits 3 with a clear message when the URL is not a PostgreSQL URL', async () => {
+    const result = await cli(['migrate', 'status', '--json'], { DATABASE_URL: 'mysql://root@127.0.0.1/x' });
+    expect(result.code).toBe(3);
+    expect(JSON.parse(result.stderr).error).toMatchObject({ code: 'BAD_DATABASE_URL' });
+  });
+
+  it('exits 3 when the server cannot be reached, without printing the password', async () => {
+    const result = await cli(['--database-url', 'postgres://postgres:s3cret@127.0.0.1:1/x', 'migrate', 'up']);
+    expect(result.code).toBe(3);
+    expect(result.stderr).toMatch(/\[CONNECTION_FAILED\] cannot connect to postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1\/x/);
+    expect(result.stderr).not.toMatch(/s3cret/);
+  });
+
+  it.skipIf(!serverUrl)('migrates a server database named by DATABASE_URL', async () => {
+    const server = await createServerDatabase();
+    try {
+      const up = await cli(['migrate', 'up', '--json'], { DATABASE_URL: server.url });
+      expect(up.code).toBe(0);
+      expect(JSON.parse(up.stdout).applied).toHaveLength(migrationCount);
+      const status = await cli(['migrate', 'status'], { DATABASE_URL: server.url });
+      expect(status.stdout).toMatch(/: up to date/);
+    } finally {
+      await server.drop();
+    }
+  });
+});
