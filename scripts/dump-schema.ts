@@ -13,6 +13,23 @@ import { MIGRATIONS_TABLE, migrateUp } from '../engine/infra/store/migrate.ts';
 import { readMigrationFiles } from '../engine/infra/store/migration-files.ts';
 import { SCHEMA_FILE } from '../engine/infra/store/schema-file.ts';
 
+/**
+ * pg_dump leaves out roles, which belong to the cluster; the schema's grants and policies name
+ * them. Created only if missing, as the migration that introduces them does.
+ */
+const ROLES_PRELUDE = `-- Cluster-wide roles the schema grants to (pg_dump does not dump roles).
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_tenant') THEN
+    CREATE ROLE app_tenant NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
+  END IF;
+  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    EXECUTE format('GRANT app_tenant TO %I', current_user);
+  END IF;
+END
+$$;
+`;
+
 /** Global tables whose rows are part of the schema: seeded by migrations, read by everyone. */
 const SEED_TABLES = ['permissions', 'role_permissions'];
 
@@ -52,6 +69,7 @@ try {
       '-- Do not edit: change the schema with a new migration, then regenerate this file.',
       '-- A test builds one database from this file and one from the migrations and requires the same catalog.',
       '',
+      ROLES_PRELUDE,
       pgDump(['--schema-only', '--no-owner', `--exclude-table=${MIGRATIONS_TABLE}`]).trim(),
       '',
       '-- Seed rows written by the migrations.',

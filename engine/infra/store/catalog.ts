@@ -11,7 +11,7 @@ import type { Queryable } from './db.ts';
 import { MIGRATIONS_TABLE } from './migrate.ts';
 
 export interface CatalogSnapshot {
-  schemas: string[];
+  schemas: Record<string, unknown>[];
   extensions: string[];
   tables: Record<string, unknown>[];
   columns: Record<string, unknown>[];
@@ -23,6 +23,9 @@ export interface CatalogSnapshot {
   types: Record<string, unknown>[];
 }
 
+// ACLs are compared with NULL (never granted: the default) read as the default it stands for,
+// since a GRANT followed by its REVOKE leaves the same rights spelled out explicitly.
+
 /** Schemas that belong to PostgreSQL or PGlite rather than to the project. */
 const PROJECT_SCHEMAS = `
   n.nspname not in ('pg_catalog', 'information_schema')
@@ -32,13 +35,16 @@ const PROJECT_SCHEMAS = `
 const PROJECT_RELATION = `${PROJECT_SCHEMAS} and c.relname <> '${MIGRATIONS_TABLE}'`;
 
 const QUERIES: Record<keyof CatalogSnapshot, string> = {
-  schemas: `select n.nspname as name from pg_namespace n where ${PROJECT_SCHEMAS} order by 1`,
+  schemas: `
+    select n.nspname as name,
+           coalesce((select array_agg(acl::text order by acl::text) from unnest(coalesce(n.nspacl, acldefault('n', n.nspowner))) acl), '{}') as grants
+    from pg_namespace n where ${PROJECT_SCHEMAS} order by 1`,
   extensions: `select extname as name from pg_extension where extname <> 'plpgsql' order by 1`,
   tables: `
     select n.nspname as schema, c.relname as name, c.relkind::text as kind,
            c.relpersistence::text as persistence,
            c.relrowsecurity as row_security, c.relforcerowsecurity as force_row_security,
-           coalesce((select array_agg(acl::text order by acl::text) from unnest(c.relacl) acl), '{}') as grants,
+           coalesce((select array_agg(acl::text order by acl::text) from unnest(coalesce(c.relacl, acldefault(case when c.relkind = 'S' then 's' else 'r' end::"char", c.relowner))) acl), '{}') as grants,
            obj_description(c.oid, 'pg_class') as comment,
            case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end as view_definition
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -89,7 +95,7 @@ const QUERIES: Record<keyof CatalogSnapshot, string> = {
   functions: `
     select n.nspname as schema, p.proname as name, pg_get_function_identity_arguments(p.oid) as arguments,
            pg_get_functiondef(p.oid) as definition,
-           coalesce((select array_agg(acl::text order by acl::text) from unnest(p.proacl) acl), '{}') as grants,
+           coalesce((select array_agg(acl::text order by acl::text) from unnest(coalesce(p.proacl, acldefault('f', p.proowner))) acl), '{}') as grants,
            obj_description(p.oid, 'pg_proc') as comment
     from pg_proc p join pg_namespace n on n.oid = p.pronamespace
     where ${PROJECT_SCHEMAS} and p.prokind in ('f', 'p')
@@ -120,7 +126,7 @@ export async function readCatalog(db: Queryable): Promise<CatalogSnapshot> {
   for (const [key, sql] of Object.entries(QUERIES) as [keyof CatalogSnapshot, string][]) {
     const { rows } = await db.query<Record<string, unknown>>(sql);
     (snapshot as unknown as Record<string, unknown>)[key] =
-      key === 'schemas' || key === 'extensions' ? rows.map((row) => row.name) : rows.map(normalizeRow);
+      key === 'extensions' ? rows.map((row) => row.name) : rows.map(normalizeRow);
   }
   return snapshot;
 }

@@ -2,6 +2,18 @@
 -- Do not edit: change the schema with a new migration, then regenerate this file.
 -- A test builds one database from this file and one from the migrations and requires the same catalog.
 
+-- Cluster-wide roles the schema grants to (pg_dump does not dump roles).
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_tenant') THEN
+    CREATE ROLE app_tenant NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
+  END IF;
+  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    EXECUTE format('GRANT app_tenant TO %I', current_user);
+  END IF;
+END
+$$;
+
 --
 -- PostgreSQL database dump
 --
@@ -16,6 +28,73 @@ SET check_function_bodies = false;
 SET xmloption = content;
 SET client_min_messages = warning;
 SET row_security = off;
+
+--
+-- Name: current_org_id(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.current_org_id() RETURNS uuid
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog'
+    AS $$
+  select nullif(current_setting('app.org_id', true), '')::uuid
+$$;
+
+--
+-- Name: FUNCTION current_org_id(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.current_org_id() IS 'The organization of the current tenant scope (setting app.org_id), or NULL.';
+
+--
+-- Name: current_org_is_visible(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.current_org_is_visible() RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'public'
+    AS $$
+  select exists (select 1 from organizations where id = current_org_id() and deleted_at is null)
+$$;
+
+--
+-- Name: FUNCTION current_org_is_visible(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.current_org_is_visible() IS 'Whether the current tenant scope names a live (not soft-deleted) organization.';
+
+--
+-- Name: refuse_writes_of_inactive_org(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.refuse_writes_of_inactive_org() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public'
+    AS $$
+declare
+  org constant uuid := current_org_id();
+  org_status text;
+  org_deleted_at timestamptz;
+begin
+  if org is null then
+    return null;
+  end if;
+  select status, deleted_at into org_status, org_deleted_at from organizations where id = org;
+  if not found or org_deleted_at is not null then
+    raise exception 'the organization does not exist or was deleted' using errcode = 'ES002';
+  end if;
+  if org_status <> 'active' then
+    raise exception 'the organization is suspended: its data can be read but not changed' using errcode = 'ES001';
+  end if;
+  return null;
+end
+$$;
+
+--
+-- Name: FUNCTION refuse_writes_of_inactive_org(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.refuse_writes_of_inactive_org() IS 'Statement trigger: refuses writes in the scope of a suspended or deleted organization.';
 
 --
 -- Name: set_updated_at(); Type: FUNCTION; Schema: public; Owner: -
@@ -69,7 +148,7 @@ SET default_table_access_method = heap;
 --
 
 CREATE TABLE public.api_keys (
-    org_id uuid NOT NULL,
+    org_id uuid DEFAULT public.current_org_id() NOT NULL,
     id uuid DEFAULT public.uuid_generate_v7() NOT NULL,
     user_id uuid NOT NULL,
     prefix text NOT NULL,
@@ -90,6 +169,8 @@ CREATE TABLE public.api_keys (
     CONSTRAINT api_keys_rate_limit_per_hour_check CHECK (((rate_limit_per_hour >= 1) AND (rate_limit_per_hour <= 1000000))),
     CONSTRAINT api_keys_status_check CHECK ((status = ANY (ARRAY['active'::text, 'revoked'::text])))
 );
+
+ALTER TABLE ONLY public.api_keys FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: TABLE api_keys; Type: COMMENT; Schema: public; Owner: -
@@ -166,10 +247,12 @@ CREATE TABLE public.schedules (
     input jsonb,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    org_id uuid DEFAULT '00000000-0000-7000-8000-000000000001'::uuid NOT NULL,
+    org_id uuid DEFAULT public.current_org_id() NOT NULL,
     deleted_at timestamp with time zone,
     CONSTRAINT schedules_deleted_at_check CHECK (((deleted_at IS NULL) OR (deleted_at >= created_at)))
 );
+
+ALTER TABLE ONLY public.schedules FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: task_states; Type: TABLE; Schema: public; Owner: -
@@ -193,15 +276,17 @@ CREATE TABLE public.task_states (
     usage jsonb,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    org_id uuid DEFAULT '00000000-0000-7000-8000-000000000001'::uuid NOT NULL
+    org_id uuid DEFAULT public.current_org_id() NOT NULL
 );
+
+ALTER TABLE ONLY public.task_states FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: users; Type: TABLE; Schema: public; Owner: -
 --
 
 CREATE TABLE public.users (
-    org_id uuid NOT NULL,
+    org_id uuid DEFAULT public.current_org_id() NOT NULL,
     id uuid DEFAULT public.uuid_generate_v7() NOT NULL,
     email text NOT NULL,
     role text NOT NULL,
@@ -214,6 +299,8 @@ CREATE TABLE public.users (
     CONSTRAINT users_role_check CHECK ((role = ANY (ARRAY['admin'::text, 'manager'::text, 'customer'::text]))),
     CONSTRAINT users_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text])))
 );
+
+ALTER TABLE ONLY public.users FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: TABLE users; Type: COMMENT; Schema: public; Owner: -
@@ -235,8 +322,10 @@ CREATE TABLE public.workflow_states (
     usage jsonb,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    org_id uuid DEFAULT '00000000-0000-7000-8000-000000000001'::uuid NOT NULL
+    org_id uuid DEFAULT public.current_org_id() NOT NULL
 );
+
+ALTER TABLE ONLY public.workflow_states FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: api_keys api_keys_key_hash_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -430,6 +519,12 @@ CREATE INDEX workflow_states_org_id_status_idx ON public.workflow_states USING b
 CREATE INDEX workflow_states_org_id_workflow_id_idx ON public.workflow_states USING btree (org_id, workflow_id);
 
 --
+-- Name: api_keys api_keys_refuse_writes_of_inactive_org; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER api_keys_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR UPDATE ON public.api_keys FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_writes_of_inactive_org();
+
+--
 -- Name: api_keys api_keys_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -442,10 +537,22 @@ CREATE TRIGGER api_keys_set_updated_at BEFORE UPDATE ON public.api_keys FOR EACH
 CREATE TRIGGER organizations_set_updated_at BEFORE UPDATE ON public.organizations FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
 
 --
+-- Name: schedules schedules_refuse_writes_of_inactive_org; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER schedules_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR UPDATE ON public.schedules FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_writes_of_inactive_org();
+
+--
 -- Name: schedules schedules_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER schedules_set_updated_at BEFORE UPDATE ON public.schedules FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: task_states task_states_refuse_writes_of_inactive_org; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER task_states_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR UPDATE ON public.task_states FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_writes_of_inactive_org();
 
 --
 -- Name: task_states task_states_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
@@ -454,10 +561,22 @@ CREATE TRIGGER schedules_set_updated_at BEFORE UPDATE ON public.schedules FOR EA
 CREATE TRIGGER task_states_set_updated_at BEFORE UPDATE ON public.task_states FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
 
 --
+-- Name: users users_refuse_writes_of_inactive_org; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER users_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR UPDATE ON public.users FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_writes_of_inactive_org();
+
+--
 -- Name: users users_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER users_set_updated_at BEFORE UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: workflow_states workflow_states_refuse_writes_of_inactive_org; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER workflow_states_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR UPDATE ON public.workflow_states FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_writes_of_inactive_org();
 
 --
 -- Name: workflow_states workflow_states_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
@@ -522,6 +641,132 @@ ALTER TABLE ONLY public.workflow_states
     ADD CONSTRAINT workflow_states_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
 
 --
+-- Name: api_keys; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.api_keys ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: api_keys api_keys_tenant_isolation; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+
+--
+-- Name: organizations; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.organizations ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: organizations organizations_tenant_read; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY organizations_tenant_read ON public.organizations FOR SELECT TO app_tenant USING (((id = ( SELECT public.current_org_id() AS current_org_id)) AND (deleted_at IS NULL)));
+
+--
+-- Name: schedules; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.schedules ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: schedules schedules_tenant_isolation; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY schedules_tenant_isolation ON public.schedules TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+
+--
+-- Name: task_states; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.task_states ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: task_states task_states_tenant_isolation; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY task_states_tenant_isolation ON public.task_states TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+
+--
+-- Name: users; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: users users_tenant_isolation; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY users_tenant_isolation ON public.users TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+
+--
+-- Name: workflow_states; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.workflow_states ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: workflow_states workflow_states_tenant_isolation; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+
+--
+-- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA public TO app_tenant;
+
+--
+-- Name: TABLE api_keys; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.api_keys TO app_tenant;
+
+--
+-- Name: TABLE organizations; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.organizations TO app_tenant;
+
+--
+-- Name: TABLE permissions; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.permissions TO app_tenant;
+
+--
+-- Name: TABLE role_permissions; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.role_permissions TO app_tenant;
+
+--
+-- Name: TABLE schedules; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.schedules TO app_tenant;
+
+--
+-- Name: TABLE task_states; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.task_states TO app_tenant;
+
+--
+-- Name: TABLE users; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.users TO app_tenant;
+
+--
+-- Name: TABLE workflow_states; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.workflow_states TO app_tenant;
+
+--
 -- PostgreSQL database dump complete
 --
 
@@ -581,7 +826,8 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', 'f05e44e84f67c6d81177ed4050b51566de13836be8f5adc0250633182899c6c6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '15d76e8dc68fae87b6d9fd3ada3a1904967bfa5569f958a849ba6a546ebc2818', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'f7536b30fdd849f8ce89f2e27c4f9f5fd676f78f7eec28133423a5d49997f94c', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', 'abf027702c587e943d7533f6ea8c6997887b24cffe7a6048f957a2ee95f8062a', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '24c4128d44278b5cc850ac9da630dc809c330252ee6f6550142daba7158330e0', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'fe92d86a4740253b8bb9e522b63bd5b7cbb55019a1075adf83e6db7864b0e316', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', '11e349a9eb42dbb3023db4c7410b0f9b3a3526218a4916d12c2fcbb23352e6dc', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120500_drop_single_tenant_indexes', '71778c3e6cab49b9b54d8f2ef8e870ead5dd286d10be393757f76f14951a4e2d', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '936a8e2307087b2b1b9af45ed5209e541d33ed7ead03bf412751289cbe2ead48', 0);

@@ -55,6 +55,22 @@ commit;
 -- Down Migration
 set statement_timeout = 0;
 
+-- Single-column keys cannot keep organizations apart: once other organizations own rows, a
+-- task could point at another organization's workflow again. Refuse before changing anything.
+do $$
+declare
+  default_org constant uuid := '00000000-0000-7000-8000-000000000001';
+begin
+  if exists (select 1 from workflow_states where org_id <> default_org)
+     or exists (select 1 from task_states where org_id <> default_org)
+     or exists (select 1 from schedules where org_id <> default_org) then
+    raise exception 'refusing to drop the organization-scoped keys: engine state belongs to organizations other than default'
+      using errcode = 'object_not_in_prerequisite_state',
+            hint = 'purge those organizations first';
+  end if;
+end
+$$;
+
 -- The single-column keys come back the same way: index first, concurrently, then a short swap.
 -- This fails (and changes nothing) if two organizations now hold the same id.
 drop index concurrently if exists workflow_states_workflow_exec_id_key;

@@ -1,0 +1,172 @@
+-- Makes PostgreSQL itself keep organizations apart: row-level security on every tenant table, entered through the role app_tenant.
+--
+-- Tenant work runs as `app_tenant` inside one transaction that sets `app.org_id`
+-- (`SET LOCAL ROLE app_tenant; SELECT set_config('app.org_id', <org>, true)`), so nothing
+-- outlives the transaction on a pooled connection. The policies are written for app_tenant only:
+-- any other role that is not a superuser or BYPASSRLS sees no tenant rows at all, because RLS is
+-- FORCED (it applies to the tables' owner too). Foreign-key checks and cascades bypass RLS by
+-- design, which is what lets an operator purge an organization as the owner.
+--
+-- Roles belong to the whole cluster, not to this database (tests create many databases on one
+-- server): app_tenant is created only if missing, and the down migration revokes what this
+-- database granted it instead of dropping it.
+-- Up Migration
+set local statement_timeout = '60s';
+
+do $$
+begin
+  if not exists (select from pg_roles where rolname = 'app_tenant') then
+    create role app_tenant nologin nosuperuser nobypassrls noinherit;
+  end if;
+  -- A schema owner that is not a superuser must be a member to SET ROLE app_tenant.
+  if not (select rolsuper from pg_roles where rolname = current_user) then
+    execute format('grant app_tenant to %I', current_user);
+  end if;
+end
+$$;
+
+-- The organization of the current tenant scope, or NULL outside one (then policies match no row).
+create function current_org_id() returns uuid
+  language sql stable parallel safe
+  set search_path = pg_catalog
+as $$
+  select nullif(current_setting('app.org_id', true), '')::uuid
+$$;
+comment on function current_org_id() is 'The organization of the current tenant scope (setting app.org_id), or NULL.';
+
+-- SECURITY DEFINER so that it reads organizations as the owner, whatever the caller may see.
+create function current_org_is_visible() returns boolean
+  language sql stable parallel safe security definer
+  set search_path = pg_catalog, public
+as $$
+  select exists (select 1 from organizations where id = current_org_id() and deleted_at is null)
+$$;
+comment on function current_org_is_visible() is 'Whether the current tenant scope names a live (not soft-deleted) organization.';
+
+-- Writes of a suspended or soft-deleted organization are refused with a clear error (SQLSTATE
+-- ES001 suspended, ES002 deleted or unknown) rather than silently matching no row. A statement
+-- trigger, so a write that would touch no row is refused too. Outside a tenant scope (operator
+-- work, such as purging an organization) it lets everything through.
+create function refuse_writes_of_inactive_org() returns trigger
+  language plpgsql security definer
+  set search_path = pg_catalog, public
+as $$
+declare
+  org constant uuid := current_org_id();
+  org_status text;
+  org_deleted_at timestamptz;
+begin
+  if org is null then
+    return null;
+  end if;
+  select status, deleted_at into org_status, org_deleted_at from organizations where id = org;
+  if not found or org_deleted_at is not null then
+    raise exception 'the organization does not exist or was deleted' using errcode = 'ES002';
+  end if;
+  if org_status <> 'active' then
+    raise exception 'the organization is suspended: its data can be read but not changed' using errcode = 'ES001';
+  end if;
+  return null;
+end
+$$;
+comment on function refuse_writes_of_inactive_org() is 'Statement trigger: refuses writes in the scope of a suspended or deleted organization.';
+
+grant usage on schema public to app_tenant;
+grant select on organizations, permissions, role_permissions to app_tenant;
+grant select, insert, update, delete on users, api_keys, workflow_states, task_states, schedules to app_tenant;
+
+alter table organizations enable row level security;
+create policy organizations_tenant_read on organizations for select to app_tenant
+  using (id = (select current_org_id()) and deleted_at is null);
+
+-- The same policy on every tenant table. The sub-selects make PostgreSQL evaluate the setting
+-- and the organization lookup once per statement (an InitPlan), not once per row.
+alter table users enable row level security;
+alter table users force row level security;
+create policy users_tenant_isolation on users to app_tenant
+  using (org_id = (select current_org_id()) and (select current_org_is_visible()))
+  with check (org_id = (select current_org_id()));
+create trigger users_refuse_writes_of_inactive_org before insert or update or delete on users
+  for each statement execute function refuse_writes_of_inactive_org();
+alter table users alter column org_id set default current_org_id();
+
+alter table api_keys enable row level security;
+alter table api_keys force row level security;
+create policy api_keys_tenant_isolation on api_keys to app_tenant
+  using (org_id = (select current_org_id()) and (select current_org_is_visible()))
+  with check (org_id = (select current_org_id()));
+create trigger api_keys_refuse_writes_of_inactive_org before insert or update or delete on api_keys
+  for each statement execute function refuse_writes_of_inactive_org();
+alter table api_keys alter column org_id set default current_org_id();
+
+alter table workflow_states enable row level security;
+alter table workflow_states force row level security;
+create policy workflow_states_tenant_isolation on workflow_states to app_tenant
+  using (org_id = (select current_org_id()) and (select current_org_is_visible()))
+  with check (org_id = (select current_org_id()));
+create trigger workflow_states_refuse_writes_of_inactive_org before insert or update or delete on workflow_states
+  for each statement execute function refuse_writes_of_inactive_org();
+-- From here on a row's organization comes from the tenant scope, never from a constant.
+alter table workflow_states alter column org_id set default current_org_id();
+
+alter table task_states enable row level security;
+alter table task_states force row level security;
+create policy task_states_tenant_isolation on task_states to app_tenant
+  using (org_id = (select current_org_id()) and (select current_org_is_visible()))
+  with check (org_id = (select current_org_id()));
+create trigger task_states_refuse_writes_of_inactive_org before insert or update or delete on task_states
+  for each statement execute function refuse_writes_of_inactive_org();
+alter table task_states alter column org_id set default current_org_id();
+
+alter table schedules enable row level security;
+alter table schedules force row level security;
+create policy schedules_tenant_isolation on schedules to app_tenant
+  using (org_id = (select current_org_id()) and (select current_org_is_visible()))
+  with check (org_id = (select current_org_id()));
+create trigger schedules_refuse_writes_of_inactive_org before insert or update or delete on schedules
+  for each statement execute function refuse_writes_of_inactive_org();
+alter table schedules alter column org_id set default current_org_id();
+
+-- Down Migration
+set local statement_timeout = '60s';
+
+alter table schedules alter column org_id set default '00000000-0000-7000-8000-000000000001';
+drop trigger schedules_refuse_writes_of_inactive_org on schedules;
+drop policy schedules_tenant_isolation on schedules;
+alter table schedules no force row level security;
+alter table schedules disable row level security;
+
+alter table task_states alter column org_id set default '00000000-0000-7000-8000-000000000001';
+drop trigger task_states_refuse_writes_of_inactive_org on task_states;
+drop policy task_states_tenant_isolation on task_states;
+alter table task_states no force row level security;
+alter table task_states disable row level security;
+
+alter table workflow_states alter column org_id set default '00000000-0000-7000-8000-000000000001';
+drop trigger workflow_states_refuse_writes_of_inactive_org on workflow_states;
+drop policy workflow_states_tenant_isolation on workflow_states;
+alter table workflow_states no force row level security;
+alter table workflow_states disable row level security;
+
+alter table api_keys alter column org_id drop default;
+drop trigger api_keys_refuse_writes_of_inactive_org on api_keys;
+drop policy api_keys_tenant_isolation on api_keys;
+alter table api_keys no force row level security;
+alter table api_keys disable row level security;
+
+alter table users alter column org_id drop default;
+drop trigger users_refuse_writes_of_inactive_org on users;
+drop policy users_tenant_isolation on users;
+alter table users no force row level security;
+alter table users disable row level security;
+
+drop policy organizations_tenant_read on organizations;
+alter table organizations disable row level security;
+
+revoke select, insert, update, delete on users, api_keys, workflow_states, task_states, schedules from app_tenant;
+revoke select on organizations, permissions, role_permissions from app_tenant;
+revoke usage on schema public from app_tenant;
+
+drop function refuse_writes_of_inactive_org();
+drop function current_org_is_visible();
+drop function current_org_id();
