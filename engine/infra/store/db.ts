@@ -163,7 +163,7 @@ async function openPglite(dataDir: string): Promise<Database> {
   const direct: Queryable = {
     async query<Row>(sql: string, params?: readonly unknown[]) {
       const result = await pglite.query<Row>(sql, params as unknown[] | undefined);
-      return { rows: result.rows, rowCount: result.affectedRows ?? result.rows.length };
+      return { rows: result.rows, rowCount: result.rowCount ?? result.affectedRows ?? result.rows.length };
     },
     async exec(sql: string) {
       await pglite.exec(sql);

@@ -1,0 +1,108 @@
+/**
+ * The one place where PostgreSQL errors become domain errors. It maps by SQLSTATE and by the
+ * constraint's name (every constraint is named explicitly in the migrations), never by message
+ * text. The driver's message and detail are not passed on: they can quote the values of a
+ * conflicting row, which may belong to another organization.
+ */
+import { SQLSTATE, StoreError, databaseErrorFields } from './errors.ts';
+
+/** Which input field each named constraint is about; names absent here map to no field. */
+const CONSTRAINT_FIELDS: Record<string, string> = {
+  organizations_pkey: 'id',
+  organizations_name_key: 'name',
+  organizations_name_check: 'name',
+  organizations_temporal_namespace_key: 'temporalNamespace',
+  organizations_temporal_namespace_check: 'temporalNamespace',
+  organizations_status_check: 'status',
+  users_pkey: 'id',
+  users_org_id_email_key: 'email',
+  users_email_check: 'email',
+  users_role_check: 'role',
+  users_status_check: 'status',
+  users_org_id_fkey: 'orgId',
+  api_keys_pkey: 'id',
+  api_keys_user_fkey: 'userId',
+  api_keys_prefix_key: 'prefix',
+  api_keys_key_hash_key: 'key',
+  api_keys_name_check: 'name',
+  api_keys_rate_limit_per_hour_check: 'rateLimitPerHour',
+  api_keys_expires_at_check: 'expiresAt',
+  workflow_states_pkey: 'workflowExecId',
+  workflow_states_org_id_fkey: 'orgId',
+  task_states_pkey: 'taskExecId',
+  task_states_workflow_fkey: 'workflowExecId',
+  task_states_parent_fkey: 'parentStateId',
+  task_states_org_id_fkey: 'orgId',
+  schedules_pkey: 'id',
+  schedules_org_id_fkey: 'orgId',
+  schedules_deleted_at_check: 'deletedAt',
+};
+
+/** What a missing referenced row is, for NOT_FOUND messages. */
+const REFERENCED: Record<string, string> = {
+  api_keys_user_fkey: 'user',
+  task_states_workflow_fkey: 'workflow execution',
+  task_states_parent_fkey: 'parent task execution',
+};
+
+/**
+ * Turns anything a query threw into a StoreError. StoreErrors pass through unchanged.
+ *
+ * @example
+ * try { await db.query(...) } catch (error) { throw toStoreError(error) }
+ */
+export function toStoreError(error: unknown): StoreError {
+  if (error instanceof StoreError) return error;
+  const fields = databaseErrorFields(error);
+  if (!fields) {
+    return new StoreError('DATABASE_ERROR', 'the database connection failed', { reason: 'connection' }, { cause: error });
+  }
+  const constraint = fields.constraint;
+  const field = constraint ? CONSTRAINT_FIELDS[constraint] : fields.column;
+  const details = { ...(field ? { field } : {}), ...(constraint ? { reason: constraint } : {}) };
+  switch (fields.code) {
+    case SQLSTATE.uniqueViolation:
+      return new StoreError('CONFLICT', field ? `another row already has this ${field}` : 'the row already exists', details, { cause: error });
+    case SQLSTATE.foreignKeyViolation: {
+      // The store's API only ever hits this by pointing at a row that does not exist in this
+      // organization (its deletes cascade); deleting a row still referred to is not exposed.
+      const what = (constraint && REFERENCED[constraint]) ?? (field === 'orgId' ? 'organization' : 'referenced row');
+      return new StoreError('NOT_FOUND', `no such ${what} in this organization`, details, { cause: error });
+    }
+    case SQLSTATE.restrictViolation:
+      return new StoreError('CONFLICT', 'other rows still refer to this one', details, { cause: error });
+    case SQLSTATE.checkViolation:
+      return new StoreError('INVALID_INPUT', field ? `${field} is not acceptable` : 'a value is not acceptable', details, { cause: error });
+    case SQLSTATE.notNullViolation:
+      if (fields.column === 'org_id') {
+        return new StoreError('TENANT_SCOPE_REQUIRED', undefined, { reason: 'no_org_in_scope' }, { cause: error });
+      }
+      return new StoreError('INVALID_INPUT', `${fields.column ?? 'a value'} is required`, { field: fields.column }, { cause: error });
+    case SQLSTATE.invalidTextRepresentation:
+    case '22007': // invalid_datetime_format
+    case '22008': // datetime_field_overflow
+    case '22003': // numeric_value_out_of_range
+    case '22001': // string_data_right_truncation
+    case '22023': // invalid_parameter_value
+    case '22P05': // untranslatable_character
+    case '22021': // character_not_in_repertoire (for example a NUL byte)
+      return new StoreError('INVALID_INPUT', 'a value has the wrong form', { reason: fields.code }, { cause: error });
+    case SQLSTATE.insufficientPrivilege:
+      return new StoreError('FORBIDDEN', undefined, { reason: 'row_level_security' }, { cause: error });
+    case SQLSTATE.orgSuspended:
+      return new StoreError('ORG_SUSPENDED', undefined, {}, { cause: error });
+    case SQLSTATE.orgInactive:
+      return new StoreError('ORG_INACTIVE', undefined, {}, { cause: error });
+    case SQLSTATE.lockNotAvailable:
+      return new StoreError('LOCK_TIMEOUT', undefined, {}, { cause: error });
+    case SQLSTATE.queryCanceled:
+      return new StoreError('TIMEOUT', undefined, {}, { cause: error });
+    case SQLSTATE.inFailedTransaction:
+      return new StoreError('TRANSACTION_ABORTED', undefined, {}, { cause: error });
+    case SQLSTATE.serializationFailure:
+    case SQLSTATE.deadlockDetected:
+      return new StoreError('SERIALIZATION_FAILURE', undefined, {}, { cause: error });
+    default:
+      return new StoreError('DATABASE_ERROR', `the database refused the operation (SQLSTATE ${fields.code})`, { reason: fields.code }, { cause: error });
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * Input validation at the store's boundary: every value a caller passes is checked here, so bad
+ * input never reaches SQL and fails with INVALID_INPUT naming the field. The rules mirror the
+ * schema's CHECK constraints (which stay as the last line of defence) and add what SQL cannot
+ * see: invisible characters, payload sizes, page sizes.
+ */
+import { z } from 'zod';
+import { StoreError } from './errors.ts';
+
+/** Control and format characters (zero-width spaces, direction overrides ...) have no place in names. */
+const INVISIBLE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
+
+export const uuid = z
+  .string()
+  .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a UUID')
+  .transform((value) => value.toLowerCase());
+
+/** A human-readable name: NFC-normalized, trimmed, 1 to `max` characters, nothing invisible. */
+export const displayName = (max = 100) =>
+  z
+    .string()
+    .transform((value) => value.normalize('NFC').trim())
+    .pipe(
+      z
+        .string()
+        .min(1, 'must not be empty')
+        .max(max, `must be at most ${max} characters`)
+        .refine((value) => !INVISIBLE.test(value), 'must not contain control or invisible characters'),
+    );
+
+export const email = z
+  .string()
+  .transform((value) => value.normalize('NFC').trim())
+  .pipe(z.string().max(254, 'must be at most 254 characters').email('must be an email address'));
+
+/** Temporal namespaces: lowercase letters, digits, '.', '-', '_'; 1 to 63 characters. */
+export const TEMPORAL_NAMESPACE = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;
+export const temporalNamespace = z.string().regex(TEMPORAL_NAMESPACE, 'must be 1-63 lowercase letters, digits, ".", "-" or "_", starting and ending with a letter or digit');
+
+export const ROLES = ['admin', 'manager', 'customer'] as const;
+export type Role = (typeof ROLES)[number];
+export const role = z.enum(ROLES);
+
+export const ACCOUNT_STATUSES = ['active', 'suspended'] as const;
+export type AccountStatus = (typeof ACCOUNT_STATUSES)[number];
+export const accountStatus = z.enum(ACCOUNT_STATUSES);
+
+/** Identifiers the engine uses for workflows, tasks, agents, tools and actions. */
+export const engineIdentifier = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(200, 'must be at most 200 characters')
+  .refine((value) => !INVISIBLE.test(value), 'must not contain control or invisible characters');
+
+export const EXECUTION_STATUSES = ['pending', 'running', 'success', 'failed', 'canceled', 'timed_out', 'paused', 'waiting'] as const;
+export type ExecutionStatus = (typeof EXECUTION_STATUSES)[number];
+export const executionStatus = z.enum(EXECUTION_STATUSES);
+
+/** Largest JSON document accepted for one input/output/error/usage value. */
+export const MAX_PAYLOAD_BYTES = 256 * 1024;
+
+/** A JSON value of bounded size; PostgreSQL's jsonb also refuses the NUL character. */
+export const jsonPayload = z.unknown().superRefine((value, context) => {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    context.addIssue({ code: z.ZodIssueCode.custom, message: 'must be JSON (no cycles, no BigInt)' });
+    return;
+  }
+  if (text === undefined) {
+    context.addIssue({ code: z.ZodIssueCode.custom, message: 'must be JSON' });
+  } else if (Buffer.byteLength(text) > MAX_PAYLOAD_BYTES) {
+    context.addIssue({ code: z.ZodIssueCode.custom, message: `must be at most ${MAX_PAYLOAD_BYTES} bytes as JSON` });
+  } else if (text.includes('\\u0000')) {
+    context.addIssue({ code: z.ZodIssueCode.custom, message: 'must not contain the NUL character' });
+  }
+});
+
+export const pageSize = z.number().int('must be a whole number').min(1, 'must be at least 1').max(500, 'must be at most 500');
+
+/**
+ * Parses `value` with `schema`, or throws INVALID_INPUT naming the first offending field.
+ *
+ * @example
+ * const name = parseInput(displayName(), input.name, 'name');
+ */
+export function parseInput<Schema extends z.ZodTypeAny>(schema: Schema, value: unknown, field: string): z.output<Schema> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const path = [field, ...issue.path].join('.');
+  throw new StoreError('INVALID_INPUT', `${path} ${issue.message}`, { field: path, reason: issue.code });
+}
+
+/** Parses an options object field by field, so that errors name the field. */
+export function parseObject<Shape extends z.ZodRawShape>(shape: Shape, value: unknown, what: string): z.output<z.ZodObject<Shape>> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new StoreError('INVALID_INPUT', `${what} must be an object`, { field: what, reason: 'invalid_type' });
+  }
+  const result = z.object(shape).strict().safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const path = issue.path.length > 0 ? issue.path.join('.') : issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : what;
+  throw new StoreError('INVALID_INPUT', `${path} ${issue.code === 'unrecognized_keys' ? 'is not a known option' : issue.message}`, {
+    field: path,
+    reason: issue.code,
+  });
+}

@@ -1,0 +1,184 @@
+/**
+ * Workflow execution states of one organization (inside `withOrg`). Keyed by
+ * (org_id, workflow_exec_id): the same execution id in two organizations is two rows, and an
+ * upsert can only ever meet its own organization's row.
+ */
+import { z } from 'zod';
+import type { Queryable } from './db.ts';
+import { StoreError } from './errors.ts';
+import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
+import { jsonParam, run } from './sql.ts';
+import { engineIdentifier, executionStatus, jsonPayload, parseInput, parseObject, uuid, type ExecutionStatus } from './validation.ts';
+
+export interface WorkflowState {
+  workflowExecId: string;
+  orgId: string;
+  workflowId: string;
+  status: ExecutionStatus;
+  input: unknown;
+  output: unknown;
+  error: unknown;
+  usage: unknown;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface UpsertWorkflowState {
+  workflowExecId: string;
+  workflowId: string;
+  status: ExecutionStatus;
+  input?: unknown;
+  output?: unknown;
+  error?: unknown;
+  usage?: unknown;
+}
+
+/** What a status change may carry; omitted payloads keep their stored value. */
+export interface ExecutionUpdate {
+  status: ExecutionStatus;
+  output?: unknown;
+  error?: unknown;
+  usage?: unknown;
+}
+
+export interface ListWorkflowStates extends PageRequest {
+  status?: ExecutionStatus;
+  workflowId?: string;
+}
+
+interface WorkflowStateRow {
+  workflow_exec_id: string;
+  org_id: string;
+  workflow_id: string;
+  status: ExecutionStatus;
+  input: unknown;
+  output: unknown;
+  error: unknown;
+  usage: unknown;
+  created_at: Date;
+  updated_at: Date;
+  cursor_micros: string;
+}
+
+const COLUMNS = `workflow_exec_id, org_id, workflow_id, status, input, output, error, usage, created_at, updated_at, ${CURSOR_MICROS_SQL} as cursor_micros`;
+
+function toWorkflowState(row: WorkflowStateRow): WorkflowState {
+  return {
+    workflowExecId: row.workflow_exec_id,
+    orgId: row.org_id,
+    workflowId: row.workflow_id,
+    status: row.status,
+    input: row.input,
+    output: row.output,
+    error: row.error,
+    usage: row.usage,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+/** Validation shared by workflow and task status changes. */
+export const executionUpdateShape = {
+  status: executionStatus,
+  output: jsonPayload.optional(),
+  error: jsonPayload.optional(),
+  usage: jsonPayload.optional(),
+};
+
+/** SQL assignments for an ExecutionUpdate: status is $2, output/error/usage $3..$5, NULL meaning "keep". */
+export const EXECUTION_UPDATE_SQL = `status = $2, output = coalesce($3::jsonb, output), error = coalesce($4::jsonb, error), usage = coalesce($5::jsonb, usage)`;
+
+export function executionUpdateParams(update: { status: string; output?: unknown; error?: unknown; usage?: unknown }): unknown[] {
+  return [update.status, jsonParam(update.output), jsonParam(update.error), jsonParam(update.usage)];
+}
+
+const notFound = () => new StoreError('NOT_FOUND', 'no such workflow execution in this organization');
+
+export class WorkflowStatesRepository {
+  constructor(private readonly db: Queryable) {}
+
+  /**
+   * Creates the state, or replaces status and the given payloads of an existing one.
+   *
+   * @example
+   * await tx.workflows.upsert({ workflowExecId, workflowId: 'onboarding', status: 'running', input: { user: 42 } });
+   */
+  async upsert(input: UpsertWorkflowState): Promise<WorkflowState> {
+    const state = parseObject(
+      {
+        workflowExecId: uuid,
+        workflowId: engineIdentifier,
+        status: executionStatus,
+        input: jsonPayload.optional(),
+        output: jsonPayload.optional(),
+        error: jsonPayload.optional(),
+        usage: jsonPayload.optional(),
+      },
+      input,
+      'workflow state',
+    );
+    const { rows } = await run<WorkflowStateRow>(
+      this.db,
+      `insert into workflow_states (workflow_exec_id, workflow_id, status, input, output, error, usage)
+       values ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb, $7::jsonb)
+       on conflict (org_id, workflow_exec_id) do update set
+         workflow_id = excluded.workflow_id,
+         status = excluded.status,
+         input = coalesce(excluded.input, workflow_states.input),
+         output = coalesce(excluded.output, workflow_states.output),
+         error = coalesce(excluded.error, workflow_states.error),
+         usage = coalesce(excluded.usage, workflow_states.usage)
+       returning ${COLUMNS}`,
+      [state.workflowExecId, state.workflowId, state.status, jsonParam(state.input), jsonParam(state.output), jsonParam(state.error), jsonParam(state.usage)],
+    );
+    return toWorkflowState(rows[0]!);
+  }
+
+  async get(workflowExecId: string): Promise<WorkflowState> {
+    const { rows } = await run<WorkflowStateRow>(this.db, `select ${COLUMNS} from workflow_states where workflow_exec_id = $1`, [
+      parseInput(uuid, workflowExecId, 'workflowExecId'),
+    ]);
+    if (!rows[0]) throw notFound();
+    return toWorkflowState(rows[0]);
+  }
+
+  /** Newest first, in pages, optionally by status or workflow. */
+  async list(request: ListWorkflowStates = {}): Promise<Page<WorkflowState>> {
+    const { status, workflowId, ...page } = parseObject(
+      { status: executionStatus.optional(), workflowId: engineIdentifier.optional(), limit: z.unknown().optional(), after: z.unknown().optional() },
+      request,
+      'list options',
+    );
+    return selectPage(this.db, {
+      table: 'workflow_states',
+      columns: COLUMNS,
+      idColumn: 'workflow_exec_id',
+      filters: [
+        [(p) => `status = ${p}`, status],
+        [(p) => `workflow_id = ${p}`, workflowId],
+      ],
+      request: page as PageRequest,
+      toItem: toWorkflowState,
+    });
+  }
+
+  async updateStatus(workflowExecId: string, update: ExecutionUpdate): Promise<WorkflowState> {
+    const id = parseInput(uuid, workflowExecId, 'workflowExecId');
+    const change = parseObject(executionUpdateShape, update, 'update');
+    const { rows } = await run<WorkflowStateRow>(
+      this.db,
+      `update workflow_states set ${EXECUTION_UPDATE_SQL} where workflow_exec_id = $1 returning ${COLUMNS}`,
+      [id, ...executionUpdateParams(change)],
+    );
+    if (!rows[0]) throw notFound();
+    return toWorkflowState(rows[0]);
+  }
+
+  /** Deletes the state and, by cascade, its task states. */
+  async delete(workflowExecId: string): Promise<void> {
+    const { rowCount } = await run(this.db, 'delete from workflow_states where workflow_exec_id = $1', [
+      parseInput(uuid, workflowExecId, 'workflowExecId'),
+    ]);
+    if (rowCount === 0) throw notFound();
+  }
+}
