@@ -149,9 +149,8 @@ function openPostgres(url: string, poolSize: number): Database {
         client.release(broken);
       }
     },
-    async close() {
-      await pool.end();
-    },
+    // Closing twice is harmless: a store and a test harness may both close the same database.
+    close: once(() => pool.end()),
   };
 }
 
@@ -192,10 +191,13 @@ async function openPglite(dataDir: string): Promise<Database> {
         }
       });
     },
-    async close() {
-      await takeTurn(() => pglite.close());
-    },
+    close: once(() => takeTurn(() => pglite.close())),
   };
+}
+
+function once(action: () => Promise<void>): () => Promise<void> {
+  let done: Promise<void> | undefined;
+  return () => (done ??= action());
 }
 
 function connectionError(error: unknown, location: string): StoreError {
