@@ -23,8 +23,13 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_tenant') THEN
     CREATE ROLE app_tenant NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
   END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_key_verifier') THEN
+    CREATE ROLE app_key_verifier NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
+  END IF;
   IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
     EXECUTE format('GRANT app_tenant TO %I', current_user);
+    EXECUTE format('GRANT app_key_verifier TO %I', current_user);
+    GRANT CREATE ON SCHEMA public TO app_key_verifier;
   END IF;
 END
 $$;
@@ -62,6 +67,13 @@ try {
     const { rows: organizations } = await db.query<{ id: string; name: string; temporal_namespace: string; status: string }>(
       'select id, name, temporal_namespace, status from organizations order by id',
     );
+    // --no-owner leaves every object to whoever loads the file, which is right except for
+    // functions deliberately owned by a narrow role (SECURITY DEFINER): hand those over again.
+    const { rows: handedOver } = await db.query<{ statement: string }>(
+      `select format('ALTER FUNCTION public.%I(%s) OWNER TO %I;', p.proname, pg_get_function_identity_arguments(p.oid), pg_get_userbyid(p.proowner)) as statement
+       from pg_proc p where p.pronamespace = 'public'::regnamespace and p.proowner <> (select oid from pg_roles where rolname = current_user)
+       order by 1`,
+    );
     const literal = (value: string) => `'${value.replace(/'/g, "''")}'`;
     const migrations = readMigrationFiles();
     const parts = [
@@ -71,6 +83,9 @@ try {
       '',
       ROLES_PRELUDE,
       pgDump(['--schema-only', '--no-owner', `--exclude-table=${MIGRATIONS_TABLE}`]).trim(),
+      '',
+      '-- Functions owned by a role of their own (pg_dump --no-owner leaves them out).',
+      ...handedOver.map((row) => row.statement),
       '',
       '-- Seed rows written by the migrations.',
       pgDump(['--data-only', '--column-inserts', '--no-owner', ...SEED_TABLES.map((table) => `--table=${table}`)])

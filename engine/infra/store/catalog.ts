@@ -95,6 +95,10 @@ const QUERIES: Record<keyof CatalogSnapshot, string> = {
   functions: `
     select n.nspname as schema, p.proname as name, pg_get_function_identity_arguments(p.oid) as arguments,
            pg_get_functiondef(p.oid) as definition,
+           -- Who owns a SECURITY DEFINER function decides what it can do; the migrating user's
+           -- own name varies between environments, so it reads as current_user.
+           case when p.proowner = (select oid from pg_roles where rolname = current_user) then 'current_user'
+                else pg_get_userbyid(p.proowner)::text end as owner,
            coalesce((select array_agg(acl::text order by acl::text) from unnest(coalesce(p.proacl, acldefault('f', p.proowner))) acl), '{}') as grants,
            obj_description(p.oid, 'pg_proc') as comment
     from pg_proc p join pg_namespace n on n.oid = p.pronamespace

@@ -11,3 +11,6 @@ export type { TaskState, UpsertTaskState, ListTaskStates } from './tasks.ts';
 export type { Schedule, CreateSchedule, ScheduleChanges, ListSchedules } from './schedules.ts';
 export type { Page, PageRequest } from './pagination.ts';
 export { DEFAULT_ORG_ID } from './constants.ts';
+export type { ApiKey, IssuedKey, IssueKey, ListKeys } from './api-keys.ts';
+export { verifyApiKey, VERIFY_REASONS, type Verification, type VerifyReason, type Principal, type RateLimitState } from './verify.ts';
+export { PERMISSIONS, ROLE_PERMISSIONS, authorize, assertAuthorized, effectivePermissions, canManageUser, type Permission } from './rbac.ts';

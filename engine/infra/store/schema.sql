@@ -8,8 +8,13 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_tenant') THEN
     CREATE ROLE app_tenant NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
   END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_key_verifier') THEN
+    CREATE ROLE app_key_verifier NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT;
+  END IF;
   IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
     EXECUTE format('GRANT app_tenant TO %I', current_user);
+    EXECUTE format('GRANT app_key_verifier TO %I', current_user);
+    GRANT CREATE ON SCHEMA public TO app_key_verifier;
   END IF;
 END
 $$;
@@ -139,9 +144,103 @@ $$;
 
 COMMENT ON FUNCTION public.uuid_generate_v7() IS 'A version 7 (time-ordered) UUID: 48 bits of Unix milliseconds, then random bits.';
 
+--
+-- Name: verify_api_key(text, bytea, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_now timestamp with time zone DEFAULT now()) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public'
+    AS $$
+declare
+  key record;
+  this_window constant timestamptz := date_trunc('hour', p_now);
+  used integer;
+begin
+  select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at, k.scopes,
+         k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
+         u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at
+    into key
+    from api_keys k
+    join users u on u.org_id = k.org_id and u.id = k.user_id
+    join organizations o on o.id = k.org_id
+   where k.prefix = p_prefix;
+  -- A wrong secret and a soft-deleted key read as "no such key": nothing more is revealed.
+  if not found or key.key_hash <> p_key_hash or key.deleted_at is not null then
+    return query select 'NOT_FOUND', null::uuid, null::uuid, null::uuid, null::text, null::text[], null::integer, null::integer, null::timestamptz;
+    return;
+  end if;
+  if key.status <> 'active' then
+    outcome := 'REVOKED';
+  elsif key.expires_at is not null and key.expires_at <= p_now then
+    outcome := 'EXPIRED';
+  elsif key.org_deleted_at is not null or key.org_status <> 'active' then
+    outcome := 'ORG_INACTIVE';
+  elsif key.user_deleted_at is not null or key.user_status <> 'active' then
+    outcome := 'USER_INACTIVE';
+  end if;
+  if outcome is not null then
+    return query select outcome, key.org_id, key.user_id, key.id, null::text, null::text[], null::integer, null::integer, null::timestamptz;
+    return;
+  end if;
+
+  insert into api_key_usage as usage (org_id, api_key_id, window_start, request_count)
+  values (key.org_id, key.id, this_window, 1)
+  on conflict on constraint api_key_usage_pkey do update
+    set request_count = usage.request_count + 1
+    where usage.request_count < key.rate_limit_per_hour
+  returning usage.request_count into used;
+  if used is null then
+    return query select 'RATE_LIMITED', key.org_id, key.user_id, key.id, key.role, null::text[],
+                        key.rate_limit_per_hour, 0, this_window + interval '1 hour';
+    return;
+  end if;
+  if used = 1 then
+    -- First request of a new window: the key's older windows are done with.
+    delete from api_key_usage u where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window;
+  end if;
+  if key.last_used_at is null or key.last_used_at < p_now - interval '1 minute' then
+    update api_keys k set last_used_at = p_now where k.org_id = key.org_id and k.id = key.id;
+  end if;
+
+  return query
+    select 'OK', key.org_id, key.user_id, key.id, key.role,
+           coalesce(array_agg(rp.permission order by rp.permission), '{}'),
+           key.rate_limit_per_hour, key.rate_limit_per_hour - used, this_window + interval '1 hour'
+      from role_permissions rp
+     where rp.role = key.role and (key.scopes is null or rp.permission = any (key.scopes));
+end
+$$;
+
+--
+-- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_now timestamp with time zone); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) IS 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
+
+--
+-- Name: api_key_usage; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE UNLOGGED TABLE public.api_key_usage (
+    org_id uuid NOT NULL,
+    api_key_id uuid NOT NULL,
+    window_start timestamp with time zone NOT NULL,
+    request_count integer NOT NULL,
+    CONSTRAINT api_key_usage_request_count_check CHECK ((request_count >= 1))
+);
+
+ALTER TABLE ONLY public.api_key_usage FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE api_key_usage; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.api_key_usage IS 'Requests per API key and hour window. Unlogged: counters need not survive a crash.';
 
 --
 -- Name: api_keys; Type: TABLE; Schema: public; Owner: -
@@ -161,12 +260,15 @@ CREATE TABLE public.api_keys (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     deleted_at timestamp with time zone,
+    scopes text[],
+    replaced_by uuid,
     CONSTRAINT api_keys_deleted_at_check CHECK (((deleted_at IS NULL) OR (deleted_at >= created_at))),
     CONSTRAINT api_keys_expires_at_check CHECK (((expires_at IS NULL) OR (expires_at > created_at))),
     CONSTRAINT api_keys_key_hash_check CHECK ((octet_length(key_hash) = 32)),
     CONSTRAINT api_keys_name_check CHECK (((char_length(name) >= 1) AND (char_length(name) <= 100) AND (name = btrim(name)) AND (name !~ '[[:cntrl:]]'::text))),
     CONSTRAINT api_keys_prefix_check CHECK ((prefix ~ '^[A-Za-z0-9]{8,32}$'::text)),
     CONSTRAINT api_keys_rate_limit_per_hour_check CHECK (((rate_limit_per_hour >= 1) AND (rate_limit_per_hour <= 1000000))),
+    CONSTRAINT api_keys_scopes_check CHECK (((scopes IS NULL) OR ((cardinality(scopes) <= 64) AND (array_position(scopes, NULL::text) IS NULL)))),
     CONSTRAINT api_keys_status_check CHECK ((status = ANY (ARRAY['active'::text, 'revoked'::text])))
 );
 
@@ -328,6 +430,13 @@ CREATE TABLE public.workflow_states (
 ALTER TABLE ONLY public.workflow_states FORCE ROW LEVEL SECURITY;
 
 --
+-- Name: api_key_usage api_key_usage_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_key_usage
+    ADD CONSTRAINT api_key_usage_pkey PRIMARY KEY (org_id, api_key_id, window_start);
+
+--
 -- Name: api_keys api_keys_key_hash_key; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -421,6 +530,12 @@ CREATE INDEX api_keys_org_id_status_idx ON public.api_keys USING btree (org_id, 
 --
 
 CREATE INDEX api_keys_org_id_user_id_idx ON public.api_keys USING btree (org_id, user_id);
+
+--
+-- Name: api_keys_org_id_user_id_name_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX api_keys_org_id_user_id_name_key ON public.api_keys USING btree (org_id, user_id, lower(name)) WHERE ((deleted_at IS NULL) AND (status = 'active'::text) AND (replaced_by IS NULL));
 
 --
 -- Name: organizations_created_at_idx; Type: INDEX; Schema: public; Owner: -
@@ -585,6 +700,20 @@ CREATE TRIGGER workflow_states_refuse_writes_of_inactive_org BEFORE INSERT OR DE
 CREATE TRIGGER workflow_states_set_updated_at BEFORE UPDATE ON public.workflow_states FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
 
 --
+-- Name: api_key_usage api_key_usage_api_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_key_usage
+    ADD CONSTRAINT api_key_usage_api_key_fkey FOREIGN KEY (org_id, api_key_id) REFERENCES public.api_keys(org_id, id) ON DELETE CASCADE;
+
+--
+-- Name: api_keys api_keys_replaced_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_replaced_by_fkey FOREIGN KEY (org_id, replaced_by) REFERENCES public.api_keys(org_id, id) ON DELETE SET NULL (replaced_by) DEFERRABLE INITIALLY DEFERRED;
+
+--
 -- Name: api_keys api_keys_user_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -641,10 +770,40 @@ ALTER TABLE ONLY public.workflow_states
     ADD CONSTRAINT workflow_states_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
 
 --
+-- Name: api_key_usage; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.api_key_usage ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: api_key_usage api_key_usage_key_verifier; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY api_key_usage_key_verifier ON public.api_key_usage TO app_key_verifier USING (true) WITH CHECK (true);
+
+--
+-- Name: api_key_usage api_key_usage_tenant_isolation; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY api_key_usage_tenant_isolation ON public.api_key_usage TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+
+--
 -- Name: api_keys; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
 ALTER TABLE public.api_keys ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: api_keys api_keys_key_verifier_read; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY api_keys_key_verifier_read ON public.api_keys FOR SELECT TO app_key_verifier USING (true);
+
+--
+-- Name: api_keys api_keys_key_verifier_touch; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY api_keys_key_verifier_touch ON public.api_keys FOR UPDATE TO app_key_verifier USING (true) WITH CHECK (true);
 
 --
 -- Name: api_keys api_keys_tenant_isolation; Type: POLICY; Schema: public; Owner: -
@@ -657,6 +816,12 @@ CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING (
 --
 
 ALTER TABLE public.organizations ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: organizations organizations_key_verifier; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY organizations_key_verifier ON public.organizations FOR SELECT TO app_key_verifier USING (true);
 
 --
 -- Name: organizations organizations_tenant_read; Type: POLICY; Schema: public; Owner: -
@@ -695,6 +860,12 @@ CREATE POLICY task_states_tenant_isolation ON public.task_states TO app_tenant U
 ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: users users_key_verifier; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY users_key_verifier ON public.users FOR SELECT TO app_key_verifier USING (true);
+
+--
 -- Name: users users_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
@@ -717,18 +888,34 @@ CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_
 --
 
 GRANT USAGE ON SCHEMA public TO app_tenant;
+GRANT USAGE ON SCHEMA public TO app_key_verifier;
+
+--
+-- Name: TABLE api_key_usage; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.api_key_usage TO app_tenant;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.api_key_usage TO app_key_verifier;
 
 --
 -- Name: TABLE api_keys; Type: ACL; Schema: public; Owner: -
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.api_keys TO app_tenant;
+GRANT SELECT ON TABLE public.api_keys TO app_key_verifier;
+
+--
+-- Name: COLUMN api_keys.last_used_at; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT UPDATE(last_used_at) ON TABLE public.api_keys TO app_key_verifier;
 
 --
 -- Name: TABLE organizations; Type: ACL; Schema: public; Owner: -
 --
 
 GRANT SELECT ON TABLE public.organizations TO app_tenant;
+GRANT SELECT ON TABLE public.organizations TO app_key_verifier;
 
 --
 -- Name: TABLE permissions; Type: ACL; Schema: public; Owner: -
@@ -741,6 +928,7 @@ GRANT SELECT ON TABLE public.permissions TO app_tenant;
 --
 
 GRANT SELECT ON TABLE public.role_permissions TO app_tenant;
+GRANT SELECT ON TABLE public.role_permissions TO app_key_verifier;
 
 --
 -- Name: TABLE schedules; Type: ACL; Schema: public; Owner: -
@@ -759,6 +947,7 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.task_states TO app_tenant;
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.users TO app_tenant;
+GRANT SELECT ON TABLE public.users TO app_key_verifier;
 
 --
 -- Name: TABLE workflow_states; Type: ACL; Schema: public; Owner: -
@@ -769,6 +958,9 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.workflow_states TO app_tenant;
 --
 -- PostgreSQL database dump complete
 --
+
+-- Functions owned by a role of their own (pg_dump --no-owner leaves them out).
+ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) OWNER TO app_key_verifier;
 
 -- Seed rows written by the migrations.
 INSERT INTO public.permissions (key, description) VALUES ('org:read', 'See the organization''s settings');
@@ -831,3 +1023,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', '11e349a9eb42dbb3023db4c7410b0f9b3a3526218a4916d12c2fcbb23352e6dc', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120500_drop_single_tenant_indexes', '71778c3e6cab49b9b54d8f2ef8e870ead5dd286d10be393757f76f14951a4e2d', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '936a8e2307087b2b1b9af45ed5209e541d33ed7ead03bf412751289cbe2ead48', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '3daeef2cbcccf05daf7e56eea226ff4214bc652c9c2814dd6150de8c428da983', 0);

@@ -9,6 +9,7 @@ import { migrateUp, migrationStatus } from './migrate.ts';
 import { OrganizationsRepository } from './organizations.ts';
 import { assertTenantIsolation } from './tenant-safety.ts';
 import { withOrg, type TenantScope } from './tenancy.ts';
+import { verifyApiKey, type Verification } from './verify.ts';
 
 export interface StoreOptions extends OpenOptions {
   /** Apply pending migrations first instead of refusing to start (default false). */
@@ -22,6 +23,8 @@ export interface Store {
   readonly organizations: OrganizationsRepository;
   /** One transaction scoped to one organization; see tenancy.ts. */
   withOrg<T>(orgId: string, work: (scope: TenantScope) => Promise<T>): Promise<T>;
+  /** Verifies an API key in one round trip; see verify.ts. */
+  verifyApiKey(key: unknown, options?: { now?: Date }): Promise<Verification>;
   close(): Promise<void>;
 }
 
@@ -57,6 +60,7 @@ export async function storeOver(db: Database, options: { migrate?: boolean } = {
     db,
     organizations: new OrganizationsRepository(db),
     withOrg: (orgId, work) => withOrg(db, orgId, work),
+    verifyApiKey: (key, verifyOptions) => verifyApiKey(db, key, verifyOptions),
     close: () => db.close(),
   };
 }

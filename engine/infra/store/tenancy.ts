@@ -4,6 +4,7 @@
  * security then confines every statement to that organization, and nothing of it outlives the
  * transaction on a pooled connection.
  */
+import { ApiKeysRepository } from './api-keys.ts';
 import type { Database, QueryResult, Queryable, Session } from './db.ts';
 import { toStoreError } from './database-errors.ts';
 import { StoreError } from './errors.ts';
@@ -20,6 +21,7 @@ export class TenantScope {
   readonly workflows: WorkflowStatesRepository;
   readonly tasks: TaskStatesRepository;
   readonly schedules: SchedulesRepository;
+  readonly apiKeys: ApiKeysRepository;
 
   constructor(
     readonly orgId: string,
@@ -29,6 +31,7 @@ export class TenantScope {
     this.workflows = new WorkflowStatesRepository(connection);
     this.tasks = new TaskStatesRepository(connection);
     this.schedules = new SchedulesRepository(connection);
+    this.apiKeys = new ApiKeysRepository(connection);
   }
 
   /** Raw SQL in the scope, as app_tenant: row-level security applies as to everything else. */

@@ -1,0 +1,178 @@
+-- Adds API key verification in one statement: per-key scopes, rotation, hourly usage counters and verify_api_key(), run as the narrow role app_key_verifier.
+--
+-- A key is presented without its organization, so verification must find it among all
+-- organizations' keys, which row-level security forbids to app_tenant and (FORCE) to the owner.
+-- verify_api_key() is SECURITY DEFINER and owned by app_key_verifier, a NOLOGIN role whose
+-- policies let it read keys, users and organizations and count usage, and nothing else. No
+-- session ever runs as that role: only this function does.
+--
+-- Usage counters live in an UNLOGGED table: they need not survive a crash (a lost hour of counts
+-- errs in the caller's favour), and skipping the write-ahead log keeps the per-request write cheap.
+-- Up Migration
+set local statement_timeout = '60s';
+
+do $$
+begin
+  if not exists (select from pg_roles where rolname = 'app_key_verifier') then
+    create role app_key_verifier nologin nosuperuser nobypassrls noinherit;
+  end if;
+  -- A non-superuser owner must be a member to hand the function to the role, and the role
+  -- needs CREATE on the schema to own a function in it.
+  if not (select rolsuper from pg_roles where rolname = current_user) then
+    execute format('grant app_key_verifier to %I', current_user);
+    grant create on schema public to app_key_verifier;
+  end if;
+end
+$$;
+
+-- NULL: every permission of the user's role. Otherwise the key is narrowed to these; the
+-- effective set is always the role's permissions intersected with them, so never wider.
+alter table api_keys add column scopes text[];
+-- squawk-ignore constraint-missing-not-valid -- the column was added just above: every row is NULL and api_keys is new in this release
+alter table api_keys add constraint api_keys_scopes_check
+  check (scopes is null or (cardinality(scopes) <= 64 and array_position(scopes, null) is null));
+-- Set when the key was rotated: the key that replaces it. Such a key may stay active for a
+-- grace period, but it no longer holds its name.
+alter table api_keys add column replaced_by uuid;
+-- squawk-ignore adding-foreign-key-constraint,constraint-missing-not-valid -- new all-NULL column, self-reference on a table new in this release
+alter table api_keys add constraint api_keys_replaced_by_fkey
+  foreign key (org_id, replaced_by) references api_keys (org_id, id) on delete set null (replaced_by)
+  -- Deferred: rotation points the old key at its successor before inserting it.
+  deferrable initially deferred;
+
+-- squawk-ignore require-concurrent-index-creation -- api_keys was created by this release's previous migration: no deployment holds keys yet
+create unique index api_keys_org_id_user_id_name_key on api_keys (org_id, user_id, lower(name))
+  where deleted_at is null and status = 'active' and replaced_by is null;
+
+create unlogged table api_key_usage (
+  org_id uuid not null,
+  api_key_id uuid not null,
+  window_start timestamptz not null,
+  -- squawk-ignore prefer-bigint-over-int -- never above rate_limit_per_hour (at most 1,000,000)
+  request_count integer not null,
+  constraint api_key_usage_pkey primary key (org_id, api_key_id, window_start),
+  -- Counters go with their key (and so with a purged organization).
+  constraint api_key_usage_api_key_fkey foreign key (org_id, api_key_id) references api_keys (org_id, id) on delete cascade,
+  constraint api_key_usage_request_count_check check (request_count >= 1)
+);
+comment on table api_key_usage is 'Requests per API key and hour window. Unlogged: counters need not survive a crash.';
+-- The (org_id, created_at) index every tenant table has is pointless here: rows are found by key and window.
+
+alter table api_key_usage enable row level security;
+alter table api_key_usage force row level security;
+create policy api_key_usage_tenant_isolation on api_key_usage to app_tenant
+  using (org_id = (select current_org_id()) and (select current_org_is_visible()))
+  with check (org_id = (select current_org_id()));
+grant select on api_key_usage to app_tenant;
+
+-- What app_key_verifier may do, all of it through verify_api_key().
+grant usage on schema public to app_key_verifier;
+grant select on organizations, users, api_keys, role_permissions to app_key_verifier;
+grant update (last_used_at) on api_keys to app_key_verifier;
+grant select, insert, update, delete on api_key_usage to app_key_verifier;
+create policy organizations_key_verifier on organizations for select to app_key_verifier using (true);
+create policy users_key_verifier on users for select to app_key_verifier using (true);
+create policy api_keys_key_verifier_read on api_keys for select to app_key_verifier using (true);
+create policy api_keys_key_verifier_touch on api_keys for update to app_key_verifier using (true) with check (true);
+create policy api_key_usage_key_verifier on api_key_usage to app_key_verifier using (true) with check (true);
+
+-- One round trip: looks the key up by its prefix (unique index), checks it, counts the request
+-- in its hour window (atomic INSERT ... ON CONFLICT DO UPDATE, so concurrent requests never
+-- over-admit), throttles last_used_at to one write a minute, and returns the principal.
+-- Outcomes: OK, NOT_FOUND, REVOKED, EXPIRED, ORG_INACTIVE, USER_INACTIVE, RATE_LIMITED.
+-- p_now exists for tests of window boundaries; callers leave it to default.
+create function verify_api_key(p_prefix text, p_key_hash bytea, p_now timestamptz default now())
+  returns table (
+    outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[],
+    rate_limit_per_hour integer, remaining integer, resets_at timestamptz
+  )
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, public
+as $$
+declare
+  key record;
+  this_window constant timestamptz := date_trunc('hour', p_now);
+  used integer;
+begin
+  select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at, k.scopes,
+         k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
+         u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at
+    into key
+    from api_keys k
+    join users u on u.org_id = k.org_id and u.id = k.user_id
+    join organizations o on o.id = k.org_id
+   where k.prefix = p_prefix;
+  -- A wrong secret and a soft-deleted key read as "no such key": nothing more is revealed.
+  if not found or key.key_hash <> p_key_hash or key.deleted_at is not null then
+    return query select 'NOT_FOUND', null::uuid, null::uuid, null::uuid, null::text, null::text[], null::integer, null::integer, null::timestamptz;
+    return;
+  end if;
+  if key.status <> 'active' then
+    outcome := 'REVOKED';
+  elsif key.expires_at is not null and key.expires_at <= p_now then
+    outcome := 'EXPIRED';
+  elsif key.org_deleted_at is not null or key.org_status <> 'active' then
+    outcome := 'ORG_INACTIVE';
+  elsif key.user_deleted_at is not null or key.user_status <> 'active' then
+    outcome := 'USER_INACTIVE';
+  end if;
+  if outcome is not null then
+    return query select outcome, key.org_id, key.user_id, key.id, null::text, null::text[], null::integer, null::integer, null::timestamptz;
+    return;
+  end if;
+
+  insert into api_key_usage as usage (org_id, api_key_id, window_start, request_count)
+  values (key.org_id, key.id, this_window, 1)
+  on conflict on constraint api_key_usage_pkey do update
+    set request_count = usage.request_count + 1
+    where usage.request_count < key.rate_limit_per_hour
+  returning usage.request_count into used;
+  if used is null then
+    return query select 'RATE_LIMITED', key.org_id, key.user_id, key.id, key.role, null::text[],
+                        key.rate_limit_per_hour, 0, this_window + interval '1 hour';
+    return;
+  end if;
+  if used = 1 then
+    -- First request of a new window: the key's older windows are done with.
+    delete from api_key_usage u where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window;
+  end if;
+  if key.last_used_at is null or key.last_used_at < p_now - interval '1 minute' then
+    update api_keys k set last_used_at = p_now where k.org_id = key.org_id and k.id = key.id;
+  end if;
+
+  return query
+    select 'OK', key.org_id, key.user_id, key.id, key.role,
+           coalesce(array_agg(rp.permission order by rp.permission), '{}'),
+           key.rate_limit_per_hour, key.rate_limit_per_hour - used, this_window + interval '1 hour'
+      from role_permissions rp
+     where rp.role = key.role and (key.scopes is null or rp.permission = any (key.scopes));
+end
+$$;
+comment on function verify_api_key(text, bytea, timestamptz) is 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
+-- EXECUTE stays with PUBLIC: calling it needs the plain key, and tells only about that key.
+alter function verify_api_key(text, bytea, timestamptz) owner to app_key_verifier;
+
+-- Down Migration
+set local statement_timeout = '60s';
+
+drop function verify_api_key(text, bytea, timestamptz);
+drop policy api_key_usage_key_verifier on api_key_usage;
+drop policy api_keys_key_verifier_touch on api_keys;
+drop policy api_keys_key_verifier_read on api_keys;
+drop policy users_key_verifier on users;
+drop policy organizations_key_verifier on organizations;
+revoke select, insert, update, delete on api_key_usage from app_key_verifier;
+revoke update (last_used_at) on api_keys from app_key_verifier;
+revoke select on organizations, users, api_keys, role_permissions from app_key_verifier;
+revoke usage on schema public from app_key_verifier;
+revoke create on schema public from app_key_verifier;
+-- squawk-ignore ban-drop-table -- counters only; they need not survive (the table is unlogged)
+drop table api_key_usage;
+-- squawk-ignore require-concurrent-index-deletion -- reverse of the create above, on a table new in this release
+drop index api_keys_org_id_user_id_name_key;
+alter table api_keys drop constraint api_keys_replaced_by_fkey;
+-- squawk-ignore ban-drop-column -- the exact reverse of the up section
+alter table api_keys drop column replaced_by;
+alter table api_keys drop constraint api_keys_scopes_check;
+-- squawk-ignore ban-drop-column -- the exact reverse of the up section
+alter table api_keys drop column scopes;
