@@ -1,5 +1,7 @@
 /** Which database a command works on: --database-url, DATABASE_URL, or the embedded default. */
+import type { Command } from 'commander';
 import { openDatabase, type Database } from '../infra/store/db.ts';
+import { storeOver, type Store } from '../infra/store/store.ts';
 
 export interface GlobalOptions {
   databaseUrl?: string;
@@ -14,4 +16,17 @@ export async function withDatabase<T>(options: GlobalOptions, work: (db: Databas
   } finally {
     await db.close();
   }
+}
+
+/**
+ * Opens the store for an admin command. The embedded database is the user's own, so it is
+ * brought up to date on the way; a server's schema is the operator's to migrate
+ * (`engine-store migrate up`), and a store on an out-of-date server refuses to open.
+ */
+export async function withStore<T>(command: Command, work: (store: Store) => Promise<T>): Promise<T> {
+  const options = command.optsWithGlobals<GlobalOptions>();
+  return withDatabase(options, async (db) => {
+    const store = await storeOver(db, { migrate: db.kind === 'pglite' });
+    return work(store);
+  });
 }

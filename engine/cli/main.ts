@@ -4,7 +4,10 @@
  * (--data-dir or ENGINE_STORE_DATA_DIR).
  */
 import { Command } from 'commander';
+import { addKeyCommand } from './key-command.ts';
 import { addMigrateCommand } from './migrate-command.ts';
+import { addOrgCommand } from './org-command.ts';
+import { addUserCommand } from './user-command.ts';
 import { reportError } from './output.ts';
 
 export function buildProgram(): Command {
@@ -15,7 +18,14 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   addMigrateCommand(program);
-  for (const command of program.commands) command.exitOverride();
+  addOrgCommand(program);
+  addUserCommand(program);
+  addKeyCommand(program);
+  const overrideExits = (command: Command) => {
+    command.exitOverride();
+    command.commands.forEach(overrideExits);
+  };
+  overrideExits(program);
   return program;
 }
 

@@ -12,6 +12,10 @@ export const EXIT = {
   connection: 3,
   locked: 4,
   migrationsInconsistent: 5,
+  /** `key verify`: the key was refused (the reason is printed). */
+  keyRefused: 6,
+  notFound: 7,
+  conflict: 8,
 } as const;
 
 const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
@@ -24,6 +28,11 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   MIGRATION_MISSING: EXIT.migrationsInconsistent,
   MIGRATION_OUT_OF_ORDER: EXIT.migrationsInconsistent,
   MIGRATION_INVALID: EXIT.migrationsInconsistent,
+  SCHEMA_OUT_OF_DATE: EXIT.migrationsInconsistent,
+  NOT_FOUND: EXIT.notFound,
+  CONFLICT: EXIT.conflict,
+  ORG_SUSPENDED: EXIT.conflict,
+  ORG_INACTIVE: EXIT.notFound,
 };
 
 export interface Output {
@@ -53,4 +62,11 @@ export function reportError(error: unknown, json: boolean): number {
       : new StoreError('DATABASE_ERROR', `unexpected failure: ${error instanceof Error ? error.message : String(error)}`);
   process.stderr.write(json ? `${JSON.stringify({ error: storeError.toJSON() })}\n` : `engine-store: error [${storeError.code}] ${storeError.message}\n`);
   return EXIT_BY_CODE[storeError.code] ?? EXIT.failure;
+}
+
+/** Text lines of a page: one line per item, then how to get the next page. */
+export function pageLines<Item>(page: { items: Item[]; nextCursor?: string }, describe: (item: Item) => string): string[] {
+  const lines = page.items.length === 0 ? ['(none)'] : page.items.map(describe);
+  if (page.nextCursor) lines.push(`more: --after ${page.nextCursor}`);
+  return lines;
 }

@@ -1,0 +1,129 @@
+/** `engine-store key ...`: issue, list, revoke, rotate and verify API keys. */
+import type { Command } from 'commander';
+import type { ApiKey } from '../infra/store/api-keys.ts';
+import { withStore } from './database-options.ts';
+import { EXIT, createOutput, pageLines } from './output.ts';
+import { isoDate, list, wholeNumber } from './parsers.ts';
+
+const describe = (key: ApiKey) =>
+  `${key.id}  es_${key.prefix}_…  ${key.name}  user=${key.userId}  ${key.deletedAt ? 'deleted' : key.status}` +
+  `  limit=${key.rateLimitPerHour}/h  scopes=${key.scopes?.join(',') ?? 'all of role'}` +
+  `  expires=${key.expiresAt?.toISOString() ?? 'never'}  last-used=${key.lastUsedAt?.toISOString() ?? 'never'}`;
+
+const SHOWN_ONCE = 'Store this key now: it is not kept anywhere and cannot be shown again.';
+
+export function addKeyCommand(program: Command): void {
+  const key = program.command('key').description('issue, list, revoke, rotate and verify API keys');
+
+  key
+    .command('issue')
+    .description('issue an API key for a user; prints the key once')
+    .requiredOption('--org <id>', 'organization id')
+    .requiredOption('--user <id>', 'user id')
+    .requiredOption('--name <name>', 'a name for the key, unique among the user\'s live keys')
+    .option('--expires <iso-date>', 'expiry, such as 2027-01-31T00:00:00Z', isoDate('--expires'))
+    .option('--rate-limit <n>', 'requests per hour (default 1000)', wholeNumber('--rate-limit'))
+    .option('--scopes <permissions>', 'narrow the key to these permissions, comma-separated', list)
+    .option('--json', 'print the result as JSON')
+    .action(
+      async (
+        options: { org: string; user: string; name: string; expires?: Date; rateLimit?: number; scopes?: string[]; json?: boolean },
+        command: Command,
+      ) => {
+        const output = createOutput(options.json === true);
+        await withStore(command, async (store) => {
+          const issued = await store.withOrg(options.org, (tx) =>
+            tx.apiKeys.issue({
+              userId: options.user,
+              name: options.name,
+              ...(options.expires ? { expiresAt: options.expires } : {}),
+              ...(options.rateLimit !== undefined ? { rateLimitPerHour: options.rateLimit } : {}),
+              ...(options.scopes ? { scopes: options.scopes } : {}),
+            }),
+          );
+          process.stderr.write(`warning: ${SHOWN_ONCE}\n`);
+          output.result({ ...issued.apiKey, key: issued.key }, () => [issued.key, `issued ${describe(issued.apiKey)}`]);
+        });
+      },
+    );
+
+  key
+    .command('list')
+    .description('list the API keys of an organization (never the keys themselves)')
+    .requiredOption('--org <id>', 'organization id')
+    .option('--user <id>', 'only this user\'s keys')
+    .option('--include-deleted', 'also list soft-deleted keys')
+    .option('--limit <n>', 'page size (1-500)', wholeNumber('--limit'))
+    .option('--after <cursor>', 'the next-page cursor of a previous listing')
+    .option('--json', 'print the result as JSON')
+    .action(async (options: { org: string; user?: string; includeDeleted?: boolean; limit?: number; after?: string; json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      await withStore(command, async (store) => {
+        const page = await store.withOrg(options.org, (tx) =>
+          tx.apiKeys.list({
+            ...(options.user ? { userId: options.user } : {}),
+            ...(options.includeDeleted ? { includeDeleted: true } : {}),
+            ...(options.limit !== undefined ? { limit: options.limit } : {}),
+            ...(options.after ? { after: options.after } : {}),
+          }),
+        );
+        output.result(page, () => pageLines(page, describe));
+      });
+    });
+
+  key
+    .command('revoke')
+    .description('revoke an API key at once')
+    .requiredOption('--org <id>', 'organization id')
+    .argument('<key-id>', 'the key\'s id (from key list)')
+    .option('--json', 'print the result as JSON')
+    .action(async (keyId: string, options: { org: string; json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      await withStore(command, async (store) => {
+        const revoked = await store.withOrg(options.org, (tx) => tx.apiKeys.revoke(keyId));
+        output.result(revoked, () => [`revoked ${describe(revoked)}`]);
+      });
+    });
+
+  key
+    .command('rotate')
+    .description('replace an API key by a new one; prints the new key once')
+    .requiredOption('--org <id>', 'organization id')
+    .argument('<key-id>', 'the key\'s id (from key list)')
+    .option('--grace <seconds>', 'keep the old key working this long (default 0: revoke at once)', wholeNumber('--grace'))
+    .option('--json', 'print the result as JSON')
+    .action(async (keyId: string, options: { org: string; grace?: number; json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      await withStore(command, async (store) => {
+        const rotated = await store.withOrg(options.org, (tx) => tx.apiKeys.rotate(keyId, { gracePeriodSeconds: options.grace ?? 0 }));
+        process.stderr.write(`warning: ${SHOWN_ONCE}\n`);
+        output.result({ ...rotated.apiKey, key: rotated.key, replaced: rotated.replaced }, () => [
+          rotated.key,
+          `issued ${describe(rotated.apiKey)}`,
+          `replaced ${describe(rotated.replaced)}`,
+        ]);
+      });
+    });
+
+  key
+    .command('verify')
+    .description('verify an API key (counts as a request); exits 0 only when it is valid')
+    .argument('<key>', 'the API key')
+    .option('--json', 'print the result as JSON')
+    .action(async (presented: string, options: { json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      await withStore(command, async (store) => {
+        const result = await store.verifyApiKey(presented);
+        output.result(result, () =>
+          result.ok
+            ? [
+                `valid: org=${result.principal.orgId} user=${result.principal.userId} role=${result.principal.role} key=${result.principal.apiKeyId}`,
+                `permissions: ${result.principal.permissions.join(', ') || '(none)'}`,
+                `rate limit: ${result.rateLimit.remaining} of ${result.rateLimit.limit} left until ${result.rateLimit.resetsAt.toISOString()}`,
+              ]
+            : [`refused: ${result.reason}`],
+        );
+        if (!result.ok) process.exitCode = EXIT.keyRefused;
+      });
+    });
+}

@@ -1,0 +1,85 @@
+/** `engine-store org ...`: operator actions on organizations. */
+import type { Command } from 'commander';
+import { StoreError } from '../infra/store/errors.ts';
+import type { Organization } from '../infra/store/organizations.ts';
+import { withStore } from './database-options.ts';
+import { createOutput, pageLines } from './output.ts';
+import { wholeNumber } from './parsers.ts';
+
+const describe = (org: Organization) =>
+  `${org.id}  ${org.name}  namespace=${org.temporalNamespace}  ${org.deletedAt ? 'deleted' : org.status}`;
+
+export function addOrgCommand(program: Command): void {
+  const org = program.command('org').description('create and manage organizations (operator actions)');
+
+  org
+    .command('create')
+    .description('create an organization')
+    .requiredOption('--name <name>', 'organization name, unique ignoring case')
+    .option('--namespace <namespace>', 'Temporal namespace (default: derived from the name)')
+    .option('--json', 'print the result as JSON')
+    .action(async (options: { name: string; namespace?: string; json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      await withStore(command, async (store) => {
+        const created = await store.organizations.create({ name: options.name, ...(options.namespace ? { temporalNamespace: options.namespace } : {}) });
+        output.result(created, () => [`created organization ${describe(created)}`]);
+      });
+    });
+
+  org
+    .command('list')
+    .description('list organizations, newest first')
+    .option('--status <status>', 'active or suspended')
+    .option('--include-deleted', 'also list soft-deleted organizations')
+    .option('--limit <n>', 'page size (1-500)', wholeNumber('--limit'))
+    .option('--after <cursor>', 'the next-page cursor of a previous listing')
+    .option('--json', 'print the result as JSON')
+    .action(async (options: { status?: 'active' | 'suspended'; includeDeleted?: boolean; limit?: number; after?: string; json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      await withStore(command, async (store) => {
+        const page = await store.organizations.list({
+          ...(options.status ? { status: options.status } : {}),
+          ...(options.includeDeleted ? { includeDeleted: true } : {}),
+          ...(options.limit !== undefined ? { limit: options.limit } : {}),
+          ...(options.after ? { after: options.after } : {}),
+        });
+        output.result(page, () => pageLines(page, describe));
+      });
+    });
+
+  const transitions = [
+    ['suspend', 'suspend an organization: its data stays readable, nothing can change, its keys stop working', 'suspend'],
+    ['activate', 'lift a suspension', 'activate'],
+    ['delete', 'soft-delete an organization: its data and keys become unusable at once (restore undoes it)', 'softDelete'],
+    ['restore', 'restore a soft-deleted organization', 'restore'],
+  ] as const;
+  for (const [name, description, method] of transitions) {
+    org
+      .command(name)
+      .description(description)
+      .argument('<id>', 'organization id')
+      .option('--json', 'print the result as JSON')
+      .action(async (id: string, options: { json?: boolean }, command: Command) => {
+        const output = createOutput(options.json === true);
+        await withStore(command, async (store) => {
+          const changed = await store.organizations[method](id);
+          output.result(changed, () => [`${name}: ${describe(changed)}`]);
+        });
+      });
+  }
+
+  org
+    .command('purge')
+    .description('delete a soft-deleted organization for good, with everything it owns')
+    .argument('<id>', 'organization id')
+    .option('--yes', 'confirm: this cannot be undone')
+    .option('--json', 'print the result as JSON')
+    .action(async (id: string, options: { yes?: boolean; json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      if (!options.yes) throw new StoreError('INVALID_INPUT', 'purging cannot be undone: add --yes to confirm', { field: '--yes' });
+      await withStore(command, async (store) => {
+        await store.organizations.purge(id);
+        output.result({ id, purged: true }, () => [`purged organization ${id}`]);
+      });
+    });
+}

@@ -1,0 +1,81 @@
+/** `engine-store user ...`: users of one organization, managed by the operator. */
+import type { Command } from 'commander';
+import type { User } from '../infra/store/users.ts';
+import type { AccountStatus, Role } from '../infra/store/validation.ts';
+import { withStore } from './database-options.ts';
+import { createOutput, pageLines } from './output.ts';
+import { wholeNumber } from './parsers.ts';
+
+const describe = (user: User) => `${user.id}  ${user.email}  ${user.role}  ${user.deletedAt ? 'deleted' : user.status}`;
+
+export function addUserCommand(program: Command): void {
+  const user = program.command('user').description('add and manage the users of an organization');
+
+  user
+    .command('add')
+    .description('add a user to an organization')
+    .requiredOption('--org <id>', 'organization id')
+    .requiredOption('--email <email>', 'email, unique in the organization ignoring case')
+    .requiredOption('--role <role>', 'admin, manager or customer')
+    .option('--json', 'print the result as JSON')
+    .action(async (options: { org: string; email: string; role: Role; json?: boolean }, command: Command) => {
+      const output = createOutput(options.json === true);
+      await withStore(command, async (store) => {
+        const created = await store.withOrg(options.org, (tx) => tx.users.create({ email: options.email, role: options.role }));
+        output.result(created, () => [`added user ${describe(created)}`]);
+      });
+    });
+
+  user
+    .command('list')
+    .description('list the users of an organization, newest first')
+    .requiredOption('--org <id>', 'organization id')
+    .option('--role <role>', 'only this role')
+    .option('--status <status>', 'only this status (active or suspended)')
+    .option('--include-deleted', 'also list soft-deleted users')
+    .option('--limit <n>', 'page size (1-500)', wholeNumber('--limit'))
+    .option('--after <cursor>', 'the next-page cursor of a previous listing')
+    .option('--json', 'print the result as JSON')
+    .action(
+      async (
+        options: { org: string; role?: Role; status?: AccountStatus; includeDeleted?: boolean; limit?: number; after?: string; json?: boolean },
+        command: Command,
+      ) => {
+        const output = createOutput(options.json === true);
+        await withStore(command, async (store) => {
+          const page = await store.withOrg(options.org, (tx) =>
+            tx.users.list({
+              ...(options.role ? { role: options.role } : {}),
+              ...(options.status ? { status: options.status } : {}),
+              ...(options.includeDeleted ? { includeDeleted: true } : {}),
+              ...(options.limit !== undefined ? { limit: options.limit } : {}),
+              ...(options.after ? { after: options.after } : {}),
+            }),
+          );
+          output.result(page, () => pageLines(page, describe));
+        });
+      },
+    );
+
+  const transitions = [
+    ['suspend', 'suspend a user: their API keys stop working at once', 'suspend'],
+    ['activate', 'lift a suspension', 'activate'],
+    ['delete', 'soft-delete a user: they and their keys stop working at once', 'softDelete'],
+    ['restore', 'restore a soft-deleted user', 'restore'],
+  ] as const;
+  for (const [name, description, method] of transitions) {
+    user
+      .command(name)
+      .description(description)
+      .requiredOption('--org <id>', 'organization id')
+      .argument('<id>', 'user id')
+      .option('--json', 'print the result as JSON')
+      .action(async (id: string, options: { org: string; json?: boolean }, command: Command) => {
+        const output = createOutput(options.json === true);
+        await withStore(command, async (store) => {
+          const changed = await store.withOrg(options.org, (tx) => tx.users[method](id));
+          output.result(changed, () => [`${name}: ${describe(changed)}`]);
+        });
+      });
+  }
+}
