@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readMigrationFiles } from '../engine/infra/store/migration-files.ts';
 import { createServerDatabase, serverUrl } from './support/backends.ts';
 
@@ -31,6 +31,9 @@ async function cli(args: string[], env: Record<string, string | undefined> = {})
     return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
   }
 }
+
+// Each call starts a process and an embedded database: allow for a loaded machine.
+vi.setConfig({ testTimeout: 180_000 });
 
 describe('engine-store migrate on the embedded database', () => {
   let dataDir: string;

@@ -80,7 +80,7 @@ function digest(seed: string, bytes = 32): Raw {
 const organization = (row: Record<string, unknown>) => insert('organizations', { name: 'Umbrella', temporal_namespace: 'umbrella', ...row });
 const user = (row: Record<string, unknown>) => insert('users', { org_id: ORG_A, email: 'carol@acme.example', role: 'customer', ...row });
 const apiKey = (row: Record<string, unknown>) =>
-  insert('api_keys', { org_id: ORG_A, user_id: USER_A, prefix: 'newKey001', key_hash: digest('new key'), name: 'ci', ...row });
+  insert('api_keys', { org_id: ORG_A, user_id: USER_A, prefix: 'newKey001', key_hash: digest('new key'), name: 'deploy', ...row });
 const workflow = (row: Record<string, unknown>) =>
   insert('workflow_states', { org_id: ORG_A, workflow_exec_id: 'cccccccc-2222-7000-8000-000000000001', workflow_id: 'billing', status: 'running', ...row });
 const task = (row: Record<string, unknown>) =>
@@ -340,6 +340,14 @@ const cases: ConstraintCase[] = [
   },
 
   // --- api_keys ------------------------------------------------------------------------------
+  {
+    refuses: 'a second live key of the same user with the same name in another case',
+    violation: apiKey({ name: 'CI' }),
+    sqlstate: UNIQUE,
+    constraint: 'api_keys_org_id_user_id_name_key',
+    accepts: 'the same name for a key that is revoked',
+    twin: apiKey({ name: 'CI', status: 'revoked' }),
+  },
   ...([-1, 0, 1_000_001] as const).map(
     (limit): ConstraintCase => ({
       refuses: `a rate limit of ${limit} per hour`,
@@ -646,7 +654,7 @@ async function seed(db: Database): Promise<void> {
       user({ id: USER_A, email: 'alice@acme.example', role: 'admin' }),
       user({ id: USER_A_GONE, email: 'old@acme.example', deleted_at: raw('now()') }),
       user({ org_id: ORG_B, id: USER_B, email: 'bob@globex.example', role: 'manager' }),
-      apiKey({ id: KEY_A, prefix: 'acmeKey01', key_hash: digest('key of alice') }),
+      apiKey({ id: KEY_A, prefix: 'acmeKey01', key_hash: digest('key of alice'), name: 'ci' }),
       apiKey({ id: KEY_A_REVOKED, prefix: 'acmeOld01', key_hash: digest('old key of alice'), status: 'revoked', deleted_at: raw('now()') }),
       workflow({ workflow_exec_id: WF_A }),
       workflow({ org_id: ORG_B, workflow_exec_id: WF_B }),
@@ -822,7 +830,7 @@ for (const backend of backends) describe(`schema constraints on ${backend.name}`
       await returning(apiKey({ org_id: orgId, user_id: userId, prefix: 'firstKey1', key_hash: digest('first 1') }));
       await returning(user({ org_id: orgId, email: 'two@first.example' }));
       await returning(organization({ name: 'Second', temporal_namespace: 'second' }));
-      await returning(apiKey({ org_id: orgId, user_id: userId, prefix: 'firstKey2', key_hash: digest('first 2') }));
+      await returning(apiKey({ org_id: orgId, user_id: userId, prefix: 'firstKey2', key_hash: digest('first 2'), name: 'second' }));
 
       const { rows } = await s.query<{ id: string; version: string; variant: string; skew_ms: number }>(
         `select id::text as id,
