@@ -97,3 +97,56 @@ describe('engine-store migrate against servers', () => {
     }
   });
 });
+
+describe('engine-store admin commands on a fresh embedded database', () => {
+  let dataDir: string;
+  const admin = (args: string[]) => cli(['--data-dir', dataDir, ...args]);
+  const json = (result: CliResult) => JSON.parse(result.stdout) as Record<string, unknown>;
+  beforeAll(() => {
+    dataDir = mkdtempSync(join(tmpdir(), 'engine-store-admin-'));
+  });
+  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  it('issues a key, verifies it, revokes it, and then refuses it', async () => {
+    const org = await admin(['org', 'create', '--name', 'Acme Corp', '--json']);
+    expect(org.code).toBe(0);
+    const orgId = json(org).id as string;
+    expect(json(org).temporalNamespace).toBe('acme-corp');
+
+    const user = await admin(['user', 'add', '--org', orgId, '--email', 'ada@acme.example', '--role', 'manager', '--json']);
+    expect(user.code).toBe(0);
+    const userId = json(user).id as string;
+
+    const issued = await admin(['key', 'issue', '--org', orgId, '--user', userId, '--name', 'ci', '--rate-limit', '100', '--scopes', 'workflow:read,workflow:execute', '--json']);
+    expect(issued.code).toBe(0);
+    const { id: keyId, key } = json(issued) as { id: string; key: string };
+    expect(key).toMatch(/^es_[a-z0-9]{12}_[A-Za-z0-9_-]{43}$/);
+    expect(issued.stderr).toMatch(/cannot be shown again/);
+
+    const valid = await admin(['key', 'verify', key, '--json']);
+    expect(valid.code).toBe(0);
+    expect(json(valid)).toMatchObject({ ok: true, principal: { orgId, userId, role: 'manager', permissions: ['workflow:execute', 'workflow:read'] } });
+
+    const listed = await admin(['key', 'list', '--org', orgId, '--json']);
+    const items = json(listed).items as Record<string, unknown>[];
+    expect(items.map((item) => item.id)).toEqual([keyId]);
+    expect(listed.stdout).not.toContain(key);
+    expect(listed.stdout).not.toMatch(/key_?hash/i);
+
+    expect((await admin(['key', 'revoke', '--org', orgId, keyId])).code).toBe(0);
+    const refused = await admin(['key', 'verify', key]);
+    expect(refused.code).toBe(6);
+    expect(refused.stdout).toMatch(/refused: REVOKED/);
+  });
+
+  it('reports bad flags and conflicts with their exit codes', async () => {
+    const org = await admin(['org', 'create', '--name', 'Globex', '--json']);
+    const orgId = json(org).id as string;
+    expect((await admin(['org', 'create', '--name', 'GLOBEX'])).code).toBe(8);
+    const badRole = await admin(['user', 'add', '--org', orgId, '--email', 'x@globex.example', '--role', 'owner']);
+    expect(badRole.code).toBe(2);
+    expect(badRole.stderr).toMatch(/\[INVALID_INPUT\] user\.role|\[INVALID_INPUT\] role/);
+    expect((await admin(['key', 'verify', 'not-a-key'])).code).toBe(6);
+    expect((await admin(['org', 'suspend', '01a2245f-ca10-790d-ab2e-4288e396ad2f'])).code).toBe(7);
+  });
+});

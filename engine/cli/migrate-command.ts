@@ -1,7 +1,8 @@
 /** `engine-store migrate up|down|status`: the migration runner on the command line. */
 import type { Command } from 'commander';
 import { StoreError } from '../infra/store/errors.ts';
-import { migrateDown, migrateUp, migrationStatus, type MigrationStatus } from '../infra/store/migrate.ts';
+import { DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, migrateDown, migrateUp, migrationStatus, type MigrationStatus } from '../infra/store/migrate.ts';
+import { wholeNumber } from './parsers.ts';
 import { EXIT, createOutput } from './output.ts';
 import { withDatabase, type GlobalOptions } from './database-options.ts';
 
@@ -12,12 +13,13 @@ export function addMigrateCommand(program: Command): void {
     .command('up')
     .description('apply pending migrations, in order')
     .option('--to <name>', 'stop after this migration')
-    .option('--lock-timeout <duration>', 'lock_timeout of every migration statement', '5s')
+    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', DEFAULT_LOCK_TIMEOUT)
+    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', wholeNumber('--lock-retries'), DEFAULT_LOCK_RETRIES)
     .option('--json', 'print the result as JSON')
-    .action(async (options: { to?: string; lockTimeout: string; json?: boolean }, command: Command) => {
+    .action(async (options: { to?: string; lockTimeout: string; lockRetries: number; json?: boolean }, command: Command) => {
       const output = createOutput(options.json === true);
       await withDatabase(command.optsWithGlobals<GlobalOptions>(), async (db) => {
-        const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, log: output.progress });
+        const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress });
         output.result({ applied: steps }, () => [`${steps.length} migration(s) applied`]);
       });
     });
@@ -26,15 +28,16 @@ export function addMigrateCommand(program: Command): void {
     .command('down')
     .description('revert the last N applied migrations (default 1), newest first')
     .argument('[n]', 'how many migrations to revert', '1')
-    .option('--lock-timeout <duration>', 'lock_timeout of every migration statement', '5s')
+    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', DEFAULT_LOCK_TIMEOUT)
+    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', wholeNumber('--lock-retries'), DEFAULT_LOCK_RETRIES)
     .option('--json', 'print the result as JSON')
-    .action(async (n: string, options: { lockTimeout: string; json?: boolean }, command: Command) => {
+    .action(async (n: string, options: { lockTimeout: string; lockRetries: number; json?: boolean }, command: Command) => {
       const output = createOutput(options.json === true);
       if (!/^[1-9]\d*$/.test(n)) {
         throw new StoreError('INVALID_INPUT', `N must be a positive whole number (got "${n}")`, { field: 'n' });
       }
       await withDatabase(command.optsWithGlobals<GlobalOptions>(), async (db) => {
-        const steps = await migrateDown(db, { count: Number(n), lockTimeout: options.lockTimeout, log: output.progress });
+        const steps = await migrateDown(db, { count: Number(n), lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress });
         output.result({ reverted: steps }, () => [`${steps.length} migration(s) reverted`]);
       });
     });

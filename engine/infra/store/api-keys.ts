@@ -12,7 +12,7 @@ import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { effectivePermissions, isPermission, type Permission } from './rbac.ts';
 import { run } from './sql.ts';
-import { displayName, parseInput, parseObject, uuid, type Role } from './validation.ts';
+import { displayName, parseInput, parseObject, readIncludeDeleted, uuid, type Role } from './validation.ts';
 
 const PREFIX_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 const PREFIX_LENGTH = 12;
@@ -158,9 +158,12 @@ export class ApiKeysRepository {
     return this.insertKey({ ...request, role });
   }
 
-  /** A key of this organization (never its digest). */
-  async get(id: string): Promise<ApiKey> {
-    const { rows } = await run<ApiKeyRow>(this.db, `select ${COLUMNS} from api_keys where id = $1`, [parseInput(uuid, id, 'id')]);
+  /** A key of this organization (never its digest); a soft-deleted one only with `includeDeleted`. */
+  async get(id: string, options: { includeDeleted?: boolean } = {}): Promise<ApiKey> {
+    const { rows } = await run<ApiKeyRow>(this.db, `select ${COLUMNS} from api_keys where id = $1 and ($2 or deleted_at is null)`, [
+      parseInput(uuid, id, 'id'),
+      readIncludeDeleted(options),
+    ]);
     if (!rows[0]) throw notFound();
     return toApiKey(rows[0]);
   }
@@ -226,11 +229,13 @@ export class ApiKeysRepository {
       this.db,
       `select ${COLUMNS}, uuid_generate_v7() as successor_id from api_keys
        where id = $1 and deleted_at is null and status = 'active' and replaced_by is null
+         and (expires_at is null or expires_at > now())
        for update`,
       [keyId],
     );
     const old = current[0];
-    if (!old) throw new StoreError('NOT_FOUND', 'no active, unrotated API key with this id in this organization');
+    // An expired key is not rotated: its successor would outlive it. Issue a new key instead.
+    if (!old) throw new StoreError('NOT_FOUND', 'no active, unexpired, unrotated API key with this id in this organization');
     const role = await this.activeUserRole(old.user_id);
     // The old key gives up its name (replaced_by) before the new one takes it; the foreign key
     // to the not yet inserted successor is checked at commit.

@@ -1,10 +1,10 @@
 /**
  * The one place where PostgreSQL errors become domain errors. It maps by SQLSTATE and by the
  * constraint's name (every constraint is named explicitly in the migrations), never by message
- * text. The driver's message and detail are not passed on: they can quote the values of a
- * conflicting row, which may belong to another organization.
+ * text. The driver's message and detail are not passed on, not even as `cause`: they can quote
+ * the values of a conflicting row, which may belong to another organization.
  */
-import { SQLSTATE, StoreError, databaseErrorFields } from './errors.ts';
+import { SQLSTATE, StoreError, databaseErrorFields, type DatabaseErrorFields } from './errors.ts';
 
 /** Which input field each named constraint is about; names absent here map to no field. */
 const CONSTRAINT_FIELDS: Record<string, string> = {
@@ -57,6 +57,13 @@ export function toStoreError(error: unknown): StoreError {
   if (!fields) {
     return new StoreError('DATABASE_ERROR', 'the database connection failed', { reason: 'connection' }, { cause: error });
   }
+  // The cause keeps what a server-side log needs (SQLSTATE, constraint, table), not the
+  // driver's message or detail, which can quote values of rows the caller must not see.
+  const cause = { sqlstate: fields.code, constraint: fields.constraint, table: fields.table };
+  return mapped(fields, cause);
+}
+
+function mapped(fields: DatabaseErrorFields, error: object): StoreError {
   const constraint = fields.constraint;
   const field = constraint ? CONSTRAINT_FIELDS[constraint] : fields.column;
   const details = { ...(field ? { field } : {}), ...(constraint ? { reason: constraint } : {}) };

@@ -70,10 +70,13 @@ export interface DatabaseErrorFields {
   message: string;
 }
 
+/** The server's error fields, when `error` is an error reported by PostgreSQL (either driver). */
 export function databaseErrorFields(error: unknown): DatabaseErrorFields | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
-  const candidate = error as Partial<DatabaseErrorFields>;
-  if (typeof candidate.code !== 'string' || !/^[0-9A-Z]{5}$/.test(candidate.code)) return undefined;
+  const candidate = error as Partial<DatabaseErrorFields> & { severity?: unknown };
+  // Both drivers copy the server's severity onto the error; an application error that merely
+  // has a five-letter code does not have one.
+  if (typeof candidate.severity !== 'string' || typeof candidate.code !== 'string' || !/^[0-9A-Z]{5}$/.test(candidate.code)) return undefined;
   return candidate as DatabaseErrorFields;
 }
 

@@ -9,8 +9,9 @@
  *   together apply each migration exactly once; the second waits, then finds nothing to do.
  * - A transactional migration runs in one transaction together with its bookkeeping row: if any
  *   statement fails, nothing of it remains and it is not recorded.
- * - Every statement runs under a `lock_timeout`, so a migration stuck behind a long transaction
- *   fails fast with LOCK_TIMEOUT instead of queueing every other query behind its lock.
+ * - Every statement runs under a short `lock_timeout`, so a migration never holds up other
+ *   queries for long while it waits for a lock; it retries with back-off, and behind a long
+ *   transaction it fails with LOCK_TIMEOUT (and can be run again) instead of stalling traffic.
  */
 import type { Database, Session } from './db.ts';
 import { StoreError, SQLSTATE, databaseErrorFields } from './errors.ts';
@@ -18,6 +19,9 @@ import { MIGRATIONS_DIR, readMigrationFiles, type MigrationFile } from './migrat
 import type { SqlStatement } from './sql-split.ts';
 
 export const MIGRATIONS_TABLE = 'engine_store_migrations';
+
+export const DEFAULT_LOCK_TIMEOUT = '100ms';
+export const DEFAULT_LOCK_RETRIES = 10;
 
 /** Key of the advisory lock that serializes migration runs (an arbitrary constant of this project). */
 const MIGRATION_LOCK_KEY = 7_305_113_042;
@@ -29,8 +33,14 @@ export interface RunnerOptions {
   log?: (line: string) => void;
   /** How long to wait for another run's lock before giving up, in ms. Default 60 s. */
   lockWaitMs?: number;
-  /** `lock_timeout` for every migration statement, as PostgreSQL spells it. Default `5s`. */
+  /**
+   * `lock_timeout` for every migration statement, as PostgreSQL spells it. Default `100ms`: a
+   * statement waiting for a strong lock makes every later query on the table wait behind it,
+   * so it must give up quickly and try again rather than wait long.
+   */
   lockTimeout?: string;
+  /** How many times a unit that met its lock timeout is tried again, with back-off. Default 10. */
+  lockRetries?: number;
 }
 
 export interface AppliedStep {
@@ -215,11 +225,70 @@ function editedFile(name: string): StoreError {
 
 const TIMEOUT_VALUE = /^\d+(ms|s|min)?$/;
 
+/**
+ * The pieces of a migration that succeed or fail together, and are retried together when they
+ * meet a lock timeout: the whole file when it is transactional; otherwise each statement, or
+ * each explicit BEGIN ... COMMIT block, on its own.
+ */
+function unitsOf(statements: SqlStatement[], transactional: boolean): SqlStatement[][] {
+  if (transactional) return [statements];
+  const units: SqlStatement[][] = [];
+  let block: SqlStatement[] | undefined;
+  for (const statement of statements) {
+    const keyword = firstKeyword(statement.text);
+    if (block) {
+      block.push(statement);
+      if (keyword === 'commit' || keyword === 'end') {
+        units.push(block);
+        block = undefined;
+      }
+    } else if (keyword === 'begin' || keyword === 'start') {
+      block = [statement];
+    } else {
+      units.push([statement]);
+    }
+  }
+  if (block) units.push(block);
+  return units;
+}
+
+function firstKeyword(text: string): string {
+  return text.replace(/^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/, '').split(/[\s;(]/, 1)[0]!.toLowerCase();
+}
+
+/**
+ * Statements that take only a SHARE UPDATE EXCLUSIVE lock (concurrent index builds and drops,
+ * constraint validation) let reads and writes go on while they wait, so they wait as long as
+ * they need: a concurrent build also waits for every older transaction to end, and giving up
+ * there would leave an INVALID index behind for nothing.
+ */
+const WEAK_LOCK = /\bconcurrently\b|\bvalidate\s+constraint\b/i;
+
+async function runStatement(session: Session, text: string, lockTimeout: string): Promise<void> {
+  if (!WEAK_LOCK.test(text)) {
+    await session.query(text);
+    return;
+  }
+  await session.query('set lock_timeout = 0');
+  try {
+    await session.query(text);
+  } finally {
+    // Fails inside an aborted transaction; its rollback then restores the setting anyway.
+    await session.query(`set lock_timeout = '${lockTimeout}'`).catch(() => undefined);
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 async function runStep(session: Session, file: MigrationFile, direction: 'up' | 'down', options: RunnerOptions): Promise<AppliedStep> {
   const log = options.log ?? (() => undefined);
-  const lockTimeout = options.lockTimeout ?? '5s';
+  const lockTimeout = options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT;
+  const lockRetries = options.lockRetries ?? DEFAULT_LOCK_RETRIES;
   if (!TIMEOUT_VALUE.test(lockTimeout)) {
     throw new StoreError('INVALID_INPUT', `lock timeout ${lockTimeout} is not a duration such as 5s or 500ms`, { field: 'lockTimeout' });
+  }
+  if (!Number.isInteger(lockRetries) || lockRetries < 0) {
+    throw new StoreError('INVALID_INPUT', 'lock retries must be a whole number, 0 or more', { field: 'lockRetries' });
   }
   const statements = direction === 'up' ? file.up : file.down;
   const arrow = direction === 'up' ? '↑' : '↓';
@@ -237,23 +306,56 @@ async function runStep(session: Session, file: MigrationFile, direction: 'up' | 
     }
     return durationMs;
   };
+  const units = unitsOf(statements, file.transactional);
   let current: SqlStatement | undefined;
+  for (const unit of units) {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        if (file.transactional) await session.query('begin');
+        for (current of unit) await runStatement(session, current.text, lockTimeout);
+        current = undefined;
+        // A transactional migration is recorded in its own transaction, atomically with it.
+        if (file.transactional) {
+          const durationMs = await record();
+          await session.query('commit');
+          log(`  ${direction === 'up' ? 'applied' : 'reverted'} in ${durationMs} ms`);
+          return { name: file.name, direction, durationMs };
+        }
+        break;
+      } catch (error) {
+        await session.query('rollback').catch(() => undefined);
+        // A short lock_timeout keeps the queue behind a waiting ALTER short; retrying with
+        // back-off then gets the lock between other transactions instead of stalling them.
+        if (databaseErrorFields(error)?.code === SQLSTATE.lockNotAvailable && attempt < lockRetries) {
+          const delay = Math.min(100 * 2 ** attempt, 2_000) + Math.floor(Math.random() * 100);
+          log(`  lock not available (attempt ${attempt + 1} of ${lockRetries + 1}); retrying in ${delay} ms`);
+          await sleep(delay);
+          continue;
+        }
+        throw stepError(file, direction, current, error, lockTimeout, attempt + 1);
+      }
+    }
+  }
   try {
-    if (file.transactional) await session.query('begin');
-    for (current of statements) await session.query(current.text);
-    current = undefined;
-    if (!file.transactional) await session.query('begin');
+    await session.query('begin');
     const durationMs = await record();
     await session.query('commit');
     log(`  ${direction === 'up' ? 'applied' : 'reverted'} in ${durationMs} ms`);
     return { name: file.name, direction, durationMs };
   } catch (error) {
     await session.query('rollback').catch(() => undefined);
-    throw stepError(file, direction, current, error, lockTimeout);
+    throw stepError(file, direction, undefined, error, lockTimeout, 1);
   }
 }
 
-function stepError(file: MigrationFile, direction: 'up' | 'down', statement: SqlStatement | undefined, error: unknown, lockTimeout: string): StoreError {
+function stepError(
+  file: MigrationFile,
+  direction: 'up' | 'down',
+  statement: SqlStatement | undefined,
+  error: unknown,
+  lockTimeout: string,
+  attempts: number,
+): StoreError {
   const fields = databaseErrorFields(error);
   const where = statement ? ` at line ${statement.line}` : '';
   const aftermath = file.transactional
@@ -262,7 +364,7 @@ function stepError(file: MigrationFile, direction: 'up' | 'down', statement: Sql
   if (fields?.code === SQLSTATE.lockNotAvailable) {
     return new StoreError(
       'LOCK_TIMEOUT',
-      `migration ${file.name} (${direction}) waited longer than lock_timeout ${lockTimeout} for a lock${where}: ` +
+      `migration ${file.name} (${direction}) could not take a lock${where} within lock_timeout ${lockTimeout}, ${attempts} time(s): ` +
         `a long transaction holds it. ${capitalize(aftermath)}; run it again once that transaction has ended.`,
       { migration: file.name, reason: 'lock_timeout' },
       { cause: error },

@@ -7,7 +7,7 @@ import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from './sql.ts';
-import { TEMPORAL_NAMESPACE, accountStatus, displayName, parseInput, parseObject, temporalNamespace, uuid, type AccountStatus } from './validation.ts';
+import { TEMPORAL_NAMESPACE, accountStatus, displayName, parseInput, parseObject, temporalNamespace, uuid, type AccountStatus, readIncludeDeleted } from './validation.ts';
 
 export interface Organization {
   id: string;
@@ -106,7 +106,7 @@ export class OrganizationsRepository {
     const { rows } = await run<OrganizationRow>(
       this.db,
       `select ${COLUMNS} from organizations where id = $1 and ($2 or deleted_at is null)`,
-      [orgId, options.includeDeleted === true],
+      [orgId, readIncludeDeleted(options)],
     );
     if (!rows[0]) throw notFound();
     return toOrganization(rows[0]);

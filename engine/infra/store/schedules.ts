@@ -7,7 +7,7 @@ import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { jsonParam, run } from './sql.ts';
-import { engineIdentifier, jsonPayload, parseInput, parseObject, uuid } from './validation.ts';
+import { engineIdentifier, jsonPayload, parseInput, parseObject, uuid, readIncludeDeleted } from './validation.ts';
 
 export interface Schedule {
   id: string;
@@ -122,7 +122,7 @@ export class SchedulesRepository {
   async get(id: string, options: { includeDeleted?: boolean } = {}): Promise<Schedule> {
     const { rows } = await run<ScheduleRow>(this.db, `select ${COLUMNS} from schedules where id = $1 and ($2 or deleted_at is null)`, [
       parseInput(uuid, id, 'id'),
-      options.includeDeleted === true,
+      readIncludeDeleted(options),
     ]);
     if (!rows[0]) throw notFound();
     return toSchedule(rows[0]);

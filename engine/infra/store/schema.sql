@@ -154,7 +154,8 @@ CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_now tim
     AS $$
 declare
   key record;
-  this_window constant timestamptz := date_trunc('hour', p_now);
+  -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
+  this_window constant timestamptz := date_trunc('hour', p_now, 'UTC');
   used integer;
 begin
   select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at, k.scopes,
@@ -196,8 +197,11 @@ begin
     return;
   end if;
   if used = 1 then
-    -- First request of a new window: the key's older windows are done with.
-    delete from api_key_usage u where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window;
+    -- First request of a new window: windows before the previous one are done with. The
+    -- previous one stays: a request stamped just before the hour may still be running, and
+    -- must find its window's count rather than start it over.
+    delete from api_key_usage u
+     where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window - interval '1 hour';
   end if;
   if key.last_used_at is null or key.last_used_at < p_now - interval '1 minute' then
     update api_keys k set last_used_at = p_now where k.org_id = key.org_id and k.id = key.id;
@@ -1018,9 +1022,9 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', 'f05e44e84f67c6d81177ed4050b51566de13836be8f5adc0250633182899c6c6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '15d76e8dc68fae87b6d9fd3ada3a1904967bfa5569f958a849ba6a546ebc2818', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'f7536b30fdd849f8ce89f2e27c4f9f5fd676f78f7eec28133423a5d49997f94c', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '24c4128d44278b5cc850ac9da630dc809c330252ee6f6550142daba7158330e0', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', 'b5dbd6d3020dd4ee4ef28dcdb0e0570c2a3f167e87cf2bb863306c9332055efb', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'fe92d86a4740253b8bb9e522b63bd5b7cbb55019a1075adf83e6db7864b0e316', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', '11e349a9eb42dbb3023db4c7410b0f9b3a3526218a4916d12c2fcbb23352e6dc', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120500_drop_single_tenant_indexes', '71778c3e6cab49b9b54d8f2ef8e870ead5dd286d10be393757f76f14951a4e2d', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '936a8e2307087b2b1b9af45ed5209e541d33ed7ead03bf412751289cbe2ead48', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '3daeef2cbcccf05daf7e56eea226ff4214bc652c9c2814dd6150de8c428da983', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '32429ff787f328873aa50c06a47e79f472825a4351fa235f0c29389b1b3d2fd7', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '13ddd691ec6e6edbe56b94e5479177582a0d816fe6a99f882a1b9049174c0eaf', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', 'b2cd2abba4901144fd94e10e411ae984d0cb69c04abf3bdd782ef8c6f07432b6', 0);

@@ -7,7 +7,7 @@
 import { ApiKeysRepository } from './api-keys.ts';
 import type { Database, QueryResult, Queryable, Session } from './db.ts';
 import { toStoreError } from './database-errors.ts';
-import { StoreError } from './errors.ts';
+import { StoreError, databaseErrorFields } from './errors.ts';
 import { run } from './sql.ts';
 import { SchedulesRepository } from './schedules.ts';
 import { TaskStatesRepository } from './tasks.ts';
@@ -89,7 +89,8 @@ export async function withOrg<T>(db: Database, orgId: string, work: (scope: Tena
       return result;
     } catch (error) {
       await session.exec('rollback').catch(() => undefined);
-      throw toStoreError(error);
+      // The callback's own errors pass through as they are; the database's become StoreErrors.
+      throw databaseErrorFields(error) ? toStoreError(error) : error;
     } finally {
       scoped.end();
     }

@@ -8,7 +8,7 @@ import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from './sql.ts';
-import { accountStatus, email, parseInput, parseObject, role, uuid, type AccountStatus, type Role } from './validation.ts';
+import { accountStatus, email, parseInput, parseObject, role, uuid, type AccountStatus, type Role, readIncludeDeleted } from './validation.ts';
 
 export interface User {
   id: string;
@@ -78,7 +78,7 @@ export class UsersRepository {
   async get(id: string, options: { includeDeleted?: boolean } = {}): Promise<User> {
     const { rows } = await run<UserRow>(this.db, `select ${COLUMNS} from users where id = $1 and ($2 or deleted_at is null)`, [
       parseInput(uuid, id, 'id'),
-      options.includeDeleted === true,
+      readIncludeDeleted(options),
     ]);
     if (!rows[0]) throw notFound();
     return toUser(rows[0]);

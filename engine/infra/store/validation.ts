@@ -10,6 +10,9 @@ import { StoreError } from './errors.ts';
 /** Control and format characters (zero-width spaces, direction overrides ...) have no place in names. */
 const INVISIBLE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
 
+/** Text PostgreSQL can store as is: no lone UTF-16 surrogate (it would be replaced or refused). */
+const wellFormed = (value: string) => value.isWellFormed();
+
 export const uuid = z
   .string()
   .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a UUID')
@@ -25,7 +28,8 @@ export const displayName = (max = 100) =>
         .string()
         .min(1, 'must not be empty')
         .max(max, `must be at most ${max} characters`)
-        .refine((value) => !INVISIBLE.test(value), 'must not contain control or invisible characters'),
+        .refine((value) => !INVISIBLE.test(value), 'must not contain control or invisible characters')
+        .refine(wellFormed, 'must be valid Unicode text'),
     );
 
 export const email = z
@@ -50,7 +54,8 @@ export const engineIdentifier = z
   .string()
   .min(1, 'must not be empty')
   .max(200, 'must be at most 200 characters')
-  .refine((value) => !INVISIBLE.test(value), 'must not contain control or invisible characters');
+  .refine((value) => !INVISIBLE.test(value), 'must not contain control or invisible characters')
+  .refine(wellFormed, 'must be valid Unicode text');
 
 export const EXECUTION_STATUSES = ['pending', 'running', 'success', 'failed', 'canceled', 'timed_out', 'paused', 'waiting'] as const;
 export type ExecutionStatus = (typeof EXECUTION_STATUSES)[number];
@@ -58,6 +63,15 @@ export const executionStatus = z.enum(EXECUTION_STATUSES);
 
 /** Largest JSON document accepted for one input/output/error/usage value. */
 export const MAX_PAYLOAD_BYTES = 256 * 1024;
+
+function allTextWellFormed(value: unknown): boolean {
+  if (typeof value === 'string') return value.isWellFormed();
+  if (Array.isArray(value)) return value.every(allTextWellFormed);
+  if (typeof value === 'object' && value !== null) {
+    return Object.entries(value).every(([key, item]) => key.isWellFormed() && allTextWellFormed(item));
+  }
+  return true;
+}
 
 /** A JSON value of bounded size; PostgreSQL's jsonb also refuses the NUL character. */
 export const jsonPayload = z.unknown().superRefine((value, context) => {
@@ -74,6 +88,9 @@ export const jsonPayload = z.unknown().superRefine((value, context) => {
     context.addIssue({ code: z.ZodIssueCode.custom, message: `must be at most ${MAX_PAYLOAD_BYTES} bytes as JSON` });
   } else if (text.includes('\\u0000')) {
     context.addIssue({ code: z.ZodIssueCode.custom, message: 'must not contain the NUL character' });
+  } else if (!allTextWellFormed(value)) {
+    // JSON.stringify escapes a lone surrogate as \udXXX, which PostgreSQL's json parser refuses.
+    context.addIssue({ code: z.ZodIssueCode.custom, message: 'must be valid Unicode text (no lone surrogates)' });
   }
 });
 
@@ -106,4 +123,9 @@ export function parseObject<Shape extends z.ZodRawShape>(shape: Shape, value: un
     field: path,
     reason: issue.code,
   });
+}
+
+/** The `includeDeleted` flag of a `get` call's options, checked like any other input. */
+export function readIncludeDeleted(options: unknown): boolean {
+  return parseObject({ includeDeleted: z.boolean().optional() }, options ?? {}, 'options').includeDeleted === true;
 }

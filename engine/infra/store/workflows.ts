@@ -98,7 +98,9 @@ export class WorkflowStatesRepository {
   constructor(private readonly db: Queryable) {}
 
   /**
-   * Creates the state, or replaces status and the given payloads of an existing one.
+   * Creates the state, or replaces status and the given payloads of an existing one (its
+   * workflow id, like a task's identity, never changes; an omitted or null payload keeps the
+   * stored one).
    *
    * @example
    * await tx.workflows.upsert({ workflowExecId, workflowId: 'onboarding', status: 'running', input: { user: 42 } });
@@ -122,7 +124,6 @@ export class WorkflowStatesRepository {
       `insert into workflow_states (workflow_exec_id, workflow_id, status, input, output, error, usage)
        values ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb, $7::jsonb)
        on conflict (org_id, workflow_exec_id) do update set
-         workflow_id = excluded.workflow_id,
          status = excluded.status,
          input = coalesce(excluded.input, workflow_states.input),
          output = coalesce(excluded.output, workflow_states.output),

@@ -23,9 +23,22 @@ create unique index concurrently task_states_org_id_task_exec_id_key
 drop index concurrently if exists schedules_org_id_id_key;
 create unique index concurrently schedules_org_id_id_key
   on schedules (org_id, id);
+-- Until the engine passes its organization, it still finds rows by id alone: keep an index for
+-- that after the single-column primary keys go. Dropped by the contract migration
+-- (drop_single_tenant_indexes), once every query is organization-scoped.
+drop index concurrently if exists workflow_states_workflow_exec_id_idx;
+create index concurrently workflow_states_workflow_exec_id_idx on workflow_states (workflow_exec_id);
+drop index concurrently if exists task_states_task_exec_id_idx;
+create index concurrently task_states_task_exec_id_idx on task_states (task_exec_id);
+drop index concurrently if exists schedules_id_idx;
+create index concurrently schedules_id_idx on schedules (id);
 
 begin;
 set local statement_timeout = '10s';
+-- All strong locks first, in the order the engine's transactions take them (a workflow, then
+-- its tasks): taken one by one, dropping the task -> workflow foreign key would lock
+-- task_states before workflow_states and could deadlock with a writer.
+lock table workflow_states, task_states, schedules in access exclusive mode;
 alter table task_states drop constraint if exists task_states_workflow_exec_id_fkey;
 alter table task_states drop constraint if exists task_states_parent_state_id_fkey;
 alter table task_states drop constraint if exists task_states_workflow_fkey;
@@ -85,6 +98,7 @@ create unique index concurrently schedules_id_key
 
 begin;
 set local statement_timeout = '10s';
+lock table workflow_states, task_states, schedules in access exclusive mode;
 alter table task_states drop constraint if exists task_states_workflow_fkey;
 alter table task_states drop constraint if exists task_states_parent_fkey;
 alter table task_states drop constraint if exists task_states_workflow_exec_id_fkey;
@@ -112,3 +126,7 @@ commit;
 -- Validation scans, but under a lock that lets reads and writes go on.
 alter table task_states validate constraint task_states_workflow_exec_id_fkey;
 alter table task_states validate constraint task_states_parent_state_id_fkey;
+
+drop index concurrently if exists schedules_id_idx;
+drop index concurrently if exists task_states_task_exec_id_idx;
+drop index concurrently if exists workflow_states_workflow_exec_id_idx;

@@ -12,6 +12,10 @@
 -- database granted it instead of dropping it.
 -- Up Migration
 set local statement_timeout = '60s';
+-- Every strong lock this migration needs, at once and in the order writers take them (a row,
+-- then the parent its foreign key checks), so that it cannot deadlock with them; the runner's
+-- short lock_timeout and retries keep writers from queueing behind it for long.
+lock table workflow_states, task_states, schedules, api_keys, users, organizations in access exclusive mode;
 
 do $$
 begin
@@ -129,6 +133,7 @@ alter table schedules alter column org_id set default current_org_id();
 
 -- Down Migration
 set local statement_timeout = '60s';
+lock table workflow_states, task_states, schedules, api_keys, users, organizations in access exclusive mode;
 
 alter table schedules alter column org_id set default '00000000-0000-7000-8000-000000000001';
 drop trigger schedules_refuse_writes_of_inactive_org on schedules;

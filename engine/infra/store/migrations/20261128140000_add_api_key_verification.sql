@@ -10,6 +10,8 @@
 -- errs in the caller's favour), and skipping the write-ahead log keeps the per-request write cheap.
 -- Up Migration
 set local statement_timeout = '60s';
+-- The strong locks first, children before parents, as writers take them.
+lock table api_keys, users, organizations in access exclusive mode;
 
 do $$
 begin
@@ -91,7 +93,8 @@ create function verify_api_key(p_prefix text, p_key_hash bytea, p_now timestampt
 as $$
 declare
   key record;
-  this_window constant timestamptz := date_trunc('hour', p_now);
+  -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
+  this_window constant timestamptz := date_trunc('hour', p_now, 'UTC');
   used integer;
 begin
   select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at, k.scopes,
@@ -133,8 +136,11 @@ begin
     return;
   end if;
   if used = 1 then
-    -- First request of a new window: the key's older windows are done with.
-    delete from api_key_usage u where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window;
+    -- First request of a new window: windows before the previous one are done with. The
+    -- previous one stays: a request stamped just before the hour may still be running, and
+    -- must find its window's count rather than start it over.
+    delete from api_key_usage u
+     where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window - interval '1 hour';
   end if;
   if key.last_used_at is null or key.last_used_at < p_now - interval '1 minute' then
     update api_keys k set last_used_at = p_now where k.org_id = key.org_id and k.id = key.id;
