@@ -1,7 +1,8 @@
 /**
- * Migrate under load: applies the multi-tenancy migrations of the engine's existing tables to a
- * seeded database while a writer keeps inserting and updating rows, and measures what the writer
- * feels (latency, longest stall) and whether any row goes missing.
+ * Migrate under load: applies the multi-tenancy migrations of the engine's existing tables (the
+ * rollout's expand step, up to END_OF_EXPAND) to a seeded database while a single-tenant writer
+ * keeps inserting and updating rows, and measures what the writer feels (latency, longest stall)
+ * and whether any row goes missing.
  *
  *   npx tsx bench/migrate-under-load.ts [--n 200000] [--url postgres://postgres@127.0.0.1:5432/test] [--migrations DIR]
  *
@@ -20,9 +21,16 @@ import pg from 'pg';
 import { openDatabase, redactUrl, type Database } from '../engine/infra/store/db.ts';
 import { migrateUp } from '../engine/infra/store/migrate.ts';
 import { MIGRATIONS_DIR } from '../engine/infra/store/migration-files.ts';
+import { percentile } from './support.ts';
 
 /** The last migration before the ones that rework the existing tables: the seeding happens here. */
 const BEFORE_TENANCY = '20261128120000_add_multitenant_schema';
+/**
+ * The end of the rollout's expand step: the migrations a live single-tenant engine runs under.
+ * After it comes row-level security, which needs an engine that passes its organization (the
+ * writer here does not), so it is not part of this measurement (see the README's rollout).
+ */
+const END_OF_EXPAND = '20261128120400_validate_tenant_foreign_keys';
 const DEFAULT_ORG_ID = '00000000-0000-7000-8000-000000000001';
 const DEFAULT_ADMIN_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const DEFAULT_N = 200_000;
@@ -113,7 +121,7 @@ async function benchmark(db: Database, scratchUrl: string, dir: string, n: numbe
   let stats: WriterStats;
   try {
     const started = performance.now();
-    await migrateUp(db, { dir, log: (line) => log(`  [${((performance.now() - started) / 1000).toFixed(2)} s] ${timeline.note(line)}`) });
+    await migrateUp(db, { dir, to: END_OF_EXPAND, log: (line) => log(`  [${((performance.now() - started) / 1000).toFixed(2)} s] ${timeline.note(line)}`) });
     migrationMs = performance.now() - started;
     timeline.finish();
     await sleep(TAIL_MS);
@@ -398,12 +406,6 @@ function logBreakdown(samples: Sample[], groupOf: (sample: Sample) => string, lo
   }
 }
 
-/** Nearest-rank percentile, in ms; 0 for no samples. */
-function percentile(samples: number[], p: number): number {
-  if (samples.length === 0) return 0;
-  const sorted = [...samples].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] ?? 0;
-}
 
 function describeErrors(errors: Map<string, number>): string {
   return [...errors].map(([message, count]) => `${count}x "${message}"`).join(', ');

@@ -1,0 +1,56 @@
+/**
+ * Every benchmark, one table: each row a measurement beside a floor measured in the same run
+ * (the machines here are noisy, so only ratios mean something).
+ *
+ *   npm run bench [-- --n 200000 --iterations 3000 --url postgres://postgres@127.0.0.1:5432/test]
+ */
+import { parseArgs } from 'node:util';
+import { runMigrateUnderLoad } from './migrate-under-load.ts';
+import { runVerifyBench } from './verify.ts';
+
+const { values } = parseArgs({
+  options: {
+    n: { type: 'string', default: '200000' },
+    iterations: { type: 'string', default: '3000' },
+    url: { type: 'string' },
+  },
+});
+const url = values.url ?? (process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test');
+const log = (line: string) => console.error(`  ${line}`);
+
+interface Row {
+  benchmark: string;
+  measured: string;
+  floor: string;
+  ratio: string;
+  goal: string;
+}
+const rows: Row[] = [];
+
+console.error('API key verification');
+const verify = await runVerifyBench({ url, iterations: Number(values.iterations), log });
+rows.push({
+  benchmark: 'verify API key (p50)',
+  measured: `${verify.verifyP50Ms.toFixed(3)} ms`,
+  floor: `SELECT 1 ${verify.floorP50Ms.toFixed(3)} ms`,
+  ratio: `${verify.ratio.toFixed(2)}x`,
+  goal: '<= 1.5x',
+});
+
+console.error(`migrate under load (n = ${values.n})`);
+const migrate = await runMigrateUnderLoad({ n: Number(values.n), url, log });
+rows.push({
+  benchmark: `migrate under load, n=${values.n} (writer p99)`,
+  measured: `${migrate.p99Ms.toFixed(1)} ms (longest stall ${migrate.longestStallMs.toFixed(1)} ms, ${migrate.lost} rows lost)`,
+  floor: `writer alone ${migrate.baselineP99Ms.toFixed(1)} ms`,
+  ratio: `${(migrate.p99Ms / migrate.baselineP99Ms).toFixed(2)}x`,
+  goal: 'stall < 200 ms, 0 lost',
+});
+
+const columns = Object.keys(rows[0]!) as (keyof Row)[];
+const widths = columns.map((column) => Math.max(column.length, ...rows.map((row) => row[column].length)));
+const line = (cells: string[]) => `| ${cells.map((cell, index) => cell.padEnd(widths[index]!)).join(' | ')} |`;
+console.log(line(columns));
+console.log(line(widths.map((width) => '-'.repeat(width))));
+for (const row of rows) console.log(line(columns.map((column) => row[column])));
+if (migrate.lost > 0) process.exitCode = 1;

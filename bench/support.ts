@@ -1,0 +1,33 @@
+/** What the benchmarks share: scratch databases and percentiles. */
+import { openDatabase } from '../engine/infra/store/db.ts';
+
+/** Nearest-rank percentile, in ms; 0 for no samples. */
+export function percentile(samples: number[], p: number): number {
+  if (samples.length === 0) return 0;
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] ?? 0;
+}
+
+/** The URL of database `name` on the server of `url`. */
+export function databaseUrl(url: string, name: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${name}`;
+  return parsed.toString();
+}
+
+/**
+ * Runs `work` on a new database `engine_store_bench_<label>_<pid>` beside the admin URL's, and
+ * drops it afterwards, also on failure.
+ */
+export async function withScratchDatabase<T>(adminUrl: string, label: string, work: (url: string) => Promise<T>): Promise<T> {
+  const name = `engine_store_bench_${label}_${process.pid}`;
+  const admin = await openDatabase({ url: adminUrl, poolSize: 1 });
+  try {
+    await admin.exec(`drop database if exists ${name} with (force)`);
+    await admin.exec(`create database ${name}`);
+    return await work(databaseUrl(adminUrl, name));
+  } finally {
+    await admin.exec(`drop database if exists ${name} with (force)`).catch(() => undefined);
+    await admin.close();
+  }
+}

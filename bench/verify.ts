@@ -1,0 +1,127 @@
+/**
+ * API key verification against its floor: on the same warm pool, in the same run, the latency
+ * of `store.verifyApiKey(key)` and of `SELECT 1`, one at a time (p50, p99), and the throughput of
+ * each with as many callers as the pool has connections. Verification is one SQL statement, so
+ * its p50 should stay within 1.5x of the floor.
+ *
+ *   npx tsx bench/verify.ts [--iterations 3000] [--url postgres://postgres@127.0.0.1:5432/test]
+ *
+ * --url is an admin connection: a scratch database is created beside it and dropped at the end.
+ */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { openStore, type Store } from '../engine/infra/store/index.ts';
+import { percentile, withScratchDatabase } from './support.ts';
+
+export interface VerifyBenchResult {
+  iterations: number;
+  floorP50Ms: number;
+  floorP99Ms: number;
+  verifyP50Ms: number;
+  verifyP99Ms: number;
+  /** verify p50 / floor p50: the goal is at most 1.5. */
+  ratio: number;
+  floorPerSecond: number;
+  verifyPerSecond: number;
+}
+
+const POOL_SIZE = 8;
+
+async function timeEach(iterations: number, operation: () => Promise<unknown>): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < iterations; i += 1) {
+    const started = performance.now();
+    await operation();
+    samples.push(performance.now() - started);
+  }
+  return samples;
+}
+
+async function throughput(iterations: number, operation: () => Promise<unknown>): Promise<number> {
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: POOL_SIZE }, async () => {
+      while (next < iterations) {
+        next += 1;
+        await operation();
+      }
+    }),
+  );
+  return iterations / ((performance.now() - started) / 1000);
+}
+
+async function issueKey(store: Store): Promise<string> {
+  const org = await store.organizations.create({ name: 'Bench Verify' });
+  return store.withOrg(org.id, async (tx) => {
+    const user = await tx.users.create({ email: 'bench@verify.example', role: 'manager' });
+    // High enough that the benchmark never meets the limit: every call does the full work.
+    const { key } = await tx.apiKeys.issue({ userId: user.id, name: 'bench', rateLimitPerHour: 1_000_000 });
+    return key;
+  });
+}
+
+export async function runVerifyBench(options: { url: string; iterations: number; log: (line: string) => void }): Promise<VerifyBenchResult> {
+  return withScratchDatabase(options.url, 'verify', async (url) => {
+    const store = await openStore({ url, poolSize: POOL_SIZE, migrate: true });
+    try {
+      const key = await issueKey(store);
+      const floor = () => store.db.query('select 1');
+      const verify = async () => {
+        const result = await store.verifyApiKey(key);
+        if (!result.ok) throw new Error(`verification failed: ${result.reason}`);
+      };
+      options.log(`warming up the pool (${POOL_SIZE} connections)`);
+      await throughput(500, floor);
+      await throughput(500, verify);
+      // Interleaved rounds, so that drift in the machine's load hits both alike.
+      const floorSamples: number[] = [];
+      const verifySamples: number[] = [];
+      const rounds = 5;
+      for (let round = 0; round < rounds; round += 1) {
+        floorSamples.push(...(await timeEach(options.iterations / rounds, floor)));
+        verifySamples.push(...(await timeEach(options.iterations / rounds, verify)));
+        options.log(`round ${round + 1}/${rounds} done`);
+      }
+      const floorPerSecond = await throughput(options.iterations, floor);
+      const verifyPerSecond = await throughput(options.iterations, verify);
+      const result: VerifyBenchResult = {
+        iterations: options.iterations,
+        floorP50Ms: percentile(floorSamples, 0.5),
+        floorP99Ms: percentile(floorSamples, 0.99),
+        verifyP50Ms: percentile(verifySamples, 0.5),
+        verifyP99Ms: percentile(verifySamples, 0.99),
+        ratio: percentile(verifySamples, 0.5) / percentile(floorSamples, 0.5),
+        floorPerSecond,
+        verifyPerSecond,
+      };
+      options.log(
+        `SELECT 1: p50 ${result.floorP50Ms.toFixed(3)} ms, p99 ${result.floorP99Ms.toFixed(3)} ms, ${Math.round(floorPerSecond)}/s with ${POOL_SIZE} callers`,
+      );
+      options.log(
+        `verify:   p50 ${result.verifyP50Ms.toFixed(3)} ms, p99 ${result.verifyP99Ms.toFixed(3)} ms, ${Math.round(verifyPerSecond)}/s with ${POOL_SIZE} callers`,
+      );
+      options.log(`verify p50 / SELECT 1 p50 = ${result.ratio.toFixed(2)}x (goal: at most 1.5x)`);
+      return result;
+    } finally {
+      await store.close();
+    }
+  });
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { iterations: { type: 'string', default: '3000' }, url: { type: 'string' } } });
+  const iterations = Number(values.iterations);
+  if (!Number.isInteger(iterations) || iterations < 5) throw new Error('--iterations must be a whole number of at least 5');
+  const url = values.url ?? (process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test');
+  await runVerifyBench({ url, iterations, log: (line) => console.log(line) });
+}
+
+const invokedPath = process.argv[1];
+if (invokedPath !== undefined && import.meta.url === pathToFileURL(realpathSync(invokedPath)).href) {
+  main().catch((error: unknown) => {
+    console.error(error instanceof Error ? error.message : String(error));
+    process.exitCode = 1;
+  });
+}
