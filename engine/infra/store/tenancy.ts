@@ -41,30 +41,45 @@ export class TenantScope {
 }
 
 /**
- * A connection that refuses to be used once its scope has ended: a scope kept past its
- * callback would otherwise run statements on a connection that went back to the pool.
+ * The scope's view of its connection. It refuses to be used once the scope has ended (a scope
+ * kept past its callback would otherwise run statements on a connection that went back to the
+ * pool), and it remembers whether the transaction is aborted: a statement failed and nothing
+ * succeeded since (only a ROLLBACK TO SAVEPOINT can succeed in an aborted transaction).
  */
-function scopedConnection(session: Session): { connection: Queryable; end(): void } {
+function scopedConnection(session: Session): { connection: Queryable; aborted(): boolean; end(): void } {
   let open = true;
-  const guard = () => {
-    if (!open) throw new StoreError('TENANT_SCOPE_REQUIRED', 'this tenant scope has ended; use the scope only inside its withOrg callback', { reason: 'scope_ended' });
+  let aborted = false;
+  const guarded = async <T>(statement: () => Promise<T>): Promise<T> => {
+    if (!open) {
+      throw new StoreError('TENANT_SCOPE_REQUIRED', 'this tenant scope has ended; use the scope only inside its withOrg callback', { reason: 'scope_ended' });
+    }
+    try {
+      const result = await statement();
+      aborted = false;
+      return result;
+    } catch (error) {
+      aborted = true;
+      throw error;
+    }
   };
   return {
     connection: {
-      query: async (sql, params) => {
-        guard();
-        return session.query(sql, params);
-      },
-      exec: async (sql) => {
-        guard();
-        return session.exec(sql);
-      },
+      query: (sql, params) => guarded(() => session.query(sql, params)),
+      exec: (sql) => guarded(() => session.exec(sql)),
     },
+    aborted: () => aborted,
     end: () => {
       open = false;
     },
   };
 }
+
+/**
+ * Ends the transaction and gives the connection back as it was found: whatever raw SQL in the
+ * scope set for the whole session (`SET ROLE`, `set_config(..., false)`) must not reach the
+ * next user of the pooled connection. In the same round trip as COMMIT or ROLLBACK.
+ */
+const AND_RESET_SESSION = 'reset all; reset role;';
 
 /**
  * Runs `work` in one transaction scoped to organization `orgId`; commits when it resolves,
@@ -85,10 +100,16 @@ export async function withOrg<T>(db: Database, orgId: string, work: (scope: Tena
     try {
       await session.exec(`begin; set local role app_tenant; select set_config('app.org_id', '${org}', true);`);
       const result = await work(new TenantScope(org, scoped.connection));
-      await session.exec('commit');
+      if (scoped.aborted()) {
+        // PostgreSQL would turn this COMMIT into a ROLLBACK without a word: say so instead.
+        throw new StoreError('TRANSACTION_ABORTED', 'a statement in this withOrg failed and the callback went on; nothing was committed', {
+          reason: 'failed_statement_swallowed',
+        });
+      }
+      await session.exec(`commit; ${AND_RESET_SESSION}`);
       return result;
     } catch (error) {
-      await session.exec('rollback').catch(() => undefined);
+      await session.exec(`rollback; ${AND_RESET_SESSION}`).catch(() => undefined);
       // The callback's own errors pass through as they are; the database's become StoreErrors.
       throw databaseErrorFields(error) ? toStoreError(error) : error;
     } finally {
