@@ -34,7 +34,7 @@ const OTHER_UUID = '018f0000-0000-7000-8000-00000000ffff';
 // Recording what the store sends to the database
 
 /** Statements a withOrg transaction sends by itself, whatever the callback does. */
-const TRANSACTION_CONTROL = /^\s*(begin;\s*set local role app_tenant;|commit\s*$|rollback\s*$)/i;
+const TRANSACTION_CONTROL = /^\s*(begin;\s*set local role app_tenant;|commit\b|rollback\b)/i;
 
 /** Wraps a database so that every statement sent through it, sessions included, is recorded. */
 function recording(db: Database): { db: Database; statements: string[] } {
