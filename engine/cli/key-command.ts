@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { ApiKey } from '../infra/store/api-keys.ts';
 import { withStore } from './database-options.ts';
 import { EXIT, createOutput, pageLines } from './output.ts';
-import { isoDate, list, wholeNumber } from './parsers.ts';
+import { given, isoDate, list, wholeNumber } from './parsers.ts';
 
 const describe = (key: ApiKey) =>
   `${key.id}  es_${key.prefix}_…  ${key.name}  user=${key.userId}  ${key.deletedAt ? 'deleted' : key.status}` +
@@ -36,9 +36,7 @@ export function addKeyCommand(program: Command): void {
             tx.apiKeys.issue({
               userId: options.user,
               name: options.name,
-              ...(options.expires ? { expiresAt: options.expires } : {}),
-              ...(options.rateLimit !== undefined ? { rateLimitPerHour: options.rateLimit } : {}),
-              ...(options.scopes ? { scopes: options.scopes } : {}),
+              ...given({ expiresAt: options.expires, rateLimitPerHour: options.rateLimit, scopes: options.scopes }),
             }),
           );
           process.stderr.write(`warning: ${SHOWN_ONCE}\n`);
@@ -60,12 +58,7 @@ export function addKeyCommand(program: Command): void {
       const output = createOutput(options.json === true);
       await withStore(command, async (store) => {
         const page = await store.withOrg(options.org, (tx) =>
-          tx.apiKeys.list({
-            ...(options.user ? { userId: options.user } : {}),
-            ...(options.includeDeleted ? { includeDeleted: true } : {}),
-            ...(options.limit !== undefined ? { limit: options.limit } : {}),
-            ...(options.after ? { after: options.after } : {}),
-          }),
+          tx.apiKeys.list(given({ userId: options.user, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after })),
         );
         output.result(page, () => pageLines(page, describe));
       });

@@ -4,6 +4,7 @@
  * (--data-dir or ENGINE_STORE_DATA_DIR).
  */
 import { Command } from 'commander';
+import { addDoctorCommand } from './doctor-command.ts';
 import { addKeyCommand } from './key-command.ts';
 import { addMigrateCommand } from './migrate-command.ts';
 import { addOrgCommand } from './org-command.ts';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   addOrgCommand(program);
   addUserCommand(program);
   addKeyCommand(program);
+  addDoctorCommand(program);
   const overrideExits = (command: Command) => {
     command.exitOverride();
     command.commands.forEach(overrideExits);

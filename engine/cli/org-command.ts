@@ -4,7 +4,7 @@ import { StoreError } from '../infra/store/errors.ts';
 import type { Organization } from '../infra/store/organizations.ts';
 import { withStore } from './database-options.ts';
 import { createOutput, pageLines } from './output.ts';
-import { wholeNumber } from './parsers.ts';
+import { given, wholeNumber } from './parsers.ts';
 
 const describe = (org: Organization) =>
   `${org.id}  ${org.name}  namespace=${org.temporalNamespace}  ${org.deletedAt ? 'deleted' : org.status}`;
@@ -21,7 +21,7 @@ export function addOrgCommand(program: Command): void {
     .action(async (options: { name: string; namespace?: string; json?: boolean }, command: Command) => {
       const output = createOutput(options.json === true);
       await withStore(command, async (store) => {
-        const created = await store.organizations.create({ name: options.name, ...(options.namespace ? { temporalNamespace: options.namespace } : {}) });
+        const created = await store.organizations.create({ name: options.name, ...given({ temporalNamespace: options.namespace }) });
         output.result(created, () => [`created organization ${describe(created)}`]);
       });
     });
@@ -37,12 +37,9 @@ export function addOrgCommand(program: Command): void {
     .action(async (options: { status?: 'active' | 'suspended'; includeDeleted?: boolean; limit?: number; after?: string; json?: boolean }, command: Command) => {
       const output = createOutput(options.json === true);
       await withStore(command, async (store) => {
-        const page = await store.organizations.list({
-          ...(options.status ? { status: options.status } : {}),
-          ...(options.includeDeleted ? { includeDeleted: true } : {}),
-          ...(options.limit !== undefined ? { limit: options.limit } : {}),
-          ...(options.after ? { after: options.after } : {}),
-        });
+        const page = await store.organizations.list(
+          given({ status: options.status, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }),
+        );
         output.result(page, () => pageLines(page, describe));
       });
     });

@@ -16,6 +16,8 @@ export const EXIT = {
   keyRefused: 6,
   notFound: 7,
   conflict: 8,
+  /** `doctor`: the database has at least one error finding. */
+  doctorFindings: 9,
 } as const;
 
 const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {

@@ -24,3 +24,11 @@ export function list(value: string): string[] {
     .map((item) => item.trim())
     .filter((item) => item !== '');
 }
+
+/**
+ * The options a user actually gave: drops undefined values and unset switches, so that the
+ * store's defaults apply and its strict option checks see no stray keys.
+ */
+export function given<Options extends Record<string, unknown>>(options: Options): Partial<Options> {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined && value !== false)) as Partial<Options>;
+}

@@ -4,7 +4,7 @@ import type { User } from '../infra/store/users.ts';
 import type { AccountStatus, Role } from '../infra/store/validation.ts';
 import { withStore } from './database-options.ts';
 import { createOutput, pageLines } from './output.ts';
-import { wholeNumber } from './parsers.ts';
+import { given, wholeNumber } from './parsers.ts';
 
 const describe = (user: User) => `${user.id}  ${user.email}  ${user.role}  ${user.deletedAt ? 'deleted' : user.status}`;
 
@@ -44,13 +44,9 @@ export function addUserCommand(program: Command): void {
         const output = createOutput(options.json === true);
         await withStore(command, async (store) => {
           const page = await store.withOrg(options.org, (tx) =>
-            tx.users.list({
-              ...(options.role ? { role: options.role } : {}),
-              ...(options.status ? { status: options.status } : {}),
-              ...(options.includeDeleted ? { includeDeleted: true } : {}),
-              ...(options.limit !== undefined ? { limit: options.limit } : {}),
-              ...(options.after ? { after: options.after } : {}),
-            }),
+            tx.users.list(
+              given({ role: options.role, status: options.status, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }),
+            ),
           );
           output.result(page, () => pageLines(page, describe));
         });
