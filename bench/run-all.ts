@@ -2,16 +2,21 @@
  * Every benchmark, one table: each row a measurement beside a floor measured in the same run
  * (the machines here are noisy, so only ratios mean something).
  *
- *   npm run bench [-- --n 200000 --iterations 3000 --url postgres://postgres@127.0.0.1:5432/test]
+ *   npm run bench [-- --rows 1000000 --orgs 1000 --batches 40 --iterations 3000 --n 200000 --url URL]
  */
 import { parseArgs } from 'node:util';
+import { runListingBench } from './listing.ts';
 import { runMigrateUnderLoad } from './migrate-under-load.ts';
 import { runVerifyBench } from './verify.ts';
+import { runWritesBench } from './writes.ts';
 
 const { values } = parseArgs({
   options: {
     n: { type: 'string', default: '200000' },
     iterations: { type: 'string', default: '3000' },
+    rows: { type: 'string', default: '1000000' },
+    orgs: { type: 'string', default: '1000' },
+    batches: { type: 'string', default: '40' },
     url: { type: 'string' },
   },
 });
@@ -26,6 +31,27 @@ interface Row {
   goal: string;
 }
 const rows: Row[] = [];
+
+console.error(`org-scoped listing (${values.rows} workflow states over ${values.orgs} organizations)`);
+for (const listing of await runListingBench({ url, rows: Number(values.rows), orgs: Number(values.orgs), iterations: 200, log })) {
+  rows.push({
+    benchmark: `list newest 50, ${listing.label}`,
+    measured: `withOrg ${listing.storeP50Ms.toFixed(3)} ms`,
+    floor: `owner SQL ${listing.floorP50Ms.toFixed(3)} ms`,
+    ratio: `${listing.ratio.toFixed(2)}x`,
+    goal: '<= 1.10x',
+  });
+}
+
+console.error('task state inserts');
+const writes = await runWritesBench({ url, batches: Number(values.batches), batchSize: 100, log });
+rows.push({
+  benchmark: 'insert task states, per row (batches of 100)',
+  measured: `withOrg ${writes.storePerRowMs.toFixed(3)} ms`,
+  floor: `owner inserts ${writes.floorPerRowMs.toFixed(3)} ms`,
+  ratio: `${writes.ratio.toFixed(2)}x`,
+  goal: '<= 1.15x',
+});
 
 console.error('API key verification');
 const verify = await runVerifyBench({ url, iterations: Number(values.iterations), log });

@@ -2,6 +2,7 @@
  * One connection interface over two backends: a PostgreSQL server (node-postgres pool) or the
  * embedded PGlite database. Everything above this file speaks only `Database` and `Session`.
  */
+import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import pg from 'pg';
@@ -13,9 +14,17 @@ export interface QueryResult<Row> {
   rowCount: number;
 }
 
+export interface QueryOptions {
+  /**
+   * Keep the statement prepared on the connection (PostgreSQL), so that later runs skip parsing
+   * and planning. For the store's own fixed statements; not for one-off SQL, which would pile up.
+   */
+  prepare?: boolean;
+}
+
 export interface Queryable {
   /** One statement, with `$1`-style parameters. */
-  query<Row = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<QueryResult<Row>>;
+  query<Row = Record<string, unknown>>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>>;
   /** A script of several statements, without parameters (simple query protocol). */
   exec(sql: string): Promise<void>;
 }
@@ -108,6 +117,11 @@ const pgTypes = {
   },
 };
 
+/** A prepared statement's name, derived from its text: the same SQL is the same statement. */
+function statementName(sql: string): string {
+  return `es_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}`;
+}
+
 function openPostgres(url: string, poolSize: number): Database {
   parsePostgresUrl(url);
   const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000, types: pgTypes });
@@ -115,8 +129,9 @@ function openPostgres(url: string, poolSize: number): Database {
   // would crash the process. The next checkout reconnects.
   pool.on('error', () => undefined);
   const onClient = (client: pg.PoolClient | pg.Pool): Queryable => ({
-    async query<Row>(sql: string, params?: readonly unknown[]) {
-      const result = await client.query(sql, params as unknown[] | undefined);
+    async query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions) {
+      const values = params as unknown[] | undefined;
+      const result = options?.prepare ? await client.query({ name: statementName(sql), text: sql, values }) : await client.query(sql, values);
       return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
     },
     async exec(sql: string) {

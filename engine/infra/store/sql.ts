@@ -1,11 +1,14 @@
 /** Small helpers every repository uses to talk to the database. */
-import type { QueryResult, Queryable } from './db.ts';
+import type { QueryOptions, QueryResult, Queryable } from './db.ts';
 import { toStoreError } from './database-errors.ts';
 
-/** Runs one statement; any failure comes out as a StoreError (see database-errors.ts). */
-export async function run<Row>(db: Queryable, sql: string, params: readonly unknown[] = []): Promise<QueryResult<Row>> {
+/**
+ * Runs one statement; any failure comes out as a StoreError (see database-errors.ts). The
+ * store's statements are prepared once per connection unless `prepare: false` (one-off SQL).
+ */
+export async function run<Row>(db: Queryable, sql: string, params: readonly unknown[] = [], options: QueryOptions = { prepare: true }): Promise<QueryResult<Row>> {
   try {
-    return await db.query<Row>(sql, params);
+    return await db.query<Row>(sql, params, options);
   } catch (error) {
     throw toStoreError(error);
   }

@@ -36,7 +36,7 @@ export class TenantScope {
 
   /** Raw SQL in the scope, as app_tenant: row-level security applies as to everything else. */
   query<Row = Record<string, unknown>>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<Row>> {
-    return run<Row>(this.connection, sql, params);
+    return run<Row>(this.connection, sql, params, { prepare: false });
   }
 }
 
@@ -64,7 +64,7 @@ function scopedConnection(session: Session): { connection: Queryable; aborted():
   };
   return {
     connection: {
-      query: (sql, params) => guarded(() => session.query(sql, params)),
+      query: (sql, params, options) => guarded(() => session.query(sql, params, options)),
       exec: (sql) => guarded(() => session.exec(sql)),
     },
     aborted: () => aborted,

@@ -1,0 +1,130 @@
+/**
+ * Organization-scoped listing: the newest 50 workflow states of one organization, page 1 and
+ * page 100, through the store (withOrg: app_tenant, row-level security) against the same SQL
+ * run by the owner without row-level security, on the same pool in the same run.
+ *
+ *   npx tsx bench/listing.ts [--rows 1000000] [--orgs 1000] [--iterations 200] [--url URL]
+ *
+ * The rows are skewed like real tenants: one organization holds 20% of them, the others share
+ * the rest. Both the large organization and a typical one are measured.
+ */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { openStore, type Store } from '../engine/infra/store/index.ts';
+import { percentile, withScratchDatabase } from './support.ts';
+
+export interface ListingCase {
+  label: string;
+  storeP50Ms: number;
+  floorP50Ms: number;
+  ratio: number;
+}
+
+const COLUMNS = `workflow_exec_id, org_id, workflow_id, status, input, output, error, usage, created_at, updated_at,
+  (extract(epoch from created_at) * 1000000)::bigint::text as cursor_micros`;
+
+async function seed(store: Store, rows: number, orgs: number, log: (line: string) => void): Promise<{ large: string; typical: string }> {
+  await store.db.query(
+    `insert into organizations (name, temporal_namespace)
+     select 'bench org ' || g, 'bench-org-' || g from generate_series(1, $1) g`,
+    [orgs],
+  );
+  const batch = 100_000;
+  for (let done = 0; done < rows; done += batch) {
+    const count = Math.min(batch, rows - done);
+    // Every fifth row goes to the first organization (20%); the rest spread over the others.
+    await store.db.query(
+      `with orgs as (select array_agg(id order by name) as ids from organizations where name like 'bench org %')
+       insert into workflow_states (org_id, workflow_exec_id, workflow_id, status, input, created_at, updated_at)
+       select orgs.ids[case when g % 5 = 0 then 1 else 2 + (g % ($3 - 1)) end],
+              gen_random_uuid(), 'workflow-' || (g % 50), 'success', jsonb_build_object('n', g),
+              now() - (g || ' seconds')::interval, now()
+       from orgs, generate_series($1::int, $1::int + $2::int - 1) g`,
+      [done, count, orgs],
+    );
+    log(`seeded ${done + count}/${rows} workflow states`);
+  }
+  await store.db.query('analyze workflow_states');
+  const { rows: picked } = await store.db.query<{ large: string; typical: string }>(
+    `select (select id from organizations where name = 'bench org 1') as large,
+            (select id from organizations where name = 'bench org 2') as typical`,
+  );
+  return picked[0]!;
+}
+
+async function p50(iterations: number, operation: () => Promise<unknown>): Promise<number> {
+  const samples: number[] = [];
+  for (let i = 0; i < iterations; i += 1) {
+    const started = performance.now();
+    await operation();
+    samples.push(performance.now() - started);
+  }
+  return percentile(samples, 0.5);
+}
+
+/** The cursor of page `page` (1-based), found by walking the pages through the store. */
+async function cursorOfPage(store: Store, orgId: string, page: number): Promise<string | undefined> {
+  let after: string | undefined;
+  for (let i = 1; i < page; i += 1) {
+    after = (await store.withOrg(orgId, (tx) => tx.workflows.list({ limit: 50, ...(after ? { after } : {}) }))).nextCursor;
+    if (!after) return undefined;
+  }
+  return after;
+}
+
+export async function runListingBench(options: { url: string; rows: number; orgs: number; iterations: number; log: (line: string) => void }): Promise<ListingCase[]> {
+  return withScratchDatabase(options.url, 'listing', async (url) => {
+    const store = await openStore({ url, poolSize: 4, migrate: true });
+    try {
+      const { large, typical } = await seed(store, options.rows, options.orgs, options.log);
+      const cases: ListingCase[] = [];
+      for (const [orgLabel, orgId] of [['large org (20%)', large], ['typical org', typical]] as const) {
+        for (const page of [1, 100]) {
+          const after = await cursorOfPage(store, orgId, page);
+          if (page > 1 && !after) continue; // a small organization has no page 100
+          const keyset = after ? Buffer.from(after, 'base64url').toString('utf8').split('.') : undefined;
+          const floorSql = `select ${COLUMNS} from workflow_states where org_id = $1
+            ${keyset ? `and (created_at, workflow_exec_id) < (timestamptz 'epoch' + $2::bigint * interval '1 microsecond', $3::uuid)` : ''}
+            order by created_at desc, workflow_exec_id desc limit 51`;
+          const floorParams = keyset ? [orgId, keyset[0], keyset[1]] : [orgId];
+          const viaStore = () => store.withOrg(orgId, (tx) => tx.workflows.list({ limit: 50, ...(after ? { after } : {}) }));
+          const floor = () => store.db.query(floorSql, floorParams);
+          await p50(20, viaStore);
+          await p50(20, floor);
+          // Interleaved halves, so drift in the machine's load hits both alike.
+          const half = Math.max(1, Math.floor(options.iterations / 2));
+          const storeP50Ms = (await p50(half, viaStore)) / 2 + (await p50(half, viaStore)) / 2;
+          const floorP50Ms = (await p50(half, floor)) / 2 + (await p50(half, floor)) / 2;
+          const result = { label: `${orgLabel}, page ${page}`, storeP50Ms, floorP50Ms, ratio: storeP50Ms / floorP50Ms };
+          options.log(`${result.label}: store ${storeP50Ms.toFixed(3)} ms, owner SQL ${floorP50Ms.toFixed(3)} ms, ${result.ratio.toFixed(2)}x`);
+          cases.push(result);
+        }
+      }
+      return cases;
+    } finally {
+      await store.close();
+    }
+  });
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rows: { type: 'string', default: '1000000' },
+      orgs: { type: 'string', default: '1000' },
+      iterations: { type: 'string', default: '200' },
+      url: { type: 'string' },
+    },
+  });
+  const url = values.url ?? (process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test');
+  await runListingBench({ url, rows: Number(values.rows), orgs: Number(values.orgs), iterations: Number(values.iterations), log: (line) => console.log(line) });
+}
+
+const invokedPath = process.argv[1];
+if (invokedPath !== undefined && import.meta.url === pathToFileURL(realpathSync(invokedPath)).href) {
+  main().catch((error: unknown) => {
+    console.error(error instanceof Error ? error.message : String(error));
+    process.exitCode = 1;
+  });
+}
