@@ -236,34 +236,12 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
     expect(plan.indexes, message).toContain('task_states_org_id_workflow_exec_id_idx');
   });
 
-  /*
-   * KNOWN ISSUE (reported, store code unchanged). Inside a tenant scope, UsersRepository.getByEmail
-   * (`where lower(email) = lower($1) and deleted_at is null`) does NOT use users_org_id_email_key.
-   * Row-level security makes the policy's quals a security barrier: a user qual may become an
-   * index condition only if it is LEAKPROOF, and lower(text) is not (pg_proc.proleakproof = f), so
-   * `lower(email) = ...` stays a Filter. The planner scans the organization's users through an
-   * org_id-led index (users_org_id_status_idx) and filters them: no Seq Scan, but cost grows with
-   * the organization's user count. As the owner (no RLS) the same query uses the index, see below.
-   * A fix for the store: compare a plain column, e.g. a stored generated `email_lower` (or a
-   * normalized email written by the repository) with a unique index (org_id, email_lower) where
-   * deleted_at is null, queried as `email_lower = lower($1)` (texteq is leakproof). When that
-   * lands, this test starts passing as written: turn it.fails into it.
-   */
-  it.fails('KNOWN ISSUE: finds a user by email by users_org_id_email_key inside a tenant scope', async () => {
+  // Inside a tenant scope row-level security admits a condition into an index scan only if its
+  // functions are LEAKPROOF; lower(email) is not, hence the stored email_lower column, compared
+  // with texteq (leakproof) against lower($1) (no column inside).
+  it('finds a user by email by users_org_id_email_key inside a tenant scope', async () => {
     const statement = await capture((db) => new UsersRepository(db), (repository) => repository.getByEmail('User123@org2.example'));
     expectPlan('user by email', await explainInOrg(statement), { index: 'users_org_id_email_key' });
-  });
-
-  it('finds a user by email without a Seq Scan; only row-level security keeps users_org_id_email_key out', async () => {
-    const statement = await capture((db) => new UsersRepository(db), (repository) => repository.getByEmail('User123@org2.example'));
-    const scoped = await explainInOrg(statement);
-    const message = `user by email in a tenant scope: the plan:\n${scoped.text}`;
-    expect(scoped.seqScans.filter((table) => POPULATED.includes(table)), message).toEqual([]);
-    expect(scoped.indexes.some((index) => index.startsWith('users_org_id_')), message).toBe(true);
-    expect(scoped.text, message).toMatch(/filter .*lower\(email\)/);
-    // The same predicate as the owner, org_id given explicitly: the expression index is used.
-    const owner = await explainAs('owner', `${statement.sql} and org_id = $2`, [...statement.params, ORG]);
-    expectPlan('user by email as the owner (no row-level security)', owner, { index: 'users_org_id_email_key' });
   });
 
   // The lookup of verify_api_key (migration 20261128140000), with p_prefix as $1.

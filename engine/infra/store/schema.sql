@@ -395,6 +395,7 @@ CREATE TABLE public.users (
     org_id uuid DEFAULT public.current_org_id() NOT NULL,
     id uuid DEFAULT public.uuid_generate_v7() NOT NULL,
     email text NOT NULL,
+    email_lower text GENERATED ALWAYS AS (lower(email)) STORED,
     role text NOT NULL,
     status text DEFAULT 'active'::text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -524,6 +525,12 @@ ALTER TABLE ONLY public.workflow_states
 CREATE INDEX api_keys_org_id_created_at_idx ON public.api_keys USING btree (org_id, created_at, id);
 
 --
+-- Name: api_keys_org_id_replaced_by_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX api_keys_org_id_replaced_by_idx ON public.api_keys USING btree (org_id, replaced_by);
+
+--
 -- Name: api_keys_org_id_status_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -611,7 +618,7 @@ CREATE INDEX users_org_id_created_at_idx ON public.users USING btree (org_id, cr
 -- Name: users_org_id_email_key; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE UNIQUE INDEX users_org_id_email_key ON public.users USING btree (org_id, lower(email)) WHERE (deleted_at IS NULL);
+CREATE UNIQUE INDEX users_org_id_email_key ON public.users USING btree (org_id, email_lower) WHERE (deleted_at IS NULL);
 
 --
 -- Name: users_org_id_status_idx; Type: INDEX; Schema: public; Owner: -
@@ -1020,11 +1027,11 @@ CREATE TABLE IF NOT EXISTS public.engine_store_migrations (
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090000_create_workflow_states', '8569ec3aebe66bc72a9a094716559e3a470c37bdce775b1c78000eaee21d3e59', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '140c0330003e89a9eda0128d499199aacc6d26960c41c061fc67a2bf0acbb25d', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', 'f05e44e84f67c6d81177ed4050b51566de13836be8f5adc0250633182899c6c6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '15d76e8dc68fae87b6d9fd3ada3a1904967bfa5569f958a849ba6a546ebc2818', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '4f5158a0444b8a691f86b5a1344798373eff1bd0e967c4ac6801afd73392d32f', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'f7536b30fdd849f8ce89f2e27c4f9f5fd676f78f7eec28133423a5d49997f94c', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', 'b5dbd6d3020dd4ee4ef28dcdb0e0570c2a3f167e87cf2bb863306c9332055efb', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'fe92d86a4740253b8bb9e522b63bd5b7cbb55019a1075adf83e6db7864b0e316', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', '11e349a9eb42dbb3023db4c7410b0f9b3a3526218a4916d12c2fcbb23352e6dc', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '32429ff787f328873aa50c06a47e79f472825a4351fa235f0c29389b1b3d2fd7', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '13ddd691ec6e6edbe56b94e5479177582a0d816fe6a99f882a1b9049174c0eaf', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'eb5f89e92e5e0b4af12ff0c79a391c6d4ae7d01c182dc317eb401f5f3c89afa4', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', 'b2cd2abba4901144fd94e10e411ae984d0cb69c04abf3bdd782ef8c6f07432b6', 0);

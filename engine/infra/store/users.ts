@@ -86,7 +86,7 @@ export class UsersRepository {
 
   /** The live user with this email, ignoring case. */
   async getByEmail(address: string): Promise<User> {
-    const { rows } = await run<UserRow>(this.db, `select ${COLUMNS} from users where lower(email) = lower($1) and deleted_at is null`, [
+    const { rows } = await run<UserRow>(this.db, `select ${COLUMNS} from users where email_lower = lower($1) and deleted_at is null`, [
       parseInput(email, address, 'email'),
     ]);
     if (!rows[0]) throw notFound();

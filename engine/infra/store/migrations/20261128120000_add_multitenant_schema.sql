@@ -70,6 +70,10 @@ create table users (
   org_id uuid not null,
   id uuid not null default uuid_generate_v7(),
   email text not null,
+  -- The email as uniqueness and lookups see it. A column, not an index on lower(email): under
+  -- row-level security a condition reaches an index only if every function in it is
+  -- LEAKPROOF, and lower() is not, so lookups by lower(email) would scan the organization.
+  email_lower text generated always as (lower(email)) stored,
   role text not null,
   status text not null default 'active',
   created_at timestamptz not null default now(),
@@ -87,7 +91,7 @@ create table users (
 );
 comment on table users is 'People of one organization. Email is unique per organization among live users, ignoring case.';
 
-create unique index users_org_id_email_key on users (org_id, lower(email)) where deleted_at is null;
+create unique index users_org_id_email_key on users (org_id, email_lower) where deleted_at is null;
 create index users_org_id_created_at_idx on users (org_id, created_at, id);
 create index users_org_id_status_idx on users (org_id, status);
 

@@ -43,6 +43,8 @@ alter table api_keys add constraint api_keys_replaced_by_fkey
   deferrable initially deferred;
 
 -- squawk-ignore require-concurrent-index-creation -- api_keys was created by this release's previous migration: no deployment holds keys yet
+create index api_keys_org_id_replaced_by_idx on api_keys (org_id, replaced_by);
+-- squawk-ignore require-concurrent-index-creation -- as above
 create unique index api_keys_org_id_user_id_name_key on api_keys (org_id, user_id, lower(name))
   where deleted_at is null and status = 'active' and replaced_by is null;
 
@@ -176,6 +178,8 @@ revoke create on schema public from app_key_verifier;
 drop table api_key_usage;
 -- squawk-ignore require-concurrent-index-deletion -- reverse of the create above, on a table new in this release
 drop index api_keys_org_id_user_id_name_key;
+-- squawk-ignore require-concurrent-index-deletion -- as above
+drop index api_keys_org_id_replaced_by_idx;
 alter table api_keys drop constraint api_keys_replaced_by_fkey;
 -- squawk-ignore ban-drop-column -- the exact reverse of the up section
 alter table api_keys drop column replaced_by;
