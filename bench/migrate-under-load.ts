@@ -114,6 +114,7 @@ async function benchmark(db: Database, scratchUrl: string, dir: string, n: numbe
 
   // Counted after the baseline, whose inserts are part of "before".
   const rowsBefore = await countRows(db);
+  const checkpointsBefore = await checkpointCount(db);
   log(`migrating under load (${WRITER_CONNECTIONS} writer connections)`);
   const timeline = new MigrationTimeline();
   const writer = await startWriter(scratchUrl, n);
@@ -140,6 +141,11 @@ async function benchmark(db: Database, scratchUrl: string, dir: string, n: numbe
   log('writer latency by migration step:');
   logBreakdown(stats.samples, (sample) => timeline.stepAt(sample.startedAt), log);
   log(`migration: ${ms(migrationMs)}`);
+  // Checkpoints during the run make the writer's commits wait for the disk: the long stalls
+  // of a large run come from there, not from locks. A larger max_wal_size avoids them.
+  const { rows: walSetting } = await db.query<{ max_wal_size: string }>('show max_wal_size');
+  const checkpoints = (await checkpointCount(db)) - checkpointsBefore;
+  log(`checkpoints during the migration: ${checkpoints} (max_wal_size ${walSetting[0]?.max_wal_size})`);
   log(`writer: ${all.length} ops, ${stats.errors.size === 0 ? 'no errors' : `errors: ${describeErrors(stats.errors)}`}`);
   log(`  longest stall ${ms(stats.longest.ms)} (${stats.longest.kind}, during ${stallStep})`);
   log(`  p50 ${ms(percentile(all, 0.5))}, p99 ${ms(p99Ms)} vs baseline p99 ${ms(baselineP99Ms)} (x${(p99Ms / baselineP99Ms).toFixed(1)})`);
@@ -354,6 +360,12 @@ class MigrationTimeline {
     const step = this.steps.filter((candidate) => candidate.at <= time).at(-1);
     return step ? step.name : 'before the first migration';
   }
+}
+
+/** Checkpoints the server has started so far (PostgreSQL 15-16 keep them in pg_stat_bgwriter). */
+async function checkpointCount(db: Database): Promise<number> {
+  const { rows } = await db.query<{ n: number }>('select (checkpoints_timed + checkpoints_req)::int as n from pg_stat_bgwriter');
+  return rows[0]?.n ?? 0;
 }
 
 async function countRows(db: Database): Promise<Record<Table, number>> {
