@@ -107,12 +107,15 @@ export async function selectPage<Row extends { cursor_micros: string }, Item>(
   if (after) {
     conditions.push(`(created_at, ${spec.idColumn}) < (${cursorTimestampSql(param(after.createdMicros))}, ${param(after.id)}::uuid)`);
   }
+  // The limit is spelled into the text (it is a validated whole number), not a parameter: a
+  // prepared statement's generic plan cannot see a parameter's value, and planning for an
+  // unknown LIMIT can pick a sort over the index that returns rows already in order.
   const { rows } = await run<Row>(
     db,
     `select ${spec.columns} from ${spec.table}
      ${conditions.length > 0 ? `where ${conditions.join(' and ')}` : ''}
      order by created_at desc, ${spec.idColumn} desc
-     limit ${param(limit + 1)}`,
+     limit ${limit + 1}`,
     params,
   );
   return toPage(rows, limit, (row) => String((row as Record<string, unknown>)[spec.idColumn]), spec.toItem);

@@ -40,9 +40,8 @@ SET row_security = off;
 
 CREATE FUNCTION public.current_org_id() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
-    SET search_path TO 'pg_catalog'
     AS $$
-  select nullif(current_setting('app.org_id', true), '')::uuid
+  select nullif(pg_catalog.current_setting('app.org_id', true), '')::uuid
 $$;
 
 --
@@ -56,10 +55,11 @@ COMMENT ON FUNCTION public.current_org_id() IS 'The organization of the current 
 --
 
 CREATE FUNCTION public.current_org_is_visible() RETURNS boolean
-    LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'public'
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
     AS $$
-  select exists (select 1 from organizations where id = current_org_id() and deleted_at is null)
+begin
+  return exists (select 1 from public.organizations o where o.id = public.current_org_id() and o.deleted_at is null);
+end
 $$;
 
 --
@@ -1032,6 +1032,6 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', 'b5dbd6d3020dd4ee4ef28dcdb0e0570c2a3f167e87cf2bb863306c9332055efb', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'fe92d86a4740253b8bb9e522b63bd5b7cbb55019a1075adf83e6db7864b0e316', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', '11e349a9eb42dbb3023db4c7410b0f9b3a3526218a4916d12c2fcbb23352e6dc', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '32429ff787f328873aa50c06a47e79f472825a4351fa235f0c29389b1b3d2fd7', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '48b0a1d9cdf97ab426382aabf2ff73474a7edabcf45eff1b76b86eff064e2430', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'eb5f89e92e5e0b4af12ff0c79a391c6d4ae7d01c182dc317eb401f5f3c89afa4', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', 'b2cd2abba4901144fd94e10e411ae984d0cb69c04abf3bdd782ef8c6f07432b6', 0);

@@ -30,20 +30,25 @@ end
 $$;
 
 -- The organization of the current tenant scope, or NULL outside one (then policies match no row).
+-- No SET clause and fully qualified, so that PostgreSQL can inline it: every tenant statement
+-- evaluates it, and a SET clause alone costs more than the query it guards.
 create function current_org_id() returns uuid
   language sql stable parallel safe
-  set search_path = pg_catalog
 as $$
-  select nullif(current_setting('app.org_id', true), '')::uuid
+  select nullif(pg_catalog.current_setting('app.org_id', true), '')::uuid
 $$;
 comment on function current_org_id() is 'The organization of the current tenant scope (setting app.org_id), or NULL.';
 
--- SECURITY DEFINER so that it reads organizations as the owner, whatever the caller may see.
+-- Runs as the caller (app_tenant), whose policy on organizations shows its own organization
+-- only while it is not soft-deleted: no SECURITY DEFINER and no SET clause, whose function-call
+-- overhead every tenant statement would pay. PL/pgSQL, because it keeps its query's plan for the
+-- session, where an SQL function with a sub-query would be planned again at every statement.
 create function current_org_is_visible() returns boolean
-  language sql stable parallel safe security definer
-  set search_path = pg_catalog, public
+  language plpgsql stable parallel safe
 as $$
-  select exists (select 1 from organizations where id = current_org_id() and deleted_at is null)
+begin
+  return exists (select 1 from public.organizations o where o.id = public.current_org_id() and o.deleted_at is null);
+end
 $$;
 comment on function current_org_is_visible() is 'Whether the current tenant scope names a live (not soft-deleted) organization.';
 
