@@ -9,7 +9,7 @@ import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { z } from 'zod';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
-import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
+import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { effectivePermissions, isPermission, type Permission } from './rbac.ts';
 import { run } from './sql.ts';
 import { displayName, parseInput, parseObject, readIncludeDeleted, uuid, type Role } from './validation.ts';
@@ -171,7 +171,7 @@ export class ApiKeysRepository {
   /** Newest first, in pages; soft-deleted keys only with includeDeleted. */
   async list(request: ListKeys = {}): Promise<Page<ApiKey>> {
     const { userId, status, includeDeleted, ...page } = parseObject(
-      { userId: uuid.optional(), status: z.enum(KEY_STATUSES).optional(), includeDeleted: z.boolean().optional(), limit: z.unknown().optional(), after: z.unknown().optional() },
+      { userId: uuid.optional(), status: z.enum(KEY_STATUSES).optional(), includeDeleted: z.boolean().optional(), ...pageShape },
       request,
       'list options',
     );

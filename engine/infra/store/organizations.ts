@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
-import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
+import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from './sql.ts';
 import { TEMPORAL_NAMESPACE, accountStatus, displayName, parseInput, parseObject, temporalNamespace, uuid, type AccountStatus, readIncludeDeleted } from './validation.ts';
 
@@ -115,7 +115,7 @@ export class OrganizationsRepository {
   /** Newest first, in pages. */
   async list(request: ListOrganizations = {}): Promise<Page<Organization>> {
     const { status, includeDeleted, ...page } = parseObject(
-      { status: accountStatus.optional(), includeDeleted: z.boolean().optional(), limit: z.unknown().optional(), after: z.unknown().optional() },
+      { status: accountStatus.optional(), includeDeleted: z.boolean().optional(), ...pageShape },
       request,
       'list options',
     );

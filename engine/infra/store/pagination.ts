@@ -32,6 +32,9 @@ export interface Keyset {
 
 export const DEFAULT_PAGE_SIZE = 50;
 
+/** The page fields of a list call's options; checked in full by readPageRequest. */
+export const pageShape = { limit: z.unknown().optional(), after: z.unknown().optional() };
+
 export function encodeCursor(keyset: Keyset): string {
   return Buffer.from(`${keyset.createdMicros}.${keyset.id}`).toString('base64url');
 }

@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
-import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
+import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { jsonParam, run } from './sql.ts';
 import { engineIdentifier, jsonPayload, parseInput, parseObject, uuid, readIncludeDeleted } from './validation.ts';
 
@@ -135,8 +135,7 @@ export class SchedulesRepository {
         workflowId: engineIdentifier.optional(),
         enabled: z.boolean().optional(),
         includeDeleted: z.boolean().optional(),
-        limit: z.unknown().optional(),
-        after: z.unknown().optional(),
+        ...pageShape,
       },
       request,
       'list options',

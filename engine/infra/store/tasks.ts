@@ -6,10 +6,10 @@
 import { z } from 'zod';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
-import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
+import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { jsonParam, run } from './sql.ts';
-import { engineIdentifier, executionStatus, jsonPayload, parseInput, parseObject, uuid, type ExecutionStatus } from './validation.ts';
-import { EXECUTION_UPDATE_SQL, executionUpdateParams, executionUpdateShape, type ExecutionUpdate } from './workflows.ts';
+import { engineIdentifier, executionStatus, parseInput, parseObject, uuid, type ExecutionStatus } from './validation.ts';
+import { EXECUTION_UPDATE_SQL, executionPayloadShape, executionUpdateParams, executionUpdateShape, type ExecutionUpdate } from './workflows.ts';
 
 export const TASK_COMPONENTS = ['task', 'agent', 'tool'] as const;
 export type TaskComponent = (typeof TASK_COMPONENTS)[number];
@@ -136,10 +136,7 @@ export class TaskStatesRepository {
         toolId: optionalIdentifier,
         actionId: optionalIdentifier,
         parentStateId: uuid.nullable().optional(),
-        input: jsonPayload.optional(),
-        output: jsonPayload.optional(),
-        error: jsonPayload.optional(),
-        usage: jsonPayload.optional(),
+        ...executionPayloadShape,
       },
       input,
       'task state',
@@ -195,8 +192,7 @@ export class TaskStatesRepository {
         workflowExecId: uuid.optional(),
         parentStateId: uuid.optional(),
         status: executionStatus.optional(),
-        limit: z.unknown().optional(),
-        after: z.unknown().optional(),
+        ...pageShape,
       },
       request,
       'list options',

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
-import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
+import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from './sql.ts';
 import { accountStatus, email, parseInput, parseObject, role, uuid, type AccountStatus, type Role, readIncludeDeleted } from './validation.ts';
 
@@ -96,7 +96,7 @@ export class UsersRepository {
   /** Newest first, in pages, optionally filtered by role and status. */
   async list(request: ListUsers = {}): Promise<Page<User>> {
     const { role: byRole, status, includeDeleted, ...page } = parseObject(
-      { role: role.optional(), status: accountStatus.optional(), includeDeleted: z.boolean().optional(), limit: z.unknown().optional(), after: z.unknown().optional() },
+      { role: role.optional(), status: accountStatus.optional(), includeDeleted: z.boolean().optional(), ...pageShape },
       request,
       'list options',
     );

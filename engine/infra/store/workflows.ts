@@ -3,10 +3,9 @@
  * (org_id, workflow_exec_id): the same execution id in two organizations is two rows, and an
  * upsert can only ever meet its own organization's row.
  */
-import { z } from 'zod';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
-import { CURSOR_MICROS_SQL, selectPage, type Page, type PageRequest } from './pagination.ts';
+import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { jsonParam, run } from './sql.ts';
 import { engineIdentifier, executionStatus, jsonPayload, parseInput, parseObject, uuid, type ExecutionStatus } from './validation.ts';
 
@@ -77,7 +76,15 @@ function toWorkflowState(row: WorkflowStateRow): WorkflowState {
   };
 }
 
-/** Validation shared by workflow and task status changes. */
+/** The JSON payloads of a workflow or task execution, validated alike. */
+export const executionPayloadShape = {
+  input: jsonPayload.optional(),
+  output: jsonPayload.optional(),
+  error: jsonPayload.optional(),
+  usage: jsonPayload.optional(),
+};
+
+/** Validation shared by workflow and task status changes: the input is not changed by them. */
 export const executionUpdateShape = {
   status: executionStatus,
   output: jsonPayload.optional(),
@@ -111,10 +118,7 @@ export class WorkflowStatesRepository {
         workflowExecId: uuid,
         workflowId: engineIdentifier,
         status: executionStatus,
-        input: jsonPayload.optional(),
-        output: jsonPayload.optional(),
-        error: jsonPayload.optional(),
-        usage: jsonPayload.optional(),
+        ...executionPayloadShape,
       },
       input,
       'workflow state',
@@ -146,7 +150,7 @@ export class WorkflowStatesRepository {
   /** Newest first, in pages, optionally by status or workflow. */
   async list(request: ListWorkflowStates = {}): Promise<Page<WorkflowState>> {
     const { status, workflowId, ...page } = parseObject(
-      { status: executionStatus.optional(), workflowId: engineIdentifier.optional(), limit: z.unknown().optional(), after: z.unknown().optional() },
+      { status: executionStatus.optional(), workflowId: engineIdentifier.optional(), ...pageShape },
       request,
       'list options',
     );
