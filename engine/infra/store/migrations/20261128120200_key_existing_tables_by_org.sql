@@ -1,5 +1,7 @@
 -- Makes org_id lead the primary keys of the engine's tables and makes their foreign keys composite, so that a task can never point at another organization's workflow.
 -- engine-store: no-transaction
+-- squawk-ignore-file ban-concurrent-index-creation-in-transaction,transaction-nesting -- this file runs outside a
+-- transaction (the directive above); its BEGIN ... COMMIT blocks are its own, not nested.
 -- squawk-ignore-file prefer-robust-stmts -- every build is preceded by DROP INDEX CONCURRENTLY IF EXISTS,
 -- which also clears the INVALID index a failed build leaves; IF NOT EXISTS would keep that one.
 --

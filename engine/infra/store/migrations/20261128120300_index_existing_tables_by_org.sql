@@ -1,5 +1,7 @@
 -- Adds the org_id-first indexes that organization-scoped queries of the engine's tables use.
 -- engine-store: no-transaction
+-- squawk-ignore-file ban-concurrent-index-creation-in-transaction,transaction-nesting -- this file runs outside a
+-- transaction (the directive above); its BEGIN ... COMMIT blocks are its own, not nested.
 -- squawk-ignore-file prefer-robust-stmts -- every build is preceded by DROP INDEX CONCURRENTLY IF EXISTS,
 -- which also clears the INVALID index a failed build leaves; IF NOT EXISTS would keep that one.
 --

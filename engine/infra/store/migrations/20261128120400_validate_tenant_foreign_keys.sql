@@ -1,5 +1,7 @@
 -- Validates the foreign keys that tie the engine's rows to their organization and to each other, and the schedules soft-delete check.
 -- engine-store: no-transaction
+-- squawk-ignore-file ban-concurrent-index-creation-in-transaction,transaction-nesting -- this file runs outside a
+-- transaction (the directive above); its BEGIN ... COMMIT blocks are its own, not nested.
 -- squawk-ignore-file prefer-robust-stmts -- validating a valid constraint again is a no-op, so a re-run is safe.
 --
 -- VALIDATE CONSTRAINT scans the table under SHARE UPDATE EXCLUSIVE, which lets reads and writes
