@@ -73,18 +73,17 @@ COMMENT ON FUNCTION public.current_org_is_visible() IS 'Whether the current tena
 --
 
 CREATE FUNCTION public.refuse_writes_of_inactive_org() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'public'
+    LANGUAGE plpgsql
     AS $$
 declare
-  org constant uuid := current_org_id();
+  org constant uuid := public.current_org_id();
   org_status text;
   org_deleted_at timestamptz;
 begin
   if org is null then
     return null;
   end if;
-  select status, deleted_at into org_status, org_deleted_at from organizations where id = org;
+  select o.status, o.deleted_at into org_status, org_deleted_at from public.organizations o where o.id = org;
   if not found or org_deleted_at is not null then
     raise exception 'the organization does not exist or was deleted' using errcode = 'ES002';
   end if;
@@ -107,7 +106,6 @@ COMMENT ON FUNCTION public.refuse_writes_of_inactive_org() IS 'Statement trigger
 
 CREATE FUNCTION public.set_updated_at() RETURNS trigger
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog'
     AS $$
 begin
   new.updated_at := now();
@@ -127,7 +125,6 @@ COMMENT ON FUNCTION public.set_updated_at() IS 'BEFORE UPDATE trigger: stamps up
 
 CREATE FUNCTION public.uuid_generate_v7() RETURNS uuid
     LANGUAGE sql PARALLEL SAFE
-    SET search_path TO 'pg_catalog'
     AS $$
   select encode(
     set_bit(set_bit(
@@ -1027,11 +1024,11 @@ CREATE TABLE IF NOT EXISTS public.engine_store_migrations (
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090000_create_workflow_states', '8569ec3aebe66bc72a9a094716559e3a470c37bdce775b1c78000eaee21d3e59', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '140c0330003e89a9eda0128d499199aacc6d26960c41c061fc67a2bf0acbb25d', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', 'f05e44e84f67c6d81177ed4050b51566de13836be8f5adc0250633182899c6c6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '4f5158a0444b8a691f86b5a1344798373eff1bd0e967c4ac6801afd73392d32f', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', 'f575eddd529b3d76691e1875663ab37125ced360f32d33bdacaccbbb7319acd0', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'f7536b30fdd849f8ce89f2e27c4f9f5fd676f78f7eec28133423a5d49997f94c', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '871b1e55f21d9561ffebcf946147887951c5182382846e11e8eaad3b0b102603', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '48b0a1d9cdf97ab426382aabf2ff73474a7edabcf45eff1b76b86eff064e2430', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'a0356ed8a0b0337b20433a437d324409b5917bf14769ad9fe7f85fe5130d1029', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'eb5f89e92e5e0b4af12ff0c79a391c6d4ae7d01c182dc317eb401f5f3c89afa4', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

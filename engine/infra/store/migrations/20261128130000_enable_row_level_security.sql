@@ -55,20 +55,21 @@ comment on function current_org_is_visible() is 'Whether the current tenant scop
 -- Writes of a suspended or soft-deleted organization are refused with a clear error (SQLSTATE
 -- ES001 suspended, ES002 deleted or unknown) rather than silently matching no row. A statement
 -- trigger, so a write that would touch no row is refused too. Outside a tenant scope (operator
--- work, such as purging an organization) it lets everything through.
+-- work, such as purging an organization) it lets everything through. It runs as the caller:
+-- app_tenant's policy on organizations shows its own organization unless soft-deleted, which
+-- reads here as "not found"; no SECURITY DEFINER or SET clause, whose cost every write would pay.
 create function refuse_writes_of_inactive_org() returns trigger
-  language plpgsql security definer
-  set search_path = pg_catalog, public
+  language plpgsql
 as $$
 declare
-  org constant uuid := current_org_id();
+  org constant uuid := public.current_org_id();
   org_status text;
   org_deleted_at timestamptz;
 begin
   if org is null then
     return null;
   end if;
-  select status, deleted_at into org_status, org_deleted_at from organizations where id = org;
+  select o.status, o.deleted_at into org_status, org_deleted_at from public.organizations o where o.id = org;
   if not found or org_deleted_at is not null then
     raise exception 'the organization does not exist or was deleted' using errcode = 'ES002';
   end if;
