@@ -8,8 +8,8 @@ import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { jsonParam, run } from './sql.ts';
-import { engineIdentifier, executionStatus, parseInput, parseObject, uuid, type ExecutionStatus } from './validation.ts';
-import { EXECUTION_UPDATE_SQL, executionPayloadShape, executionUpdateParams, executionUpdateShape, type ExecutionUpdate } from './workflows.ts';
+import { engineIdentifier, executionStatus, parseObject, uuid, type ExecutionStatus } from './validation.ts';
+import { ExecutionStatesById, executionPayloadShape, type ExecutionUpdate } from './execution-states.ts';
 
 export const TASK_COMPONENTS = ['task', 'agent', 'tool'] as const;
 export type TaskComponent = (typeof TASK_COMPONENTS)[number];
@@ -110,10 +110,20 @@ function toTaskState(row: TaskStateRow): TaskState {
 }
 
 const optionalIdentifier = engineIdentifier.nullable().optional();
-const notFound = () => new StoreError('NOT_FOUND', 'no such task execution in this organization');
 
 export class TaskStatesRepository {
-  constructor(private readonly db: Queryable) {}
+  private readonly byId: ExecutionStatesById<TaskStateRow, TaskState>;
+
+  constructor(private readonly db: Queryable) {
+    this.byId = new ExecutionStatesById(db, {
+      table: 'task_states',
+      idColumn: 'task_exec_id',
+      idField: 'taskExecId',
+      columns: COLUMNS,
+      toItem: toTaskState,
+      what: 'task execution',
+    });
+  }
 
   /**
    * Creates the state, or replaces status and the given payloads of an existing one. The
@@ -177,12 +187,8 @@ export class TaskStatesRepository {
     return toTaskState(rows[0]!);
   }
 
-  async get(taskExecId: string): Promise<TaskState> {
-    const { rows } = await run<TaskStateRow>(this.db, `select ${COLUMNS} from task_states where task_exec_id = $1`, [
-      parseInput(uuid, taskExecId, 'taskExecId'),
-    ]);
-    if (!rows[0]) throw notFound();
-    return toTaskState(rows[0]);
+  get(taskExecId: string): Promise<TaskState> {
+    return this.byId.get(taskExecId);
   }
 
   /** Newest first, in pages; filter by workflow execution, parent task or status. */
@@ -216,21 +222,12 @@ export class TaskStatesRepository {
     return this.list({ ...request, parentStateId });
   }
 
-  async updateStatus(taskExecId: string, update: ExecutionUpdate): Promise<TaskState> {
-    const id = parseInput(uuid, taskExecId, 'taskExecId');
-    const change = parseObject(executionUpdateShape, update, 'update');
-    const { rows } = await run<TaskStateRow>(
-      this.db,
-      `update task_states set ${EXECUTION_UPDATE_SQL} where task_exec_id = $1 returning ${COLUMNS}`,
-      [id, ...executionUpdateParams(change)],
-    );
-    if (!rows[0]) throw notFound();
-    return toTaskState(rows[0]);
+  updateStatus(taskExecId: string, update: ExecutionUpdate): Promise<TaskState> {
+    return this.byId.updateStatus(taskExecId, update);
   }
 
   /** Deletes the task state and, by cascade, its children. */
-  async delete(taskExecId: string): Promise<void> {
-    const { rowCount } = await run(this.db, 'delete from task_states where task_exec_id = $1', [parseInput(uuid, taskExecId, 'taskExecId')]);
-    if (rowCount === 0) throw notFound();
+  delete(taskExecId: string): Promise<void> {
+    return this.byId.delete(taskExecId);
   }
 }

@@ -4,10 +4,12 @@
  * upsert can only ever meet its own organization's row.
  */
 import type { Queryable } from './db.ts';
-import { StoreError } from './errors.ts';
+import { ExecutionStatesById, executionPayloadShape, type ExecutionUpdate } from './execution-states.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { jsonParam, run } from './sql.ts';
-import { engineIdentifier, executionStatus, jsonPayload, parseInput, parseObject, uuid, type ExecutionStatus } from './validation.ts';
+import { engineIdentifier, executionStatus, parseObject, uuid, type ExecutionStatus } from './validation.ts';
+
+export type { ExecutionUpdate } from './execution-states.ts';
 
 export interface WorkflowState {
   workflowExecId: string;
@@ -27,14 +29,6 @@ export interface UpsertWorkflowState {
   workflowId: string;
   status: ExecutionStatus;
   input?: unknown;
-  output?: unknown;
-  error?: unknown;
-  usage?: unknown;
-}
-
-/** What a status change may carry; omitted payloads keep their stored value. */
-export interface ExecutionUpdate {
-  status: ExecutionStatus;
   output?: unknown;
   error?: unknown;
   usage?: unknown;
@@ -76,33 +70,19 @@ function toWorkflowState(row: WorkflowStateRow): WorkflowState {
   };
 }
 
-/** The JSON payloads of a workflow or task execution, validated alike. */
-export const executionPayloadShape = {
-  input: jsonPayload.optional(),
-  output: jsonPayload.optional(),
-  error: jsonPayload.optional(),
-  usage: jsonPayload.optional(),
-};
-
-/** Validation shared by workflow and task status changes: the input is not changed by them. */
-export const executionUpdateShape = {
-  status: executionStatus,
-  output: jsonPayload.optional(),
-  error: jsonPayload.optional(),
-  usage: jsonPayload.optional(),
-};
-
-/** SQL assignments for an ExecutionUpdate: status is $2, output/error/usage $3..$5, NULL meaning "keep". */
-export const EXECUTION_UPDATE_SQL = `status = $2, output = coalesce($3::jsonb, output), error = coalesce($4::jsonb, error), usage = coalesce($5::jsonb, usage)`;
-
-export function executionUpdateParams(update: { status: string; output?: unknown; error?: unknown; usage?: unknown }): unknown[] {
-  return [update.status, jsonParam(update.output), jsonParam(update.error), jsonParam(update.usage)];
-}
-
-const notFound = () => new StoreError('NOT_FOUND', 'no such workflow execution in this organization');
-
 export class WorkflowStatesRepository {
-  constructor(private readonly db: Queryable) {}
+  private readonly byId: ExecutionStatesById<WorkflowStateRow, WorkflowState>;
+
+  constructor(private readonly db: Queryable) {
+    this.byId = new ExecutionStatesById(db, {
+      table: 'workflow_states',
+      idColumn: 'workflow_exec_id',
+      idField: 'workflowExecId',
+      columns: COLUMNS,
+      toItem: toWorkflowState,
+      what: 'workflow execution',
+    });
+  }
 
   /**
    * Creates the state, or replaces status and the given payloads of an existing one (its
@@ -139,12 +119,8 @@ export class WorkflowStatesRepository {
     return toWorkflowState(rows[0]!);
   }
 
-  async get(workflowExecId: string): Promise<WorkflowState> {
-    const { rows } = await run<WorkflowStateRow>(this.db, `select ${COLUMNS} from workflow_states where workflow_exec_id = $1`, [
-      parseInput(uuid, workflowExecId, 'workflowExecId'),
-    ]);
-    if (!rows[0]) throw notFound();
-    return toWorkflowState(rows[0]);
+  get(workflowExecId: string): Promise<WorkflowState> {
+    return this.byId.get(workflowExecId);
   }
 
   /** Newest first, in pages, optionally by status or workflow. */
@@ -167,23 +143,12 @@ export class WorkflowStatesRepository {
     });
   }
 
-  async updateStatus(workflowExecId: string, update: ExecutionUpdate): Promise<WorkflowState> {
-    const id = parseInput(uuid, workflowExecId, 'workflowExecId');
-    const change = parseObject(executionUpdateShape, update, 'update');
-    const { rows } = await run<WorkflowStateRow>(
-      this.db,
-      `update workflow_states set ${EXECUTION_UPDATE_SQL} where workflow_exec_id = $1 returning ${COLUMNS}`,
-      [id, ...executionUpdateParams(change)],
-    );
-    if (!rows[0]) throw notFound();
-    return toWorkflowState(rows[0]);
+  updateStatus(workflowExecId: string, update: ExecutionUpdate): Promise<WorkflowState> {
+    return this.byId.updateStatus(workflowExecId, update);
   }
 
   /** Deletes the state and, by cascade, its task states. */
-  async delete(workflowExecId: string): Promise<void> {
-    const { rowCount } = await run(this.db, 'delete from workflow_states where workflow_exec_id = $1', [
-      parseInput(uuid, workflowExecId, 'workflowExecId'),
-    ]);
-    if (rowCount === 0) throw notFound();
+  delete(workflowExecId: string): Promise<void> {
+    return this.byId.delete(workflowExecId);
   }
 }
