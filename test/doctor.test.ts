@@ -103,6 +103,10 @@ describe.each(backends)('doctor on $name', (backend) => {
       await test.db.exec('alter table users drop column extra');
     }
 
+    // Put back exactly as it was: its expressions as the catalog prints them.
+    const { rows: policy } = await test.db.query<{ qual: string; with_check: string }>(
+      `select qual, with_check from pg_policies where tablename = 'schedules' and policyname = 'schedules_tenant_isolation'`,
+    );
     await test.db.exec('drop policy schedules_tenant_isolation on schedules');
     try {
       const found = await problems();
@@ -110,9 +114,7 @@ describe.each(backends)('doctor on $name', (backend) => {
       expect(found).toContain('RLS_NO_POLICY schedules');
     } finally {
       await test.db.exec(
-        `create policy schedules_tenant_isolation on public.schedules to app_tenant
-           using (((org_id = (select public.current_org_id() as current_org_id)) and (select public.current_org_is_visible() as current_org_is_visible)))
-           with check ((org_id = (select public.current_org_id() as current_org_id)))`,
+        `create policy schedules_tenant_isolation on public.schedules to app_tenant using (${policy[0]!.qual}) with check (${policy[0]!.with_check})`,
       );
     }
     expect(await problems()).toEqual([]);

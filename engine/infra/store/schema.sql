@@ -793,7 +793,9 @@ CREATE POLICY api_key_usage_key_verifier ON public.api_key_usage TO app_key_veri
 -- Name: api_key_usage api_key_usage_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY api_key_usage_tenant_isolation ON public.api_key_usage TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY api_key_usage_tenant_isolation ON public.api_key_usage TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+   FROM public.organizations o
+  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: api_keys; Type: ROW SECURITY; Schema: public; Owner: -
@@ -817,7 +819,9 @@ CREATE POLICY api_keys_key_verifier_touch ON public.api_keys FOR UPDATE TO app_k
 -- Name: api_keys api_keys_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+   FROM public.organizations o
+  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: organizations; Type: ROW SECURITY; Schema: public; Owner: -
@@ -847,7 +851,9 @@ ALTER TABLE public.schedules ENABLE ROW LEVEL SECURITY;
 -- Name: schedules schedules_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY schedules_tenant_isolation ON public.schedules TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY schedules_tenant_isolation ON public.schedules TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+   FROM public.organizations o
+  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: task_states; Type: ROW SECURITY; Schema: public; Owner: -
@@ -859,7 +865,9 @@ ALTER TABLE public.task_states ENABLE ROW LEVEL SECURITY;
 -- Name: task_states task_states_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY task_states_tenant_isolation ON public.task_states TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY task_states_tenant_isolation ON public.task_states TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+   FROM public.organizations o
+  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: users; Type: ROW SECURITY; Schema: public; Owner: -
@@ -877,7 +885,9 @@ CREATE POLICY users_key_verifier ON public.users FOR SELECT TO app_key_verifier 
 -- Name: users users_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY users_tenant_isolation ON public.users TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY users_tenant_isolation ON public.users TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+   FROM public.organizations o
+  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: workflow_states; Type: ROW SECURITY; Schema: public; Owner: -
@@ -889,7 +899,9 @@ ALTER TABLE public.workflow_states ENABLE ROW LEVEL SECURITY;
 -- Name: workflow_states workflow_states_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND ( SELECT public.current_org_is_visible() AS current_org_is_visible))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+   FROM public.organizations o
+  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
@@ -1032,3 +1044,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'a0356ed8a0b0337b20433a437d324409b5917bf14769ad9fe7f85fe5130d1029', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'eb5f89e92e5e0b4af12ff0c79a391c6d4ae7d01c182dc317eb401f5f3c89afa4', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129090000_inline_org_visibility_in_policies', '6b77eed34b7918c00b35edce268a872e9d74a3e0432b191b6425a87f1b874aa7', 0);
