@@ -1,7 +1,8 @@
 /**
  * Organization-scoped listing: the newest 50 workflow states of one organization, page 1 and
- * page 100, through the store (withOrg: app_tenant, row-level security) against the same SQL
- * run by the owner without row-level security, on the same pool in the same run.
+ * page 100, through the store (readOrg: its own read-only transaction as app_tenant under
+ * row-level security, one round trip) against the same SQL run by the owner without row-level
+ * security, prepared like the store's, on the same pool in the same run.
  *
  *   npx tsx bench/listing.ts [--rows 1000000] [--orgs 1000] [--iterations 200] [--url URL]
  *
@@ -12,7 +13,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openStore, type Store } from '../engine/infra/store/index.ts';
-import { percentile, withScratchDatabase } from './support.ts';
+import { alternatingP50, withScratchDatabase } from './support.ts';
 
 export interface ListingCase {
   label: string;
@@ -53,21 +54,11 @@ async function seed(store: Store, rows: number, orgs: number, log: (line: string
   return picked[0]!;
 }
 
-async function p50(iterations: number, operation: () => Promise<unknown>): Promise<number> {
-  const samples: number[] = [];
-  for (let i = 0; i < iterations; i += 1) {
-    const started = performance.now();
-    await operation();
-    samples.push(performance.now() - started);
-  }
-  return percentile(samples, 0.5);
-}
-
 /** The cursor of page `page` (1-based), found by walking the pages through the store. */
 async function cursorOfPage(store: Store, orgId: string, page: number): Promise<string | undefined> {
   let after: string | undefined;
   for (let i = 1; i < page; i += 1) {
-    after = (await store.withOrg(orgId, (tx) => tx.workflows.list({ limit: 50, ...(after ? { after } : {}) }))).nextCursor;
+    after = (await store.readOrg(orgId).workflows.list({ limit: 50, ...(after ? { after } : {}) })).nextCursor;
     if (!after) return undefined;
   }
   return after;
@@ -88,14 +79,10 @@ export async function runListingBench(options: { url: string; rows: number; orgs
             ${keyset ? `and (created_at, workflow_exec_id) < (timestamptz 'epoch' + $2::bigint * interval '1 microsecond', $3::uuid)` : ''}
             order by created_at desc, workflow_exec_id desc limit 51`;
           const floorParams = keyset ? [orgId, keyset[0], keyset[1]] : [orgId];
-          const viaStore = () => store.withOrg(orgId, (tx) => tx.workflows.list({ limit: 50, ...(after ? { after } : {}) }));
-          const floor = () => store.db.query(floorSql, floorParams);
-          await p50(20, viaStore);
-          await p50(20, floor);
-          // Interleaved halves, so drift in the machine's load hits both alike.
-          const half = Math.max(1, Math.floor(options.iterations / 2));
-          const storeP50Ms = (await p50(half, viaStore)) / 2 + (await p50(half, viaStore)) / 2;
-          const floorP50Ms = (await p50(half, floor)) / 2 + (await p50(half, floor)) / 2;
+          const viaStore = () => store.readOrg(orgId).workflows.list({ limit: 50, ...(after ? { after } : {}) });
+          const floor = () => store.db.query(floorSql, floorParams, { prepare: true });
+          await alternatingP50(20, viaStore, floor);
+          const { subjectMs: storeP50Ms, floorMs: floorP50Ms } = await alternatingP50(options.iterations, viaStore, floor);
           const result = { label: `${orgLabel}, page ${page}`, storeP50Ms, floorP50Ms, ratio: storeP50Ms / floorP50Ms };
           options.log(`${result.label}: store ${storeP50Ms.toFixed(3)} ms, owner SQL ${floorP50Ms.toFixed(3)} ms, ${result.ratio.toFixed(2)}x`);
           cases.push(result);

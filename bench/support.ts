@@ -31,3 +31,28 @@ export async function withScratchDatabase<T>(adminUrl: string, label: string, wo
     await admin.close();
   }
 }
+
+/**
+ * Times `subject` and `floor` alternately, `iterations` times each, and returns each one's p50 in
+ * ms. Alternating (and swapping which goes first) makes drift in a noisy machine's load hit
+ * both alike, so that their ratio means something even when the absolute figures wander.
+ */
+export async function alternatingP50(iterations: number, subject: () => Promise<unknown>, floor: () => Promise<unknown>): Promise<{ subjectMs: number; floorMs: number }> {
+  const subjectSamples: number[] = [];
+  const floorSamples: number[] = [];
+  const time = async (operation: () => Promise<unknown>, samples: number[]) => {
+    const started = performance.now();
+    await operation();
+    samples.push(performance.now() - started);
+  };
+  for (let i = 0; i < iterations; i += 1) {
+    if (i % 2 === 0) {
+      await time(subject, subjectSamples);
+      await time(floor, floorSamples);
+    } else {
+      await time(floor, floorSamples);
+      await time(subject, subjectSamples);
+    }
+  }
+  return { subjectMs: percentile(subjectSamples, 0.5), floorMs: percentile(floorSamples, 0.5) };
+}

@@ -1,8 +1,9 @@
 /**
- * Writes: inserting task states in batches through withOrg (app_tenant, row-level security,
- * the inactive-organization trigger, the repository's validation) against plain inserts of the
- * same rows by the owner in one transaction per batch, on the same pool in the same run. Both
- * send one statement per row, so the ratio is the cost per row of the tenant machinery.
+ * Writes: inserting task states in batches through withOrg (one upsertMany statement per batch,
+ * as app_tenant under row-level security, with the inactive-organization trigger, the
+ * repository's validation and the scope's transaction) against the same statement run by the
+ * owner without row-level security (its org_id given explicitly), one transaction per batch,
+ * on the same pool in the same run. The ratio is the per-row cost of the tenant machinery.
  *
  *   npx tsx bench/writes.ts [--batches 40] [--batch-size 100] [--url URL]
  */
@@ -10,64 +11,54 @@ import { randomUUID } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { openStore } from '../engine/infra/store/index.ts';
-import { percentile, withScratchDatabase } from './support.ts';
+import { openStore, type UpsertTaskState } from '../engine/infra/store/index.ts';
+import { UPSERT_BATCH_SQL, toBatchRow } from '../engine/infra/store/tasks.ts';
+import { alternatingP50, withScratchDatabase } from './support.ts';
 
 export interface WritesResult {
+  batchSize: number;
   storePerRowMs: number;
   floorPerRowMs: number;
   ratio: number;
 }
 
+/** The store's batch statement for the owner: org_id given, since no tenant scope supplies it. */
+const OWNER_BATCH_SQL = UPSERT_BATCH_SQL.replace('insert into task_states (', 'insert into task_states (org_id, ').replace(
+  'select task_exec_id,',
+  'select $2::uuid, task_exec_id,',
+);
+
 export async function runWritesBench(options: { url: string; batches: number; batchSize: number; log: (line: string) => void }): Promise<WritesResult> {
+  if (OWNER_BATCH_SQL === UPSERT_BATCH_SQL) throw new Error('the owner variant of the batch statement could not be derived');
   return withScratchDatabase(options.url, 'writes', async (url) => {
     const store = await openStore({ url, poolSize: 2, migrate: true });
     try {
       const org = await store.organizations.create({ name: 'Bench Writes' });
       const workflowExecId = randomUUID();
       await store.withOrg(org.id, (tx) => tx.workflows.upsert({ workflowExecId, workflowId: 'bench', status: 'running' }));
-      const task = () => ({ taskExecId: randomUUID(), taskId: 'step', workflowExecId, workflowId: 'bench', component: 'task' as const, status: 'running' as const, input: { n: 1 } });
-
-      const viaStore = async () => {
-        await store.withOrg(org.id, async (tx) => {
-          for (let i = 0; i < options.batchSize; i += 1) await tx.tasks.upsert(task());
-        });
-      };
-      const floor = async () => {
-        await store.db.withSession(async (session) => {
-          await session.query('begin');
-          for (let i = 0; i < options.batchSize; i += 1) {
-            const row = task();
-            await session.query(
-              `insert into task_states (org_id, task_exec_id, task_id, workflow_exec_id, workflow_id, component, status, input)
-               values ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)`,
-              [org.id, row.taskExecId, row.taskId, row.workflowExecId, row.workflowId, row.component, row.status, JSON.stringify(row.input)],
-            );
-          }
-          await session.query('commit');
-        });
-      };
-      const time = async (operation: () => Promise<void>) => {
-        const started = performance.now();
-        await operation();
-        return (performance.now() - started) / options.batchSize;
-      };
-      await viaStore();
-      await floor();
-      const storeSamples: number[] = [];
-      const floorSamples: number[] = [];
-      // Interleaved batches, so drift in the machine's load hits both alike.
-      for (let batch = 0; batch < options.batches; batch += 1) {
-        storeSamples.push(await time(viaStore));
-        floorSamples.push(await time(floor));
-      }
+      const batch = (): UpsertTaskState[] =>
+        Array.from({ length: options.batchSize }, () => ({
+          taskExecId: randomUUID(),
+          taskId: 'step',
+          workflowExecId,
+          workflowId: 'bench',
+          component: 'task' as const,
+          status: 'running' as const,
+          input: { n: 1 },
+        }));
+      const viaStore = () => store.withOrg(org.id, (tx) => tx.tasks.upsertMany(batch()));
+      // The same rows as the store sends them (its JSON shape), as one autocommitted statement.
+      const floor = () => store.db.query(OWNER_BATCH_SQL, [JSON.stringify(batch().map(toBatchRow)), org.id], { prepare: true });
+      await alternatingP50(5, viaStore, floor);
+      const { subjectMs, floorMs } = await alternatingP50(options.batches, viaStore, floor);
       const result = {
-        storePerRowMs: percentile(storeSamples, 0.5),
-        floorPerRowMs: percentile(floorSamples, 0.5),
-        ratio: percentile(storeSamples, 0.5) / percentile(floorSamples, 0.5),
+        batchSize: options.batchSize,
+        storePerRowMs: subjectMs / options.batchSize,
+        floorPerRowMs: floorMs / options.batchSize,
+        ratio: subjectMs / floorMs,
       };
       options.log(
-        `per row, batches of ${options.batchSize}: withOrg ${result.storePerRowMs.toFixed(3)} ms, owner inserts ${result.floorPerRowMs.toFixed(3)} ms, ${result.ratio.toFixed(2)}x`,
+        `per row, batches of ${options.batchSize}: withOrg ${result.storePerRowMs.toFixed(4)} ms, owner ${result.floorPerRowMs.toFixed(4)} ms, ${result.ratio.toFixed(2)}x`,
       );
       return result;
     } finally {

@@ -7,7 +7,7 @@
  * after each case and after all of them.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Database, Session } from '../engine/infra/store/db.ts';
+import type { Database, Queryable, Session } from '../engine/infra/store/db.ts';
 import { StoreError, storeOver, type ErrorCode, type Store, type TenantScope } from '../engine/infra/store/index.ts';
 import { MAX_PAYLOAD_BYTES } from '../engine/infra/store/validation.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
@@ -34,26 +34,33 @@ const OTHER_UUID = '018f0000-0000-7000-8000-00000000ffff';
 // Recording what the store sends to the database
 
 /** Statements a withOrg transaction sends by itself, whatever the callback does. */
-const TRANSACTION_CONTROL = /^\s*(begin;\s*set local role app_tenant;|commit\b|rollback\b)/i;
+const TRANSACTION_CONTROL = /^\s*(begin\b|select set_config\('role', 'app_tenant', true\)|commit\b|rollback\b)/i;
 
 /** Wraps a database so that every statement sent through it, sessions included, is recorded. */
 function recording(db: Database): { db: Database; statements: string[] } {
   const statements: string[] = [];
-  const wrap = (session: Session): Session => ({
-    query: (sql, params) => {
+  const wrap = (session: Queryable): Queryable => ({
+    query: (sql, params, options) => {
       statements.push(sql);
-      return session.query(sql, params);
+      return session.query(sql, params, options);
     },
     exec: (sql) => {
       statements.push(sql);
       return session.exec(sql);
     },
   });
+  const wrapSession = (session: Session): Session => ({
+    ...wrap(session),
+    pipeline: (pipelined) => {
+      statements.push(...pipelined.map((statement) => statement.sql));
+      return session.pipeline(pipelined);
+    },
+  });
   const recorded: Database = {
     kind: db.kind,
     location: db.location,
     ...wrap(db),
-    withSession: (work) => db.withSession((session) => work(wrap(session))),
+    withSession: (work) => db.withSession((session) => work(wrapSession(session))),
     close: () => db.close(),
   };
   return { db: recorded, statements };

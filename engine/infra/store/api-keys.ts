@@ -6,13 +6,13 @@
  * plain key is returned once, by `issue` or `rotate`.
  */
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { z } from 'zod';
+import { z } from 'zod/v4';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { effectivePermissions, isPermission, type Permission } from './rbac.ts';
 import { run } from './sql.ts';
-import { displayName, parseInput, parseObject, readIncludeDeleted, uuid, type Role } from './validation.ts';
+import { displayName, parseInput, inputObject, parseObject, readIncludeDeleted, uuid, type Role } from './validation.ts';
 
 const PREFIX_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 const PREFIX_LENGTH = 12;
@@ -138,6 +138,10 @@ const scopes = z
 const notFound = () => new StoreError('NOT_FOUND', 'no such API key in this organization');
 
 /** API keys of one organization, inside `withOrg`. Verification is global: see verify.ts. */
+const ISSUE_INPUT = inputObject({ userId: uuid, name: displayName(), expiresAt: expiresAt.nullable().optional(), rateLimitPerHour: rateLimitPerHour.optional(), scopes: scopes.nullable().optional() });
+const LIST_OPTIONS = inputObject({ userId: uuid.optional(), status: z.enum(KEY_STATUSES).optional(), includeDeleted: z.boolean().optional(), ...pageShape });
+const ROTATE_OPTIONS = inputObject({ gracePeriodSeconds: z.number().int('must be a whole number').min(0).max(30 * 24 * 3600, 'must be at most 30 days').optional() });
+
 export class ApiKeysRepository {
   constructor(private readonly db: Queryable) {}
 
@@ -149,11 +153,7 @@ export class ApiKeysRepository {
    * const { key, apiKey } = await tx.apiKeys.issue({ userId, name: 'ci', scopes: ['workflow:execute'] });
    */
   async issue(input: IssueKey): Promise<IssuedKey> {
-    const request = parseObject(
-      { userId: uuid, name: displayName(), expiresAt: expiresAt.nullable().optional(), rateLimitPerHour: rateLimitPerHour.optional(), scopes: scopes.nullable().optional() },
-      input,
-      'key',
-    );
+    const request = parseObject(ISSUE_INPUT, input, 'key');
     const role = await this.activeUserRole(request.userId);
     return this.insertKey({ ...request, role });
   }
@@ -170,11 +170,7 @@ export class ApiKeysRepository {
 
   /** Newest first, in pages; soft-deleted keys only with includeDeleted. */
   async list(request: ListKeys = {}): Promise<Page<ApiKey>> {
-    const { userId, status, includeDeleted, ...page } = parseObject(
-      { userId: uuid.optional(), status: z.enum(KEY_STATUSES).optional(), includeDeleted: z.boolean().optional(), ...pageShape },
-      request,
-      'list options',
-    );
+    const { userId, status, includeDeleted, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
       table: 'api_keys',
       columns: COLUMNS,
@@ -220,11 +216,7 @@ export class ApiKeysRepository {
    */
   async rotate(id: string, options: { gracePeriodSeconds?: number } = {}): Promise<IssuedKey & { replaced: ApiKey }> {
     const keyId = parseInput(uuid, id, 'id');
-    const { gracePeriodSeconds = 0 } = parseObject(
-      { gracePeriodSeconds: z.number().int('must be a whole number').min(0).max(30 * 24 * 3600, 'must be at most 30 days').optional() },
-      options,
-      'rotate options',
-    );
+    const { gracePeriodSeconds = 0 } = parseObject(ROTATE_OPTIONS, options, 'rotate options');
     const { rows: current } = await run<ApiKeyRow & { successor_id: string }>(
       this.db,
       `select ${COLUMNS}, uuid_generate_v7() as successor_id from api_keys

@@ -96,6 +96,8 @@ function mapped(fields: DatabaseErrorFields, error: object): StoreError {
       return new StoreError('INVALID_INPUT', 'a value has the wrong form', { reason: fields.code }, { cause: error });
     case SQLSTATE.insufficientPrivilege:
       return new StoreError('FORBIDDEN', undefined, { reason: 'row_level_security' }, { cause: error });
+    case SQLSTATE.readOnlyTransaction:
+      return new StoreError('FORBIDDEN', 'readOrg only reads; change data in withOrg', { reason: 'read_only' }, { cause: error });
     case SQLSTATE.orgSuspended:
       return new StoreError('ORG_SUSPENDED', undefined, {}, { cause: error });
     case SQLSTATE.orgInactive:

@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { StoreError, SQLSTATE, databaseErrorFields } from './errors.ts';
+import { runPipeline } from './pipeline.ts';
 
 export interface QueryResult<Row> {
   rows: Row[];
@@ -22,6 +23,14 @@ export interface QueryOptions {
   prepare?: boolean;
 }
 
+/** One statement of a pipeline (one statement: a pipeline has no scripts). */
+export interface PipelinedStatement {
+  sql: string;
+  params?: readonly unknown[];
+  /** As in QueryOptions. */
+  prepare?: boolean;
+}
+
 export interface Queryable {
   /** One statement, with `$1`-style parameters. */
   query<Row = Record<string, unknown>>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>>;
@@ -30,7 +39,15 @@ export interface Queryable {
 }
 
 /** One physical connection, held for the duration of a callback. */
-export type Session = Queryable;
+export interface Session extends Queryable {
+  /**
+   * Runs several statements in order in one round trip, as one unit: a failure skips the rest
+   * and rejects with that failure. Unless the first statement is BEGIN, they are one transaction
+   * that commits at the end or rolls back on failure; after BEGIN the transaction stays open (or
+   * aborted) for what follows. Call it outside a transaction block.
+   */
+  pipeline(statements: readonly PipelinedStatement[]): Promise<QueryResult<Record<string, unknown>>[]>;
+}
 
 export interface Database extends Queryable {
   readonly kind: 'postgres' | 'pglite';
@@ -119,8 +136,16 @@ const pgTypes = {
 
 /** A prepared statement's name, derived from its text: the same SQL is the same statement. */
 function statementName(sql: string): string {
-  return `es_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}`;
+  let name = statementNames.get(sql);
+  if (name === undefined) {
+    // The store's statements are a few hundred texts; the bound only guards against misuse.
+    if (statementNames.size >= 10_000) statementNames.clear();
+    name = `es_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}`;
+    statementNames.set(sql, name);
+  }
+  return name;
 }
+const statementNames = new Map<string, string>();
 
 function openPostgres(url: string, poolSize: number): Database {
   parsePostgresUrl(url);
@@ -128,20 +153,34 @@ function openPostgres(url: string, poolSize: number): Database {
   // An idle client that loses its server emits 'error' on the pool; without a listener that
   // would crash the process. The next checkout reconnects.
   pool.on('error', () => undefined);
-  const onClient = (client: pg.PoolClient | pg.Pool): Queryable => ({
-    async query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions) {
-      const values = params as unknown[] | undefined;
-      const result = options?.prepare ? await client.query({ name: statementName(sql), text: sql, values }) : await client.query(sql, values);
-      return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
+  const send = <Row>(client: pg.PoolClient | pg.Pool, sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> => {
+    const values = params as unknown[] | undefined;
+    const sent = options?.prepare ? client.query({ name: statementName(sql), text: sql, values }) : client.query(sql, values);
+    return sent.then((result) => ({ rows: result.rows as Row[], rowCount: result.rowCount ?? 0 }));
+  };
+  const onPool: Queryable = {
+    query: (sql, params, options) => send(pool, sql, params, options),
+    async exec(sql: string) {
+      await pool.query(sql);
     },
+  };
+  const onClient = (client: pg.PoolClient): Session => ({
+    query: (sql, params, options) => send(client, sql, params, options),
     async exec(sql: string) {
       await client.query(sql);
     },
+    pipeline: (statements) =>
+      runPipeline(
+        client,
+        // Named apart from the same SQL sent through query(): see pipeline.ts.
+        statements.map((statement) => ({ name: statement.prepare ? `p${statementName(statement.sql)}` : undefined, text: statement.sql, values: statement.params ?? [] })),
+        pgTypes,
+      ),
   });
   return {
     kind: 'postgres',
     location: redactUrl(url),
-    ...onClient(pool),
+    ...onPool,
     async withSession(work) {
       let client: pg.PoolClient;
       try {
@@ -174,14 +213,42 @@ async function openPglite(dataDir: string): Promise<Database> {
   if (!inMemory) mkdirSync(resolve(dataDir), { recursive: true });
   const pglite = new PGlite(inMemory ? dataDir : resolve(dataDir));
   await pglite.waitReady;
-  const direct: Queryable = {
-    async query<Row>(sql: string, params?: readonly unknown[]) {
+  const raw = {
+    async query<Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<Row>> {
       const result = await pglite.query<Row>(sql, params as unknown[] | undefined);
       return { rows: result.rows, rowCount: result.rowCount ?? result.affectedRows ?? result.rows.length };
     },
-    async exec(sql: string) {
+    async exec(sql: string): Promise<void> {
       await pglite.exec(sql);
     },
+    // In-process, a round trip costs next to nothing: one statement after the other, with the
+    // same outcome as a pipeline on the server.
+    async pipeline(statements: readonly PipelinedStatement[]): Promise<QueryResult<Record<string, unknown>>[]> {
+      const explicit = /^\s*(begin|start\s+transaction)\b/i.test(statements[0]?.sql ?? '');
+      if (!explicit) await pglite.exec('begin');
+      const results: QueryResult<Record<string, unknown>>[] = [];
+      try {
+        for (const statement of statements) results.push(await raw.query(statement.sql, statement.params ?? []));
+      } catch (error) {
+        if (!explicit) await pglite.exec('rollback');
+        throw error;
+      }
+      if (!explicit) await pglite.exec('commit');
+      return results;
+    },
+  };
+  // A session's statements run in the order they were issued, each to its end, as on a server
+  // connection: statements issued together must not slip between the parts of a pipeline.
+  let inOrder: Promise<unknown> = Promise.resolve();
+  const next = <T>(operation: () => Promise<T>): Promise<T> => {
+    const result = inOrder.then(operation, operation);
+    inOrder = result.catch(() => undefined);
+    return result;
+  };
+  const direct: Session = {
+    query: (sql, params) => next(() => raw.query(sql, params)),
+    exec: (sql) => next(() => raw.exec(sql)),
+    pipeline: (statements) => next(() => raw.pipeline(statements)),
   };
   // PGlite is one connection. A session (say BEGIN ... COMMIT) must not interleave with other
   // callers' statements, so every use of the connection takes its turn through one queue.

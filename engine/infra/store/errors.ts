@@ -96,6 +96,7 @@ export const SQLSTATE = {
   serializationFailure: '40001',
   deadlockDetected: '40P01',
   inFailedTransaction: '25P02',
+  readOnlyTransaction: '25006',
   orgSuspended: 'ES001',
   orgInactive: 'ES002',
   invalidAuthorization: '28000',

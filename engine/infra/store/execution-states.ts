@@ -6,7 +6,7 @@
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { jsonParam, run } from './sql.ts';
-import { executionStatus, jsonPayload, parseInput, parseObject, uuid, type ExecutionStatus } from './validation.ts';
+import { executionStatus, inputObject, jsonPayload, parseInput, parseObject, uuid, type ExecutionStatus } from './validation.ts';
 
 /** What a status change may carry; omitted payloads keep their stored value. */
 export interface ExecutionUpdate {
@@ -25,12 +25,12 @@ export const executionPayloadShape = {
 };
 
 /** A status change: the input is not changed by one. */
-const executionUpdateShape = {
+const EXECUTION_UPDATE = inputObject({
   status: executionStatus,
   output: jsonPayload.optional(),
   error: jsonPayload.optional(),
   usage: jsonPayload.optional(),
-};
+});
 
 export interface ExecutionTable<Row, Item> {
   table: 'workflow_states' | 'task_states';
@@ -57,7 +57,7 @@ export class ExecutionStatesById<Row, Item> {
 
   async updateStatus(id: string, update: ExecutionUpdate): Promise<Item> {
     const key = this.parseId(id);
-    const change = parseObject(executionUpdateShape, update, 'update');
+    const change = parseObject(EXECUTION_UPDATE, update, 'update');
     const { rows } = await run<Row>(
       this.db,
       `update ${this.spec.table}

@@ -3,7 +3,7 @@ export { openStore, storeOver, type Store, type StoreOptions } from './store.ts'
 export { openDatabase, type Database, type OpenOptions } from './db.ts';
 export { StoreError, ERROR_CODES, isStoreError, type ErrorCode } from './errors.ts';
 export { migrateUp, migrateDown, migrationStatus, type MigrationStatus } from './migrate.ts';
-export { TenantScope } from './tenancy.ts';
+export { TenantScope, type TenantReads } from './tenancy.ts';
 export type { Organization, CreateOrganization, ListOrganizations } from './organizations.ts';
 export type { User, CreateUser, ListUsers } from './users.ts';
 export type { WorkflowState, UpsertWorkflowState, ExecutionUpdate, ListWorkflowStates } from './workflows.ts';

@@ -2,12 +2,12 @@
  * Organizations: the tenants. Creating, suspending and deleting them are operator actions, run
  * outside any tenant scope as the schema owner; no tenant API key reaches them.
  */
-import { z } from 'zod';
+import { z } from 'zod/v4';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from './sql.ts';
-import { TEMPORAL_NAMESPACE, accountStatus, displayName, parseInput, parseObject, temporalNamespace, uuid, type AccountStatus, readIncludeDeleted } from './validation.ts';
+import { TEMPORAL_NAMESPACE, accountStatus, displayName, parseInput, inputObject, parseObject, temporalNamespace, uuid, type AccountStatus, readIncludeDeleted } from './validation.ts';
 
 export interface Organization {
   id: string;
@@ -78,6 +78,9 @@ export function namespaceFromName(name: string): string {
 
 const notFound = () => new StoreError('NOT_FOUND', 'no such organization');
 
+const CREATE_INPUT = inputObject({ name: displayName(), temporalNamespace: temporalNamespace.optional() });
+const LIST_OPTIONS = inputObject({ status: accountStatus.optional(), includeDeleted: z.boolean().optional(), ...pageShape });
+
 export class OrganizationsRepository {
   constructor(private readonly db: Queryable) {}
 
@@ -86,11 +89,7 @@ export class OrganizationsRepository {
    * const acme = await store.organizations.create({ name: 'Acme Corp' }); // namespace acme-corp
    */
   async create(input: CreateOrganization): Promise<Organization> {
-    const { name, temporalNamespace: given } = parseObject(
-      { name: displayName(), temporalNamespace: temporalNamespace.optional() },
-      input,
-      'organization',
-    );
+    const { name, temporalNamespace: given } = parseObject(CREATE_INPUT, input, 'organization');
     const namespace = given ?? namespaceFromName(name);
     const { rows } = await run<OrganizationRow>(
       this.db,
@@ -114,11 +113,7 @@ export class OrganizationsRepository {
 
   /** Newest first, in pages. */
   async list(request: ListOrganizations = {}): Promise<Page<Organization>> {
-    const { status, includeDeleted, ...page } = parseObject(
-      { status: accountStatus.optional(), includeDeleted: z.boolean().optional(), ...pageShape },
-      request,
-      'list options',
-    );
+    const { status, includeDeleted, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
       table: 'organizations',
       columns: COLUMNS,

@@ -6,7 +6,7 @@
  * The cursor carries created_at in whole microseconds (PostgreSQL's precision; a JavaScript Date
  * has only milliseconds and would skip or repeat rows).
  */
-import { z } from 'zod';
+import { z } from 'zod/v4';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { run } from './sql.ts';

@@ -2,12 +2,12 @@
  * Schedules (cron triggers of workflows) of one organization, inside `withOrg`. Soft delete
  * hides a schedule from listings and `get`; `restore` brings it back; `delete` removes it.
  */
-import { z } from 'zod';
+import { z } from 'zod/v4';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { jsonParam, run } from './sql.ts';
-import { engineIdentifier, jsonPayload, parseInput, parseObject, uuid, readIncludeDeleted } from './validation.ts';
+import { engineIdentifier, jsonPayload, parseInput, inputObject, parseObject, uuid, readIncludeDeleted } from './validation.ts';
 
 export interface Schedule {
   id: string;
@@ -96,6 +96,15 @@ const timezone = z
 
 const notFound = () => new StoreError('NOT_FOUND', 'no such schedule in this organization');
 
+const CREATE_INPUT = inputObject({ workflowId: engineIdentifier, cronExpression, timezone: timezone.optional(), enabled: z.boolean().optional(), input: jsonPayload.optional() });
+const LIST_OPTIONS = inputObject({
+  workflowId: engineIdentifier.optional(),
+  enabled: z.boolean().optional(),
+  includeDeleted: z.boolean().optional(),
+  ...pageShape,
+});
+const CHANGES_INPUT = inputObject({ cronExpression: cronExpression.optional(), timezone: timezone.optional(), enabled: z.boolean().optional(), input: jsonPayload.optional() });
+
 export class SchedulesRepository {
   constructor(private readonly db: Queryable) {}
 
@@ -104,11 +113,7 @@ export class SchedulesRepository {
    * await tx.schedules.create({ workflowId: 'nightly-report', cronExpression: '0 2 * * *', timezone: 'Europe/Paris' });
    */
   async create(input: CreateSchedule): Promise<Schedule> {
-    const schedule = parseObject(
-      { workflowId: engineIdentifier, cronExpression, timezone: timezone.optional(), enabled: z.boolean().optional(), input: jsonPayload.optional() },
-      input,
-      'schedule',
-    );
+    const schedule = parseObject(CREATE_INPUT, input, 'schedule');
     const { rows } = await run<ScheduleRow>(
       this.db,
       `insert into schedules (workflow_id, cron_expression, timezone, enabled, input)
@@ -130,16 +135,7 @@ export class SchedulesRepository {
 
   /** Newest first, in pages. */
   async list(request: ListSchedules = {}): Promise<Page<Schedule>> {
-    const { workflowId, enabled, includeDeleted, ...page } = parseObject(
-      {
-        workflowId: engineIdentifier.optional(),
-        enabled: z.boolean().optional(),
-        includeDeleted: z.boolean().optional(),
-        ...pageShape,
-      },
-      request,
-      'list options',
-    );
+    const { workflowId, enabled, includeDeleted, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
       table: 'schedules',
       columns: COLUMNS,
@@ -156,11 +152,7 @@ export class SchedulesRepository {
 
   /** Changes the given fields of a live schedule. */
   async update(id: string, changes: ScheduleChanges): Promise<Schedule> {
-    const change = parseObject(
-      { cronExpression: cronExpression.optional(), timezone: timezone.optional(), enabled: z.boolean().optional(), input: jsonPayload.optional() },
-      changes,
-      'changes',
-    );
+    const change = parseObject(CHANGES_INPUT, changes, 'changes');
     return this.change(
       id,
       `cron_expression = coalesce($2, cron_expression), timezone = coalesce($3, timezone),

@@ -8,7 +8,7 @@ import { StoreError } from './errors.ts';
 import { migrateUp, migrationStatus } from './migrate.ts';
 import { OrganizationsRepository } from './organizations.ts';
 import { assertTenantIsolation } from './tenant-safety.ts';
-import { withOrg, type TenantScope } from './tenancy.ts';
+import { readOrg, withOrg, type TenantReads, type TenantScope } from './tenancy.ts';
 import { verifyApiKey, type Verification } from './verify.ts';
 
 export interface StoreOptions extends OpenOptions {
@@ -23,6 +23,8 @@ export interface Store {
   readonly organizations: OrganizationsRepository;
   /** One transaction scoped to one organization; see tenancy.ts. */
   withOrg<T>(orgId: string, work: (scope: TenantScope) => Promise<T>): Promise<T>;
+  /** Single reads of one organization, one round trip each; see tenancy.ts. */
+  readOrg(orgId: string): TenantReads;
   /** Verifies an API key in one round trip; see verify.ts. */
   verifyApiKey(key: unknown, options?: { now?: Date }): Promise<Verification>;
   close(): Promise<void>;
@@ -60,6 +62,7 @@ export async function storeOver(db: Database, options: { migrate?: boolean } = {
     db,
     organizations: new OrganizationsRepository(db),
     withOrg: (orgId, work) => withOrg(db, orgId, work),
+    readOrg: (orgId) => readOrg(db, orgId),
     verifyApiKey: (key, verifyOptions) => verifyApiKey(db, key, verifyOptions),
     close: () => db.close(),
   };

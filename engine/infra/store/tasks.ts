@@ -3,12 +3,12 @@
  * execution and may have a parent task; both references are composite foreign keys that
  * include org_id, so neither can point into another organization.
  */
-import { z } from 'zod';
+import { z } from 'zod/v4';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { jsonParam, run } from './sql.ts';
-import { engineIdentifier, executionStatus, parseObject, uuid, type ExecutionStatus } from './validation.ts';
+import { engineIdentifier, executionStatus, inputObject, parseObject, uuid, type ExecutionStatus } from './validation.ts';
 import { ExecutionStatesById, executionPayloadShape, type ExecutionUpdate } from './execution-states.ts';
 
 export const TASK_COMPONENTS = ['task', 'agent', 'tool'] as const;
@@ -111,6 +111,88 @@ function toTaskState(row: TaskStateRow): TaskState {
 
 const optionalIdentifier = engineIdentifier.nullable().optional();
 
+const UPSERT_INPUT = inputObject({
+  taskExecId: uuid,
+  taskId: engineIdentifier,
+  workflowExecId: uuid,
+  workflowId: engineIdentifier,
+  component: z.enum(TASK_COMPONENTS),
+  status: executionStatus,
+  executionType: z.string().regex(/^[a-z][a-z0-9_]{0,31}$/, 'must be a lowercase identifier').optional(),
+  agentId: optionalIdentifier,
+  toolId: optionalIdentifier,
+  actionId: optionalIdentifier,
+  parentStateId: uuid.nullable().optional(),
+  ...executionPayloadShape,
+});
+const LIST_OPTIONS = inputObject({
+  workflowExecId: uuid.optional(),
+  parentStateId: uuid.optional(),
+  status: executionStatus.optional(),
+  ...pageShape,
+});
+
+const INSERTED_COLUMNS = `task_exec_id, task_id, workflow_exec_id, workflow_id, component, status, execution_type,
+  agent_id, tool_id, action_id, parent_state_id, input, output, error, usage`;
+
+/** An existing state keeps its identity and its payloads where the new one has none. */
+const ON_CONFLICT_UPDATE = `on conflict (org_id, task_exec_id) do update set
+  status = excluded.status,
+  input = coalesce(excluded.input, task_states.input),
+  output = coalesce(excluded.output, task_states.output),
+  error = coalesce(excluded.error, task_states.error),
+  usage = coalesce(excluded.usage, task_states.usage)`;
+
+/** upsertMany()'s statement: the rows come as one JSON array (parameter $1). */
+export const UPSERT_BATCH_SQL = `insert into task_states (${INSERTED_COLUMNS})
+  select task_exec_id, task_id, workflow_exec_id, workflow_id, component, status, coalesce(execution_type, 'basic'),
+         agent_id, tool_id, action_id, parent_state_id, input, output, error, usage
+    from jsonb_to_recordset($1::jsonb) as batch (task_exec_id uuid, task_id text, workflow_exec_id uuid, workflow_id text,
+         component text, status text, execution_type text, agent_id text, tool_id text, action_id text, parent_state_id uuid,
+         input jsonb, output jsonb, error jsonb, usage jsonb)
+  ${ON_CONFLICT_UPDATE}
+  returning ${COLUMNS}`;
+
+const MAX_BATCH = 1000;
+
+/** One row of UPSERT_BATCH_SQL's JSON array: the columns by name, absent values as null. */
+export function toBatchRow(task: UpsertTaskState): Record<string, unknown> {
+  return {
+    task_exec_id: task.taskExecId,
+    task_id: task.taskId,
+    workflow_exec_id: task.workflowExecId,
+    workflow_id: task.workflowId,
+    component: task.component,
+    status: task.status,
+    execution_type: task.executionType ?? null,
+    agent_id: task.agentId ?? null,
+    tool_id: task.toolId ?? null,
+    action_id: task.actionId ?? null,
+    parent_state_id: task.parentStateId ?? null,
+    input: task.input ?? null,
+    output: task.output ?? null,
+    error: task.error ?? null,
+    usage: task.usage ?? null,
+  };
+}
+
+function refuseSelfParent(task: { taskExecId: string; parentStateId?: string | null }): void {
+  if (task.parentStateId === task.taskExecId) {
+    throw new StoreError('INVALID_INPUT', 'a task cannot be its own parent', { field: 'parentStateId', reason: 'self_reference' });
+  }
+}
+
+/** Runs a check of the batch's entry `index`, naming the entry in the error's field. */
+function inIndexedField<T>(index: number, check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (!(error instanceof StoreError)) throw error;
+    const field = `${index}.${error.details.field ?? 'task state'}`;
+    throw new StoreError(error.code, `task state ${index}: ${error.message}`, { ...error.details, field });
+  }
+}
+
 export class TaskStatesRepository {
   private readonly byId: ExecutionStatesById<TaskStateRow, TaskState>;
 
@@ -133,38 +215,13 @@ export class TaskStatesRepository {
    * await tx.tasks.upsert({ taskExecId, taskId: 'send-email', workflowExecId, workflowId: 'onboarding', component: 'tool', status: 'running' });
    */
   async upsert(input: UpsertTaskState): Promise<TaskState> {
-    const task = parseObject(
-      {
-        taskExecId: uuid,
-        taskId: engineIdentifier,
-        workflowExecId: uuid,
-        workflowId: engineIdentifier,
-        component: z.enum(TASK_COMPONENTS),
-        status: executionStatus,
-        executionType: z.string().regex(/^[a-z][a-z0-9_]{0,31}$/, 'must be a lowercase identifier').optional(),
-        agentId: optionalIdentifier,
-        toolId: optionalIdentifier,
-        actionId: optionalIdentifier,
-        parentStateId: uuid.nullable().optional(),
-        ...executionPayloadShape,
-      },
-      input,
-      'task state',
-    );
-    if (task.parentStateId === task.taskExecId) {
-      throw new StoreError('INVALID_INPUT', 'a task cannot be its own parent', { field: 'parentStateId', reason: 'self_reference' });
-    }
+    const task = parseObject(UPSERT_INPUT, input, 'task state');
+    refuseSelfParent(task);
     const { rows } = await run<TaskStateRow>(
       this.db,
-      `insert into task_states (task_exec_id, task_id, workflow_exec_id, workflow_id, component, status, execution_type,
-                                agent_id, tool_id, action_id, parent_state_id, input, output, error, usage)
+      `insert into task_states (${INSERTED_COLUMNS})
        values ($1, $2, $3, $4, $5, $6, coalesce($7, 'basic'), $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14::jsonb, $15::jsonb)
-       on conflict (org_id, task_exec_id) do update set
-         status = excluded.status,
-         input = coalesce(excluded.input, task_states.input),
-         output = coalesce(excluded.output, task_states.output),
-         error = coalesce(excluded.error, task_states.error),
-         usage = coalesce(excluded.usage, task_states.usage)
+       ${ON_CONFLICT_UPDATE}
        returning ${COLUMNS}`,
       [
         task.taskExecId,
@@ -187,22 +244,44 @@ export class TaskStatesRepository {
     return toTaskState(rows[0]!);
   }
 
+  /**
+   * upsert() for many states in one statement (at most 1,000): all are written or, on any
+   * failure, none. A task may name as its parent another task of the same batch. Returns the
+   * states in the order given.
+   *
+   * @example
+   * await tx.tasks.upsertMany(steps.map((step) => ({ taskExecId: step.id, taskId: step.name, workflowExecId, workflowId, component: 'task', status: 'pending' })));
+   */
+  async upsertMany(inputs: readonly UpsertTaskState[]): Promise<TaskState[]> {
+    if (!Array.isArray(inputs)) throw new StoreError('INVALID_INPUT', 'task states must be an array', { field: 'states', reason: 'invalid_type' });
+    if (inputs.length > MAX_BATCH) {
+      throw new StoreError('INVALID_INPUT', `at most ${MAX_BATCH} task states at once`, { field: 'states', reason: 'too_big' });
+    }
+    const tasks = inputs.map((input, index) => {
+      const task = inIndexedField(index, () => parseObject(UPSERT_INPUT, input, 'task state'));
+      inIndexedField(index, () => refuseSelfParent(task));
+      return task;
+    });
+    const ids = new Set(tasks.map((task) => task.taskExecId.toLowerCase()));
+    if (ids.size < tasks.length) {
+      // PostgreSQL refuses to update one row twice in a statement; say which input is at fault.
+      throw new StoreError('INVALID_INPUT', 'a taskExecId appears twice in the batch', { field: 'taskExecId', reason: 'duplicate' });
+    }
+    if (tasks.length === 0) return [];
+    // One JSON document for the whole batch: one parameter, however many rows.
+    const batch = JSON.stringify(tasks.map(toBatchRow));
+    const { rows } = await run<TaskStateRow>(this.db, UPSERT_BATCH_SQL, [batch]);
+    const byId = new Map(rows.map((row) => [row.task_exec_id, toTaskState(row)]));
+    return tasks.map((task) => byId.get(task.taskExecId.toLowerCase())!);
+  }
+
   get(taskExecId: string): Promise<TaskState> {
     return this.byId.get(taskExecId);
   }
 
   /** Newest first, in pages; filter by workflow execution, parent task or status. */
   async list(request: ListTaskStates = {}): Promise<Page<TaskState>> {
-    const { workflowExecId, parentStateId, status, ...page } = parseObject(
-      {
-        workflowExecId: uuid.optional(),
-        parentStateId: uuid.optional(),
-        status: executionStatus.optional(),
-        ...pageShape,
-      },
-      request,
-      'list options',
-    );
+    const { workflowExecId, parentStateId, status, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
       table: 'task_states',
       columns: COLUMNS,

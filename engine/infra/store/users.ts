@@ -3,12 +3,12 @@
  * app_tenant, and row-level security confines it to the scope's organization; the org_id of a
  * new row comes from the scope (the column's default), never from the caller.
  */
-import { z } from 'zod';
+import { z } from 'zod/v4';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from './sql.ts';
-import { accountStatus, email, parseInput, parseObject, role, uuid, type AccountStatus, type Role, readIncludeDeleted } from './validation.ts';
+import { accountStatus, email, parseInput, inputObject, parseObject, role, uuid, type AccountStatus, type Role, readIncludeDeleted } from './validation.ts';
 
 export interface User {
   id: string;
@@ -61,6 +61,9 @@ function toUser(row: UserRow): User {
 
 const notFound = () => new StoreError('NOT_FOUND', 'no such user in this organization');
 
+const CREATE_INPUT = inputObject({ email, role });
+const LIST_OPTIONS = inputObject({ role: role.optional(), status: accountStatus.optional(), includeDeleted: z.boolean().optional(), ...pageShape });
+
 export class UsersRepository {
   constructor(private readonly db: Queryable) {}
 
@@ -69,7 +72,7 @@ export class UsersRepository {
    * await store.withOrg(orgId, (tx) => tx.users.create({ email: 'ada@example.com', role: 'admin' }));
    */
   async create(input: CreateUser): Promise<User> {
-    const user = parseObject({ email, role }, input, 'user');
+    const user = parseObject(CREATE_INPUT, input, 'user');
     const { rows } = await run<UserRow>(this.db, `insert into users (email, role) values ($1, $2) returning ${COLUMNS}`, [user.email, user.role]);
     return toUser(rows[0]!);
   }
@@ -95,11 +98,7 @@ export class UsersRepository {
 
   /** Newest first, in pages, optionally filtered by role and status. */
   async list(request: ListUsers = {}): Promise<Page<User>> {
-    const { role: byRole, status, includeDeleted, ...page } = parseObject(
-      { role: role.optional(), status: accountStatus.optional(), includeDeleted: z.boolean().optional(), ...pageShape },
-      request,
-      'list options',
-    );
+    const { role: byRole, status, includeDeleted, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
       table: 'users',
       columns: COLUMNS,

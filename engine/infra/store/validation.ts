@@ -4,7 +4,7 @@
  * schema's CHECK constraints (which stay as the last line of defence) and add what SQL cannot
  * see: invisible characters, payload sizes, page sizes.
  */
-import { z } from 'zod';
+import { z } from 'zod/v4';
 import { StoreError } from './errors.ts';
 
 /** Control and format characters (zero-width spaces, direction overrides ...) have no place in names. */
@@ -97,35 +97,62 @@ export const jsonPayload = z.unknown().superRefine((value, context) => {
 export const pageSize = z.number().int('must be a whole number').min(1, 'must be at least 1').max(500, 'must be at most 500');
 
 /**
+ * Messages for a value of the wrong type, in the store's words (the schemas' own messages take
+ * precedence for everything else).
+ */
+const PARSE_OPTIONS = {
+  error: (issue: { code?: string; input?: unknown; expected?: string }) =>
+    issue.code !== 'invalid_type' ? undefined : issue.input === undefined ? 'is required' : `must be ${issue.expected === 'array' || issue.expected === 'object' ? 'an' : 'a'} ${issue.expected}`,
+};
+
+/**
+ * The reason an INVALID_INPUT names: the validator's issue code, spelled as the store has always
+ * spelled it (zod 4 renamed two of them).
+ */
+function reasonOf(code: string): string {
+  return code === 'invalid_format' ? 'invalid_string' : code === 'invalid_value' ? 'invalid_enum_value' : code;
+}
+
+/**
  * Parses `value` with `schema`, or throws INVALID_INPUT naming the first offending field.
  *
  * @example
  * const name = parseInput(displayName(), input.name, 'name');
  */
 export function parseInput<Schema extends z.ZodTypeAny>(schema: Schema, value: unknown, field: string): z.output<Schema> {
-  const result = schema.safeParse(value);
+  const result = schema.safeParse(value, PARSE_OPTIONS);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
-  const path = [field, ...issue.path].join('.');
-  throw new StoreError('INVALID_INPUT', `${path} ${issue.message}`, { field: path, reason: issue.code });
+  const path = [field, ...issue.path.map(String)].join('.');
+  throw new StoreError('INVALID_INPUT', `${path} ${issue.message}`, { field: path, reason: reasonOf(issue.code) });
+}
+
+/**
+ * The schema of an input or options object: only the given fields. Built once, at module level:
+ * building zod schemas costs more than using them, and lists and upserts are hot paths.
+ */
+export function inputObject<Shape extends z.ZodRawShape>(shape: Shape) {
+  return z.object(shape).strict();
 }
 
 /** Parses an options object field by field, so that errors name the field. */
-export function parseObject<Shape extends z.ZodRawShape>(shape: Shape, value: unknown, what: string): z.output<z.ZodObject<Shape>> {
+export function parseObject<Schema extends z.ZodTypeAny>(schema: Schema, value: unknown, what: string): z.output<Schema> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new StoreError('INVALID_INPUT', `${what} must be an object`, { field: what, reason: 'invalid_type' });
   }
-  const result = z.object(shape).strict().safeParse(value);
+  const result = schema.safeParse(value, PARSE_OPTIONS);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
-  const path = issue.path.length > 0 ? issue.path.join('.') : issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : what;
+  const path = issue.path.length > 0 ? issue.path.map(String).join('.') : issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : what;
   throw new StoreError('INVALID_INPUT', `${path} ${issue.code === 'unrecognized_keys' ? 'is not a known option' : issue.message}`, {
     field: path,
-    reason: issue.code,
+    reason: reasonOf(issue.code),
   });
 }
 
 /** The `includeDeleted` flag of a `get` call's options, checked like any other input. */
+const GET_OPTIONS = inputObject({ includeDeleted: z.boolean().optional() });
+
 export function readIncludeDeleted(options: unknown): boolean {
-  return parseObject({ includeDeleted: z.boolean().optional() }, options ?? {}, 'options').includeDeleted === true;
+  return parseObject(GET_OPTIONS, options ?? {}, 'options').includeDeleted === true;
 }

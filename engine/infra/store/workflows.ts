@@ -7,7 +7,7 @@ import type { Queryable } from './db.ts';
 import { ExecutionStatesById, executionPayloadShape, type ExecutionUpdate } from './execution-states.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { jsonParam, run } from './sql.ts';
-import { engineIdentifier, executionStatus, parseObject, uuid, type ExecutionStatus } from './validation.ts';
+import { engineIdentifier, executionStatus, inputObject, parseObject, uuid, type ExecutionStatus } from './validation.ts';
 
 export type { ExecutionUpdate } from './execution-states.ts';
 
@@ -70,6 +70,14 @@ function toWorkflowState(row: WorkflowStateRow): WorkflowState {
   };
 }
 
+const UPSERT_INPUT = inputObject({
+  workflowExecId: uuid,
+  workflowId: engineIdentifier,
+  status: executionStatus,
+  ...executionPayloadShape,
+});
+const LIST_OPTIONS = inputObject({ status: executionStatus.optional(), workflowId: engineIdentifier.optional(), ...pageShape });
+
 export class WorkflowStatesRepository {
   private readonly byId: ExecutionStatesById<WorkflowStateRow, WorkflowState>;
 
@@ -93,16 +101,7 @@ export class WorkflowStatesRepository {
    * await tx.workflows.upsert({ workflowExecId, workflowId: 'onboarding', status: 'running', input: { user: 42 } });
    */
   async upsert(input: UpsertWorkflowState): Promise<WorkflowState> {
-    const state = parseObject(
-      {
-        workflowExecId: uuid,
-        workflowId: engineIdentifier,
-        status: executionStatus,
-        ...executionPayloadShape,
-      },
-      input,
-      'workflow state',
-    );
+    const state = parseObject(UPSERT_INPUT, input, 'workflow state');
     const { rows } = await run<WorkflowStateRow>(
       this.db,
       `insert into workflow_states (workflow_exec_id, workflow_id, status, input, output, error, usage)
@@ -125,11 +124,7 @@ export class WorkflowStatesRepository {
 
   /** Newest first, in pages, optionally by status or workflow. */
   async list(request: ListWorkflowStates = {}): Promise<Page<WorkflowState>> {
-    const { status, workflowId, ...page } = parseObject(
-      { status: executionStatus.optional(), workflowId: engineIdentifier.optional(), ...pageShape },
-      request,
-      'list options',
-    );
+    const { status, workflowId, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
       table: 'workflow_states',
       columns: COLUMNS,
