@@ -39,8 +39,10 @@ export function encodeCursor(keyset: Keyset): string {
   return Buffer.from(`${keyset.createdMicros}.${keyset.id}`).toString('base64url');
 }
 
+const cursorText = z.string().max(200);
+
 export function decodeCursor(cursor: unknown): Keyset {
-  const text = parseInput(z.string().max(200), cursor, 'after');
+  const text = parseInput(cursorText, cursor, 'after');
   const [createdMicros, id] = Buffer.from(text, 'base64url').toString('utf8').split('.');
   if (!createdMicros || !/^\d{1,17}$/.test(createdMicros) || !uuid.safeParse(id).success) {
     throw new StoreError('INVALID_INPUT', 'after is not a cursor returned by this store', { field: 'after', reason: 'bad_cursor' });

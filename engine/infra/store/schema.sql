@@ -155,19 +155,26 @@ declare
   this_window constant timestamptz := date_trunc('hour', p_now, 'UTC');
   used integer;
 begin
-  select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at, k.scopes,
+  -- The key, its user, its organization and the permissions it grants, in one statement.
+  select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at,
          k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
-         u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at
+         u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at,
+         (select coalesce(array_agg(rp.permission order by rp.permission), '{}')
+            from role_permissions rp
+           where rp.role = u.role and (k.scopes is null or rp.permission = any (k.scopes))) as granted
     into key
     from api_keys k
     join users u on u.org_id = k.org_id and u.id = k.user_id
     join organizations o on o.id = k.org_id
    where k.prefix = p_prefix;
-  -- A wrong secret and a soft-deleted key read as "no such key": nothing more is revealed.
   if not found or key.key_hash <> p_key_hash or key.deleted_at is not null then
-    return query select 'NOT_FOUND', null::uuid, null::uuid, null::uuid, null::text, null::text[], null::integer, null::integer, null::timestamptz;
+    outcome := 'NOT_FOUND';
+    return next;
     return;
   end if;
+  org_id := key.org_id;
+  user_id := key.user_id;
+  api_key_id := key.id;
   if key.status <> 'active' then
     outcome := 'REVOKED';
   elsif key.expires_at is not null and key.expires_at <= p_now then
@@ -178,7 +185,7 @@ begin
     outcome := 'USER_INACTIVE';
   end if;
   if outcome is not null then
-    return query select outcome, key.org_id, key.user_id, key.id, null::text, null::text[], null::integer, null::integer, null::timestamptz;
+    return next;
     return;
   end if;
 
@@ -188,28 +195,26 @@ begin
     set request_count = usage.request_count + 1
     where usage.request_count < key.rate_limit_per_hour
   returning usage.request_count into used;
+  role := key.role;
+  rate_limit_per_hour := key.rate_limit_per_hour;
+  resets_at := this_window + interval '1 hour';
   if used is null then
-    return query select 'RATE_LIMITED', key.org_id, key.user_id, key.id, key.role, null::text[],
-                        key.rate_limit_per_hour, 0, this_window + interval '1 hour';
+    outcome := 'RATE_LIMITED';
+    remaining := 0;
+    return next;
     return;
   end if;
   if used = 1 then
-    -- First request of a new window: windows before the previous one are done with. The
-    -- previous one stays: a request stamped just before the hour may still be running, and
-    -- must find its window's count rather than start it over.
     delete from api_key_usage u
      where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window - interval '1 hour';
   end if;
   if key.last_used_at is null or key.last_used_at < p_now - interval '1 minute' then
     update api_keys k set last_used_at = p_now where k.org_id = key.org_id and k.id = key.id;
   end if;
-
-  return query
-    select 'OK', key.org_id, key.user_id, key.id, key.role,
-           coalesce(array_agg(rp.permission order by rp.permission), '{}'),
-           key.rate_limit_per_hour, key.rate_limit_per_hour - used, this_window + interval '1 hour'
-      from role_permissions rp
-     where rp.role = key.role and (key.scopes is null or rp.permission = any (key.scopes));
+  outcome := 'OK';
+  permissions := key.granted;
+  remaining := key.rate_limit_per_hour - used;
+  return next;
 end
 $$;
 
@@ -793,9 +798,9 @@ CREATE POLICY api_key_usage_key_verifier ON public.api_key_usage TO app_key_veri
 -- Name: api_key_usage api_key_usage_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY api_key_usage_tenant_isolation ON public.api_key_usage TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+CREATE POLICY api_key_usage_tenant_isolation ON public.api_key_usage TO app_tenant USING ((org_id = ( SELECT o.id
    FROM public.organizations o
-  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: api_keys; Type: ROW SECURITY; Schema: public; Owner: -
@@ -819,9 +824,9 @@ CREATE POLICY api_keys_key_verifier_touch ON public.api_keys FOR UPDATE TO app_k
 -- Name: api_keys api_keys_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING ((org_id = ( SELECT o.id
    FROM public.organizations o
-  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: organizations; Type: ROW SECURITY; Schema: public; Owner: -
@@ -851,9 +856,9 @@ ALTER TABLE public.schedules ENABLE ROW LEVEL SECURITY;
 -- Name: schedules schedules_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY schedules_tenant_isolation ON public.schedules TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+CREATE POLICY schedules_tenant_isolation ON public.schedules TO app_tenant USING ((org_id = ( SELECT o.id
    FROM public.organizations o
-  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: task_states; Type: ROW SECURITY; Schema: public; Owner: -
@@ -865,9 +870,9 @@ ALTER TABLE public.task_states ENABLE ROW LEVEL SECURITY;
 -- Name: task_states task_states_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY task_states_tenant_isolation ON public.task_states TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+CREATE POLICY task_states_tenant_isolation ON public.task_states TO app_tenant USING ((org_id = ( SELECT o.id
    FROM public.organizations o
-  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: users; Type: ROW SECURITY; Schema: public; Owner: -
@@ -885,9 +890,9 @@ CREATE POLICY users_key_verifier ON public.users FOR SELECT TO app_key_verifier 
 -- Name: users users_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY users_tenant_isolation ON public.users TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+CREATE POLICY users_tenant_isolation ON public.users TO app_tenant USING ((org_id = ( SELECT o.id
    FROM public.organizations o
-  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: workflow_states; Type: ROW SECURITY; Schema: public; Owner: -
@@ -899,9 +904,9 @@ ALTER TABLE public.workflow_states ENABLE ROW LEVEL SECURITY;
 -- Name: workflow_states workflow_states_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_tenant USING (((org_id = ( SELECT public.current_org_id() AS current_org_id)) AND (EXISTS ( SELECT
+CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_tenant USING ((org_id = ( SELECT o.id
    FROM public.organizations o
-  WHERE ((o.id = ( SELECT public.current_org_id() AS current_org_id)) AND (o.deleted_at IS NULL)))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
@@ -1044,4 +1049,5 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'a0356ed8a0b0337b20433a437d324409b5917bf14769ad9fe7f85fe5130d1029', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'eb5f89e92e5e0b4af12ff0c79a391c6d4ae7d01c182dc317eb401f5f3c89afa4', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129090000_inline_org_visibility_in_policies', '6b77eed34b7918c00b35edce268a872e9d74a3e0432b191b6425a87f1b874aa7', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129090000_inline_org_visibility_in_policies', '72e768b55e144672d00f4ee497353279fd354789a8afe0c24e9d6f49283d0eb1', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129100000_verify_api_key_in_two_statements', '0e910b007f368643ca5fbef31b7e7ac757a6676141d3436f857402bc4ddec27d', 0);
