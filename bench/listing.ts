@@ -4,7 +4,7 @@
  * row-level security, one round trip) against the same SQL run by the owner without row-level
  * security, prepared like the store's, on the same pool in the same run.
  *
- *   npx tsx bench/listing.ts [--rows 1000000] [--orgs 1000] [--iterations 200] [--url URL]
+ *   npx tsx bench/listing.ts [--rows 1000000] [--orgs 1000] [--iterations 1000] [--url URL]
  *
  * The rows are skewed like real tenants: one organization holds 20% of them, the others share
  * the rest. Both the large organization and a typical one are measured.
@@ -100,7 +100,7 @@ async function main(): Promise<void> {
     options: {
       rows: { type: 'string', default: '1000000' },
       orgs: { type: 'string', default: '1000' },
-      iterations: { type: 'string', default: '200' },
+      iterations: { type: 'string', default: '1000' },
       url: { type: 'string' },
     },
   });

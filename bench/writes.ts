@@ -2,8 +2,9 @@
  * Writes: inserting task states in batches through withOrg (one upsertMany statement per batch,
  * as app_tenant under row-level security, with the inactive-organization trigger, the
  * repository's validation and the scope's transaction) against the same statement run by the
- * owner without row-level security (its org_id given explicitly), one transaction per batch,
- * on the same pool in the same run. The ratio is the per-row cost of the tenant machinery.
+ * owner without row-level security (its org_id given explicitly), in a transaction per batch
+ * sent the same way (BEGIN with the statement, then COMMIT), on the same pool in the same run.
+ * The ratio is the per-row cost of the tenant machinery.
  *
  *   npx tsx bench/writes.ts [--batches 40] [--batch-size 100] [--url URL]
  */
@@ -21,6 +22,8 @@ export interface WritesResult {
   floorPerRowMs: number;
   ratio: number;
 }
+
+const BEGIN = { sql: 'begin', prepare: true };
 
 /** The store's batch statement for the owner: org_id given, since no tenant scope supplies it. */
 const OWNER_BATCH_SQL = UPSERT_BATCH_SQL.replace('insert into task_states (', 'insert into task_states (org_id, ').replace(
@@ -47,8 +50,14 @@ export async function runWritesBench(options: { url: string; batches: number; ba
           input: { n: 1 },
         }));
       const viaStore = () => store.withOrg(org.id, (tx) => tx.tasks.upsertMany(batch()));
-      // The same rows as the store sends them (its JSON shape), as one autocommitted statement.
-      const floor = () => store.db.query(OWNER_BATCH_SQL, [JSON.stringify(batch().map(toBatchRow)), org.id], { prepare: true });
+      // The same rows as the store sends them (its JSON shape), in a transaction of the same
+      // shape as withOrg's: BEGIN travels with the statement, COMMIT follows. What differs is
+      // only the tenancy: role, setting, policies, trigger, validation, session reset.
+      const floor = () =>
+        store.db.withSession(async (session) => {
+          await session.pipeline([BEGIN, { sql: OWNER_BATCH_SQL, params: [JSON.stringify(batch().map(toBatchRow)), org.id], prepare: true }]);
+          await session.exec('commit');
+        });
       await alternatingP50(5, viaStore, floor);
       const { subjectMs, floorMs } = await alternatingP50(options.batches, viaStore, floor);
       const result = {

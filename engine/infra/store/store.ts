@@ -62,8 +62,26 @@ export async function storeOver(db: Database, options: { migrate?: boolean } = {
     db,
     organizations: new OrganizationsRepository(db),
     withOrg: (orgId, work) => withOrg(db, orgId, work),
-    readOrg: (orgId) => readOrg(db, orgId),
+    readOrg: readersOf(db),
     verifyApiKey: (key, verifyOptions) => verifyApiKey(db, key, verifyOptions),
     close: () => db.close(),
+  };
+}
+
+/**
+ * readOrg() for one store: a reader holds nothing but the database and the organization's id,
+ * so each organization's is made once (a hot path: building it costs about as much as a
+ * policy's InitPlan). The bound only keeps a store that sees very many organizations small.
+ */
+function readersOf(db: Database): (orgId: string) => TenantReads {
+  const readers = new Map<string, TenantReads>();
+  return (orgId) => {
+    let reader = readers.get(orgId);
+    if (reader === undefined) {
+      reader = readOrg(db, orgId);
+      if (readers.size >= 10_000) readers.clear();
+      readers.set(orgId, reader);
+    }
+    return reader;
   };
 }
