@@ -109,6 +109,18 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
       expect(results[5]!.rows).toEqual([{ c: 0 }]);
     });
 
+    it('a statement run only for its effect (rows: false) has its effect, and no rows come back', async () => {
+      const results = await session((s) =>
+        s.pipeline([
+          { sql: `select set_config('x.effect', $1, true) as value`, params: ['done'], prepare: true, rows: false },
+          { sql: `select current_setting('x.effect', true) as value` },
+          { sql: 'select n from generate_series(1, 3) as n', rows: false },
+        ]),
+      );
+      expect(results.map((result) => result.rows)).toEqual([[], [{ value: 'done' }], []]);
+      expect(results[2]!.rowCount).toBe(3);
+    });
+
     it('commits at the end: the rows are there for every later connection', async () => {
       await session((s) => s.pipeline([{ sql: 'insert into pipe_t (n) values (1)' }, { sql: 'insert into pipe_t (n) values ($1), ($2)', params: [2, 3] }]));
       expect(await numbers()).toEqual([1, 2, 3]);

@@ -29,6 +29,8 @@ export interface PipelinedStatement {
   params?: readonly unknown[];
   /** As in QueryOptions. */
   prepare?: boolean;
+  /** False for a statement run only for its effect (its result then has no rows); default true. */
+  rows?: boolean;
 }
 
 export interface Queryable {
@@ -173,7 +175,12 @@ function openPostgres(url: string, poolSize: number): Database {
       runPipeline(
         client,
         // Named apart from the same SQL sent through query(): see pipeline.ts.
-        statements.map((statement) => ({ name: statement.prepare ? `p${statementName(statement.sql)}` : undefined, text: statement.sql, values: statement.params ?? [] })),
+        statements.map((statement) => ({
+          name: statement.prepare ? `p${statementName(statement.sql)}` : undefined,
+          text: statement.sql,
+          values: statement.params ?? [],
+          rows: statement.rows ?? true,
+        })),
         pgTypes,
       ),
   });
@@ -228,7 +235,10 @@ async function openPglite(dataDir: string): Promise<Database> {
       if (!explicit) await pglite.exec('begin');
       const results: QueryResult<Record<string, unknown>>[] = [];
       try {
-        for (const statement of statements) results.push(await raw.query(statement.sql, statement.params ?? []));
+        for (const statement of statements) {
+          const result = await raw.query<Record<string, unknown>>(statement.sql, statement.params ?? []);
+          results.push(statement.rows === false ? { rows: [], rowCount: result.rowCount } : result);
+        }
       } catch (error) {
         if (!explicit) await pglite.exec('rollback');
         throw error;

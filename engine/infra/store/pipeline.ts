@@ -18,6 +18,8 @@ export interface PipelineStatement {
   name: string | undefined;
   text: string;
   values: readonly unknown[];
+  /** False when the statement is run for its effect: its rows are neither described nor parsed. */
+  rows: boolean;
 }
 
 /** What this module needs of node-postgres' connection: the protocol messages it writes. */
@@ -91,7 +93,7 @@ class PipelineQuery {
           if (name !== '') this.parsedHere.push(name);
         }
         connection.bind({ statement: name, values: bound[index]! });
-        connection.describe({ type: 'P', name: '' });
+        if (statement.rows) connection.describe({ type: 'P', name: '' });
         connection.execute({ portal: '', rows: 0 });
       });
       connection.sync();
@@ -107,7 +109,7 @@ class PipelineQuery {
 
   handleDataRow(message: { fields: unknown[] }): void {
     const result = this.results[this.current];
-    if (result) result.addRow(result.parseRow(message.fields));
+    if (result && this.statements[this.current]!.rows) result.addRow(result.parseRow(message.fields));
   }
 
   handleCommandComplete(message: unknown): void {

@@ -73,7 +73,7 @@ const ENTER = `select set_config('role', 'app_tenant', true), set_config('app.or
 const ENTER_READ_WRITE = ENTER;
 const ENTER_READ_ONLY = `${ENTER}, set_config('transaction_read_only', 'on', true)`;
 
-const BEGIN: PipelinedStatement = { sql: 'begin', prepare: true };
+const BEGIN: PipelinedStatement = { sql: 'begin', prepare: true, rows: false };
 
 function validOrgId(orgId: string): string {
   if (orgId === undefined || orgId === null || orgId === '') {
@@ -118,12 +118,12 @@ function scopedConnection(session: Session, org: string) {
     query: <Row>(sql: string, params?: readonly unknown[], options?: QueryOptions) =>
       guarded(async (first) => {
         if (!first) return session.query<Row>(sql, params, options);
-        const [, , result] = await session.pipeline([BEGIN, { sql: ENTER_READ_WRITE, params: [org], prepare: true }, { sql, params, prepare: options?.prepare ?? false }]);
+        const [, , result] = await session.pipeline([BEGIN, { sql: ENTER_READ_WRITE, params: [org], prepare: true, rows: false }, { sql, params, prepare: options?.prepare ?? false }]);
         return result as QueryResult<Row>;
       }),
     exec: (sql) =>
       guarded(async (first) => {
-        if (first) await session.pipeline([BEGIN, { sql: ENTER_READ_WRITE, params: [org], prepare: true }]);
+        if (first) await session.pipeline([BEGIN, { sql: ENTER_READ_WRITE, params: [org], prepare: true, rows: false }]);
         await session.exec(sql);
       }),
   };
@@ -208,7 +208,7 @@ class ReadOnlyScope implements Queryable {
 
   query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> {
     const statements: PipelinedStatement[] = [
-      { sql: ENTER_READ_ONLY, params: [this.org], prepare: true },
+      { sql: ENTER_READ_ONLY, params: [this.org], prepare: true, rows: false },
       { sql, params, prepare: options?.prepare ?? false },
     ];
     // No BEGIN: the pipeline is one transaction by itself, and the settings end with it.
