@@ -97,13 +97,16 @@ export const jsonPayload = z.unknown().superRefine((value, context) => {
 export const pageSize = z.number().int('must be a whole number').min(1, 'must be at least 1').max(500, 'must be at most 500');
 
 /**
- * Messages for a value of the wrong type, in the store's words (the schemas' own messages take
- * precedence for everything else).
+ * The message of an issue, in the store's words for a value of the wrong type (zod's own say
+ * "Invalid input", which reads like a driver's message). Worked out after the fact from the
+ * value: per-call error options would cost more than the parse itself on every call.
  */
-const PARSE_OPTIONS = {
-  error: (issue: { code?: string; input?: unknown; expected?: string }) =>
-    issue.code !== 'invalid_type' ? undefined : issue.input === undefined ? 'is required' : `must be ${issue.expected === 'array' || issue.expected === 'object' ? 'an' : 'a'} ${issue.expected}`,
-};
+function messageOf(issue: z.core.$ZodIssue, value: unknown): string {
+  if (issue.code !== 'invalid_type') return issue.message;
+  const found = issue.path.reduce<unknown>((at, key) => (at !== null && typeof at === 'object' ? (at as Record<PropertyKey, unknown>)[key] : undefined), value);
+  if (found === undefined) return 'is required';
+  return `must be ${issue.expected === 'array' || issue.expected === 'object' ? 'an' : 'a'} ${issue.expected}`;
+}
 
 /**
  * The reason an INVALID_INPUT names: the validator's issue code, spelled as the store has always
@@ -120,11 +123,11 @@ function reasonOf(code: string): string {
  * const name = parseInput(displayName(), input.name, 'name');
  */
 export function parseInput<Schema extends z.ZodTypeAny>(schema: Schema, value: unknown, field: string): z.output<Schema> {
-  const result = schema.safeParse(value, PARSE_OPTIONS);
+  const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   const path = [field, ...issue.path.map(String)].join('.');
-  throw new StoreError('INVALID_INPUT', `${path} ${issue.message}`, { field: path, reason: reasonOf(issue.code) });
+  throw new StoreError('INVALID_INPUT', `${path} ${messageOf(issue, value)}`, { field: path, reason: reasonOf(issue.code) });
 }
 
 /**
@@ -140,11 +143,11 @@ export function parseObject<Schema extends z.ZodTypeAny>(schema: Schema, value: 
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new StoreError('INVALID_INPUT', `${what} must be an object`, { field: what, reason: 'invalid_type' });
   }
-  const result = schema.safeParse(value, PARSE_OPTIONS);
+  const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   const path = issue.path.length > 0 ? issue.path.map(String).join('.') : issue.code === 'unrecognized_keys' ? issue.keys.join(', ') : what;
-  throw new StoreError('INVALID_INPUT', `${path} ${issue.code === 'unrecognized_keys' ? 'is not a known option' : issue.message}`, {
+  throw new StoreError('INVALID_INPUT', `${path} ${issue.code === 'unrecognized_keys' ? 'is not a known option' : messageOf(issue, value)}`, {
     field: path,
     reason: reasonOf(issue.code),
   });
