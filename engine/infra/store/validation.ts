@@ -16,7 +16,8 @@ const wellFormed = (value: string) => value.isWellFormed();
 export const uuid = z
   .string()
   .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a UUID')
-  .transform((value) => value.toLowerCase());
+  // overwrite, not transform: the same result at half the cost, and ids are on every hot path.
+  .overwrite((value) => value.toLowerCase());
 
 /** A human-readable name: NFC-normalized, trimmed, 1 to `max` characters, nothing invisible. */
 export const displayName = (max = 100) =>
