@@ -123,6 +123,16 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
     expect(many.map(comparable)).toEqual(single.map(comparable));
   });
 
+  it('keeps payload text that only looks like a refused escape, and paired surrogates, as given', async () => {
+    const { orgId, workflowExecId } = await freshOrg();
+    // A backslash typed before u0000 or ud800 is text, not an escape; an emoji is a surrogate pair.
+    const input = { typed: '\\u0000 and \\ud800', doubled: '\\\\u0000', emoji: '😀', ['key \\u0000']: 'x' };
+    const [written] = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany([task(workflowExecId, { taskId: 'escapes', status: 'running', input })]));
+    expect(written!.input).toEqual(input);
+    const read = await store.withOrg(orgId, (tx) => tx.tasks.get(written!.taskExecId));
+    expect(read.input).toEqual(input);
+  });
+
   it('a batch may hold a task and its children, the children listed first', async () => {
     const { orgId, workflowExecId } = await freshOrg();
     const root = task(workflowExecId, { taskId: 'root', component: 'agent' });
