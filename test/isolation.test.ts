@@ -1164,5 +1164,21 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
         }
       });
     });
+
+    it('the same when the raw SQL comes after the store\'s own statements (a scope of prepared statements alone commits without a reset)', async () => {
+      await withOneConnection(async (on) => {
+        await on.withOrg(attacker.id, async (tx) => {
+          await tx.workflows.list({ limit: 1 });
+          await tx.query(`select set_config('app.org_id', $1, false)`, [victim.id]);
+          await tx.query('set role app_tenant');
+          await tx.workflows.list({ limit: 1 });
+        });
+        const state = (await on.db.query<{ current_user: string; org: string | null; role: string }>(
+          "select current_user, current_setting('app.org_id', true) as org, current_setting('role') as role",
+        )).rows[0]!;
+        expect(state).toMatchObject({ current_user: sessionUser, role: 'none' });
+        expect(state.org ?? '').toBe('');
+      });
+    });
   });
 });

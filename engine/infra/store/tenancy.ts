@@ -98,6 +98,9 @@ function scopedConnection(session: Session, org: string) {
   let open = true;
   let begun = false;
   let aborted = false;
+  // Whether SQL other than the store's own prepared statements ran (tx.query): only such SQL
+  // can have changed the session (a SET, a set_config(..., false)) and call for a reset.
+  let oneOff = false;
   const guarded = async <T>(statement: (first: boolean) => Promise<T>): Promise<T> => {
     if (!open) {
       throw new StoreError('TENANT_SCOPE_REQUIRED', 'this tenant scope has ended; use the scope only inside its withOrg callback', { reason: 'scope_ended' });
@@ -117,12 +120,14 @@ function scopedConnection(session: Session, org: string) {
   const connection: Queryable = {
     query: <Row>(sql: string, params?: readonly unknown[], options?: QueryOptions) =>
       guarded(async (first) => {
+        if (!options?.prepare) oneOff = true;
         if (!first) return session.query<Row>(sql, params, options);
         const [, , result] = await session.pipeline([BEGIN, { sql: ENTER_READ_WRITE, params: [org], prepare: true, rows: false }, { sql, params, prepare: options?.prepare ?? false }]);
         return result as QueryResult<Row>;
       }),
     exec: (sql) =>
       guarded(async (first) => {
+        oneOff = true;
         if (first) await session.pipeline([BEGIN, { sql: ENTER_READ_WRITE, params: [org], prepare: true, rows: false }]);
         await session.exec(sql);
       }),
@@ -130,6 +135,7 @@ function scopedConnection(session: Session, org: string) {
   return {
     connection,
     begun: () => begun,
+    ranOneOffSql: () => oneOff,
     aborted: () => aborted,
     end: () => {
       open = false;
@@ -140,7 +146,8 @@ function scopedConnection(session: Session, org: string) {
 /**
  * Ends the transaction and gives the connection back as it was found: whatever raw SQL in the
  * scope set for the whole session (`SET ROLE`, `set_config(..., false)`) must not reach the
- * next user of the pooled connection. In the same round trip as COMMIT or ROLLBACK.
+ * next user of the pooled connection. In the same round trip as COMMIT or ROLLBACK; after a
+ * commit only when raw SQL ran (the store's own statements set nothing beyond the transaction).
  */
 const AND_RESET_SESSION = 'reset all; reset role;';
 
@@ -163,7 +170,7 @@ export async function withOrg<T>(db: Database, orgId: string, work: (scope: Tena
           reason: 'failed_statement_swallowed',
         });
       }
-      if (scoped.begun()) await session.exec(`commit; ${AND_RESET_SESSION}`);
+      if (scoped.begun()) await session.exec(scoped.ranOneOffSql() ? `commit; ${AND_RESET_SESSION}` : 'commit');
       return result;
     } catch (error) {
       if (scoped.begun()) await session.exec(`rollback; ${AND_RESET_SESSION}`).catch(() => undefined);
