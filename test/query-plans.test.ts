@@ -10,6 +10,7 @@
  * The repositories' SQL is not copied: it is captured by running the repository over a recording
  * connection, so a change to the SQL is what gets checked. A failing assertion prints the plan.
  */
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { QueryResult, Queryable } from '../engine/infra/store/db.ts';
 import { openStore, type Store } from '../engine/infra/store/store.ts';
@@ -158,9 +159,28 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
   let server: Awaited<ReturnType<typeof createServerDatabase>>;
   let store: Store;
 
-  /** EXPLAIN in a tenant scope of ORG, as the application runs the statement. */
+  /**
+   * EXPLAIN in a tenant scope of ORG, as the application runs the statement: prepared, and
+   * planned for any values (the scope asks for generic plans), so the plan checked is the one
+   * the store executes, not one made for these particular values.
+   */
+  let probes = 0;
   const explainInOrg = (statement: Captured) =>
-    store.withOrg(ORG, async (tx) => summarize((await tx.query<{ 'QUERY PLAN': unknown }>(`explain (format json) ${statement.sql}`, statement.params)).rows[0]!['QUERY PLAN']));
+    store.withOrg(ORG, async (tx) => {
+      // The scope's first statement travels in a pipeline (extended protocol), where PREPARE's
+      // own $n would be taken for the pipeline's parameters: PREPARE goes second, as a script.
+      const { rows: mode } = await tx.query<{ plan_cache_mode: string }>(`select current_setting('plan_cache_mode') as plan_cache_mode`);
+      expect(mode[0]!.plan_cache_mode, 'the scope plans generically').toBe('force_generic_plan');
+      // A name of its own per check: a prepared statement outlives a failed transaction.
+      const probe = `plan_probe_${(probes += 1)}`;
+      await tx.query(`prepare ${probe} as ${statement.sql}`);
+      // EXPLAIN EXECUTE takes no protocol parameters: the values go in as literals (a generic
+      // plan does not look at them).
+      const args = statement.params.map((value) => (value === null ? 'null' : pg.escapeLiteral(String(value)))).join(', ');
+      const { rows } = await tx.query<{ 'QUERY PLAN': unknown }>(`explain (format json) execute ${probe}${args ? `(${args})` : ''}`);
+      await tx.query(`deallocate ${probe}`);
+      return summarize(rows[0]!['QUERY PLAN']);
+    });
 
   /** EXPLAIN as the owner, or (in a transaction that is rolled back) as another role. */
   const explainAs = (role: 'owner' | 'app_key_verifier', sql: string, params: unknown[]) =>
