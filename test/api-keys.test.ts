@@ -16,13 +16,13 @@ import {
   StoreError,
   storeOver,
   verifyApiKey,
-  type ErrorCode,
   type IssueKey,
   type IssuedKey,
   type Store,
   type Verification,
 } from '../engine/infra/store/index.ts';
 import type { Role } from '../engine/infra/store/validation.ts';
+import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
 
 const KEY_FORMAT = /^es_[a-z0-9]{12}_[A-Za-z0-9_-]{43}$/;
@@ -56,19 +56,6 @@ const nextHour = (time: number) => new Date(Math.floor(time / 3_600_000) * 3_600
 
 /** A well-formed key that was never issued (a random prefix equal to twelve z is a 1-in-36^12 chance). */
 const NEVER_ISSUED = `es_zzzzzzzzzzzz_${randomBytes(32).toString('base64url')}`;
-
-async function expectStoreError(promise: Promise<unknown>, code: ErrorCode, field?: string | RegExp): Promise<StoreError> {
-  const error = await promise.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error, `expected StoreError ${code}`).toBeInstanceOf(StoreError);
-  const storeError = error as StoreError;
-  expect({ code: storeError.code, message: storeError.message }).toMatchObject({ code });
-  if (typeof field === 'string') expect(storeError.details.field).toBe(field);
-  else if (field) expect(storeError.details.field).toMatch(field);
-  return storeError;
-}
 
 function expectRefused(result: Verification, reason: string): void {
   expect(result.ok ? 'OK' : result.reason).toBe(reason);

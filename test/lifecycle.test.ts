@@ -13,13 +13,13 @@ import {
   DEFAULT_ORG_ID,
   StoreError,
   storeOver,
-  type ErrorCode,
   type Organization,
   type Page,
   type Store,
   type TenantScope,
   type User,
 } from '../engine/infra/store/index.ts';
+import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -35,24 +35,6 @@ const NO_SUCH_ID = '018f0000-0000-7000-8000-00000000ffff';
  * transactions apart.
  */
 const TICK_MS = 3;
-
-/** Waits for `promise` to reject and returns the StoreError it rejected with. */
-async function rejection(promise: Promise<unknown>): Promise<StoreError> {
-  const outcome = await promise.then(
-    (value) => ({ ok: true as const, value }),
-    (error: unknown) => ({ ok: false as const, error }),
-  );
-  if (outcome.ok) throw new Error(`expected a StoreError, but the call succeeded with ${JSON.stringify(outcome.value)?.slice(0, 300)}`);
-  expect(outcome.error).toBeInstanceOf(StoreError);
-  return outcome.error as StoreError;
-}
-
-async function expectStoreError(promise: Promise<unknown>, code: ErrorCode, field?: string): Promise<StoreError> {
-  const error = await rejection(promise);
-  expect(error.code, error.message).toBe(code);
-  if (field !== undefined) expect(error.details.field).toBe(field);
-  return error;
-}
 
 /** Follows nextCursor to the end; checks that full pages carry a cursor and the last one not. */
 async function allPages<Item>(limit: number, fetch: (after: string | undefined) => Promise<Page<Item>>): Promise<Item[][]> {

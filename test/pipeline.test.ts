@@ -17,7 +17,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Session } from '../engine/infra/store/db.ts';
 import { databaseErrorFields } from '../engine/infra/store/errors.ts';
-import { StoreError, storeOver, type ErrorCode, type Store } from '../engine/infra/store/index.ts';
+import { StoreError, storeOver, type Store } from '../engine/infra/store/index.ts';
+import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
 import { pooledConnections } from './support/connections.ts';
 
@@ -39,14 +40,6 @@ async function expectDatabaseError(promise: Promise<unknown>, sqlstate: string):
   expect(error).not.toBeInstanceOf(StoreError);
   expect(databaseErrorFields(error)?.code, `expected SQLSTATE ${sqlstate}, got ${String(error)}`).toBe(sqlstate);
 }
-
-async function expectStoreError(promise: Promise<unknown>, code: ErrorCode): Promise<StoreError> {
-  const error = await rejection(promise);
-  expect(error, `expected StoreError ${code}`).toBeInstanceOf(StoreError);
-  expect({ code: (error as StoreError).code, message: (error as StoreError).message }).toMatchObject({ code });
-  return error as StoreError;
-}
-
 
 describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
   let database: TestDatabase;

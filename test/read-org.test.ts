@@ -11,30 +11,12 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { StoreError, storeOver, type ErrorCode, type Store, type TenantReads, type TenantScope } from '../engine/infra/store/index.ts';
+import { storeOver, type Store, type TenantReads, type TenantScope } from '../engine/infra/store/index.ts';
+import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
 import { pooledConnections } from './support/connections.ts';
 
 const tag = () => randomBytes(4).toString('hex');
-
-/** What `work` threw or rejected with, as a StoreError of `code`; fails the test when it succeeded. */
-async function expectStoreError(work: () => unknown, code: ErrorCode, field?: string): Promise<StoreError> {
-  const outcome = await (async () => {
-    try {
-      return { ok: true as const, value: await work() };
-    } catch (error) {
-      return { ok: false as const, error };
-    }
-  })();
-  expect(outcome.ok ? `succeeded with ${JSON.stringify(outcome.value)}` : 'failed').toBe('failed');
-  const error = outcome.ok ? undefined : outcome.error;
-  expect(error, `expected StoreError ${code}`).toBeInstanceOf(StoreError);
-  const storeError = error as StoreError;
-  expect({ code: storeError.code, message: storeError.message }).toMatchObject({ code });
-  if (field !== undefined) expect(storeError.details.field).toBe(field);
-  return storeError;
-}
-
 
 /** The rows one organization is given in the fixture. */
 interface Fixture {

@@ -11,22 +11,11 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { StoreError, storeOver, type ErrorCode, type Store, type TaskState, type UpsertTaskState } from '../engine/infra/store/index.ts';
+import { storeOver, type Store, type TaskState, type UpsertTaskState } from '../engine/infra/store/index.ts';
+import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
 
 const tag = () => randomBytes(4).toString('hex');
-
-async function expectStoreError(promise: Promise<unknown>, code: ErrorCode): Promise<StoreError> {
-  const outcome = await promise.then(
-    (value: unknown) => ({ ok: true as const, value }),
-    (error: unknown) => ({ ok: false as const, error }),
-  );
-  expect(outcome.ok ? `resolved with ${JSON.stringify(outcome.value)?.slice(0, 200)}` : 'rejected').toBe('rejected');
-  const error = outcome.ok ? undefined : outcome.error;
-  expect(error, `expected StoreError ${code}`).toBeInstanceOf(StoreError);
-  expect({ code: (error as StoreError).code, message: (error as StoreError).message }).toMatchObject({ code });
-  return error as StoreError;
-}
 
 /** The fields of a task state that upsert input sets, as the store returns them. */
 function stored(input: UpsertTaskState) {

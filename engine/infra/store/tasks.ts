@@ -258,11 +258,14 @@ export class TaskStatesRepository {
       throw new StoreError('INVALID_INPUT', `at most ${MAX_BATCH} task states at once`, { field: 'states', reason: 'too_big' });
     }
     const tasks = inputs.map((input, index) => {
-      const task = inIndexedField(index, () => parseObject(UPSERT_INPUT, input, 'task state'));
-      inIndexedField(index, () => refuseSelfParent(task));
-      return task;
+      return inIndexedField(index, () => {
+        const task = parseObject(UPSERT_INPUT, input, 'task state');
+        refuseSelfParent(task);
+        return task;
+      });
     });
-    const ids = new Set(tasks.map((task) => task.taskExecId.toLowerCase()));
+    // Ids come out of validation in lower case, as PostgreSQL returns them.
+    const ids = new Set(tasks.map((task) => task.taskExecId));
     if (ids.size < tasks.length) {
       // PostgreSQL refuses to update one row twice in a statement; say which input is at fault.
       throw new StoreError('INVALID_INPUT', 'a taskExecId appears twice in the batch', { field: 'taskExecId', reason: 'duplicate' });
@@ -272,7 +275,7 @@ export class TaskStatesRepository {
     const batch = JSON.stringify(tasks.map(toBatchRow));
     const { rows } = await run<TaskStateRow>(this.db, UPSERT_BATCH_SQL, [batch]);
     const byId = new Map(rows.map((row) => [row.task_exec_id, toTaskState(row)]));
-    return tasks.map((task) => byId.get(task.taskExecId.toLowerCase())!);
+    return tasks.map((task) => byId.get(task.taskExecId)!);
   }
 
   get(taskExecId: string): Promise<TaskState> {

@@ -68,12 +68,17 @@ export class TenantScope {
  * parameter, so a plan made for one call's values gains nothing over the generic one, yet the
  * planner keeps re-planning a keyset page whose values look selective (0.2 ms a call here).
  */
-const ENTER = `select set_config('role', 'app_tenant', true), set_config('app.org_id', $1, true),
+const ENTER_READ_WRITE = `select set_config('role', 'app_tenant', true), set_config('app.org_id', $1, true),
   set_config('plan_cache_mode', 'force_generic_plan', true)`;
-const ENTER_READ_WRITE = ENTER;
-const ENTER_READ_ONLY = `${ENTER}, set_config('transaction_read_only', 'on', true)`;
+const ENTER_READ_ONLY = `${ENTER_READ_WRITE}, set_config('transaction_read_only', 'on', true)`;
 
-const BEGIN: PipelinedStatement = { sql: 'begin', prepare: true, rows: false };
+/** What opens a withOrg transaction, sent ahead of its first statement. */
+function beginScope(org: string): PipelinedStatement[] {
+  return [
+    { sql: 'begin', prepare: true, rows: false },
+    { sql: ENTER_READ_WRITE, params: [org], prepare: true, rows: false },
+  ];
+}
 
 function validOrgId(orgId: string): string {
   if (orgId === undefined || orgId === null || orgId === '') {
@@ -122,13 +127,13 @@ function scopedConnection(session: Session, org: string) {
       guarded(async (first) => {
         if (!options?.prepare) oneOff = true;
         if (!first) return session.query<Row>(sql, params, options);
-        const [, , result] = await session.pipeline([BEGIN, { sql: ENTER_READ_WRITE, params: [org], prepare: true, rows: false }, { sql, params, prepare: options?.prepare ?? false }]);
-        return result as QueryResult<Row>;
+        const results = await session.pipeline([...beginScope(org), { sql, params, prepare: options?.prepare ?? false }]);
+        return results.at(-1) as QueryResult<Row>;
       }),
     exec: (sql) =>
       guarded(async (first) => {
         oneOff = true;
-        if (first) await session.pipeline([BEGIN, { sql: ENTER_READ_WRITE, params: [org], prepare: true, rows: false }]);
+        if (first) await session.pipeline(beginScope(org));
         await session.exec(sql);
       }),
   };
