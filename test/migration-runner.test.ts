@@ -144,6 +144,18 @@ describe.each(backends)('migration runner on $name', (backend) => {
     expect(await tableExists(t.db, 'a_id_idx')).toBe(false);
   });
 
+  it('runs migrations without parallel maintenance workers, leaving cores to live traffic', async () => {
+    const dir = dirOf({
+      '20260101000000_probe': migration(
+        "create table probe as select current_setting('max_parallel_maintenance_workers') as workers;",
+        'drop table probe;',
+      ),
+    });
+    await migrateUp(t.db, { dir });
+    const { rows } = await t.db.query<{ workers: string }>('select workers from probe');
+    expect(rows).toEqual([{ workers: '0' }]);
+  });
+
   it('refuses to run when an applied migration was edited, and status shows it', async () => {
     const dir = dirOf(basic);
     await migrateUp(t.db, { dir });
