@@ -13,7 +13,8 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openStore, type UpsertTaskState } from '../engine/infra/store/index.ts';
-import { UPSERT_BATCH_SQL, toBatchRow } from '../engine/infra/store/tasks.ts';
+import { batchColumns } from '../engine/infra/store/task-input.ts';
+import { UPSERT_BATCH_SQL } from '../engine/infra/store/tasks.ts';
 import { alternatingP50, withScratchDatabase } from './support.ts';
 
 export interface WritesResult {
@@ -55,7 +56,7 @@ export async function runWritesBench(options: { url: string; batches: number; ba
       // only the tenancy: role, setting, policies, trigger, validation, session reset.
       const floor = () =>
         store.db.withSession(async (session) => {
-          await session.pipeline([BEGIN, { sql: OWNER_BATCH_SQL, params: [JSON.stringify(batch().map(toBatchRow)), org.id], prepare: true }]);
+          await session.pipeline([BEGIN, { sql: OWNER_BATCH_SQL, params: [JSON.stringify(batch().map(batchColumns)), org.id], prepare: true }]);
           await session.exec('commit');
         });
       // Warm-up: the store's path runs more JavaScript than the floor's, and is measured once

@@ -101,7 +101,9 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
   it('stores the same values as upsert() does, one by one', async () => {
     const { orgId, workflowExecId } = await freshOrg();
     const payloads = [{ a: [1, 2, { b: null }] }, 'text', 42.5, [], {}, true, 'é✓ "quoted" \\ back'];
-    const shapes = payloads.map((payload, index) => ({ taskId: `t${index}`, status: 'running' as const, input: payload, output: payload, usage: { index } }));
+    const shapes: Partial<UpsertTaskState>[] = payloads.map((payload, index) => ({ taskId: `t${index}`, status: 'running' as const, input: payload, output: payload, usage: { index } }));
+    // Identifiers JSON must escape, and every optional column given.
+    shapes.push({ taskId: 'say "hi" \\ é✓ 😀', workflowId: 'wf', component: 'tool', agentId: 'a"b', toolId: 'c\\d', actionId: 'ü', executionType: 'fan_out', error: null });
     const many = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany(shapes.map((shape) => task(workflowExecId, shape))));
     const single = await store.withOrg(orgId, async (tx) => {
       const states = [];

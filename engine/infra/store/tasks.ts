@@ -3,16 +3,15 @@
  * execution and may have a parent task; both references are composite foreign keys that
  * include org_id, so neither can point into another organization.
  */
-import { z } from 'zod/v4';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { jsonParam, run } from './sql.ts';
-import { engineIdentifier, executionStatus, inputObject, parseObject, uuid, type ExecutionStatus } from './validation.ts';
-import { ExecutionStatesById, executionPayloadShape, type ExecutionUpdate } from './execution-states.ts';
+import { executionStatus, inputObject, parseObject, uuid, type ExecutionStatus } from './validation.ts';
+import { ExecutionStatesById, type ExecutionUpdate } from './execution-states.ts';
+import { UPSERT_TASK_INPUT, checkedBatchElement, plainBatchElement, refuseSelfParent, type TaskComponent } from './task-input.ts';
 
-export const TASK_COMPONENTS = ['task', 'agent', 'tool'] as const;
-export type TaskComponent = (typeof TASK_COMPONENTS)[number];
+export { TASK_COMPONENTS, type TaskComponent } from './task-input.ts';
 
 export interface TaskState {
   taskExecId: string;
@@ -109,22 +108,6 @@ function toTaskState(row: TaskStateRow): TaskState {
   };
 }
 
-const optionalIdentifier = engineIdentifier.nullable().optional();
-
-const UPSERT_INPUT = inputObject({
-  taskExecId: uuid,
-  taskId: engineIdentifier,
-  workflowExecId: uuid,
-  workflowId: engineIdentifier,
-  component: z.enum(TASK_COMPONENTS),
-  status: executionStatus,
-  executionType: z.string().regex(/^[a-z][a-z0-9_]{0,31}$/, 'must be a lowercase identifier').optional(),
-  agentId: optionalIdentifier,
-  toolId: optionalIdentifier,
-  actionId: optionalIdentifier,
-  parentStateId: uuid.nullable().optional(),
-  ...executionPayloadShape,
-});
 const LIST_OPTIONS = inputObject({
   workflowExecId: uuid.optional(),
   parentStateId: uuid.optional(),
@@ -154,33 +137,6 @@ export const UPSERT_BATCH_SQL = `insert into task_states (${INSERTED_COLUMNS})
   returning ${COLUMNS}`;
 
 const MAX_BATCH = 1000;
-
-/** One row of UPSERT_BATCH_SQL's JSON array: the columns by name, absent values as null. */
-export function toBatchRow(task: UpsertTaskState): Record<string, unknown> {
-  return {
-    task_exec_id: task.taskExecId,
-    task_id: task.taskId,
-    workflow_exec_id: task.workflowExecId,
-    workflow_id: task.workflowId,
-    component: task.component,
-    status: task.status,
-    execution_type: task.executionType ?? null,
-    agent_id: task.agentId ?? null,
-    tool_id: task.toolId ?? null,
-    action_id: task.actionId ?? null,
-    parent_state_id: task.parentStateId ?? null,
-    input: task.input ?? null,
-    output: task.output ?? null,
-    error: task.error ?? null,
-    usage: task.usage ?? null,
-  };
-}
-
-function refuseSelfParent(task: { taskExecId: string; parentStateId?: string | null }): void {
-  if (task.parentStateId === task.taskExecId) {
-    throw new StoreError('INVALID_INPUT', 'a task cannot be its own parent', { field: 'parentStateId', reason: 'self_reference' });
-  }
-}
 
 /** Runs a check of the batch's entry `index`, naming the entry in the error's field. */
 function inIndexedField<T>(index: number, check: () => T): T {
@@ -215,7 +171,7 @@ export class TaskStatesRepository {
    * await tx.tasks.upsert({ taskExecId, taskId: 'send-email', workflowExecId, workflowId: 'onboarding', component: 'tool', status: 'running' });
    */
   async upsert(input: UpsertTaskState): Promise<TaskState> {
-    const task = parseObject(UPSERT_INPUT, input, 'task state');
+    const task = parseObject(UPSERT_TASK_INPUT, input, 'task state');
     refuseSelfParent(task);
     const { rows } = await run<TaskStateRow>(
       this.db,
@@ -257,25 +213,19 @@ export class TaskStatesRepository {
     if (inputs.length > MAX_BATCH) {
       throw new StoreError('INVALID_INPUT', `at most ${MAX_BATCH} task states at once`, { field: 'states', reason: 'too_big' });
     }
-    const tasks = inputs.map((input, index) => {
-      return inIndexedField(index, () => {
-        const task = parseObject(UPSERT_INPUT, input, 'task state');
-        refuseSelfParent(task);
-        return task;
-      });
-    });
-    // Ids come out of validation in lower case, as PostgreSQL returns them.
-    const ids = new Set(tasks.map((task) => task.taskExecId));
-    if (ids.size < tasks.length) {
+    const elements = inputs.map((input: unknown, index) => plainBatchElement(input) ?? inIndexedField(index, () => checkedBatchElement(input)));
+    // Ids come out in lower case, as PostgreSQL returns them.
+    const ids = new Set(elements.map((element) => element.taskExecId));
+    if (ids.size < elements.length) {
       // PostgreSQL refuses to update one row twice in a statement; say which input is at fault.
       throw new StoreError('INVALID_INPUT', 'a taskExecId appears twice in the batch', { field: 'taskExecId', reason: 'duplicate' });
     }
-    if (tasks.length === 0) return [];
+    if (elements.length === 0) return [];
     // One JSON document for the whole batch: one parameter, however many rows.
-    const batch = JSON.stringify(tasks.map(toBatchRow));
+    const batch = `[${elements.map((element) => element.json).join(',')}]`;
     const { rows } = await run<TaskStateRow>(this.db, UPSERT_BATCH_SQL, [batch]);
     const byId = new Map(rows.map((row) => [row.task_exec_id, toTaskState(row)]));
-    return tasks.map((task) => byId.get(task.taskExecId)!);
+    return elements.map((element) => byId.get(element.taskExecId)!);
   }
 
   get(taskExecId: string): Promise<TaskState> {

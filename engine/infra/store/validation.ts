@@ -8,14 +8,16 @@ import { z } from 'zod/v4';
 import { StoreError } from './errors.ts';
 
 /** Control and format characters (zero-width spaces, direction overrides ...) have no place in names. */
-const INVISIBLE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
+export const INVISIBLE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
 
 /** Text PostgreSQL can store as is: no lone UTF-16 surrogate (it would be replaced or refused). */
 const wellFormed = (value: string) => value.isWellFormed();
 
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export const uuid = z
   .string()
-  .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a UUID')
+  .regex(UUID, 'must be a UUID')
   // overwrite, not transform: the same result at half the cost, and ids are on every hot path.
   .overwrite((value) => value.toLowerCase());
 
@@ -50,11 +52,13 @@ export const ACCOUNT_STATUSES = ['active', 'suspended'] as const;
 export type AccountStatus = (typeof ACCOUNT_STATUSES)[number];
 export const accountStatus = z.enum(ACCOUNT_STATUSES);
 
+export const ENGINE_IDENTIFIER_MAX = 200;
+
 /** Identifiers the engine uses for workflows, tasks, agents, tools and actions. */
 export const engineIdentifier = z
   .string()
   .min(1, 'must not be empty')
-  .max(200, 'must be at most 200 characters')
+  .max(ENGINE_IDENTIFIER_MAX, `must be at most ${ENGINE_IDENTIFIER_MAX} characters`)
   .refine((value) => !INVISIBLE.test(value), 'must not contain control or invisible characters')
   .refine(wellFormed, 'must be valid Unicode text');
 
@@ -70,7 +74,7 @@ export const MAX_PAYLOAD_BYTES = 256 * 1024;
  * (JSON.stringify escapes both, as \u0000 and \udXXX). Only an escape whose backslash is not
  * itself escaped counts: the text `\u0000` typed by a user is stored as `\\u0000`.
  */
-const REFUSED_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\u(0000|d[89a-f][0-9a-f]{2})/;
+export const REFUSED_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\u(0000|d[89a-f][0-9a-f]{2})/;
 
 /** A JSON value of bounded size; PostgreSQL's jsonb also refuses the NUL character. */
 export const jsonPayload = z.unknown().superRefine((value, context) => {
