@@ -63,6 +63,15 @@ rows.push({
   ratio: `${verify.ratio.toFixed(2)}x`,
   goal: '<= 1.5x',
 });
+if (verify.leastWork) {
+  rows.push({
+    benchmark: 'reference: key lookup + counted request only (p50)',
+    measured: `${verify.leastWork.p50Ms.toFixed(3)} ms`,
+    floor: `SELECT 1 ${verify.floorP50Ms.toFixed(3)} ms`,
+    ratio: `${verify.leastWork.ratio.toFixed(2)}x`,
+    goal: '(what any verification costs)',
+  });
+}
 
 console.error(`migrate under load (n = ${values.n})`);
 const migrate = await runMigrateUnderLoad({ n: Number(values.n), url, log });
