@@ -2,7 +2,7 @@
  * Every benchmark, one table: each row a measurement beside a floor measured in the same run
  * (the machines here are noisy, so only ratios mean something).
  *
- *   npm run bench [-- --rows 1000000 --orgs 1000 --listing-iterations 1000 --batches 100 --iterations 3000 --n 200000 --url URL]
+ *   npm run bench [-- --rows 1000000 --orgs 1000 --listing-iterations 1000 --batches 300 --iterations 3000 --n 200000 --url URL]
  */
 import { parseArgs } from 'node:util';
 import { runListingBench } from './listing.ts';
@@ -17,7 +17,7 @@ const { values } = parseArgs({
     'listing-iterations': { type: 'string', default: '1000' },
     rows: { type: 'string', default: '1000000' },
     orgs: { type: 'string', default: '1000' },
-    batches: { type: 'string', default: '100' },
+    batches: { type: 'string', default: '300' },
     url: { type: 'string' },
   },
 });
