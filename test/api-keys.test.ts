@@ -801,6 +801,69 @@ describe.each(backends)('API keys ($name)', (backend) => {
 
   // -------------------------------------------------------------------------------------------
 
+  describe('keys of a suspended organization', () => {
+    /** A suspended organization with a user and two live keys. */
+    async function suspendedWithKeys() {
+      const orgId = await newOrg();
+      const userId = await newUser(orgId);
+      const first = await issue(orgId, { userId });
+      const second = await issue(orgId, { userId });
+      await store.organizations.suspend(orgId);
+      return { orgId, userId, first, second };
+    }
+
+    it('can be revoked and soft-deleted, so a leaked key stays off when the organization is activated again', async () => {
+      const { orgId, first, second } = await suspendedWithKeys();
+      const revoked = await store.withOrg(orgId, (tx) => tx.apiKeys.revoke(first.apiKey.id));
+      expect(revoked).toMatchObject({ id: first.apiKey.id, status: 'revoked', name: first.apiKey.name, expiresAt: first.apiKey.expiresAt });
+      expect(revoked.updatedAt.getTime()).toBeGreaterThanOrEqual(first.apiKey.updatedAt.getTime());
+      // Revoking again changes nothing and is allowed too.
+      expect((await store.withOrg(orgId, (tx) => tx.apiKeys.revoke(first.apiKey.id))).status).toBe('revoked');
+      const deleted = await store.withOrg(orgId, (tx) => tx.apiKeys.softDelete(second.apiKey.id));
+      expect(deleted.deletedAt).toBeInstanceOf(Date);
+      expectRefused(await store.verifyApiKey(first.key), 'REVOKED');
+      await store.organizations.activate(orgId);
+      expectRefused(await store.verifyApiKey(first.key), 'REVOKED');
+      expectRefused(await store.verifyApiKey(second.key), 'NOT_FOUND');
+    });
+
+    it('refuses every other change to its keys (ORG_SUSPENDED): issue, rotate, raw updates that do more than revoke', async () => {
+      const { orgId, userId, first } = await suspendedWithKeys();
+      const before = await ownerRow(first.apiKey.id);
+      await expectStoreError(() => store.withOrg(orgId, (tx) => tx.apiKeys.issue({ userId, name: 'new' })), 'ORG_SUSPENDED');
+      await expectStoreError(() => store.withOrg(orgId, (tx) => tx.apiKeys.rotate(first.apiKey.id)), 'ORG_SUSPENDED');
+      // Raw updates that revoke and change something else, or change without revoking.
+      const changes = [
+        `update api_keys set status = 'revoked', name = 'renamed' where id = $1`,
+        `update api_keys set status = 'revoked', rate_limit_per_hour = 1 where id = $1`,
+        `update api_keys set expires_at = now() + interval '1 day' where id = $1`,
+        `update api_keys set name = name where id = $1`,
+      ];
+      for (const sql of changes) {
+        await expectStoreError(() => store.withOrg(orgId, (tx) => tx.query(sql, [first.apiKey.id])), 'ORG_SUSPENDED');
+      }
+      // Un-revoking a revoked key is not a revocation either.
+      await store.withOrg(orgId, (tx) => tx.apiKeys.revoke(first.apiKey.id));
+      await expectStoreError(() => store.withOrg(orgId, (tx) => tx.query(`update api_keys set status = 'active' where id = $1`, [first.apiKey.id])), 'ORG_SUSPENDED');
+      // Restoring a soft-deleted key (deleted_at back to null) is refused too.
+      const other = await store.withOrg(orgId, async (tx) => (await tx.apiKeys.list()).items.find((key) => key.id !== first.apiKey.id)!);
+      await store.withOrg(orgId, (tx) => tx.apiKeys.softDelete(other.id));
+      await expectStoreError(() => store.withOrg(orgId, (tx) => tx.query('update api_keys set deleted_at = null where id = $1', [other.id])), 'ORG_SUSPENDED');
+      const after = await ownerRow(first.apiKey.id);
+      expect({ ...after, status: before.status, updated_at: before.updated_at }).toEqual(before);
+      expect(after.status).toBe('revoked');
+    });
+
+    it('a soft-deleted organization still refuses revocation (ORG_INACTIVE)', async () => {
+      const { orgId, first } = await suspendedWithKeys();
+      await store.organizations.activate(orgId);
+      await store.organizations.softDelete(orgId);
+      await expectStoreError(() => store.withOrg(orgId, (tx) => tx.apiKeys.revoke(first.apiKey.id)), 'ORG_INACTIVE');
+      await store.organizations.restore(orgId);
+      expectOk(await store.verifyApiKey(first.key));
+    });
+  });
+
   describe('last_used_at', () => {
     it('verify sets last_used_at (real clock)', async () => {
       const { key, apiKey } = await freshKey();

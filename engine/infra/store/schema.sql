@@ -69,6 +69,39 @@ $$;
 COMMENT ON FUNCTION public.current_org_is_visible() IS 'Whether the current tenant scope names a live (not soft-deleted) organization.';
 
 --
+-- Name: refuse_api_key_changes_but_revocation_of_suspended_org(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended_org() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+declare
+  org constant uuid := public.current_org_id();
+  org_status text;
+begin
+  if org is null then
+    return new;
+  end if;
+  select o.status into org_status from public.organizations o where o.id = org;
+  if org_status is distinct from 'suspended' then
+    return new;
+  end if;
+  if new.status = 'revoked'
+     and (old.deleted_at is null or new.deleted_at is not distinct from old.deleted_at)
+     and to_jsonb(new) - array['status', 'deleted_at', 'updated_at'] = to_jsonb(old) - array['status', 'deleted_at', 'updated_at'] then
+    return new;
+  end if;
+  raise exception 'the organization is suspended: its API keys can be revoked, nothing else changed' using errcode = 'ES001';
+end
+$$;
+
+--
+-- Name: FUNCTION refuse_api_key_changes_but_revocation_of_suspended_org(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended_org() IS 'Row trigger on api_keys: in a suspended organization, lets through only updates that revoke or soft-delete a key.';
+
+--
 -- Name: refuse_writes_of_inactive_org(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -88,6 +121,9 @@ begin
     raise exception 'the organization does not exist or was deleted' using errcode = 'ES002';
   end if;
   if org_status <> 'active' then
+    if tg_op = 'UPDATE' and tg_nargs > 0 and tg_argv[0] = 'revocations_allowed' then
+      return null;
+    end if;
     raise exception 'the organization is suspended: its data can be read but not changed' using errcode = 'ES001';
   end if;
   return null;
@@ -647,10 +683,16 @@ CREATE INDEX workflow_states_org_id_status_idx ON public.workflow_states USING b
 CREATE INDEX workflow_states_org_id_workflow_id_idx ON public.workflow_states USING btree (org_id, workflow_id);
 
 --
+-- Name: api_keys api_keys_refuse_changes_but_revocation_of_suspended_org; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER api_keys_refuse_changes_but_revocation_of_suspended_org BEFORE UPDATE ON public.api_keys FOR EACH ROW EXECUTE FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended_org();
+
+--
 -- Name: api_keys api_keys_refuse_writes_of_inactive_org; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER api_keys_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR UPDATE ON public.api_keys FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_writes_of_inactive_org();
+CREATE TRIGGER api_keys_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR UPDATE ON public.api_keys FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_writes_of_inactive_org('revocations_allowed');
 
 --
 -- Name: api_keys api_keys_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
@@ -1051,3 +1093,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129090000_inline_org_visibility_in_policies', '72e768b55e144672d00f4ee497353279fd354789a8afe0c24e9d6f49283d0eb1', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129100000_verify_api_key_in_two_statements', '0e910b007f368643ca5fbef31b7e7ac757a6676141d3436f857402bc4ddec27d', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129110000_revoke_api_keys_of_suspended_orgs', '6ff73ae38c51db508cbe5ef8805cad385c3279bd250158b81db2851057034903', 0);
