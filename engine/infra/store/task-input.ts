@@ -1,13 +1,13 @@
 /**
- * The elements of tasks.upsertMany()'s batch document: one JSON object per task state, its
- * columns by name (see UPSERT_BATCH_SQL).
+ * A task state as callers give it: the schema upsert() and upsertMany() check it with
+ * (UPSERT_TASK_INPUT), and its element in upsertMany()'s batch document, one JSON object per
+ * state with its columns by name (see UPSERT_BATCH_SQL).
  *
  * Checking and serializing the states is most of a batch write's JavaScript, and zod spends
  * about 3 µs on each state. So a state is first given to `plainBatchElement`, which applies the
- * same rules as the repository's schema (UPSERT_TASK_INPUT) in one pass and writes the element
- * as it goes; it accepts exactly what the schema accepts. The schema still runs for a state it
- * refuses, to name the field and the rule in the error. test/task-batches.test.ts holds the two
- * to the same answers with generated inputs.
+ * schema's rules in one pass and writes the element as it goes; it accepts exactly what the
+ * schema accepts. The schema still runs for a state it refuses, to name the field and the rule
+ * in the error. test/task-input.test.ts holds the two to the same answers with generated inputs.
  */
 import { z } from 'zod/v4';
 import { StoreError } from './errors.ts';
