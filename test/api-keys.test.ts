@@ -678,6 +678,27 @@ describe.each(backends)('API keys ($name)', (backend) => {
       expectRefused(await store.verifyApiKey(first.key), 'REVOKED');
       expect(await store.verifyApiKey(second.key)).toEqual({ ok: false, reason: 'NOT_FOUND' });
     });
+
+    it('an expired key gives up its name: the new key takes it and is recorded as its successor; the old one still answers EXPIRED', async () => {
+      const orgId = await newOrg();
+      const userId = await newUser(orgId, 'customer');
+      const old = await issue(orgId, { userId, name: 'report' });
+      // Expired an hour ago (as the owner: expiry cannot be set in the past through the API).
+      await store.db.query(`update api_keys set created_at = now() - interval '2 hours', expires_at = now() - interval '1 hour' where id = $1`, [old.apiKey.id]);
+      expectRefused(await store.verifyApiKey(old.key), 'EXPIRED');
+      // A failed issue under the name leaves the expired key as it was.
+      await expectStoreError(issue(orgId, { userId, name: 'report', scopes: ['user:manage'] }), 'INVALID_INPUT', 'scopes');
+      expect((await store.withOrg(orgId, (tx) => tx.apiKeys.get(old.apiKey.id))).replacedBy).toBeNull();
+
+      const successor = await issue(orgId, { userId, name: 'REPORT' });
+      expect(successor.apiKey.name).toBe('REPORT');
+      const retired = await store.withOrg(orgId, (tx) => tx.apiKeys.get(old.apiKey.id));
+      expect(retired).toMatchObject({ status: 'active', replacedBy: successor.apiKey.id, name: 'report' });
+      expectRefused(await store.verifyApiKey(old.key), 'EXPIRED');
+      expectOk(await store.verifyApiKey(successor.key));
+      // The name now belongs to the successor, which has not expired.
+      await expectStoreError(issue(orgId, { userId, name: 'report' }), 'CONFLICT');
+    });
   });
 
   // -------------------------------------------------------------------------------------------

@@ -142,6 +142,19 @@ const ISSUE_INPUT = inputObject({ userId: uuid, name: displayName(), expiresAt: 
 const LIST_OPTIONS = inputObject({ userId: uuid.optional(), status: z.enum(KEY_STATUSES).optional(), includeDeleted: z.boolean().optional(), ...pageShape });
 const ROTATE_OPTIONS = inputObject({ gracePeriodSeconds: z.number().int('must be a whole number').min(0).max(30 * 24 * 3600, 'must be at most 30 days').optional() });
 
+/** A key can only be narrowed: scopes beyond the user's role are INVALID_INPUT. */
+function refuseWiderScopes(role: Role, requested: readonly string[] | null | undefined): void {
+  if (!requested) return;
+  const granted = effectivePermissions(role, requested);
+  const beyond = requested.filter((scope) => !granted.includes(scope as Permission));
+  if (beyond.length > 0) {
+    throw new StoreError('INVALID_INPUT', `scopes ${beyond.join(', ')} go beyond the ${role} role; a key can only be narrowed`, {
+      field: 'scopes',
+      reason: 'wider_than_role',
+    });
+  }
+}
+
 export class ApiKeysRepository {
   constructor(private readonly db: Queryable) {}
 
@@ -155,7 +168,19 @@ export class ApiKeysRepository {
   async issue(input: IssueKey): Promise<IssuedKey> {
     const request = parseObject(ISSUE_INPUT, input, 'key');
     const role = await this.activeUserRole(request.userId);
-    return this.insertKey({ ...request, role });
+    refuseWiderScopes(role, request.scopes);
+    // An expired key of the user gives up its name to the new key, which is recorded as its
+    // successor (as a rotation would): a dead key should not hold a name. It still answers
+    // EXPIRED. The successor's id is drawn here; the foreign key is checked at commit.
+    const { rows: expired } = await run<{ successor_id: string }>(
+      this.db,
+      `update api_keys set replaced_by = uuid_generate_v7()
+        where user_id = $1 and lower(name) = lower($2) and status = 'active' and deleted_at is null
+          and replaced_by is null and expires_at <= now()
+        returning replaced_by as successor_id`,
+      [request.userId, request.name],
+    );
+    return this.insertKey({ ...request, id: expired[0]?.successor_id, role });
   }
 
   /** A key of this organization (never its digest); a soft-deleted one only with `includeDeleted`. */
@@ -269,16 +294,7 @@ export class ApiKeysRepository {
     scopes?: readonly string[] | null;
     role: Role;
   }): Promise<IssuedKey> {
-    if (request.scopes) {
-      const granted = effectivePermissions(request.role, request.scopes);
-      const beyond = request.scopes.filter((scope) => !granted.includes(scope as Permission));
-      if (beyond.length > 0) {
-        throw new StoreError('INVALID_INPUT', `scopes ${beyond.join(', ')} go beyond the ${request.role} role; a key can only be narrowed`, {
-          field: 'scopes',
-          reason: 'wider_than_role',
-        });
-      }
-    }
+    refuseWiderScopes(request.role, request.scopes);
     const { key, prefix } = generateKey();
     const { rows } = await run<ApiKeyRow>(
       this.db,
