@@ -359,6 +359,9 @@ const CASES: BadInput[] = [
   tenant('schedules.create: cron expression of three fields', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '* * *' })), 'cronExpression'),
   tenant('schedules.create: empty cron expression', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '' })), 'cronExpression'),
   tenant('schedules.create: unknown cron macro', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '@fortnightly' })), 'cronExpression'),
+  tenant('schedules.create: cron minute out of range', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '60 2 * * *' })), 'cronExpression'),
+  tenant('schedules.create: cron month out of range', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '0 2 1 13 *' })), 'cronExpression'),
+  tenant('schedules.create: cron weekday range backwards', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '0 2 * * FRI-MON' })), 'cronExpression'),
   tenant(
     'schedules.create: SQL after a cron expression',
     (tx) => tx.schedules.create(scheduleInput({ cronExpression: `0 2 * * *${DROP_USERS}` })),
@@ -375,6 +378,7 @@ const CASES: BadInput[] = [
   tenant('schedules.create: NUL character in input', (tx) => tx.schedules.create(scheduleInput({ input: ['\u0000'] })), 'input'),
   tenant('schedules.create: id given by the caller', (tx) => tx.schedules.create(scheduleInput({ id: OTHER_UUID })), 'id'),
   tenant('schedules.update: bad cron expression', (tx, f) => tx.schedules.update(f.scheduleId, { cronExpression: 'nope' }), 'cronExpression'),
+  tenant('schedules.update: cron hour out of range', (tx, f) => tx.schedules.update(f.scheduleId, { cronExpression: '0 24 * * *' }), 'cronExpression'),
   tenant('schedules.update: unknown time zone', (tx, f) => tx.schedules.update(f.scheduleId, { timezone: 'Europe/Atlantis' }), 'timezone'),
   tenant("schedules.update: enabled 'false'", (tx, f) => tx.schedules.update(f.scheduleId, { enabled: bad('false') }), 'enabled'),
   tenant('schedules.update: workflow id is not changeable', (tx, f) => tx.schedules.update(f.scheduleId, bad({ workflowId: 'other' })), 'workflowId'),

@@ -3,6 +3,7 @@
  * hides a schedule from listings and `get`; `restore` brings it back; `delete` removes it.
  */
 import { z } from 'zod/v4';
+import { cronProblem } from './cron.ts';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
@@ -70,17 +71,14 @@ function toSchedule(row: ScheduleRow): Schedule {
   };
 }
 
-/** Five fields (six with seconds) of cron syntax, or a macro such as @hourly. */
-const CRON_FIELD = /^[0-9A-Za-z*?\/,\-LW#]+$/;
+/** Five fields (six with seconds first) of cron syntax, or a macro such as @hourly: see cron.ts. */
 const cronExpression = z
   .string()
   .max(120, 'must be at most 120 characters')
-  .refine((value) => {
-    const trimmed = value.trim();
-    if (/^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$/.test(trimmed)) return true;
-    const fields = trimmed.split(/\s+/);
-    return (fields.length === 5 || fields.length === 6) && fields.every((field) => CRON_FIELD.test(field));
-  }, 'must be a cron expression of 5 or 6 fields, or a macro such as @hourly');
+  .superRefine((value, context) => {
+    const problem = cronProblem(value);
+    if (problem !== undefined) context.addIssue({ code: 'custom', message: `is not a cron expression: ${problem}` });
+  });
 
 const timezone = z
   .string()
