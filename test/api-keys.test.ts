@@ -919,6 +919,21 @@ describe.each(backends)('API keys ($name)', (backend) => {
       expect(shown.lastUsedAt).toEqual(t1);
     });
 
+    it('using a key changes last_used_at but not updated_at; revoking it changes updated_at', async () => {
+      const { key, apiKey, orgId } = await freshKey();
+      const issued = await ownerRow(apiKey.id);
+      const t0 = at('2030-02-03T12:00:00.000Z');
+      expectOk(await store.verifyApiKey(key, { now: t0 }));
+      const used = await ownerRow(apiKey.id);
+      expect(used.last_used_at).toEqual(t0);
+      expect(used.updated_at).toEqual(issued.updated_at);
+      await sleep(5);
+      await store.withOrg(orgId, (tx) => tx.apiKeys.revoke(apiKey.id));
+      const revoked = await ownerRow(apiKey.id);
+      expect(revoked.updated_at.getTime()).toBeGreaterThan(issued.updated_at.getTime());
+      expect(revoked.last_used_at).toEqual(t0);
+    });
+
     it('a refused verification does not touch last_used_at', async () => {
       const { key, apiKey, orgId } = await freshKey({ key: { rateLimitPerHour: 1 } });
       const t0 = at('2030-02-02T12:00:00.000Z');

@@ -698,7 +698,7 @@ CREATE TRIGGER api_keys_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR
 -- Name: api_keys api_keys_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER api_keys_set_updated_at BEFORE UPDATE ON public.api_keys FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+CREATE TRIGGER api_keys_set_updated_at BEFORE UPDATE ON public.api_keys FOR EACH ROW WHEN (((to_jsonb(old.*) - 'last_used_at'::text) IS DISTINCT FROM (to_jsonb(new.*) - 'last_used_at'::text))) EXECUTE FUNCTION public.set_updated_at();
 
 --
 -- Name: organizations organizations_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
@@ -1094,3 +1094,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129090000_inline_org_visibility_in_policies', '72e768b55e144672d00f4ee497353279fd354789a8afe0c24e9d6f49283d0eb1', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129100000_verify_api_key_in_two_statements', '0e910b007f368643ca5fbef31b7e7ac757a6676141d3436f857402bc4ddec27d', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129110000_revoke_api_keys_of_suspended_orgs', '6ff73ae38c51db508cbe5ef8805cad385c3279bd250158b81db2851057034903', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129120000_key_use_leaves_updated_at', '13bceb1189a47b24f607dcc185f453a3229cf81391e678eab088fbac511c4a04', 0);
