@@ -764,6 +764,16 @@ describe.each(backends)('lifecycle on $name', (backend) => {
       await expectStoreError(store.withOrg(org.id, (tx) => tx.schedules.update(NO_SUCH_ID, { enabled: true })), 'NOT_FOUND');
     });
 
+    it('a time zone typed in another case is stored as the zone spells it; an alias is kept as given', async () => {
+      const org = await newOrg('Schedule Zones');
+      await store.withOrg(org.id, async (tx) => {
+        const lower = await tx.schedules.create({ workflowId: 'w', cronExpression: '@daily', timezone: 'europe/paris' });
+        expect(lower.timezone).toBe('Europe/Paris');
+        expect((await tx.schedules.update(lower.id, { timezone: 'utc' })).timezone).toBe('UTC');
+        expect((await tx.schedules.create({ workflowId: 'w', cronExpression: '@daily', timezone: 'US/Eastern' })).timezone).toBe('US/Eastern');
+      });
+    });
+
     it('list filters by workflow and enabled, newest first, paginated', async () => {
       const org = await newOrg('Schedule Lists');
       const created = await store.withOrg(org.id, async (tx) => {

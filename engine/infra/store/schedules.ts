@@ -80,17 +80,22 @@ const cronExpression = z
     if (problem !== undefined) context.addIssue({ code: 'custom', message: `is not a cron expression: ${problem}` });
   });
 
+/**
+ * An IANA time zone. A name typed in another case (europe/paris) is stored as the zone spells it:
+ * schedulers look zones up case-sensitively. Aliases (US/Eastern) are kept as given.
+ */
 const timezone = z
   .string()
   .max(64)
-  .refine((value) => {
+  .transform((value, context) => {
     try {
-      new Intl.DateTimeFormat('en', { timeZone: value });
-      return true;
+      const zone = new Intl.DateTimeFormat('en', { timeZone: value }).resolvedOptions().timeZone;
+      return zone.toLowerCase() === value.toLowerCase() ? zone : value;
     } catch {
-      return false;
+      context.addIssue({ code: 'custom', message: 'must be an IANA time zone such as Europe/Paris' });
+      return z.NEVER;
     }
-  }, 'must be an IANA time zone such as Europe/Paris');
+  });
 
 const notFound = () => new StoreError('NOT_FOUND', 'no such schedule in this organization');
 
