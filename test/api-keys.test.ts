@@ -811,6 +811,18 @@ describe.each(backends)('API keys ($name)', (backend) => {
       expect(unchanged).toMatchObject({ status: 'active', replacedBy: null });
     });
 
+    it('refuses to rotate a scoped key whose scopes its user\'s lowered role no longer covers, and leaves it as it was', async () => {
+      const orgId = await newOrg();
+      const userId = await newUser(orgId, 'manager');
+      const { apiKey, key } = await issue(orgId, { userId, scopes: ['user:manage'] });
+      await store.withOrg(orgId, (tx) => tx.users.changeRole(userId, 'customer'));
+      const error = await expectStoreError(() => store.withOrg(orgId, (tx) => tx.apiKeys.rotate(apiKey.id)), 'INVALID_INPUT', 'scopes');
+      expect(error.details.reason).toBe('wider_than_role');
+      expect(await store.withOrg(orgId, (tx) => tx.apiKeys.get(apiKey.id))).toMatchObject({ status: 'active', replacedBy: null });
+      expect((await store.withOrg(orgId, (tx) => tx.apiKeys.list({ userId }))).items.map((item) => item.id)).toEqual([apiKey.id]);
+      expect((await store.verifyApiKey(key)).ok).toBe(true);
+    });
+
     it('refuses to rotate an expired key, whose successor would outlive it', async () => {
       const { key, apiKey, orgId } = await freshKey({ key: { expiresAt: new Date(Date.now() + 1000) } });
       await sleep(1300);

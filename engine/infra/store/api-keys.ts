@@ -168,6 +168,7 @@ export class ApiKeysRepository {
   async issue(input: IssueKey): Promise<IssuedKey> {
     const request = parseObject(ISSUE_INPUT, input, 'key');
     const role = await this.activeUserRole(request.userId);
+    // Before anything is written, so that a refused issue changes nothing.
     refuseWiderScopes(role, request.scopes);
     // An expired key of the user gives up its name to the new key, which is recorded as its
     // successor (as a rotation would): a dead key should not hold a name. It still answers
@@ -180,7 +181,7 @@ export class ApiKeysRepository {
         returning replaced_by as successor_id`,
       [request.userId, request.name],
     );
-    return this.insertKey({ ...request, id: expired[0]?.successor_id, role });
+    return this.insertKey({ ...request, id: expired[0]?.successor_id });
   }
 
   /** A key of this organization (never its digest); a soft-deleted one only with `includeDeleted`. */
@@ -254,6 +255,8 @@ export class ApiKeysRepository {
     // An expired key is not rotated: its successor would outlive it. Issue a new key instead.
     if (!old) throw new StoreError('NOT_FOUND', 'no active, unexpired, unrotated API key with this id in this organization');
     const role = await this.activeUserRole(old.user_id);
+    // Before anything is written: the user's role may have been lowered since the key was issued.
+    refuseWiderScopes(role, old.scopes);
     // The old key gives up its name (replaced_by) before the new one takes it; the foreign key
     // to the not yet inserted successor is checked at commit.
     const { rows: replaced } = await run<ApiKeyRow>(
@@ -272,7 +275,6 @@ export class ApiKeysRepository {
       expiresAt: old.expires_at !== null && old.expires_at.getTime() > Date.now() ? old.expires_at : null,
       rateLimitPerHour: old.rate_limit_per_hour,
       scopes: old.scopes,
-      role,
     });
     return { ...issued, replaced: toApiKey(replaced[0]!) };
   }
@@ -292,9 +294,7 @@ export class ApiKeysRepository {
     expiresAt?: Date | null;
     rateLimitPerHour?: number;
     scopes?: readonly string[] | null;
-    role: Role;
   }): Promise<IssuedKey> {
-    refuseWiderScopes(request.role, request.scopes);
     const { key, prefix } = generateKey();
     const { rows } = await run<ApiKeyRow>(
       this.db,

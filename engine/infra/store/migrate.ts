@@ -308,9 +308,7 @@ async function runStep(session: Session, file: MigrationFile, direction: 'up' | 
   log(`${arrow} ${file.name}${file.transactional ? '' : ' (outside a transaction)'}`);
   const started = performance.now();
   // Session settings, not SET LOCAL: a non-transactional migration runs many transactions.
-  await session.query(`set lock_timeout = '${lockTimeout}'`);
-  await session.query('set statement_timeout = 0');
-  await session.query(SERIAL_MAINTENANCE);
+  await session.exec(`set lock_timeout = '${lockTimeout}'; set statement_timeout = 0; ${SERIAL_MAINTENANCE}`);
   const record = async () => {
     const durationMs = Math.round(performance.now() - started);
     if (direction === 'up') {
