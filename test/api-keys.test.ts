@@ -17,11 +17,13 @@ import {
   storeOver,
   verifyApiKey,
   type IssueKey,
+  type TenantScope,
   type IssuedKey,
   type Store,
   type Verification,
 } from '../engine/infra/store/index.ts';
 import type { Role } from '../engine/infra/store/validation.ts';
+import { verifyApiKeyAt } from '../engine/infra/store/verify.ts';
 import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
 
@@ -206,8 +208,8 @@ describe.each(backends)('API keys ($name)', (backend) => {
 
     it('OK with an injected clock: resetsAt is the next whole hour after `now`, remaining counts down', async () => {
       const { key } = await freshKey({ key: { rateLimitPerHour: 10 } });
-      const first = await store.verifyApiKey(key, { now: at('2030-03-04T10:15:30.250Z') });
-      const second = await store.verifyApiKey(key, { now: at('2030-03-04T10:59:00.000Z') });
+      const first = await verifyApiKeyAt(store.db, key, at('2030-03-04T10:15:30.250Z'));
+      const second = await verifyApiKeyAt(store.db, key, at('2030-03-04T10:59:00.000Z'));
       expectOk(first);
       expectOk(second);
       expect(first.rateLimit).toEqual({ limit: 10, remaining: 9, resetsAt: at('2030-03-04T11:00:00.000Z') });
@@ -324,6 +326,7 @@ describe.each(backends)('API keys ($name)', (backend) => {
             guard();
             return store.db.withSession(work);
           },
+          loginAs: () => undefined,
           close: async () => {
             closed = true;
           },
@@ -371,10 +374,10 @@ describe.each(backends)('API keys ($name)', (backend) => {
       const expiresAt = new Date(Date.now() + 60_000);
       const { key } = await freshKey({ key: { expiresAt } });
       expectOk(await store.verifyApiKey(key));
-      expectOk(await store.verifyApiKey(key, { now: new Date(expiresAt.getTime() - 1) }));
-      expectRefused(await store.verifyApiKey(key, { now: expiresAt }), 'EXPIRED');
-      expectRefused(await store.verifyApiKey(key, { now: new Date(expiresAt.getTime() + 1) }), 'EXPIRED');
-      expectRefused(await store.verifyApiKey(key, { now: at('2031-01-01T00:00:00Z') }), 'EXPIRED');
+      expectOk(await verifyApiKeyAt(store.db, key, new Date(expiresAt.getTime() - 1)));
+      expectRefused(await verifyApiKeyAt(store.db, key, expiresAt), 'EXPIRED');
+      expectRefused(await verifyApiKeyAt(store.db, key, new Date(expiresAt.getTime() + 1)), 'EXPIRED');
+      expectRefused(await verifyApiKeyAt(store.db, key, at('2031-01-01T00:00:00Z')), 'EXPIRED');
     });
 
     it('EXPIRED in real time: a key that expires a moment after issue stops working', async () => {
@@ -453,13 +456,13 @@ describe.each(backends)('API keys ($name)', (backend) => {
       const now = at('2030-06-01T08:20:00Z');
       const remaining: number[] = [];
       for (let i = 0; i < 3; i++) {
-        const result = await store.verifyApiKey(key, { now });
+        const result = await verifyApiKeyAt(store.db, key, now);
         expectOk(result);
         remaining.push(result.rateLimit.remaining);
       }
       expect(remaining).toEqual([2, 1, 0]);
       for (let i = 0; i < 3; i++) {
-        expect(await store.verifyApiKey(key, { now })).toEqual({
+        expect(await verifyApiKeyAt(store.db, key, now)).toEqual({
           ok: false,
           reason: 'RATE_LIMITED',
           rateLimit: { limit: 3, remaining: 0, resetsAt: at('2030-06-01T09:00:00Z') },
@@ -477,12 +480,12 @@ describe.each(backends)('API keys ($name)', (backend) => {
       const { key, apiKey, orgId } = await freshKey({ key: { rateLimitPerHour: 2 } });
       const now = at('2030-06-01T08:20:00Z');
       const wrong = `es_${prefixOf(key)}_${randomBytes(32).toString('base64url')}`;
-      for (let i = 0; i < 5; i++) expectRefused(await store.verifyApiKey(wrong, { now }), 'NOT_FOUND');
-      const ok = await store.verifyApiKey(key, { now });
+      for (let i = 0; i < 5; i++) expectRefused(await verifyApiKeyAt(store.db, wrong, now), 'NOT_FOUND');
+      const ok = await verifyApiKeyAt(store.db, key, now);
       expectOk(ok);
       expect(ok.rateLimit.remaining).toBe(1);
       await store.withOrg(orgId, (tx) => tx.apiKeys.revoke(apiKey.id));
-      for (let i = 0; i < 3; i++) expectRefused(await store.verifyApiKey(key, { now }), 'REVOKED');
+      for (let i = 0; i < 3; i++) expectRefused(await verifyApiKeyAt(store.db, key, now), 'REVOKED');
       const { rows } = await store.db.query<{ request_count: number }>('select request_count from api_key_usage where api_key_id = $1', [apiKey.id]);
       expect(rows).toEqual([{ request_count: 1 }]);
     });
@@ -494,19 +497,19 @@ describe.each(backends)('API keys ($name)', (backend) => {
     it('limit 2: two at 10:59:59.9 pass, the third is RATE_LIMITED, and at 11:00:00.0 the key passes again with remaining 1', async () => {
       const { key, apiKey } = await freshKey({ key: { rateLimitPerHour: 2 } });
       const late = at('2030-01-01T10:59:59.900Z');
-      const first = await store.verifyApiKey(key, { now: late });
-      const second = await store.verifyApiKey(key, { now: late });
+      const first = await verifyApiKeyAt(store.db, key, late);
+      const second = await verifyApiKeyAt(store.db, key, late);
       expectOk(first);
       expectOk(second);
       expect(first.rateLimit).toEqual({ limit: 2, remaining: 1, resetsAt: at('2030-01-01T11:00:00.000Z') });
       expect(second.rateLimit).toEqual({ limit: 2, remaining: 0, resetsAt: at('2030-01-01T11:00:00.000Z') });
-      expect(await store.verifyApiKey(key, { now: late })).toEqual({
+      expect(await verifyApiKeyAt(store.db, key, late)).toEqual({
         ok: false,
         reason: 'RATE_LIMITED',
         rateLimit: { limit: 2, remaining: 0, resetsAt: at('2030-01-01T11:00:00.000Z') },
       });
 
-      const next = await store.verifyApiKey(key, { now: at('2030-01-01T11:00:00.000Z') });
+      const next = await verifyApiKeyAt(store.db, key, at('2030-01-01T11:00:00.000Z'));
       expectOk(next);
       expect(next.rateLimit).toEqual({ limit: 2, remaining: 1, resetsAt: at('2030-01-01T12:00:00.000Z') });
 
@@ -523,7 +526,7 @@ describe.each(backends)('API keys ($name)', (backend) => {
         { window_start: at('2030-01-01T10:00:00.000Z'), request_count: 2 },
         { window_start: at('2030-01-01T11:00:00.000Z'), request_count: 1 },
       ]);
-      expectOk(await store.verifyApiKey(key, { now: at('2030-01-01T12:00:00.000Z') }));
+      expectOk(await verifyApiKeyAt(store.db, key, at('2030-01-01T12:00:00.000Z')));
       expect(await counters()).toEqual([
         { window_start: at('2030-01-01T11:00:00.000Z'), request_count: 1 },
         { window_start: at('2030-01-01T12:00:00.000Z'), request_count: 1 },
@@ -533,10 +536,10 @@ describe.each(backends)('API keys ($name)', (backend) => {
     it('a window is a whole clock hour: 11:00:00.0 to 11:59:59.999 share one counter', async () => {
       const { key } = await freshKey({ key: { rateLimitPerHour: 3 } });
       for (const time of ['2030-01-02T11:00:00.000Z', '2030-01-02T11:30:00.000Z', '2030-01-02T11:59:59.999Z']) {
-        expectOk(await store.verifyApiKey(key, { now: at(time) }));
+        expectOk(await verifyApiKeyAt(store.db, key, at(time)));
       }
-      expectRefused(await store.verifyApiKey(key, { now: at('2030-01-02T11:59:59.999Z') }), 'RATE_LIMITED');
-      const result = await store.verifyApiKey(key, { now: at('2030-01-02T12:00:00.000Z') });
+      expectRefused(await verifyApiKeyAt(store.db, key, at('2030-01-02T11:59:59.999Z')), 'RATE_LIMITED');
+      const result = await verifyApiKeyAt(store.db, key, at('2030-01-02T12:00:00.000Z'));
       expectOk(result);
       expect(result.rateLimit.remaining).toBe(2);
     });
@@ -546,12 +549,12 @@ describe.each(backends)('API keys ($name)', (backend) => {
       // first request of the new one, and must find the old window's count, not start it over.
       const { key } = await freshKey({ key: { rateLimitPerHour: 2 } });
       const late = at('2030-01-03T10:59:59.900Z');
-      expectOk(await store.verifyApiKey(key, { now: late }));
-      expectOk(await store.verifyApiKey(key, { now: late }));
-      expectRefused(await store.verifyApiKey(key, { now: late }), 'RATE_LIMITED');
-      expectOk(await store.verifyApiKey(key, { now: at('2030-01-03T11:00:00.000Z') }));
+      expectOk(await verifyApiKeyAt(store.db, key, late));
+      expectOk(await verifyApiKeyAt(store.db, key, late));
+      expectRefused(await verifyApiKeyAt(store.db, key, late), 'RATE_LIMITED');
+      expectOk(await verifyApiKeyAt(store.db, key, at('2030-01-03T11:00:00.000Z')));
       // A straggler of the 10:00 window, which already admitted its 2.
-      expectRefused(await store.verifyApiKey(key, { now: at('2030-01-03T10:59:59.950Z') }), 'RATE_LIMITED');
+      expectRefused(await verifyApiKeyAt(store.db, key, at('2030-01-03T10:59:59.950Z')), 'RATE_LIMITED');
     });
 
     it('keeps hour windows in UTC whatever the session time zone (half-hour zone Asia/Kolkata)', async () => {
@@ -559,7 +562,7 @@ describe.each(backends)('API keys ($name)', (backend) => {
       const result = await store.db.withSession(async (session) => {
         await session.exec(`begin; set local time zone 'Asia/Kolkata'`);
         try {
-          return await verifyApiKey(session, key, { now: at('2030-01-04T10:59:59.900Z') });
+          return await verifyApiKeyAt(session, key, at('2030-01-04T10:59:59.900Z'));
         } finally {
           await session.exec('rollback');
         }
@@ -742,11 +745,11 @@ describe.each(backends)('API keys ($name)', (backend) => {
 
       expectOk(await store.verifyApiKey(key));
       expectOk(await store.verifyApiKey(rotated.key));
-      expectOk(await store.verifyApiKey(key, { now: new Date(graceEnd.getTime() - 1) }));
+      expectOk(await verifyApiKeyAt(store.db, key, new Date(graceEnd.getTime() - 1)));
       // expiresAt comes back in milliseconds, the database keeps microseconds: 1 ms later is past it.
-      expectRefused(await store.verifyApiKey(key, { now: new Date(graceEnd.getTime() + 1) }), 'EXPIRED');
-      expectRefused(await store.verifyApiKey(key, { now: new Date(graceEnd.getTime() + 60_000) }), 'EXPIRED');
-      expectOk(await store.verifyApiKey(rotated.key, { now: new Date(graceEnd.getTime() + 60_000) }));
+      expectRefused(await verifyApiKeyAt(store.db, key, new Date(graceEnd.getTime() + 1)), 'EXPIRED');
+      expectRefused(await verifyApiKeyAt(store.db, key, new Date(graceEnd.getTime() + 60_000)), 'EXPIRED');
+      expectOk(await verifyApiKeyAt(store.db, rotated.key, new Date(graceEnd.getTime() + 60_000)));
 
       // The successor holds the name; the old key, though active, does not.
       await expectStoreError(issue(orgId, { userId: rotated.apiKey.userId, name: 'GRACEFUL' }), 'CONFLICT');
@@ -865,23 +868,25 @@ describe.each(backends)('API keys ($name)', (backend) => {
       const before = await ownerRow(first.apiKey.id);
       await expectStoreError(() => store.withOrg(orgId, (tx) => tx.apiKeys.issue({ userId, name: 'new' })), 'ORG_SUSPENDED');
       await expectStoreError(() => store.withOrg(orgId, (tx) => tx.apiKeys.rotate(first.apiKey.id)), 'ORG_SUSPENDED');
-      // Raw updates that revoke and change something else, or change without revoking.
-      const changes = [
-        `update api_keys set status = 'revoked', name = 'renamed' where id = $1`,
-        `update api_keys set status = 'revoked', rate_limit_per_hour = 1 where id = $1`,
-        `update api_keys set expires_at = now() + interval '1 day' where id = $1`,
-        `update api_keys set name = name where id = $1`,
+      // Custom updates that revoke and change something else, or change without revoking.
+      type Change = (tx: TenantScope, id: string) => Promise<unknown>;
+      const updateKey = (id: string, change: Change) => store.withOrg(orgId, (tx) => change(tx, id));
+      const changes: Change[] = [
+        (tx, id) => tx.kysely.updateTable('api_keys').set({ status: 'revoked', name: 'renamed' }).where('id', '=', id).execute(),
+        (tx, id) => tx.kysely.updateTable('api_keys').set({ status: 'revoked', rate_limit_per_hour: 1 }).where('id', '=', id).execute(),
+        (tx, id) => tx.kysely.updateTable('api_keys').set({ expires_at: new Date(Date.now() + 86_400_000) }).where('id', '=', id).execute(),
+        (tx, id) => tx.kysely.updateTable('api_keys').set((eb) => ({ name: eb.ref('name') })).where('id', '=', id).execute(),
       ];
-      for (const sql of changes) {
-        await expectStoreError(() => store.withOrg(orgId, (tx) => tx.query(sql, [first.apiKey.id])), 'ORG_SUSPENDED');
+      for (const change of changes) {
+        await expectStoreError(() => updateKey(first.apiKey.id, change), 'ORG_SUSPENDED');
       }
       // Un-revoking a revoked key is not a revocation either.
       await store.withOrg(orgId, (tx) => tx.apiKeys.revoke(first.apiKey.id));
-      await expectStoreError(() => store.withOrg(orgId, (tx) => tx.query(`update api_keys set status = 'active' where id = $1`, [first.apiKey.id])), 'ORG_SUSPENDED');
+      await expectStoreError(() => updateKey(first.apiKey.id, (tx, id) => tx.kysely.updateTable('api_keys').set({ status: 'active' }).where('id', '=', id).execute()), 'ORG_SUSPENDED');
       // Restoring a soft-deleted key (deleted_at back to null) is refused too.
       const other = await store.withOrg(orgId, async (tx) => (await tx.apiKeys.list()).items.find((key) => key.id !== first.apiKey.id)!);
       await store.withOrg(orgId, (tx) => tx.apiKeys.softDelete(other.id));
-      await expectStoreError(() => store.withOrg(orgId, (tx) => tx.query('update api_keys set deleted_at = null where id = $1', [other.id])), 'ORG_SUSPENDED');
+      await expectStoreError(() => updateKey(other.id, (tx, id) => tx.kysely.updateTable('api_keys').set({ deleted_at: null }).where('id', '=', id).execute()), 'ORG_SUSPENDED');
       const after = await ownerRow(first.apiKey.id);
       expect({ ...after, status: before.status, updated_at: before.updated_at }).toEqual(before);
       expect(after.status).toBe('revoked');
@@ -913,18 +918,18 @@ describe.each(backends)('API keys ($name)', (backend) => {
     it('last_used_at is not rewritten within a minute, and is after a minute', async () => {
       const { key, apiKey, orgId } = await freshKey();
       const t0 = at('2030-02-01T12:00:00.000Z');
-      expectOk(await store.verifyApiKey(key, { now: t0 }));
+      expectOk(await verifyApiKeyAt(store.db, key, t0));
       expect((await ownerRow(apiKey.id)).last_used_at).toEqual(t0);
 
-      expectOk(await store.verifyApiKey(key, { now: at('2030-02-01T12:00:00.500Z') }));
+      expectOk(await verifyApiKeyAt(store.db, key, at('2030-02-01T12:00:00.500Z')));
       expect((await ownerRow(apiKey.id)).last_used_at).toEqual(t0);
-      expectOk(await store.verifyApiKey(key, { now: at('2030-02-01T12:00:59.999Z') }));
+      expectOk(await verifyApiKeyAt(store.db, key, at('2030-02-01T12:00:59.999Z')));
       expect((await ownerRow(apiKey.id)).last_used_at).toEqual(t0);
-      expectOk(await store.verifyApiKey(key, { now: at('2030-02-01T12:01:00.000Z') }));
+      expectOk(await verifyApiKeyAt(store.db, key, at('2030-02-01T12:01:00.000Z')));
       expect((await ownerRow(apiKey.id)).last_used_at).toEqual(t0);
 
       const t1 = at('2030-02-01T12:01:00.001Z');
-      expectOk(await store.verifyApiKey(key, { now: t1 }));
+      expectOk(await verifyApiKeyAt(store.db, key, t1));
       expect((await ownerRow(apiKey.id)).last_used_at).toEqual(t1);
       // And the API shows it.
       const shown = await store.withOrg(orgId, (tx) => tx.apiKeys.get(apiKey.id));
@@ -935,7 +940,7 @@ describe.each(backends)('API keys ($name)', (backend) => {
       const { key, apiKey, orgId } = await freshKey();
       const issued = await ownerRow(apiKey.id);
       const t0 = at('2030-02-03T12:00:00.000Z');
-      expectOk(await store.verifyApiKey(key, { now: t0 }));
+      expectOk(await verifyApiKeyAt(store.db, key, t0));
       const used = await ownerRow(apiKey.id);
       expect(used.last_used_at).toEqual(t0);
       expect(used.updated_at).toEqual(issued.updated_at);
@@ -949,11 +954,11 @@ describe.each(backends)('API keys ($name)', (backend) => {
     it('a refused verification does not touch last_used_at', async () => {
       const { key, apiKey, orgId } = await freshKey({ key: { rateLimitPerHour: 1 } });
       const t0 = at('2030-02-02T12:00:00.000Z');
-      expectOk(await store.verifyApiKey(key, { now: t0 }));
-      expectRefused(await store.verifyApiKey(key, { now: at('2030-02-02T12:30:00.000Z') }), 'RATE_LIMITED');
+      expectOk(await verifyApiKeyAt(store.db, key, t0));
+      expectRefused(await verifyApiKeyAt(store.db, key, at('2030-02-02T12:30:00.000Z')), 'RATE_LIMITED');
       expect((await ownerRow(apiKey.id)).last_used_at).toEqual(t0);
       await store.withOrg(orgId, (tx) => tx.apiKeys.revoke(apiKey.id));
-      expectRefused(await store.verifyApiKey(key, { now: at('2030-02-02T13:30:00.000Z') }), 'REVOKED');
+      expectRefused(await verifyApiKeyAt(store.db, key, at('2030-02-02T13:30:00.000Z')), 'REVOKED');
       expect((await ownerRow(apiKey.id)).last_used_at).toEqual(t0);
     });
   });
@@ -1076,7 +1081,7 @@ describe.each(backends)('API keys ($name)', (backend) => {
         const second = await issue(orgId, { userId, scopes: ['workflow:read'] });
         const verified = [
           await store.verifyApiKey(first.key),
-          await store.verifyApiKey(second.key, { now: at('2030-01-01T00:00:00Z') }),
+          await verifyApiKeyAt(store.db, second.key, at('2030-01-01T00:00:00Z')),
           await store.verifyApiKey(`${first.key}x`),
           await store.verifyApiKey(`es_${prefixOf(first.key)}_${secretOf(second.key)}`),
         ];
@@ -1130,12 +1135,12 @@ describe.each(backends)('API keys ($name)', (backend) => {
       await expectStoreError(store.withOrg(orgB, (tx) => tx.apiKeys.rotate(a.apiKey.id)), 'NOT_FOUND');
       await expectStoreError(store.withOrg(orgB, (tx) => tx.apiKeys.issue({ userId: a.userId, name: 'stolen' })), 'NOT_FOUND', 'userId');
 
-      // Raw SQL in B's scope sees neither A's keys nor A's usage counters.
+      // Custom queries in B's scope see neither A's keys nor A's usage counters.
       await store.withOrg(orgB, async (tx) => {
-        const keys = await tx.query<{ id: string }>('select id from api_keys');
-        expect(keys.rows.map((row) => row.id)).toEqual([b.apiKey.id]);
-        const usage = await tx.query<{ org_id: string; api_key_id: string }>('select org_id, api_key_id from api_key_usage');
-        expect(usage.rows).toEqual([{ org_id: orgB, api_key_id: b.apiKey.id }]);
+        const keys = await tx.kysely.selectFrom('api_keys').select('id').execute();
+        expect(keys.map((row) => row.id)).toEqual([b.apiKey.id]);
+        const usage = await tx.kysely.selectFrom('api_key_usage').select(['org_id', 'api_key_id']).execute();
+        expect(usage).toEqual([{ org_id: orgB, api_key_id: b.apiKey.id }]);
       });
 
       // A sees its key unchanged, its usage, and no key of B.
@@ -1144,8 +1149,8 @@ describe.each(backends)('API keys ($name)', (backend) => {
         expect(mine).toMatchObject({ status: 'active', deletedAt: null, replacedBy: null });
         expect((await tx.apiKeys.list()).items.map((item) => item.id)).toEqual([a.apiKey.id]);
         await expectStoreError(tx.apiKeys.get(b.apiKey.id), 'NOT_FOUND');
-        const usage = await tx.query<{ api_key_id: string }>('select api_key_id from api_key_usage');
-        expect(usage.rows.map((row) => row.api_key_id)).toEqual([a.apiKey.id]);
+        const usage = await tx.kysely.selectFrom('api_key_usage').select('api_key_id').execute();
+        expect(usage.map((row) => row.api_key_id)).toEqual([a.apiKey.id]);
       });
       expectOk(await store.verifyApiKey(a.key));
       const names = await store.db.query<{ n: number }>(`select count(*)::int as n from api_keys where name = 'stolen'`);

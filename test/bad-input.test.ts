@@ -37,8 +37,7 @@ const OTHER_UUID = '018f0000-0000-7000-8000-00000000ffff';
 const TRANSACTION_CONTROL = /^\s*(begin\b|select set_config\('role', 'app_tenant', true\)|commit\b|rollback\b)/i;
 
 /** Wraps a database so that every statement sent through it, sessions included, is recorded. */
-function recording(db: Database): { db: Database; statements: string[] } {
-  const statements: string[] = [];
+function recording(db: Database, statements: string[] = []): { db: Database; statements: string[] } {
   const wrap = (session: Queryable): Queryable => ({
     query: (sql, params, options) => {
       statements.push(sql);
@@ -59,6 +58,8 @@ function recording(db: Database): { db: Database; statements: string[] } {
   const recorded: Database = {
     kind: db.kind,
     location: db.location,
+    // The tenant login's pool (on a server) records into the same list.
+    loginAs: (user, password) => db.loginAs(user, password)?.then((tenant) => recording(tenant, statements).db),
     ...wrap(db),
     withSession: (work) => db.withSession((session) => work(wrapSession(session))),
     close: () => db.close(),

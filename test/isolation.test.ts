@@ -15,7 +15,7 @@
  * 4. app_tenant without an organization sees no row and can write none.
  *
  * What raw SQL in a scope can do to the scope itself (set_config, RESET ROLE, session-level SET)
- * is not something the database prevents: TenantScope.query is trusted code. The tests in
+ * is not something the database prevents: TrustedSqlScope.query is trusted code. The tests in
  * "raw SQL in a scope is trusted code" record what really happens.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -28,12 +28,12 @@ import {
   storeOver,
   type ErrorCode,
   type Store,
-  type TenantScope,
-  type WorkflowState,
+    type WorkflowState,
 } from '../engine/infra/store/index.ts';
 import { databaseErrorFields } from '../engine/infra/store/errors.ts';
 import { toStoreError } from '../engine/infra/store/database-errors.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
+import { withOrgSql, type TrustedSqlScope } from './support/trusted-sql.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The model: which rows each organization owns.
@@ -142,7 +142,7 @@ async function assertIsolation(store: Store, model: Model, orgIds: readonly stri
   for (const orgId of orgIds) {
     const expected = dataOf(model, orgId);
     // Read in the scope, assert outside it: withOrg would wrap an assertion error.
-    const seen = await store.withOrg(orgId, async (tx) => ({
+    const seen = await withOrgSql(store, orgId, async (tx) => ({
       users: await allPages((after) => tx.users.list({ includeDeleted: true, limit: pageSize, after })),
       workflows: await allPages((after) => tx.workflows.list({ limit: pageSize, after })),
       tasks: await allPages((after) => tx.tasks.list({ limit: pageSize, after })),
@@ -184,9 +184,9 @@ async function assertIsolation(store: Store, model: Model, orgIds: readonly stri
  * itself: some versions of withOrg turn the callback's own errors into a StoreError
  * (DATABASE_ERROR, "the database connection failed") whose cause is the original.
  */
-async function withOrgAsserting<T>(store: Store, orgId: string, work: (tx: TenantScope) => Promise<T>): Promise<T> {
+async function withOrgAsserting<T>(store: Store, orgId: string, work: (tx: TrustedSqlScope) => Promise<T>): Promise<T> {
   try {
-    return await store.withOrg(orgId, work);
+    return await withOrgSql(store, orgId, work);
   } catch (error) {
     if (error instanceof StoreError && error.cause instanceof Error && error.cause.name === 'AssertionError') throw error.cause;
     throw error;
@@ -195,7 +195,7 @@ async function withOrgAsserting<T>(store: Store, orgId: string, work: (tx: Tenan
 
 /** Every column of every row the organization owns, as its own scope reads them. */
 async function snapshot(store: Store, orgId: string): Promise<Record<string, unknown[]>> {
-  return store.withOrg(orgId, async (tx) => {
+  return withOrgSql(store, orgId, async (tx) => {
     const tables: Record<string, unknown[]> = {};
     for (const table of tenantTables) tables[table] = (await tx.query(`select * from ${table} as row order by row::text`)).rows;
     tables.organizations = (await tx.query('select * from organizations')).rows;
@@ -275,7 +275,7 @@ function victimTargets(ctx: AttackContext, kinds: readonly RowKind[] = ['users',
   return targets;
 }
 
-const inAttacker = <T>(ctx: AttackContext, work: (tx: TenantScope) => Promise<T>) => ctx.store.withOrg(ctx.attacker.id, work);
+const inAttacker = <T>(ctx: AttackContext, work: (tx: TrustedSqlScope) => Promise<T>) => withOrgSql(ctx.store, ctx.attacker.id, work);
 
 // The attacks that write (confined to the attacker's own rows) come last: the explicit cases run
 // in this order on one fixture, and they make some of the victim's ids the attacker's too.
@@ -660,7 +660,7 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
       [attacker, 'attacker'],
     ] as const) {
       const data = dataOf(fixture, who.id);
-      await store.withOrg(who.id, async (tx) => {
+      await withOrgSql(store, who.id, async (tx) => {
         for (const name of ['ada', 'grace']) {
           const user = await tx.users.create({ email: `${name}.${run}@${local}.example`, role: 'admin' });
           data.users.set(user.id, user.email);
@@ -737,7 +737,7 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
           stats.cases += 1;
           // Every case starts from empty organizations (deleted through their own scopes).
           for (const o of orgs) {
-            await store.withOrg(o.id, async (tx) => {
+            await withOrgSql(store, o.id, async (tx) => {
               for (const table of ['task_states', 'workflow_states', 'schedules', 'api_keys', 'users']) await tx.query(`delete from ${table}`);
             });
           }
@@ -888,12 +888,12 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
         const expectClean = async (after: string) => expect(await connectionState(on), `connection state after ${after}`).toEqual(clean);
 
         // Inside a scope the same query does see the scope (so the checks below can fail).
-        const inside = await on.withOrg(victim.id, (tx) => tx.query<{ current_user: string; org: string; role: string }>(STATE_SQL));
+        const inside = await withOrgSql(on, victim.id, (tx) => tx.query<{ current_user: string; org: string; role: string }>(STATE_SQL));
         expect(inside.rows[0]).toMatchObject({ current_user: 'app_tenant', org: victim.id, role: 'app_tenant' });
         await expectClean('a committed read-only scope');
 
         const email = `hygiene-${tag()}@victim.example`;
-        const created = await on.withOrg(victim.id, (tx) => tx.users.create({ email, role: 'manager' }));
+        const created = await withOrgSql(on, victim.id, (tx) => tx.users.create({ email, role: 'manager' }));
         fixture.get(victim.id)!.users.set(created.id, created.email);
         await expectClean('a committed write');
 
@@ -911,7 +911,7 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
         expect(thrown === boom || (thrown instanceof StoreError && thrown.cause === boom)).toBe(true);
         await expectClean('a scope whose callback threw');
 
-        const conflict = await on.withOrg(victim.id, (tx) => tx.users.create({ email, role: 'admin' })).then(
+        const conflict = await withOrgSql(on, victim.id, (tx) => tx.users.create({ email, role: 'admin' })).then(
           () => undefined,
           (error: unknown) => error,
         );
@@ -944,7 +944,7 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
           );
         // PostgreSQL would have turned the COMMIT into a silent ROLLBACK; withOrg says so.
         expect(outcome).toBe('TRANSACTION_ABORTED');
-        const found = await on.withOrg(victim.id, (tx) => tx.users.getByEmail(kept).then(() => true, () => false));
+        const found = await withOrgSql(on, victim.id, (tx) => tx.users.getByEmail(kept).then(() => true, () => false));
         expect(found).toBe(false);
         expect(await connectionState(on)).toEqual(clean);
       });
@@ -956,7 +956,7 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
       const results = await Promise.all(
         Array.from({ length: 24 }, (_, i) => {
           const who = members[i % members.length]!;
-          return store.withOrg(who.id, async (tx) => {
+          return withOrgSql(store, who.id, async (tx) => {
             await tx.query('select pg_sleep(0.002)');
             const seen = new Set<string>();
             for (const table of tenantTables) for (const row of (await tx.query<{ org_id: string }>(`select org_id from ${table}`)).rows) seen.add(row.org_id);
@@ -973,16 +973,16 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
       expect(results.filter((result) => result.expected === victim.id).every((result) => result.seen.length === 1)).toBe(true);
     });
 
-    it('a TenantScope kept after its callback returned (or threw) refuses every query with TENANT_SCOPE_REQUIRED', async () => {
-      let kept: TenantScope | undefined;
-      const count = await store.withOrg(victim.id, async (tx) => {
+    it('a TrustedSqlScope kept after its callback returned (or threw) refuses every query with TENANT_SCOPE_REQUIRED', async () => {
+      let kept: TrustedSqlScope | undefined;
+      const count = await withOrgSql(store, victim.id, async (tx) => {
         kept = tx;
         return (await tx.query('select 1')).rowCount;
       });
       expect(count).toBe(1);
-      let keptAfterThrow: TenantScope | undefined;
+      let keptAfterThrow: TrustedSqlScope | undefined;
       await expect(
-        store.withOrg(attacker.id, async (tx) => {
+        withOrgSql(store, attacker.id, async (tx) => {
           keptAfterThrow = tx;
           throw new Error('give up');
         }),
@@ -1005,7 +1005,7 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
 
   describe('no organization in scope means no rows', () => {
     it('as app_tenant without app.org_id, every tenant table reads as empty although rows exist, and an insert is refused by row-level security', async () => {
-      const existing = await store.withOrg(victim.id, async (tx) => {
+      const existing = await withOrgSql(store, victim.id, async (tx) => {
         const counts: Record<string, number> = {};
         for (const table of TENANT_TABLES) counts[table] = (await tx.query(`select 1 from ${table}`)).rows.length;
         return counts;
@@ -1036,8 +1036,8 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
     });
 
     it('through the store API with app.org_id cleared inside a scope: lists are empty, and writes are FORBIDDEN', async () => {
-      const clear = (tx: TenantScope) => tx.query(`select set_config('app.org_id', '', true)`);
-      const lists = await store.withOrg(victim.id, async (tx) => {
+      const clear = (tx: TrustedSqlScope) => tx.query(`select set_config('app.org_id', '', true)`);
+      const lists = await withOrgSql(store, victim.id, async (tx) => {
         await clear(tx);
         return [
           (await tx.users.list({ includeDeleted: true })).items.length,
@@ -1047,14 +1047,14 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
         ];
       });
       expect(lists).toEqual([0, 0, 0, 0]);
-      const writes: Array<(tx: TenantScope) => Promise<unknown>> = [
+      const writes: Array<(tx: TrustedSqlScope) => Promise<unknown>> = [
         (tx) => tx.users.create({ email: `orphan-${tag()}@nowhere.example`, role: 'admin' }),
         (tx) => tx.workflows.upsert({ workflowExecId: randomUUID(), workflowId: 'orphan', status: 'running' }),
         (tx) => tx.schedules.create({ workflowId: 'orphan', cronExpression: '@hourly' }),
       ];
       for (const write of writes) {
         await expect(
-          store.withOrg(victim.id, async (tx) => {
+          withOrgSql(store, victim.id, async (tx) => {
             await clear(tx);
             return write(tx);
           }),
@@ -1064,70 +1064,26 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
     });
 
     it('withOrg refuses an empty organization id (TENANT_SCOPE_REQUIRED); an unknown one reads nothing and cannot write (ORG_INACTIVE)', async () => {
-      await expect(store.withOrg('', async () => 'ran')).rejects.toMatchObject({ code: 'TENANT_SCOPE_REQUIRED' });
+      await expect(withOrgSql(store, '', async () => 'ran')).rejects.toMatchObject({ code: 'TENANT_SCOPE_REQUIRED' });
       const unknown = randomUUID();
-      const seen = await store.withOrg(unknown, async (tx) => {
+      const seen = await withOrgSql(store, unknown, async (tx) => {
         let rows = 0;
         for (const table of [...tenantTables, 'organizations']) rows += (await tx.query(`select 1 from ${table}`)).rows.length;
         return rows;
       });
       expect(seen).toBe(0);
-      await expect(store.withOrg(unknown, (tx) => tx.users.create({ email: 'ghost@nowhere.example', role: 'admin' }))).rejects.toMatchObject({
+      await expect(withOrgSql(store, unknown, (tx) => tx.users.create({ email: 'ghost@nowhere.example', role: 'admin' }))).rejects.toMatchObject({
         code: 'ORG_INACTIVE',
       });
     });
   });
 
-  // TenantScope.query runs whatever it is given, as app_tenant, inside the scope's transaction.
-  // PostgreSQL checks SET ROLE against the session user, not the current role, so such SQL can
-  // leave app_tenant (RESET ROLE, SET ROLE <session user>) and can re-point app.org_id at any
-  // organization with set_config. The scope API is trusted code; these tests record what really
-  // happens rather than promise a guarantee the database does not give.
-  describe('raw SQL in a scope is trusted code', () => {
-    const inAttackerScope = <T>(work: (tx: TenantScope) => Promise<T>) => store.withOrg(attacker.id, work);
-
-    it("set_config('app.org_id', <victim>, true) inside the attacker's scope makes raw SQL read the victim's rows", async () => {
-      const seen = await store.withOrg(attacker.id, async (tx) => {
-        const before = (await tx.query<{ org_id: string }>('select distinct org_id from workflow_states')).rows.map((row) => row.org_id);
-        await tx.query(`select set_config('app.org_id', $1, true)`, [victim.id]);
-        const after = (await tx.query<{ org_id: string }>('select distinct org_id from workflow_states')).rows.map((row) => row.org_id);
-        const organization = (await tx.query<{ name: string }>('select name from organizations')).rows.map((row) => row.name);
-        return { before, after, organization };
-      });
-      expect(seen.before).toEqual([attacker.id]);
-      expect(seen.after).toEqual([victim.id]);
-      expect(seen.organization).toEqual([victim.name]);
-    });
-
-    it('RESET ROLE inside a scope returns to the session user, which (as a superuser) then reads every organization; SET ROLE app_tenant is harmless; row_security = off is refused', async () => {
-      const seen = await store.withOrg(attacker.id, async (tx) => {
-        await tx.query('set role app_tenant');
-        const stillTenant = (await tx.query<{ org_id: string }>('select distinct org_id from users')).rows.map((row) => row.org_id);
-        await tx.query('reset role');
-        const who = (await tx.query<{ current_user: string; role: string }>("select current_user, current_setting('role') as role")).rows[0]!;
-        const superuser = (await tx.query<{ rolsuper: boolean }>('select rolsuper from pg_roles where rolname = session_user')).rows[0]!.rolsuper;
-        const orgIds = (await tx.query<{ org_id: string }>('select distinct org_id from users')).rows.map((row) => row.org_id);
-        return { stillTenant, who, superuser, orgIds };
-      });
-      expect(seen.stillTenant).toEqual([attacker.id]);
-      expect(seen.who).toEqual({ current_user: sessionUser, role: 'none' });
-      if (seen.superuser) {
-        expect(seen.orgIds).toEqual(expect.arrayContaining([victim.id, attacker.id]));
-      } else {
-        // A schema owner that is not a superuser: RLS is forced and the policies name app_tenant only.
-        expect(seen.orgIds).toEqual([]);
-      }
-
-      await expect(
-        store.withOrg(attacker.id, async (tx) => {
-          await tx.query('set local row_security = off');
-          return tx.query('select org_id from users');
-        }),
-      ).rejects.toMatchObject({ code: 'FORBIDDEN' });
-    });
-
+  // SQL text as app_tenant in a scope (what an injected query would run; the public API takes
+  // none, see test/tenant-boundary.test.ts): the database's own constraints and the session reset.
+  describe('SQL text as app_tenant in a scope', () => {
+    const inAttackerScope = <T>(work: (tx: TrustedSqlScope) => Promise<T>) => withOrgSql(store, attacker.id, work);
     it("API key prefixes and hashes are unique across organizations: a raw insert of the victim's prefix in the attacker's scope fails with CONFLICT, naming nothing of the victim's", async () => {
-      const [victimKey] = (await store.withOrg(victim.id, (tx) => tx.query<{ prefix: string; user_id: string }>('select prefix, user_id from api_keys'))).rows;
+      const [victimKey] = (await withOrgSql(store, victim.id, (tx) => tx.query<{ prefix: string; user_id: string }>('select prefix, user_id from api_keys'))).rows;
       const ownUser = [...fixture.get(attacker.id)!.users.keys()][0]!;
       const ctx: AttackContext = { store, model: fixture, attacker, victim, pick: 0, variant: 0 };
       const insertKey = (prefix: string) =>
@@ -1148,8 +1104,7 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
     it('a session-level SET ROLE or set_config(..., false) issued through raw SQL does not outlive its scope on the pooled connection', async () => {
       await withOneConnection(async (on) => {
         for (const ending of ['commit', 'rollback'] as const) {
-          await on
-            .withOrg(attacker.id, async (tx) => {
+          await withOrgSql(on, attacker.id, async (tx) => {
               await tx.query('set role app_tenant');
               await tx.query(`select set_config('app.org_id', $1, false)`, [victim.id]);
               if (ending === 'rollback') throw new Error('the callback fails');
@@ -1167,7 +1122,7 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
 
     it('the same when the raw SQL comes after the store\'s own statements (a scope of prepared statements alone commits without a reset)', async () => {
       await withOneConnection(async (on) => {
-        await on.withOrg(attacker.id, async (tx) => {
+        await withOrgSql(on, attacker.id, async (tx) => {
           await tx.workflows.list({ limit: 1 });
           await tx.query(`select set_config('app.org_id', $1, false)`, [victim.id]);
           await tx.query('set role app_tenant');

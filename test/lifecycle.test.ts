@@ -21,6 +21,7 @@ import {
 } from '../engine/infra/store/index.ts';
 import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
+import { withOrgSql } from './support/trusted-sql.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -149,9 +150,17 @@ const WRITES: Array<{ name: string; write: (tx: TenantScope, data: OrgData) => P
   { name: 'schedules.softDelete', write: (tx, d) => tx.schedules.softDelete(d.scheduleId) },
   { name: 'schedules.restore', write: (tx, d) => tx.schedules.restore(d.deletedScheduleId) },
   { name: 'schedules.delete', write: (tx, d) => tx.schedules.delete(d.scheduleId) },
-  { name: 'a raw update matching no row', write: (tx) => tx.query(`update users set role = 'admin' where false`) },
-  { name: 'a raw delete matching no row', write: (tx) => tx.query('delete from workflow_states where false') },
-  { name: 'a raw insert of no row', write: (tx) => tx.query(`insert into schedules (workflow_id, cron_expression) select 'w', '@daily' where false`) },
+  { name: 'a custom update matching no row', write: (tx) => tx.kysely.updateTable('users').set({ role: 'admin' }).where((eb) => eb.lit(false)).execute() },
+  { name: 'a custom delete matching no row', write: (tx) => tx.kysely.deleteFrom('workflow_states').where((eb) => eb.lit(false)).execute() },
+  {
+    name: 'a custom insert of no row',
+    write: (tx) =>
+      tx.kysely
+        .insertInto('schedules')
+        .columns(['workflow_id', 'cron_expression'])
+        .expression(tx.kysely.selectNoFrom((eb) => [eb.val('w').as('workflow_id'), eb.val('@daily').as('cron_expression')]).where((eb) => eb.lit(false)))
+        .execute(),
+  },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -368,7 +377,7 @@ describe.each(backends)('lifecycle on $name', (backend) => {
 
     it('can still be read', async () => {
       expect(await readAll(store, data)).toEqual(readsBefore);
-      await store.withOrg(data.orgId, async (tx) => {
+      await withOrgSql(store, data.orgId, async (tx) => {
         expect((await tx.users.list()).items.map((u) => u.id)).toEqual([data.userId]);
         expect((await tx.workflows.get(data.workflowExecId)).input).toEqual({ step: 1 });
         expect((await tx.query<{ n: number }>('select count(*)::int as n from task_states')).rows[0]!.n).toBe(1);
@@ -415,7 +424,7 @@ describe.each(backends)('lifecycle on $name', (backend) => {
     });
 
     it('shows nothing in its scope: empty lists, NOT_FOUND, raw counts of 0', async () => {
-      await store.withOrg(data.orgId, async (tx) => {
+      await withOrgSql(store, data.orgId, async (tx) => {
         expect((await tx.users.list({ includeDeleted: true })).items).toEqual([]);
         expect((await tx.workflows.list()).items).toEqual([]);
         expect((await tx.tasks.list()).items).toEqual([]);
@@ -450,7 +459,7 @@ describe.each(backends)('lifecycle on $name', (backend) => {
   });
 
   it('an organization that never existed reads as empty and refuses writes with ORG_INACTIVE', async () => {
-    await store.withOrg(NO_SUCH_ID, async (tx) => {
+    await withOrgSql(store, NO_SUCH_ID, async (tx) => {
       expect((await tx.users.list()).items).toEqual([]);
       expect((await tx.query<{ n: number }>('select count(*)::int as n from workflow_states')).rows[0]!.n).toBe(0);
     });
@@ -865,7 +874,7 @@ describe.each(backends)('lifecycle on $name', (backend) => {
         'INVALID_INPUT',
         'updatedAt',
       );
-      const forged = await store.withOrg(org.id, (tx) =>
+      const forged = await withOrgSql(store, org.id, (tx) =>
         tx.query<{ updated_at: Date; now: Date }>(
           `update workflow_states set updated_at = timestamptz '2000-01-01 00:00:00+00' where workflow_exec_id = $1 returning updated_at, now() as now`,
           [wf],

@@ -21,6 +21,7 @@ import { StoreError, storeOver, type Store } from '../engine/infra/store/index.t
 import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
 import { pooledConnections } from './support/connections.ts';
+import { withOrgSql } from './support/trusted-sql.ts';
 
 const tag = () => randomBytes(4).toString('hex');
 
@@ -349,7 +350,7 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
       const foreign = randomUUID();
       await store.withOrg(other, (tx) => tx.workflows.upsert({ workflowExecId: foreign, workflowId: 'wf', status: 'running' }));
       const [a, b] = [randomUUID(), randomUUID()];
-      const [upsertedA, upsertedB, scope] = await store.withOrg(org, (tx) =>
+      const [upsertedA, upsertedB, scope] = await withOrgSql(store, org, (tx) =>
         Promise.all([
           tx.workflows.upsert({ workflowExecId: a, workflowId: 'wf', status: 'running' }),
           tx.workflows.upsert({ workflowExecId: b, workflowId: 'wf', status: 'pending' }),
@@ -403,7 +404,7 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
       );
       // A statement after the failed first one is refused: the transaction is aborted.
       await expectStoreError(
-        store.withOrg(org, async (tx) => {
+        withOrgSql(store, org, async (tx) => {
           await tx.workflows.get(randomUUID()).catch(() => undefined);
           await tx.query('select 1 / 0').catch(() => undefined);
           return tx.workflows.upsert({ workflowExecId, workflowId: 'wf', status: 'running' });

@@ -18,6 +18,7 @@ import { TaskStatesRepository } from '../engine/infra/store/tasks.ts';
 import { UsersRepository } from '../engine/infra/store/users.ts';
 import { WorkflowStatesRepository } from '../engine/infra/store/workflows.ts';
 import { createServerDatabase, serverUrl } from './support/backends.ts';
+import { withOrgSql } from './support/trusted-sql.ts';
 
 const ORGS = 4;
 const WORKFLOWS_PER_ORG = 5_000;
@@ -166,7 +167,7 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
    */
   let probes = 0;
   const explainInOrg = (statement: Captured) =>
-    store.withOrg(ORG, async (tx) => {
+    withOrgSql(store, ORG, async (tx) => {
       // The scope's first statement travels in a pipeline (extended protocol), where PREPARE's
       // own $n would be taken for the pipeline's parameters: PREPARE goes second, as a script.
       const { rows: mode } = await tx.query<{ plan_cache_mode: string }>(`select current_setting('plan_cache_mode') as plan_cache_mode`);

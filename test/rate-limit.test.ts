@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type IssuedKey, type Store, type Verification } from '../engine/infra/store/index.ts';
+import { verifyApiKeyAt } from '../engine/infra/store/verify.ts';
 import { createServerDatabase, serverUrl } from './support/backends.ts';
 
 const LIMIT = 50;
@@ -65,7 +66,7 @@ describe.skipIf(!serverUrl)('rate limits under concurrency (PostgreSQL)', () => 
   it(`${REQUESTS} concurrent verifications of a key limited to ${LIMIT}/hour: exactly ${LIMIT} OK, remaining 0..${LIMIT - 1} each once, the rest RATE_LIMITED, counter ${LIMIT}`, async () => {
     const [issued] = await keysLimitedTo(LIMIT, 1);
     const now = new Date('2030-05-05T10:30:00.000Z');
-    const results = await Promise.all(Array.from({ length: REQUESTS }, () => store.verifyApiKey(issued!.key, { now })));
+    const results = await Promise.all(Array.from({ length: REQUESTS }, () => verifyApiKeyAt(store.db, issued!.key, now)));
     const { ok, remaining, reasons } = tally(results);
     expect(ok).toBe(LIMIT);
     expect(remaining).toEqual(zeroToLimit);
@@ -81,8 +82,8 @@ describe.skipIf(!serverUrl)('rate limits under concurrency (PostgreSQL)', () => 
     const now = new Date('2030-05-06T14:00:00.000Z');
     const calls: Promise<Verification>[] = [];
     for (let i = 0; i < REQUESTS; i++) {
-      calls.push(store.verifyApiKey(first!.key, { now }));
-      calls.push(store.verifyApiKey(second!.key, { now }));
+      calls.push(verifyApiKeyAt(store.db, first!.key, now));
+      calls.push(verifyApiKeyAt(store.db, second!.key, now));
     }
     const results = await Promise.all(calls);
     const forFirst = tally(results.filter((_, index) => index % 2 === 0));
@@ -109,7 +110,7 @@ describe.skipIf(!serverUrl)('rate limits under concurrency (PostgreSQL)', () => 
       ['2030-05-07T09:00:00.000Z', '2030-05-07T09:00:00.000Z'],
     ] as const) {
       const now = new Date(hour);
-      const results = await Promise.all(Array.from({ length: REQUESTS }, () => store.verifyApiKey(issued!.key, { now })));
+      const results = await Promise.all(Array.from({ length: REQUESTS }, () => verifyApiKeyAt(store.db, issued!.key, now)));
       const { ok, remaining } = tally(results);
       expect(ok).toBe(LIMIT);
       expect(remaining).toEqual(zeroToLimit);

@@ -245,7 +245,7 @@ describe.each(backends)('readOrg ($name)', (backend) => {
       () => sneaky.workflows.updateStatus(existing, { status: 'success' }),
       () => sneaky.workflows.delete(existing),
       () => sneaky.users.create({ email: `ro-${tag()}@example.com`, role: 'admin' }),
-      () => sneaky.query(`insert into workflow_states (workflow_exec_id, workflow_id, status) values ('${fresh}', 'wf', 'running')`),
+      () => sneaky.kysely.insertInto('workflow_states').values({ workflow_exec_id: fresh, workflow_id: 'wf', status: 'running' }).execute(),
     ];
     for (const refused of refusals) {
       const error = await expectStoreError(refused, 'FORBIDDEN');

@@ -55,6 +55,12 @@ export interface Database extends Queryable {
   readonly kind: 'postgres' | 'pglite';
   /** Where the data lives, safe to print: the URL without its password, or the data directory. */
   readonly location: string;
+  /**
+   * The same database, logged in as another role, with a pool of its own (PostgreSQL only; the
+   * embedded database has one user and returns undefined). How the store derives the tenant
+   * login from the owner's URL.
+   */
+  loginAs(user: string, password?: string): Promise<Database> | undefined;
   /** Runs `work` on one connection that nobody else uses meanwhile (transactions, session locks). */
   withSession<T>(work: (session: Session) => Promise<T>): Promise<T>;
   close(): Promise<void>;
@@ -149,12 +155,32 @@ function statementName(sql: string): string {
 }
 const statementNames = new Map<string, string>();
 
+/**
+ * Whether an error says the session itself is gone or in an unknown state: a fatal error, a
+ * lost connection (class 08), a terminated session (57P0x), or the end of an idle transaction
+ * (25P03). A statement's ordinary error (a constraint, a timeout, a refused privilege) leaves
+ * the session usable once rolled back.
+ */
+function endsSession(error: unknown): boolean {
+  const fields = databaseErrorFields(error) as (ReturnType<typeof databaseErrorFields> & { severity?: string }) | undefined;
+  if (!fields) return false;
+  if (fields.severity === 'FATAL' || fields.severity === 'PANIC') return true;
+  return fields.code!.startsWith('08') || fields.code!.startsWith('57P') || fields.code === '25P03';
+}
+
 function openPostgres(url: string, poolSize: number): Database {
   parsePostgresUrl(url);
   const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000, types: pgTypes });
   // An idle client that loses its server emits 'error' on the pool; without a listener that
   // would crash the process. The next checkout reconnects.
   pool.on('error', () => undefined);
+  // A checked-out client that loses its server emits 'error' on the client: the query in
+  // flight rejects on its own, so the event only needs a listener, and the client is marked so
+  // that it is discarded instead of going back to the pool.
+  const lost = new WeakSet<pg.PoolClient>();
+  pool.on('connect', (client) => {
+    client.on('error', () => lost.add(client as pg.PoolClient));
+  });
   const send = <Row>(client: pg.PoolClient | pg.Pool, sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> => {
     const values = params as unknown[] | undefined;
     const sent = options?.prepare ? client.query({ name: statementName(sql), text: sql, values }) : client.query(sql, values);
@@ -200,15 +226,25 @@ function openPostgres(url: string, poolSize: number): Database {
         return await work(onClient(client));
       } catch (error) {
         // A connection must not go back to the pool inside a transaction the callback left
-        // open; one that cannot even roll back is discarded.
-        broken = await client.query('rollback').then(
-          () => false,
-          () => true,
-        );
+        // open; one whose state cannot be vouched for, or that cannot even roll back, is
+        // discarded (closed), never handed to the next caller.
+        broken = endsSession(error) || lost.has(client);
+        if (!broken) {
+          broken = await client.query('rollback').then(
+            () => false,
+            () => true,
+          );
+        }
         throw error;
       } finally {
-        client.release(broken);
+        client.release(broken || lost.has(client));
       }
+    },
+    loginAs: (user, password) => {
+      const other = new URL(url);
+      other.username = encodeURIComponent(user);
+      other.password = password === undefined ? '' : encodeURIComponent(password);
+      return openDatabase({ url: other.toString(), poolSize });
     },
     // Closing twice is harmless: a store and a test harness may both close the same database.
     close: once(() => pool.end()),
@@ -283,6 +319,7 @@ async function openPglite(dataDir: string): Promise<Database> {
         }
       });
     },
+    loginAs: () => undefined,
     close: once(() => takeTurn(() => pglite.close())),
   };
 }

@@ -15,7 +15,7 @@ import { diffCatalogs, readCatalog, type CatalogSnapshot } from './catalog.ts';
 import { openDatabase, type Database, type Queryable } from './db.ts';
 import { migrationStatus } from './migrate.ts';
 import { loadSchemaFile } from './schema-file.ts';
-import { inspectTenantSafety, TENANT_ROLE } from './tenant-safety.ts';
+import { inspectTenantLogin, inspectTenantSafety, tenantLoginProblems, TENANT_ROLE, type TenantLoginProblemCode } from './tenant-safety.ts';
 
 export type FindingCode =
   | 'MIGRATION_PENDING'
@@ -28,7 +28,7 @@ export type FindingCode =
   | 'RLS_NO_POLICY'
   | 'TENANT_ROLE_MISSING'
   | 'TENANT_ROLE_BYPASSES_RLS'
-  | 'TENANT_ROLE_NOT_GRANTED'
+  | TenantLoginProblemCode
   | 'MISSING_ORG_INDEX'
   | 'UNINDEXED_FOREIGN_KEY';
 
@@ -57,6 +57,12 @@ export interface DiagnoseOptions {
   referenceFactory?: () => Promise<ReferenceDatabase>;
   /** The role tenant queries run as (default app_tenant). */
   tenantRole?: string;
+  /**
+   * The login tenant traffic connects as (default: the user of `TENANT_DATABASE_URL`, else
+   * app_tenant): reported if it is a superuser, has BYPASSRLS, owns objects, can create roles
+   * or temporary tables, or is a member of other roles.
+   */
+  tenantLogin?: string;
   /** The migrations directory (default: the store's own). */
   migrationsDir?: string;
   /** schema.sql (default: the store's own). */
@@ -87,6 +93,7 @@ export async function diagnose(db: Database, options: DiagnoseOptions = {}): Pro
     });
   }
   await checkTenantSafety(db, options.tenantRole ?? TENANT_ROLE, findings);
+  await checkTenantLogin(db, options.tenantLogin ?? defaultTenantLogin(), findings);
   await checkIndexes(db, findings);
   return { findings };
 }
@@ -205,6 +212,26 @@ function withDatabaseName(url: string, database: string): string {
   return parsed.toString();
 }
 
+/** The tenant login's name as the store would derive it. */
+function defaultTenantLogin(): string {
+  const url = process.env.TENANT_DATABASE_URL?.trim();
+  if (url) {
+    try {
+      const user = decodeURIComponent(new URL(url).username);
+      if (user) return user;
+    } catch {
+      // An unparseable URL is openStore's to report; the doctor checks the default login.
+    }
+  }
+  return TENANT_ROLE;
+}
+
+async function checkTenantLogin(db: Database, login: string, findings: Finding[]): Promise<void> {
+  for (const problem of tenantLoginProblems(await inspectTenantLogin(db, login))) {
+    findings.push({ code: problem.code, severity: 'error', message: problem.message, object: login });
+  }
+}
+
 async function checkTenantSafety(db: Database, role: string, findings: Finding[]): Promise<void> {
   const safety = await inspectTenantSafety(db, role);
   if (!safety.roleExists) {
@@ -215,9 +242,6 @@ async function checkTenantSafety(db: Database, role: string, findings: Finding[]
     }
     if (safety.roleBypassesRls) {
       findings.push({ code: 'TENANT_ROLE_BYPASSES_RLS', severity: 'error', message: `the tenant role ${role} has BYPASSRLS, so row-level security does not apply to it`, object: role });
-    }
-    if (!safety.canEnterRole) {
-      findings.push({ code: 'TENANT_ROLE_NOT_GRANTED', severity: 'error', message: `the connecting user cannot SET ROLE ${role} (grant it the role)`, object: role });
     }
   }
   for (const table of safety.tenantTables) {

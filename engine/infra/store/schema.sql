@@ -51,22 +51,27 @@ $$;
 COMMENT ON FUNCTION public.current_org_id() IS 'The organization of the current tenant scope (setting app.org_id), or NULL.';
 
 --
--- Name: current_org_is_visible(); Type: FUNCTION; Schema: public; Owner: -
+-- Name: enter_org_scope(uuid); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.current_org_is_visible() RETURNS boolean
-    LANGUAGE plpgsql STABLE PARALLEL SAFE
+CREATE FUNCTION public.enter_org_scope(p_org uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
+declare
+  live boolean;
 begin
-  return exists (select 1 from public.organizations o where o.id = public.current_org_id() and o.deleted_at is null);
+  select o.deleted_at is null into live from public.organizations o where o.id = p_org;
+  perform pg_catalog.set_config('app.org_id', coalesce(p_org::text, ''), true);
+  perform pg_catalog.set_config('app.org_visible', case when live then 'on' else 'off' end, true);
 end
 $$;
 
 --
--- Name: FUNCTION current_org_is_visible(); Type: COMMENT; Schema: public; Owner: -
+-- Name: FUNCTION enter_org_scope(p_org uuid); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.current_org_is_visible() IS 'Whether the current tenant scope names a live (not soft-deleted) organization.';
+COMMENT ON FUNCTION public.enter_org_scope(p_org uuid) IS 'Enters the scope of an organization for the rest of the transaction (settings app.org_id, app.org_visible).';
 
 --
 -- Name: refuse_api_key_changes_but_revocation_of_suspended_org(); Type: FUNCTION; Schema: public; Owner: -
@@ -74,6 +79,7 @@ COMMENT ON FUNCTION public.current_org_is_visible() IS 'Whether the current tena
 
 CREATE FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended_org() RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
   org constant uuid := public.current_org_id();
@@ -88,7 +94,7 @@ begin
   end if;
   if new.status = 'revoked'
      and (old.deleted_at is null or new.deleted_at is not distinct from old.deleted_at)
-     and to_jsonb(new) - array['status', 'deleted_at', 'updated_at'] = to_jsonb(old) - array['status', 'deleted_at', 'updated_at'] then
+     and pg_catalog.to_jsonb(new) - array['status', 'deleted_at', 'updated_at'] = pg_catalog.to_jsonb(old) - array['status', 'deleted_at', 'updated_at'] then
     return new;
   end if;
   raise exception 'the organization is suspended: its API keys can be revoked, nothing else changed' using errcode = 'ES001';
@@ -107,6 +113,7 @@ COMMENT ON FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended_or
 
 CREATE FUNCTION public.refuse_writes_of_inactive_org() RETURNS trigger
     LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
   org constant uuid := public.current_org_id();
@@ -144,7 +151,7 @@ CREATE FUNCTION public.set_updated_at() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 begin
-  new.updated_at := now();
+  new.updated_at := pg_catalog.now();
   return new;
 end
 $$;
@@ -162,11 +169,11 @@ COMMENT ON FUNCTION public.set_updated_at() IS 'BEFORE UPDATE trigger: stamps up
 CREATE FUNCTION public.uuid_generate_v7() RETURNS uuid
     LANGUAGE sql PARALLEL SAFE
     AS $$
-  select encode(
-    set_bit(set_bit(
-      overlay(uuid_send(gen_random_uuid())
-              placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint) from 3)
-              from 1 for 6),
+  select pg_catalog.encode(
+    pg_catalog.set_bit(pg_catalog.set_bit(
+      pg_catalog.overlay(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()),
+              pg_catalog.substr(pg_catalog.int8send((pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000)::bigint), 3),
+              1, 6),
       52, 1), 53, 1),
     'hex')::uuid
 $$;
@@ -178,12 +185,29 @@ $$;
 COMMENT ON FUNCTION public.uuid_generate_v7() IS 'A version 7 (time-ordered) UUID: 48 bits of Unix milliseconds, then random bits.';
 
 --
--- Name: verify_api_key(text, bytea, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+-- Name: verify_api_key(text, bytea); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_now timestamp with time zone DEFAULT now()) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
+CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  select * from public.verify_api_key_at(p_prefix, p_key_hash, pg_catalog.now())
+$$;
+
+--
+-- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) IS 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
+
+--
+-- Name: verify_api_key_at(text, bytea, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
     LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'public'
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   key record;
@@ -255,10 +279,27 @@ end
 $$;
 
 --
--- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_now timestamp with time zone); Type: COMMENT; Schema: public; Owner: -
+-- Name: FUNCTION verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) IS 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
+COMMENT ON FUNCTION public.verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) IS 'verify_api_key at a given time; for the owner''s tests only.';
+
+--
+-- Name: visible_org_id(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.visible_org_id() RETURNS uuid
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+  select case when pg_catalog.current_setting('app.org_visible', true) = 'on'
+              then nullif(pg_catalog.current_setting('app.org_id', true), '')::uuid end
+$$;
+
+--
+-- Name: FUNCTION visible_org_id(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.visible_org_id() IS 'The organization of the current tenant scope while it is live (not soft-deleted), else NULL.';
 
 SET default_tablespace = '';
 
@@ -840,9 +881,7 @@ CREATE POLICY api_key_usage_key_verifier ON public.api_key_usage TO app_key_veri
 -- Name: api_key_usage api_key_usage_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY api_key_usage_tenant_isolation ON public.api_key_usage TO app_tenant USING ((org_id = ( SELECT o.id
-   FROM public.organizations o
-  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY api_key_usage_tenant_isolation ON public.api_key_usage TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
 
 --
 -- Name: api_keys; Type: ROW SECURITY; Schema: public; Owner: -
@@ -866,9 +905,7 @@ CREATE POLICY api_keys_key_verifier_touch ON public.api_keys FOR UPDATE TO app_k
 -- Name: api_keys api_keys_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING ((org_id = ( SELECT o.id
-   FROM public.organizations o
-  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
 
 --
 -- Name: organizations; Type: ROW SECURITY; Schema: public; Owner: -
@@ -886,7 +923,7 @@ CREATE POLICY organizations_key_verifier ON public.organizations FOR SELECT TO a
 -- Name: organizations organizations_tenant_read; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY organizations_tenant_read ON public.organizations FOR SELECT TO app_tenant USING (((id = ( SELECT public.current_org_id() AS current_org_id)) AND (deleted_at IS NULL)));
+CREATE POLICY organizations_tenant_read ON public.organizations FOR SELECT TO app_tenant USING ((id = public.visible_org_id()));
 
 --
 -- Name: schedules; Type: ROW SECURITY; Schema: public; Owner: -
@@ -898,9 +935,7 @@ ALTER TABLE public.schedules ENABLE ROW LEVEL SECURITY;
 -- Name: schedules schedules_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY schedules_tenant_isolation ON public.schedules TO app_tenant USING ((org_id = ( SELECT o.id
-   FROM public.organizations o
-  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY schedules_tenant_isolation ON public.schedules TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
 
 --
 -- Name: task_states; Type: ROW SECURITY; Schema: public; Owner: -
@@ -912,9 +947,7 @@ ALTER TABLE public.task_states ENABLE ROW LEVEL SECURITY;
 -- Name: task_states task_states_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY task_states_tenant_isolation ON public.task_states TO app_tenant USING ((org_id = ( SELECT o.id
-   FROM public.organizations o
-  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY task_states_tenant_isolation ON public.task_states TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
 
 --
 -- Name: users; Type: ROW SECURITY; Schema: public; Owner: -
@@ -932,9 +965,7 @@ CREATE POLICY users_key_verifier ON public.users FOR SELECT TO app_key_verifier 
 -- Name: users users_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY users_tenant_isolation ON public.users TO app_tenant USING ((org_id = ( SELECT o.id
-   FROM public.organizations o
-  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY users_tenant_isolation ON public.users TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
 
 --
 -- Name: workflow_states; Type: ROW SECURITY; Schema: public; Owner: -
@@ -946,9 +977,7 @@ ALTER TABLE public.workflow_states ENABLE ROW LEVEL SECURITY;
 -- Name: workflow_states workflow_states_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_tenant USING ((org_id = ( SELECT o.id
-   FROM public.organizations o
-  WHERE ((o.id = public.current_org_id()) AND (o.deleted_at IS NULL))))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
+CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
 
 --
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
@@ -956,6 +985,66 @@ CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_
 
 GRANT USAGE ON SCHEMA public TO app_tenant;
 GRANT USAGE ON SCHEMA public TO app_key_verifier;
+
+--
+-- Name: FUNCTION current_org_id(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.current_org_id() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.current_org_id() TO app_tenant;
+GRANT ALL ON FUNCTION public.current_org_id() TO app_key_verifier;
+
+--
+-- Name: FUNCTION enter_org_scope(p_org uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.enter_org_scope(p_org uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.enter_org_scope(p_org uuid) TO app_tenant;
+
+--
+-- Name: FUNCTION refuse_api_key_changes_but_revocation_of_suspended_org(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended_org() FROM PUBLIC;
+
+--
+-- Name: FUNCTION refuse_writes_of_inactive_org(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.refuse_writes_of_inactive_org() FROM PUBLIC;
+
+--
+-- Name: FUNCTION set_updated_at(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.set_updated_at() FROM PUBLIC;
+
+--
+-- Name: FUNCTION uuid_generate_v7(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.uuid_generate_v7() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.uuid_generate_v7() TO app_tenant;
+
+--
+-- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) TO app_tenant;
+
+--
+-- Name: FUNCTION verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION visible_org_id(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.visible_org_id() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.visible_org_id() TO app_tenant;
 
 --
 -- Name: TABLE api_key_usage; Type: ACL; Schema: public; Owner: -
@@ -1027,7 +1116,8 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.workflow_states TO app_tenant;
 --
 
 -- Functions owned by a role of their own (pg_dump --no-owner leaves them out).
-ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) OWNER TO app_key_verifier;
+ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) OWNER TO app_key_verifier;
+ALTER FUNCTION public.verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) OWNER TO app_key_verifier;
 
 -- Seed rows written by the migrations.
 INSERT INTO public.permissions (key, description) VALUES ('org:read', 'See the organization''s settings');
@@ -1083,15 +1173,11 @@ CREATE TABLE IF NOT EXISTS public.engine_store_migrations (
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090000_create_workflow_states', '8569ec3aebe66bc72a9a094716559e3a470c37bdce775b1c78000eaee21d3e59', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '140c0330003e89a9eda0128d499199aacc6d26960c41c061fc67a2bf0acbb25d', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', 'f05e44e84f67c6d81177ed4050b51566de13836be8f5adc0250633182899c6c6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', 'f575eddd529b3d76691e1875663ab37125ced360f32d33bdacaccbbb7319acd0', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', 'a8ba74a99451e5292e8bee8c472d0d446162049a32f6fafcbfe4a2abf3dc72b1', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'f7536b30fdd849f8ce89f2e27c4f9f5fd676f78f7eec28133423a5d49997f94c', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '871b1e55f21d9561ffebcf946147887951c5182382846e11e8eaad3b0b102603', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'a0356ed8a0b0337b20433a437d324409b5917bf14769ad9fe7f85fe5130d1029', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'eb5f89e92e5e0b4af12ff0c79a391c6d4ae7d01c182dc317eb401f5f3c89afa4', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '6a2f8fd154cb325e7246573252dee103ae6bfe03686c22073c068fb8304f79a7', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'bf6adc4b39ff6638c70e8b7cd607ec41f3cde4185ab5215d40b178cb2543f825', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129090000_inline_org_visibility_in_policies', '72e768b55e144672d00f4ee497353279fd354789a8afe0c24e9d6f49283d0eb1', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129100000_verify_api_key_in_two_statements', '0e910b007f368643ca5fbef31b7e7ac757a6676141d3436f857402bc4ddec27d', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129110000_revoke_api_keys_of_suspended_orgs', '6ff73ae38c51db508cbe5ef8805cad385c3279bd250158b81db2851057034903', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261129120000_key_use_leaves_updated_at', '13bceb1189a47b24f607dcc185f453a3229cf81391e678eab088fbac511c4a04', 0);

@@ -1,24 +1,45 @@
 /**
- * openStore(): the store's front door. Opens PostgreSQL or the embedded database, checks that
- * the schema is current and that the database enforces tenant isolation, and hands out the
- * operator API (organizations) and the tenant API (withOrg).
+ * openStore(): the store's front door. Opens two connections to the database: the owner's, for
+ * migrations and operator actions, and the tenant login's, for tenant traffic (withOrg,
+ * readOrg, verifyApiKey). It checks that the schema is current, that the database enforces
+ * tenant isolation and that the tenant login cannot get out of it, then hands out the operator
+ * API (organizations) and the tenant API.
+ *
+ * The embedded database has one user, a superuser: there tenant scopes enter the role
+ * app_tenant with SET LOCAL ROLE, and the boundary rests on the scopes taking no SQL text.
  */
 import { openDatabase, type Database, type OpenOptions } from './db.ts';
 import { StoreError } from './errors.ts';
 import { migrateUp, migrationStatus } from './migrate.ts';
 import { OrganizationsRepository } from './organizations.ts';
-import { assertTenantIsolation } from './tenant-safety.ts';
-import { readOrg, withOrg, type TenantReads, type TenantScope } from './tenancy.ts';
+import { assertTenantIsolation, assertTenantLogin, TENANT_ROLE } from './tenant-safety.ts';
+import { readOrg, scopeTimeoutSettings, withOrg, type ScopeTimeouts, type TenantReads, type TenantScope } from './tenancy.ts';
 import { verifyApiKey, type Verification } from './verify.ts';
 
-export interface StoreOptions extends OpenOptions {
+export interface StoreOptions extends OpenOptions, TenantLoginOptions {
   /** Apply pending migrations first instead of refusing to start (default false). */
   migrate?: boolean;
 }
 
+export interface TenantLoginOptions {
+  /**
+   * The tenant login's URL (PostgreSQL). Defaults to `TENANT_DATABASE_URL`; without either,
+   * the owner's URL with the user app_tenant and `tenantPassword`.
+   */
+  tenantUrl?: string;
+  /** app_tenant's password, for the derived tenant URL. Defaults to `APP_TENANT_PASSWORD`. */
+  tenantPassword?: string;
+  /** Connections in the tenant pool (default: as the owner's). */
+  tenantPoolSize?: number;
+  /** Local limits of every tenant scope; see ScopeTimeouts. */
+  scopeTimeouts?: ScopeTimeouts;
+}
+
 export interface Store {
-  /** The underlying connection, for operator tooling; tenant code uses withOrg. */
+  /** The owner's connection, for operator tooling: trusted code only. Tenant code uses withOrg. */
   readonly db: Database;
+  /** The tenant login's connection (on the embedded database, the same as `db`). */
+  readonly tenantDb: Database;
   /** Operator actions across organizations. */
   readonly organizations: OrganizationsRepository;
   /** One transaction scoped to one organization; see tenancy.ts. */
@@ -26,7 +47,7 @@ export interface Store {
   /** Single reads of one organization, one round trip each; see tenancy.ts. */
   readOrg(orgId: string): TenantReads;
   /** Verifies an API key in one round trip; see verify.ts. */
-  verifyApiKey(key: unknown, options?: { now?: Date }): Promise<Verification>;
+  verifyApiKey(key: unknown): Promise<Verification>;
   close(): Promise<void>;
 }
 
@@ -47,8 +68,21 @@ export async function openStore(options: StoreOptions = {}): Promise<Store> {
   }
 }
 
-/** A store over an already open database (which the store then owns and closes). */
-export async function storeOver(db: Database, options: { migrate?: boolean } = {}): Promise<Store> {
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value;
+}
+
+/** The tenant login's database: its own URL, or the owner's with app_tenant's name. */
+async function openTenantDatabase(owner: Database, options: TenantLoginOptions & { poolSize?: number }): Promise<Database> {
+  if (owner.kind === 'pglite') return owner;
+  const poolSize = options.tenantPoolSize ?? options.poolSize;
+  const url = options.tenantUrl ?? nonEmpty(process.env.TENANT_DATABASE_URL);
+  if (url) return openDatabase({ url, ...(poolSize ? { poolSize } : {}) });
+  return owner.loginAs(TENANT_ROLE, options.tenantPassword ?? nonEmpty(process.env.APP_TENANT_PASSWORD))!;
+}
+
+/** A store over an already open owner database (which the store then owns and closes). */
+export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' | 'dataDir'> = {}): Promise<Store> {
   if (options.migrate) await migrateUp(db);
   const status = await migrationStatus(db);
   if (!status.upToDate) {
@@ -58,27 +92,40 @@ export async function storeOver(db: Database, options: { migrate?: boolean } = {
     });
   }
   await assertTenantIsolation(db);
+  const timeouts = options.scopeTimeouts;
+  scopeTimeoutSettings(timeouts);
+  const tenantDb = await openTenantDatabase(db, options);
+  try {
+    if (tenantDb !== db) await assertTenantLogin(tenantDb);
+  } catch (error) {
+    await tenantDb.close();
+    throw error;
+  }
   return {
     db,
+    tenantDb,
     organizations: new OrganizationsRepository(db),
-    withOrg: (orgId, work) => withOrg(db, orgId, work),
-    readOrg: readersOf(db),
-    verifyApiKey: (key, verifyOptions) => verifyApiKey(db, key, verifyOptions),
-    close: () => db.close(),
+    withOrg: (orgId, work) => withOrg(tenantDb, orgId, work, timeouts),
+    readOrg: readersOf(tenantDb, timeouts),
+    verifyApiKey: (key) => verifyApiKey(tenantDb, key),
+    close: async () => {
+      if (tenantDb !== db) await tenantDb.close();
+      await db.close();
+    },
   };
 }
 
 /**
  * readOrg() for one store: a reader holds nothing but the database and the organization's id,
- * so each organization's is made once (a hot path: building it costs about as much as a
- * policy's InitPlan). The bound only keeps a store that sees very many organizations small.
+ * so each organization's is made once (a hot path: building it costs about as much as the
+ * read's own JavaScript). The bound only keeps a store that sees very many organizations small.
  */
-function readersOf(db: Database): (orgId: string) => TenantReads {
+function readersOf(db: Database, timeouts: ScopeTimeouts | undefined): (orgId: string) => TenantReads {
   const readers = new Map<string, TenantReads>();
   return (orgId) => {
     let reader = readers.get(orgId);
     if (reader === undefined) {
-      reader = readOrg(db, orgId);
+      reader = readOrg(db, orgId, timeouts);
       if (readers.size >= 10_000) readers.clear();
       readers.set(orgId, reader);
     }

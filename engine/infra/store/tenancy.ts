@@ -1,8 +1,14 @@
 /**
- * withOrg() and readOrg(): the only ways into an organization's data. A transaction, on one
- * connection, that enters the role app_tenant and sets app.org_id, both LOCAL to the
- * transaction: row-level security then confines every statement to that organization, and
- * nothing of it outlives the transaction on a pooled connection.
+ * withOrg() and readOrg(): the only ways into an organization's data. A transaction, on a
+ * connection of the tenant login, that enters the role app_tenant (on the embedded database,
+ * whose one user is a superuser) and the organization's scope (enter_org_scope sets app.org_id),
+ * all LOCAL to the transaction: row-level security then confines every statement to that
+ * organization, and nothing of it outlives the transaction on a pooled connection. Each scope
+ * also carries local statement, lock and idle timeouts, so that one tenant cannot hold others.
+ *
+ * A scope takes no SQL text from its caller: the repositories' own statements, and custom
+ * queries through `tx.kysely`, a query builder that runs only checked trees
+ * (tenant-query-builder.ts).
  *
  * Round trips are most of the cost of a short transaction, so entering the scope travels with
  * the scope's first statement (one pipeline, see db.ts), and a readOrg() read is one pipeline
@@ -12,10 +18,11 @@ import { ApiKeysRepository } from './api-keys.ts';
 import type { Database, PipelinedStatement, QueryOptions, QueryResult, Queryable, Session } from './db.ts';
 import { toStoreError } from './database-errors.ts';
 import { StoreError, databaseErrorFields } from './errors.ts';
-import { run } from './sql.ts';
 import { SchedulesRepository } from './schedules.ts';
 import { TaskStatesRepository } from './tasks.ts';
 import { UsersRepository } from './users.ts';
+import { run } from './sql.ts';
+import { tenantQueryBuilder, type TenantQueryBuilder } from './tenant-query-builder.ts';
 import { parseInput, uuid } from './validation.ts';
 import { WorkflowStatesRepository } from './workflows.ts';
 
@@ -27,6 +34,7 @@ export class TenantScope {
   #tasks?: TaskStatesRepository;
   #schedules?: SchedulesRepository;
   #apiKeys?: ApiKeysRepository;
+  #kysely?: TenantQueryBuilder;
 
   constructor(
     readonly orgId: string,
@@ -53,30 +61,61 @@ export class TenantScope {
     return (this.#apiKeys ??= new ApiKeysRepository(this.connection));
   }
 
-  /** Raw SQL in the scope, as app_tenant: row-level security applies as to everything else. */
-  query<Row = Record<string, unknown>>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<Row>> {
-    return run<Row>(this.connection, sql, params, { prepare: false });
+  /**
+   * Custom queries over the tenant tables, as app_tenant, in this scope's transaction: a Kysely
+   * query builder that refuses SQL text and anything off its allow-lists.
+   *
+   * @example
+   * const running = await tx.kysely.selectFrom('workflow_states').select(['workflow_exec_id']).where('status', '=', 'running').execute();
+   */
+  get kysely(): TenantQueryBuilder {
+    return (this.#kysely ??= tenantQueryBuilder(this.connection));
   }
 }
 
+/** Local limits of every tenant scope, so that one tenant's statement cannot hold others. */
+export interface ScopeTimeouts {
+  /** statement_timeout, ms (default 5,000): a slower statement fails with TIMEOUT. */
+  statementMs?: number;
+  /** lock_timeout, ms (default 1,000): a lock not granted in time fails with LOCK_TIMEOUT. */
+  lockMs?: number;
+  /** idle_in_transaction_session_timeout, ms (default 30,000): a scope idle longer is ended. */
+  idleInTransactionMs?: number;
+}
+
+export const DEFAULT_SCOPE_TIMEOUTS: Required<ScopeTimeouts> = { statementMs: 5_000, lockMs: 1_000, idleInTransactionMs: 30_000 };
+
+/** The timeouts as the settings' text, checked: 0 would mean "no limit" to PostgreSQL. */
+export function scopeTimeoutSettings(timeouts: ScopeTimeouts = {}): readonly [string, string, string] {
+  const merged = { ...DEFAULT_SCOPE_TIMEOUTS, ...timeouts };
+  for (const [name, value] of Object.entries(merged)) {
+    if (!Number.isInteger(value) || value < 1 || value > 86_400_000) {
+      throw new StoreError('INVALID_INPUT', `${name} must be a whole number of milliseconds from 1 to 86,400,000`, { field: name });
+    }
+  }
+  return [`${merged.statementMs}ms`, `${merged.lockMs}ms`, `${merged.idleInTransactionMs}ms`];
+}
+
 /**
- * The statements that enter organization `org`'s scope: the role and the setting, LOCAL to the
- * transaction (set_config(..., true) is SET LOCAL), and for reads the transaction made read-only
- * so that the database, not only the API, refuses writes there.
+ * The statement that enters organization `org`'s scope: the role, the organization
+ * (enter_org_scope decides, once per scope, whether it is live) and the scope's limits, all
+ * LOCAL to the transaction; for reads the transaction made read-only so that the database, not
+ * only the API, refuses writes there.
  *
- * Generic plans, too: under row-level security the organization is an InitPlan, not a
+ * Generic plans, too: under row-level security the organization is a setting, not a
  * parameter, so a plan made for one call's values gains nothing over the generic one, yet the
  * planner keeps re-planning a keyset page whose values look selective (0.2 ms a call here).
  */
-const ENTER_READ_WRITE = `select set_config('role', 'app_tenant', true), set_config('app.org_id', $1, true),
-  set_config('plan_cache_mode', 'force_generic_plan', true)`;
+const ENTER_READ_WRITE = `select set_config('role', 'app_tenant', true), public.enter_org_scope($1::uuid),
+  set_config('plan_cache_mode', 'force_generic_plan', true), set_config('statement_timeout', $2, true),
+  set_config('lock_timeout', $3, true), set_config('idle_in_transaction_session_timeout', $4, true)`;
 const ENTER_READ_ONLY = `${ENTER_READ_WRITE}, set_config('transaction_read_only', 'on', true)`;
 
 /** What opens a withOrg transaction, sent ahead of its first statement. */
-function beginScope(org: string): PipelinedStatement[] {
+function beginScope(org: string, limits: readonly string[]): PipelinedStatement[] {
   return [
     { sql: 'begin', prepare: true, rows: false },
-    { sql: ENTER_READ_WRITE, params: [org], prepare: true, rows: false },
+    { sql: ENTER_READ_WRITE, params: [org, ...limits], prepare: true, rows: false },
   ];
 }
 
@@ -99,13 +138,10 @@ function asStoreError(error: unknown): unknown {
  * remembers whether the transaction is aborted: a statement failed and nothing succeeded since
  * (only a ROLLBACK TO SAVEPOINT can succeed in an aborted transaction).
  */
-function scopedConnection(session: Session, org: string) {
+function scopedConnection(session: Session, org: string, limits: readonly string[], sqlText: boolean) {
   let open = true;
   let begun = false;
   let aborted = false;
-  // Whether SQL other than the store's own prepared statements ran (tx.query): only such SQL
-  // can have changed the session (a SET, a set_config(..., false)) and call for a reset.
-  let oneOff = false;
   const guarded = async <T>(statement: (first: boolean) => Promise<T>): Promise<T> => {
     if (!open) {
       throw new StoreError('TENANT_SCOPE_REQUIRED', 'this tenant scope has ended; use the scope only inside its withOrg callback', { reason: 'scope_ended' });
@@ -125,22 +161,22 @@ function scopedConnection(session: Session, org: string) {
   const connection: Queryable = {
     query: <Row>(sql: string, params?: readonly unknown[], options?: QueryOptions) =>
       guarded(async (first) => {
-        if (!options?.prepare) oneOff = true;
         if (!first) return session.query<Row>(sql, params, options);
-        const results = await session.pipeline([...beginScope(org), { sql, params, prepare: options?.prepare ?? false }]);
+        const results = await session.pipeline([...beginScope(org, limits), { sql, params, prepare: options?.prepare ?? false }]);
         return results.at(-1) as QueryResult<Row>;
       }),
+    // Scripts are SQL text: no repository sends one, and only a trusted scope runs one.
     exec: (sql) =>
-      guarded(async (first) => {
-        oneOff = true;
-        if (first) await session.pipeline(beginScope(org));
-        await session.exec(sql);
-      }),
+      sqlText
+        ? guarded(async (first) => {
+            if (first) await session.pipeline(beginScope(org, limits));
+            await session.exec(sql);
+          })
+        : Promise.reject(new StoreError('FORBIDDEN', 'a tenant scope runs no SQL scripts', { reason: 'query_not_allowed' })),
   };
   return {
     connection,
     begun: () => begun,
-    ranOneOffSql: () => oneOff,
     aborted: () => aborted,
     end: () => {
       open = false;
@@ -149,12 +185,12 @@ function scopedConnection(session: Session, org: string) {
 }
 
 /**
- * Ends the transaction and gives the connection back as it was found: whatever raw SQL in the
- * scope set for the whole session (`SET ROLE`, `set_config(..., false)`) must not reach the
- * next user of the pooled connection. In the same round trip as COMMIT or ROLLBACK; after a
- * commit only when raw SQL ran (the store's own statements set nothing beyond the transaction).
+ * Gives the connection back as it was found, in the same round trip as COMMIT or ROLLBACK. The
+ * store's statements set nothing beyond the transaction, and a scope runs nothing else; the
+ * reset follows every rollback, so that not even a mistake of the store's own could carry
+ * session state to the next user, and every commit of a scope that ran SQL text.
  */
-const AND_RESET_SESSION = 'reset all; reset role;';
+const RESET_SESSION = 'reset all; reset role;';
 
 /**
  * Runs `work` in one transaction scoped to organization `orgId`; commits when it resolves,
@@ -163,22 +199,60 @@ const AND_RESET_SESSION = 'reset all; reset role;';
  * @example
  * const users = await withOrg(db, orgId, (tx) => tx.users.list({ role: 'admin' }));
  */
-export async function withOrg<T>(db: Database, orgId: string, work: (scope: TenantScope) => Promise<T>): Promise<T> {
+export function withOrg<T>(db: Database, orgId: string, work: (scope: TenantScope) => Promise<T>, timeouts?: ScopeTimeouts): Promise<T> {
+  return runScope(db, orgId, (org, connection) => new TenantScope(org, connection), work, timeouts, false);
+}
+
+/** A tenant scope that also runs SQL text: for trusted code only, see withOrgTrustedSql. */
+export class TrustedSqlScope extends TenantScope {
+  constructor(
+    orgId: string,
+    private readonly sqlConnection: Queryable,
+  ) {
+    super(orgId, sqlConnection);
+  }
+
+  /** SQL text as app_tenant in this scope: row-level security applies, nothing else guards it. */
+  query<Row = Record<string, unknown>>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<Row>> {
+    return run<Row>(this.sqlConnection, sql, params, { prepare: false });
+  }
+}
+
+/**
+ * withOrg with SQL text in the scope, for trusted operator code and the tests that play an
+ * injected query: not part of the public API. SQL text can leave the scope (SET ROLE on the
+ * embedded database, set_config of app.org_id) and can set session state; the connection is
+ * reset when the scope ends, but what the text does inside is only as safe as its author.
+ */
+export function withOrgTrustedSql<T>(db: Database, orgId: string, work: (scope: TrustedSqlScope) => Promise<T>, timeouts?: ScopeTimeouts): Promise<T> {
+  return runScope(db, orgId, (org, connection) => new TrustedSqlScope(org, connection), work, timeouts, true);
+}
+
+async function runScope<Scope extends TenantScope, T>(
+  db: Database,
+  orgId: string,
+  makeScope: (org: string, connection: Queryable) => Scope,
+  work: (scope: Scope) => Promise<T>,
+  timeouts: ScopeTimeouts | undefined,
+  sqlText: boolean,
+): Promise<T> {
   const org = validOrgId(orgId);
+  const limits = scopeTimeoutSettings(timeouts);
   return db.withSession(async (session) => {
-    const scoped = scopedConnection(session, org);
+    const scoped = scopedConnection(session, org, limits, sqlText);
     try {
-      const result = await work(new TenantScope(org, scoped.connection));
+      const result = await work(makeScope(org, scoped.connection));
       if (scoped.aborted()) {
         // PostgreSQL would turn this COMMIT into a ROLLBACK without a word: say so instead.
         throw new StoreError('TRANSACTION_ABORTED', 'a statement in this withOrg failed and the callback went on; nothing was committed', {
           reason: 'failed_statement_swallowed',
         });
       }
-      if (scoped.begun()) await session.exec(scoped.ranOneOffSql() ? `commit; ${AND_RESET_SESSION}` : 'commit');
+      if (scoped.begun()) await session.exec(sqlText ? `commit; ${RESET_SESSION}` : 'commit');
       return result;
     } catch (error) {
-      if (scoped.begun()) await session.exec(`rollback; ${AND_RESET_SESSION}`).catch(() => undefined);
+      // A rollback that fails means a lost connection: db.withSession discards it.
+      if (scoped.begun()) await session.exec(`rollback; ${RESET_SESSION}`).catch(() => undefined);
       // The callback's own errors pass through as they are; the database's become StoreErrors.
       throw asStoreError(error);
     } finally {
@@ -206,21 +280,22 @@ export interface TenantReads {
  * @example
  * const page = await readOrg(db, orgId).workflows.list({ limit: 50 });
  */
-export function readOrg(db: Database, orgId: string): TenantReads {
+export function readOrg(db: Database, orgId: string, timeouts?: ScopeTimeouts): TenantReads {
   const org = validOrgId(orgId);
-  return new TenantScope(org, new ReadOnlyScope(db, org));
+  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, scopeTimeoutSettings(timeouts)));
 }
 
-/** readOrg()'s connection: each statement a pipeline of its own, on any pooled connection. */
-class ReadOnlyScope implements Queryable {
+/** readOrg()'s connection: each statement a read-only pipeline of its own, on any pooled connection. */
+class ReadOnlyStatementRunner implements Queryable {
   constructor(
     private readonly db: Database,
     private readonly org: string,
+    private readonly limits: readonly string[],
   ) {}
 
   query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> {
     const statements: PipelinedStatement[] = [
-      { sql: ENTER_READ_ONLY, params: [this.org], prepare: true, rows: false },
+      { sql: ENTER_READ_ONLY, params: [this.org, ...this.limits], prepare: true, rows: false },
       { sql, params, prepare: options?.prepare ?? false },
     ];
     // No BEGIN: the pipeline is one transaction by itself, and the settings end with it.

@@ -34,7 +34,7 @@ set citus.shard_count = 32;
 --
 -- organizations is the tenant root. It is NOT distributed by its own id: it is tiny compared with
 -- the tenant tables, every tenant table has a foreign key to it, and verification and the
--- row-level security helpers (current_org_is_visible, refuse_writes_of_inactive_org) read it on
+-- row-level security helpers (enter_org_scope, refuse_writes_of_inactive_org) read it on
 -- whichever node runs the statement. A reference table is exactly that: one replica per node,
 -- written through the coordinator with two-phase commit (creating or suspending an organization
 -- is rare), read locally everywhere. Foreign keys from distributed tables to a reference table
@@ -178,7 +178,7 @@ select create_distributed_table('api_key_usage', 'org_id', colocate_with => 'use
 --    the second line of defence.
 --  - The org_id column defaults to current_org_id(); an INSERT must name org_id explicitly so the
 --    coordinator can route the row (it does not evaluate the default on the worker).
---  - current_org_id(), current_org_is_visible(), refuse_writes_of_inactive_org(), set_updated_at()
+--  - current_org_id(), visible_org_id(), enter_org_scope(), refuse_writes_of_inactive_org(), set_updated_at()
 --    and uuid_generate_v7() must exist on every worker: Citus 11+ propagates functions created
 --    after the extension; those created before it are distributed with
 --    create_distributed_function('<signature>') (no distribution argument).

@@ -9,32 +9,37 @@ set local statement_timeout = '60s';
 
 -- Time-ordered UUIDs (version 7): new rows land at the right edge of their indexes instead of at
 -- random pages. PostgreSQL 15 has no uuidv7(), so both backends use this one.
--- Functions here and below carry no SET search_path: it would stop PostgreSQL from inlining
--- them and cost a settings save and restore on every row. They run with the caller's rights
--- (no SECURITY DEFINER), and built-in names resolve in pg_catalog first whatever the path.
+-- Functions here and below that run on every row carry no SET search_path: it would stop
+-- PostgreSQL from inlining them and cost a settings save and restore on every call. Instead
+-- every name in them is schema-qualified, so no search_path (and no pg_temp) can redirect them.
+-- They run with the caller's rights (no SECURITY DEFINER). EXECUTE is granted to exactly the
+-- roles that need it, never to PUBLIC.
 create function uuid_generate_v7() returns uuid
   language sql volatile parallel safe
 as $$
-  select encode(
-    set_bit(set_bit(
-      overlay(uuid_send(gen_random_uuid())
-              placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint) from 3)
-              from 1 for 6),
+  select pg_catalog.encode(
+    pg_catalog.set_bit(pg_catalog.set_bit(
+      pg_catalog.overlay(pg_catalog.uuid_send(pg_catalog.gen_random_uuid()),
+              pg_catalog.substr(pg_catalog.int8send((pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000)::bigint), 3),
+              1, 6),
       52, 1), 53, 1),
     'hex')::uuid
 $$;
 comment on function uuid_generate_v7() is 'A version 7 (time-ordered) UUID: 48 bits of Unix milliseconds, then random bits.';
+revoke execute on function uuid_generate_v7() from public;
 
 -- Callers never set updated_at; this trigger does, so it cannot be forgotten or forged.
 create function set_updated_at() returns trigger
   language plpgsql
 as $$
 begin
-  new.updated_at := now();
+  new.updated_at := pg_catalog.now();
   return new;
 end
 $$;
 comment on function set_updated_at() is 'BEFORE UPDATE trigger: stamps updated_at with the transaction time.';
+-- A trigger function's EXECUTE is checked when a trigger is created, not when it fires.
+revoke execute on function set_updated_at() from public;
 
 create table organizations (
   id uuid not null default uuid_generate_v7(),
@@ -137,8 +142,12 @@ create index api_keys_org_id_user_id_idx on api_keys (org_id, user_id);
 create index api_keys_org_id_created_at_idx on api_keys (org_id, created_at, id);
 create index api_keys_org_id_status_idx on api_keys (org_id, status);
 
+-- Using a key writes last_used_at (at most once a minute); that is not a change of the key, so
+-- updated_at keeps saying when the key was last changed (revoked, rotated, renamed).
 create trigger api_keys_set_updated_at before update on api_keys
-  for each row execute function set_updated_at();
+  for each row
+  when ((pg_catalog.to_jsonb(old) - 'last_used_at') is distinct from (pg_catalog.to_jsonb(new) - 'last_used_at'))
+  execute function set_updated_at();
 
 create table permissions (
   key text not null,

@@ -4,7 +4,8 @@
 -- organizations' keys, which row-level security forbids to app_tenant and (FORCE) to the owner.
 -- verify_api_key() is SECURITY DEFINER and owned by app_key_verifier, a NOLOGIN role whose
 -- policies let it read keys, users and organizations and count usage, and nothing else. No
--- session ever runs as that role: only this function does.
+-- session ever runs as that role (no login is a member of it but the owner): only this
+-- function does.
 --
 -- Usage counters live in an UNLOGGED table: they need not survive a crash (a lost hour of counts
 -- errs in the caller's favour), and skipping the write-ahead log keeps the per-request write cheap.
@@ -18,11 +19,11 @@ begin
   if not exists (select from pg_roles where rolname = 'app_key_verifier') then
     create role app_key_verifier nologin nosuperuser nobypassrls noinherit;
   end if;
-  -- A non-superuser owner must be a member to hand the function to the role, and the role
-  -- needs CREATE on the schema to own a function in it.
-  if not (select rolsuper from pg_roles where rolname = current_user) then
-    execute format('grant app_key_verifier to %I', current_user);
-    grant create on schema public to app_key_verifier;
+  -- A non-superuser owner must be a member to hand the function to the role (and to drop it
+  -- in the down migration).
+  if not (select rolsuper from pg_catalog.pg_roles where rolname = current_user)
+     and not pg_catalog.pg_has_role(current_user, 'app_key_verifier', 'MEMBER') then
+    execute pg_catalog.format('grant app_key_verifier to %I', current_user);
   end if;
 end
 $$;
@@ -65,14 +66,16 @@ comment on table api_key_usage is 'Requests per API key and hour window. Unlogge
 alter table api_key_usage enable row level security;
 alter table api_key_usage force row level security;
 create policy api_key_usage_tenant_isolation on api_key_usage to app_tenant
-  using (org_id = (select current_org_id()) and (select current_org_is_visible()))
-  with check (org_id = (select current_org_id()));
+  using (org_id = visible_org_id())
+  with check (org_id = current_org_id());
 grant select on api_key_usage to app_tenant;
 
 -- What app_key_verifier may do, all of it through verify_api_key().
 grant usage on schema public to app_key_verifier;
 grant select on organizations, users, api_keys, role_permissions to app_key_verifier;
 grant update (last_used_at) on api_keys to app_key_verifier;
+-- api_keys' triggers run as the writer, and read the scope's organization (none here).
+grant execute on function current_org_id() to app_key_verifier;
 grant select, insert, update, delete on api_key_usage to app_key_verifier;
 create policy organizations_key_verifier on organizations for select to app_key_verifier using (true);
 create policy users_key_verifier on users for select to app_key_verifier using (true);
@@ -80,18 +83,22 @@ create policy api_keys_key_verifier_read on api_keys for select to app_key_verif
 create policy api_keys_key_verifier_touch on api_keys for update to app_key_verifier using (true) with check (true);
 create policy api_key_usage_key_verifier on api_key_usage to app_key_verifier using (true) with check (true);
 
--- One round trip: looks the key up by its prefix (unique index), checks it, counts the request
--- in its hour window (atomic INSERT ... ON CONFLICT DO UPDATE, so concurrent requests never
--- over-admit), throttles last_used_at to one write a minute, and returns the principal.
+-- One round trip: looks the key up by its prefix (unique index) together with its user, its
+-- organization and the permissions it grants, checks it, counts the request in its hour window
+-- (atomic INSERT ... ON CONFLICT DO UPDATE, so concurrent requests never over-admit), throttles
+-- last_used_at to one write a minute, and returns the principal. Two statements on the way to
+-- OK: every statement a PL/pgSQL function runs costs an executor start and stop.
 -- Outcomes: OK, NOT_FOUND, REVOKED, EXPIRED, ORG_INACTIVE, USER_INACTIVE, RATE_LIMITED.
--- p_now exists for tests of window boundaries; callers leave it to default.
-create function verify_api_key(p_prefix text, p_key_hash bytea, p_now timestamptz default now())
+-- verify_api_key_at takes the clock as an argument, for tests of window boundaries; only the
+-- owner may call it. Tenants call verify_api_key, whose clock is the server's: a caller that
+-- chose its own clock could use an expired key, or fill api_key_usage with far-future windows.
+create function verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamptz)
   returns table (
     outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[],
     rate_limit_per_hour integer, remaining integer, resets_at timestamptz
   )
   language plpgsql volatile security definer
-  set search_path = pg_catalog, public
+  set search_path = pg_catalog, public, pg_temp
 as $$
 declare
   key record;
@@ -99,19 +106,26 @@ declare
   this_window constant timestamptz := date_trunc('hour', p_now, 'UTC');
   used integer;
 begin
-  select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at, k.scopes,
+  -- The key, its user, its organization and the permissions it grants, in one statement.
+  select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at,
          k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
-         u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at
+         u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at,
+         (select coalesce(array_agg(rp.permission order by rp.permission), '{}')
+            from role_permissions rp
+           where rp.role = u.role and (k.scopes is null or rp.permission = any (k.scopes))) as granted
     into key
     from api_keys k
     join users u on u.org_id = k.org_id and u.id = k.user_id
     join organizations o on o.id = k.org_id
    where k.prefix = p_prefix;
-  -- A wrong secret and a soft-deleted key read as "no such key": nothing more is revealed.
   if not found or key.key_hash <> p_key_hash or key.deleted_at is not null then
-    return query select 'NOT_FOUND', null::uuid, null::uuid, null::uuid, null::text, null::text[], null::integer, null::integer, null::timestamptz;
+    outcome := 'NOT_FOUND';
+    return next;
     return;
   end if;
+  org_id := key.org_id;
+  user_id := key.user_id;
+  api_key_id := key.id;
   if key.status <> 'active' then
     outcome := 'REVOKED';
   elsif key.expires_at is not null and key.expires_at <= p_now then
@@ -122,7 +136,7 @@ begin
     outcome := 'USER_INACTIVE';
   end if;
   if outcome is not null then
-    return query select outcome, key.org_id, key.user_id, key.id, null::text, null::text[], null::integer, null::integer, null::timestamptz;
+    return next;
     return;
   end if;
 
@@ -132,48 +146,69 @@ begin
     set request_count = usage.request_count + 1
     where usage.request_count < key.rate_limit_per_hour
   returning usage.request_count into used;
+  role := key.role;
+  rate_limit_per_hour := key.rate_limit_per_hour;
+  resets_at := this_window + interval '1 hour';
   if used is null then
-    return query select 'RATE_LIMITED', key.org_id, key.user_id, key.id, key.role, null::text[],
-                        key.rate_limit_per_hour, 0, this_window + interval '1 hour';
+    outcome := 'RATE_LIMITED';
+    remaining := 0;
+    return next;
     return;
   end if;
   if used = 1 then
-    -- First request of a new window: windows before the previous one are done with. The
-    -- previous one stays: a request stamped just before the hour may still be running, and
-    -- must find its window's count rather than start it over.
     delete from api_key_usage u
      where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window - interval '1 hour';
   end if;
   if key.last_used_at is null or key.last_used_at < p_now - interval '1 minute' then
     update api_keys k set last_used_at = p_now where k.org_id = key.org_id and k.id = key.id;
   end if;
-
-  return query
-    select 'OK', key.org_id, key.user_id, key.id, key.role,
-           coalesce(array_agg(rp.permission order by rp.permission), '{}'),
-           key.rate_limit_per_hour, key.rate_limit_per_hour - used, this_window + interval '1 hour'
-      from role_permissions rp
-     where rp.role = key.role and (key.scopes is null or rp.permission = any (key.scopes));
+  outcome := 'OK';
+  permissions := key.granted;
+  remaining := key.rate_limit_per_hour - used;
+  return next;
 end
 $$;
-comment on function verify_api_key(text, bytea, timestamptz) is 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
--- EXECUTE stays with PUBLIC: calling it needs the plain key, and tells only about that key.
-alter function verify_api_key(text, bytea, timestamptz) owner to app_key_verifier;
+comment on function verify_api_key_at(text, bytea, timestamptz) is 'verify_api_key at a given time; for the owner''s tests only.';
+
+create function verify_api_key(p_prefix text, p_key_hash bytea)
+  returns table (
+    outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[],
+    rate_limit_per_hour integer, remaining integer, resets_at timestamptz
+  )
+  language sql volatile security definer
+  set search_path = pg_catalog, public, pg_temp
+as $$
+  select * from public.verify_api_key_at(p_prefix, p_key_hash, pg_catalog.now())
+$$;
+comment on function verify_api_key(text, bytea) is 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
+
+revoke execute on function verify_api_key_at(text, bytea, timestamptz) from public;
+revoke execute on function verify_api_key(text, bytea) from public;
+grant execute on function verify_api_key(text, bytea) to app_tenant;
+-- Owned by app_key_verifier, whose policies let it read keys, users and organizations and
+-- count usage, and nothing else. Handing a function to a role needs, for a non-superuser, that
+-- the role may create in the schema: granted for the ALTER and taken back at once, so that
+-- nothing can create or replace functions as app_key_verifier afterwards.
+grant create on schema public to app_key_verifier;
+alter function verify_api_key_at(text, bytea, timestamptz) owner to app_key_verifier;
+alter function verify_api_key(text, bytea) owner to app_key_verifier;
+revoke create on schema public from app_key_verifier;
 
 -- Down Migration
 set local statement_timeout = '60s';
 
-drop function verify_api_key(text, bytea, timestamptz);
+drop function verify_api_key(text, bytea);
+drop function verify_api_key_at(text, bytea, timestamptz);
 drop policy api_key_usage_key_verifier on api_key_usage;
 drop policy api_keys_key_verifier_touch on api_keys;
 drop policy api_keys_key_verifier_read on api_keys;
 drop policy users_key_verifier on users;
 drop policy organizations_key_verifier on organizations;
 revoke select, insert, update, delete on api_key_usage from app_key_verifier;
+revoke execute on function current_org_id() from app_key_verifier;
 revoke update (last_used_at) on api_keys from app_key_verifier;
 revoke select on organizations, users, api_keys, role_permissions from app_key_verifier;
 revoke usage on schema public from app_key_verifier;
-revoke create on schema public from app_key_verifier;
 -- squawk-ignore ban-drop-table -- counters only; they need not survive (the table is unlogged)
 drop table api_key_usage;
 -- squawk-ignore require-concurrent-index-deletion -- reverse of the create above, on a table new in this release
