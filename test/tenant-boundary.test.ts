@@ -24,6 +24,20 @@ import { backends, createServerDatabase, serverUrl, type TestDatabase } from './
 
 const tag = () => randomBytes(4).toString('hex');
 
+/** A compiled query built by hand: `select ... from workflow_states` with the given parts, and SQL text that is not its tree's. */
+function forgedQuery(parts: Record<string, unknown>): CompiledQuery {
+  return {
+    sql: 'select 1',
+    parameters: [],
+    queryId: { queryId: 'forged' },
+    query: {
+      kind: 'SelectQueryNode',
+      from: { kind: 'FromNode', froms: [{ kind: 'TableNode', table: { kind: 'SchemableIdentifierNode', identifier: { kind: 'IdentifierNode', name: 'workflow_states' } } }] },
+      ...parts,
+    },
+  } as unknown as CompiledQuery;
+}
+
 interface Org {
   id: string;
   workflowExecId: string;
@@ -114,35 +128,27 @@ describe.each(backends)('tenant boundary on $name', (backend) => {
         for await (const row of tx.kysely.selectFrom('workflow_states').selectAll().stream()) return row;
       }],
       ['a forged operation tree with a function name carrying SQL', (tx) =>
-        tx.kysely.executeQuery({
-          sql: 'select 1',
-          parameters: [],
-          queryId: { queryId: 'forged' },
-          query: {
-            kind: 'SelectQueryNode',
-            from: { kind: 'FromNode', froms: [{ kind: 'TableNode', table: { kind: 'SchemableIdentifierNode', identifier: { kind: 'IdentifierNode', name: 'workflow_states' } } }] },
-            selections: [{ kind: 'SelectionNode', selection: { kind: 'FunctionNode', func: "count(*) from workflow_states; reset role; select count", arguments: [] } }],
-          },
-        } as unknown as CompiledQuery)],
+        tx.kysely.executeQuery(forgedQuery({
+          selections: [{ kind: 'SelectionNode', selection: { kind: 'FunctionNode', func: 'count(*) from workflow_states; reset role; select count', arguments: [] } }],
+        }))],
       ['a forged operator', (tx) =>
-        tx.kysely.executeQuery({
-          sql: 'select 1',
-          parameters: [],
-          queryId: { queryId: 'forged' },
-          query: {
-            kind: 'SelectQueryNode',
-            from: { kind: 'FromNode', froms: [{ kind: 'TableNode', table: { kind: 'SchemableIdentifierNode', identifier: { kind: 'IdentifierNode', name: 'workflow_states' } } }] },
+        tx.kysely.executeQuery(forgedQuery({
+          where: {
+            kind: 'WhereNode',
             where: {
-              kind: 'WhereNode',
-              where: {
-                kind: 'BinaryOperationNode',
-                leftOperand: { kind: 'ValueNode', value: 1 },
-                operator: { kind: 'OperatorNode', operator: "= 1 or set_config('app.org_id', '0', true) is not null or 1 =" },
-                rightOperand: { kind: 'ValueNode', value: 1 },
-              },
+              kind: 'BinaryOperationNode',
+              leftOperand: { kind: 'ValueNode', value: 1 },
+              operator: { kind: 'OperatorNode', operator: "= 1 or set_config('app.org_id', '0', true) is not null or 1 =" },
+              rightOperand: { kind: 'ValueNode', value: 1 },
             },
           },
-        } as unknown as CompiledQuery)],
+        }))],
+      ['a forged table with a schema', (tx) =>
+        tx.kysely.executeQuery(forgedQuery({
+          from: { kind: 'FromNode', froms: [{ kind: 'TableNode', table: { kind: 'SchemableIdentifierNode', schema: { kind: 'IdentifierNode', name: 'pg_temp' }, identifier: { kind: 'IdentifierNode', name: 'workflow_states' } } }] },
+        }))],
+      ['a node of a kind the checker does not know', (tx) =>
+        tx.kysely.executeQuery(forgedQuery({ where: { kind: 'WhereNode', where: { kind: 'RawNode', sqlFragments: ['true; reset role'], parameters: [] } } }))],
     ];
 
     it.each(attempts)('%s: FORBIDDEN, and B is untouched', async (_name, attempt) => {

@@ -228,6 +228,8 @@ function defaultTenantLogin(): string {
 
 async function checkTenantLogin(db: Database, login: string, findings: Finding[]): Promise<void> {
   for (const problem of tenantLoginProblems(await inspectTenantLogin(db, login))) {
+    // A missing app_tenant is already TENANT_ROLE_MISSING.
+    if (problem.code === 'TENANT_LOGIN_MISSING' && findings.some((finding) => finding.code === 'TENANT_ROLE_MISSING' && finding.object === login)) continue;
     findings.push({ code: problem.code, severity: 'error', message: problem.message, object: login });
   }
 }

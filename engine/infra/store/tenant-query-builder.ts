@@ -35,6 +35,16 @@ type Json = ColumnType<unknown, string | null | undefined, string | null>;
 /** Set by the database from the scope: never written by a caller. */
 type OrgId = ColumnType<string, never, never>;
 
+/** What workflow and task states both carry: payloads and the database's timestamps. */
+interface ExecutionStateColumns {
+  input: Json;
+  output: Json;
+  error: Json;
+  usage: Json;
+  created_at: Generated<Date>;
+  updated_at: ColumnType<Date, never, never>;
+}
+
 /** The tables a tenant scope may query, as app_tenant sees them (its organization's rows only). */
 export interface TenantTables {
   organizations: {
@@ -79,19 +89,13 @@ export interface TenantTables {
     window_start: ColumnType<Date, never, never>;
     request_count: ColumnType<number, never, never>;
   };
-  workflow_states: {
+  workflow_states: ExecutionStateColumns & {
     org_id: OrgId;
     workflow_exec_id: string;
     workflow_id: string;
     status: string;
-    input: Json;
-    output: Json;
-    error: Json;
-    usage: Json;
-    created_at: Generated<Date>;
-    updated_at: ColumnType<Date, never, never>;
   };
-  task_states: {
+  task_states: ExecutionStateColumns & {
     org_id: OrgId;
     task_exec_id: string;
     task_id: string;
@@ -104,12 +108,6 @@ export interface TenantTables {
     tool_id: string | null;
     action_id: string | null;
     parent_state_id: string | null;
-    input: Json;
-    output: Json;
-    error: Json;
-    usage: Json;
-    created_at: Generated<Date>;
-    updated_at: ColumnType<Date, never, never>;
   };
   schedules: {
     org_id: OrgId;
