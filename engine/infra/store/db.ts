@@ -99,7 +99,7 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
   return database;
 }
 
-function nonEmpty(value: string | undefined): string | undefined {
+export function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === '' ? undefined : value;
 }
 

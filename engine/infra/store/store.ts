@@ -8,7 +8,7 @@
  * The embedded database has one user, a superuser: there tenant scopes enter the role
  * app_tenant with SET LOCAL ROLE, and the boundary rests on the scopes taking no SQL text.
  */
-import { openDatabase, type Database, type OpenOptions } from './db.ts';
+import { nonEmpty, openDatabase, type Database, type OpenOptions } from './db.ts';
 import { StoreError } from './errors.ts';
 import { migrateUp, migrationStatus } from './migrate.ts';
 import { OrganizationsRepository } from './organizations.ts';
@@ -66,10 +66,6 @@ export async function openStore(options: StoreOptions = {}): Promise<Store> {
     await db.close();
     throw error;
   }
-}
-
-function nonEmpty(value: string | undefined): string | undefined {
-  return value === undefined || value.trim() === '' ? undefined : value;
 }
 
 /** The tenant login's database: its own URL, or the owner's with app_tenant's name. */
