@@ -23,7 +23,7 @@ import {
   type Verification,
 } from '../engine/infra/store/index.ts';
 import type { Role } from '../engine/infra/store/validation.ts';
-import { verifyApiKeyAt } from '../engine/infra/store/verify.ts';
+import { installVerificationClock, verifyApiKeyAt } from './support/verification-clock.ts';
 import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
 
@@ -75,6 +75,7 @@ describe.each(backends)('API keys ($name)', (backend) => {
   beforeAll(async () => {
     database = await backend.create();
     store = await storeOver(database.db, { migrate: true });
+    await installVerificationClock(store.db);
   });
 
   afterAll(async () => {

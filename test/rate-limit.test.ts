@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type IssuedKey, type Store, type Verification } from '../engine/infra/store/index.ts';
-import { verifyApiKeyAt } from '../engine/infra/store/verify.ts';
+import { installVerificationClock, verifyApiKeyAt } from './support/verification-clock.ts';
 import { createServerDatabase, serverUrl } from './support/backends.ts';
 
 const LIMIT = 50;
@@ -23,6 +23,7 @@ describe.skipIf(!serverUrl)('rate limits under concurrency (PostgreSQL)', () => 
   beforeAll(async () => {
     server = await createServerDatabase();
     store = await openStore({ url: server.url, poolSize: 20, migrate: true });
+    await installVerificationClock(store.db);
   });
 
   afterAll(async () => {

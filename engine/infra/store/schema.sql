@@ -185,34 +185,32 @@ $$;
 COMMENT ON FUNCTION public.uuid_generate_v7() IS 'A version 7 (time-ordered) UUID: 48 bits of Unix milliseconds, then random bits.';
 
 --
+-- Name: verification_now(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.verification_now() RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    AS $$ select pg_catalog.now() $$;
+
+--
+-- Name: FUNCTION verification_now(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.verification_now() IS 'The clock of verify_api_key: the transaction''s start time.';
+
+--
 -- Name: verify_api_key(text, bytea); Type: FUNCTION; Schema: public; Owner: -
 --
 
 CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
-    LANGUAGE sql SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    AS $$
-  select * from public.verify_api_key_at(p_prefix, p_key_hash, pg_catalog.now())
-$$;
-
---
--- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea); Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) IS 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
-
---
--- Name: verify_api_key_at(text, bytea, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
---
-
-CREATE FUNCTION public.verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
   key record;
+  verified_at constant timestamptz := public.verification_now();
   -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
-  this_window constant timestamptz := date_trunc('hour', p_now, 'UTC');
+  this_window constant timestamptz := date_trunc('hour', verified_at, 'UTC');
   used integer;
 begin
   -- The key, its user, its organization and the permissions it grants, in one statement.
@@ -237,7 +235,7 @@ begin
   api_key_id := key.id;
   if key.status <> 'active' then
     outcome := 'REVOKED';
-  elsif key.expires_at is not null and key.expires_at <= p_now then
+  elsif key.expires_at is not null and key.expires_at <= verified_at then
     outcome := 'EXPIRED';
   elsif key.org_deleted_at is not null or key.org_status <> 'active' then
     outcome := 'ORG_INACTIVE';
@@ -268,8 +266,8 @@ begin
     delete from api_key_usage u
      where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window - interval '1 hour';
   end if;
-  if key.last_used_at is null or key.last_used_at < p_now - interval '1 minute' then
-    update api_keys k set last_used_at = p_now where k.org_id = key.org_id and k.id = key.id;
+  if key.last_used_at is null or key.last_used_at < verified_at - interval '1 minute' then
+    update api_keys k set last_used_at = verified_at where k.org_id = key.org_id and k.id = key.id;
   end if;
   outcome := 'OK';
   permissions := key.granted;
@@ -279,10 +277,10 @@ end
 $$;
 
 --
--- Name: FUNCTION verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone); Type: COMMENT; Schema: public; Owner: -
+-- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) IS 'verify_api_key at a given time; for the owner''s tests only.';
+COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) IS 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
 
 --
 -- Name: visible_org_id(); Type: FUNCTION; Schema: public; Owner: -
@@ -1027,17 +1025,18 @@ REVOKE ALL ON FUNCTION public.uuid_generate_v7() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.uuid_generate_v7() TO app_tenant;
 
 --
+-- Name: FUNCTION verification_now(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.verification_now() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.verification_now() TO app_key_verifier;
+
+--
 -- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) TO app_tenant;
-
---
--- Name: FUNCTION verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone); Type: ACL; Schema: public; Owner: -
---
-
-REVOKE ALL ON FUNCTION public.verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) FROM PUBLIC;
 
 --
 -- Name: FUNCTION visible_org_id(); Type: ACL; Schema: public; Owner: -
@@ -1117,7 +1116,6 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.workflow_states TO app_tenant;
 
 -- Functions owned by a role of their own (pg_dump --no-owner leaves them out).
 ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) OWNER TO app_key_verifier;
-ALTER FUNCTION public.verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamp with time zone) OWNER TO app_key_verifier;
 
 -- Seed rows written by the migrations.
 INSERT INTO public.permissions (key, description) VALUES ('org:read', 'See the organization''s settings');
@@ -1179,5 +1177,5 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '6a2f8fd154cb325e7246573252dee103ae6bfe03686c22073c068fb8304f79a7', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'bf6adc4b39ff6638c70e8b7cd607ec41f3cde4185ab5215d40b178cb2543f825', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'eec0c429e74dc32e0e09b0a162183e9e9b67b7dced0d043816ab59843942ff22', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

@@ -55,18 +55,6 @@ export async function verifyApiKey(db: Queryable, key: unknown): Promise<Verific
   return verification(rows[0]!);
 }
 
-/**
- * verifyApiKey at a given time, for tests of hour windows and expiry. The function it calls,
- * verify_api_key_at, is the owner's alone: `db` must be the owner's connection. No tenant
- * can choose the clock its key is checked against.
- */
-export async function verifyApiKeyAt(ownerDb: Queryable, key: unknown, at: Date): Promise<Verification> {
-  const parsed = parseKey(key);
-  if (!parsed) return { ok: false, reason: 'MALFORMED' };
-  const { rows } = await run<VerifyRow>(ownerDb, 'select * from public.verify_api_key_at($1, $2, $3)', [parsed.prefix, parsed.hash, at]);
-  return verification(rows[0]!);
-}
-
 function verification(row: VerifyRow): Verification {
   const rateLimit =
     row.rate_limit_per_hour !== null && row.remaining !== null && row.resets_at !== null

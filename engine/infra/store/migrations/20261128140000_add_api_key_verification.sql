@@ -89,10 +89,19 @@ create policy api_key_usage_key_verifier on api_key_usage to app_key_verifier us
 -- last_used_at to one write a minute, and returns the principal. Two statements on the way to
 -- OK: every statement a PL/pgSQL function runs costs an executor start and stop.
 -- Outcomes: OK, NOT_FOUND, REVOKED, EXPIRED, ORG_INACTIVE, USER_INACTIVE, RATE_LIMITED.
--- verify_api_key_at takes the clock as an argument, for tests of window boundaries; only the
--- owner may call it. Tenants call verify_api_key, whose clock is the server's: a caller that
--- chose its own clock could use an expired key, or fill api_key_usage with far-future windows.
-create function verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timestamptz)
+--
+-- The clock is the server's, read through verification_now(): no caller chooses it, since a
+-- caller that could would use an expired key, or fill api_key_usage with far-future windows.
+-- verification_now() belongs to the owner (app_key_verifier may only execute it), so tests of
+-- hour windows and expiry redefine it, as the owner, in their own scratch databases.
+create function verification_now() returns timestamptz
+  language sql stable
+  as $$ select pg_catalog.now() $$;
+comment on function verification_now() is 'The clock of verify_api_key: the transaction''s start time.';
+revoke execute on function verification_now() from public;
+grant execute on function verification_now() to app_key_verifier;
+
+create function verify_api_key(p_prefix text, p_key_hash bytea)
   returns table (
     outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[],
     rate_limit_per_hour integer, remaining integer, resets_at timestamptz
@@ -102,8 +111,9 @@ create function verify_api_key_at(p_prefix text, p_key_hash bytea, p_now timesta
 as $$
 declare
   key record;
+  verified_at constant timestamptz := public.verification_now();
   -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
-  this_window constant timestamptz := date_trunc('hour', p_now, 'UTC');
+  this_window constant timestamptz := date_trunc('hour', verified_at, 'UTC');
   used integer;
 begin
   -- The key, its user, its organization and the permissions it grants, in one statement.
@@ -128,7 +138,7 @@ begin
   api_key_id := key.id;
   if key.status <> 'active' then
     outcome := 'REVOKED';
-  elsif key.expires_at is not null and key.expires_at <= p_now then
+  elsif key.expires_at is not null and key.expires_at <= verified_at then
     outcome := 'EXPIRED';
   elsif key.org_deleted_at is not null or key.org_status <> 'active' then
     outcome := 'ORG_INACTIVE';
@@ -159,8 +169,8 @@ begin
     delete from api_key_usage u
      where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window - interval '1 hour';
   end if;
-  if key.last_used_at is null or key.last_used_at < p_now - interval '1 minute' then
-    update api_keys k set last_used_at = p_now where k.org_id = key.org_id and k.id = key.id;
+  if key.last_used_at is null or key.last_used_at < verified_at - interval '1 minute' then
+    update api_keys k set last_used_at = verified_at where k.org_id = key.org_id and k.id = key.id;
   end if;
   outcome := 'OK';
   permissions := key.granted;
@@ -168,29 +178,15 @@ begin
   return next;
 end
 $$;
-comment on function verify_api_key_at(text, bytea, timestamptz) is 'verify_api_key at a given time; for the owner''s tests only.';
-
-create function verify_api_key(p_prefix text, p_key_hash bytea)
-  returns table (
-    outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[],
-    rate_limit_per_hour integer, remaining integer, resets_at timestamptz
-  )
-  language sql volatile security definer
-  set search_path = pg_catalog, public, pg_temp
-as $$
-  select * from public.verify_api_key_at(p_prefix, p_key_hash, pg_catalog.now())
-$$;
 comment on function verify_api_key(text, bytea) is 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
 
-revoke execute on function verify_api_key_at(text, bytea, timestamptz) from public;
 revoke execute on function verify_api_key(text, bytea) from public;
 grant execute on function verify_api_key(text, bytea) to app_tenant;
--- Owned by app_key_verifier, whose policies let it read keys, users and organizations and
+-- verify_api_key is owned by app_key_verifier, whose policies let it read keys, users and organizations and
 -- count usage, and nothing else. Handing a function to a role needs, for a non-superuser, that
 -- the role may create in the schema: granted for the ALTER and taken back at once, so that
 -- nothing can create or replace functions as app_key_verifier afterwards.
 grant create on schema public to app_key_verifier;
-alter function verify_api_key_at(text, bytea, timestamptz) owner to app_key_verifier;
 alter function verify_api_key(text, bytea) owner to app_key_verifier;
 revoke create on schema public from app_key_verifier;
 
@@ -198,7 +194,7 @@ revoke create on schema public from app_key_verifier;
 set local statement_timeout = '60s';
 
 drop function verify_api_key(text, bytea);
-drop function verify_api_key_at(text, bytea, timestamptz);
+drop function verification_now();
 drop policy api_key_usage_key_verifier on api_key_usage;
 drop policy api_keys_key_verifier_touch on api_keys;
 drop policy api_keys_key_verifier_read on api_keys;
