@@ -4,8 +4,9 @@
  * each with as many callers as the pool has connections.
  *
  * The goal is measured against the least work any verification must do: one plain statement that
- * finds the key by prefix and digest and counts the request in the hourly counter (no user,
- * organization, expiry or limit checks, no permissions), run directly rather than through
+ * finds the key by prefix (its organization, then the key) and digest and counts the request in
+ * the hourly counter (no user, organization, expiry or limit checks, no permissions), run directly
+ * rather than through
  * verify_api_key. It needs a connection that bypasses row-level security (the default
  * superuser URL); on any other it finds no key and the line is skipped.
  *
@@ -38,7 +39,9 @@ export interface VerifyBenchResult {
 }
 
 /** Key lookup and counted request, nothing else: the cost under any verification. */
-const LEAST_WORK_SQL = `with key as (select k.org_id, k.id from api_keys k where k.prefix = $1 and k.key_hash = $2)
+const LEAST_WORK_SQL = `with key as (
+    select k.org_id, k.id from api_key_prefixes p join api_keys k on k.org_id = p.org_id and k.prefix = p.prefix
+     where p.prefix = $1 and k.key_hash = $2)
   insert into api_key_usage as usage (org_id, api_key_id, window_start, request_count)
   select key.org_id, key.id, date_trunc('hour', now(), 'UTC'), 1 from key
   on conflict on constraint api_key_usage_pkey do update set request_count = usage.request_count + 1

@@ -79,8 +79,22 @@ function digest(seed: string, bytes = 32): Raw {
 
 const organization = (row: Record<string, unknown>) => insert('organizations', { name: 'Umbrella', temporal_namespace: 'umbrella', ...row });
 const user = (row: Record<string, unknown>) => insert('users', { org_id: ORG_A, email: 'carol@acme.example', role: 'customer', ...row });
-const apiKey = (row: Record<string, unknown>) =>
+/** An API key row alone, its prefix not registered (the key's foreign key refuses it). */
+const unregisteredApiKey = (row: Record<string, unknown>) =>
   insert('api_keys', { org_id: ORG_A, user_id: USER_A, prefix: 'newKey001', key_hash: digest('new key'), name: 'deploy', ...row });
+/** An API key, its prefix registered in api_key_prefixes first, in the same statement, as issuing does. */
+function apiKey(row: Record<string, unknown>): Statement {
+  const key = unregisteredApiKey(row);
+  const { org_id: orgId = ORG_A, prefix = 'newKey001' } = row;
+  const next = key.params!.length;
+  // The key's row is selected from the registration, so that the registration comes first.
+  const [into, values] = key.sql.split(' values ');
+  return {
+    sql: `with registered as (insert into api_key_prefixes (org_id, prefix) values ($${next + 1}, $${next + 2}) returning prefix)
+          ${into} select ${values!.slice(1, -1)} from registered`,
+    params: [...key.params!, orgId, prefix],
+  };
+}
 const workflow = (row: Record<string, unknown>) =>
   insert('workflow_states', { org_id: ORG_A, workflow_exec_id: 'cccccccc-2222-7000-8000-000000000001', workflow_id: 'billing', status: 'running', ...row });
 const task = (row: Record<string, unknown>) =>
@@ -400,7 +414,7 @@ const cases: ConstraintCase[] = [
   ).map(
     ([what, prefix, good]): ConstraintCase => ({
       refuses: what,
-      violation: apiKey({ prefix }),
+      violation: unregisteredApiKey({ prefix }),
       sqlstate: CHECK,
       constraint: 'api_keys_prefix_check',
       accepts: `the key prefix ${good}`,
@@ -408,10 +422,18 @@ const cases: ConstraintCase[] = [
     }),
   ),
   {
+    refuses: "registering a key prefix with '_'",
+    violation: insert('api_key_prefixes', { org_id: ORG_A, prefix: 'acme_key1' }),
+    sqlstate: CHECK,
+    constraint: 'api_key_prefixes_prefix_check',
+    accepts: 'registering the key prefix acmeKey02',
+    twin: insert('api_key_prefixes', { org_id: ORG_A, prefix: 'acmeKey02' }),
+  },
+  {
     refuses: 'the prefix of a live api key for a new one',
     violation: apiKey({ prefix: 'acmeKey01' }),
     sqlstate: UNIQUE,
-    constraint: 'api_keys_prefix_key',
+    constraint: 'api_key_prefixes_pkey',
     accepts: 'a prefix that differs from a live key\'s only in case',
     twin: apiKey({ prefix: 'ACMEKEY01' }),
   },
@@ -419,7 +441,7 @@ const cases: ConstraintCase[] = [
     refuses: 'the prefix of a revoked, soft-deleted api key for a new one',
     violation: apiKey({ prefix: 'acmeOld01' }),
     sqlstate: UNIQUE,
-    constraint: 'api_keys_prefix_key',
+    constraint: 'api_key_prefixes_pkey',
     accepts: 'a fresh prefix for a new key',
     twin: apiKey({ prefix: 'acmeNew01' }),
   },
@@ -427,17 +449,25 @@ const cases: ConstraintCase[] = [
     refuses: 'the prefix of an api key of another organization',
     violation: apiKey({ org_id: ORG_B, user_id: USER_B, prefix: 'acmeKey01' }),
     sqlstate: UNIQUE,
-    constraint: 'api_keys_prefix_key',
+    constraint: 'api_key_prefixes_pkey',
     accepts: 'a fresh prefix in another organization',
     twin: apiKey({ org_id: ORG_B, user_id: USER_B, prefix: 'globexKey1' }),
   },
   {
-    refuses: 'the key hash of an existing api key, even in another organization',
-    violation: apiKey({ org_id: ORG_B, user_id: USER_B, key_hash: digest('key of alice') }),
-    sqlstate: UNIQUE,
-    constraint: 'api_keys_key_hash_key',
-    accepts: 'a new key hash',
-    twin: apiKey({ org_id: ORG_B, user_id: USER_B, key_hash: digest('key of bob') }),
+    refuses: 'an api key whose prefix was never registered',
+    violation: unregisteredApiKey({ prefix: 'unlisted01' }),
+    sqlstate: FOREIGN_KEY,
+    constraint: 'api_keys_prefix_fkey',
+    accepts: 'the same key with its prefix registered',
+    twin: apiKey({ prefix: 'unlisted01' }),
+  },
+  {
+    refuses: "an api key under a prefix registered to another organization (the prefix routes to its organization)",
+    violation: unregisteredApiKey({ org_id: ORG_B, user_id: USER_B, prefix: 'acmeKey01' }),
+    sqlstate: FOREIGN_KEY,
+    constraint: 'api_keys_prefix_fkey',
+    accepts: 'a key of that organization under a prefix registered to it',
+    twin: apiKey({ org_id: ORG_B, user_id: USER_B, prefix: 'globexKey9' }),
   },
   {
     refuses: 'an api key whose user is in another organization',

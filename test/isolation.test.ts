@@ -691,6 +691,7 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
         data.schedules.set(live.id, false).set(gone.id, true);
         // One raw row, so that api_keys is not empty (the model only counts API keys).
         const owner = [...data.users.keys()][0]!;
+        await tx.query(`insert into api_key_prefixes (prefix) values ($1)`, [`${local}${run}`]);
         await tx.query(`insert into api_keys (user_id, prefix, key_hash, name) values ($1, $2, sha256(convert_to($2, 'UTF8')), 'fixture key')`, [
           owner,
           `${local}${run}`,
@@ -1082,18 +1083,25 @@ describe.each(backends)('tenant isolation on $name', (backend) => {
   // none, see test/tenant-boundary.test.ts): the database's own constraints and the session reset.
   describe('SQL text as app_tenant in a scope', () => {
     const inAttackerScope = <T>(work: (tx: TrustedSqlScope) => Promise<T>) => withOrgSql(store, attacker.id, work);
-    it("API key prefixes and hashes are unique across organizations: a raw insert of the victim's prefix in the attacker's scope fails with CONFLICT, naming nothing of the victim's", async () => {
+    it("API key prefixes are unique across organizations: a raw insert of the victim's prefix in the attacker's scope fails with CONFLICT, naming nothing of the victim's", async () => {
       const [victimKey] = (await withOrgSql(store, victim.id, (tx) => tx.query<{ prefix: string; user_id: string }>('select prefix, user_id from api_keys'))).rows;
       const ownUser = [...fixture.get(attacker.id)!.users.keys()][0]!;
       const ctx: AttackContext = { store, model: fixture, attacker, victim, pick: 0, variant: 0 };
+      const keyRow = (tx: TrustedSqlScope, prefix: string) =>
+        tx.query(`insert into api_keys (user_id, prefix, key_hash, name) values ($1, $2, sha256(convert_to($2 || 'probe', 'UTF8')), 'probe')`, [ownUser, prefix]);
       const insertKey = (prefix: string) =>
-        inAttackerScope((tx) =>
-          tx.query(`insert into api_keys (user_id, prefix, key_hash, name) values ($1, $2, sha256(convert_to($2 || 'probe', 'UTF8')), 'probe')`, [ownUser, prefix]),
-        );
+        inAttackerScope(async (tx) => {
+          await tx.query('insert into api_key_prefixes (prefix) values ($1)', [prefix]);
+          return keyRow(tx, prefix);
+        });
       // The refusal is itself the answer "this prefix exists in some organization" (the
-      // constraint is global, not per organization); the error carries no more than that.
+      // registry is global, not per organization); the error carries no more than that.
       const error = await refusal(insertKey(victimKey!.prefix), 'CONFLICT', ctx);
-      expect(error.details).toEqual({ field: 'prefix', reason: 'api_keys_prefix_key' });
+      expect(error.details).toEqual({ field: 'prefix', reason: 'api_key_prefixes_pkey' });
+      // A key row under the victim's prefix, without registering it, refers to no prefix of the
+      // attacker's organization.
+      const unregistered = await refusal(inAttackerScope((tx) => keyRow(tx, victimKey!.prefix)), 'NOT_FOUND', ctx);
+      expect(unregistered.details).toEqual({ field: 'prefix', reason: 'api_keys_prefix_fkey' });
       // The same statement with a prefix nobody has goes in.
       const fresh = await insertKey(`probe${tag()}`);
       expect(fresh.rowCount).toBe(1);

@@ -46,6 +46,10 @@ select ${ORG_SQL}, ${USER_SQL('k', 'i')}, 'user' || i || '@org' || k || '.exampl
        (array['admin', 'manager', 'customer'])[1 + i % 3], now() - i * interval '1 minute'
   from generate_series(1, ${ORGS}) k, generate_series(1, ${USERS_PER_ORG}) i;
 
+insert into api_key_prefixes (org_id, prefix)
+select ${ORG_SQL}, 'pk' || lpad(k::text, 2, '0') || lpad(i::text, 8, '0')
+  from generate_series(1, ${ORGS}) k, generate_series(1, ${KEYS_PER_ORG}) i;
+
 insert into api_keys (org_id, id, user_id, prefix, key_hash, name, created_at)
 select ${ORG_SQL}, ${KEY_SQL('k', 'i')}, ${USER_SQL('k', 'i')},
        'pk' || lpad(k::text, 2, '0') || lpad(i::text, 8, '0'),
@@ -265,7 +269,9 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
     expectPlan('user by email', await explainInOrg(statement), { index: 'users_org_id_email_key' });
   });
 
-  // The lookup of verify_api_key (migration 20261128140000), with p_prefix as $1.
+  // The two lookups of verify_api_key (migration 20261128140000), with p_prefix as $1 and the
+  // organization the first finds as $2.
+  const VERIFY_ORG_LOOKUP = 'select p.org_id from api_key_prefixes p where p.prefix = $1';
   const VERIFY_LOOKUP = `
     select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at, k.scopes,
            k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
@@ -273,11 +279,12 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
       from api_keys k
       join users u on u.org_id = k.org_id and u.id = k.user_id
       join organizations o on o.id = k.org_id
-     where k.prefix = $1`;
+     where k.org_id = $2 and k.prefix = $1`;
 
-  it.each(['owner', 'app_key_verifier'] as const)('looks an API key up by prefix by api_keys_prefix_key (as %s)', async (role) => {
-    const plan = await explainAs(role, VERIFY_LOOKUP, ['pk0200000123']);
-    expectPlan(`verify_api_key lookup as ${role}`, plan, { index: 'api_keys_prefix_key' });
+  it.each(['owner', 'app_key_verifier'] as const)('finds an API key\'s organization by api_key_prefixes_pkey, then the key by api_keys_org_id_prefix_key (as %s)', async (role) => {
+    expectPlan(`verify_api_key organization lookup as ${role}`, await explainAs(role, VERIFY_ORG_LOOKUP, ['pk0200000123']), { index: 'api_key_prefixes_pkey' });
+    const plan = await explainAs(role, VERIFY_LOOKUP, ['pk0200000123', ORG]);
+    expectPlan(`verify_api_key lookup as ${role}`, plan, { index: 'api_keys_org_id_prefix_key' });
     expect(plan.indexes, plan.text).toContain('users_pkey');
   });
 

@@ -21,27 +21,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Queryable } from '../engine/infra/store/db.ts';
 import { MIGRATIONS_TABLE, migrateUp } from '../engine/infra/store/migrate.ts';
+import { REFERENCE_TABLES, TENANT_INSERTABLE_REFERENCE_TABLES } from '../engine/infra/store/citus/layout.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
 
 /**
- * Unique constraints on tenant tables that do not include org_id, each with the reason.
- *
- * A key is presented as `es_<prefix>_<secret>`, without its organization, so verification has to
- * find it among every organization's keys: the prefix (and the digest of the key) must be unique
- * across the whole database, not per organization. On Citus a unique constraint that does not
- * include the distribution column cannot be kept on a distributed table. There, the two
- * constraints move to a global lookup table keyed by prefix: `api_key_prefixes (prefix primary
- * key, key_hash unique, org_id)`, a reference table (or a plain table on the coordinator)
- * written when a key is issued or rotated. It enforces the global uniqueness and routes a
- * presented key to its organization's shard (see citus/distribute.sql and docs/scaling-out.md).
+ * Unique constraints on tenant tables that do not include org_id, each with the reason. None
+ * today: the API key prefix, which must be unique over every organization, is kept unique by
+ * api_key_prefixes, a reference table.
  */
-export const GLOBAL_UNIQUE_ALLOW_LIST: Readonly<Record<string, string>> = {
-  api_keys_prefix_key: 'a key is presented without its organization: its prefix finds it among all organizations (Citus: api_key_prefixes reference/lookup table keyed by prefix)',
-  api_keys_key_hash_key: 'a key digest must never match two keys in any organization (Citus: enforced on the same api_key_prefixes lookup table)',
-};
+export const GLOBAL_UNIQUE_ALLOW_LIST: Readonly<Record<string, string>> = {};
 
-/** Tables without org_id: small, read-mostly, and Citus reference tables once sharded. */
-export const EXPECTED_GLOBAL_TABLES: readonly string[] = ['organizations', 'permissions', 'role_permissions'];
+/** Tables that are Citus reference tables once sharded: one copy on every node. */
+export const EXPECTED_GLOBAL_TABLES: readonly string[] = REFERENCE_TABLES;
 
 /** Tables the lint does not look at: the migration runner's bookkeeping, not part of the data model. */
 const BOOKKEEPING_TABLES: readonly string[] = [MIGRATIONS_TABLE];
@@ -71,8 +62,9 @@ export async function lintTenancy(db: Queryable, options: LintOptions = {}): Pro
     [schema],
   );
   const considered = tables.filter((t) => !BOOKKEEPING_TABLES.includes(t.table));
-  const tenant = new Set(considered.filter((t) => t.tenant).map((t) => t.table));
-  const global = considered.filter((t) => !t.tenant).map((t) => t.table);
+  // An expected global table may carry org_id (api_key_prefixes): it is still one copy on every node.
+  const tenant = new Set(considered.filter((t) => t.tenant && !expectedGlobal.includes(t.table)).map((t) => t.table));
+  const global = considered.filter((t) => !tenant.has(t.table)).map((t) => t.table);
 
   // 1. Primary keys lead with org_id.
   const { rows: primaryKeys } = await db.query<{ table: string; name: string; def: string; first_column: string | null }>(
@@ -154,16 +146,18 @@ export async function lintTenancy(db: Queryable, options: LintOptions = {}): Pro
     }
   }
   for (const table of expectedGlobal) {
-    if (!global.includes(table)) findings.push(`global-table: expected global table ${table} is missing or has an org_id column`);
+    if (!global.includes(table)) findings.push(`global-table: expected global table ${table} is missing`);
   }
+  // Tenants only read global tables, except that they register their own API key prefixes.
   const { rows: tenantWrites } = await db.query<{ table: string }>(
     `select c.relname as table
        from pg_class c join pg_namespace n on n.oid = c.relnamespace
       where n.nspname = $1 and c.relname = any ($2::text[])
         and exists (select 1 from pg_roles where rolname = 'app_tenant')
-        and has_table_privilege('app_tenant', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')
+        and (has_table_privilege('app_tenant', c.oid, 'UPDATE, DELETE, TRUNCATE')
+             or (has_table_privilege('app_tenant', c.oid, 'INSERT') and not c.relname = any ($3::text[])))
       order by 1`,
-    [schema, global],
+    [schema, global, TENANT_INSERTABLE_REFERENCE_TABLES],
   );
   for (const { table } of tenantWrites) findings.push(`global-table: the tenant role app_tenant may write global table ${table}; it must be read-only to tenants`);
 
@@ -194,15 +188,15 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
         where n.nspname = 'public' and c.relkind in ('r', 'p') and c.relname <> $1 order by 1`,
       [MIGRATIONS_TABLE],
     );
-    expect(rows.filter((r) => r.tenant).map((r) => r.table)).toEqual(['api_key_usage', 'api_keys', 'schedules', 'task_states', 'users', 'workflow_states']);
-    expect(rows.filter((r) => !r.tenant).map((r) => r.table)).toEqual([...EXPECTED_GLOBAL_TABLES].sort());
+    expect(rows.filter((r) => r.tenant).map((r) => r.table)).toEqual(['api_key_prefixes', 'api_key_usage', 'api_keys', 'schedules', 'task_states', 'users', 'workflow_states']);
+    expect(rows.filter((r) => !r.tenant).map((r) => r.table)).toEqual(['organizations', 'permissions', 'role_permissions']);
   });
 
-  it('needs its allow-list for exactly the two global API key constraints', async () => {
-    const findings = await lintTenancy(database.db, { allowList: {} });
+  it('would refuse api_key_prefixes as a sharded table: it is global because its key is the prefix alone', async () => {
+    const findings = await lintTenancy(database.db, { expectedGlobalTables: ['organizations', 'permissions', 'role_permissions'] });
     expect(findings, findings.join('\n')).toEqual([
-      expect.stringMatching(/^unique-includes-org_id: api_keys_key_hash_key on tenant table api_keys /),
-      expect.stringMatching(/^unique-includes-org_id: api_keys_prefix_key on tenant table api_keys /),
+      expect.stringMatching(/^primary-key: tenant table api_key_prefixes: api_key_prefixes_pkey PRIMARY KEY \(prefix\) does not lead with org_id/),
+      expect.stringMatching(/^unique-includes-org_id: api_key_prefixes_pkey on tenant table api_key_prefixes /),
     ]);
   });
 
@@ -212,7 +206,7 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
       allowList: { ...GLOBAL_UNIQUE_ALLOW_LIST, users_email_key: 'gone' },
     });
     expect(findings.sort()).toEqual([
-      'global-table: expected global table feature_flags is missing or has an org_id column',
+      'global-table: expected global table feature_flags is missing',
       'unique-includes-org_id: allow-list entry users_email_key matches no global unique index on a tenant table: remove it',
     ]);
   });

@@ -296,6 +296,8 @@ export class ApiKeysRepository {
     scopes?: readonly string[] | null;
   }): Promise<IssuedKey> {
     const { key, prefix } = generateKey();
+    // The prefix is registered first: the key refers to it (see api_key_prefixes).
+    await run(this.db, 'insert into api_key_prefixes (prefix) values ($1)', [prefix]);
     const { rows } = await run<ApiKeyRow>(
       this.db,
       `insert into api_keys (id, user_id, prefix, key_hash, name, expires_at, rate_limit_per_hour, scopes)

@@ -62,8 +62,8 @@ declare
   live boolean;
 begin
   select o.deleted_at is null into live from public.organizations o where o.id = p_org;
-  perform pg_catalog.set_config('app.org_id', coalesce(p_org::text, ''), true);
-  perform pg_catalog.set_config('app.org_visible', case when live then 'on' else 'off' end, true);
+  execute pg_catalog.format('set local app.org_id = %L', coalesce(p_org::text, ''));
+  execute pg_catalog.format('set local app.org_visible = %L', case when live then 'on' else 'off' end);
 end
 $$;
 
@@ -207,12 +207,22 @@ CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) RETURNS T
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 declare
+  key_org uuid;
   key record;
   verified_at constant timestamptz := public.verification_now();
   -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
   this_window constant timestamptz := date_trunc('hour', verified_at, 'UTC');
   used integer;
 begin
+  -- The organization first, by the prefix alone; then everything else within that organization
+  -- (on Citus: a read of the reference table on this node, then statements routed to the
+  -- organization's shard instead of a search of every shard).
+  select p.org_id into key_org from api_key_prefixes p where p.prefix = p_prefix;
+  if not found then
+    outcome := 'NOT_FOUND';
+    return next;
+    return;
+  end if;
   -- The key, its user, its organization and the permissions it grants, in one statement.
   select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at,
          k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
@@ -224,7 +234,7 @@ begin
     from api_keys k
     join users u on u.org_id = k.org_id and u.id = k.user_id
     join organizations o on o.id = k.org_id
-   where k.prefix = p_prefix;
+   where k.org_id = key_org and k.prefix = p_prefix;
   if not found or key.key_hash <> p_key_hash or key.deleted_at is not null then
     outcome := 'NOT_FOUND';
     return next;
@@ -302,6 +312,24 @@ COMMENT ON FUNCTION public.visible_org_id() IS 'The organization of the current 
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
+
+--
+-- Name: api_key_prefixes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.api_key_prefixes (
+    prefix text NOT NULL,
+    org_id uuid DEFAULT public.current_org_id() NOT NULL,
+    CONSTRAINT api_key_prefixes_prefix_check CHECK ((prefix ~ '^[A-Za-z0-9]{8,32}$'::text))
+);
+
+ALTER TABLE ONLY public.api_key_prefixes FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE api_key_prefixes; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.api_key_prefixes IS 'Every API key prefix ever issued and its organization: global uniqueness, and where verification looks first.';
 
 --
 -- Name: api_key_usage; Type: TABLE; Schema: public; Owner: -
@@ -512,6 +540,20 @@ CREATE TABLE public.workflow_states (
 ALTER TABLE ONLY public.workflow_states FORCE ROW LEVEL SECURITY;
 
 --
+-- Name: api_key_prefixes api_key_prefixes_org_id_prefix_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_key_prefixes
+    ADD CONSTRAINT api_key_prefixes_org_id_prefix_key UNIQUE (org_id, prefix);
+
+--
+-- Name: api_key_prefixes api_key_prefixes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_key_prefixes
+    ADD CONSTRAINT api_key_prefixes_pkey PRIMARY KEY (prefix);
+
+--
 -- Name: api_key_usage api_key_usage_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -519,11 +561,11 @@ ALTER TABLE ONLY public.api_key_usage
     ADD CONSTRAINT api_key_usage_pkey PRIMARY KEY (org_id, api_key_id, window_start);
 
 --
--- Name: api_keys api_keys_key_hash_key; Type: CONSTRAINT; Schema: public; Owner: -
+-- Name: api_keys api_keys_org_id_prefix_key; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.api_keys
-    ADD CONSTRAINT api_keys_key_hash_key UNIQUE (key_hash);
+    ADD CONSTRAINT api_keys_org_id_prefix_key UNIQUE (org_id, prefix);
 
 --
 -- Name: api_keys api_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -531,13 +573,6 @@ ALTER TABLE ONLY public.api_keys
 
 ALTER TABLE ONLY public.api_keys
     ADD CONSTRAINT api_keys_pkey PRIMARY KEY (org_id, id);
-
---
--- Name: api_keys api_keys_prefix_key; Type: CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.api_keys
-    ADD CONSTRAINT api_keys_prefix_key UNIQUE (prefix);
 
 --
 -- Name: organizations organizations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -722,6 +757,12 @@ CREATE INDEX workflow_states_org_id_status_idx ON public.workflow_states USING b
 CREATE INDEX workflow_states_org_id_workflow_id_idx ON public.workflow_states USING btree (org_id, workflow_id);
 
 --
+-- Name: api_key_prefixes api_key_prefixes_refuse_writes_of_inactive_org; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER api_key_prefixes_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR UPDATE ON public.api_key_prefixes FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_writes_of_inactive_org();
+
+--
 -- Name: api_keys api_keys_refuse_changes_but_revocation_of_suspended_org; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -794,6 +835,13 @@ CREATE TRIGGER workflow_states_refuse_writes_of_inactive_org BEFORE INSERT OR DE
 CREATE TRIGGER workflow_states_set_updated_at BEFORE UPDATE ON public.workflow_states FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
 
 --
+-- Name: api_key_prefixes api_key_prefixes_org_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_key_prefixes
+    ADD CONSTRAINT api_key_prefixes_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+--
 -- Name: api_key_usage api_key_usage_api_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -801,11 +849,18 @@ ALTER TABLE ONLY public.api_key_usage
     ADD CONSTRAINT api_key_usage_api_key_fkey FOREIGN KEY (org_id, api_key_id) REFERENCES public.api_keys(org_id, id) ON DELETE CASCADE;
 
 --
+-- Name: api_keys api_keys_prefix_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_prefix_fkey FOREIGN KEY (org_id, prefix) REFERENCES public.api_key_prefixes(org_id, prefix);
+
+--
 -- Name: api_keys api_keys_replaced_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.api_keys
-    ADD CONSTRAINT api_keys_replaced_by_fkey FOREIGN KEY (org_id, replaced_by) REFERENCES public.api_keys(org_id, id) ON DELETE SET NULL (replaced_by) DEFERRABLE INITIALLY DEFERRED;
+    ADD CONSTRAINT api_keys_replaced_by_fkey FOREIGN KEY (org_id, replaced_by) REFERENCES public.api_keys(org_id, id) DEFERRABLE INITIALLY DEFERRED;
 
 --
 -- Name: api_keys api_keys_user_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
@@ -862,6 +917,24 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.workflow_states
     ADD CONSTRAINT workflow_states_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+--
+-- Name: api_key_prefixes; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.api_key_prefixes ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: api_key_prefixes api_key_prefixes_key_verifier; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY api_key_prefixes_key_verifier ON public.api_key_prefixes FOR SELECT TO app_key_verifier USING (true);
+
+--
+-- Name: api_key_prefixes api_key_prefixes_tenant_isolation; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY api_key_prefixes_tenant_isolation ON public.api_key_prefixes TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
 
 --
 -- Name: api_key_usage; Type: ROW SECURITY; Schema: public; Owner: -
@@ -1046,6 +1119,13 @@ REVOKE ALL ON FUNCTION public.visible_org_id() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.visible_org_id() TO app_tenant;
 
 --
+-- Name: TABLE api_key_prefixes; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE public.api_key_prefixes TO app_tenant;
+GRANT SELECT ON TABLE public.api_key_prefixes TO app_key_verifier;
+
+--
 -- Name: TABLE api_key_usage; Type: ACL; Schema: public; Owner: -
 --
 
@@ -1171,11 +1251,11 @@ CREATE TABLE IF NOT EXISTS public.engine_store_migrations (
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090000_create_workflow_states', '8569ec3aebe66bc72a9a094716559e3a470c37bdce775b1c78000eaee21d3e59', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '140c0330003e89a9eda0128d499199aacc6d26960c41c061fc67a2bf0acbb25d', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', 'f05e44e84f67c6d81177ed4050b51566de13836be8f5adc0250633182899c6c6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', 'a8ba74a99451e5292e8bee8c472d0d446162049a32f6fafcbfe4a2abf3dc72b1', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '0594b3bd1658394566e2b0b64c43da2cf0a364cf9c090254f74462b0ec1aaac1', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'f7536b30fdd849f8ce89f2e27c4f9f5fd676f78f7eec28133423a5d49997f94c', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '871b1e55f21d9561ffebcf946147887951c5182382846e11e8eaad3b0b102603', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '6a2f8fd154cb325e7246573252dee103ae6bfe03686c22073c068fb8304f79a7', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'eec0c429e74dc32e0e09b0a162183e9e9b67b7dced0d043816ab59843942ff22', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'e5ac189a173bc518e2db29eb4b2c2e92a58cb30686b8f80c93fe98990680b2c0', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '3bd164d8f5bbbbea1c74c51ff372f43dfa72f476619eeba7cf4ae0d7570ced06', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

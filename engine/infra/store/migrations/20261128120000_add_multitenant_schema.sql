@@ -104,6 +104,22 @@ create index users_org_id_status_idx on users (org_id, status);
 create trigger users_set_updated_at before update on users
   for each row execute function set_updated_at();
 
+-- Every API key prefix ever issued, with its organization. A key is presented without its
+-- organization, so verification finds the organization here first, then the key in that
+-- organization's rows (on Citus: a reference table, read on the node, then one shard). Its
+-- primary key keeps a prefix from being issued twice across organizations; rows outlive their
+-- key, so a prefix is never reused, and go with their organization (purge).
+create table api_key_prefixes (
+  prefix text not null,
+  org_id uuid not null,
+  constraint api_key_prefixes_pkey primary key (prefix),
+  -- What each organization's keys refer to (a key names its own organization's prefix).
+  constraint api_key_prefixes_org_id_prefix_key unique (org_id, prefix),
+  constraint api_key_prefixes_org_id_fkey foreign key (org_id) references organizations (id) on delete cascade,
+  constraint api_key_prefixes_prefix_check check (prefix ~ '^[A-Za-z0-9]{8,32}$')
+);
+comment on table api_key_prefixes is 'Every API key prefix ever issued and its organization: global uniqueness, and where verification looks first.';
+
 create table api_keys (
   org_id uuid not null,
   id uuid not null default uuid_generate_v7(),
@@ -131,10 +147,12 @@ create table api_keys (
   constraint api_keys_status_check check (status in ('active', 'revoked')),
   constraint api_keys_expires_at_check check (expires_at is null or expires_at > created_at),
   constraint api_keys_deleted_at_check check (deleted_at is null or deleted_at >= created_at),
-  -- Over all rows, deleted ones included: a prefix is never reused, so an old key can never
-  -- come to resolve to a new one.
-  constraint api_keys_prefix_key unique (prefix),
-  constraint api_keys_key_hash_key unique (key_hash)
+  -- A prefix is registered in api_key_prefixes, for this organization, before its key exists;
+  -- that table's primary key makes it unique over every organization and every row ever issued,
+  -- deleted ones included, so an old key can never come to resolve to a new one. (The digest of
+  -- a key with a unique prefix is unique too: it hashes the whole key, prefix included.)
+  constraint api_keys_org_id_prefix_key unique (org_id, prefix),
+  constraint api_keys_prefix_fkey foreign key (org_id, prefix) references api_key_prefixes (org_id, prefix)
 );
 comment on table api_keys is 'API keys of users. Only a SHA-256 digest of each key is kept; the prefix finds it.';
 
@@ -217,6 +235,8 @@ drop table role_permissions;
 drop table permissions;
 -- squawk-ignore ban-drop-table -- as above
 drop table api_keys;
+-- squawk-ignore ban-drop-table -- as above
+drop table api_key_prefixes;
 -- squawk-ignore ban-drop-table -- as above
 drop table users;
 -- squawk-ignore ban-drop-table -- as above

@@ -25,7 +25,7 @@ set local statement_timeout = '60s';
 -- Every strong lock this migration needs, at once and in the order writers take them (a row,
 -- then the parent its foreign key checks), so that it cannot deadlock with them; the runner's
 -- short lock_timeout and retries keep writers from queueing behind it for long.
-lock table workflow_states, task_states, schedules, api_keys, users, organizations in access exclusive mode;
+lock table workflow_states, task_states, schedules, api_keys, api_key_prefixes, users, organizations in access exclusive mode;
 
 do $$
 begin
@@ -68,6 +68,9 @@ comment on function visible_org_id() is 'The organization of the current tenant 
 -- DEFINER because a scope cannot see its organization's row before it is in the scope; it reads
 -- only that row, and writes only these two settings. The settings survive the function's own
 -- SET clause: only the parameters named in a SET clause are restored when the function returns.
+-- SET LOCAL rather than set_config(): on Citus, with citus.propagate_set_commands = 'local'
+-- (set by the distribute command), a SET LOCAL reaches the workers that the transaction uses,
+-- where the policies and triggers read it; set_config() stays on the coordinator.
 create function enter_org_scope(p_org uuid) returns void
   language plpgsql volatile security definer
   set search_path = pg_catalog, pg_temp
@@ -76,8 +79,8 @@ declare
   live boolean;
 begin
   select o.deleted_at is null into live from public.organizations o where o.id = p_org;
-  perform pg_catalog.set_config('app.org_id', coalesce(p_org::text, ''), true);
-  perform pg_catalog.set_config('app.org_visible', case when live then 'on' else 'off' end, true);
+  execute pg_catalog.format('set local app.org_id = %L', coalesce(p_org::text, ''));
+  execute pg_catalog.format('set local app.org_visible = %L', case when live then 'on' else 'off' end);
 end
 $$;
 comment on function enter_org_scope(uuid) is 'Enters the scope of an organization for the rest of the transaction (settings app.org_id, app.org_visible).';
@@ -156,6 +159,8 @@ grant execute on function current_org_id(), visible_org_id(), enter_org_scope(uu
 grant usage on schema public to app_tenant;
 grant select on organizations, permissions, role_permissions to app_tenant;
 grant select, insert, update, delete on users, api_keys, workflow_states, task_states, schedules to app_tenant;
+-- Issuing a key registers its prefix; a prefix, once issued, is never changed or removed.
+grant select, insert on api_key_prefixes to app_tenant;
 
 alter table organizations enable row level security;
 create policy organizations_tenant_read on organizations for select to app_tenant
@@ -180,6 +185,15 @@ create trigger api_keys_refuse_writes_of_inactive_org before insert or update or
 create trigger api_keys_refuse_changes_but_revocation_of_suspended_org before update on api_keys
   for each row execute function refuse_api_key_changes_but_revocation_of_suspended_org();
 alter table api_keys alter column org_id set default current_org_id();
+
+alter table api_key_prefixes enable row level security;
+alter table api_key_prefixes force row level security;
+create policy api_key_prefixes_tenant_isolation on api_key_prefixes to app_tenant
+  using (org_id = visible_org_id())
+  with check (org_id = current_org_id());
+create trigger api_key_prefixes_refuse_writes_of_inactive_org before insert or update or delete on api_key_prefixes
+  for each statement execute function refuse_writes_of_inactive_org();
+alter table api_key_prefixes alter column org_id set default current_org_id();
 
 alter table workflow_states enable row level security;
 alter table workflow_states force row level security;
@@ -211,7 +225,7 @@ alter table schedules alter column org_id set default current_org_id();
 
 -- Down Migration
 set local statement_timeout = '60s';
-lock table workflow_states, task_states, schedules, api_keys, users, organizations in access exclusive mode;
+lock table workflow_states, task_states, schedules, api_keys, api_key_prefixes, users, organizations in access exclusive mode;
 
 alter table schedules alter column org_id set default '00000000-0000-7000-8000-000000000001';
 drop trigger schedules_refuse_writes_of_inactive_org on schedules;
@@ -238,6 +252,12 @@ drop policy api_keys_tenant_isolation on api_keys;
 alter table api_keys no force row level security;
 alter table api_keys disable row level security;
 
+alter table api_key_prefixes alter column org_id drop default;
+drop trigger api_key_prefixes_refuse_writes_of_inactive_org on api_key_prefixes;
+drop policy api_key_prefixes_tenant_isolation on api_key_prefixes;
+alter table api_key_prefixes no force row level security;
+alter table api_key_prefixes disable row level security;
+
 alter table users alter column org_id drop default;
 drop trigger users_refuse_writes_of_inactive_org on users;
 drop policy users_tenant_isolation on users;
@@ -247,6 +267,7 @@ alter table users disable row level security;
 drop policy organizations_tenant_read on organizations;
 alter table organizations disable row level security;
 
+revoke select, insert on api_key_prefixes from app_tenant;
 revoke select, insert, update, delete on users, api_keys, workflow_states, task_states, schedules from app_tenant;
 revoke select on organizations, permissions, role_permissions from app_tenant;
 revoke usage on schema public from app_tenant;

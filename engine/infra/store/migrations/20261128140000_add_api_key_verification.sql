@@ -12,7 +12,7 @@
 -- Up Migration
 set local statement_timeout = '60s';
 -- The strong locks first, children before parents, as writers take them.
-lock table api_keys, users, organizations in access exclusive mode;
+lock table api_keys, api_key_prefixes, users, organizations in access exclusive mode;
 
 do $$
 begin
@@ -39,8 +39,10 @@ alter table api_keys add constraint api_keys_scopes_check
 alter table api_keys add column replaced_by uuid;
 -- squawk-ignore adding-foreign-key-constraint,constraint-missing-not-valid -- new all-NULL column, self-reference on a table new in this release
 alter table api_keys add constraint api_keys_replaced_by_fkey
-  foreign key (org_id, replaced_by) references api_keys (org_id, id) on delete set null (replaced_by)
-  -- Deferred: rotation points the old key at its successor before inserting it.
+  foreign key (org_id, replaced_by) references api_keys (org_id, id)
+  -- Deferred: rotation points the old key at its successor before inserting it. No action on
+  -- delete: keys are only soft-deleted, and a purge removes predecessor and successor together
+  -- (Citus refuses SET NULL on a foreign key that includes the distribution column).
   deferrable initially deferred;
 
 -- squawk-ignore require-concurrent-index-creation -- api_keys was created by this release's previous migration: no deployment holds keys yet
@@ -72,22 +74,24 @@ grant select on api_key_usage to app_tenant;
 
 -- What app_key_verifier may do, all of it through verify_api_key().
 grant usage on schema public to app_key_verifier;
-grant select on organizations, users, api_keys, role_permissions to app_key_verifier;
+grant select on organizations, users, api_keys, api_key_prefixes, role_permissions to app_key_verifier;
 grant update (last_used_at) on api_keys to app_key_verifier;
 -- api_keys' triggers run as the writer, and read the scope's organization (none here).
 grant execute on function current_org_id() to app_key_verifier;
 grant select, insert, update, delete on api_key_usage to app_key_verifier;
 create policy organizations_key_verifier on organizations for select to app_key_verifier using (true);
 create policy users_key_verifier on users for select to app_key_verifier using (true);
+create policy api_key_prefixes_key_verifier on api_key_prefixes for select to app_key_verifier using (true);
 create policy api_keys_key_verifier_read on api_keys for select to app_key_verifier using (true);
 create policy api_keys_key_verifier_touch on api_keys for update to app_key_verifier using (true) with check (true);
 create policy api_key_usage_key_verifier on api_key_usage to app_key_verifier using (true) with check (true);
 
--- One round trip: looks the key up by its prefix (unique index) together with its user, its
--- organization and the permissions it grants, checks it, counts the request in its hour window
--- (atomic INSERT ... ON CONFLICT DO UPDATE, so concurrent requests never over-admit), throttles
--- last_used_at to one write a minute, and returns the principal. Two statements on the way to
--- OK: every statement a PL/pgSQL function runs costs an executor start and stop.
+-- One round trip: finds the key's organization by its prefix (api_key_prefixes), then the key
+-- in that organization together with its user, its organization and the permissions it grants,
+-- checks it, counts the request in its hour window (atomic INSERT ... ON CONFLICT DO UPDATE, so
+-- concurrent requests never over-admit), throttles last_used_at to one write a minute, and
+-- returns the principal. Three statements on the way to OK: every statement a PL/pgSQL
+-- function runs costs an executor start and stop.
 -- Outcomes: OK, NOT_FOUND, REVOKED, EXPIRED, ORG_INACTIVE, USER_INACTIVE, RATE_LIMITED.
 --
 -- The clock is the server's, read through verification_now(): no caller chooses it, since a
@@ -110,12 +114,22 @@ create function verify_api_key(p_prefix text, p_key_hash bytea)
   set search_path = pg_catalog, public, pg_temp
 as $$
 declare
+  key_org uuid;
   key record;
   verified_at constant timestamptz := public.verification_now();
   -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
   this_window constant timestamptz := date_trunc('hour', verified_at, 'UTC');
   used integer;
 begin
+  -- The organization first, by the prefix alone; then everything else within that organization
+  -- (on Citus: a read of the reference table on this node, then statements routed to the
+  -- organization's shard instead of a search of every shard).
+  select p.org_id into key_org from api_key_prefixes p where p.prefix = p_prefix;
+  if not found then
+    outcome := 'NOT_FOUND';
+    return next;
+    return;
+  end if;
   -- The key, its user, its organization and the permissions it grants, in one statement.
   select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at,
          k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
@@ -127,7 +141,7 @@ begin
     from api_keys k
     join users u on u.org_id = k.org_id and u.id = k.user_id
     join organizations o on o.id = k.org_id
-   where k.prefix = p_prefix;
+   where k.org_id = key_org and k.prefix = p_prefix;
   if not found or key.key_hash <> p_key_hash or key.deleted_at is not null then
     outcome := 'NOT_FOUND';
     return next;
@@ -198,12 +212,13 @@ drop function verification_now();
 drop policy api_key_usage_key_verifier on api_key_usage;
 drop policy api_keys_key_verifier_touch on api_keys;
 drop policy api_keys_key_verifier_read on api_keys;
+drop policy api_key_prefixes_key_verifier on api_key_prefixes;
 drop policy users_key_verifier on users;
 drop policy organizations_key_verifier on organizations;
 revoke select, insert, update, delete on api_key_usage from app_key_verifier;
 revoke execute on function current_org_id() from app_key_verifier;
 revoke update (last_used_at) on api_keys from app_key_verifier;
-revoke select on organizations, users, api_keys, role_permissions from app_key_verifier;
+revoke select on organizations, users, api_keys, api_key_prefixes, role_permissions from app_key_verifier;
 revoke usage on schema public from app_key_verifier;
 -- squawk-ignore ban-drop-table -- counters only; they need not survive (the table is unlogged)
 drop table api_key_usage;

@@ -1,0 +1,28 @@
+/**
+ * How the schema lies on a Citus cluster, in one place: the distribute command follows it, and
+ * the tenancy lint (test/tenancy-lint.test.ts) keeps the schema fit for it while it is still on
+ * one server.
+ */
+
+/** The column every tenant table is sharded by. */
+export const DISTRIBUTION_COLUMN = 'org_id';
+
+/**
+ * A full copy on every node: small, read by every tenant statement or verification, written
+ * rarely (through the coordinator, with two-phase commit). Referenced tables before the tables
+ * that refer to them.
+ */
+export const REFERENCE_TABLES = ['organizations', 'permissions', 'role_permissions', 'api_key_prefixes'] as const;
+
+/**
+ * Sharded by org_id, all in the co-location group of the first: an organization's rows of every
+ * table live on one node, so joins and foreign keys between them stay there.
+ */
+export const DISTRIBUTED_TABLES = ['users', 'api_keys', 'api_key_usage', 'workflow_states', 'task_states', 'schedules'] as const;
+
+/**
+ * Reference tables that carry org_id: tenants read their own rows and add new ones, never change
+ * or remove any. api_key_prefixes routes a presented key (which names no organization) to its
+ * organization and keeps a prefix from ever being issued twice.
+ */
+export const TENANT_INSERTABLE_REFERENCE_TABLES = ['api_key_prefixes'] as const;
