@@ -222,7 +222,7 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
   });
 
   it('lists workflows newest first, page 1, by an ordered scan of workflow_states_org_id_created_at_idx', async () => {
-    const statement = await capture((db) => new WorkflowStatesRepository(db), (repository) => repository.list({ limit: 50 }));
+    const statement = await capture((db) => new WorkflowStatesRepository(db, ORG), (repository) => repository.list({ limit: 50 }));
     expectPlan('workflow list, page 1', await explainInOrg(statement), { index: 'workflow_states_org_id_created_at_idx', noSort: true });
   });
 
@@ -230,13 +230,13 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
     const first = await store.withOrg(ORG, (tx) => tx.workflows.list({ limit: 50 }));
     let after = first.nextCursor!;
     for (let page = 0; page < 20; page++) after = (await store.withOrg(ORG, (tx) => tx.workflows.list({ limit: 50, after }))).nextCursor!;
-    const statement = await capture((db) => new WorkflowStatesRepository(db), (repository) => repository.list({ limit: 50, after }));
+    const statement = await capture((db) => new WorkflowStatesRepository(db, ORG), (repository) => repository.list({ limit: 50, after }));
     expect(statement.sql).toMatch(/\(created_at, workflow_exec_id\) </);
     expectPlan('workflow list, keyset page 22', await explainInOrg(statement), { index: 'workflow_states_org_id_created_at_idx', noSort: true });
   });
 
   it('lists a workflow filtered by status by the created_at index too', async () => {
-    const statement = await capture((db) => new WorkflowStatesRepository(db), (repository) => repository.list({ limit: 50, status: 'running' }));
+    const statement = await capture((db) => new WorkflowStatesRepository(db, ORG), (repository) => repository.list({ limit: 50, status: 'running' }));
     const plan = await explainInOrg(statement);
     const message = `workflow list by status: the plan:\n${plan.text}`;
     expect(plan.seqScans.filter((table) => POPULATED.includes(table)), message).toEqual([]);
@@ -244,15 +244,15 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
   });
 
   it('gets a workflow by id by workflow_states_pkey', async () => {
-    const statement = await capture((db) => new WorkflowStatesRepository(db), (repository) => repository.get('d2f1a0c4-8c1e-4f3b-9a51-6c0e2a7b9f10'));
+    const statement = await capture((db) => new WorkflowStatesRepository(db, ORG), (repository) => repository.get('d2f1a0c4-8c1e-4f3b-9a51-6c0e2a7b9f10'));
     const { rows } = await store.db.query<{ id: string }>(`select ${WORKFLOW_SQL('2', '1234')} as id`);
-    statement.params = [rows[0]!.id];
+    statement.params = [rows[0]!.id, ORG];
     expectPlan('workflow by id', await explainInOrg(statement), { index: 'workflow_states_pkey' });
   });
 
   it("lists a workflow's tasks by task_states_org_id_workflow_exec_id_idx (or the created_at index)", async () => {
     const { rows } = await store.db.query<{ id: string }>(`select ${WORKFLOW_SQL('2', '17')} as id`);
-    const statement = await capture((db) => new TaskStatesRepository(db), (repository) => repository.list({ workflowExecId: rows[0]!.id, limit: 50 }));
+    const statement = await capture((db) => new TaskStatesRepository(db, ORG), (repository) => repository.list({ workflowExecId: rows[0]!.id, limit: 50 }));
     const plan = await explainInOrg(statement);
     const message = `task list by workflow: the plan:\n${plan.text}`;
     expect(plan.seqScans.filter((table) => POPULATED.includes(table)), message).toEqual([]);
@@ -265,7 +265,7 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
   // functions are LEAKPROOF; lower(email) is not, hence the stored email_lower column, compared
   // with texteq (leakproof) against lower($1) (no column inside).
   it('finds a user by email by users_org_id_email_key inside a tenant scope', async () => {
-    const statement = await capture((db) => new UsersRepository(db), (repository) => repository.getByEmail('User123@org2.example'));
+    const statement = await capture((db) => new UsersRepository(db, ORG), (repository) => repository.getByEmail('User123@org2.example'));
     expectPlan('user by email', await explainInOrg(statement), { index: 'users_org_id_email_key' });
   });
 

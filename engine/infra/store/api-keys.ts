@@ -9,6 +9,7 @@ import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { z } from 'zod/v4';
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
+import { uuidV7 } from './ids.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { effectivePermissions, isPermission, type Permission } from './rbac.ts';
 import { run } from './sql.ts';
@@ -156,7 +157,11 @@ function refuseWiderScopes(role: Role, requested: readonly string[] | null | und
 }
 
 export class ApiKeysRepository {
-  constructor(private readonly db: Queryable) {}
+  /** `orgId` is the scope's organization: every statement names it (on Citus, one shard). */
+  constructor(
+    private readonly db: Queryable,
+    private readonly orgId: string,
+  ) {}
 
   /**
    * Issues a key for a live, active user of this organization. The plain key is in the result
@@ -175,20 +180,21 @@ export class ApiKeysRepository {
     // EXPIRED. The successor's id is drawn here; the foreign key is checked at commit.
     const { rows: expired } = await run<{ successor_id: string }>(
       this.db,
-      `update api_keys set replaced_by = uuid_generate_v7()
-        where user_id = $1 and lower(name) = lower($2) and status = 'active' and deleted_at is null
+      `update api_keys set replaced_by = $3
+        where org_id = $4 and user_id = $1 and lower(name) = lower($2) and status = 'active' and deleted_at is null
           and replaced_by is null and expires_at <= now()
         returning replaced_by as successor_id`,
-      [request.userId, request.name],
+      [request.userId, request.name, uuidV7(), this.orgId],
     );
     return this.insertKey({ ...request, id: expired[0]?.successor_id });
   }
 
   /** A key of this organization (never its digest); a soft-deleted one only with `includeDeleted`. */
   async get(id: string, options: { includeDeleted?: boolean } = {}): Promise<ApiKey> {
-    const { rows } = await run<ApiKeyRow>(this.db, `select ${COLUMNS} from api_keys where id = $1 and ($2 or deleted_at is null)`, [
+    const { rows } = await run<ApiKeyRow>(this.db, `select ${COLUMNS} from api_keys where org_id = $3 and id = $1 and ($2 or deleted_at is null)`, [
       parseInput(uuid, id, 'id'),
       readIncludeDeleted(options),
+      this.orgId,
     ]);
     if (!rows[0]) throw notFound();
     return toApiKey(rows[0]);
@@ -198,6 +204,7 @@ export class ApiKeysRepository {
   async list(request: ListKeys = {}): Promise<Page<ApiKey>> {
     const { userId, status, includeDeleted, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
+      orgId: this.orgId,
       table: 'api_keys',
       columns: COLUMNS,
       idColumn: 'id',
@@ -215,8 +222,8 @@ export class ApiKeysRepository {
   async revoke(id: string): Promise<ApiKey> {
     const { rows } = await run<ApiKeyRow>(
       this.db,
-      `update api_keys set status = 'revoked' where id = $1 and deleted_at is null returning ${COLUMNS}`,
-      [parseInput(uuid, id, 'id')],
+      `update api_keys set status = 'revoked' where org_id = $2 and id = $1 and deleted_at is null returning ${COLUMNS}`,
+      [parseInput(uuid, id, 'id'), this.orgId],
     );
     if (!rows[0]) throw notFound();
     return toApiKey(rows[0]);
@@ -226,8 +233,8 @@ export class ApiKeysRepository {
   async softDelete(id: string): Promise<ApiKey> {
     const { rows } = await run<ApiKeyRow>(
       this.db,
-      `update api_keys set deleted_at = now(), status = 'revoked' where id = $1 and deleted_at is null returning ${COLUMNS}`,
-      [parseInput(uuid, id, 'id')],
+      `update api_keys set deleted_at = now(), status = 'revoked' where org_id = $2 and id = $1 and deleted_at is null returning ${COLUMNS}`,
+      [parseInput(uuid, id, 'id'), this.orgId],
     );
     if (!rows[0]) throw notFound();
     return toApiKey(rows[0]);
@@ -243,17 +250,18 @@ export class ApiKeysRepository {
   async rotate(id: string, options: { gracePeriodSeconds?: number } = {}): Promise<IssuedKey & { replaced: ApiKey }> {
     const keyId = parseInput(uuid, id, 'id');
     const { gracePeriodSeconds = 0 } = parseObject(ROTATE_OPTIONS, options, 'rotate options');
-    const { rows: current } = await run<ApiKeyRow & { successor_id: string }>(
+    const { rows: current } = await run<ApiKeyRow>(
       this.db,
-      `select ${COLUMNS}, uuid_generate_v7() as successor_id from api_keys
-       where id = $1 and deleted_at is null and status = 'active' and replaced_by is null
+      `select ${COLUMNS} from api_keys
+       where org_id = $2 and id = $1 and deleted_at is null and status = 'active' and replaced_by is null
          and (expires_at is null or expires_at > now())
        for update`,
-      [keyId],
+      [keyId, this.orgId],
     );
     const old = current[0];
     // An expired key is not rotated: its successor would outlive it. Issue a new key instead.
     if (!old) throw new StoreError('NOT_FOUND', 'no active, unexpired, unrotated API key with this id in this organization');
+    const successorId = uuidV7();
     const role = await this.activeUserRole(old.user_id);
     // Before anything is written: the user's role may have been lowered since the key was issued.
     refuseWiderScopes(role, old.scopes);
@@ -265,11 +273,11 @@ export class ApiKeysRepository {
          status = case when $3::int = 0 then 'revoked' else status end,
          expires_at = case when $3::int = 0 then expires_at
                            else least(coalesce(expires_at, 'infinity'), now() + $3::int * interval '1 second') end
-       where id = $1 returning ${COLUMNS}`,
-      [keyId, old.successor_id, gracePeriodSeconds],
+       where org_id = $4 and id = $1 returning ${COLUMNS}`,
+      [keyId, successorId, gracePeriodSeconds, this.orgId],
     );
     const issued = await this.insertKey({
-      id: old.successor_id,
+      id: successorId,
       userId: old.user_id,
       name: old.name,
       expiresAt: old.expires_at !== null && old.expires_at.getTime() > Date.now() ? old.expires_at : null,
@@ -280,7 +288,10 @@ export class ApiKeysRepository {
   }
 
   private async activeUserRole(userId: string): Promise<Role> {
-    const { rows } = await run<{ role: Role }>(this.db, `select role from users where id = $1 and deleted_at is null and status = 'active'`, [userId]);
+    const { rows } = await run<{ role: Role }>(this.db, `select role from users where org_id = $2 and id = $1 and deleted_at is null and status = 'active'`, [
+      userId,
+      this.orgId,
+    ]);
     if (!rows[0]) {
       throw new StoreError('NOT_FOUND', 'no active user with this id in this organization', { field: 'userId' });
     }

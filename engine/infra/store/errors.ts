@@ -25,6 +25,7 @@ export const ERROR_CODES = {
   MIGRATION_OUT_OF_ORDER: 'a pending migration sorts before an applied one',
   MIGRATION_FAILED: 'a migration statement failed',
   MIGRATION_INVALID: 'a migration file is malformed',
+  DISTRIBUTION_REFUSED: 'the database cannot be distributed on Citus as it is',
   DATABASE_ERROR: 'the database refused the operation',
 } as const;
 

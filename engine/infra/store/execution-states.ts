@@ -47,11 +47,16 @@ export interface ExecutionTable<Row, Item> {
 export class ExecutionStatesById<Row, Item> {
   constructor(
     private readonly db: Queryable,
+    /** The scope's organization: every statement names it (on Citus, one shard). */
+    private readonly orgId: string,
     private readonly spec: ExecutionTable<Row, Item>,
   ) {}
 
   async get(id: string): Promise<Item> {
-    const { rows } = await run<Row>(this.db, `select ${this.spec.columns} from ${this.spec.table} where ${this.spec.idColumn} = $1`, [this.parseId(id)]);
+    const { rows } = await run<Row>(this.db, `select ${this.spec.columns} from ${this.spec.table} where org_id = $2 and ${this.spec.idColumn} = $1`, [
+      this.parseId(id),
+      this.orgId,
+    ]);
     return this.one(rows);
   }
 
@@ -62,15 +67,18 @@ export class ExecutionStatesById<Row, Item> {
       this.db,
       `update ${this.spec.table}
           set status = $2, output = coalesce($3::jsonb, output), error = coalesce($4::jsonb, error), usage = coalesce($5::jsonb, usage)
-        where ${this.spec.idColumn} = $1
+        where org_id = $6 and ${this.spec.idColumn} = $1
        returning ${this.spec.columns}`,
-      [key, change.status, jsonParam(change.output), jsonParam(change.error), jsonParam(change.usage)],
+      [key, change.status, jsonParam(change.output), jsonParam(change.error), jsonParam(change.usage), this.orgId],
     );
     return this.one(rows);
   }
 
   async delete(id: string): Promise<void> {
-    const { rowCount } = await run(this.db, `delete from ${this.spec.table} where ${this.spec.idColumn} = $1`, [this.parseId(id)]);
+    const { rowCount } = await run(this.db, `delete from ${this.spec.table} where org_id = $2 and ${this.spec.idColumn} = $1`, [
+      this.parseId(id),
+      this.orgId,
+    ]);
     if (rowCount === 0) throw this.notFound();
   }
 

@@ -3,7 +3,7 @@
  * outside any tenant scope as the schema owner; no tenant API key reaches them.
  */
 import { z } from 'zod/v4';
-import type { Queryable } from './db.ts';
+import type { Database } from './db.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from './sql.ts';
@@ -82,7 +82,7 @@ const CREATE_INPUT = inputObject({ name: displayName(), temporalNamespace: tempo
 const LIST_OPTIONS = inputObject({ status: accountStatus.optional(), includeDeleted: z.boolean().optional(), ...pageShape });
 
 export class OrganizationsRepository {
-  constructor(private readonly db: Queryable) {}
+  constructor(private readonly db: Database) {}
 
   /**
    * @example
@@ -166,17 +166,20 @@ export class OrganizationsRepository {
    */
   async purge(id: string): Promise<void> {
     const orgId = parseInput(uuid, id, 'id');
-    const { rows } = await run<{ deleted: boolean }>(
-      this.db,
-      `with target as (select id, deleted_at is not null as deleted from organizations where id = $1),
-            purged as (delete from organizations where id in (select id from target where deleted) returning id)
-       select deleted from target`,
-      [orgId],
-    );
+    const { rows } = await run<{ deleted: boolean }>(this.db, 'select deleted_at is not null as deleted from organizations where id = $1', [orgId]);
     if (!rows[0]) throw notFound();
     if (!rows[0].deleted) {
       throw new StoreError('CONFLICT', 'only a soft-deleted organization can be purged; soft-delete it first', { reason: 'not_soft_deleted' });
     }
+    // One transaction: the organization and, by cascade, what it owns; then its API key
+    // prefixes, which its keys referred to until that first statement (and only if it is gone:
+    // it may have been restored since the check above).
+    await this.db.withSession((session) =>
+      session.pipeline([
+        { sql: 'delete from organizations where id = $1 and deleted_at is not null', params: [orgId] },
+        { sql: 'delete from api_key_prefixes where org_id = $1 and not exists (select from organizations where id = $1)', params: [orgId] },
+      ]),
+    );
   }
 
   private async update(id: string, assignments: string, params: unknown[] = []): Promise<Organization> {

@@ -56,8 +56,12 @@ export function readPageRequest(request: PageRequest): { limit: number; after?: 
   return { limit, after: request.after === undefined ? undefined : decodeCursor(request.after) };
 }
 
-/** SQL for a row's cursor position; select it `as cursor_micros` beside the row. */
-export const CURSOR_MICROS_SQL = `(extract(epoch from created_at) * 1000000)::bigint::text`;
+/**
+ * SQL for a row's cursor position; select it `as cursor_micros` beside the row. Through UTC
+ * because extract() from a timestamptz is only STABLE, and Citus allows nothing but IMMUTABLE
+ * functions in the RETURNING clause of a write.
+ */
+export const CURSOR_MICROS_SQL = `(extract(epoch from created_at at time zone 'UTC') * 1000000)::bigint::text`;
 
 /** SQL turning a cursor's microseconds back into a timestamptz, exactly (integer arithmetic). */
 export const cursorTimestampSql = (param: string) => `(timestamptz 'epoch' + ${param}::bigint * interval '1 microsecond')`;
@@ -89,6 +93,8 @@ export type Filter = readonly [condition: (param: string) => string, value: unkn
 export async function selectPage<Row extends { cursor_micros: string }, Item>(
   db: Queryable,
   spec: {
+    /** A tenant scope's organization, said in the statement too: on Citus it routes it to one shard. */
+    orgId?: string;
     table: string;
     columns: string;
     idColumn: string;
@@ -106,6 +112,7 @@ export async function selectPage<Row extends { cursor_micros: string }, Item>(
     return `$${params.length}`;
   };
   const conditions = [
+    ...(spec.orgId === undefined ? [] : [`org_id = ${param(spec.orgId)}::uuid`]),
     ...(spec.where ?? []),
     ...spec.filters.filter(([, value]) => value !== undefined).map(([condition, value]) => condition(param(value))),
   ];

@@ -109,7 +109,11 @@ const LIST_OPTIONS = inputObject({
 const CHANGES_INPUT = inputObject({ cronExpression: cronExpression.optional(), timezone: timezone.optional(), enabled: z.boolean().optional(), input: jsonPayload.optional() });
 
 export class SchedulesRepository {
-  constructor(private readonly db: Queryable) {}
+  /** `orgId` is the scope's organization: every statement names it (on Citus, one shard). */
+  constructor(
+    private readonly db: Queryable,
+    private readonly orgId: string,
+  ) {}
 
   /**
    * @example
@@ -128,9 +132,10 @@ export class SchedulesRepository {
   }
 
   async get(id: string, options: { includeDeleted?: boolean } = {}): Promise<Schedule> {
-    const { rows } = await run<ScheduleRow>(this.db, `select ${COLUMNS} from schedules where id = $1 and ($2 or deleted_at is null)`, [
+    const { rows } = await run<ScheduleRow>(this.db, `select ${COLUMNS} from schedules where org_id = $3 and id = $1 and ($2 or deleted_at is null)`, [
       parseInput(uuid, id, 'id'),
       readIncludeDeleted(options),
+      this.orgId,
     ]);
     if (!rows[0]) throw notFound();
     return toSchedule(rows[0]);
@@ -140,6 +145,7 @@ export class SchedulesRepository {
   async list(request: ListSchedules = {}): Promise<Page<Schedule>> {
     const { workflowId, enabled, includeDeleted, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
+      orgId: this.orgId,
       table: 'schedules',
       columns: COLUMNS,
       idColumn: 'id',
@@ -169,8 +175,9 @@ export class SchedulesRepository {
   }
 
   async restore(id: string): Promise<Schedule> {
-    const { rows } = await run<ScheduleRow>(this.db, `update schedules set deleted_at = null where id = $1 and deleted_at is not null returning ${COLUMNS}`, [
+    const { rows } = await run<ScheduleRow>(this.db, `update schedules set deleted_at = null where org_id = $2 and id = $1 and deleted_at is not null returning ${COLUMNS}`, [
       parseInput(uuid, id, 'id'),
+      this.orgId,
     ]);
     if (!rows[0]) throw new StoreError('NOT_FOUND', 'no soft-deleted schedule with this id in this organization');
     return toSchedule(rows[0]);
@@ -178,15 +185,14 @@ export class SchedulesRepository {
 
   /** Removes the schedule for good, soft-deleted or not. */
   async delete(id: string): Promise<void> {
-    const { rowCount } = await run(this.db, 'delete from schedules where id = $1', [parseInput(uuid, id, 'id')]);
+    const { rowCount } = await run(this.db, 'delete from schedules where org_id = $2 and id = $1', [parseInput(uuid, id, 'id'), this.orgId]);
     if (rowCount === 0) throw notFound();
   }
 
   private async change(id: string, assignments: string, params: unknown[] = []): Promise<Schedule> {
-    const { rows } = await run<ScheduleRow>(this.db, `update schedules set ${assignments} where id = $1 and deleted_at is null returning ${COLUMNS}`, [
-      parseInput(uuid, id, 'id'),
-      ...params,
-    ]);
+    const { rows } = await run<ScheduleRow>(this.db, `update schedules set ${assignments} where org_id = $${params.length + 2} and id = $1 and deleted_at is null returning ${COLUMNS}`,
+      [parseInput(uuid, id, 'id'), ...params, this.orgId],
+    );
     if (!rows[0]) throw notFound();
     return toSchedule(rows[0]);
   }

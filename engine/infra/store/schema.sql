@@ -835,13 +835,6 @@ CREATE TRIGGER workflow_states_refuse_writes_of_inactive_org BEFORE INSERT OR DE
 CREATE TRIGGER workflow_states_set_updated_at BEFORE UPDATE ON public.workflow_states FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
 
 --
--- Name: api_key_prefixes api_key_prefixes_org_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.api_key_prefixes
-    ADD CONSTRAINT api_key_prefixes_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
-
---
 -- Name: api_key_usage api_key_usage_api_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1251,7 +1244,7 @@ CREATE TABLE IF NOT EXISTS public.engine_store_migrations (
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090000_create_workflow_states', '8569ec3aebe66bc72a9a094716559e3a470c37bdce775b1c78000eaee21d3e59', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '140c0330003e89a9eda0128d499199aacc6d26960c41c061fc67a2bf0acbb25d', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', 'f05e44e84f67c6d81177ed4050b51566de13836be8f5adc0250633182899c6c6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '0594b3bd1658394566e2b0b64c43da2cf0a364cf9c090254f74462b0ec1aaac1', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', 'c877c1ea25208882de08ab3f2f7287c9375f53654201d63d16e2b60644723f13', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'f7536b30fdd849f8ce89f2e27c4f9f5fd676f78f7eec28133423a5d49997f94c', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '871b1e55f21d9561ffebcf946147887951c5182382846e11e8eaad3b0b102603', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);

@@ -13,7 +13,8 @@ import { StoreError } from './errors.ts';
 import { migrateUp, migrationStatus } from './migrate.ts';
 import { OrganizationsRepository } from './organizations.ts';
 import { assertTenantIsolation, assertTenantLogin, TENANT_ROLE } from './tenant-safety.ts';
-import { readOrg, scopeTimeoutSettings, withOrg, type ScopeTimeouts, type TenantReads, type TenantScope } from './tenancy.ts';
+import { isCitus } from './citus/detect.ts';
+import { readOrg, scopeSettingValues, withOrg, type ScopeSettings, type ScopeTimeouts, type TenantReads, type TenantScope } from './tenancy.ts';
 import { verifyApiKey, type Verification } from './verify.ts';
 
 export interface StoreOptions extends OpenOptions, TenantLoginOptions {
@@ -88,8 +89,8 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     });
   }
   await assertTenantIsolation(db);
-  const timeouts = options.scopeTimeouts;
-  scopeTimeoutSettings(timeouts);
+  const settings: ScopeSettings = { ...options.scopeTimeouts, citus: await isCitus(db) };
+  scopeSettingValues(settings);
   const tenantDb = await openTenantDatabase(db, options);
   try {
     if (tenantDb !== db) await assertTenantLogin(tenantDb);
@@ -101,8 +102,8 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     db,
     tenantDb,
     organizations: new OrganizationsRepository(db),
-    withOrg: (orgId, work) => withOrg(tenantDb, orgId, work, timeouts),
-    readOrg: readersOf(tenantDb, timeouts),
+    withOrg: (orgId, work) => withOrg(tenantDb, orgId, work, settings),
+    readOrg: readersOf(tenantDb, settings),
     verifyApiKey: (key) => verifyApiKey(tenantDb, key),
     close: async () => {
       if (tenantDb !== db) await tenantDb.close();
@@ -116,12 +117,12 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
  * so each organization's is made once (a hot path: building it costs about as much as the
  * read's own JavaScript). The bound only keeps a store that sees very many organizations small.
  */
-function readersOf(db: Database, timeouts: ScopeTimeouts | undefined): (orgId: string) => TenantReads {
+function readersOf(db: Database, settings: ScopeSettings): (orgId: string) => TenantReads {
   const readers = new Map<string, TenantReads>();
   return (orgId) => {
     let reader = readers.get(orgId);
     if (reader === undefined) {
-      reader = readOrg(db, orgId, timeouts);
+      reader = readOrg(db, orgId, settings);
       if (readers.size >= 10_000) readers.clear();
       readers.set(orgId, reader);
     }

@@ -152,8 +152,12 @@ function inIndexedField<T>(index: number, check: () => T): T {
 export class TaskStatesRepository {
   private readonly byId: ExecutionStatesById<TaskStateRow, TaskState>;
 
-  constructor(private readonly db: Queryable) {
-    this.byId = new ExecutionStatesById(db, {
+  /** `orgId` is the scope's organization: every statement names it (on Citus, one shard). */
+  constructor(
+    private readonly db: Queryable,
+    private readonly orgId: string,
+  ) {
+    this.byId = new ExecutionStatesById(db, orgId, {
       table: 'task_states',
       idColumn: 'task_exec_id',
       idField: 'taskExecId',
@@ -236,6 +240,7 @@ export class TaskStatesRepository {
   async list(request: ListTaskStates = {}): Promise<Page<TaskState>> {
     const { workflowExecId, parentStateId, status, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
+      orgId: this.orgId,
       table: 'task_states',
       columns: COLUMNS,
       idColumn: 'task_exec_id',

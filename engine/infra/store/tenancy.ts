@@ -42,23 +42,23 @@ export class TenantScope {
   ) {}
 
   get users(): UsersRepository {
-    return (this.#users ??= new UsersRepository(this.connection));
+    return (this.#users ??= new UsersRepository(this.connection, this.orgId));
   }
 
   get workflows(): WorkflowStatesRepository {
-    return (this.#workflows ??= new WorkflowStatesRepository(this.connection));
+    return (this.#workflows ??= new WorkflowStatesRepository(this.connection, this.orgId));
   }
 
   get tasks(): TaskStatesRepository {
-    return (this.#tasks ??= new TaskStatesRepository(this.connection));
+    return (this.#tasks ??= new TaskStatesRepository(this.connection, this.orgId));
   }
 
   get schedules(): SchedulesRepository {
-    return (this.#schedules ??= new SchedulesRepository(this.connection));
+    return (this.#schedules ??= new SchedulesRepository(this.connection, this.orgId));
   }
 
   get apiKeys(): ApiKeysRepository {
-    return (this.#apiKeys ??= new ApiKeysRepository(this.connection));
+    return (this.#apiKeys ??= new ApiKeysRepository(this.connection, this.orgId));
   }
 
   /**
@@ -85,15 +85,28 @@ export interface ScopeTimeouts {
 
 export const DEFAULT_SCOPE_TIMEOUTS: Required<ScopeTimeouts> = { statementMs: 5_000, lockMs: 1_000, idleInTransactionMs: 30_000 };
 
-/** The timeouts as the settings' text, checked: 0 would mean "no limit" to PostgreSQL. */
-export function scopeTimeoutSettings(timeouts: ScopeTimeouts = {}): readonly [string, string, string] {
+/**
+ * What every scope of one store sets: its timeouts, and whether its database is a Citus
+ * coordinator (there, plans stay custom: Citus cannot plan a generic statement that spans
+ * shards).
+ */
+export interface ScopeSettings extends ScopeTimeouts {
+  citus?: boolean;
+}
+
+/**
+ * The scope's settings as the entry statement's parameters ($2 to $5), checked: a timeout of 0
+ * would mean "no limit" to PostgreSQL.
+ */
+export function scopeSettingValues(settings: ScopeSettings = {}): readonly [string, string, string, string] {
+  const { citus = false, ...timeouts } = settings;
   const merged = { ...DEFAULT_SCOPE_TIMEOUTS, ...timeouts };
   for (const [name, value] of Object.entries(merged)) {
     if (!Number.isInteger(value) || value < 1 || value > 86_400_000) {
       throw new StoreError('INVALID_INPUT', `${name} must be a whole number of milliseconds from 1 to 86,400,000`, { field: name });
     }
   }
-  return [`${merged.statementMs}ms`, `${merged.lockMs}ms`, `${merged.idleInTransactionMs}ms`];
+  return [`${merged.statementMs}ms`, `${merged.lockMs}ms`, `${merged.idleInTransactionMs}ms`, citus ? 'auto' : 'force_generic_plan'];
 }
 
 /**
@@ -105,9 +118,14 @@ export function scopeTimeoutSettings(timeouts: ScopeTimeouts = {}): readonly [st
  * Generic plans, too: under row-level security the organization is a setting, not a
  * parameter, so a plan made for one call's values gains nothing over the generic one, yet the
  * planner keeps re-planning a keyset page whose values look selective (0.2 ms a call here).
+ * Not on Citus (ScopeSettings.citus).
+ *
+ * On Citus, enter_org_scope's SET LOCALs reach the workers the transaction uses only with
+ * citus.propagate_set_commands = 'local', set first (elsewhere it is an inert custom setting).
  */
-const ENTER_READ_WRITE = `select set_config('role', 'app_tenant', true), public.enter_org_scope($1::uuid),
-  set_config('plan_cache_mode', 'force_generic_plan', true), set_config('statement_timeout', $2, true),
+const ENTER_READ_WRITE = `select set_config('role', 'app_tenant', true), set_config('citus.propagate_set_commands', 'local', true),
+  public.enter_org_scope($1::uuid),
+  set_config('plan_cache_mode', $5, true), set_config('statement_timeout', $2, true),
   set_config('lock_timeout', $3, true), set_config('idle_in_transaction_session_timeout', $4, true)`;
 const ENTER_READ_ONLY = `${ENTER_READ_WRITE}, set_config('transaction_read_only', 'on', true)`;
 
@@ -199,8 +217,8 @@ const RESET_SESSION = 'reset all; reset role;';
  * @example
  * const users = await withOrg(db, orgId, (tx) => tx.users.list({ role: 'admin' }));
  */
-export function withOrg<T>(db: Database, orgId: string, work: (scope: TenantScope) => Promise<T>, timeouts?: ScopeTimeouts): Promise<T> {
-  return runScope(db, orgId, (org, connection) => new TenantScope(org, connection), work, timeouts, false);
+export function withOrg<T>(db: Database, orgId: string, work: (scope: TenantScope) => Promise<T>, settings?: ScopeSettings): Promise<T> {
+  return runScope(db, orgId, (org, connection) => new TenantScope(org, connection), work, settings, false);
 }
 
 /** A tenant scope that also runs SQL text: for trusted code only, see withOrgTrustedSql. */
@@ -224,8 +242,8 @@ export class TrustedSqlScope extends TenantScope {
  * embedded database, set_config of app.org_id) and can set session state; the connection is
  * reset when the scope ends, but what the text does inside is only as safe as its author.
  */
-export function withOrgTrustedSql<T>(db: Database, orgId: string, work: (scope: TrustedSqlScope) => Promise<T>, timeouts?: ScopeTimeouts): Promise<T> {
-  return runScope(db, orgId, (org, connection) => new TrustedSqlScope(org, connection), work, timeouts, true);
+export function withOrgTrustedSql<T>(db: Database, orgId: string, work: (scope: TrustedSqlScope) => Promise<T>, settings?: ScopeSettings): Promise<T> {
+  return runScope(db, orgId, (org, connection) => new TrustedSqlScope(org, connection), work, settings, true);
 }
 
 async function runScope<Scope extends TenantScope, T>(
@@ -233,11 +251,11 @@ async function runScope<Scope extends TenantScope, T>(
   orgId: string,
   makeScope: (org: string, connection: Queryable) => Scope,
   work: (scope: Scope) => Promise<T>,
-  timeouts: ScopeTimeouts | undefined,
+  settings: ScopeSettings | undefined,
   sqlText: boolean,
 ): Promise<T> {
   const org = validOrgId(orgId);
-  const limits = scopeTimeoutSettings(timeouts);
+  const limits = scopeSettingValues(settings);
   return db.withSession(async (session) => {
     const scoped = scopedConnection(session, org, limits, sqlText);
     try {
@@ -280,9 +298,9 @@ export interface TenantReads {
  * @example
  * const page = await readOrg(db, orgId).workflows.list({ limit: 50 });
  */
-export function readOrg(db: Database, orgId: string, timeouts?: ScopeTimeouts): TenantReads {
+export function readOrg(db: Database, orgId: string, settings?: ScopeSettings): TenantReads {
   const org = validOrgId(orgId);
-  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, scopeTimeoutSettings(timeouts)));
+  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, scopeSettingValues(settings)));
 }
 
 /** readOrg()'s connection: each statement a read-only pipeline of its own, on any pooled connection. */

@@ -65,7 +65,11 @@ const CREATE_INPUT = inputObject({ email, role });
 const LIST_OPTIONS = inputObject({ role: role.optional(), status: accountStatus.optional(), includeDeleted: z.boolean().optional(), ...pageShape });
 
 export class UsersRepository {
-  constructor(private readonly db: Queryable) {}
+  /** `orgId` is the scope's organization: every statement names it (on Citus, one shard). */
+  constructor(
+    private readonly db: Queryable,
+    private readonly orgId: string,
+  ) {}
 
   /**
    * @example
@@ -79,9 +83,10 @@ export class UsersRepository {
 
   /** A user of this organization; a soft-deleted one only with `includeDeleted`. */
   async get(id: string, options: { includeDeleted?: boolean } = {}): Promise<User> {
-    const { rows } = await run<UserRow>(this.db, `select ${COLUMNS} from users where id = $1 and ($2 or deleted_at is null)`, [
+    const { rows } = await run<UserRow>(this.db, `select ${COLUMNS} from users where org_id = $3 and id = $1 and ($2 or deleted_at is null)`, [
       parseInput(uuid, id, 'id'),
       readIncludeDeleted(options),
+      this.orgId,
     ]);
     if (!rows[0]) throw notFound();
     return toUser(rows[0]);
@@ -89,8 +94,9 @@ export class UsersRepository {
 
   /** The live user with this email, ignoring case. */
   async getByEmail(address: string): Promise<User> {
-    const { rows } = await run<UserRow>(this.db, `select ${COLUMNS} from users where email_lower = lower($1) and deleted_at is null`, [
+    const { rows } = await run<UserRow>(this.db, `select ${COLUMNS} from users where org_id = $2 and email_lower = lower($1) and deleted_at is null`, [
       parseInput(email, address, 'email'),
+      this.orgId,
     ]);
     if (!rows[0]) throw notFound();
     return toUser(rows[0]);
@@ -100,6 +106,7 @@ export class UsersRepository {
   async list(request: ListUsers = {}): Promise<Page<User>> {
     const { role: byRole, status, includeDeleted, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
+      orgId: this.orgId,
       table: 'users',
       columns: COLUMNS,
       idColumn: 'id',
@@ -114,7 +121,7 @@ export class UsersRepository {
   }
 
   async changeRole(id: string, newRole: Role): Promise<User> {
-    return this.update(id, 'role = $2', [parseInput(role, newRole, 'role')]);
+    return this.update(id, 'role = $3', [parseInput(role, newRole, 'role')]);
   }
 
   /** A suspended user's API keys stop working at once. */
@@ -133,16 +140,18 @@ export class UsersRepository {
 
   /** Undoes a soft delete; CONFLICT when a live user has taken the email meanwhile. */
   async restore(id: string): Promise<User> {
-    const { rows } = await run<UserRow>(this.db, `update users set deleted_at = null where id = $1 and deleted_at is not null returning ${COLUMNS}`, [
+    const { rows } = await run<UserRow>(this.db, `update users set deleted_at = null where org_id = $2 and id = $1 and deleted_at is not null returning ${COLUMNS}`, [
       parseInput(uuid, id, 'id'),
+      this.orgId,
     ]);
     if (!rows[0]) throw new StoreError('NOT_FOUND', 'no soft-deleted user with this id in this organization');
     return toUser(rows[0]);
   }
 
   private async update(id: string, assignments: string, params: unknown[] = []): Promise<User> {
-    const { rows } = await run<UserRow>(this.db, `update users set ${assignments} where id = $1 and deleted_at is null returning ${COLUMNS}`, [
+    const { rows } = await run<UserRow>(this.db, `update users set ${assignments} where org_id = $2 and id = $1 and deleted_at is null returning ${COLUMNS}`, [
       parseInput(uuid, id, 'id'),
+      this.orgId,
       ...params,
     ]);
     if (!rows[0]) throw notFound();

@@ -81,8 +81,12 @@ const LIST_OPTIONS = inputObject({ status: executionStatus.optional(), workflowI
 export class WorkflowStatesRepository {
   private readonly byId: ExecutionStatesById<WorkflowStateRow, WorkflowState>;
 
-  constructor(private readonly db: Queryable) {
-    this.byId = new ExecutionStatesById(db, {
+  /** `orgId` is the scope's organization: every statement names it (on Citus, one shard). */
+  constructor(
+    private readonly db: Queryable,
+    private readonly orgId: string,
+  ) {
+    this.byId = new ExecutionStatesById(db, orgId, {
       table: 'workflow_states',
       idColumn: 'workflow_exec_id',
       idField: 'workflowExecId',
@@ -126,6 +130,7 @@ export class WorkflowStatesRepository {
   async list(request: ListWorkflowStates = {}): Promise<Page<WorkflowState>> {
     const { status, workflowId, ...page } = parseObject(LIST_OPTIONS, request, 'list options');
     return selectPage(this.db, {
+      orgId: this.orgId,
       table: 'workflow_states',
       columns: COLUMNS,
       idColumn: 'workflow_exec_id',

@@ -109,13 +109,16 @@ create trigger users_set_updated_at before update on users
 -- organization's rows (on Citus: a reference table, read on the node, then one shard). Its
 -- primary key keeps a prefix from being issued twice across organizations; rows outlive their
 -- key, so a prefix is never reused, and go with their organization (purge).
+-- No foreign key to organizations: on Citus, a write to a reference table that refers to another
+-- locks that table too, which takes write rights on organizations that tenants must not have.
+-- Tenants register prefixes only for their own live organization (row-level security and the
+-- inactive-organization trigger), and a purge removes the organization's prefixes itself.
 create table api_key_prefixes (
   prefix text not null,
   org_id uuid not null,
   constraint api_key_prefixes_pkey primary key (prefix),
   -- What each organization's keys refer to (a key names its own organization's prefix).
   constraint api_key_prefixes_org_id_prefix_key unique (org_id, prefix),
-  constraint api_key_prefixes_org_id_fkey foreign key (org_id) references organizations (id) on delete cascade,
   constraint api_key_prefixes_prefix_check check (prefix ~ '^[A-Za-z0-9]{8,32}$')
 );
 comment on table api_key_prefixes is 'Every API key prefix ever issued and its organization: global uniqueness, and where verification looks first.';
