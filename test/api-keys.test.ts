@@ -26,6 +26,7 @@ import type { Role } from '../engine/infra/store/validation.ts';
 import { installVerificationClock, verifyApiKeyAt } from './support/verification-clock.ts';
 import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
+import { withCitus } from './support/citus.ts';
 
 const KEY_FORMAT = /^es_[a-z0-9]{12}_[A-Za-z0-9_-]{43}$/;
 
@@ -68,7 +69,7 @@ function expectOk(result: Verification): asserts result is Extract<Verification,
   expect(result.ok ? 'OK' : result.reason).toBe('OK');
 }
 
-describe.each(backends)('API keys ($name)', (backend) => {
+describe.each(withCitus(backends))('API keys ($name)', (backend) => {
   let database: TestDatabase;
   let store: Store;
 
@@ -303,7 +304,7 @@ describe.each(backends)('API keys ($name)', (backend) => {
       // through a handle that refuses every statement once the store closes it.
       let closedStore: Store;
       let cleanup: () => Promise<void> = async () => {};
-      if (backend.name === 'postgres') {
+      if (backend.name !== 'pglite') {
         const other = await backend.create();
         cleanup = () => other.dispose();
         closedStore = await storeOver(other.db, { migrate: true });

@@ -2,6 +2,9 @@
  * The backends every store test runs against: the embedded PGlite database always, and the
  * PostgreSQL server named by TEST_DATABASE_URL when it is set. Each test file gets databases of
  * its own: a fresh in-memory PGlite, or a new database on the server, dropped afterwards.
+ *
+ * The tests of the tenant boundary, API keys and isolation also run on a Citus cluster when
+ * TEST_CITUS_URL names its coordinator (`withCitus(backends)`, see citus.ts).
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
@@ -15,8 +18,8 @@ export interface TestDatabase {
 }
 
 export interface TestBackend {
-  name: 'pglite' | 'postgres';
-  /** A new, empty database. */
+  name: 'pglite' | 'postgres' | 'citus';
+  /** A new, empty database (on Citus: migrated and distributed, since that is done once). */
   create(): Promise<TestDatabase>;
 }
 
@@ -30,7 +33,7 @@ const pglite: TestBackend = {
   },
 };
 
-function databaseUrl(base: string, database: string): string {
+export function databaseUrl(base: string, database: string): string {
   const url = new URL(base);
   url.pathname = `/${database}`;
   return url.toString();

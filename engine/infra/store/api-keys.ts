@@ -250,13 +250,16 @@ export class ApiKeysRepository {
   async rotate(id: string, options: { gracePeriodSeconds?: number } = {}): Promise<IssuedKey & { replaced: ApiKey }> {
     const keyId = parseInput(uuid, id, 'id');
     const { gracePeriodSeconds = 0 } = parseObject(ROTATE_OPTIONS, options, 'rotate options');
-    const { rows: current } = await run<ApiKeyRow>(
+    // The end of the grace period is worked out here, where now() may be used: Citus allows
+    // only immutable functions inside the CASE of the update below.
+    const { rows: current } = await run<ApiKeyRow & { grace_ends_at: Date }>(
       this.db,
-      `select ${COLUMNS} from api_keys
+      `select ${COLUMNS}, least(coalesce(expires_at, 'infinity'), now() + $3::int * interval '1 second') as grace_ends_at
+         from api_keys
        where org_id = $2 and id = $1 and deleted_at is null and status = 'active' and replaced_by is null
          and (expires_at is null or expires_at > now())
        for update`,
-      [keyId, this.orgId],
+      [keyId, this.orgId, gracePeriodSeconds],
     );
     const old = current[0];
     // An expired key is not rotated: its successor would outlive it. Issue a new key instead.
@@ -271,10 +274,9 @@ export class ApiKeysRepository {
       this.db,
       `update api_keys set replaced_by = $2,
          status = case when $3::int = 0 then 'revoked' else status end,
-         expires_at = case when $3::int = 0 then expires_at
-                           else least(coalesce(expires_at, 'infinity'), now() + $3::int * interval '1 second') end
+         expires_at = case when $3::int = 0 then expires_at else $5::timestamptz end
        where org_id = $4 and id = $1 returning ${COLUMNS}`,
-      [keyId, successorId, gracePeriodSeconds, this.orgId],
+      [keyId, successorId, gracePeriodSeconds, this.orgId, old.grace_ends_at],
     );
     const issued = await this.insertKey({
       id: successorId,

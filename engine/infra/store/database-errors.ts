@@ -65,8 +65,24 @@ export function toStoreError(error: unknown): StoreError {
   return mapped(fields, cause);
 }
 
+/** How PostgreSQL names the constraint in the message of an integrity violation. */
+const CONSTRAINT_IN_MESSAGE = /(?:unique|foreign key|check) constraint "([a-z0-9_]+)"/;
+
+/**
+ * The constraint as the schema names it. On Citus the error comes from a shard, whose
+ * constraints carry the shard's id (api_keys_pkey_102008), and the coordinator relays a
+ * worker's integrity violation without its constraint field: the name is then read from the
+ * message (only the name: the message itself, which quotes values, is never passed on).
+ */
+function schemaConstraint(fields: DatabaseErrorFields): string | undefined {
+  const name = fields.constraint ?? (fields.code?.startsWith('23') ? CONSTRAINT_IN_MESSAGE.exec(fields.message)?.[1] : undefined);
+  if (name === undefined || name in CONSTRAINT_FIELDS) return name;
+  const unsharded = name.replace(/_\d+$/, '');
+  return unsharded in CONSTRAINT_FIELDS || unsharded in REFERENCED ? unsharded : name;
+}
+
 function mapped(fields: DatabaseErrorFields, error: object): StoreError {
-  const constraint = fields.constraint;
+  const constraint = schemaConstraint(fields);
   const field = constraint ? CONSTRAINT_FIELDS[constraint] : fields.column;
   const details = { ...(field ? { field } : {}), ...(constraint ? { reason: constraint } : {}) };
   switch (fields.code) {
@@ -96,6 +112,13 @@ function mapped(fields: DatabaseErrorFields, error: object): StoreError {
     case '22P05': // untranslatable_character
     case '22021': // character_not_in_repertoire (for example a NUL byte)
       return new StoreError('INVALID_INPUT', 'a value has the wrong form', { reason: fields.code }, { cause: error });
+    case '22004': // null_value_not_allowed: Citus cannot route a row without an organization
+      return new StoreError('FORBIDDEN', undefined, { reason: 'no_org_in_scope' }, { cause: error });
+    case '0A000': // feature_not_supported: on Citus, among others, moving a row to another organization
+      if (/partition value/.test(fields.message)) {
+        return new StoreError('FORBIDDEN', undefined, { reason: 'org_id_change' }, { cause: error });
+      }
+      return unmapped(fields, error);
     case SQLSTATE.insufficientPrivilege:
       return new StoreError('FORBIDDEN', undefined, { reason: 'row_level_security' }, { cause: error });
     case SQLSTATE.readOnlyTransaction:
@@ -114,6 +137,10 @@ function mapped(fields: DatabaseErrorFields, error: object): StoreError {
     case SQLSTATE.deadlockDetected:
       return new StoreError('SERIALIZATION_FAILURE', undefined, {}, { cause: error });
     default:
-      return new StoreError('DATABASE_ERROR', `the database refused the operation (SQLSTATE ${fields.code})`, { reason: fields.code }, { cause: error });
+      return unmapped(fields, error);
   }
+}
+
+function unmapped(fields: DatabaseErrorFields, error: object): StoreError {
+  return new StoreError('DATABASE_ERROR', `the database refused the operation (SQLSTATE ${fields.code})`, { reason: fields.code }, { cause: error });
 }

@@ -69,7 +69,7 @@ export class TenantScope {
    * const running = await tx.kysely.selectFrom('workflow_states').select(['workflow_exec_id']).where('status', '=', 'running').execute();
    */
   get kysely(): TenantQueryBuilder {
-    return (this.#kysely ??= tenantQueryBuilder(this.connection));
+    return (this.#kysely ??= tenantQueryBuilder(this.connection, this.orgId));
   }
 }
 

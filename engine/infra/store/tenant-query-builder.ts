@@ -29,6 +29,7 @@ import {
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { run } from './sql.ts';
+import { withOrganizationFilter } from './tenant-query-routing.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type Json = ColumnType<unknown, string | null | undefined, string | null>;
@@ -267,12 +268,15 @@ const compiler = new PostgresQueryCompiler();
 
 /** A connection that runs only checked trees, compiled here, on the scope's connection. */
 class TenantConnection implements DatabaseConnection {
-  constructor(private readonly connection: Queryable) {}
+  constructor(
+    private readonly connection: Queryable,
+    private readonly orgId: string,
+  ) {}
 
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<KyselyResult<R>> {
     const root = compiledQuery.query as RootOperationNode;
     assertTenantQuery(root);
-    const recompiled = compiler.compileQuery(root, compiledQuery.queryId);
+    const recompiled = compiler.compileQuery(withOrganizationFilter(root, this.orgId), compiledQuery.queryId);
     const { rows, rowCount } = await run<R>(this.connection, recompiled.sql, recompiled.parameters, { prepare: false });
     return root.kind === 'SelectQueryNode' ? { rows } : { rows, numAffectedRows: BigInt(rowCount) };
   }
@@ -290,8 +294,8 @@ function noTransactions(): Promise<never> {
 class TenantDriver implements Driver {
   readonly #connection: TenantConnection;
 
-  constructor(connection: Queryable) {
-    this.#connection = new TenantConnection(connection);
+  constructor(connection: Queryable, orgId: string) {
+    this.#connection = new TenantConnection(connection, orgId);
   }
 
   async init(): Promise<void> {}
@@ -308,12 +312,12 @@ class TenantDriver implements Driver {
   async destroy(): Promise<void> {}
 }
 
-/** A query builder over `connection`, the scope's: see the module comment. */
-export function tenantQueryBuilder(connection: Queryable): TenantQueryBuilder {
+/** A query builder over `connection`, the scope of organization `orgId`: see the module comment. */
+export function tenantQueryBuilder(connection: Queryable, orgId: string): TenantQueryBuilder {
   return new Kysely<TenantTables>({
     dialect: {
       createAdapter: () => new PostgresAdapter(),
-      createDriver: () => new TenantDriver(connection),
+      createDriver: () => new TenantDriver(connection, orgId),
       createIntrospector: (db) => new PostgresIntrospector(db),
       createQueryCompiler: () => compiler,
     },

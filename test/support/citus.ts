@@ -1,0 +1,100 @@
+/**
+ * A Citus backend for the tests, on the cluster whose coordinator TEST_CITUS_URL names (started
+ * by ../shared/citus/cluster.sh): each test file gets a database of its own on every node, with
+ * the extension and the workers added, migrated and distributed by the store's own command.
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { distributeOnCitus } from '../../engine/infra/store/citus/distribute.ts';
+import { openDatabase } from '../../engine/infra/store/db.ts';
+import { migrateUp } from '../../engine/infra/store/migrate.ts';
+import { databaseUrl, type TestBackend, type TestDatabase } from './backends.ts';
+
+export const citusUrl = process.env.TEST_CITUS_URL?.trim() || undefined;
+
+interface Node {
+  host: string;
+  port: number;
+}
+
+async function onNode<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+function nodeUrl(node: Node, database: string): string {
+  const url = new URL(citusUrl!);
+  url.hostname = node.host;
+  url.port = String(node.port);
+  return databaseUrl(url.toString(), database);
+}
+
+/** The cluster's nodes, as the coordinator of TEST_CITUS_URL's database lists them. */
+async function clusterNodes(): Promise<{ coordinator: Node; workers: Node[] }> {
+  const { rows } = await onNode(citusUrl!, (client) =>
+    client.query<{ host: string; port: number; coordinator: boolean }>(
+      `select nodename as host, nodeport as port, groupid = 0 as coordinator from pg_dist_node where isactive order by nodeport`,
+    ),
+  );
+  const coordinator = rows.find((row) => row.coordinator) ?? { host: new URL(citusUrl!).hostname, port: Number(new URL(citusUrl!).port) };
+  return { coordinator, workers: rows.filter((row) => !row.coordinator) };
+}
+
+/** An empty database on every node of the cluster, the workers added: not yet migrated. */
+export async function createCitusDatabase(): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+  const name = `es_citus_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const { coordinator, workers } = await clusterNodes();
+  const nodes = [coordinator, ...workers];
+  const drop = async () => {
+    for (const node of nodes) await onNode(nodeUrl(node, 'postgres'), (client) => client.query(`drop database if exists ${name} with (force)`));
+  };
+  try {
+    for (const node of nodes) {
+      await onNode(nodeUrl(node, 'postgres'), (client) => client.query(`create database ${name}`));
+      await onNode(nodeUrl(node, name), (client) => client.query('set client_min_messages = warning; create extension citus'));
+    }
+    await onNode(nodeUrl(coordinator, name), async (client) => {
+      await client.query('select citus_set_coordinator_host($1, $2)', [coordinator.host, coordinator.port]);
+      for (const worker of workers) await client.query('select citus_add_node($1, $2)', [worker.host, worker.port]);
+    });
+  } catch (error) {
+    await drop().catch(() => undefined);
+    throw error;
+  }
+  return { name, url: nodeUrl(coordinator, name), drop };
+}
+
+const citus: TestBackend = {
+  name: 'citus',
+  async create(): Promise<TestDatabase> {
+    const cluster = await createCitusDatabase();
+    const db = await openDatabase({ url: cluster.url, poolSize: 6 });
+    try {
+      await migrateUp(db);
+      // Few shards: each is a table on a worker, and the tests create a database per file.
+      await distributeOnCitus(db, { shardCount: 4 });
+    } catch (error) {
+      await db.close();
+      await cluster.drop();
+      throw error;
+    }
+    return {
+      db,
+      url: cluster.url,
+      async dispose() {
+        await db.close();
+        await cluster.drop();
+      },
+    };
+  },
+};
+
+/** `backends`, plus the Citus cluster when TEST_CITUS_URL is set. */
+export function withCitus(backends: readonly TestBackend[]): TestBackend[] {
+  return citusUrl ? [...backends, citus] : [...backends];
+}
