@@ -12,11 +12,12 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { QueryResult, Queryable } from '../engine/infra/store/db.ts';
+import type { Queryable } from '../engine/infra/store/db.ts';
 import { openStore, type Store } from '../engine/infra/store/store.ts';
 import { TaskStatesRepository } from '../engine/infra/store/tasks.ts';
 import { UsersRepository } from '../engine/infra/store/users.ts';
 import { WorkflowStatesRepository } from '../engine/infra/store/workflows.ts';
+import { recordStatements } from './support/statement-recorder.ts';
 import { createServerDatabase, serverUrl } from './support/backends.ts';
 import { withOrgSql } from './support/trusted-sql.ts';
 
@@ -145,17 +146,7 @@ interface Captured {
 
 /** Runs `call` on a repository over a connection that records its statements and returns no rows. */
 async function capture<Repository>(make: (db: Queryable) => Repository, call: (repository: Repository) => Promise<unknown>): Promise<Captured> {
-  const statements: Captured[] = [];
-  const recorder: Queryable = {
-    async query<Row>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<Row>> {
-      statements.push({ sql, params: [...params] });
-      return { rows: [], rowCount: 0 };
-    },
-    async exec(sql: string) {
-      statements.push({ sql, params: [] });
-    },
-  };
-  await call(make(recorder)).catch(() => undefined); // "not found" on an empty result is expected
+  const statements = await recordStatements((db) => call(make(db)));
   expect(statements, 'the repository ran exactly one statement').toHaveLength(1);
   return statements[0]!;
 }

@@ -1,6 +1,6 @@
 /**
  * A lint over the catalog that keeps the schema shardable by org_id (DESIGN.md "Data model";
- * engine/infra/store/citus/distribute.sql; docs/scaling-out.md). On every backend, after all
+ * engine/infra/store/citus/layout.ts, which the distribute command follows; docs/scaling-out.md). On every backend, after all
  * migrations:
  *
  * - every tenant table (one with an org_id column) leads its primary key with org_id;

@@ -4,6 +4,7 @@
  * (--data-dir or ENGINE_STORE_DATA_DIR).
  */
 import { Command } from 'commander';
+import { addCitusCommand } from './citus-command.ts';
 import { addDoctorCommand } from './doctor-command.ts';
 import { addKeyCommand } from './key-command.ts';
 import { addMigrateCommand } from './migrate-command.ts';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   addUserCommand(program);
   addKeyCommand(program);
   addDoctorCommand(program);
+  addCitusCommand(program);
   const overrideExits = (command: Command) => {
     command.exitOverride();
     command.commands.forEach(overrideExits);

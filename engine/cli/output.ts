@@ -35,6 +35,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   CONFLICT: EXIT.conflict,
   ORG_SUSPENDED: EXIT.conflict,
   ORG_INACTIVE: EXIT.notFound,
+  DISTRIBUTION_REFUSED: EXIT.conflict,
 };
 
 export interface Output {

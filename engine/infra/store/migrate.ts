@@ -16,6 +16,7 @@
  *   (see SERIAL_MAINTENANCE).
  */
 import type { Database, Session } from './db.ts';
+import { isCitus } from './citus/detect.ts';
 import { StoreError, SQLSTATE, databaseErrorFields } from './errors.ts';
 import { MIGRATIONS_DIR, readMigrationFiles, type MigrationFile } from './migration-files.ts';
 import type { SqlStatement } from './sql-split.ts';
@@ -188,6 +189,12 @@ async function withMigrationLock<T>(db: Database, options: RunnerOptions, work: 
            duration_ms integer not null
          )`,
       );
+      if (await isCitus(session)) {
+        // A Citus coordinator: DDL propagates to the workers. The store's triggers run on each
+        // shard (they read only the row's own organization), which Citus allows when told so.
+        log('Citus coordinator: each statement also runs on the shards of the workers');
+        await session.query('set citus.enable_unsafe_triggers = on');
+      }
       return await work(session);
     } finally {
       await session.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
