@@ -27,38 +27,45 @@ async function onNode<T>(url: string, work: (client: pg.Client) => Promise<T>): 
   }
 }
 
-function nodeUrl(node: Node, database: string): string {
-  const url = new URL(citusUrl!);
+function nodeUrl(base: string, node: Node, database: string): string {
+  const url = new URL(base);
   url.hostname = node.host;
   url.port = String(node.port);
   return databaseUrl(url.toString(), database);
 }
 
-/** The cluster's nodes, as the coordinator of TEST_CITUS_URL's database lists them. */
-async function clusterNodes(): Promise<{ coordinator: Node; workers: Node[] }> {
-  const { rows } = await onNode(citusUrl!, (client) =>
+/** The cluster's nodes, as the coordinator of `base`'s database lists them. */
+async function clusterNodes(base: string): Promise<{ coordinator: Node; workers: Node[] }> {
+  const { rows } = await onNode(base, (client) =>
     client.query<{ host: string; port: number; coordinator: boolean }>(
       `select nodename as host, nodeport as port, groupid = 0 as coordinator from pg_dist_node where isactive order by nodeport`,
     ),
   );
-  const coordinator = rows.find((row) => row.coordinator) ?? { host: new URL(citusUrl!).hostname, port: Number(new URL(citusUrl!).port) };
+  const coordinator = rows.find((row) => row.coordinator) ?? { host: new URL(base).hostname, port: Number(new URL(base).port) };
   return { coordinator, workers: rows.filter((row) => !row.coordinator) };
 }
 
-/** An empty database on every node of the cluster, the workers added: not yet migrated. */
-export async function createCitusDatabase(): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+/**
+ * An empty database on every node of the cluster whose coordinator `options.base` names (default
+ * TEST_CITUS_URL), with the first `options.workers` workers added (default all): not yet migrated.
+ */
+export async function createCitusDatabase(options: { base?: string; workers?: number } = {}): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+  const base = options.base ?? citusUrl!;
   const name = `es_citus_${process.pid}_${randomBytes(4).toString('hex')}`;
-  const { coordinator, workers } = await clusterNodes();
-  const nodes = [coordinator, ...workers];
+  const cluster = await clusterNodes(base);
+  const coordinator = cluster.coordinator;
+  const workers = cluster.workers.slice(0, options.workers ?? cluster.workers.length);
+  const nodes = [coordinator, ...cluster.workers];
+  const nodeUrlOf = (node: Node, database: string) => nodeUrl(base, node, database);
   const drop = async () => {
-    for (const node of nodes) await onNode(nodeUrl(node, 'postgres'), (client) => client.query(`drop database if exists ${name} with (force)`));
+    for (const node of nodes) await onNode(nodeUrlOf(node, 'postgres'), (client) => client.query(`drop database if exists ${name} with (force)`));
   };
   try {
     for (const node of nodes) {
-      await onNode(nodeUrl(node, 'postgres'), (client) => client.query(`create database ${name}`));
-      await onNode(nodeUrl(node, name), (client) => client.query('set client_min_messages = warning; create extension citus'));
+      await onNode(nodeUrlOf(node, 'postgres'), (client) => client.query(`create database ${name}`));
+      await onNode(nodeUrlOf(node, name), (client) => client.query('set client_min_messages = warning; create extension citus'));
     }
-    await onNode(nodeUrl(coordinator, name), async (client) => {
+    await onNode(nodeUrlOf(coordinator, name), async (client) => {
       await client.query('select citus_set_coordinator_host($1, $2)', [coordinator.host, coordinator.port]);
       for (const worker of workers) await client.query('select citus_add_node($1, $2)', [worker.host, worker.port]);
     });
@@ -66,7 +73,7 @@ export async function createCitusDatabase(): Promise<{ name: string; url: string
     await drop().catch(() => undefined);
     throw error;
   }
-  return { name, url: nodeUrl(coordinator, name), drop };
+  return { name, url: nodeUrlOf(coordinator, name), drop };
 }
 
 const citus: TestBackend = {
