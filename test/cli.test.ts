@@ -150,3 +150,23 @@ describe('engine-store admin commands on a fresh embedded database', () => {
     expect((await admin(['org', 'suspend', '01a2245f-ca10-790d-ab2e-4288e396ad2f'])).code).toBe(7);
   });
 });
+
+describe('engine-store citus distribute', () => {
+  it('needs the coordinator named: on the embedded default it exits 2, saying which flag', async () => {
+    const result = await cli(['citus', 'distribute']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/\[INVALID_INPUT\] citus distribute needs the coordinator: give --database-url or DATABASE_URL/);
+  });
+
+  it.runIf(serverUrl)('refuses a server without Citus with exit 8 and the reason', async () => {
+    const server = await createServerDatabase();
+    try {
+      expect((await cli(['--database-url', server.url, 'migrate', 'up'])).code).toBe(0);
+      const result = await cli(['--database-url', server.url, 'citus', 'distribute', '--json']);
+      expect(result.code).toBe(8);
+      expect(JSON.parse(result.stderr).error).toMatchObject({ code: 'DISTRIBUTION_REFUSED', reason: 'citus_missing' });
+    } finally {
+      await server.drop();
+    }
+  });
+});

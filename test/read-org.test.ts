@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeOver, type Store, type TenantReads, type TenantScope } from '../engine/infra/store/index.ts';
 import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
+import { withCitus } from './support/citus.ts';
 import { pooledConnections } from './support/connections.ts';
 
 const tag = () => randomBytes(4).toString('hex');
@@ -29,7 +30,7 @@ interface Fixture {
   apiKeyId: string;
 }
 
-describe.each(backends)('readOrg ($name)', (backend) => {
+describe.each(withCitus(backends))('readOrg ($name)', (backend) => {
   let database: TestDatabase;
   let store: Store;
   let owner: string;

@@ -15,3 +15,4 @@ export type { ApiKey, IssuedKey, IssueKey, ListKeys } from './api-keys.ts';
 export { verifyApiKey, VERIFY_REASONS, type Verification, type VerifyReason, type Principal, type RateLimitState } from './verify.ts';
 export { PERMISSIONS, ROLE_PERMISSIONS, authorize, assertAuthorized, effectivePermissions, canManageUser, type Permission } from './rbac.ts';
 export { diagnose, type Diagnosis, type DiagnoseOptions, type Finding, type FindingCode } from './doctor.ts';
+export { distributeOnCitus, type DistributeOptions, type DistributionReport } from './citus/distribute.ts';

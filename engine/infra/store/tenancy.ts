@@ -129,10 +129,13 @@ const ENTER_READ_WRITE = `select set_config('role', 'app_tenant', true), set_con
   set_config('lock_timeout', $3, true), set_config('idle_in_transaction_session_timeout', $4, true)`;
 const ENTER_READ_ONLY = `${ENTER_READ_WRITE}, set_config('transaction_read_only', 'on', true)`;
 
+const BEGIN: PipelinedStatement = { sql: 'begin', prepare: true, rows: false };
+const COMMIT: PipelinedStatement = { sql: 'commit', prepare: true, rows: false };
+
 /** What opens a withOrg transaction, sent ahead of its first statement. */
 function beginScope(org: string, limits: readonly string[]): PipelinedStatement[] {
   return [
-    { sql: 'begin', prepare: true, rows: false },
+    BEGIN,
     { sql: ENTER_READ_WRITE, params: [org, ...limits], prepare: true, rows: false },
   ];
 }
@@ -300,7 +303,7 @@ export interface TenantReads {
  */
 export function readOrg(db: Database, orgId: string, settings?: ScopeSettings): TenantReads {
   const org = validOrgId(orgId);
-  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, scopeSettingValues(settings)));
+  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, scopeSettingValues(settings), settings?.citus === true));
 }
 
 /** readOrg()'s connection: each statement a read-only pipeline of its own, on any pooled connection. */
@@ -309,15 +312,20 @@ class ReadOnlyStatementRunner implements Queryable {
     private readonly db: Database,
     private readonly org: string,
     private readonly limits: readonly string[],
+    /**
+     * On Citus, a transaction block: Citus sends the scope's SET LOCALs to the workers only in
+     * one (a pipeline without BEGIN is not, and the workers would see no organization).
+     */
+    private readonly explicitTransaction: boolean,
   ) {}
 
   query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> {
-    const statements: PipelinedStatement[] = [
-      { sql: ENTER_READ_ONLY, params: [this.org, ...this.limits], prepare: true, rows: false },
-      { sql, params, prepare: options?.prepare ?? false },
-    ];
-    // No BEGIN: the pipeline is one transaction by itself, and the settings end with it.
-    return this.db.withSession((session) => session.pipeline(statements)).then((results) => results[1] as QueryResult<Row>);
+    const enter: PipelinedStatement = { sql: ENTER_READ_ONLY, params: [this.org, ...this.limits], prepare: true, rows: false };
+    const read: PipelinedStatement = { sql, params, prepare: options?.prepare ?? false };
+    // Without BEGIN the pipeline is one transaction by itself, and the settings end with it.
+    const statements = this.explicitTransaction ? [BEGIN, enter, read, COMMIT] : [enter, read];
+    const readIndex = statements.indexOf(read);
+    return this.db.withSession((session) => session.pipeline(statements)).then((results) => results[readIndex] as QueryResult<Row>);
   }
 
   exec(): Promise<void> {
