@@ -197,6 +197,31 @@ alter table workflow_states drop column priority;
       expect(rows).toEqual([{ workflow_id: 'routed' }]);
     });
 
+    it('a leaked tenant login used directly on a worker reads no row and writes none without an organization', async () => {
+      await store.withOrg(orgId, (tx) => tx.workflows.upsert({ workflowExecId: crypto.randomUUID(), workflowId: 'on-worker', status: 'running' }));
+      const { rows: workers } = await store.db.query<{ host: string; port: number }>(
+        `select nodename as host, nodeport as port from pg_dist_node where groupid <> 0 and isactive order by nodeport`,
+      );
+      expect(workers.length).toBeGreaterThan(0);
+      for (const worker of workers) {
+        const url = new URL(cluster.url);
+        url.hostname = worker.host;
+        url.port = String(worker.port);
+        url.username = 'app_tenant';
+        const leaked = await openDatabase({ url: url.toString(), poolSize: 1 });
+        try {
+          // The shards carry the policies, forced: without app.org_id nothing is visible.
+          const { rows } = await leaked.query<{ n: number }>(`select count(*)::int as n from workflow_states`);
+          expect(rows[0]!.n).toBe(0);
+          await expect(leaked.query(`insert into workflow_states (org_id, workflow_exec_id, workflow_id, status) values ($1, $2, 'x', 'running')`, [orgId, crypto.randomUUID()])).rejects.toMatchObject({
+            code: '42501',
+          });
+        } finally {
+          await leaked.close();
+        }
+      }
+    });
+
     it('verifies a key by its prefix on one shard, exactly under concurrency', async () => {
       const key = await store.withOrg(orgId, async (tx) => {
         const user = await tx.users.create({ email: `limit-${crypto.randomUUID()}@routed.example`, role: 'manager' });
