@@ -181,12 +181,47 @@ describe.each(backends)('migration runner on $name', (backend) => {
   it('reverts the last N migrations, newest first, and removes their records', async () => {
     const dir = dirOf(basic);
     await migrateUp(t.db, { dir });
-    const steps = await migrateDown(t.db, { dir, count: 2 });
+    // b holds a row: dropping it takes the operator's --force.
+    const steps = await migrateDown(t.db, { dir, count: 2, force: true });
     expect(steps.map((step) => step.name)).toEqual(['20260101000100_create_b', '20260101000000_create_a']);
     expect(await tableExists(t.db, 'a')).toBe(false);
     expect((await t.db.query(`select * from ${MIGRATIONS_TABLE}`)).rows).toEqual([]);
     expect(await migrateDown(t.db, { dir })).toEqual([]);
     expect((await rejection(migrateDown(t.db, { dir, count: 0 }))).code).toBe('INVALID_INPUT');
+  });
+
+  it('refuses a revert that would drop a table holding rows, unless forced, naming the table; an empty table goes', async () => {
+    const dir = dirOf(basic);
+    await migrateUp(t.db, { dir });
+    const refused = await rejection(migrateDown(t.db, { dir, count: 2 }));
+    expect(refused).toMatchObject({ code: 'CONFLICT', details: { migration: '20260101000100_create_b', reason: 'would_drop_rows' } });
+    expect(refused.message).toMatch(/would drop table b, which holds rows, so it was not reverted\. .*--force/);
+    expect(await tableExists(t.db, 'b')).toBe(true);
+    expect((await t.db.query<{ id: number }>('select id from b')).rows).toEqual([{ id: 1 }]);
+    await t.db.exec('delete from b');
+    expect((await migrateDown(t.db, { dir, count: 2 })).map((step) => step.direction)).toEqual(['down', 'down']);
+  });
+
+  it("refuses to revert the 2025 baseline while the engine's tables hold rows (their downs are plain DROP TABLEs)", async () => {
+    await migrateUp(t.db, { to: '20250601090200_create_schedules' });
+    await t.db.exec(`insert into schedules (workflow_id, cron_expression) values ('kept', '@hourly')`);
+    const refused = await rejection(migrateDown(t.db, { count: 3 }));
+    expect(refused).toMatchObject({ code: 'CONFLICT', details: { migration: '20250601090200_create_schedules', reason: 'would_drop_rows' } });
+    expect((await t.db.query('select workflow_id from schedules')).rows).toEqual([{ workflow_id: 'kept' }]);
+    expect((await migrateDown(t.db, { count: 3, force: true })).map((step) => step.name)).toEqual([
+      '20250601090200_create_schedules',
+      '20250601090100_create_task_states',
+      '20250601090000_create_workflow_states',
+    ]);
+  });
+
+  it('refuses to revert more migrations than are applied, before reverting any', async () => {
+    const dir = dirOf(basic);
+    await migrateUp(t.db, { dir });
+    const refused = await rejection(migrateDown(t.db, { dir, count: 3, force: true }));
+    expect(refused).toMatchObject({ code: 'INVALID_INPUT', message: 'only 2 migration(s) are applied; cannot revert 3' });
+    expect(await tableExists(t.db, 'b')).toBe(true);
+    await migrateDown(t.db, { dir, count: 2, force: true });
   });
 
   it('rejects a malformed migration file with its name', async () => {

@@ -30,14 +30,21 @@ export function addMigrateCommand(program: Command): void {
     .argument('[n]', 'how many migrations to revert', '1')
     .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', DEFAULT_LOCK_TIMEOUT)
     .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', wholeNumber('--lock-retries'), DEFAULT_LOCK_RETRIES)
+    .option('--force', 'revert even where a step drops a table that holds rows (the rows are lost)')
     .option('--json', 'print the result as JSON')
-    .action(async (n: string, options: { lockTimeout: string; lockRetries: number; json?: boolean }, command: Command) => {
+    .action(async (n: string, options: { lockTimeout: string; lockRetries: number; force?: boolean; json?: boolean }, command: Command) => {
       const output = createOutput(options.json === true);
       if (!/^[1-9]\d*$/.test(n)) {
         throw new StoreError('INVALID_INPUT', `N must be a positive whole number (got "${n}")`, { field: 'n' });
       }
       await withDatabase(command.optsWithGlobals<GlobalOptions>(), async (db) => {
-        const steps = await migrateDown(db, { count: Number(n), lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress });
+        const steps = await migrateDown(db, {
+          count: Number(n),
+          force: options.force === true,
+          lockTimeout: options.lockTimeout,
+          lockRetries: options.lockRetries,
+          log: output.progress,
+        });
         output.result({ reverted: steps }, () => [`${steps.length} migration(s) reverted`]);
       });
     });

@@ -26,6 +26,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   CONNECTION_FAILED: EXIT.connection,
   LOCK_TIMEOUT: EXIT.locked,
   MIGRATION_LOCKED: EXIT.locked,
+  DATA_DIR_LOCKED: EXIT.locked,
   MIGRATION_EDITED: EXIT.migrationsInconsistent,
   MIGRATION_MISSING: EXIT.migrationsInconsistent,
   MIGRATION_OUT_OF_ORDER: EXIT.migrationsInconsistent,

@@ -3,10 +3,10 @@
  * embedded PGlite database. Everything above this file speaks only `Database` and `Session`.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
+import { lockDataDir, privateDataDir, type DataDirLock } from './data-dir-lock.ts';
 import { StoreError, SQLSTATE, databaseErrorFields } from './errors.ts';
 import { runPipeline } from './pipeline.ts';
 
@@ -73,6 +73,11 @@ export interface OpenOptions {
   dataDir?: string;
   /** Connections in the pool (PostgreSQL only). */
   poolSize?: number;
+  /**
+   * How long to wait for another process to close the same embedded data directory (default
+   * 60,000 ms) before failing with DATA_DIR_LOCKED.
+   */
+  dataDirWaitMs?: number;
 }
 
 export const DEFAULT_DATA_DIR = './.engine-store';
@@ -89,7 +94,7 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
   const url = options.url ?? nonEmpty(process.env.DATABASE_URL);
   const database = url
     ? openPostgres(url, options.poolSize ?? 10)
-    : await openPglite(options.dataDir ?? nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR);
+    : await openPglite(options.dataDir ?? nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR, options.dataDirWaitMs ?? 60_000);
   try {
     await database.query('select 1');
   } catch (error) {
@@ -251,11 +256,21 @@ function openPostgres(url: string, poolSize: number): Database {
   };
 }
 
-async function openPglite(dataDir: string): Promise<Database> {
+async function openPglite(dataDir: string, waitMs: number): Promise<Database> {
   const inMemory = dataDir.startsWith('memory://');
-  if (!inMemory) mkdirSync(resolve(dataDir), { recursive: true });
-  const pglite = new PGlite(inMemory ? dataDir : resolve(dataDir));
-  await pglite.waitReady;
+  let lock: DataDirLock | undefined;
+  if (!inMemory) {
+    privateDataDir(resolve(dataDir));
+    lock = await lockDataDir(resolve(dataDir), waitMs);
+  }
+  let pglite: PGlite;
+  try {
+    pglite = new PGlite(inMemory ? dataDir : resolve(dataDir));
+    await pglite.waitReady;
+  } catch (error) {
+    lock?.release();
+    throw error;
+  }
   const raw = {
     async query<Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<Row>> {
       const result = await pglite.query<Row>(sql, params as unknown[] | undefined);
@@ -320,7 +335,15 @@ async function openPglite(dataDir: string): Promise<Database> {
       });
     },
     loginAs: () => undefined,
-    close: once(() => takeTurn(() => pglite.close())),
+    close: once(() =>
+      takeTurn(async () => {
+        try {
+          await pglite.close();
+        } finally {
+          lock?.release();
+        }
+      }),
+    ),
   };
 }
 

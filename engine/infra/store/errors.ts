@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   CONNECTION_FAILED: 'the database server cannot be reached',
   LOCK_TIMEOUT: 'a lock could not be taken in time',
   MIGRATION_LOCKED: 'another migration run holds the migration lock',
+  DATA_DIR_LOCKED: 'another process has the embedded database open',
   MIGRATION_EDITED: 'an applied migration file was changed afterwards',
   MIGRATION_MISSING: 'an applied migration has no file',
   MIGRATION_OUT_OF_ORDER: 'a pending migration sorts before an applied one',

@@ -116,7 +116,7 @@ export async function migrateUp(db: Database, options: RunnerOptions & { to?: st
  * @example
  * await migrateDown(db, { count: 2 });
  */
-export async function migrateDown(db: Database, options: RunnerOptions & { count?: number } = {}): Promise<AppliedStep[]> {
+export async function migrateDown(db: Database, options: RunnerOptions & { count?: number; force?: boolean } = {}): Promise<AppliedStep[]> {
   const count = options.count ?? 1;
   if (!Number.isInteger(count) || count < 1) {
     throw new StoreError('INVALID_INPUT', 'the number of migrations to revert must be a positive whole number', { field: 'count', reason: 'not_positive_integer' });
@@ -125,18 +125,66 @@ export async function migrateDown(db: Database, options: RunnerOptions & { count
   return withMigrationLock(db, options, async (session) => {
     const applied = await readApplied(session);
     const byName = new Map(files.map((file) => [file.name, file]));
-    const toRevert = applied.slice(-count).reverse();
     const log = options.log ?? (() => undefined);
-    if (toRevert.length === 0) log('nothing to revert: no migration is applied');
-    const steps: AppliedStep[] = [];
-    for (const row of toRevert) {
+    if (applied.length === 0) {
+      log('nothing to revert: no migration is applied');
+      return [];
+    }
+    // Checked before the first step, not found out halfway.
+    if (count > applied.length) {
+      throw new StoreError('INVALID_INPUT', `only ${applied.length} migration(s) are applied; cannot revert ${count}`, { field: 'count', reason: 'too_many' });
+    }
+    const toRevert = applied.slice(-count).reverse();
+    const revertFiles = toRevert.map((row) => {
       const file = byName.get(row.name);
       if (!file) throw missingFile(row.name);
       if (file.checksum !== row.checksum) throw editedFile(row.name);
+      return file;
+    });
+    const steps: AppliedStep[] = [];
+    for (const file of revertFiles) {
+      // Just before its step, since the steps before it change what the tables hold (reverting
+      // the default organization's migration, say).
+      if (!options.force) await refuseDroppingRows(session, file, steps.length);
       steps.push(await runStep(session, file, 'down', options));
     }
     return steps;
   });
+}
+
+/**
+ * Tables whose rows a revert may drop: reference data the migrations themselves seed, and
+ * counters that need not survive (unlogged, lost in any crash anyway).
+ */
+const DISPOSABLE_TABLES = new Set(['permissions', 'role_permissions', 'api_key_usage']);
+
+/** `drop table <name>` in a down section: the tables a revert would destroy. */
+const DROP_TABLE = /^\s*drop\s+table\s+(?:if\s+exists\s+)?([a-z_][a-z0-9_]*)/gim;
+
+/**
+ * Refuses, before anything is reverted, a revert whose steps drop a table that holds rows (the
+ * 2025 baseline's downs drop the engine's tables without a guard of their own, and those files
+ * never change). `force` is the operator's explicit consent.
+ */
+async function refuseDroppingRows(session: Session, file: MigrationFile, revertedBefore: number): Promise<void> {
+  for (const statement of file.down) {
+    for (const match of statement.text.matchAll(DROP_TABLE)) {
+      const table = match[1]!;
+      if (DISPOSABLE_TABLES.has(table)) continue;
+      const { rows } = await session.query<{ present: boolean }>('select to_regclass($1) is not null as present', [`public.${table}`]);
+      if (!rows[0]!.present) continue;
+      const { rows: held } = await session.query<{ any: boolean }>(`select exists (select from public.${table}) as any`);
+      if (held[0]!.any) {
+        throw new StoreError(
+          'CONFLICT',
+          `reverting ${file.name} would drop table ${table}, which holds rows, so it was not reverted` +
+            (revertedBefore > 0 ? ` (the ${revertedBefore} migration(s) after it were)` : '') +
+            '. Back the data up, then run again with --force to drop it',
+          { migration: file.name, reason: 'would_drop_rows' },
+        );
+      }
+    }
+  }
 }
 
 /** Which migrations are applied, pending, edited since applied, or applied without a file. */
@@ -378,7 +426,7 @@ function stepError(
   const fields = databaseErrorFields(error);
   const where = statement ? ` at line ${statement.line}` : '';
   const aftermath = file.transactional
-    ? 'nothing of it was applied'
+    ? `nothing of it was ${direction === 'up' ? 'applied' : 'reverted'}`
     : 'it runs outside a transaction, so the statements before that line took effect; it is written to be run again';
   if (fields?.code === SQLSTATE.lockNotAvailable) {
     return new StoreError(
