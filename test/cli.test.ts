@@ -2,7 +2,7 @@
  * The command line end to end, as a user runs it: a real process, real exit codes, real output.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -61,6 +61,20 @@ describe('engine-store migrate on the embedded database', () => {
     expect(JSON.parse(down.stdout).reverted).toHaveLength(1);
     const status = await cli(['--data-dir', dataDir, 'migrate', 'status']);
     expect(status.stdout).toMatch(new RegExp(`${migrationCount - 1} applied, 1 pending`));
+  });
+
+  it('refuses a lock timeout of 0 (no timeout to PostgreSQL) or not a duration, even with nothing pending', async () => {
+    for (const value of ['0', '0ms', 'banana']) {
+      const result = await cli(['--data-dir', dataDir, 'migrate', 'up', '--lock-timeout', value]);
+      expect(result.code, value).toBe(2);
+      expect(result.stderr).toContain(`[INVALID_INPUT] lock timeout "${value}" is not a duration above zero`);
+    }
+  });
+
+  it('prints its version', async () => {
+    const result = await cli(['--version']);
+    expect(result.code).toBe(0);
+    expect(result.stdout.trim()).toBe(JSON.parse(readFileSync('package.json', 'utf8')).version);
   });
 
   it('refuses a bad count with a usage error and exit code 2', async () => {

@@ -3,6 +3,7 @@
  * or DATABASE_URL) or, without one, on the embedded database in ./.engine-store
  * (--data-dir or ENGINE_STORE_DATA_DIR).
  */
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { addCitusCommand } from './citus-command.ts';
 import { addDoctorCommand } from './doctor-command.ts';
@@ -15,6 +16,7 @@ import { reportError } from './output.ts';
 export function buildProgram(): Command {
   const program = new Command('engine-store')
     .description('the multi-tenant store of the workflow engine')
+    .version(packageVersion(), '--version', 'print the version')
     .option('--database-url <url>', 'PostgreSQL server URL (default: DATABASE_URL, else the embedded database)')
     .option('--data-dir <dir>', 'embedded database directory (default: ENGINE_STORE_DATA_DIR or ./.engine-store)')
     .showHelpAfterError()
@@ -44,3 +46,9 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 process.exitCode = await main(process.argv.slice(2));
+
+/** The version in package.json, beside engine/. */
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return manifest.version;
+}

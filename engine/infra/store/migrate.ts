@@ -92,6 +92,7 @@ interface AppliedRow {
  * await migrateUp(db, { log: console.log });
  */
 export async function migrateUp(db: Database, options: RunnerOptions & { to?: string } = {}): Promise<AppliedStep[]> {
+  checkRunnerOptions(options);
   const files = readMigrationFiles(options.dir ?? MIGRATIONS_DIR);
   if (options.to !== undefined && !files.some((file) => file.name === options.to)) {
     throw new StoreError('INVALID_INPUT', `there is no migration named ${options.to}`, { field: 'to', reason: 'unknown_migration' });
@@ -121,6 +122,7 @@ export async function migrateDown(db: Database, options: RunnerOptions & { count
   if (!Number.isInteger(count) || count < 1) {
     throw new StoreError('INVALID_INPUT', 'the number of migrations to revert must be a positive whole number', { field: 'count', reason: 'not_positive_integer' });
   }
+  checkRunnerOptions(options);
   const files = readMigrationFiles(options.dir ?? MIGRATIONS_DIR);
   return withMigrationLock(db, options, async (session) => {
     const applied = await readApplied(session);
@@ -294,6 +296,20 @@ function editedFile(name: string): StoreError {
 const TIMEOUT_VALUE = /^\d+(ms|s|min)?$/;
 
 /**
+ * The runner's options, checked before any work (even when nothing is pending), so that a bad
+ * value is reported the same way every time. A lock timeout of 0 would mean "wait forever".
+ */
+function checkRunnerOptions(options: RunnerOptions): void {
+  const { lockTimeout = DEFAULT_LOCK_TIMEOUT, lockRetries = DEFAULT_LOCK_RETRIES } = options;
+  if (!TIMEOUT_VALUE.test(lockTimeout) || /^0+(ms|s|min)?$/.test(lockTimeout)) {
+    throw new StoreError('INVALID_INPUT', `lock timeout "${lockTimeout}" is not a duration above zero such as 5s or 500ms`, { field: 'lockTimeout' });
+  }
+  if (!Number.isInteger(lockRetries) || lockRetries < 0) {
+    throw new StoreError('INVALID_INPUT', 'lock retries must be a whole number, 0 or more', { field: 'lockRetries' });
+  }
+}
+
+/**
  * The pieces of a migration that succeed or fail together, and are retried together when they
  * meet a lock timeout: the whole file when it is transactional; otherwise each statement, or
  * each explicit BEGIN ... COMMIT block, on its own.
@@ -352,12 +368,6 @@ async function runStep(session: Session, file: MigrationFile, direction: 'up' | 
   const log = options.log ?? (() => undefined);
   const lockTimeout = options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT;
   const lockRetries = options.lockRetries ?? DEFAULT_LOCK_RETRIES;
-  if (!TIMEOUT_VALUE.test(lockTimeout)) {
-    throw new StoreError('INVALID_INPUT', `lock timeout ${lockTimeout} is not a duration such as 5s or 500ms`, { field: 'lockTimeout' });
-  }
-  if (!Number.isInteger(lockRetries) || lockRetries < 0) {
-    throw new StoreError('INVALID_INPUT', 'lock retries must be a whole number, 0 or more', { field: 'lockRetries' });
-  }
   const statements = direction === 'up' ? file.up : file.down;
   const arrow = direction === 'up' ? '↑' : '↓';
   log(`${arrow} ${file.name}${file.transactional ? '' : ' (outside a transaction)'}`);
