@@ -4,14 +4,14 @@
  * and acknowledged writes of one are lost (seen: 4 organizations of 40 created in parallel).
  *
  * The lock is a file beside the directory (`<dir>.lock`, not inside: PGlite initializes an
- * empty directory), created exclusively and holding the owner's PID. A second process waits its
+ * empty directory), created atomically with the owner's PID in it. A second process waits its
  * turn up to a limit, then fails with DATA_DIR_LOCKED naming the holder. A lock whose process is
  * gone (a crash, kill -9) is taken over.
  *
  * The directory is made private to its user on open (0700, files 0600): PGlite writes its files
  * world-readable, and they hold every tenant's data.
  */
-import { chmodSync, closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { chmodSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StoreError } from './errors.ts';
 
@@ -40,18 +40,26 @@ function isRunning(pid: number): boolean {
   }
 }
 
+/**
+ * Creates the lock file with our PID already in it: written to a file of our own first, then
+ * linked into place, which fails if the lock exists. (Created empty and then written, the lock
+ * would for a moment name nobody, and a second process would take it for a dead one's.)
+ */
 function tryCreate(lockPath: string): boolean {
+  const mine = `${lockPath}.${process.pid}`;
   try {
-    const fd = openSync(lockPath, 'wx', 0o600);
-    try {
-      writeSync(fd, `${process.pid}\n`);
-    } finally {
-      closeSync(fd);
-    }
+    writeFileSync(mine, `${process.pid}\n`, { mode: 0o600 });
+    linkSync(mine, lockPath);
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw dataDirError(error, lockPath);
+  } finally {
+    try {
+      unlinkSync(mine);
+    } catch {
+      // Not created.
+    }
   }
 }
 
