@@ -29,7 +29,7 @@ import {
 import type { Queryable } from './db.ts';
 import { StoreError } from './errors.ts';
 import { run } from './sql.ts';
-import { withOrganizationFilter } from './tenant-query-routing.ts';
+import { namesDefinedBy, withOrganizationFilter } from './tenant-query-routing.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type Json = ColumnType<unknown, string | null | undefined, string | null>;
@@ -197,34 +197,13 @@ function refuse(what: string): never {
   throw new StoreError('FORBIDDEN', `a tenant query may not contain ${what}`, { reason: 'query_not_allowed' });
 }
 
-/**
- * The names the query itself defines, which its table references may use: its CTEs and its
- * aliases (`task_states as t` makes column references of the form t.org_id). Every table the
- * query reads is still one of TABLES: a CTE or an alias only renames what the query reads.
- */
-function definedNames(node: unknown, names = new Set<string>()): Set<string> {
-  if (Array.isArray(node)) for (const item of node) definedNames(item, names);
-  else if (node !== null && typeof node === 'object') {
-    const record = node as Record<string, unknown>;
-    if (record.kind === 'CommonTableExpressionNameNode') {
-      const table = record.table as { table?: { identifier?: { name?: unknown } } } | undefined;
-      if (typeof table?.table?.identifier?.name === 'string') names.add(table.table.identifier.name);
-    }
-    if (record.kind === 'AliasNode') {
-      const alias = record.alias as { kind?: unknown; name?: unknown } | undefined;
-      if (alias?.kind === 'IdentifierNode' && typeof alias.name === 'string') names.add(alias.name);
-    }
-    for (const value of Object.values(record)) definedNames(value, names);
-  }
-  return names;
-}
-
 /** Throws FORBIDDEN unless every node of the tree is allowed in a tenant query. */
 export function assertTenantQuery(root: OperationNode): void {
   if (!['SelectQueryNode', 'InsertQueryNode', 'UpdateQueryNode', 'DeleteQueryNode'].includes(root.kind)) {
     refuse(root.kind === 'RawNode' ? 'SQL text' : `a ${root.kind.replace(/Node$/, '')} statement`);
   }
-  const defined = definedNames(root);
+  const { ctes, aliases } = namesDefinedBy(root);
+  const defined = new Set([...ctes, ...aliases]);
   const visit = (node: unknown): void => {
     if (Array.isArray(node)) {
       for (const item of node) visit(item);

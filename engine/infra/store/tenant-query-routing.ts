@@ -28,19 +28,29 @@ import {
   ValueNode,
   WhereNode,
 } from 'kysely';
+import { DISTRIBUTED_TABLES } from './citus/layout.ts';
 
-/** Tables of the query builder that carry org_id (the others are global: organizations, RBAC). */
-const ORG_SCOPED_TABLES = new Set(['users', 'api_keys', 'api_key_usage', 'workflow_states', 'task_states', 'schedules']);
+/** The tables that carry org_id: those Citus shards by it (the others are global: organizations, RBAC). */
+const ORG_SCOPED_TABLES = new Set<string>(DISTRIBUTED_TABLES);
 
-/** The names of the query's CTEs: a reference to one of them is not a table of the schema. */
-function cteNames(node: unknown, names = new Set<string>()): Set<string> {
-  if (Array.isArray(node)) for (const item of node) cteNames(item, names);
+/**
+ * The names a query defines for itself: its CTEs, and its aliases (`task_states as t`). A
+ * reference to a CTE is not a table of the schema; every table the query reads is still one the
+ * checker allows, since a CTE or an alias only renames what the query reads.
+ */
+export function namesDefinedBy(node: unknown, names = { ctes: new Set<string>(), aliases: new Set<string>() }): typeof names {
+  if (Array.isArray(node)) for (const item of node) namesDefinedBy(item, names);
   else if (node !== null && typeof node === 'object') {
-    const record = node as { kind?: unknown; table?: { table?: { identifier?: { name?: unknown } } } };
-    if (record.kind === 'CommonTableExpressionNameNode' && typeof record.table?.table?.identifier?.name === 'string') {
-      names.add(record.table.table.identifier.name);
+    const record = node as Record<string, unknown>;
+    if (record.kind === 'CommonTableExpressionNameNode') {
+      const table = record.table as { table?: { identifier?: { name?: unknown } } } | undefined;
+      if (typeof table?.table?.identifier?.name === 'string') names.ctes.add(table.table.identifier.name);
     }
-    for (const value of Object.values(node)) cteNames(value, names);
+    if (record.kind === 'AliasNode') {
+      const alias = record.alias as { kind?: unknown; name?: unknown } | undefined;
+      if (alias?.kind === 'IdentifierNode' && typeof alias.name === 'string') names.aliases.add(alias.name);
+    }
+    for (const value of Object.values(record)) namesDefinedBy(value, names);
   }
   return names;
 }
@@ -113,5 +123,5 @@ class OrganizationFilter extends OperationNodeTransformer {
 
 /** `root`, with the organization `orgId` named for every tenant table it refers to. */
 export function withOrganizationFilter<Node extends RootOperationNode>(root: Node, orgId: string): Node {
-  return new OrganizationFilter(orgId, cteNames(root)).transformNode(root);
+  return new OrganizationFilter(orgId, namesDefinedBy(root).ctes).transformNode(root);
 }
