@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { lockDataDir, privateDataDir, type DataDirLock } from './data-dir-lock.ts';
-import { StoreError, SQLSTATE, databaseErrorFields } from './errors.ts';
+import { StoreError, SQLSTATE, databaseErrorFields, isStoreError } from './errors.ts';
 import { runPipeline } from './pipeline.ts';
 
 export interface QueryResult<Row> {
@@ -168,9 +168,42 @@ const statementNames = new Map<string, string>();
  */
 function endsSession(error: unknown): boolean {
   const fields = databaseErrorFields(error) as (ReturnType<typeof databaseErrorFields> & { severity?: string }) | undefined;
-  if (!fields) return false;
+  if (!fields) return isSocketFailure(error);
   if (fields.severity === 'FATAL' || fields.severity === 'PANIC') return true;
   return fields.code!.startsWith('08') || fields.code!.startsWith('57P') || fields.code === '25P03';
+}
+
+/** Node's codes for a socket that broke or never came up. */
+const SOCKET_ERROR_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'ENOTCONN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/**
+ * Whether node-postgres failed a query because its connection is gone rather than because the
+ * server refused the statement: a socket error, or one of the driver's own connection messages
+ * (it has no codes for these), such as "Connection terminated unexpectedly" for a query in
+ * flight and "Client has encountered a connection error and is not queryable" for the next one.
+ */
+function isSocketFailure(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && SOCKET_ERROR_CODES.has(code)) return true;
+  return /^Connection terminated|not queryable|^Client was closed/i.test(error.message);
+}
+
+/**
+ * A statement's failure as the caller should see it: a lost connection becomes CONNECTION_LOST
+ * (whatever the server's or the driver's wording), anything else is left to the caller's
+ * mapping. The server ends an open transaction with its connection, so nothing of it was
+ * committed; the caller of COMMIT itself learns more (see tenancy.ts).
+ */
+function connectionLostOr(error: unknown, lost: boolean, location: string): unknown {
+  if (error instanceof StoreError || !(lost || endsSession(error))) return error;
+  const fields = databaseErrorFields(error);
+  return new StoreError(
+    'CONNECTION_LOST',
+    `the connection to ${location} was lost (${fields ? `SQLSTATE ${fields.code}` : 'the connection closed'}); nothing of the open transaction was committed`,
+    { reason: fields?.code ?? 'connection_closed' },
+    { cause: fields ? { sqlstate: fields.code } : error },
+  );
 }
 
 function openPostgres(url: string, poolSize: number): Database {
@@ -186,45 +219,54 @@ function openPostgres(url: string, poolSize: number): Database {
   pool.on('connect', (client) => {
     client.on('error', () => lost.add(client as pg.PoolClient));
   });
+  const location = redactUrl(url);
+  /** `work`'s failure, with a lost connection said as such (see connectionLostOr). */
+  const guard = <T>(work: Promise<T>, client?: pg.PoolClient): Promise<T> =>
+    work.catch((error: unknown) => {
+      throw connectionLostOr(error, client !== undefined && lost.has(client), location);
+    });
   const send = <Row>(client: pg.PoolClient | pg.Pool, sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> => {
     const values = params as unknown[] | undefined;
     const sent = options?.prepare ? client.query({ name: statementName(sql), text: sql, values }) : client.query(sql, values);
     return sent.then((result) => ({ rows: result.rows as Row[], rowCount: result.rowCount ?? 0 }));
   };
   const onPool: Queryable = {
-    query: (sql, params, options) => send(pool, sql, params, options),
+    query: (sql, params, options) => guard(send(pool, sql, params, options)),
     async exec(sql: string) {
-      await pool.query(sql);
+      await guard(pool.query(sql));
     },
   };
   const onClient = (client: pg.PoolClient): Session => ({
-    query: (sql, params, options) => send(client, sql, params, options),
+    query: (sql, params, options) => guard(send(client, sql, params, options), client),
     async exec(sql: string) {
-      await client.query(sql);
+      await guard(client.query(sql), client);
     },
     pipeline: (statements) =>
-      runPipeline(
+      guard(
+        runPipeline(
+          client,
+          // Named apart from the same SQL sent through query(): see pipeline.ts.
+          statements.map((statement) => ({
+            name: statement.prepare ? `p${statementName(statement.sql)}` : undefined,
+            text: statement.sql,
+            values: statement.params ?? [],
+            rows: statement.rows ?? true,
+          })),
+          pgTypes,
+        ),
         client,
-        // Named apart from the same SQL sent through query(): see pipeline.ts.
-        statements.map((statement) => ({
-          name: statement.prepare ? `p${statementName(statement.sql)}` : undefined,
-          text: statement.sql,
-          values: statement.params ?? [],
-          rows: statement.rows ?? true,
-        })),
-        pgTypes,
       ),
   });
   return {
     kind: 'postgres',
-    location: redactUrl(url),
+    location,
     ...onPool,
     async withSession(work) {
       let client: pg.PoolClient;
       try {
         client = await pool.connect();
       } catch (error) {
-        throw connectionError(error, redactUrl(url));
+        throw connectionError(error, location);
       }
       let broken = false;
       try {
@@ -233,7 +275,7 @@ function openPostgres(url: string, poolSize: number): Database {
         // A connection must not go back to the pool inside a transaction the callback left
         // open; one whose state cannot be vouched for, or that cannot even roll back, is
         // discarded (closed), never handed to the next caller.
-        broken = endsSession(error) || lost.has(client);
+        broken = isStoreError(error, 'CONNECTION_LOST') || endsSession(error) || lost.has(client);
         if (!broken) {
           broken = await client.query('rollback').then(
             () => false,

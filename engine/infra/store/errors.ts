@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   TIMEOUT: 'the statement took too long',
   BAD_DATABASE_URL: 'the database URL cannot be used',
   CONNECTION_FAILED: 'the database server cannot be reached',
+  CONNECTION_LOST: 'the connection to the database was lost; what the transaction did was not committed',
   LOCK_TIMEOUT: 'a lock could not be taken in time',
   MIGRATION_LOCKED: 'another migration run holds the migration lock',
   DATA_DIR_LOCKED: 'another process has the embedded database open',

@@ -17,7 +17,7 @@
 import { ApiKeysRepository } from './api-keys.ts';
 import type { Database, PipelinedStatement, QueryOptions, QueryResult, Queryable, Session } from './db.ts';
 import { toStoreError } from './database-errors.ts';
-import { StoreError, databaseErrorFields } from './errors.ts';
+import { StoreError, databaseErrorFields, isStoreError } from './errors.ts';
 import { SchedulesRepository } from './schedules.ts';
 import { TaskStatesRepository } from './tasks.ts';
 import { UsersRepository } from './users.ts';
@@ -269,7 +269,7 @@ async function runScope<Scope extends TenantScope, T>(
           reason: 'failed_statement_swallowed',
         });
       }
-      if (scoped.begun()) await session.exec(sqlText ? `commit; ${RESET_SESSION}` : 'commit');
+      if (scoped.begun()) await commit(session, sqlText);
       return result;
     } catch (error) {
       // A rollback that fails means a lost connection: db.withSession discards it.
@@ -280,6 +280,25 @@ async function runScope<Scope extends TenantScope, T>(
       scoped.end();
     }
   });
+}
+
+/**
+ * COMMIT, and the one failure whose outcome nobody can know: a connection lost while COMMIT was
+ * on its way. The server may have committed before it went, or not; the caller must check
+ * before doing the work again.
+ */
+async function commit(session: Session, sqlText: boolean): Promise<void> {
+  try {
+    await session.exec(sqlText ? `commit; ${RESET_SESSION}` : 'commit');
+  } catch (error) {
+    if (!isStoreError(error, 'CONNECTION_LOST')) throw error;
+    throw new StoreError(
+      'CONNECTION_LOST',
+      'the connection to the database was lost while committing: the transaction may or may not have been committed; check before doing it again',
+      { reason: 'commit_outcome_unknown' },
+      { cause: error },
+    );
+  }
 }
 
 /** The read methods of a tenant scope: what readOrg() offers. */
