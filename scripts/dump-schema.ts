@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import pg from 'pg';
 import { openDatabase } from '../engine/infra/store/db.ts';
-import { MIGRATIONS_TABLE, migrateUp } from '../engine/infra/store/migrate.ts';
+import { MIGRATIONS_TABLE, MIGRATIONS_TABLE_DDL, migrateUp } from '../engine/infra/store/migrate.ts';
 import { readMigrationFiles } from '../engine/infra/store/migration-files.ts';
 import { SCHEMA_FILE } from '../engine/infra/store/schema-file.ts';
 
@@ -98,12 +98,7 @@ try {
       ),
       '',
       '-- The migrations this schema is made of, so that `migrate up` continues from here.',
-      `CREATE TABLE IF NOT EXISTS public.${MIGRATIONS_TABLE} (
-    name text PRIMARY KEY,
-    checksum text NOT NULL,
-    applied_at timestamp with time zone DEFAULT now() NOT NULL,
-    duration_ms integer NOT NULL
-);`,
+      `${MIGRATIONS_TABLE_DDL};`,
       ...migrations.map(
         (file) => `INSERT INTO public.${MIGRATIONS_TABLE} (name, checksum, duration_ms) VALUES (${literal(file.name)}, ${literal(file.checksum)}, 0);`,
       ),

@@ -116,6 +116,50 @@ describe.each(backends)('migration runner on $name', (backend) => {
     expect(status.migrations.find((entry) => entry.name === '20260101000200_half_way')?.state).toBe('pending');
   });
 
+  it('reads and upgrades the bookkeeping table of an earlier runner (no state, no progress): its rows stay applied', async () => {
+    const dir = dirOf(basic);
+    await migrateUp(t.db, { dir, to: '20260101000000_create_a' });
+    const [row] = (await t.db.query<{ name: string; checksum: string }>(`select name, checksum from ${MIGRATIONS_TABLE}`)).rows;
+    await t.db.exec(`drop table ${MIGRATIONS_TABLE}; create table ${MIGRATIONS_TABLE} (name text primary key, checksum text not null, applied_at timestamptz not null default now(), duration_ms integer not null)`);
+    await t.db.query(`insert into ${MIGRATIONS_TABLE} (name, checksum, duration_ms) values ($1, $2, 5)`, [row!.name, row!.checksum]);
+
+    expect((await migrationStatus(t.db, { dir })).migrations.map((entry) => entry.state)).toEqual(['applied', 'pending']);
+    expect((await migrateUp(t.db, { dir })).map((step) => step.name)).toEqual(['20260101000100_create_b']);
+    const { rows } = await t.db.query<{ name: string; state: string; resume_at: number }>(`select name, state, resume_at from ${MIGRATIONS_TABLE} order by name`);
+    expect(rows).toEqual(Object.keys(basic).map((name) => ({ name, state: 'applied', resume_at: 0 })));
+  });
+
+  it('tells a migration outside a transaction that failed half-way as partly applied, and finishes it first when asked to revert it', async () => {
+    const dir = dirOf({
+      '20260101000000_create_a': basic['20260101000000_create_a'],
+      '20260101000100_two_steps': migration(
+        ['create table c (id int);', 'begin;', 'insert into c values (1);', 'commit;', 'insert into a values (1 / (select count(*) from b));', 'create table d (id int);'].join('\n'),
+        'drop table if exists d;\ndrop table if exists c;\ndelete from a;',
+        { transactional: false },
+      ),
+    });
+    await t.db.exec('create table b (id int)');
+    const error = await rejection(migrateUp(t.db, { dir }));
+    expect(error.code).toBe('MIGRATION_FAILED');
+    expect(error.message).toMatch(/partly applied \(migrate status shows how far\): run engine-store migrate up to finish it, or migrate down to revert it/);
+    const entry = (await migrationStatus(t.db, { dir })).migrations.find((candidate) => candidate.name === '20260101000100_two_steps');
+    // Progress is recorded with the block: it resumes after it (statement 5 of 6).
+    expect(entry).toMatchObject({ state: 'partly_applied', progress: { done: 4, of: 6 } });
+    expect(entry?.hint).toMatch(/migrate up to finish it/);
+
+    // Reverting it first finishes it (now that it can), then reverts the whole of it.
+    await t.db.exec('insert into b values (1)');
+    const lines: string[] = [];
+    const reverted = await migrateDown(t.db, { dir, force: true, log: (line) => lines.push(line) });
+    expect(reverted.map((step) => step.name)).toEqual(['20260101000100_two_steps']);
+    expect(lines[0]).toMatch(/20260101000100_two_steps was interrupted while being applied; finishing that first/);
+    expect(lines).toContainEqual(expect.stringMatching(/resumed after 2 of its 4 steps/));
+    expect(await tableExists(t.db, 'c')).toBe(false);
+    expect(await tableExists(t.db, 'd')).toBe(false);
+    expect((await t.db.query('select id from a')).rows).toEqual([]);
+    expect((await migrationStatus(t.db, { dir })).migrations.map((candidate) => candidate.state)).toEqual(['applied', 'pending']);
+  });
+
   it('runs a no-transaction migration statement by statement, so that CONCURRENTLY works and a re-run completes it', async () => {
     const flaky = (fail: boolean) =>
       migration(

@@ -18,10 +18,12 @@ export function addMigrateCommand(program: Command): void {
     .option('--json', 'print the result as JSON')
     .action(async (options: { to?: string; lockTimeout: string; lockRetries: number; json?: boolean }, command: Command) => {
       const output = createOutput(options.json === true);
-      await withDatabase(command.optsWithGlobals<GlobalOptions>(), async (db) => {
-        const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress });
-        output.result({ applied: steps }, () => [`${steps.length} migration(s) applied`]);
-      });
+      await withDatabase(command.optsWithGlobals<GlobalOptions>(), (db) =>
+        untilSignal(async (signal) => {
+          const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress, signal });
+          output.result({ applied: steps }, () => [`${steps.length} migration(s) applied`]);
+        }),
+      );
     });
 
   migrate
@@ -37,16 +39,19 @@ export function addMigrateCommand(program: Command): void {
       if (!/^[1-9]\d*$/.test(n)) {
         throw new StoreError('INVALID_INPUT', `N must be a positive whole number (got "${n}")`, { field: 'n' });
       }
-      await withDatabase(command.optsWithGlobals<GlobalOptions>(), async (db) => {
-        const steps = await migrateDown(db, {
-          count: Number(n),
-          force: options.force === true,
-          lockTimeout: options.lockTimeout,
-          lockRetries: options.lockRetries,
-          log: output.progress,
-        });
-        output.result({ reverted: steps }, () => [`${steps.length} migration(s) reverted`]);
-      });
+      await withDatabase(command.optsWithGlobals<GlobalOptions>(), (db) =>
+        untilSignal(async (signal) => {
+          const steps = await migrateDown(db, {
+            count: Number(n),
+            force: options.force === true,
+            lockTimeout: options.lockTimeout,
+            lockRetries: options.lockRetries,
+            log: output.progress,
+            signal,
+          });
+          output.result({ reverted: steps }, () => [`${steps.length} migration(s) reverted`]);
+        }),
+      );
     });
 
   migrate
@@ -66,17 +71,44 @@ export function addMigrateCommand(program: Command): void {
     });
 }
 
+/**
+ * Runs a migration with Ctrl-C and SIGTERM wired to its stop signal: the runner cancels the
+ * statement in flight, stops before the next one, releases its lock and fails with
+ * MIGRATION_INTERRUPTED saying where it stopped. A second signal ends the process at once.
+ */
+async function untilSignal(work: (signal: AbortSignal) => Promise<void>): Promise<void> {
+  const stop = new AbortController();
+  const onSignal = (name: NodeJS.Signals) => {
+    if (stop.signal.aborted) process.exit(EXIT.interrupted);
+    process.stderr.write(`engine-store: ${name}: stopping the migration run (cancelling the statement in flight); send it again to quit at once\n`);
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await work(stop.signal);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
 function statusLines(status: MigrationStatus): string[] {
   const count = (state: string) => status.migrations.filter((entry) => entry.state === state).length;
   const width = Math.max(0, ...status.migrations.map((entry) => entry.name.length));
   const lines = [`database: ${status.location}`];
+  const stateWidth = Math.max(8, ...status.migrations.map((entry) => entry.state.length));
   for (const entry of status.migrations) {
     const when = entry.appliedAt ? `  ${entry.appliedAt} (${entry.durationMs} ms)` : '';
-    lines.push(`  ${entry.state.padEnd(8)} ${entry.name.padEnd(width)}${when}`);
+    const progress = entry.progress ? `  (resumes at statement ${entry.progress.done + 1} of ${entry.progress.of})` : '';
+    lines.push(`  ${entry.state.replace('_', ' ').padEnd(stateWidth)} ${entry.name.padEnd(width)}${when}${progress}`);
+    if (entry.hint) lines.push(`    ${entry.hint}`);
   }
   const problems = count('edited') + count('missing');
+  const interrupted = count('partly_applied') + count('partly_reverted');
   lines.push(
     `${count('applied')} applied, ${count('pending')} pending` +
+      (interrupted > 0 ? `, ${interrupted} interrupted` : '') +
       (problems > 0 ? `, ${count('edited')} edited, ${count('missing')} missing: fix before migrating` : status.upToDate ? ': up to date' : ''),
   );
   return lines;

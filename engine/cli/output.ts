@@ -18,6 +18,8 @@ export const EXIT = {
   conflict: 8,
   /** `doctor`: the database has at least one error finding. */
   doctorFindings: 9,
+  /** A migration run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it). */
+  interrupted: 130,
 } as const;
 
 const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
@@ -32,6 +34,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   MIGRATION_MISSING: EXIT.migrationsInconsistent,
   MIGRATION_OUT_OF_ORDER: EXIT.migrationsInconsistent,
   MIGRATION_INVALID: EXIT.migrationsInconsistent,
+  MIGRATION_INTERRUPTED: EXIT.interrupted,
   SCHEMA_OUT_OF_DATE: EXIT.migrationsInconsistent,
   NOT_FOUND: EXIT.notFound,
   CONFLICT: EXIT.conflict,

@@ -173,8 +173,11 @@ function endsSession(error: unknown): boolean {
   return fields.code!.startsWith('08') || fields.code!.startsWith('57P') || fields.code === '25P03';
 }
 
-/** Node's codes for a socket that broke or never came up. */
-const SOCKET_ERROR_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'ENOTCONN', 'EHOSTUNREACH', 'ENETUNREACH']);
+/** Node's codes for a socket that broke. */
+const SOCKET_ERROR_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTCONN']);
+
+/** Node's codes for a connection that could not be made: nothing was sent. */
+const CONNECT_ERROR_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 /**
  * Whether node-postgres failed a query because its connection is gone rather than because the
@@ -196,7 +199,10 @@ function isSocketFailure(error: unknown): boolean {
  * committed; the caller of COMMIT itself learns more (see tenancy.ts).
  */
 function connectionLostOr(error: unknown, lost: boolean, location: string): unknown {
-  if (error instanceof StoreError || !(lost || endsSession(error))) return error;
+  if (error instanceof StoreError) return error;
+  // A pool query that needed a new connection and could not get one.
+  if (CONNECT_ERROR_CODES.has((error as { code?: string }).code ?? '')) return connectionError(error, location);
+  if (!(lost || endsSession(error))) return error;
   const fields = databaseErrorFields(error);
   return new StoreError(
     'CONNECTION_LOST',
@@ -395,6 +401,10 @@ function once(action: () => Promise<void>): () => Promise<void> {
 }
 
 function connectionError(error: unknown, location: string): StoreError {
+  // A connection lost before the first query answered was never really there.
+  if (isStoreError(error, 'CONNECTION_LOST')) {
+    return new StoreError('CONNECTION_FAILED', `cannot connect to ${location}: the server closed the connection`, { reason: 'connection_closed' }, { cause: error });
+  }
   if (error instanceof StoreError) return error;
   const fields = databaseErrorFields(error);
   const reason = fields?.message ?? (error instanceof Error ? error.message : String(error));

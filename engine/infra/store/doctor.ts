@@ -1,7 +1,9 @@
 /**
  * `doctor`: checks a live database and reports what is wrong with it, one finding at a time.
  *
- * - migrations: pending, edited since applied (checksum), applied without a file;
+ * - migrations: pending, edited since applied (checksum), applied without a file, interrupted
+ *   (partly applied or partly reverted);
+ * - INVALID indexes (what an interrupted concurrent build leaves), on any table;
  * - drift: the live catalog against the catalog of a scratch database built from schema.sql on
  *   the same kind of server (only when no migration is pending or edited: drift is expected then);
  * - row-level security: every tenant table (one with an org_id column) must have it enabled,
@@ -21,6 +23,8 @@ export type FindingCode =
   | 'MIGRATION_PENDING'
   | 'MIGRATION_EDITED'
   | 'MIGRATION_MISSING'
+  | 'MIGRATION_INTERRUPTED'
+  | 'INVALID_INDEX'
   | 'SCHEMA_DRIFT'
   | 'DRIFT_NOT_CHECKED'
   | 'RLS_DISABLED'
@@ -95,6 +99,7 @@ export async function diagnose(db: Database, options: DiagnoseOptions = {}): Pro
   await checkTenantSafety(db, options.tenantRole ?? TENANT_ROLE, findings);
   await checkTenantLogin(db, options.tenantLogin ?? defaultTenantLogin(), findings);
   await checkIndexes(db, findings);
+  await checkInvalidIndexes(db, findings);
   return { findings };
 }
 
@@ -112,6 +117,14 @@ async function checkMigrations(db: Database, options: DiagnoseOptions, findings:
         code: 'MIGRATION_EDITED',
         severity: 'error',
         message: `migration ${entry.name} was edited after it was applied (its checksum differs); restore the file and add a new migration instead`,
+        object: entry.name,
+      });
+    } else if (entry.state === 'partly_applied' || entry.state === 'partly_reverted') {
+      comparable = false;
+      findings.push({
+        code: 'MIGRATION_INTERRUPTED',
+        severity: 'error',
+        message: `migration ${entry.name} is ${entry.state.replace('_', ' ')} (it resumes at statement ${entry.progress!.done + 1} of ${entry.progress!.of}): ${entry.hint}`,
         object: entry.name,
       });
     } else if (entry.state === 'missing') {
@@ -342,5 +355,29 @@ async function checkIndexes(db: Queryable, findings: Finding[]): Promise<void> {
         object: `${foreignKey.table}.${foreignKey.name}`,
       });
     }
+  }
+}
+
+/**
+ * Indexes PostgreSQL does not use: what a concurrent build that failed or was interrupted leaves
+ * behind. Writes still maintain them, and a later CREATE INDEX of the same name fails.
+ */
+async function checkInvalidIndexes(db: Queryable, findings: Finding[]): Promise<void> {
+  const { rows } = await db.query<{ table: string; name: string }>(
+    `select t.relname::text as table, i.relname::text as name
+     from pg_index x
+     join pg_class i on i.oid = x.indexrelid
+     join pg_class t on t.oid = x.indrelid
+     join pg_namespace n on n.oid = i.relnamespace
+     where not x.indisvalid and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%'
+     order by 1, 2`,
+  );
+  for (const index of rows) {
+    findings.push({
+      code: 'INVALID_INDEX',
+      severity: 'error',
+      message: `index ${index.name} on ${index.table} is INVALID (a concurrent build failed or was interrupted): finish the interrupted migration (engine-store migrate up), or drop it with DROP INDEX CONCURRENTLY ${index.name}`,
+      object: `${index.table}.${index.name}`,
+    });
   }
 }

@@ -26,6 +26,7 @@ export const ERROR_CODES = {
   MIGRATION_MISSING: 'an applied migration has no file',
   MIGRATION_OUT_OF_ORDER: 'a pending migration sorts before an applied one',
   MIGRATION_FAILED: 'a migration statement failed',
+  MIGRATION_INTERRUPTED: 'the migration run was stopped (a signal) before it finished',
   MIGRATION_INVALID: 'a migration file is malformed',
   DISTRIBUTION_REFUSED: 'the database cannot be distributed on Citus as it is',
   DATABASE_ERROR: 'the database refused the operation',

@@ -9,6 +9,14 @@
  *   together apply each migration exactly once; the second waits, then finds nothing to do.
  * - A transactional migration runs in one transaction together with its bookkeeping row: if any
  *   statement fails, nothing of it remains and it is not recorded.
+ * - A migration outside a transaction is recorded as started (`applying` or `reverting`) before
+ *   its first statement, and its progress is recorded inside each of its BEGIN ... COMMIT blocks,
+ *   atomically with the block. Interrupted anywhere (a crash, a lost connection, Ctrl-C), it
+ *   shows as partly applied or partly reverted, and the next run first finishes it in the
+ *   direction it was going, from its last recorded block: the statements between two blocks
+ *   are written to be run again (see migration-files.ts).
+ * - Stopped by its signal (RunnerOptions.signal), a run cancels the statement in flight on the
+ *   server, stops before the next one and releases its lock.
  * - Every statement runs under a short `lock_timeout`, so a migration never holds up other
  *   queries for long while it waits for a lock; it retries with back-off, and behind a long
  *   transaction it fails with LOCK_TIMEOUT (and can be run again) instead of stalling traffic.
@@ -17,11 +25,30 @@
  */
 import type { Database, Session } from './db.ts';
 import { isCitus } from './citus/detect.ts';
-import { StoreError, SQLSTATE, databaseErrorFields } from './errors.ts';
+import { StoreError, SQLSTATE, databaseErrorFields, isStoreError } from './errors.ts';
 import { MIGRATIONS_DIR, readMigrationFiles, type MigrationFile } from './migration-files.ts';
 import type { SqlStatement } from './sql-split.ts';
 
 export const MIGRATIONS_TABLE = 'engine_store_migrations';
+
+/**
+ * The runner's bookkeeping: one row per migration that is applied or was interrupted. `state`
+ * is `applying` or `reverting` while a migration outside a transaction is under way (or was
+ * interrupted), and `resume_at` counts the units (see unitsOf) done so far in that direction.
+ */
+export const MIGRATIONS_TABLE_DDL = `create table if not exists public.${MIGRATIONS_TABLE} (
+  name text primary key,
+  checksum text not null,
+  applied_at timestamptz not null default now(),
+  duration_ms integer not null,
+  state text not null default 'applied' check (state in ('applied', 'applying', 'reverting')),
+  resume_at integer not null default 0
+)`;
+
+/** The two columns a table made by an earlier version of the runner lacks. */
+const MIGRATIONS_TABLE_UPGRADE = `alter table public.${MIGRATIONS_TABLE}
+  add column if not exists state text not null default 'applied' check (state in ('applied', 'applying', 'reverting')),
+  add column if not exists resume_at integer not null default 0`;
 
 export const DEFAULT_LOCK_TIMEOUT = '100ms';
 export const DEFAULT_LOCK_RETRIES = 10;
@@ -55,6 +82,29 @@ export interface RunnerOptions {
   lockTimeout?: string;
   /** How many times a unit that met its lock timeout is tried again, with back-off. Default 10. */
   lockRetries?: number;
+  /**
+   * Stops the run: the statement in flight is cancelled on the server (PostgreSQL), no further
+   * statement starts, the lock is released, and the run fails with MIGRATION_INTERRUPTED saying
+   * where it stopped. The CLI aborts it on SIGINT and SIGTERM.
+   */
+  signal?: AbortSignal;
+  /**
+   * Called before each statement of a migration section runs, with its position: for fault
+   * injection in tests (stop or kill the runner at statement k), not for production use.
+   */
+  beforeStatement?: (position: StatementPosition) => void | Promise<void>;
+}
+
+export interface StatementPosition {
+  migration: string;
+  direction: 'up' | 'down';
+  /**
+   * 0-based index of the statement in the migration's section; equal to `of` after the last
+   * statement, just before the section is recorded as done.
+   */
+  index: number;
+  /** Statements in the section. */
+  of: number;
 }
 
 export interface AppliedStep {
@@ -63,13 +113,21 @@ export interface AppliedStep {
   durationMs: number;
 }
 
-export type MigrationState = 'applied' | 'pending' | 'edited' | 'missing';
+/**
+ * `partly_applied` / `partly_reverted`: a migration outside a transaction was interrupted on its
+ * way up or down; the next `migrate up` or `migrate down` finishes it first.
+ */
+export type MigrationState = 'applied' | 'pending' | 'edited' | 'missing' | 'partly_applied' | 'partly_reverted';
 
 export interface MigrationStatusEntry {
   name: string;
   state: MigrationState;
   appliedAt?: string;
   durationMs?: number;
+  /** For a partly applied or reverted migration: statements done in that direction, and of how many. */
+  progress?: { done: number; of: number };
+  /** For a partly applied or reverted migration: what to run next. */
+  hint?: string;
 }
 
 export interface MigrationStatus {
@@ -83,6 +141,8 @@ interface AppliedRow {
   checksum: string;
   applied_at: Date | string;
   duration_ms: number;
+  state: 'applied' | 'applying' | 'reverting';
+  resume_at: number;
 }
 
 /**
@@ -98,17 +158,70 @@ export async function migrateUp(db: Database, options: RunnerOptions & { to?: st
     throw new StoreError('INVALID_INPUT', `there is no migration named ${options.to}`, { field: 'to', reason: 'unknown_migration' });
   }
   return withMigrationLock(db, options, async (session) => {
-    const applied = await readApplied(session);
+    let applied = await readApplied(session);
     checkConsistency(files, applied);
-    const appliedNames = new Set(applied.map((row) => row.name));
+    if (await finishInterrupted(session, files, applied, 'reverting', options)) applied = await readApplied(session);
+    const rows = new Map(applied.map((row) => [row.name, row]));
     const targetIndex = options.to === undefined ? files.length - 1 : files.findIndex((file) => file.name === options.to);
-    const pending = files.slice(0, targetIndex + 1).filter((file) => !appliedNames.has(file.name));
+    const pending = files.slice(0, targetIndex + 1).filter((file) => rows.get(file.name)?.state !== 'applied');
     const log = options.log ?? (() => undefined);
     if (pending.length === 0) log('nothing to apply: the database is up to date');
     const steps: AppliedStep[] = [];
-    for (const file of pending) steps.push(await runStep(session, file, 'up', options));
+    for (const file of pending) {
+      const row = rows.get(file.name);
+      const resumeAt = row?.state === 'applying' ? resumePoint(row, file) : undefined;
+      steps.push(await withRunProgress(steps.length, pending.length, 'up', () => runStep(session, file, 'up', options, resumeAt)));
+    }
     return steps;
   });
+}
+
+/**
+ * Finishes a migration that was interrupted in `direction` (the row says so), in that
+ * direction, from its last recorded progress: before a run in the other direction, so that
+ * every run starts from a migration wholly applied or wholly reverted. Returns whether there was
+ * one.
+ */
+async function finishInterrupted(
+  session: Session,
+  files: MigrationFile[],
+  applied: AppliedRow[],
+  state: 'applying' | 'reverting',
+  options: RunnerOptions,
+): Promise<boolean> {
+  const row = applied.find((candidate) => candidate.state === state);
+  if (!row) return false;
+  const file = files.find((candidate) => candidate.name === row.name);
+  if (!file) throw missingFile(row.name);
+  if (state === 'reverting' && file.checksum !== row.checksum) throw editedFile(row.name);
+  const direction = state === 'applying' ? 'up' : 'down';
+  options.log?.(`${row.name} was interrupted while being ${state === 'applying' ? 'applied' : 'reverted'}; finishing that first`);
+  await runStep(session, file, direction, options, state === 'applying' ? resumePoint(row, file) : row.resume_at);
+  return true;
+}
+
+/**
+ * Where an interrupted `up` continues: after its last recorded block, unless the file changed
+ * since (a failed statement fixed, say): its progress counts units of the old text, so the
+ * new one runs from the start, which a migration outside a transaction must allow anyway
+ * until its first block commits.
+ */
+function resumePoint(row: AppliedRow, file: MigrationFile): number {
+  return row.checksum === file.checksum ? row.resume_at : 0;
+}
+
+/**
+ * A step's failure, told with how far the run got: under load a run can stop at its third
+ * migration, and the operator needs to know that two are in.
+ */
+async function withRunProgress<T>(done: number, total: number, direction: 'up' | 'down', step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (error) {
+    if (!(error instanceof StoreError) || total < 2) throw error;
+    const verb = direction === 'up' ? 'applied' : 'reverted';
+    throw new StoreError(error.code, `${error.message} (${done} of the ${total} migrations of this run were ${verb} before it)`, error.details, { cause: error.cause });
+  }
 }
 
 /**
@@ -125,7 +238,8 @@ export async function migrateDown(db: Database, options: RunnerOptions & { count
   checkRunnerOptions(options);
   const files = readMigrationFiles(options.dir ?? MIGRATIONS_DIR);
   return withMigrationLock(db, options, async (session) => {
-    const applied = await readApplied(session);
+    let applied = await readApplied(session);
+    if (await finishInterrupted(session, files, applied, 'applying', options)) applied = await readApplied(session);
     const byName = new Map(files.map((file) => [file.name, file]));
     const log = options.log ?? (() => undefined);
     if (applied.length === 0) {
@@ -144,11 +258,13 @@ export async function migrateDown(db: Database, options: RunnerOptions & { count
       return file;
     });
     const steps: AppliedStep[] = [];
-    for (const file of revertFiles) {
+    for (const [index, file] of revertFiles.entries()) {
       // Just before its step, since the steps before it change what the tables hold (reverting
       // the default organization's migration, say).
       if (!options.force) await refuseDroppingRows(session, file, steps.length);
-      steps.push(await runStep(session, file, 'down', options));
+      const row = toRevert[index]!;
+      const resumeAt = row.state === 'reverting' ? row.resume_at : undefined;
+      steps.push(await withRunProgress(steps.length, revertFiles.length, 'down', () => runStep(session, file, 'down', options, resumeAt)));
     }
     return steps;
   });
@@ -198,12 +314,10 @@ export async function migrationStatus(db: Database, options: Pick<RunnerOptions,
   const entries: MigrationStatusEntry[] = files.map((file) => {
     const row = appliedByName.get(file.name);
     if (!row) return { name: file.name, state: 'pending' };
-    return {
-      name: file.name,
-      state: row.checksum === file.checksum ? 'applied' : 'edited',
-      appliedAt: new Date(row.applied_at).toISOString(),
-      durationMs: row.duration_ms,
-    };
+    if (row.state === 'applying') return interruptedEntry(file, row);
+    if (row.checksum !== file.checksum) return { name: file.name, state: 'edited', appliedAt: new Date(row.applied_at).toISOString(), durationMs: row.duration_ms };
+    if (row.state === 'applied') return { name: file.name, state: 'applied', appliedAt: new Date(row.applied_at).toISOString(), durationMs: row.duration_ms };
+    return interruptedEntry(file, row);
   });
   for (const row of applied) {
     if (!fileNames.has(row.name)) {
@@ -212,6 +326,27 @@ export async function migrationStatus(db: Database, options: Pick<RunnerOptions,
   }
   entries.sort((a, b) => a.name.localeCompare(b.name));
   return { location: db.location, upToDate: entries.every((entry) => entry.state === 'applied'), migrations: entries };
+}
+
+/** A migration interrupted on its way up or down, as status tells it. */
+function interruptedEntry(file: MigrationFile, row: AppliedRow): MigrationStatusEntry {
+  const direction = row.state === 'applying' ? 'up' : 'down';
+  const units = unitsOf(direction === 'up' ? file.up : file.down, false);
+  const done = units.slice(0, row.resume_at).reduce((sum, unit) => sum + unit.length, 0);
+  const of = units.reduce((sum, unit) => sum + unit.length, 0);
+  return direction === 'up'
+    ? {
+        name: file.name,
+        state: 'partly_applied',
+        progress: { done, of },
+        hint: 'interrupted while being applied: run engine-store migrate up to finish it, or migrate down to revert it',
+      }
+    : {
+        name: file.name,
+        state: 'partly_reverted',
+        progress: { done, of },
+        hint: 'interrupted while being reverted: run engine-store migrate down to finish reverting it, or migrate up to apply it again',
+      };
 }
 
 async function withMigrationLock<T>(db: Database, options: RunnerOptions, work: (session: Session) => Promise<T>): Promise<T> {
@@ -223,6 +358,9 @@ async function withMigrationLock<T>(db: Database, options: RunnerOptions, work: 
     for (;;) {
       const { rows } = await session.query<{ locked: boolean }>('select pg_try_advisory_lock($1) as locked', [MIGRATION_LOCK_KEY]);
       if (rows[0]?.locked) break;
+      if (options.signal?.aborted) {
+        throw new StoreError('MIGRATION_INTERRUPTED', 'stopped while waiting for another migration run to finish; nothing was changed', { reason: 'interrupted' });
+      }
       if (Date.now() >= deadline) {
         throw new StoreError('MIGRATION_LOCKED', `another migration run still holds the migration lock after ${lockWaitMs} ms; try again when it has finished`);
       }
@@ -231,35 +369,65 @@ async function withMigrationLock<T>(db: Database, options: RunnerOptions, work: 
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
     try {
-      await session.query(
-        `create table if not exists ${MIGRATIONS_TABLE} (
-           name text primary key,
-           checksum text not null,
-           applied_at timestamptz not null default now(),
-           duration_ms integer not null
-         )`,
-      );
+      await session.query(MIGRATIONS_TABLE_DDL);
+      await session.query(MIGRATIONS_TABLE_UPGRADE);
       if (await isCitus(session)) {
         // A Citus coordinator: DDL propagates to the workers. The store's triggers run on each
         // shard (they read only the row's own organization), which Citus allows when told so.
         log('Citus coordinator: each statement also runs on the shards of the workers');
         await session.query('set citus.enable_unsafe_triggers = on');
       }
-      return await work(session);
-    } finally {
-      await session.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
-      await session.query('reset all');
+    } catch (error) {
+      await releaseMigrationLock(session).catch(() => undefined);
+      throw error;
     }
+    const stopCancels = await cancelOnAbort(db, session, options.signal);
+    let result: T;
+    try {
+      result = await work(session);
+    } catch (error) {
+      // The first failure is the one to report; on a lost connection the server has released
+      // the lock already.
+      await releaseMigrationLock(session).catch(() => undefined);
+      throw error;
+    } finally {
+      stopCancels();
+    }
+    await releaseMigrationLock(session);
+    return result;
   });
+}
+
+async function releaseMigrationLock(session: Session): Promise<void> {
+  await session.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
+  await session.query('reset all');
+}
+
+/**
+ * Until the returned function is called, aborting `signal` cancels the statement `session` is
+ * running, from another of the pool's connections (PostgreSQL; the embedded database runs in
+ * this process and its statements end on their own). The runner then stops before its next
+ * statement.
+ */
+async function cancelOnAbort(db: Database, session: Session, signal: AbortSignal | undefined): Promise<() => void> {
+  if (!signal || db.kind !== 'postgres') return () => undefined;
+  const { rows } = await session.query<{ pid: number }>('select pg_backend_pid() as pid');
+  const pid = rows[0]!.pid;
+  const cancel = () => {
+    db.query('select pg_cancel_backend($1)', [pid]).catch(() => undefined);
+  };
+  signal.addEventListener('abort', cancel, { once: true });
+  return () => signal.removeEventListener('abort', cancel);
 }
 
 async function readApplied(session: Session): Promise<AppliedRow[]> {
   const { rows: exists } = await session.query<{ present: boolean }>('select to_regclass($1) is not null as present', [MIGRATIONS_TABLE]);
   if (!exists[0]?.present) return [];
-  const { rows } = await session.query<AppliedRow>(
-    `select name, checksum, applied_at, duration_ms from ${MIGRATIONS_TABLE} order by name`,
+  // select *: status also reads a table made by an earlier runner, without state and resume_at.
+  const { rows } = await session.query<Partial<AppliedRow> & Pick<AppliedRow, 'name' | 'checksum' | 'applied_at' | 'duration_ms'>>(
+    `select * from ${MIGRATIONS_TABLE} order by name`,
   );
-  return rows;
+  return rows.map((row) => ({ ...row, state: row.state ?? 'applied', resume_at: row.resume_at ?? 0 }));
 }
 
 function checkConsistency(files: MigrationFile[], applied: AppliedRow[]): void {
@@ -267,7 +435,8 @@ function checkConsistency(files: MigrationFile[], applied: AppliedRow[]): void {
   for (const row of applied) {
     const file = byName.get(row.name);
     if (!file) throw missingFile(row.name);
-    if (file.checksum !== row.checksum) throw editedFile(row.name);
+    // A migration interrupted on its way up is not applied yet: its file may be fixed.
+    if (row.state !== 'applying' && file.checksum !== row.checksum) throw editedFile(row.name);
   }
   const lastApplied = applied.at(-1)?.name;
   const appliedNames = new Set(applied.map((row) => row.name));
@@ -364,96 +533,301 @@ async function runStatement(session: Session, text: string, lockTimeout: string)
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function runStep(session: Session, file: MigrationFile, direction: 'up' | 'down', options: RunnerOptions): Promise<AppliedStep> {
+/**
+ * Runs one migration section, `up` or `down`, and records it. `resumeAt`, when the section was
+ * interrupted before, is the number of units it completed (its bookkeeping row says so).
+ */
+async function runStep(session: Session, file: MigrationFile, direction: 'up' | 'down', options: RunnerOptions, resumeAt?: number): Promise<AppliedStep> {
   const log = options.log ?? (() => undefined);
   const lockTimeout = options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT;
-  const lockRetries = options.lockRetries ?? DEFAULT_LOCK_RETRIES;
   const statements = direction === 'up' ? file.up : file.down;
   const arrow = direction === 'up' ? '↑' : '↓';
-  log(`${arrow} ${file.name}${file.transactional ? '' : ' (outside a transaction)'}`);
+  const units = unitsOf(statements, file.transactional);
+  const resumed = resumeAt !== undefined ? `, resumed after ${resumeAt} of its ${units.length} steps` : '';
+  log(`${arrow} ${file.name}${file.transactional ? '' : ' (outside a transaction)'}${resumed}`);
   const started = performance.now();
   // Session settings, not SET LOCAL: a non-transactional migration runs many transactions.
   await session.exec(`set lock_timeout = '${lockTimeout}'; set statement_timeout = 0; ${SERIAL_MAINTENANCE}`);
-  const record = async () => {
-    const durationMs = Math.round(performance.now() - started);
-    if (direction === 'up') {
-      await session.query(`insert into ${MIGRATIONS_TABLE} (name, checksum, duration_ms) values ($1, $2, $3)`, [file.name, file.checksum, durationMs]);
-    } else {
-      await session.query(`delete from ${MIGRATIONS_TABLE} where name = $1`, [file.name]);
-    }
-    return durationMs;
+  const bookkeeping = new Bookkeeping(session, file, direction);
+  const runner = new StatementRunner(session, file, direction, options, statements.length);
+  const done = (durationMs: number): AppliedStep => {
+    log(`  ${direction === 'up' ? 'applied' : 'reverted'} in ${durationMs} ms`);
+    return { name: file.name, direction, durationMs };
   };
-  const units = unitsOf(statements, file.transactional);
-  let current: SqlStatement | undefined;
-  for (const unit of units) {
+
+  if (file.transactional) {
+    // The whole section and its bookkeeping, in one transaction: all of it or nothing.
+    await runner.retryingLocks(async () => {
+      await session.query('begin');
+      await runner.run(units[0] ?? []);
+      await bookkeeping.finish(Math.round(performance.now() - started));
+      await session.query('commit');
+    });
+    return done(Math.round(performance.now() - started));
+  }
+
+  if (resumeAt === undefined) {
+    await runner.once(() => bookkeeping.start());
+    // A section that fails before it changed anything (a guard that refuses, say) is recorded as
+    // never started, so that it does not hold up runs in the other direction.
+    runner.onUntouchedFailure(() => bookkeeping.unstart());
+  }
+  const skipped = resumeAt ?? 0;
+  // What the statements before the resume point set for the session (SET statement_timeout,
+  // say) was lost with the interrupted run's connection: set it again.
+  for (const unit of units.slice(0, skipped)) {
+    if (unit.length === 1 && firstKeyword(unit[0]!.text) === 'set') await runner.once(() => session.query(unit[0]!.text));
+  }
+  for (const [index, unit] of units.entries()) {
+    if (index < skipped) {
+      runner.skip(unit.length);
+      continue;
+    }
+    if (!isBlock(unit)) {
+      await runner.retryingLocks(() => runner.run(unit));
+      continue;
+    }
+    // An explicit BEGIN ... COMMIT block commits together with the record of its progress.
+    const body = unit.slice(0, -1);
+    await runner.retryingLocks(async () => {
+      await runner.run(body);
+      // The block's own COMMIT is this one, with the progress before it.
+      await runner.boundary();
+      await bookkeeping.progress(index + 1);
+      await session.query('commit');
+    }, unit.length);
+  }
+  await runner.boundary();
+  const durationMs = Math.round(performance.now() - started);
+  await runner.once(async () => {
+    await session.query('begin');
+    await bookkeeping.finish(durationMs);
+    await session.query('commit');
+  });
+  return done(durationMs);
+}
+
+function isBlock(unit: SqlStatement[]): boolean {
+  const last = firstKeyword(unit.at(-1)!.text);
+  return unit.length > 1 && (last === 'commit' || last === 'end');
+}
+
+/** The bookkeeping row of one migration section under way. */
+class Bookkeeping {
+  constructor(
+    private readonly session: Session,
+    private readonly file: MigrationFile,
+    private readonly direction: 'up' | 'down',
+  ) {}
+
+  /** Records the section as started, before its first statement (outside a transaction only). */
+  async start(): Promise<void> {
+    if (this.direction === 'up') {
+      await this.session.query(
+        `insert into ${MIGRATIONS_TABLE} (name, checksum, duration_ms, state, resume_at) values ($1, $2, 0, 'applying', 0)`,
+        [this.file.name, this.file.checksum],
+      );
+    } else {
+      await this.session.query(`update ${MIGRATIONS_TABLE} set state = 'reverting', resume_at = 0 where name = $1`, [this.file.name]);
+    }
+  }
+
+  /** Undoes start(): the section stopped before any of its statements changed anything. */
+  async unstart(): Promise<void> {
+    if (this.direction === 'up') {
+      await this.session.query(`delete from ${MIGRATIONS_TABLE} where name = $1 and state = 'applying'`, [this.file.name]);
+    } else {
+      await this.session.query(`update ${MIGRATIONS_TABLE} set state = 'applied' where name = $1 and state = 'reverting'`, [this.file.name]);
+    }
+  }
+
+  /** How many units are done, inside the transaction of the unit that completes them. */
+  async progress(unitsDone: number): Promise<void> {
+    await this.session.query(`update ${MIGRATIONS_TABLE} set resume_at = $2 where name = $1`, [this.file.name, unitsDone]);
+  }
+
+  /** The section is done: applied (the row, whether or not it was started) or reverted (no row). */
+  async finish(durationMs: number): Promise<void> {
+    if (this.direction === 'up') {
+      await this.session.query(
+        `insert into ${MIGRATIONS_TABLE} (name, checksum, duration_ms) values ($1, $2, $3)
+         on conflict (name) do update
+           set checksum = excluded.checksum, state = 'applied', resume_at = 0, duration_ms = excluded.duration_ms, applied_at = now()`,
+        [this.file.name, this.file.checksum, durationMs],
+      );
+    } else {
+      await this.session.query(`delete from ${MIGRATIONS_TABLE} where name = $1`, [this.file.name]);
+    }
+  }
+}
+
+/**
+ * Runs a section's statements one at a time: it knows which statement is next (for messages,
+ * the test hook and the stop signal), retries a unit that met its lock timeout, cancels the
+ * statement in flight when the run is stopped, and turns every failure into a StoreError that
+ * says where the section stands.
+ */
+class StatementRunner {
+  /** Index of the next statement in the section. */
+  private next = 0;
+  private current: SqlStatement | undefined;
+  /** Whether a statement other than SET has completed in this run of the section. */
+  private changed = false;
+  private untouchedFailure: (() => Promise<void>) | undefined;
+
+  constructor(
+    private readonly session: Session,
+    private readonly file: MigrationFile,
+    private readonly direction: 'up' | 'down',
+    private readonly options: RunnerOptions,
+    private readonly total: number,
+  ) {}
+
+  skip(statements: number): void {
+    this.next += statements;
+  }
+
+  /** What to do when the section fails before it changed anything. */
+  onUntouchedFailure(undo: () => Promise<void>): void {
+    this.untouchedFailure = undo;
+  }
+
+  /**
+   * The point before the next statement (or, past the last, before the section is recorded):
+   * where a stopped run stops, and where the tests' hook runs.
+   */
+  async boundary(): Promise<void> {
+    this.stopIfAsked();
+    await this.options.beforeStatement?.({ migration: this.file.name, direction: this.direction, index: this.next, of: this.total });
+  }
+
+  async run(unit: SqlStatement[]): Promise<void> {
+    for (const statement of unit) {
+      await this.boundary();
+      this.current = statement;
+      await runStatement(this.session, statement.text, this.options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT);
+      if (firstKeyword(statement.text) !== 'set') this.changed = true;
+      this.current = undefined;
+      this.next += 1;
+    }
+  }
+
+  /** `work` once; on failure, rolls back whatever it left open and reports where it stopped. */
+  async once(work: () => Promise<unknown>): Promise<void> {
+    try {
+      await work();
+    } catch (error) {
+      await this.session.query('rollback').catch(() => undefined);
+      throw await this.failure(error, 1);
+    }
+  }
+
+  /**
+   * `unit` (a statement, a block, a whole transactional section), tried again with back-off
+   * while it meets its lock timeout: a short lock_timeout keeps the queue behind a waiting ALTER
+   * short, and retrying gets the lock between other transactions instead of stalling them.
+   */
+  async retryingLocks(unit: () => Promise<void>, statements?: number): Promise<void> {
+    const first = this.next;
+    const retries = this.options.lockRetries ?? DEFAULT_LOCK_RETRIES;
     for (let attempt = 0; ; attempt += 1) {
       try {
-        if (file.transactional) await session.query('begin');
-        for (current of unit) await runStatement(session, current.text, lockTimeout);
-        current = undefined;
-        // A transactional migration is recorded in its own transaction, atomically with it.
-        if (file.transactional) {
-          const durationMs = await record();
-          await session.query('commit');
-          log(`  ${direction === 'up' ? 'applied' : 'reverted'} in ${durationMs} ms`);
-          return { name: file.name, direction, durationMs };
-        }
-        break;
+        await unit();
+        if (statements !== undefined) this.next = first + statements;
+        return;
       } catch (error) {
-        await session.query('rollback').catch(() => undefined);
-        // A short lock_timeout keeps the queue behind a waiting ALTER short; retrying with
-        // back-off then gets the lock between other transactions instead of stalling them.
-        if (databaseErrorFields(error)?.code === SQLSTATE.lockNotAvailable && attempt < lockRetries) {
+        await this.session.query('rollback').catch(() => undefined);
+        if (databaseErrorFields(error)?.code === SQLSTATE.lockNotAvailable && attempt < retries && !this.options.signal?.aborted) {
           const delay = Math.min(100 * 2 ** attempt, 2_000) + Math.floor(Math.random() * 100);
-          log(`  lock not available (attempt ${attempt + 1} of ${lockRetries + 1}); retrying in ${delay} ms`);
+          this.options.log?.(`  lock not available (attempt ${attempt + 1} of ${retries + 1}); retrying in ${delay} ms`);
           await sleep(delay);
+          this.next = first;
           continue;
         }
-        throw stepError(file, direction, current, error, lockTimeout, attempt + 1);
+        throw await this.failure(error, attempt + 1);
       }
     }
   }
-  try {
-    await session.query('begin');
-    const durationMs = await record();
-    await session.query('commit');
-    log(`  ${direction === 'up' ? 'applied' : 'reverted'} in ${durationMs} ms`);
-    return { name: file.name, direction, durationMs };
-  } catch (error) {
-    await session.query('rollback').catch(() => undefined);
-    throw stepError(file, direction, undefined, error, lockTimeout, 1);
+
+  private stopIfAsked(): void {
+    if (this.options.signal?.aborted) throw new Interrupted();
   }
+
+  private async failure(error: unknown, attempts: number): Promise<StoreError> {
+    const interrupted = error instanceof Interrupted || (this.options.signal?.aborted === true && databaseErrorFields(error)?.code === SQLSTATE.queryCanceled);
+    let untouched = false;
+    if (!this.changed && this.untouchedFailure) {
+      // On a lost connection this fails too, and the section stays recorded as started.
+      untouched = await this.untouchedFailure().then(
+        () => true,
+        () => false,
+      );
+    }
+    const at = { statement: this.current, index: this.next, of: this.total };
+    return stepError(this.file, this.direction, at, interrupted ? new Interrupted() : error, this.options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT, attempts, untouched);
+  }
+}
+
+/** The run was stopped through RunnerOptions.signal. */
+class Interrupted extends Error {}
+
+interface FailedAt {
+  /** The statement that failed, when one did. */
+  statement?: SqlStatement;
+  /** Index of the statement that failed or would have run next. */
+  index: number;
+  of: number;
 }
 
 function stepError(
   file: MigrationFile,
   direction: 'up' | 'down',
-  statement: SqlStatement | undefined,
+  at: FailedAt,
   error: unknown,
   lockTimeout: string,
   attempts: number,
+  untouched = false,
 ): StoreError {
   const fields = databaseErrorFields(error);
-  const where = statement ? ` at line ${statement.line}` : '';
-  const aftermath = file.transactional
-    ? `nothing of it was ${direction === 'up' ? 'applied' : 'reverted'}`
-    : 'it runs outside a transaction, so the statements before that line took effect; it is written to be run again';
+  const aftermath = (file: MigrationFile, direction: 'up' | 'down') => consequence(file, direction, untouched);
+  const where = at.statement ? ` at line ${at.statement.line}` : '';
+  const details = { migration: file.name };
+  if (error instanceof Interrupted) {
+    const point = at.statement
+      ? `during statement ${at.index + 1} of ${at.of} (line ${at.statement.line}), which was cancelled`
+      : `before statement ${at.index + 1} of ${at.of}`;
+    return new StoreError('MIGRATION_INTERRUPTED', `migration ${file.name} (${direction}) was stopped ${point}; ${aftermath(file, direction)}`, {
+      ...details,
+      reason: 'interrupted',
+    });
+  }
+  if (isStoreError(error, 'CONNECTION_LOST')) {
+    return new StoreError('CONNECTION_LOST', `${error.message}, in migration ${file.name} (${direction})${where}; ${aftermath(file, direction)}`, { ...details, reason: error.details.reason }, { cause: error });
+  }
   if (fields?.code === SQLSTATE.lockNotAvailable) {
     return new StoreError(
       'LOCK_TIMEOUT',
       `migration ${file.name} (${direction}) could not take a lock${where} within lock_timeout ${lockTimeout}, ${attempts} time(s): ` +
-        `a long transaction holds it. ${capitalize(aftermath)}; run it again once that transaction has ended.`,
-      { migration: file.name, reason: 'lock_timeout' },
+        `a long transaction holds it. ${capitalize(aftermath(file, direction))}; run it again once that transaction has ended.`,
+      { ...details, reason: 'lock_timeout' },
       { cause: error },
     );
   }
   const reason = fields?.message ?? (error instanceof Error ? error.message : String(error));
   return new StoreError(
     'MIGRATION_FAILED',
-    `migration ${file.name} (${direction}) failed${where}: ${reason}${fields?.detail ? ` (${fields.detail})` : ''}; ${aftermath}`,
-    { migration: file.name, reason: fields?.code ?? 'error' },
+    `migration ${file.name} (${direction}) failed${where}: ${reason}${fields?.detail ? ` (${fields.detail})` : ''}; ${aftermath(file, direction)}`,
+    { ...details, reason: fields?.code ?? 'error' },
     { cause: error },
   );
+}
+
+/** What a failed or stopped section left behind, and what to run next. */
+function consequence(file: MigrationFile, direction: 'up' | 'down', untouched: boolean): string {
+  if (file.transactional || untouched) return `nothing of it was ${direction === 'up' ? 'applied' : 'reverted'}`;
+  return direction === 'up'
+    ? 'it runs outside a transaction, so it is now partly applied (migrate status shows how far): run engine-store migrate up to finish it, or migrate down to revert it'
+    : 'it runs outside a transaction, so it is now partly reverted (migrate status shows how far): run engine-store migrate down to finish reverting it, or migrate up to apply it again';
 }
 
 function capitalize(text: string): string {

@@ -1235,11 +1235,13 @@ INSERT INTO public.role_permissions (role, permission) VALUES ('customer', 'sche
 INSERT INTO public.organizations (id, name, temporal_namespace, status) VALUES ('00000000-0000-7000-8000-000000000001', 'default', 'default', 'active');
 
 -- The migrations this schema is made of, so that `migrate up` continues from here.
-CREATE TABLE IF NOT EXISTS public.engine_store_migrations (
-    name text PRIMARY KEY,
-    checksum text NOT NULL,
-    applied_at timestamp with time zone DEFAULT now() NOT NULL,
-    duration_ms integer NOT NULL
+create table if not exists public.engine_store_migrations (
+  name text primary key,
+  checksum text not null,
+  applied_at timestamptz not null default now(),
+  duration_ms integer not null,
+  state text not null default 'applied' check (state in ('applied', 'applying', 'reverting')),
+  resume_at integer not null default 0
 );
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090000_create_workflow_states', '8569ec3aebe66bc72a9a094716559e3a470c37bdce775b1c78000eaee21d3e59', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '140c0330003e89a9eda0128d499199aacc6d26960c41c061fc67a2bf0acbb25d', 0);
