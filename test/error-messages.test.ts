@@ -528,6 +528,28 @@ const cases: Case[] = [
     provoke: (f) => whileLocked(f, () => inOrg(f, (tx) => lockUser(tx, f.userId).noWait().execute())),
   },
   {
+    sqlstate: SQLSTATE.lockNotAvailable,
+    what: 'purging an organization whose row another transaction holds, with a lock timeout on the owner connection (operator call)',
+    code: 'LOCK_TIMEOUT',
+    named: false,
+    server: true,
+    async provoke(f, p) {
+      const org = await newOrg(f, p);
+      await f.store.organizations.softDelete(org.id);
+      const url = new URL(f.backend.url!);
+      url.searchParams.set('options', '-c lock_timeout=100');
+      const impatient = await storeOver(f.watch(await openDatabase({ url: url.toString(), poolSize: 1 })));
+      try {
+        return await rolledBack(f, async (holder) => {
+          await holder.query('select from organizations where id = $1 for update', [org.id]);
+          return impatient.organizations.purge(org.id);
+        });
+      } finally {
+        await impatient.close();
+      }
+    },
+  },
+  {
     sqlstate: SQLSTATE.queryCanceled,
     what: "a row another scope holds, waited for past the scope's statement timeout",
     code: 'TIMEOUT',
