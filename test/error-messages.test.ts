@@ -24,6 +24,7 @@ import { openDatabase, type Database, type Queryable, type Session } from '../en
 import { SQLSTATE, databaseErrorFields } from '../engine/infra/store/errors.ts';
 import { storeOver, type ErrorCode, type StoreError, type Store, type TenantScope } from '../engine/infra/store/index.ts';
 import { run } from '../engine/infra/store/sql.ts';
+import type { ScopeTimeouts } from '../engine/infra/store/tenancy.ts';
 import { expectStoreError } from './support/assertions.ts';
 import { backends, type TestDatabase } from './support/backends.ts';
 import { withOrgSql } from './support/trusted-sql.ts';
@@ -209,6 +210,26 @@ const probeTask = (p: Probe) =>
     component: 'task',
     status: 'running',
   }) as const;
+
+/**
+ * `work` with a second store over the fixture's server database that gives up after 100 ms: in
+ * its scopes (`scopeTimeouts`), or on every owner statement (`lockTimeout`, a lock_timeout of the
+ * owner's connections, which the store itself never sets).
+ */
+async function withImpatientStore<T>(
+  f: Fixture,
+  options: { lockTimeout?: boolean; scopeTimeouts?: ScopeTimeouts },
+  work: (impatient: Store) => Promise<T>,
+): Promise<T> {
+  const url = new URL(f.backend.url!);
+  if (options.lockTimeout) url.searchParams.set('options', '-c lock_timeout=100');
+  const impatient = await storeOver(f.watch(await openDatabase({ url: url.toString(), poolSize: 1 })), { scopeTimeouts: options.scopeTimeouts });
+  try {
+    return await work(impatient);
+  } finally {
+    await impatient.close();
+  }
+}
 
 /** Resolves once backend `pid` waits for a lock. */
 async function waitingForLock(f: Fixture, pid: number): Promise<void> {
@@ -536,17 +557,12 @@ const cases: Case[] = [
     async provoke(f, p) {
       const org = await newOrg(f, p);
       await f.store.organizations.softDelete(org.id);
-      const url = new URL(f.backend.url!);
-      url.searchParams.set('options', '-c lock_timeout=100');
-      const impatient = await storeOver(f.watch(await openDatabase({ url: url.toString(), poolSize: 1 })));
-      try {
-        return await rolledBack(f, async (holder) => {
+      return withImpatientStore(f, { lockTimeout: true }, (impatient) =>
+        rolledBack(f, async (holder) => {
           await holder.query('select from organizations where id = $1 for update', [org.id]);
           return impatient.organizations.purge(org.id);
-        });
-      } finally {
-        await impatient.close();
-      }
+        }),
+      );
     },
   },
   {
@@ -556,12 +572,9 @@ const cases: Case[] = [
     named: false,
     server: true,
     async provoke(f) {
-      const impatient = await storeOver(f.watch(await openDatabase({ url: f.backend.url!, poolSize: 1 })), { scopeTimeouts: { statementMs: 100 } });
-      try {
-        return await whileLocked(f, () => impatient.withOrg(f.orgId, (tx) => lockUser(tx, f.userId).execute()));
-      } finally {
-        await impatient.close();
-      }
+      return withImpatientStore(f, { scopeTimeouts: { statementMs: 100 } }, (impatient) =>
+        whileLocked(f, () => impatient.withOrg(f.orgId, (tx) => lockUser(tx, f.userId).execute())),
+      );
     },
   },
 
