@@ -4,6 +4,7 @@
  */
 import { z } from 'zod/v4';
 import type { Database } from './db.ts';
+import { toStoreError } from './database-errors.ts';
 import { StoreError } from './errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from './sql.ts';
@@ -173,13 +174,18 @@ export class OrganizationsRepository {
     }
     // One transaction: the organization and, by cascade, what it owns; then its API key
     // prefixes, which its keys referred to until that first statement (and only if it is gone:
-    // it may have been restored since the check above).
-    await this.db.withSession((session) =>
-      session.pipeline([
-        { sql: 'delete from organizations where id = $1 and deleted_at is not null', params: [orgId] },
-        { sql: 'delete from api_key_prefixes where org_id = $1 and not exists (select from organizations where id = $1)', params: [orgId] },
-      ]),
-    );
+    // it may have been restored since the check above). A pipeline, not run(): its failures are
+    // mapped here as run() maps them, so that no driver text comes out (database-errors.ts).
+    await this.db
+      .withSession((session) =>
+        session.pipeline([
+          { sql: 'delete from organizations where id = $1 and deleted_at is not null', params: [orgId] },
+          { sql: 'delete from api_key_prefixes where org_id = $1 and not exists (select from organizations where id = $1)', params: [orgId] },
+        ]),
+      )
+      .catch((error: unknown) => {
+        throw toStoreError(error);
+      });
   }
 
   private async update(id: string, assignments: string, params: unknown[] = []): Promise<Organization> {
