@@ -116,6 +116,16 @@ describe.each(backends)('migration runner on $name', (backend) => {
     expect(status.migrations.find((entry) => entry.name === '20260101000200_half_way')?.state).toBe('pending');
   });
 
+  it('names the failing statement but does not quote rows: the server detail of a failed unique index is left out', async () => {
+    const dir = dirOf({
+      '20260101000000_duplicates': migration("create table dup (v text);\ninsert into dup values ('probe-secret-7'), ('probe-secret-7');\ncreate unique index dup_v_key on dup (v);", 'drop table dup;'),
+    });
+    const error = await rejection(migrateUp(t.db, { dir }));
+    expect(error.code).toBe('MIGRATION_FAILED');
+    expect(error.message).toMatch(/at line \d+: could not create unique index "dup_v_key"; nothing of it was applied/);
+    expect(JSON.stringify(error.toJSON())).not.toMatch(/probe-secret-7/);
+  });
+
   it('reads and upgrades the bookkeeping table of an earlier runner (no state, no progress): its rows stay applied', async () => {
     const dir = dirOf(basic);
     await migrateUp(t.db, { dir, to: '20260101000000_create_a' });

@@ -816,7 +816,9 @@ function stepError(
   const reason = fields?.message ?? (error instanceof Error ? error.message : String(error));
   return new StoreError(
     'MIGRATION_FAILED',
-    `migration ${file.name} (${direction}) failed${where}: ${reason}${fields?.detail ? ` (${fields.detail})` : ''}; ${aftermath(file, direction)}`,
+    // The server's message names the problem in the migration's own terms; its detail is left
+    // out, since it can quote rows (the duplicates a new unique index found, say).
+    `migration ${file.name} (${direction}) failed${where}: ${reason}; ${aftermath(file, direction)}`,
     { ...details, reason: fields?.code ?? 'error' },
     { cause: error },
   );
