@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { diagnose, type DiagnoseOptions, type Finding } from '../engine/infra/store/doctor.ts';
+import { diagnose, referenceCatalogFor, type DiagnoseOptions, type Finding } from '../engine/infra/store/doctor.ts';
 import { migrateDown, migrateUp } from '../engine/infra/store/migrate.ts';
 import { assertTenantIsolation } from '../engine/infra/store/tenant-safety.ts';
 import { backends, createServerDatabase, serverUrl, type TestDatabase } from './support/backends.ts';
@@ -33,8 +33,10 @@ describe.each(backends)('doctor on $name', (backend) => {
 
   beforeAll(async () => {
     test = await backend.create();
-    options = { url: test.url };
     await migrateUp(test.db);
+    // Built once: every diagnosis compares against the same schema.sql (the tests of how it is
+    // built pass their own options).
+    options = { url: test.url, reference: await referenceCatalogFor(test.db, { url: test.url }) };
   });
   afterAll(async () => {
     await test?.dispose();

@@ -71,6 +71,11 @@ export interface DiagnoseOptions {
   migrationsDir?: string;
   /** schema.sql (default: the store's own). */
   schemaFile?: string;
+  /**
+   * The catalog schema.sql builds (see referenceCatalogFor), when the caller diagnoses many
+   * times and has it already: building it costs a scratch database each time.
+   */
+  reference?: CatalogSnapshot;
 }
 
 export interface Diagnosis {
@@ -134,24 +139,32 @@ async function checkMigrations(db: Database, options: DiagnoseOptions, findings:
   return comparable;
 }
 
-async function checkDrift(db: Database, options: DiagnoseOptions, findings: Finding[]): Promise<void> {
+/**
+ * The catalog schema.sql builds, in a scratch database of `db`'s kind (see
+ * DiagnoseOptions.url and referenceFactory); undefined when there is nowhere to build it.
+ */
+export async function referenceCatalogFor(db: Database, options: DiagnoseOptions = {}): Promise<CatalogSnapshot | undefined> {
   const factory = options.referenceFactory ?? defaultReferenceFactory(db, options.url);
-  if (!factory) {
-    findings.push({
-      code: 'DRIFT_NOT_CHECKED',
-      severity: 'warning',
-      message: 'schema drift was not checked: no URL to create a reference database on this PostgreSQL server',
-    });
-    return;
-  }
-  let expected: CatalogSnapshot;
+  return factory ? referenceCatalog(factory, options.schemaFile) : undefined;
+}
+
+async function checkDrift(db: Database, options: DiagnoseOptions, findings: Finding[]): Promise<void> {
+  let expected: CatalogSnapshot | undefined;
   try {
-    expected = await referenceCatalog(factory, options.schemaFile);
+    expected = options.reference ?? (await referenceCatalogFor(db, options));
   } catch (error) {
     findings.push({
       code: 'DRIFT_NOT_CHECKED',
       severity: 'warning',
       message: `schema drift was not checked: the reference database could not be built from schema.sql: ${error instanceof Error ? error.message : String(error)}`,
+    });
+    return;
+  }
+  if (!expected) {
+    findings.push({
+      code: 'DRIFT_NOT_CHECKED',
+      severity: 'warning',
+      message: 'schema drift was not checked: no URL to create a reference database on this PostgreSQL server',
     });
     return;
   }
