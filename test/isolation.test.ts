@@ -757,7 +757,7 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
           for (const op of ops) {
             stats.steps += 1;
             stats.ops[op.kind] = (stats.ops[op.kind] ?? 0) + 1;
-            let outcome: AttackOutcome = 'ran';
+            let outcome: AttackOutcome;
             if (op.kind === 'attack') {
               const attack = ATTACKS[op.attack]!;
               outcome = await runAttack(attack, {
