@@ -56,11 +56,8 @@ export const DEFAULT_LOCK_RETRIES = 10;
 /**
  * Migrations run beside live traffic, so their index builds get no parallel workers: a parallel
  * build takes every core of a small server (a leader and, by default, two workers), and the
- * engine's own statements queue for CPU. bench/migrate-under-load, N = 1,000,000 on two cores,
- * three runs without workers against two with PostgreSQL's default: the writer completed
- * 46,000-52,000 operations in the run instead of 29,000-30,000, its p99 was 10-12 ms instead
- * of 15-20 ms, and the migration took 51-64 s instead of 48-59 s. The longest stall was about
- * the same (142-169 ms, against 118-157 ms).
+ * engine's own statements queue for CPU. Measured by bench/migrate-under-load; the figures are
+ * in docs/benchmarks.md (parallel index builds).
  */
 const SERIAL_MAINTENANCE = 'set max_parallel_maintenance_workers = 0';
 
