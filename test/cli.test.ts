@@ -98,7 +98,7 @@ describe('engine-store migrate against servers', () => {
     expect(result.stderr).not.toMatch(/s3cret/);
   });
 
-  it.skipIf(!serverUrl)('migrates a server database named by DATABASE_URL', async () => {
+  it.skipIf(!serverUrl)('migrates a server database named by DATABASE_URL; an admin command then ends when done', async () => {
     const server = await createServerDatabase();
     try {
       const up = await cli(['migrate', 'up', '--json'], { DATABASE_URL: server.url });
@@ -106,6 +106,11 @@ describe('engine-store migrate against servers', () => {
       expect(JSON.parse(up.stdout).applied).toHaveLength(migrationCount);
       const status = await cli(['migrate', 'status'], { DATABASE_URL: server.url });
       expect(status.stdout).toMatch(/: up to date/);
+
+      // The tenant login's pool used to stay open until it idled out, 10 s later.
+      const started = Date.now();
+      expect((await cli(['org', 'list'], { DATABASE_URL: server.url })).code).toBe(0);
+      expect(Date.now() - started).toBeLessThan(6_000);
     } finally {
       await server.drop();
     }

@@ -27,6 +27,11 @@ export async function withStore<T>(command: Command, work: (store: Store) => Pro
   const options = command.optsWithGlobals<GlobalOptions>();
   return withDatabase(options, async (db) => {
     const store = await storeOver(db, { migrate: db.kind === 'pglite' });
-    return work(store);
+    try {
+      return await work(store);
+    } finally {
+      // Also the tenant login's pool, which would keep the process alive until it idles out.
+      await store.close();
+    }
   });
 }
