@@ -13,6 +13,8 @@ import { createServerDatabase, serverUrl } from './support/backends.ts';
 const run = promisify(execFile);
 const BIN = join(import.meta.dirname, '..', 'bin', 'engine-store.js');
 const migrationCount = readMigrationFiles().length;
+/** A well-formed id that names nothing. */
+const NOBODY = '01a2245f-ca10-790d-ab2e-4288e396ad2f';
 
 interface CliResult {
   code: number;
@@ -32,25 +34,39 @@ async function cli(args: string[], env: Record<string, string | undefined> = {})
   }
 }
 
+/** The error a --json run printed: the last line of stderr (progress lines may come before). */
+function jsonError(result: CliResult): Record<string, unknown> {
+  return (JSON.parse(result.stderr.trim().split('\n').at(-1)!) as { error: Record<string, unknown> }).error;
+}
+
+const temporaryDirs: string[] = [];
+function temporaryDir(name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `engine-store-${name}-`));
+  temporaryDirs.push(dir);
+  return dir;
+}
+afterAll(() => temporaryDirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
 // Each call starts a process and an embedded database: allow for a loaded machine.
-vi.setConfig({ testTimeout: 180_000 });
+vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 
 describe('engine-store migrate on the embedded database', () => {
   let dataDir: string;
   beforeAll(() => {
-    dataDir = mkdtempSync(join(tmpdir(), 'engine-store-cli-'));
+    dataDir = join(temporaryDir('cli'), 'db');
   });
-  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
   it('migrates up with progress lines, then reports every migration applied', async () => {
     const up = await cli(['migrate', 'up'], { ENGINE_STORE_DATA_DIR: dataDir });
     expect(up.code).toBe(0);
     expect(up.stdout.match(/^↑ /gm)).toHaveLength(migrationCount);
     expect(up.stdout).toMatch(/applied in \d+ ms/);
+    expect(up.stderr).toBe(`engine-store: using ${dataDir}\n`);
 
     const status = await cli(['--data-dir', dataDir, 'migrate', 'status', '--json']);
     expect(status.code).toBe(0);
-    const parsed = JSON.parse(status.stdout) as { upToDate: boolean; migrations: { state: string }[] };
+    const parsed = JSON.parse(status.stdout) as { database: string; upToDate: boolean; migrations: { state: string }[] };
+    expect(parsed.database).toBe(dataDir);
     expect(parsed.upToDate).toBe(true);
     expect(parsed.migrations).toHaveLength(migrationCount);
   });
@@ -88,7 +104,7 @@ describe('engine-store migrate against servers', () => {
   it('exits 3 with a clear message when the URL is not a PostgreSQL URL', async () => {
     const result = await cli(['migrate', 'status', '--json'], { DATABASE_URL: 'mysql://root@127.0.0.1/x' });
     expect(result.code).toBe(3);
-    expect(JSON.parse(result.stderr).error).toMatchObject({ code: 'BAD_DATABASE_URL' });
+    expect(jsonError(result)).toMatchObject({ code: 'BAD_DATABASE_URL' });
   });
 
   it('exits 3 when the server cannot be reached, without printing the password', async () => {
@@ -98,14 +114,16 @@ describe('engine-store migrate against servers', () => {
     expect(result.stderr).not.toMatch(/s3cret/);
   });
 
-  it.skipIf(!serverUrl)('migrates a server database named by DATABASE_URL; an admin command then ends when done', async () => {
+  it.skipIf(!serverUrl)('migrates a server database named by DATABASE_URL, naming it; an admin command then ends when done', async () => {
     const server = await createServerDatabase();
     try {
       const up = await cli(['migrate', 'up', '--json'], { DATABASE_URL: server.url });
       expect(up.code).toBe(0);
+      expect(JSON.parse(up.stdout)).toMatchObject({ database: server.url, applied: expect.any(Array) });
       expect(JSON.parse(up.stdout).applied).toHaveLength(migrationCount);
       const status = await cli(['migrate', 'status'], { DATABASE_URL: server.url });
       expect(status.stdout).toMatch(/: up to date/);
+      expect(status.stderr).toBe(`engine-store: using ${server.url}\n`);
 
       // The tenant login's pool used to stay open until it idled out, 10 s later.
       const started = Date.now();
@@ -122,9 +140,8 @@ describe('engine-store admin commands on a fresh embedded database', () => {
   const admin = (args: string[]) => cli(['--data-dir', dataDir, ...args]);
   const json = (result: CliResult) => JSON.parse(result.stdout) as Record<string, unknown>;
   beforeAll(() => {
-    dataDir = mkdtempSync(join(tmpdir(), 'engine-store-admin-'));
+    dataDir = join(temporaryDir('admin'), 'db');
   });
-  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
   it('issues a key, verifies it, revokes it, and then refuses it', async () => {
     const org = await admin(['org', 'create', '--name', 'Acme Corp', '--json']);
@@ -132,9 +149,10 @@ describe('engine-store admin commands on a fresh embedded database', () => {
     const orgId = json(org).id as string;
     expect(json(org).temporalNamespace).toBe('acme-corp');
 
-    const user = await admin(['user', 'add', '--org', orgId, '--email', 'ada@acme.example', '--role', 'manager', '--json']);
+    const user = await admin(['user', 'add', '--org', orgId, '--email', 'ada@acme.example', '--role', 'manager']);
     expect(user.code).toBe(0);
-    const userId = json(user).id as string;
+    expect(user.stderr).toBe(`engine-store: using ${dataDir}\n`);
+    const userId = /^added user (\S+)/.exec(user.stdout)![1]!;
 
     const issued = await admin(['key', 'issue', '--org', orgId, '--user', userId, '--name', 'ci', '--rate-limit', '100', '--scopes', 'workflow:read,workflow:execute', '--json']);
     expect(issued.code).toBe(0);
@@ -166,7 +184,73 @@ describe('engine-store admin commands on a fresh embedded database', () => {
     expect(badRole.code).toBe(2);
     expect(badRole.stderr).toMatch(/\[INVALID_INPUT\] user\.role|\[INVALID_INPUT\] role/);
     expect((await admin(['key', 'verify', 'not-a-key'])).code).toBe(6);
-    expect((await admin(['org', 'suspend', '01a2245f-ca10-790d-ab2e-4288e396ad2f'])).code).toBe(7);
+    expect((await admin(['org', 'suspend', NOBODY])).code).toBe(7);
+  });
+});
+
+describe('engine-store --json', () => {
+  it('prints usage errors as JSON on stderr, with exit 2 and nothing on stdout', async () => {
+    const cases: [string[], string][] = [
+      [['--json', 'org', 'create'], 'missingMandatoryOptionValue'],
+      [['org', 'frob', '--json'], 'unknownCommand'],
+      [['--json', '--frob', 'org', 'list'], 'unknownOption'],
+    ];
+    const results = await Promise.all(cases.map(([args]) => cli(args)));
+    results.forEach((result, i) => {
+      const [args, reason] = cases[i]!;
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stdout, args.join(' ')).toBe('');
+      expect(JSON.parse(result.stderr), args.join(' ')).toEqual({ error: { code: 'INVALID_INPUT', message: expect.any(String), reason } });
+    });
+  });
+
+  // On the server when there is one: the same code, at a third of the time per process.
+  it('is honoured by every command, before or after the command name, naming the database', async () => {
+    const server = serverUrl ? await createServerDatabase() : undefined;
+    const where = server ? ['--database-url', server.url] : ['--data-dir', join(temporaryDir('json'), 'db')];
+    const database = server ? server.url : where[1];
+    const succeeded = async (args: string[]) => {
+      const result = await cli([...where, ...args]);
+      expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(0);
+      const parsed = JSON.parse(result.stdout) as Record<string, any>;
+      expect(parsed.database, args.join(' ')).toBe(database);
+      return parsed;
+    };
+    const failed = async (args: string[], exit: number, error: Record<string, unknown>) => {
+      const result = await cli([...where, ...args]);
+      expect(result.code, args.join(' ')).toBe(exit);
+      expect(result.stdout, args.join(' ')).toBe('');
+      expect(jsonError(result), args.join(' ')).toMatchObject(error);
+    };
+    try {
+      expect((await succeeded(['--json', 'migrate', 'up'])).applied).toHaveLength(migrationCount);
+      expect((await succeeded(['migrate', '--json', 'status'])).upToDate).toBe(true);
+      const org = await succeeded(['org', 'create', '--name', 'Initech', '--json']);
+      expect((await succeeded(['--json', 'org', 'list'])).items).toContainEqual(expect.objectContaining({ id: org.id }));
+      const user = await succeeded(['user', 'add', '--org', org.id, '--email', 'peter@initech.example', '--role', 'admin', '--json']);
+      expect((await succeeded(['user', 'list', '--json', '--org', org.id])).items).toHaveLength(1);
+      const issued = await succeeded(['--json', 'key', 'issue', '--org', org.id, '--user', user.id, '--name', 'ci']);
+      expect((await succeeded(['key', 'list', '--org', org.id, '--json'])).items).toHaveLength(1);
+      expect((await succeeded(['key', 'verify', issued.key, '--json'])).ok).toBe(true);
+      const rotated = await succeeded(['key', 'rotate', '--org', org.id, issued.id, '--json']);
+      expect(rotated.replaced.id).toBe(issued.id);
+      expect((await succeeded(['key', 'revoke', '--org', org.id, rotated.id, '--json'])).status).toBe('revoked');
+      const transitions = [['suspend', 'status', 'suspended'], ['activate', 'status', 'active'], ['delete', 'deletedAt', expect.any(String)], ['restore', 'deletedAt', null]] as const;
+      for (const [transition, field, value] of transitions) {
+        expect((await succeeded(['user', transition, '--org', org.id, user.id, '--json']))[field], `user ${transition}`).toEqual(value);
+      }
+      for (const [transition, field, value] of transitions) {
+        expect((await succeeded(['org', transition, org.id, '--json']))[field], `org ${transition}`).toEqual(value);
+      }
+      await succeeded(['org', 'delete', org.id, '--json']);
+      expect(await succeeded(['--json', 'org', 'purge', org.id, '--yes'])).toMatchObject({ id: org.id, purged: true });
+      expect((await succeeded(['doctor', '--json'])).findings).toEqual(expect.any(Array));
+      expect((await succeeded(['migrate', 'down', '--json'])).reverted).toHaveLength(1);
+      // A server without Citus is refused, with the reason.
+      await failed(['--json', 'citus', 'distribute'], server ? 8 : 2, server ? { code: 'DISTRIBUTION_REFUSED', reason: 'citus_missing' } : { code: 'INVALID_INPUT' });
+    } finally {
+      await server?.drop();
+    }
   });
 });
 
@@ -175,17 +259,5 @@ describe('engine-store citus distribute', () => {
     const result = await cli(['citus', 'distribute']);
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/\[INVALID_INPUT\] citus distribute needs the coordinator: give --database-url or DATABASE_URL/);
-  });
-
-  it.runIf(serverUrl)('refuses a server without Citus with exit 8 and the reason', async () => {
-    const server = await createServerDatabase();
-    try {
-      expect((await cli(['--database-url', server.url, 'migrate', 'up'])).code).toBe(0);
-      const result = await cli(['--database-url', server.url, 'citus', 'distribute', '--json']);
-      expect(result.code).toBe(8);
-      expect(JSON.parse(result.stderr).error).toMatchObject({ code: 'DISTRIBUTION_REFUSED', reason: 'citus_missing' });
-    } finally {
-      await server.drop();
-    }
   });
 });

@@ -2,15 +2,22 @@
 import type { Command } from 'commander';
 import { openDatabase, type Database } from '../infra/store/db.ts';
 import { storeOver, type Store } from '../infra/store/store.ts';
+import type { TenantScope } from '../infra/store/tenancy.ts';
+import type { Output } from './output.ts';
 
 export interface GlobalOptions {
   databaseUrl?: string;
   dataDir?: string;
 }
 
-/** Opens the database the options name, runs `work`, and always closes it. */
-export async function withDatabase<T>(options: GlobalOptions, work: (db: Database) => Promise<T>): Promise<T> {
+/**
+ * Opens the database the options name, names it (`output.using`), runs `work`, and always
+ * closes it.
+ */
+export async function withDatabase<T>(command: Command, output: Output, work: (db: Database) => Promise<T>): Promise<T> {
+  const options = command.optsWithGlobals<GlobalOptions>();
   const db = await openDatabase({ url: options.databaseUrl, dataDir: options.dataDir, poolSize: 2 });
+  output.using(db.location);
   try {
     return await work(db);
   } finally {
@@ -23,9 +30,8 @@ export async function withDatabase<T>(options: GlobalOptions, work: (db: Databas
  * brought up to date on the way; a server's schema is the operator's to migrate
  * (`engine-store migrate up`), and a store on an out-of-date server refuses to open.
  */
-export async function withStore<T>(command: Command, work: (store: Store) => Promise<T>): Promise<T> {
-  const options = command.optsWithGlobals<GlobalOptions>();
-  return withDatabase(options, async (db) => {
+export async function withStore<T>(command: Command, output: Output, work: (store: Store) => Promise<T>): Promise<T> {
+  return withDatabase(command, output, async (db) => {
     const store = await storeOver(db, { migrate: db.kind === 'pglite' });
     try {
       return await work(store);
@@ -34,4 +40,10 @@ export async function withStore<T>(command: Command, work: (store: Store) => Pro
       await store.close();
     }
   });
+}
+
+/** Runs `work` in the scope of the command's --org. */
+export async function withOrgOf<T>(command: Command, output: Output, work: (tx: TenantScope) => Promise<T>): Promise<T> {
+  const { org } = command.opts<{ org: string }>();
+  return withStore(command, output, (store) => store.withOrg(org, work));
 }

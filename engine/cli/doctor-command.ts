@@ -1,18 +1,16 @@
 /** `engine-store doctor`: checks a live database and exits 9 when anything is wrong with it. */
 import type { Command } from 'commander';
 import { diagnose, type Finding } from '../infra/store/doctor.ts';
-import { EXIT, createOutput } from './output.ts';
 import { withDatabase, type GlobalOptions } from './database-options.ts';
+import { EXIT, type Output } from './output.ts';
 
-export function addDoctorCommand(program: Command): void {
+export function addDoctorCommand(program: Command, output: Output): void {
   program
     .command('doctor')
     .description('check the database: migrations, schema drift, row-level security, the tenant role, tenant indexes')
-    .option('--json', 'print the result as JSON')
-    .action(async (options: { json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
+    .action(async (_options: object, command: Command) => {
       const globals = command.optsWithGlobals<GlobalOptions>();
-      await withDatabase(globals, async (db) => {
+      await withDatabase(command, output, async (db) => {
         // The drift check builds a scratch database on the same server, through the same URL.
         const url = globals.databaseUrl ?? nonEmpty(process.env.DATABASE_URL);
         const { findings } = await diagnose(db, { url });

@@ -2,13 +2,13 @@
 import type { Command } from 'commander';
 import type { User } from '../infra/store/users.ts';
 import type { AccountStatus, Role } from '../infra/store/validation.ts';
-import { withStore } from './database-options.ts';
-import { createOutput, pageLines } from './output.ts';
+import { withOrgOf } from './database-options.ts';
 import { given, wholeNumber } from './parsers.ts';
+import { pageLines, type Output } from './output.ts';
 
 const describe = (user: User) => `${user.id}  ${user.email}  ${user.role}  ${user.deletedAt ? 'deleted' : user.status}`;
 
-export function addUserCommand(program: Command): void {
+export function addUserCommand(program: Command, output: Output): void {
   const user = program.command('user').description('add and manage the users of an organization');
 
   user
@@ -17,11 +17,9 @@ export function addUserCommand(program: Command): void {
     .requiredOption('--org <id>', 'organization id')
     .requiredOption('--email <email>', 'email, unique in the organization ignoring case')
     .requiredOption('--role <role>', 'admin, manager or customer')
-    .option('--json', 'print the result as JSON')
-    .action(async (options: { org: string; email: string; role: Role; json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      await withStore(command, async (store) => {
-        const created = await store.withOrg(options.org, (tx) => tx.users.create({ email: options.email, role: options.role }));
+    .action(async (options: { email: string; role: Role }, command: Command) => {
+      await withOrgOf(command, output, async (tx) => {
+        const created = await tx.users.create({ email: options.email, role: options.role });
         output.result(created, () => [`added user ${describe(created)}`]);
       });
     });
@@ -35,23 +33,14 @@ export function addUserCommand(program: Command): void {
     .option('--include-deleted', 'also list soft-deleted users')
     .option('--limit <n>', 'page size (1-500)', wholeNumber('--limit'))
     .option('--after <cursor>', 'the next-page cursor of a previous listing')
-    .option('--json', 'print the result as JSON')
-    .action(
-      async (
-        options: { org: string; role?: Role; status?: AccountStatus; includeDeleted?: boolean; limit?: number; after?: string; json?: boolean },
-        command: Command,
-      ) => {
-        const output = createOutput(options.json === true);
-        await withStore(command, async (store) => {
-          const page = await store.withOrg(options.org, (tx) =>
-            tx.users.list(
-              given({ role: options.role, status: options.status, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }),
-            ),
-          );
-          output.result(page, () => pageLines(page, describe));
-        });
-      },
-    );
+    .action(async (options: { role?: Role; status?: AccountStatus; includeDeleted?: boolean; limit?: number; after?: string }, command: Command) => {
+      await withOrgOf(command, output, async (tx) => {
+        const page = await tx.users.list(
+          given({ role: options.role, status: options.status, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }),
+        );
+        output.result(page, () => pageLines(page, describe));
+      });
+    });
 
   const transitions = [
     ['suspend', 'suspend a user: their API keys stop working at once', 'suspend'],
@@ -65,11 +54,9 @@ export function addUserCommand(program: Command): void {
       .description(description)
       .requiredOption('--org <id>', 'organization id')
       .argument('<id>', 'user id')
-      .option('--json', 'print the result as JSON')
-      .action(async (id: string, options: { org: string; json?: boolean }, command: Command) => {
-        const output = createOutput(options.json === true);
-        await withStore(command, async (store) => {
-          const changed = await store.withOrg(options.org, (tx) => tx.users[method](id));
+      .action(async (id: string, _options: object, command: Command) => {
+        await withOrgOf(command, output, async (tx) => {
+          const changed = await tx.users[method](id);
           output.result(changed, () => [`${name}: ${describe(changed)}`]);
         });
       });
