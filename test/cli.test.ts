@@ -2,7 +2,7 @@
  * The command line end to end, as a user runs it: a real process, real exit codes, real output.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -79,24 +79,42 @@ describe('engine-store migrate on the embedded database', () => {
     expect(status.stdout).toMatch(new RegExp(`${migrationCount - 1} applied, 1 pending`));
   });
 
-  it('refuses a lock timeout of 0 (no timeout to PostgreSQL) or not a duration, even with nothing pending', async () => {
-    for (const value of ['0', '0ms', 'banana']) {
-      const result = await cli(['--data-dir', dataDir, 'migrate', 'up', '--lock-timeout', value]);
-      expect(result.code, value).toBe(2);
-      expect(result.stderr).toContain(`[INVALID_INPUT] lock timeout "${value}" is not a duration above zero`);
-    }
-  });
-
   it('prints its version', async () => {
     const result = await cli(['--version']);
     expect(result.code).toBe(0);
     expect(result.stdout.trim()).toBe(JSON.parse(readFileSync('package.json', 'utf8')).version);
   });
+});
 
-  it('refuses a bad count with a usage error and exit code 2', async () => {
-    const result = await cli(['--data-dir', dataDir, 'migrate', 'down', 'two']);
-    expect(result.code).toBe(2);
-    expect(result.stderr).toMatch(/\[INVALID_INPUT\] N must be a positive whole number/);
+describe('engine-store checks every flag before it opens a database', () => {
+  let missing: string;
+  beforeAll(() => {
+    missing = join(temporaryDir('flags'), 'never-made');
+  });
+
+  it('names the flag and echoes the value, and makes no database on the way', async () => {
+    const cases: [string[], string][] = [
+      [['key', 'issue', '--org', NOBODY, '--user', NOBODY, '--name', 'ci', '--rate-limit', 'abc'], '--rate-limit: must be a whole number from 1 to 1,000,000 (got "abc")'],
+      [['key', 'issue', '--org', NOBODY, '--user', NOBODY, '--name', 'ci', '--rate-limit', '0'], '--rate-limit: must be a whole number from 1 to 1,000,000 (got "0")'],
+      [['key', 'issue', '--org', NOBODY, '--user', NOBODY, '--name', 'ci', '--expires', '2020-01-01'], '--expires: must be in the future (got "2020-01-01")'],
+      [['org', 'create', '--name', 'Bad', '--namespace', 'BAD NS'], '--namespace: must be 1-63 lowercase letters, digits, ".", "-" or "_", starting and ending with a letter or digit (got "BAD NS")'],
+      [['user', 'list', '--org', 'acme'], '--org: must be a UUID (got "acme")'],
+      [['user', 'add', '--org', NOBODY, '--email', 'ada@acme.example', '--role', 'owner'], '--role: must be one of admin, manager, customer (got "owner")'],
+      [['org', 'list', '--limit', '501'], '--limit: must be a whole number from 1 to 500 (got "501")'],
+      [['org', 'suspend', 'acme'], '<id>: must be a UUID (got "acme")'],
+      [['migrate', 'down', 'two'], '<n>: must be a whole number, 1 or more (got "two")'],
+      // Even migrate up, which would make the database, refuses before it does.
+      [['migrate', 'up', '--lock-timeout', '0'], '--lock-timeout: must be a duration above zero, such as 5s or 500ms (got "0")'],
+      [['migrate', 'up', '--lock-timeout', 'banana'], '--lock-timeout: must be a duration above zero, such as 5s or 500ms (got "banana")'],
+    ];
+    // No database is opened: the processes can run side by side.
+    const results = await Promise.all(cases.map(([args]) => cli(['--data-dir', missing, ...args])));
+    results.forEach((result, i) => {
+      const [args, message] = cases[i]!;
+      expect(result.stderr, args.join(' ')).toBe(`engine-store: error [INVALID_INPUT] ${message}\n`);
+      expect(result.code, args.join(' ')).toBe(2);
+    });
+    expect(existsSync(missing)).toBe(false);
   });
 });
 
@@ -176,13 +194,21 @@ describe('engine-store admin commands on a fresh embedded database', () => {
     expect(refused.stdout).toMatch(/refused: REVOKED/);
   });
 
-  it('reports bad flags and conflicts with their exit codes', async () => {
+  it('reports what only the store can check in the words of the flags, with their exit codes', async () => {
     const org = await admin(['org', 'create', '--name', 'Globex', '--json']);
     const orgId = json(org).id as string;
-    expect((await admin(['org', 'create', '--name', 'GLOBEX'])).code).toBe(8);
-    const badRole = await admin(['user', 'add', '--org', orgId, '--email', 'x@globex.example', '--role', 'owner']);
-    expect(badRole.code).toBe(2);
-    expect(badRole.stderr).toMatch(/\[INVALID_INPUT\] user\.role|\[INVALID_INPUT\] role/);
+    const user = await admin(['user', 'add', '--org', orgId, '--email', 'hank@globex.example', '--role', 'customer', '--json']);
+    const userId = json(user).id as string;
+
+    const taken = await admin(['org', 'create', '--name', 'GLOBEX', '--namespace', 'globex-2']);
+    expect(taken.code).toBe(8);
+    expect(taken.stderr).toContain('[CONFLICT] --name: another row already has this name (got "GLOBEX")');
+    const wider = await admin(['key', 'issue', '--org', orgId, '--user', userId, '--name', 'ci', '--scopes', 'workflow:write']);
+    expect(wider.code).toBe(2);
+    expect(wider.stderr).toContain('[INVALID_INPUT] --scopes: workflow:write go beyond the customer role; a key can only be narrowed (got "workflow:write")');
+    const stranger = await admin(['key', 'issue', '--org', orgId, '--user', NOBODY, '--name', 'ci']);
+    expect(stranger.code).toBe(7);
+    expect(stranger.stderr).toContain(`[NOT_FOUND] --user: no active user with this id in this organization (got "${NOBODY}")`);
     expect((await admin(['key', 'verify', 'not-a-key'])).code).toBe(6);
     expect((await admin(['org', 'suspend', NOBODY])).code).toBe(7);
   });

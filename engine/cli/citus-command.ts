@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { distributeOnCitus, type DistributionReport } from '../infra/store/citus/distribute.ts';
 import { StoreError } from '../infra/store/errors.ts';
 import { withDatabase, type GlobalOptions } from './database-options.ts';
-import { wholeNumber } from './parsers.ts';
+import { read } from './flags.ts';
 import type { Output } from './output.ts';
 
 export function addCitusCommand(program: Command, output: Output): void {
@@ -12,7 +12,7 @@ export function addCitusCommand(program: Command, output: Output): void {
   citus
     .command('distribute')
     .description('shard the tenant tables by organization and copy the global ones to every node (on the coordinator; idempotent)')
-    .option('--shard-count <n>', 'shards per distributed table', wholeNumber('--shard-count'), 32)
+    .option('--shard-count <n>', 'shards per distributed table', read('--shard-count'), 32)
     .action(async (options: { shardCount: number }, command: Command) => {
       const globals = command.optsWithGlobals<GlobalOptions>();
       if (globals.databaseUrl === undefined && !process.env.DATABASE_URL?.trim()) {

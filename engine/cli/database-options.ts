@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { openDatabase, type Database } from '../infra/store/db.ts';
 import { storeOver, type Store } from '../infra/store/store.ts';
 import type { TenantScope } from '../infra/store/tenancy.ts';
+import { inFlagTerms } from './flags.ts';
 import type { Output } from './output.ts';
 
 export interface GlobalOptions {
@@ -12,7 +13,7 @@ export interface GlobalOptions {
 
 /**
  * Opens the database the options name, names it (`output.using`), runs `work`, and always
- * closes it.
+ * closes it. Its errors are worded in the command's flags.
  */
 export async function withDatabase<T>(command: Command, output: Output, work: (db: Database) => Promise<T>): Promise<T> {
   const options = command.optsWithGlobals<GlobalOptions>();
@@ -20,6 +21,8 @@ export async function withDatabase<T>(command: Command, output: Output, work: (d
   output.using(db.location);
   try {
     return await work(db);
+  } catch (error) {
+    throw inFlagTerms(error, command);
   } finally {
     await db.close();
   }

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { ApiKey } from '../infra/store/api-keys.ts';
 import { withOrgOf, withStore } from './database-options.ts';
-import { given, isoDate, list, wholeNumber } from './parsers.ts';
+import { given, read } from './flags.ts';
 import { EXIT, pageLines, type Output } from './output.ts';
 
 const describe = (key: ApiKey) =>
@@ -18,12 +18,12 @@ export function addKeyCommand(program: Command, output: Output): void {
   key
     .command('issue')
     .description('issue an API key for a user; prints the key once')
-    .requiredOption('--org <id>', 'organization id')
-    .requiredOption('--user <id>', 'user id')
-    .requiredOption('--name <name>', 'a name for the key, unique among the user\'s live keys')
-    .option('--expires <iso-date>', 'expiry, such as 2027-01-31T00:00:00Z', isoDate('--expires'))
-    .option('--rate-limit <n>', 'requests per hour (default 1000)', wholeNumber('--rate-limit'))
-    .option('--scopes <permissions>', 'narrow the key to these permissions, comma-separated', list)
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .requiredOption('--user <id>', 'user id', read('--user'))
+    .requiredOption('--name <name>', 'a name for the key, unique among the user\'s live keys', read('--name'))
+    .option('--expires <iso-date>', 'expiry, such as 2027-01-31T00:00:00Z', read('--expires'))
+    .option('--rate-limit <n>', 'requests per hour (default 1000)', read('--rate-limit'))
+    .option('--scopes <permissions>', 'narrow the key to these permissions, comma-separated', read('--scopes'))
     .action(async (options: { user: string; name: string; expires?: Date; rateLimit?: number; scopes?: string[] }, command: Command) => {
       await withOrgOf(command, output, async (tx) => {
         const issued = await tx.apiKeys.issue({
@@ -39,11 +39,11 @@ export function addKeyCommand(program: Command, output: Output): void {
   key
     .command('list')
     .description('list the API keys of an organization (never the keys themselves)')
-    .requiredOption('--org <id>', 'organization id')
-    .option('--user <id>', 'only this user\'s keys')
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .option('--user <id>', 'only this user\'s keys', read('--user'))
     .option('--include-deleted', 'also list soft-deleted keys')
-    .option('--limit <n>', 'page size (1-500)', wholeNumber('--limit'))
-    .option('--after <cursor>', 'the next-page cursor of a previous listing')
+    .option('--limit <n>', 'page size (1-500)', read('--limit'))
+    .option('--after <cursor>', 'the next-page cursor of a previous listing', read('--after'))
     .action(async (options: { user?: string; includeDeleted?: boolean; limit?: number; after?: string }, command: Command) => {
       await withOrgOf(command, output, async (tx) => {
         const page = await tx.apiKeys.list(given({ userId: options.user, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }));
@@ -54,8 +54,8 @@ export function addKeyCommand(program: Command, output: Output): void {
   key
     .command('revoke')
     .description('revoke an API key at once')
-    .requiredOption('--org <id>', 'organization id')
-    .argument('<key-id>', 'the key\'s id (from key list)')
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .argument('<key-id>', 'the key\'s id (from key list)', read('<key-id>'))
     .action(async (keyId: string, _options: object, command: Command) => {
       await withOrgOf(command, output, async (tx) => {
         const revoked = await tx.apiKeys.revoke(keyId);
@@ -66,9 +66,9 @@ export function addKeyCommand(program: Command, output: Output): void {
   key
     .command('rotate')
     .description('replace an API key by a new one; prints the new key once')
-    .requiredOption('--org <id>', 'organization id')
-    .argument('<key-id>', 'the key\'s id (from key list)')
-    .option('--grace <seconds>', 'keep the old key working this long (default 0: revoke at once)', wholeNumber('--grace'))
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .argument('<key-id>', 'the key\'s id (from key list)', read('<key-id>'))
+    .option('--grace <seconds>', 'keep the old key working this long (default 0: revoke at once)', read('--grace'))
     .action(async (keyId: string, options: { grace?: number }, command: Command) => {
       await withOrgOf(command, output, async (tx) => {
         const rotated = await tx.apiKeys.rotate(keyId, { gracePeriodSeconds: options.grace ?? 0 });

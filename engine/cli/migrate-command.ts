@@ -1,9 +1,8 @@
 /** `engine-store migrate up|down|status`: the migration runner on the command line. */
 import type { Command } from 'commander';
-import { StoreError } from '../infra/store/errors.ts';
 import { DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, migrateDown, migrateUp, migrationStatus, type MigrationStatus } from '../infra/store/migrate.ts';
 import { withDatabase } from './database-options.ts';
-import { wholeNumber } from './parsers.ts';
+import { read } from './flags.ts';
 import { EXIT, type Output } from './output.ts';
 
 export function addMigrateCommand(program: Command, output: Output): void {
@@ -12,9 +11,9 @@ export function addMigrateCommand(program: Command, output: Output): void {
   migrate
     .command('up')
     .description('apply pending migrations, in order')
-    .option('--to <name>', 'stop after this migration')
-    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', DEFAULT_LOCK_TIMEOUT)
-    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', wholeNumber('--lock-retries'), DEFAULT_LOCK_RETRIES)
+    .option('--to <name>', 'stop after this migration', read('--to'))
+    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', read('--lock-timeout'), DEFAULT_LOCK_TIMEOUT)
+    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', read('--lock-retries'), DEFAULT_LOCK_RETRIES)
     .action(async (options: { to?: string; lockTimeout: string; lockRetries: number }, command: Command) => {
       await withDatabase(command, output, async (db) => {
         const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress });
@@ -25,17 +24,14 @@ export function addMigrateCommand(program: Command, output: Output): void {
   migrate
     .command('down')
     .description('revert the last N applied migrations (default 1), newest first')
-    .argument('[n]', 'how many migrations to revert', '1')
-    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', DEFAULT_LOCK_TIMEOUT)
-    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', wholeNumber('--lock-retries'), DEFAULT_LOCK_RETRIES)
+    .argument('[n]', 'how many migrations to revert', read('<n>'), 1)
+    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', read('--lock-timeout'), DEFAULT_LOCK_TIMEOUT)
+    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', read('--lock-retries'), DEFAULT_LOCK_RETRIES)
     .option('--force', 'revert even where a step drops a table that holds rows (the rows are lost)')
-    .action(async (n: string, options: { lockTimeout: string; lockRetries: number; force?: boolean }, command: Command) => {
-      if (!/^[1-9]\d*$/.test(n)) {
-        throw new StoreError('INVALID_INPUT', `N must be a positive whole number (got "${n}")`, { field: 'n' });
-      }
+    .action(async (count: number, options: { lockTimeout: string; lockRetries: number; force?: boolean }, command: Command) => {
       await withDatabase(command, output, async (db) => {
         const steps = await migrateDown(db, {
-          count: Number(n),
+          count,
           force: options.force === true,
           lockTimeout: options.lockTimeout,
           lockRetries: options.lockRetries,

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { StoreError } from '../infra/store/errors.ts';
 import type { Organization } from '../infra/store/organizations.ts';
 import { withStore } from './database-options.ts';
-import { given, wholeNumber } from './parsers.ts';
+import { given, read } from './flags.ts';
 import { pageLines, type Output } from './output.ts';
 
 const describe = (org: Organization) =>
@@ -15,8 +15,8 @@ export function addOrgCommand(program: Command, output: Output): void {
   org
     .command('create')
     .description('create an organization')
-    .requiredOption('--name <name>', 'organization name, unique ignoring case')
-    .option('--namespace <namespace>', 'Temporal namespace (default: derived from the name)')
+    .requiredOption('--name <name>', 'organization name, unique ignoring case', read('--name'))
+    .option('--namespace <namespace>', 'Temporal namespace (default: derived from the name)', read('--namespace'))
     .action(async (options: { name: string; namespace?: string }, command: Command) => {
       await withStore(command, output, async (store) => {
         const created = await store.organizations.create({ name: options.name, ...given({ temporalNamespace: options.namespace }) });
@@ -27,10 +27,10 @@ export function addOrgCommand(program: Command, output: Output): void {
   org
     .command('list')
     .description('list organizations, newest first')
-    .option('--status <status>', 'active or suspended')
+    .option('--status <status>', 'active or suspended', read('--status'))
     .option('--include-deleted', 'also list soft-deleted organizations')
-    .option('--limit <n>', 'page size (1-500)', wholeNumber('--limit'))
-    .option('--after <cursor>', 'the next-page cursor of a previous listing')
+    .option('--limit <n>', 'page size (1-500)', read('--limit'))
+    .option('--after <cursor>', 'the next-page cursor of a previous listing', read('--after'))
     .action(async (options: { status?: 'active' | 'suspended'; includeDeleted?: boolean; limit?: number; after?: string }, command: Command) => {
       await withStore(command, output, async (store) => {
         const page = await store.organizations.list(
@@ -50,7 +50,7 @@ export function addOrgCommand(program: Command, output: Output): void {
     org
       .command(name)
       .description(description)
-      .argument('<id>', 'organization id')
+      .argument('<id>', 'organization id', read('<id>'))
       .action(async (id: string, _options: object, command: Command) => {
         await withStore(command, output, async (store) => {
           const changed = await store.organizations[method](id);
@@ -62,7 +62,7 @@ export function addOrgCommand(program: Command, output: Output): void {
   org
     .command('purge')
     .description('delete a soft-deleted organization for good, with everything it owns')
-    .argument('<id>', 'organization id')
+    .argument('<id>', 'organization id', read('<id>'))
     .option('--yes', 'confirm: this cannot be undone')
     .action(async (id: string, options: { yes?: boolean }, command: Command) => {
       if (!options.yes) throw new StoreError('INVALID_INPUT', 'purging cannot be undone: add --yes to confirm', { field: '--yes' });

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { User } from '../infra/store/users.ts';
 import type { AccountStatus, Role } from '../infra/store/validation.ts';
 import { withOrgOf } from './database-options.ts';
-import { given, wholeNumber } from './parsers.ts';
+import { given, read } from './flags.ts';
 import { pageLines, type Output } from './output.ts';
 
 const describe = (user: User) => `${user.id}  ${user.email}  ${user.role}  ${user.deletedAt ? 'deleted' : user.status}`;
@@ -14,9 +14,9 @@ export function addUserCommand(program: Command, output: Output): void {
   user
     .command('add')
     .description('add a user to an organization')
-    .requiredOption('--org <id>', 'organization id')
-    .requiredOption('--email <email>', 'email, unique in the organization ignoring case')
-    .requiredOption('--role <role>', 'admin, manager or customer')
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .requiredOption('--email <email>', 'email, unique in the organization ignoring case', read('--email'))
+    .requiredOption('--role <role>', 'admin, manager or customer', read('--role'))
     .action(async (options: { email: string; role: Role }, command: Command) => {
       await withOrgOf(command, output, async (tx) => {
         const created = await tx.users.create({ email: options.email, role: options.role });
@@ -27,12 +27,12 @@ export function addUserCommand(program: Command, output: Output): void {
   user
     .command('list')
     .description('list the users of an organization, newest first')
-    .requiredOption('--org <id>', 'organization id')
-    .option('--role <role>', 'only this role')
-    .option('--status <status>', 'only this status (active or suspended)')
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .option('--role <role>', 'only this role', read('--role'))
+    .option('--status <status>', 'only this status (active or suspended)', read('--status'))
     .option('--include-deleted', 'also list soft-deleted users')
-    .option('--limit <n>', 'page size (1-500)', wholeNumber('--limit'))
-    .option('--after <cursor>', 'the next-page cursor of a previous listing')
+    .option('--limit <n>', 'page size (1-500)', read('--limit'))
+    .option('--after <cursor>', 'the next-page cursor of a previous listing', read('--after'))
     .action(async (options: { role?: Role; status?: AccountStatus; includeDeleted?: boolean; limit?: number; after?: string }, command: Command) => {
       await withOrgOf(command, output, async (tx) => {
         const page = await tx.users.list(
@@ -52,8 +52,8 @@ export function addUserCommand(program: Command, output: Output): void {
     user
       .command(name)
       .description(description)
-      .requiredOption('--org <id>', 'organization id')
-      .argument('<id>', 'user id')
+      .requiredOption('--org <id>', 'organization id', read('--org'))
+      .argument('<user-id>', 'user id', read('<user-id>'))
       .action(async (id: string, _options: object, command: Command) => {
         await withOrgOf(command, output, async (tx) => {
           const changed = await tx.users[method](id);
