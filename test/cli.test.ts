@@ -2,7 +2,7 @@
  * The command line end to end, as a user runs it: a real process, real exit codes, real output.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -47,6 +47,19 @@ function temporaryDir(name: string): string {
 }
 afterAll(() => temporaryDirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
+let template: Promise<string> | undefined;
+/** A copy of an embedded database migrated once for the file (migrating costs seconds, copying little). */
+async function migratedDataDir(): Promise<string> {
+  template ??= (async () => {
+    const dir = join(temporaryDir('template'), 'db');
+    expect((await cli(['--data-dir', dir, 'migrate', 'up'])).code).toBe(0);
+    return dir;
+  })();
+  const copy = join(temporaryDir('copy'), 'db');
+  cpSync(await template, copy, { recursive: true });
+  return copy;
+}
+
 // Each call starts a process and an embedded database: allow for a loaded machine.
 vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
 
@@ -77,6 +90,15 @@ describe('engine-store migrate on the embedded database', () => {
     expect(JSON.parse(down.stdout).reverted).toHaveLength(1);
     const status = await cli(['--data-dir', dataDir, 'migrate', 'status']);
     expect(status.stdout).toMatch(new RegExp(`${migrationCount - 1} applied, 1 pending`));
+  });
+
+  it('refuses an admin command on an out-of-date database, saying what to run, and migrates nothing', async () => {
+    const refused = await cli(['--data-dir', dataDir, 'org', 'list']);
+    expect(refused.code).toBe(5);
+    expect(refused.stderr).toContain('[SCHEMA_OUT_OF_DATE] the database schema is not current (1 migration(s) pending)');
+    expect(refused.stderr).toContain(`run: engine-store --data-dir ${dataDir} migrate up`);
+    const status = await cli(['--data-dir', dataDir, 'migrate', 'status', '--json']);
+    expect(JSON.parse(status.stdout).upToDate).toBe(false);
   });
 
   it('prints its version', async () => {
@@ -118,6 +140,64 @@ describe('engine-store checks every flag before it opens a database', () => {
   });
 });
 
+describe('engine-store data directories', () => {
+  let root: string;
+  beforeAll(() => {
+    root = temporaryDir('dirs');
+  });
+
+  it('refuses, without making it, a data directory that does not exist, for every command but migrate up', async () => {
+    const missing = join(root, 'missing');
+    const commands = [['org', 'list'], ['user', 'list', '--org', NOBODY], ['key', 'verify', 'es_x'], ['migrate', 'status'], ['migrate', 'down'], ['doctor']];
+    const results = await Promise.all(commands.map((command) => cli(['--data-dir', missing, ...command])));
+    results.forEach((result, i) => {
+      expect(result.stderr, commands[i]!.join(' ')).toBe(`engine-store: error [NO_DATABASE] no database at ${missing} (run: engine-store --data-dir ${missing} migrate up)\n`);
+      expect(result.code, commands[i]!.join(' ')).toBe(3);
+    });
+    expect(existsSync(missing)).toBe(false);
+
+    const empty = join(root, 'empty');
+    mkdirSync(empty);
+    const inEmpty = await cli(['--data-dir', empty, 'org', 'list', '--json']);
+    expect(inEmpty.code).toBe(3);
+    expect(jsonError(inEmpty)).toMatchObject({ code: 'NO_DATABASE', reason: 'no_database' });
+  });
+
+  it('makes no database in a directory that holds other files, not even with migrate up', async () => {
+    const other = join(root, 'other');
+    mkdirSync(other);
+    writeFileSync(join(other, 'notes.txt'), 'mine');
+    const result = await cli(['--data-dir', other, 'migrate', 'up']);
+    expect(result.code).toBe(3);
+    expect(result.stderr).toContain(`[NO_DATABASE] no database at ${other}: it holds other files, and migrate up makes a database only in a new or empty directory`);
+    expect(existsSync(join(other, 'PG_VERSION'))).toBe(false);
+  });
+
+  it('words a data directory it cannot use: not a directory, read-only, damaged', async () => {
+    const file = join(root, 'a-file');
+    writeFileSync(file, 'x');
+    const notDirectory = await cli(['--data-dir', file, 'migrate', 'up']);
+    expect(notDirectory.code).toBe(2);
+    expect(notDirectory.stderr).toContain(`[INVALID_INPUT] cannot use the embedded database directory ${file}: it is not a directory`);
+
+    // PGlite goes by the mode bits even for root: it used to fail to start ("unexpected failure"),
+    // or to report a change done that it could not write back.
+    const readOnly = await migratedDataDir();
+    chmodSync(join(readOnly, 'base'), 0o500);
+    const refused = await cli(['--data-dir', readOnly, 'org', 'create', '--name', 'Lost']);
+    chmodSync(join(readOnly, 'base'), 0o700);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain(`[INVALID_INPUT] cannot use the embedded database directory ${readOnly}: base is read-only (mode 0500)`);
+
+    const damaged = await migratedDataDir();
+    writeFileSync(join(damaged, 'global', 'pg_control'), 'garbage');
+    const broken = await cli(['--data-dir', damaged, 'org', 'list']);
+    expect(broken.code).toBe(3);
+    expect(broken.stderr).toContain(`[CONNECTION_FAILED] the embedded database in ${damaged} cannot be started (`);
+    expect(broken.stderr).toContain('Restore the directory from a backup, or move it aside and make a new database with migrate up');
+  });
+});
+
 describe('engine-store migrate against servers', () => {
   it('exits 3 with a clear message when the URL is not a PostgreSQL URL', async () => {
     const result = await cli(['migrate', 'status', '--json'], { DATABASE_URL: 'mysql://root@127.0.0.1/x' });
@@ -153,12 +233,12 @@ describe('engine-store migrate against servers', () => {
   });
 });
 
-describe('engine-store admin commands on a fresh embedded database', () => {
+describe('engine-store admin commands on an embedded database', () => {
   let dataDir: string;
   const admin = (args: string[]) => cli(['--data-dir', dataDir, ...args]);
   const json = (result: CliResult) => JSON.parse(result.stdout) as Record<string, unknown>;
-  beforeAll(() => {
-    dataDir = join(temporaryDir('admin'), 'db');
+  beforeAll(async () => {
+    dataDir = await migratedDataDir();
   });
 
   it('issues a key, verifies it, revokes it, and then refuses it', async () => {

@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { distributeOnCitus, type DistributionReport } from '../infra/store/citus/distribute.ts';
 import { StoreError } from '../infra/store/errors.ts';
-import { withDatabase, type GlobalOptions } from './database-options.ts';
+import { withDatabase } from './database-options.ts';
+import { targetOf, type GlobalOptions } from './database-target.ts';
 import { read } from './flags.ts';
 import type { Output } from './output.ts';
 
@@ -14,8 +15,7 @@ export function addCitusCommand(program: Command, output: Output): void {
     .description('shard the tenant tables by organization and copy the global ones to every node (on the coordinator; idempotent)')
     .option('--shard-count <n>', 'shards per distributed table', read('--shard-count'), 32)
     .action(async (options: { shardCount: number }, command: Command) => {
-      const globals = command.optsWithGlobals<GlobalOptions>();
-      if (globals.databaseUrl === undefined && !process.env.DATABASE_URL?.trim()) {
+      if (!('url' in targetOf(command.optsWithGlobals<GlobalOptions>()))) {
         throw new StoreError('INVALID_INPUT', 'citus distribute needs the coordinator: give --database-url or DATABASE_URL', { field: '--database-url' });
       }
       await withDatabase(command, output, async (db) => {

@@ -46,7 +46,11 @@ export async function main(argv: string[]): Promise<number> {
     await buildProgram(output).parseAsync(argv, { from: 'user' });
     return Number(process.exitCode ?? 0);
   } catch (error) {
-    return output.fail(error);
+    const code = output.fail(error);
+    // An embedded database that failed to start can leave its runtime holding the process
+    // open: a failed command ends once its error is out.
+    await Promise.all([process.stdout, process.stderr].map((stream) => new Promise((done) => stream.write('', done))));
+    process.exit(code);
   }
 }
 

@@ -10,15 +10,20 @@ export function addMigrateCommand(program: Command, output: Output): void {
 
   migrate
     .command('up')
-    .description('apply pending migrations, in order')
+    .description('apply pending migrations, in order (makes the embedded database where there is none)')
     .option('--to <name>', 'stop after this migration', read('--to'))
     .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', read('--lock-timeout'), DEFAULT_LOCK_TIMEOUT)
     .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', read('--lock-retries'), DEFAULT_LOCK_RETRIES)
     .action(async (options: { to?: string; lockTimeout: string; lockRetries: number }, command: Command) => {
-      await withDatabase(command, output, async (db) => {
-        const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress });
-        output.result({ applied: steps }, () => [`${steps.length} migration(s) applied`]);
-      });
+      await withDatabase(
+        command,
+        output,
+        async (db) => {
+          const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress });
+          output.result({ applied: steps }, () => [`${steps.length} migration(s) applied`]);
+        },
+        { creates: true },
+      );
     });
 
   migrate

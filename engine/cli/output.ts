@@ -25,6 +25,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   INVALID_INPUT: EXIT.usage,
   BAD_DATABASE_URL: EXIT.connection,
   CONNECTION_FAILED: EXIT.connection,
+  NO_DATABASE: EXIT.connection,
   LOCK_TIMEOUT: EXIT.locked,
   MIGRATION_LOCKED: EXIT.locked,
   DATA_DIR_LOCKED: EXIT.locked,
