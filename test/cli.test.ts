@@ -292,6 +292,23 @@ describe('engine-store admin commands on an embedded database', () => {
     expect((await admin(['key', 'verify', 'not-a-key'])).code).toBe(6);
     expect((await admin(['org', 'suspend', NOBODY])).code).toBe(7);
   });
+
+  it('refuses an --org that names no organization, for every command that takes --org (an unknown one used to look empty)', async () => {
+    const commands = [
+      ['user', 'list'],
+      ['user', 'add', '--email', 'ada@acme.example', '--role', 'admin'],
+      ['user', 'suspend', NOBODY],
+      ['key', 'issue', '--user', NOBODY, '--name', 'ci'],
+      ['key', 'list'],
+      ['key', 'revoke', NOBODY],
+      ['key', 'rotate', NOBODY],
+    ];
+    for (const command of commands) {
+      const result = await admin([...command, '--org', NOBODY]);
+      expect(result.stderr, command.join(' ')).toContain(`[NOT_FOUND] --org: no such organization (got "${NOBODY}")`);
+      expect(result.code, command.join(' ')).toBe(7);
+    }
+  });
 });
 
 describe('engine-store --json', () => {
@@ -349,6 +366,7 @@ describe('engine-store --json', () => {
         expect((await succeeded(['org', transition, org.id, '--json']))[field], `org ${transition}`).toEqual(value);
       }
       await succeeded(['org', 'delete', org.id, '--json']);
+      await failed(['user', 'list', '--org', org.id, '--json'], 7, { code: 'ORG_INACTIVE', field: '--org', database });
       expect(await succeeded(['--json', 'org', 'purge', org.id, '--yes'])).toMatchObject({ id: org.id, purged: true });
       expect((await succeeded(['doctor', '--json'])).findings).toEqual(expect.any(Array));
       expect((await succeeded(['migrate', 'down', '--json'])).reverted).toHaveLength(1);

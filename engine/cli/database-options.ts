@@ -1,12 +1,12 @@
 /**
  * Opening the database a command names, for the time of the command: it is named to the
- * operator, checked (there is one, its schema is current), always closed, and its errors are
- * worded in the command's flags.
+ * operator, checked (there is one, its schema is current, the organization exists), always
+ * closed, and its errors are worded in the command's flags.
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { openDatabase, type Database } from '../infra/store/db.ts';
-import { StoreError } from '../infra/store/errors.ts';
+import { StoreError, isStoreError } from '../infra/store/errors.ts';
 import { migrationStatus } from '../infra/store/migrate.ts';
 import { storeOver, type Store } from '../infra/store/store.ts';
 import type { TenantScope } from '../infra/store/tenancy.ts';
@@ -81,8 +81,20 @@ export async function withStore<T>(command: Command, output: Output, work: (stor
   });
 }
 
-/** Runs `work` in the scope of the command's --org. */
+/**
+ * Runs `work` in the scope of the command's --org, after checking that the organization exists:
+ * row-level security makes an unknown or deleted organization look empty, which would read as
+ * "no users" rather than as the mistyped id it is.
+ */
 export async function withOrgOf<T>(command: Command, output: Output, work: (tx: TenantScope) => Promise<T>): Promise<T> {
   const { org } = command.opts<{ org: string }>();
-  return withStore(command, output, (store) => store.withOrg(org, work));
+  return withStore(command, output, async (store) => {
+    const found = await store.organizations.get(org, { includeDeleted: true }).catch((error: unknown) => {
+      throw isStoreError(error, 'NOT_FOUND') ? new StoreError('NOT_FOUND', 'no such organization', { field: 'orgId' }) : error;
+    });
+    if (found.deletedAt !== null) {
+      throw new StoreError('ORG_INACTIVE', `the organization was deleted (engine-store org restore ${found.id} brings it back)`, { field: 'orgId' });
+    }
+    return store.withOrg(org, work);
+  });
 }
