@@ -22,11 +22,13 @@ interface CliResult {
   stderr: string;
 }
 
-async function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+async function cli(args: string[], env: Record<string, string | undefined> = {}, input = ''): Promise<CliResult> {
+  const started = run(process.execPath, [BIN, ...args], {
+    env: { ...process.env, DATABASE_URL: undefined, ENGINE_STORE_DATA_DIR: undefined, ...env },
+  });
+  started.child.stdin!.end(input);
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
-      env: { ...process.env, DATABASE_URL: undefined, ENGINE_STORE_DATA_DIR: undefined, ...env },
-    });
+    const { stdout, stderr } = await started;
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failed = error as { code: number; stdout: string; stderr: string };
@@ -235,13 +237,13 @@ describe('engine-store migrate against servers', () => {
 
 describe('engine-store admin commands on an embedded database', () => {
   let dataDir: string;
-  const admin = (args: string[]) => cli(['--data-dir', dataDir, ...args]);
+  const admin = (args: string[], input?: string) => cli(['--data-dir', dataDir, ...args], {}, input);
   const json = (result: CliResult) => JSON.parse(result.stdout) as Record<string, unknown>;
   beforeAll(async () => {
     dataDir = await migratedDataDir();
   });
 
-  it('issues a key, verifies it, revokes it, and then refuses it', async () => {
+  it('issues a key, verifies it (from standard input too), revokes it, and then refuses it', async () => {
     const org = await admin(['org', 'create', '--name', 'Acme Corp', '--json']);
     expect(org.code).toBe(0);
     const orgId = json(org).id as string;
@@ -261,6 +263,10 @@ describe('engine-store admin commands on an embedded database', () => {
     const valid = await admin(['key', 'verify', key, '--json']);
     expect(valid.code).toBe(0);
     expect(json(valid)).toMatchObject({ ok: true, principal: { orgId, userId, role: 'manager', permissions: ['workflow:execute', 'workflow:read'] } });
+    // `-`: the key from standard input, where the process list does not show it.
+    const fromStdin = await admin(['key', 'verify', '-'], `${key}\n`);
+    expect(fromStdin.code).toBe(0);
+    expect(fromStdin.stdout).toMatch(new RegExp(`^valid: org=${orgId} user=${userId} role=manager`));
 
     const listed = await admin(['key', 'list', '--org', orgId, '--json']);
     const items = json(listed).items as Record<string, unknown>[];
@@ -269,7 +275,7 @@ describe('engine-store admin commands on an embedded database', () => {
     expect(listed.stdout).not.toMatch(/key_?hash/i);
 
     expect((await admin(['key', 'revoke', '--org', orgId, keyId])).code).toBe(0);
-    const refused = await admin(['key', 'verify', key]);
+    const refused = await admin(['key', 'verify', '-'], key);
     expect(refused.code).toBe(6);
     expect(refused.stdout).toMatch(/refused: REVOKED/);
   });

@@ -84,8 +84,9 @@ export function addKeyCommand(program: Command, output: Output): void {
   key
     .command('verify')
     .description('verify an API key (counts as a request); exits 0 only when it is valid')
-    .argument('<key>', 'the API key')
-    .action(async (presented: string, _options: object, command: Command) => {
+    .argument('<key>', 'the API key, or - to read it from standard input (a key on the command line shows in the process list)')
+    .action(async (argument: string, _options: object, command: Command) => {
+      const presented = argument === '-' ? await readStdin() : argument;
       await withStore(command, output, async (store) => {
         const result = await store.verifyApiKey(presented);
         output.result(result, () =>
@@ -100,4 +101,11 @@ export function addKeyCommand(program: Command, output: Output): void {
         if (!result.ok) process.exitCode = EXIT.keyRefused;
       });
     });
+}
+
+/** All of standard input, without the line end or spaces around it. */
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8').trim();
 }
