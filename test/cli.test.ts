@@ -333,6 +333,16 @@ describe('engine-store --json', () => {
     });
   });
 
+  /** A --json result, as far as this test reads it. */
+  interface JsonResult {
+    database: string;
+    id: string;
+    key: string;
+    items: unknown[];
+    replaced: { id: string };
+    [field: string]: unknown;
+  }
+
   // On the server when there is one: the same code, at a third of the time per process.
   it('is honoured by every command, before or after the command name, naming the database', async () => {
     const server = serverUrl ? await createServerDatabase() : undefined;
@@ -341,7 +351,7 @@ describe('engine-store --json', () => {
     const succeeded = async (args: string[]) => {
       const result = await cli([...where, ...args]);
       expect(result.code, `${args.join(' ')}: ${result.stderr}`).toBe(0);
-      const parsed = JSON.parse(result.stdout) as Record<string, any>;
+      const parsed = JSON.parse(result.stdout) as JsonResult;
       expect(parsed.database, args.join(' ')).toBe(database);
       return parsed;
     };

@@ -124,7 +124,7 @@ const FLAGS: Record<string, Flag> = {
  * The parser of a flag (`--org`) or argument (`<id>`) for commander: it runs while the line is
  * parsed, and a value it refuses fails as INVALID_INPUT naming the flag and echoing the text.
  */
-export function read(flag: string): (text: string) => any {
+export function read(flag: string): (text: string) => unknown {
   const { field, read } = FLAGS[flag]!;
   return (text) => {
     try {
