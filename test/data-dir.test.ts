@@ -28,6 +28,8 @@ describe('the embedded data directory', () => {
   it('parallel CLI processes on one directory each wait their turn: every organization they print exists', async () => {
     const dataDir = join(root, 'parallel');
     const env = { ...process.env, DATABASE_URL: undefined, ENGINE_STORE_DATA_DIR: undefined };
+    // Only migrate up makes the database; the admin commands refuse a directory without one.
+    await run(process.execPath, [BIN, '--data-dir', dataDir, 'migrate', 'up'], { env });
     const created = await Promise.all(
       Array.from({ length: 5 }, async (_, i) => {
         const { stdout } = await run(process.execPath, [BIN, '--data-dir', dataDir, 'org', 'create', '--name', `Parallel ${i}`, '--json'], { env });

@@ -2,25 +2,23 @@
 import type { Command } from 'commander';
 import { distributeOnCitus, type DistributionReport } from '../infra/store/citus/distribute.ts';
 import { StoreError } from '../infra/store/errors.ts';
-import { wholeNumber } from './parsers.ts';
-import { createOutput } from './output.ts';
-import { withDatabase, type GlobalOptions } from './database-options.ts';
+import { withDatabase } from './database-options.ts';
+import { targetOf, type GlobalOptions } from './database-target.ts';
+import { read } from './flags.ts';
+import type { Output } from './output.ts';
 
-export function addCitusCommand(program: Command): void {
+export function addCitusCommand(program: Command, output: Output): void {
   const citus = program.command('citus').description('run the store on a Citus cluster');
 
   citus
     .command('distribute')
     .description('shard the tenant tables by organization and copy the global ones to every node (on the coordinator; idempotent)')
-    .option('--shard-count <n>', 'shards per distributed table', wholeNumber('--shard-count'), 32)
-    .option('--json', 'print the result as JSON')
-    .action(async (options: { shardCount: number; json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      const globals = command.optsWithGlobals<GlobalOptions>();
-      if (globals.databaseUrl === undefined && !process.env.DATABASE_URL?.trim()) {
+    .option('--shard-count <n>', 'shards per distributed table', read('--shard-count'), 32)
+    .action(async (options: { shardCount: number }, command: Command) => {
+      if (!('url' in targetOf(command.optsWithGlobals<GlobalOptions>()))) {
         throw new StoreError('INVALID_INPUT', 'citus distribute needs the coordinator: give --database-url or DATABASE_URL', { field: '--database-url' });
       }
-      await withDatabase(globals, async (db) => {
+      await withDatabase(command, output, async (db) => {
         const report = await distributeOnCitus(db, { shardCount: options.shardCount, log: output.progress });
         output.result(report, () => reportLines(report));
       });

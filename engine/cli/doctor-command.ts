@@ -1,30 +1,22 @@
 /** `engine-store doctor`: checks a live database and exits 9 when anything is wrong with it. */
 import type { Command } from 'commander';
 import { diagnose, type Finding } from '../infra/store/doctor.ts';
-import { EXIT, createOutput } from './output.ts';
-import { withDatabase, type GlobalOptions } from './database-options.ts';
+import { withDatabase } from './database-options.ts';
+import { EXIT, type Output } from './output.ts';
 
-export function addDoctorCommand(program: Command): void {
+export function addDoctorCommand(program: Command, output: Output): void {
   program
     .command('doctor')
     .description('check the database: migrations, schema drift, row-level security, the tenant role, tenant indexes')
-    .option('--json', 'print the result as JSON')
-    .action(async (options: { json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      const globals = command.optsWithGlobals<GlobalOptions>();
-      await withDatabase(globals, async (db) => {
+    .action(async (_options: object, command: Command) => {
+      await withDatabase(command, output, async (db, target) => {
         // The drift check builds a scratch database on the same server, through the same URL.
-        const url = globals.databaseUrl ?? nonEmpty(process.env.DATABASE_URL);
-        const { findings } = await diagnose(db, { url });
+        const { findings } = await diagnose(db, { url: 'url' in target ? target.url : undefined });
         const ok = !findings.some((finding) => finding.severity === 'error');
         output.result({ ok, findings }, () => doctorLines(db.location, findings));
         if (!ok) process.exitCode = EXIT.doctorFindings;
       });
     });
-}
-
-function nonEmpty(value: string | undefined): string | undefined {
-  return value === undefined || value.trim() === '' ? undefined : value;
 }
 
 function doctorLines(location: string, findings: Finding[]): string[] {

@@ -1,9 +1,9 @@
 /** `engine-store key ...`: issue, list, revoke, rotate and verify API keys. */
 import type { Command } from 'commander';
 import type { ApiKey } from '../infra/store/api-keys.ts';
-import { withStore } from './database-options.ts';
-import { EXIT, createOutput, pageLines } from './output.ts';
-import { given, isoDate, list, wholeNumber } from './parsers.ts';
+import { withOrgOf, withStore } from './database-options.ts';
+import { given, read } from './flags.ts';
+import { EXIT, pageLines, type Output } from './output.ts';
 
 const describe = (key: ApiKey) =>
   `${key.id}  es_${key.prefix}_…  ${key.name}  user=${key.userId}  ${key.deletedAt ? 'deleted' : key.status}` +
@@ -12,54 +12,41 @@ const describe = (key: ApiKey) =>
 
 const SHOWN_ONCE = 'Store this key now: it is not kept anywhere and cannot be shown again.';
 
-export function addKeyCommand(program: Command): void {
+export function addKeyCommand(program: Command, output: Output): void {
   const key = program.command('key').description('issue, list, revoke, rotate and verify API keys');
 
   key
     .command('issue')
     .description('issue an API key for a user; prints the key once')
-    .requiredOption('--org <id>', 'organization id')
-    .requiredOption('--user <id>', 'user id')
-    .requiredOption('--name <name>', 'a name for the key, unique among the user\'s live keys')
-    .option('--expires <iso-date>', 'expiry, such as 2027-01-31T00:00:00Z', isoDate('--expires'))
-    .option('--rate-limit <n>', 'requests per hour (default 1000)', wholeNumber('--rate-limit'))
-    .option('--scopes <permissions>', 'narrow the key to these permissions, comma-separated', list)
-    .option('--json', 'print the result as JSON')
-    .action(
-      async (
-        options: { org: string; user: string; name: string; expires?: Date; rateLimit?: number; scopes?: string[]; json?: boolean },
-        command: Command,
-      ) => {
-        const output = createOutput(options.json === true);
-        await withStore(command, async (store) => {
-          const issued = await store.withOrg(options.org, (tx) =>
-            tx.apiKeys.issue({
-              userId: options.user,
-              name: options.name,
-              ...given({ expiresAt: options.expires, rateLimitPerHour: options.rateLimit, scopes: options.scopes }),
-            }),
-          );
-          process.stderr.write(`warning: ${SHOWN_ONCE}\n`);
-          output.result({ ...issued.apiKey, key: issued.key }, () => [issued.key, `issued ${describe(issued.apiKey)}`]);
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .requiredOption('--user <id>', 'user id', read('--user'))
+    .requiredOption('--name <name>', 'a name for the key, unique among the user\'s live keys', read('--name'))
+    .option('--expires <iso-date>', 'expiry, such as 2027-01-31T00:00:00Z', read('--expires'))
+    .option('--rate-limit <n>', 'requests per hour (default 1000)', read('--rate-limit'))
+    .option('--scopes <permissions>', 'narrow the key to these permissions, comma-separated', read('--scopes'))
+    .action(async (options: { user: string; name: string; expires?: Date; rateLimit?: number; scopes?: string[] }, command: Command) => {
+      await withOrgOf(command, output, async (tx) => {
+        const issued = await tx.apiKeys.issue({
+          userId: options.user,
+          name: options.name,
+          ...given({ expiresAt: options.expires, rateLimitPerHour: options.rateLimit, scopes: options.scopes }),
         });
-      },
-    );
+        output.warn(SHOWN_ONCE);
+        output.result({ ...issued.apiKey, key: issued.key }, () => [issued.key, `issued ${describe(issued.apiKey)}`]);
+      });
+    });
 
   key
     .command('list')
     .description('list the API keys of an organization (never the keys themselves)')
-    .requiredOption('--org <id>', 'organization id')
-    .option('--user <id>', 'only this user\'s keys')
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .option('--user <id>', 'only this user\'s keys', read('--user'))
     .option('--include-deleted', 'also list soft-deleted keys')
-    .option('--limit <n>', 'page size (1-500)', wholeNumber('--limit'))
-    .option('--after <cursor>', 'the next-page cursor of a previous listing')
-    .option('--json', 'print the result as JSON')
-    .action(async (options: { org: string; user?: string; includeDeleted?: boolean; limit?: number; after?: string; json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      await withStore(command, async (store) => {
-        const page = await store.withOrg(options.org, (tx) =>
-          tx.apiKeys.list(given({ userId: options.user, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after })),
-        );
+    .option('--limit <n>', 'page size (1-500)', read('--limit'))
+    .option('--after <cursor>', 'the next-page cursor of a previous listing', read('--after'))
+    .action(async (options: { user?: string; includeDeleted?: boolean; limit?: number; after?: string }, command: Command) => {
+      await withOrgOf(command, output, async (tx) => {
+        const page = await tx.apiKeys.list(given({ userId: options.user, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }));
         output.result(page, () => pageLines(page, describe));
       });
     });
@@ -67,13 +54,11 @@ export function addKeyCommand(program: Command): void {
   key
     .command('revoke')
     .description('revoke an API key at once')
-    .requiredOption('--org <id>', 'organization id')
-    .argument('<key-id>', 'the key\'s id (from key list)')
-    .option('--json', 'print the result as JSON')
-    .action(async (keyId: string, options: { org: string; json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      await withStore(command, async (store) => {
-        const revoked = await store.withOrg(options.org, (tx) => tx.apiKeys.revoke(keyId));
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .argument('<key-id>', 'the key\'s id (from key list)', read('<key-id>'))
+    .action(async (keyId: string, _options: object, command: Command) => {
+      await withOrgOf(command, output, async (tx) => {
+        const revoked = await tx.apiKeys.revoke(keyId);
         output.result(revoked, () => [`revoked ${describe(revoked)}`]);
       });
     });
@@ -81,15 +66,13 @@ export function addKeyCommand(program: Command): void {
   key
     .command('rotate')
     .description('replace an API key by a new one; prints the new key once')
-    .requiredOption('--org <id>', 'organization id')
-    .argument('<key-id>', 'the key\'s id (from key list)')
-    .option('--grace <seconds>', 'keep the old key working this long (default 0: revoke at once)', wholeNumber('--grace'))
-    .option('--json', 'print the result as JSON')
-    .action(async (keyId: string, options: { org: string; grace?: number; json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      await withStore(command, async (store) => {
-        const rotated = await store.withOrg(options.org, (tx) => tx.apiKeys.rotate(keyId, { gracePeriodSeconds: options.grace ?? 0 }));
-        process.stderr.write(`warning: ${SHOWN_ONCE}\n`);
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .argument('<key-id>', 'the key\'s id (from key list)', read('<key-id>'))
+    .option('--grace <seconds>', 'keep the old key working this long (default 0: revoke at once)', read('--grace'))
+    .action(async (keyId: string, options: { grace?: number }, command: Command) => {
+      await withOrgOf(command, output, async (tx) => {
+        const rotated = await tx.apiKeys.rotate(keyId, { gracePeriodSeconds: options.grace ?? 0 });
+        output.warn(SHOWN_ONCE);
         output.result({ ...rotated.apiKey, key: rotated.key, replaced: rotated.replaced }, () => [
           rotated.key,
           `issued ${describe(rotated.apiKey)}`,
@@ -101,11 +84,10 @@ export function addKeyCommand(program: Command): void {
   key
     .command('verify')
     .description('verify an API key (counts as a request); exits 0 only when it is valid')
-    .argument('<key>', 'the API key')
-    .option('--json', 'print the result as JSON')
-    .action(async (presented: string, options: { json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      await withStore(command, async (store) => {
+    .argument('<key>', 'the API key, or - to read it from standard input (a key on the command line shows in the process list)')
+    .action(async (argument: string, _options: object, command: Command) => {
+      const presented = argument === '-' ? await readStdin() : argument;
+      await withStore(command, output, async (store) => {
         const result = await store.verifyApiKey(presented);
         output.result(result, () =>
           result.ok
@@ -119,4 +101,11 @@ export function addKeyCommand(program: Command): void {
         if (!result.ok) process.exitCode = EXIT.keyRefused;
       });
     });
+}
+
+/** All of standard input, without the line end or spaces around it. */
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8').trim();
 }

@@ -11,37 +11,46 @@ import { addKeyCommand } from './key-command.ts';
 import { addMigrateCommand } from './migrate-command.ts';
 import { addOrgCommand } from './org-command.ts';
 import { addUserCommand } from './user-command.ts';
-import { reportError } from './output.ts';
+import { createOutput, type Output } from './output.ts';
 
-export function buildProgram(): Command {
+export function buildProgram(output: Output): Command {
   const program = new Command('engine-store')
     .description('the multi-tenant store of the workflow engine')
     .version(packageVersion(), '--version', 'print the version')
     .option('--database-url <url>', 'PostgreSQL server URL (default: DATABASE_URL, else the embedded database)')
     .option('--data-dir <dir>', 'embedded database directory (default: ENGINE_STORE_DATA_DIR or ./.engine-store)')
-    .showHelpAfterError()
+    .option('--json', 'print the result, or the error, as JSON (anywhere on the line)')
+    // Set before the subcommands are added, which copy it. With --json, a usage error is
+    // printed as JSON by Output.fail instead, and stderr carries nothing else.
+    .configureOutput(output.json ? { writeErr: () => undefined } : {})
+    .showHelpAfterError(!output.json)
     .exitOverride();
-  addMigrateCommand(program);
-  addOrgCommand(program);
-  addUserCommand(program);
-  addKeyCommand(program);
-  addDoctorCommand(program);
-  addCitusCommand(program);
-  const overrideExits = (command: Command) => {
-    command.exitOverride();
-    command.commands.forEach(overrideExits);
-  };
-  overrideExits(program);
+  addMigrateCommand(program, output);
+  addOrgCommand(program, output);
+  addUserCommand(program, output);
+  addKeyCommand(program, output);
+  addDoctorCommand(program, output);
+  addCitusCommand(program, output);
   return program;
 }
 
+/** Whether the line asks for JSON: known before commander parses it, for its usage errors too. */
+function wantsJson(argv: string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end === -1 ? argv : argv.slice(0, end)).includes('--json');
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const json = argv.includes('--json');
+  const output = createOutput(wantsJson(argv));
   try {
-    await buildProgram().parseAsync(argv, { from: 'user' });
+    await buildProgram(output).parseAsync(argv, { from: 'user' });
     return Number(process.exitCode ?? 0);
   } catch (error) {
-    return reportError(error, json);
+    const code = output.fail(error);
+    // An embedded database that failed to start can leave its runtime holding the process
+    // open: a failed command ends once its error is out.
+    await Promise.all([process.stdout, process.stderr].map((stream) => new Promise((done) => stream.write('', done))));
+    process.exit(code);
   }
 }
 

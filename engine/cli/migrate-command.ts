@@ -1,48 +1,44 @@
 /** `engine-store migrate up|down|status`: the migration runner on the command line. */
 import type { Command } from 'commander';
-import { StoreError } from '../infra/store/errors.ts';
 import { DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, migrateDown, migrateUp, migrationStatus, type MigrationStatus } from '../infra/store/migrate.ts';
-import { wholeNumber } from './parsers.ts';
-import { EXIT, createOutput } from './output.ts';
-import { withDatabase, type GlobalOptions } from './database-options.ts';
+import { withDatabase } from './database-options.ts';
+import { read } from './flags.ts';
+import { EXIT, type Output } from './output.ts';
 
-export function addMigrateCommand(program: Command): void {
+export function addMigrateCommand(program: Command, output: Output): void {
   const migrate = program.command('migrate').description('apply, revert or inspect schema migrations');
 
   migrate
     .command('up')
-    .description('apply pending migrations, in order')
-    .option('--to <name>', 'stop after this migration')
-    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', DEFAULT_LOCK_TIMEOUT)
-    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', wholeNumber('--lock-retries'), DEFAULT_LOCK_RETRIES)
-    .option('--json', 'print the result as JSON')
-    .action(async (options: { to?: string; lockTimeout: string; lockRetries: number; json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      await withDatabase(command.optsWithGlobals<GlobalOptions>(), (db) =>
-        untilSignal(async (signal) => {
-          const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress, signal });
-          output.result({ applied: steps }, () => [`${steps.length} migration(s) applied`]);
-        }),
+    .description('apply pending migrations, in order (makes the embedded database where there is none)')
+    .option('--to <name>', 'stop after this migration', read('--to'))
+    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', read('--lock-timeout'), DEFAULT_LOCK_TIMEOUT)
+    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', read('--lock-retries'), DEFAULT_LOCK_RETRIES)
+    .action(async (options: { to?: string; lockTimeout: string; lockRetries: number }, command: Command) => {
+      await withDatabase(
+        command,
+        output,
+        (db) =>
+          untilSignal(async (signal) => {
+            const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress, signal });
+            output.result({ applied: steps }, () => [`${steps.length} migration(s) applied`]);
+          }),
+        { creates: true },
       );
     });
 
   migrate
     .command('down')
     .description('revert the last N applied migrations (default 1), newest first')
-    .argument('[n]', 'how many migrations to revert', '1')
-    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', DEFAULT_LOCK_TIMEOUT)
-    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', wholeNumber('--lock-retries'), DEFAULT_LOCK_RETRIES)
+    .argument('[n]', 'how many migrations to revert', read('<n>'), 1)
+    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', read('--lock-timeout'), DEFAULT_LOCK_TIMEOUT)
+    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', read('--lock-retries'), DEFAULT_LOCK_RETRIES)
     .option('--force', 'revert even where a step drops a table that holds rows (the rows are lost)')
-    .option('--json', 'print the result as JSON')
-    .action(async (n: string, options: { lockTimeout: string; lockRetries: number; force?: boolean; json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      if (!/^[1-9]\d*$/.test(n)) {
-        throw new StoreError('INVALID_INPUT', `N must be a positive whole number (got "${n}")`, { field: 'n' });
-      }
-      await withDatabase(command.optsWithGlobals<GlobalOptions>(), (db) =>
+    .action(async (count: number, options: { lockTimeout: string; lockRetries: number; force?: boolean }, command: Command) => {
+      await withDatabase(command, output, (db) =>
         untilSignal(async (signal) => {
           const steps = await migrateDown(db, {
-            count: Number(n),
+            count,
             force: options.force === true,
             lockTimeout: options.lockTimeout,
             lockRetries: options.lockRetries,
@@ -57,10 +53,8 @@ export function addMigrateCommand(program: Command): void {
   migrate
     .command('status')
     .description('list migrations: applied, pending, edited since applied, or missing')
-    .option('--json', 'print the result as JSON')
-    .action(async (options: { json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      await withDatabase(command.optsWithGlobals<GlobalOptions>(), async (db) => {
+    .action(async (_options: object, command: Command) => {
+      await withDatabase(command, output, async (db) => {
         const status = await migrationStatus(db);
         output.result(status, () => statusLines(status));
         // Pending migrations are normal; edited or missing ones are a problem to fix.

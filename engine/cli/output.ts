@@ -2,6 +2,7 @@
  * How the CLI speaks: results on stdout (one JSON document with --json), progress and errors
  * on stderr, and an exit code per kind of failure so that scripts can tell them apart.
  */
+import { inspect } from 'node:util';
 import { CommanderError } from 'commander';
 import { StoreError, type ErrorCode } from '../infra/store/errors.ts';
 
@@ -27,6 +28,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   BAD_DATABASE_URL: EXIT.connection,
   CONNECTION_FAILED: EXIT.connection,
   CONNECTION_LOST: EXIT.connection,
+  NO_DATABASE: EXIT.connection,
   LOCK_TIMEOUT: EXIT.locked,
   MIGRATION_LOCKED: EXIT.locked,
   DATA_DIR_LOCKED: EXIT.locked,
@@ -44,32 +46,65 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
 };
 
 export interface Output {
-  json: boolean;
+  readonly json: boolean;
+  /**
+   * Names the database the command works on (a location safe to print): a line on stderr for
+   * people, the `database` field of the result (or of the error) with --json.
+   */
+  using(location: string): void;
   /** A progress line: stdout for people, stderr when stdout carries JSON. */
   progress(line: string): void;
+  /** A warning, on stderr either way. */
+  warn(line: string): void;
   /** The command's result: `value` as JSON with --json, else the text lines. */
-  result(value: unknown, lines: () => string[]): void;
+  result(value: object, lines: () => string[]): void;
+  /** Reports a failure on stderr (as JSON with --json) and returns the exit code. */
+  fail(error: unknown): number;
 }
 
+/** The output of one run of the command line; `json` is whether --json is on it. */
 export function createOutput(json: boolean): Output {
+  let database: string | undefined;
+  const named = (value: object, first = true) => (database === undefined ? value : first ? { database, ...value } : { ...value, database });
   return {
     json,
+    using(location) {
+      database = location;
+      if (!json) process.stderr.write(`engine-store: using ${location}\n`);
+    },
     progress: (line) => (json ? process.stderr : process.stdout).write(`${line}\n`),
+    warn: (line) => process.stderr.write(`warning: ${line}\n`),
     result(value, lines) {
-      process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : lines().map((line) => `${line}\n`).join(''));
+      process.stdout.write(json ? `${JSON.stringify(named(value), null, 2)}\n` : lines().map((line) => `${line}\n`).join(''));
+    },
+    fail(error) {
+      if (error instanceof CommanderError) {
+        if (error.exitCode === 0) return EXIT.ok;
+        // Commander has already printed the error and the help in text mode.
+        if (json) process.stderr.write(`${JSON.stringify({ error: usageError(error).toJSON() })}\n`);
+        return EXIT.usage;
+      }
+      const storeError =
+        error instanceof StoreError ? error : new StoreError('DATABASE_ERROR', `unexpected failure: ${describeFailure(error)}`, {}, { cause: error });
+      process.stderr.write(
+        json ? `${JSON.stringify({ error: named(storeError.toJSON(), false) })}\n` : `engine-store: error [${storeError.code}] ${storeError.message}\n`,
+      );
+      return EXIT_BY_CODE[storeError.code] ?? EXIT.failure;
     },
   };
 }
 
-/** Reports a failure on stderr (as JSON with --json) and returns the exit code. */
-export function reportError(error: unknown, json: boolean): number {
-  if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
-  const storeError =
-    error instanceof StoreError
-      ? error
-      : new StoreError('DATABASE_ERROR', `unexpected failure: ${error instanceof Error ? error.message : String(error)}`);
-  process.stderr.write(json ? `${JSON.stringify({ error: storeError.toJSON() })}\n` : `engine-store: error [${storeError.code}] ${storeError.message}\n`);
-  return EXIT_BY_CODE[storeError.code] ?? EXIT.failure;
+/** A usage error of the command line (unknown option, missing argument ...) as INVALID_INPUT. */
+function usageError(error: CommanderError): StoreError {
+  const reason = error.code.replace(/^commander\./, '');
+  const message = reason === 'help' ? 'a command is needed: see --help' : error.message.replace(/^error: /, '');
+  return new StoreError('INVALID_INPUT', message, { reason });
+}
+
+/** Words for a failure that is not an Error (an embedded runtime can throw plain objects). */
+function describeFailure(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return inspect(error, { depth: 2, breakLength: Infinity });
 }
 
 /** Text lines of a page: one line per item, then how to get the next page. */

@@ -2,26 +2,24 @@
 import type { Command } from 'commander';
 import type { User } from '../infra/store/users.ts';
 import type { AccountStatus, Role } from '../infra/store/validation.ts';
-import { withStore } from './database-options.ts';
-import { createOutput, pageLines } from './output.ts';
-import { given, wholeNumber } from './parsers.ts';
+import { withOrgOf } from './database-options.ts';
+import { given, read } from './flags.ts';
+import { pageLines, type Output } from './output.ts';
 
 const describe = (user: User) => `${user.id}  ${user.email}  ${user.role}  ${user.deletedAt ? 'deleted' : user.status}`;
 
-export function addUserCommand(program: Command): void {
+export function addUserCommand(program: Command, output: Output): void {
   const user = program.command('user').description('add and manage the users of an organization');
 
   user
     .command('add')
     .description('add a user to an organization')
-    .requiredOption('--org <id>', 'organization id')
-    .requiredOption('--email <email>', 'email, unique in the organization ignoring case')
-    .requiredOption('--role <role>', 'admin, manager or customer')
-    .option('--json', 'print the result as JSON')
-    .action(async (options: { org: string; email: string; role: Role; json?: boolean }, command: Command) => {
-      const output = createOutput(options.json === true);
-      await withStore(command, async (store) => {
-        const created = await store.withOrg(options.org, (tx) => tx.users.create({ email: options.email, role: options.role }));
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .requiredOption('--email <email>', 'email, unique in the organization ignoring case', read('--email'))
+    .requiredOption('--role <role>', 'admin, manager or customer', read('--role'))
+    .action(async (options: { email: string; role: Role }, command: Command) => {
+      await withOrgOf(command, output, async (tx) => {
+        const created = await tx.users.create({ email: options.email, role: options.role });
         output.result(created, () => [`added user ${describe(created)}`]);
       });
     });
@@ -29,29 +27,20 @@ export function addUserCommand(program: Command): void {
   user
     .command('list')
     .description('list the users of an organization, newest first')
-    .requiredOption('--org <id>', 'organization id')
-    .option('--role <role>', 'only this role')
-    .option('--status <status>', 'only this status (active or suspended)')
+    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .option('--role <role>', 'only this role', read('--role'))
+    .option('--status <status>', 'only this status (active or suspended)', read('--status'))
     .option('--include-deleted', 'also list soft-deleted users')
-    .option('--limit <n>', 'page size (1-500)', wholeNumber('--limit'))
-    .option('--after <cursor>', 'the next-page cursor of a previous listing')
-    .option('--json', 'print the result as JSON')
-    .action(
-      async (
-        options: { org: string; role?: Role; status?: AccountStatus; includeDeleted?: boolean; limit?: number; after?: string; json?: boolean },
-        command: Command,
-      ) => {
-        const output = createOutput(options.json === true);
-        await withStore(command, async (store) => {
-          const page = await store.withOrg(options.org, (tx) =>
-            tx.users.list(
-              given({ role: options.role, status: options.status, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }),
-            ),
-          );
-          output.result(page, () => pageLines(page, describe));
-        });
-      },
-    );
+    .option('--limit <n>', 'page size (1-500)', read('--limit'))
+    .option('--after <cursor>', 'the next-page cursor of a previous listing', read('--after'))
+    .action(async (options: { role?: Role; status?: AccountStatus; includeDeleted?: boolean; limit?: number; after?: string }, command: Command) => {
+      await withOrgOf(command, output, async (tx) => {
+        const page = await tx.users.list(
+          given({ role: options.role, status: options.status, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }),
+        );
+        output.result(page, () => pageLines(page, describe));
+      });
+    });
 
   const transitions = [
     ['suspend', 'suspend a user: their API keys stop working at once', 'suspend'],
@@ -63,13 +52,11 @@ export function addUserCommand(program: Command): void {
     user
       .command(name)
       .description(description)
-      .requiredOption('--org <id>', 'organization id')
-      .argument('<id>', 'user id')
-      .option('--json', 'print the result as JSON')
-      .action(async (id: string, options: { org: string; json?: boolean }, command: Command) => {
-        const output = createOutput(options.json === true);
-        await withStore(command, async (store) => {
-          const changed = await store.withOrg(options.org, (tx) => tx.users[method](id));
+      .requiredOption('--org <id>', 'organization id', read('--org'))
+      .argument('<user-id>', 'user id', read('<user-id>'))
+      .action(async (id: string, _options: object, command: Command) => {
+        await withOrgOf(command, output, async (tx) => {
+          const changed = await tx.users[method](id);
           output.result(changed, () => [`${name}: ${describe(changed)}`]);
         });
       });

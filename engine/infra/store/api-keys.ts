@@ -125,13 +125,15 @@ function toApiKey(row: ApiKeyRow): ApiKey {
   };
 }
 
-const expiresAt = z
+// The rules of the fields below are exported for the command line, which checks its flags with
+// them before it opens a database.
+export const expiresAt = z
   .union([z.date(), z.string().datetime({ offset: true })])
   .transform((value) => new Date(value))
   .refine((value) => !Number.isNaN(value.getTime()), 'must be a date')
   .refine((value) => value.getTime() > Date.now(), 'must be in the future');
-const rateLimitPerHour = z.number().int('must be a whole number').min(1, 'must be at least 1').max(1_000_000, 'must be at most 1,000,000');
-const scopes = z
+export const rateLimitPerHour = z.number().int('must be a whole number').min(1, 'must be at least 1').max(1_000_000, 'must be at most 1,000,000');
+export const scopes = z
   .array(z.string().refine(isPermission, 'must be a known permission such as workflow:read'))
   .min(1, 'must name at least one permission (omit scopes for all of the role)')
   .max(64);
@@ -141,7 +143,8 @@ const notFound = () => new StoreError('NOT_FOUND', 'no such API key in this orga
 /** API keys of one organization, inside `withOrg`. Verification is global: see verify.ts. */
 const ISSUE_INPUT = inputObject({ userId: uuid, name: displayName(), expiresAt: expiresAt.nullable().optional(), rateLimitPerHour: rateLimitPerHour.optional(), scopes: scopes.nullable().optional() });
 const LIST_OPTIONS = inputObject({ userId: uuid.optional(), status: z.enum(KEY_STATUSES).optional(), includeDeleted: z.boolean().optional(), ...pageShape });
-const ROTATE_OPTIONS = inputObject({ gracePeriodSeconds: z.number().int('must be a whole number').min(0).max(30 * 24 * 3600, 'must be at most 30 days').optional() });
+export const gracePeriodSeconds = z.number().int('must be a whole number').min(0).max(30 * 24 * 3600, 'must be at most 30 days');
+const ROTATE_OPTIONS = inputObject({ gracePeriodSeconds: gracePeriodSeconds.optional() });
 
 /** A key can only be narrowed: scopes beyond the user's role are INVALID_INPUT. */
 function refuseWiderScopes(role: Role, requested: readonly string[] | null | undefined): void {

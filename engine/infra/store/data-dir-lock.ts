@@ -9,10 +9,11 @@
  * gone (a crash, kill -9) is taken over.
  *
  * The directory is made private to its user on open (0700, files 0600): PGlite writes its files
- * world-readable, and they hold every tenant's data.
+ * world-readable, and they hold every tenant's data. A file or directory of it that its user
+ * cannot write is refused by name, before PGlite meets it.
  */
 import { chmodSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { StoreError } from './errors.ts';
 
 export interface DataDirLock {
@@ -125,14 +126,23 @@ export function privateDataDir(dataDir: string): void {
   }
 }
 
-function restrict(path: string, directory: boolean): void {
+function restrict(path: string, directory: boolean, root = path): void {
   const mode = statSync(path).mode & 0o777;
   const wanted = directory ? 0o700 : 0o600;
+  // PGlite's file system goes by these bits, even for root: a file it cannot write fails its
+  // start, or worse, the write-back of a command it has already reported done.
+  if ((mode & wanted) !== wanted) {
+    const what = path === root ? 'it' : relative(root, path);
+    throw new StoreError('INVALID_INPUT', `cannot use the embedded database directory ${root}: ${what} is read-only (mode ${mode.toString(8).padStart(4, '0')})`, {
+      field: 'dataDir',
+      reason: 'read_only',
+    });
+  }
   if ((mode & 0o077) !== 0) chmodSync(path, mode & wanted);
   if (!directory) return;
   for (const entry of readdirSync(path, { withFileTypes: true })) {
-    if (entry.isDirectory()) restrict(join(path, entry.name), true);
-    else if (entry.isFile()) restrict(join(path, entry.name), false);
+    if (entry.isDirectory()) restrict(join(path, entry.name), true, root);
+    else if (entry.isFile()) restrict(join(path, entry.name), false, root);
   }
 }
 

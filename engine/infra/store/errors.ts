@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   MIGRATION_INVALID: 'a migration file is malformed',
   DISTRIBUTION_REFUSED: 'the database cannot be distributed on Citus as it is',
   DATABASE_ERROR: 'the database refused the operation',
+  NO_DATABASE: 'there is no database at the place given (an embedded data directory that migrate up has not made)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -465,7 +465,7 @@ const TIMEOUT_VALUE = /^\d+(ms|s|min)?$/;
  * The runner's options, checked before any work (even when nothing is pending), so that a bad
  * value is reported the same way every time. A lock timeout of 0 would mean "wait forever".
  */
-function checkRunnerOptions(options: RunnerOptions): void {
+export function checkRunnerOptions(options: RunnerOptions): void {
   const { lockTimeout = DEFAULT_LOCK_TIMEOUT, lockRetries = DEFAULT_LOCK_RETRIES } = options;
   if (!TIMEOUT_VALUE.test(lockTimeout) || /^0+(ms|s|min)?$/.test(lockTimeout)) {
     throw new StoreError('INVALID_INPUT', `lock timeout "${lockTimeout}" is not a duration above zero such as 5s or 500ms`, { field: 'lockTimeout' });
