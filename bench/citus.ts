@@ -17,9 +17,9 @@
  */
 import { parseArgs } from 'node:util';
 import { distributeOnCitus } from '../engine/infra/store/citus/distribute.ts';
-import { openDatabase } from '../engine/infra/store/db.ts';
-import { openStore, type Store } from '../engine/infra/store/index.ts';
-import { migrateUp } from '../engine/infra/store/migrate.ts';
+import { openDatabase } from '../engine/infra/store/connection/database.ts';
+import { openStore, type Store } from 'engine-store';
+import { migrateUp } from '../engine/infra/store/migrator/runner.ts';
 import { createCitusDatabase } from '../test/support/citus.ts';
 import { alternatingP50, withScratchDatabase } from './support.ts';
 

@@ -12,7 +12,7 @@
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { openStore, type Store } from '../engine/infra/store/index.ts';
+import { openStore, type Store } from 'engine-store';
 import { alternatingP50, withScratchDatabase } from './support.ts';
 
 export interface ListingCase {

@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { openDatabase, redactUrl, type Database } from '../engine/infra/store/db.ts';
-import { migrateUp } from '../engine/infra/store/migrate.ts';
-import { MIGRATIONS_DIR } from '../engine/infra/store/migration-files.ts';
+import { openDatabase, redactUrl, type Database } from '../engine/infra/store/connection/database.ts';
+import { migrateUp } from '../engine/infra/store/migrator/runner.ts';
+import { MIGRATIONS_DIR } from '../engine/infra/store/migrator/migration-files.ts';
 import { percentile } from './support.ts';
 
 /** The last migration before the ones that rework the existing tables: the seeding happens here. */

@@ -1,5 +1,5 @@
 /** What the benchmarks share: scratch databases and percentiles. */
-import { openDatabase } from '../engine/infra/store/db.ts';
+import { openDatabase } from '../engine/infra/store/connection/database.ts';
 
 /** Nearest-rank percentile, in ms; 0 for no samples. */
 export function percentile(samples: number[], p: number): number {

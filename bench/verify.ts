@@ -17,8 +17,8 @@
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { parseKey } from '../engine/infra/store/api-keys.ts';
-import { openStore, type Store } from '../engine/infra/store/index.ts';
+import { parseKey } from '../engine/infra/store/api-keys/api-keys.ts';
+import { openStore, type Store } from 'engine-store';
 import { percentile, withScratchDatabase } from './support.ts';
 
 export interface VerifyBenchResult {

@@ -12,9 +12,9 @@ import { randomUUID } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { openStore, type UpsertTaskState } from '../engine/infra/store/index.ts';
-import { batchColumns } from '../engine/infra/store/task-input.ts';
-import { UPSERT_BATCH_SQL } from '../engine/infra/store/tasks.ts';
+import { openStore, type UpsertTaskState } from 'engine-store';
+import { batchColumns } from '../engine/infra/store/repositories/task-input.ts';
+import { UPSERT_BATCH_SQL } from '../engine/infra/store/repositories/tasks.ts';
 import { alternatingP50, withScratchDatabase } from './support.ts';
 
 export interface WritesResult {

@@ -8,10 +8,10 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import pg from 'pg';
-import { openDatabase } from '../engine/infra/store/db.ts';
-import { MIGRATIONS_TABLE, MIGRATIONS_TABLE_DDL, migrateUp } from '../engine/infra/store/migrate.ts';
-import { readMigrationFiles } from '../engine/infra/store/migration-files.ts';
-import { SCHEMA_FILE } from '../engine/infra/store/schema-file.ts';
+import { openDatabase } from '../engine/infra/store/connection/database.ts';
+import { MIGRATIONS_TABLE, MIGRATIONS_TABLE_DDL, migrateUp } from '../engine/infra/store/migrator/runner.ts';
+import { readMigrationFiles } from '../engine/infra/store/migrator/migration-files.ts';
+import { SCHEMA_FILE } from '../engine/infra/store/migrator/schema-file.ts';
 
 /**
  * pg_dump leaves out roles, which belong to the cluster; the schema's grants and policies name

@@ -13,9 +13,9 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readCatalog } from '../engine/infra/store/catalog.ts';
-import { openDatabase, type Queryable } from '../engine/infra/store/db.ts';
-import { migrateUp } from '../engine/infra/store/migrate.ts';
+import { readCatalog } from '../engine/infra/store/diagnostics/catalog.ts';
+import { openDatabase, type Queryable } from '../engine/infra/store/connection/database.ts';
+import { migrateUp } from '../engine/infra/store/migrator/runner.ts';
 
 /** Where the generated document lives. */
 export const SCHEMA_DOCS_FILE = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'schema.md');

@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
-import { readMigrationFiles } from '../engine/infra/store/migration-files.ts';
+import { readMigrationFiles } from '../engine/infra/store/migrator/migration-files.ts';
 
 const squawk = join(dirname(createRequire(import.meta.url).resolve('squawk-cli/package.json')), '..', '.bin', 'squawk');
 const files = readMigrationFiles();

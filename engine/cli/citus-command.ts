@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { distributeOnCitus, type DistributionReport } from '../infra/store/citus/distribute.ts';
 import { StoreError } from '../infra/store/errors.ts';
-import { withDatabase } from './database-options.ts';
+import { withDatabase } from './with-database.ts';
 import { targetOf, type GlobalOptions } from './database-target.ts';
 import { read } from './flags.ts';
 import type { Output } from './output.ts';

@@ -6,7 +6,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { DEFAULT_DATA_DIR, nonEmpty } from '../infra/store/db.ts';
+import { DEFAULT_DATA_DIR, nonEmpty } from '../infra/store/connection/database.ts';
 import { StoreError } from '../infra/store/errors.ts';
 
 export interface GlobalOptions {

@@ -1,7 +1,7 @@
 /** `engine-store doctor`: checks a live database and exits 9 when anything is wrong with it. */
 import type { Command } from 'commander';
-import { diagnose, type Finding } from '../infra/store/doctor.ts';
-import { withDatabase } from './database-options.ts';
+import { diagnose, type Finding } from '../infra/store/diagnostics/doctor.ts';
+import { withDatabase } from './with-database.ts';
 import { EXIT, type Output } from './output.ts';
 
 export function addDoctorCommand(program: Command, output: Output): void {

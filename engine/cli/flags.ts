@@ -7,12 +7,12 @@
  */
 import type { Command } from 'commander';
 import type { z } from 'zod/v4';
-import { expiresAt, gracePeriodSeconds, rateLimitPerHour, scopes } from '../infra/store/api-keys.ts';
+import { expiresAt, gracePeriodSeconds, rateLimitPerHour, scopes } from '../infra/store/api-keys/api-keys.ts';
 import { StoreError } from '../infra/store/errors.ts';
-import { checkRunnerOptions } from '../infra/store/migrate.ts';
-import { readMigrationFiles } from '../infra/store/migration-files.ts';
-import { decodeCursor } from '../infra/store/pagination.ts';
-import { accountStatus, displayName, email, pageSize, role, temporalNamespace, uuid } from '../infra/store/validation.ts';
+import { checkRunnerOptions } from '../infra/store/migrator/runner.ts';
+import { readMigrationFiles } from '../infra/store/migrator/migration-files.ts';
+import { decodeCursor } from '../infra/store/repositories/pagination.ts';
+import { accountStatus, displayName, email, pageSize, role, temporalNamespace, uuid } from '../infra/store/repositories/validation.ts';
 
 interface Flag {
   /** The store's name for the value: `details.field` of its errors. */

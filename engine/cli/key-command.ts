@@ -1,7 +1,7 @@
 /** `engine-store key ...`: issue, list, revoke, rotate and verify API keys. */
 import type { Command } from 'commander';
-import type { ApiKey } from '../infra/store/api-keys.ts';
-import { withOrgOf, withStore } from './database-options.ts';
+import type { ApiKey } from '../infra/store/api-keys/api-keys.ts';
+import { withOrgOf, withStore } from './with-database.ts';
 import { given, read } from './flags.ts';
 import { EXIT, pageLines, type Output } from './output.ts';
 

@@ -1,7 +1,7 @@
 /** `engine-store migrate up|down|status`: the migration runner on the command line. */
 import type { Command } from 'commander';
-import { DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, migrateDown, migrateUp, migrationStatus, type MigrationStatus } from '../infra/store/migrate.ts';
-import { withDatabase } from './database-options.ts';
+import { DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, migrateDown, migrateUp, migrationStatus, type MigrationStatus } from '../infra/store/migrator/runner.ts';
+import { withDatabase } from './with-database.ts';
 import { read } from './flags.ts';
 import { EXIT, type Output } from './output.ts';
 

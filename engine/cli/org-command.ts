@@ -1,8 +1,8 @@
 /** `engine-store org ...`: operator actions on organizations. */
 import type { Command } from 'commander';
 import { StoreError } from '../infra/store/errors.ts';
-import type { Organization } from '../infra/store/organizations.ts';
-import { withStore } from './database-options.ts';
+import type { Organization } from '../infra/store/repositories/organizations.ts';
+import { withStore } from './with-database.ts';
 import { given, read } from './flags.ts';
 import { pageLines, type Output } from './output.ts';
 

@@ -1,8 +1,8 @@
 /** `engine-store user ...`: users of one organization, managed by the operator. */
 import type { Command } from 'commander';
-import type { User } from '../infra/store/users.ts';
-import type { AccountStatus, Role } from '../infra/store/validation.ts';
-import { withOrgOf } from './database-options.ts';
+import type { User } from '../infra/store/repositories/users.ts';
+import type { AccountStatus, Role } from '../infra/store/repositories/validation.ts';
+import { withOrgOf } from './with-database.ts';
 import { given, read } from './flags.ts';
 import { pageLines, type Output } from './output.ts';
 

@@ -1,6 +1,6 @@
 /** Assertions the store's test files share. */
 import { expect } from 'vitest';
-import { StoreError, type ErrorCode } from '../../engine/infra/store/index.ts';
+import { StoreError, type ErrorCode } from 'engine-store';
 
 /**
  * Expects `work` (a promise, or a function whose synchronous throw counts as well) to fail with

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { openDatabase, type Database } from '../../engine/infra/store/db.ts';
+import { openDatabase, type Database } from '../../engine/infra/store/connection/database.ts';
 
 export interface TestDatabase {
   db: Database;

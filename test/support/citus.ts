@@ -6,8 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { distributeOnCitus } from '../../engine/infra/store/citus/distribute.ts';
-import { openDatabase } from '../../engine/infra/store/db.ts';
-import { migrateUp } from '../../engine/infra/store/migrate.ts';
+import { openDatabase } from '../../engine/infra/store/connection/database.ts';
+import { migrateUp } from '../../engine/infra/store/migrator/runner.ts';
 import { databaseUrl, type TestBackend, type TestDatabase } from './backends.ts';
 
 export const citusUrl = process.env.TEST_CITUS_URL?.trim() || undefined;
@@ -88,7 +88,8 @@ const citus: TestBackend = {
     } catch (error) {
       await db.close();
       await cluster.drop();
-      throw error;
+      // The driver's error serializes without its message; the message is what says why.
+      throw new Error(`setting up the Citus test database failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
     }
     return {
       db,

@@ -1,5 +1,5 @@
 /** What the pooled connections carry between uses: the tenancy tests require none of it. */
-import type { Database } from '../../engine/infra/store/db.ts';
+import type { Database } from '../../engine/infra/store/connection/database.ts';
 
 export interface ConnectionState {
   pid: number;

@@ -1,5 +1,5 @@
 /** The statements a repository call sends, recorded instead of run (every one answers no rows). */
-import type { QueryResult, Queryable } from '../../engine/infra/store/db.ts';
+import type { QueryResult, Queryable } from '../../engine/infra/store/connection/database.ts';
 
 export interface RecordedStatement {
   sql: string;

@@ -4,10 +4,10 @@
  * tests reach the database's own boundary (row-level security, grants) through the trusted entry.
  */
 import { isCitus } from '../../engine/infra/store/citus/detect.ts';
-import type { Store } from '../../engine/infra/store/index.ts';
-import { withOrgTrustedSql, type TrustedSqlScope } from '../../engine/infra/store/tenancy.ts';
+import type { Store } from 'engine-store';
+import { withOrgTrustedSql, type TrustedSqlScope } from '../../engine/infra/store/tenancy/scopes.ts';
 
-export type { TrustedSqlScope } from '../../engine/infra/store/tenancy.ts';
+export type { TrustedSqlScope } from '../../engine/infra/store/tenancy/scopes.ts';
 
 // Whether each store's database is a Citus coordinator, asked once: its scopes keep custom plans.
 const onCitus = new WeakMap<Store, Promise<boolean>>();

@@ -6,8 +6,8 @@
  * scratch database, to read the setting `test.verification_now` first, and set that setting
  * around one verification, as app_tenant would call it.
  */
-import type { Database, Session } from '../../engine/infra/store/db.ts';
-import { verifyApiKey, type Verification } from '../../engine/infra/store/verify.ts';
+import type { Database, Session } from '../../engine/infra/store/connection/database.ts';
+import { verifyApiKey, type Verification } from '../../engine/infra/store/api-keys/verify-api-key.ts';
 
 const CLOCK_SETTING = 'test.verification_now';
 

@@ -8,14 +8,14 @@
  * The embedded database has one user, a superuser: there tenant scopes enter the role
  * app_tenant with SET LOCAL ROLE, and the boundary rests on the scopes taking no SQL text.
  */
-import { nonEmpty, openDatabase, type Database, type OpenOptions } from './db.ts';
+import { nonEmpty, openDatabase, type Database, type OpenOptions } from './connection/database.ts';
 import { StoreError } from './errors.ts';
-import { migrateUp, migrationStatus } from './migrate.ts';
-import { OrganizationsRepository } from './organizations.ts';
-import { assertTenantIsolation, assertTenantLogin, TENANT_ROLE } from './tenant-safety.ts';
+import { migrateUp, migrationStatus } from './migrator/runner.ts';
+import { OrganizationsRepository } from './repositories/organizations.ts';
+import { assertTenantIsolation, assertTenantLogin, TENANT_ROLE } from './tenancy/tenant-safety.ts';
 import { isCitus } from './citus/detect.ts';
-import { readOrg, scopeSettingValues, withOrg, type ScopeSettings, type ScopeTimeouts, type TenantReads, type TenantScope } from './tenancy.ts';
-import { verifyApiKey, type Verification } from './verify.ts';
+import { readOrg, scopeSettingValues, withOrg, type ScopeSettings, type ScopeTimeouts, type TenantReads, type TenantScope } from './tenancy/scopes.ts';
+import { verifyApiKey, type Verification } from './api-keys/verify-api-key.ts';
 
 export interface StoreOptions extends OpenOptions, TenantLoginOptions {
   /** Apply pending migrations first instead of refusing to start (default false). */
@@ -43,11 +43,11 @@ export interface Store {
   readonly tenantDb: Database;
   /** Operator actions across organizations. */
   readonly organizations: OrganizationsRepository;
-  /** One transaction scoped to one organization; see tenancy.ts. */
+  /** One transaction scoped to one organization; see tenancy/scopes.ts. */
   withOrg<T>(orgId: string, work: (scope: TenantScope) => Promise<T>): Promise<T>;
-  /** Single reads of one organization, one round trip each; see tenancy.ts. */
+  /** Single reads of one organization, one round trip each; see tenancy/scopes.ts. */
   readOrg(orgId: string): TenantReads;
-  /** Verifies an API key in one round trip; see verify.ts. */
+  /** Verifies an API key in one round trip; see api-keys/verify-api-key.ts. */
   verifyApiKey(key: unknown): Promise<Verification>;
   close(): Promise<void>;
 }

@@ -13,9 +13,9 @@
  * as it was or fully distributed. Writers are blocked while the rows are copied into the shards:
  * run it in a maintenance window.
  */
-import type { Database, Session } from '../db.ts';
+import type { Database, Session } from '../connection/database.ts';
 import { StoreError } from '../errors.ts';
-import { migrationStatus } from '../migrate.ts';
+import { migrationStatus } from '../migrator/runner.ts';
 import { isCitus } from './detect.ts';
 import { DISTRIBUTED_TABLES, DISTRIBUTION_COLUMN, REFERENCE_TABLES } from './layout.ts';
 

@@ -1,0 +1,419 @@
+/**
+ * One connection interface over two backends: a PostgreSQL server (node-postgres pool) or the
+ * embedded PGlite database. Everything above this file speaks only `Database` and `Session`.
+ */
+import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+import { lockDataDir, privateDataDir, type DataDirLock } from './data-dir-lock.ts';
+import { SQLSTATE, databaseErrorFields } from './database-errors.ts';
+import { StoreError, isStoreError } from '../errors.ts';
+import { runPipeline } from './pipeline.ts';
+
+export interface QueryResult<Row> {
+  rows: Row[];
+  rowCount: number;
+}
+
+export interface QueryOptions {
+  /**
+   * Keep the statement prepared on the connection (PostgreSQL), so that later runs skip parsing
+   * and planning. For the store's own fixed statements; not for one-off SQL, which would pile up.
+   */
+  prepare?: boolean;
+}
+
+/** One statement of a pipeline (one statement: a pipeline has no scripts). */
+export interface PipelinedStatement {
+  sql: string;
+  params?: readonly unknown[];
+  /** As in QueryOptions. */
+  prepare?: boolean;
+  /** False for a statement run only for its effect (its result then has no rows); default true. */
+  rows?: boolean;
+}
+
+export interface Queryable {
+  /** One statement, with `$1`-style parameters. */
+  query<Row = Record<string, unknown>>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>>;
+  /** A script of several statements, without parameters (simple query protocol). */
+  exec(sql: string): Promise<void>;
+}
+
+/** One physical connection, held for the duration of a callback. */
+export interface Session extends Queryable {
+  /**
+   * Runs several statements in order in one round trip, as one unit: a failure skips the rest
+   * and rejects with that failure. Unless the first statement is BEGIN, they are one transaction
+   * that commits at the end or rolls back on failure; after BEGIN the transaction stays open (or
+   * aborted) for what follows. Call it outside a transaction block.
+   */
+  pipeline(statements: readonly PipelinedStatement[]): Promise<QueryResult<Record<string, unknown>>[]>;
+}
+
+export interface Database extends Queryable {
+  readonly kind: 'postgres' | 'pglite';
+  /** Where the data lives, safe to print: the URL without its password, or the data directory. */
+  readonly location: string;
+  /**
+   * The same database, logged in as another role, with a pool of its own (PostgreSQL only; the
+   * embedded database has one user and returns undefined). How the store derives the tenant
+   * login from the owner's URL.
+   */
+  loginAs(user: string, password?: string): Promise<Database> | undefined;
+  /** Runs `work` on one connection that nobody else uses meanwhile (transactions, session locks). */
+  withSession<T>(work: (session: Session) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** A `postgres://` URL. Defaults to `DATABASE_URL`; without either, the embedded database is used. */
+  url?: string;
+  /** The embedded database's directory, or `memory://`. Defaults to `ENGINE_STORE_DATA_DIR` or `./.engine-store`. */
+  dataDir?: string;
+  /** Connections in the pool (PostgreSQL only). */
+  poolSize?: number;
+  /**
+   * How long to wait for another process to close the same embedded data directory (default
+   * 60,000 ms) before failing with DATA_DIR_LOCKED.
+   */
+  dataDirWaitMs?: number;
+}
+
+export const DEFAULT_DATA_DIR = './.engine-store';
+
+/**
+ * Opens the database and checks that it answers, so that a wrong URL fails here with a clear
+ * error instead of at the first query.
+ *
+ * @example
+ * const db = await openDatabase({ url: 'postgres://postgres@127.0.0.1:5432/test' });
+ * const { rows } = await db.query<{ n: number }>('select 1 as n');
+ */
+export async function openDatabase(options: OpenOptions = {}): Promise<Database> {
+  const url = options.url ?? nonEmpty(process.env.DATABASE_URL);
+  const database = url
+    ? openPostgres(url, options.poolSize ?? 10)
+    : await openPglite(options.dataDir ?? nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR, options.dataDirWaitMs ?? 60_000);
+  try {
+    await database.query('select 1');
+  } catch (error) {
+    await database.close().catch(() => undefined);
+    throw connectionError(error, database.location);
+  }
+  return database;
+}
+
+export function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value;
+}
+
+/** The URL with its password replaced, for messages and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '<unparseable URL>';
+  }
+}
+
+function parsePostgresUrl(url: string): URL {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new StoreError('BAD_DATABASE_URL', 'the database URL is not a URL; expected postgres://user@host:port/database', {
+      field: 'url',
+      reason: 'unparseable',
+    });
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new StoreError('BAD_DATABASE_URL', `the database URL must start with postgres:// (got ${parsed.protocol}//)`, {
+      field: 'url',
+      reason: 'protocol',
+    });
+  }
+  return parsed;
+}
+
+// int8 comes back as a string from node-postgres and as a number from PGlite; the store only
+// keeps counters and sizes in int8, so both backends hand out numbers.
+const pgTypes = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === pg.types.builtins.INT8) return (value: string) => Number(value);
+    return pg.types.getTypeParser(oid, format);
+  },
+};
+
+/** A prepared statement's name, derived from its text: the same SQL is the same statement. */
+function statementName(sql: string): string {
+  let name = statementNames.get(sql);
+  if (name === undefined) {
+    // The store's statements are a few hundred texts; the bound only guards against misuse.
+    if (statementNames.size >= 10_000) statementNames.clear();
+    name = `es_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}`;
+    statementNames.set(sql, name);
+  }
+  return name;
+}
+const statementNames = new Map<string, string>();
+
+/**
+ * Whether an error says the session itself is gone or in an unknown state: a fatal error, a
+ * lost connection (class 08), a terminated session (57P0x), or the end of an idle transaction
+ * (25P03). A statement's ordinary error (a constraint, a timeout, a refused privilege) leaves
+ * the session usable once rolled back.
+ */
+function endsSession(error: unknown): boolean {
+  const fields = databaseErrorFields(error) as (ReturnType<typeof databaseErrorFields> & { severity?: string }) | undefined;
+  if (!fields) return isSocketFailure(error);
+  if (fields.severity === 'FATAL' || fields.severity === 'PANIC') return true;
+  return fields.code!.startsWith('08') || fields.code!.startsWith('57P') || fields.code === '25P03';
+}
+
+/** Node's codes for a socket that broke. */
+const SOCKET_ERROR_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTCONN']);
+
+/** Node's codes for a connection that could not be made: nothing was sent. */
+const CONNECT_ERROR_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/**
+ * Whether node-postgres failed a query because its connection is gone rather than because the
+ * server refused the statement: a socket error, or one of the driver's own connection messages
+ * (it has no codes for these), such as "Connection terminated unexpectedly" for a query in
+ * flight and "Client has encountered a connection error and is not queryable" for the next one.
+ */
+function isSocketFailure(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && SOCKET_ERROR_CODES.has(code)) return true;
+  return /^Connection terminated|not queryable|^Client was closed/i.test(error.message);
+}
+
+/**
+ * A statement's failure as the caller should see it: a lost connection becomes CONNECTION_LOST
+ * (whatever the server's or the driver's wording), anything else is left to the caller's
+ * mapping. The server ends an open transaction with its connection, so nothing of it was
+ * committed; the caller of COMMIT itself learns more (see tenancy/scopes.ts).
+ */
+function connectionLostOr(error: unknown, lost: boolean, location: string): unknown {
+  if (error instanceof StoreError) return error;
+  // A pool query that needed a new connection and could not get one.
+  if (CONNECT_ERROR_CODES.has((error as { code?: string }).code ?? '')) return connectionError(error, location);
+  if (!(lost || endsSession(error))) return error;
+  const fields = databaseErrorFields(error);
+  return new StoreError(
+    'CONNECTION_LOST',
+    `the connection to ${location} was lost (${fields ? `SQLSTATE ${fields.code}` : 'the connection closed'}); nothing of the open transaction was committed`,
+    { reason: fields?.code ?? 'connection_closed' },
+    { cause: fields ? { sqlstate: fields.code } : error },
+  );
+}
+
+function openPostgres(url: string, poolSize: number): Database {
+  parsePostgresUrl(url);
+  const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000, types: pgTypes });
+  // An idle client that loses its server emits 'error' on the pool; without a listener that
+  // would crash the process. The next checkout reconnects.
+  pool.on('error', () => undefined);
+  // A checked-out client that loses its server emits 'error' on the client: the query in
+  // flight rejects on its own, so the event only needs a listener, and the client is marked so
+  // that it is discarded instead of going back to the pool.
+  const lost = new WeakSet<pg.PoolClient>();
+  pool.on('connect', (client) => {
+    client.on('error', () => lost.add(client as pg.PoolClient));
+  });
+  const location = redactUrl(url);
+  /** `work`'s failure, with a lost connection said as such (see connectionLostOr). */
+  const guard = <T>(work: Promise<T>, client?: pg.PoolClient): Promise<T> =>
+    work.catch((error: unknown) => {
+      throw connectionLostOr(error, client !== undefined && lost.has(client), location);
+    });
+  const send = <Row>(client: pg.PoolClient | pg.Pool, sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> => {
+    const values = params as unknown[] | undefined;
+    const sent = options?.prepare ? client.query({ name: statementName(sql), text: sql, values }) : client.query(sql, values);
+    return sent.then((result) => ({ rows: result.rows as Row[], rowCount: result.rowCount ?? 0 }));
+  };
+  const onPool: Queryable = {
+    query: (sql, params, options) => guard(send(pool, sql, params, options)),
+    async exec(sql: string) {
+      await guard(pool.query(sql));
+    },
+  };
+  const onClient = (client: pg.PoolClient): Session => ({
+    query: (sql, params, options) => guard(send(client, sql, params, options), client),
+    async exec(sql: string) {
+      await guard(client.query(sql), client);
+    },
+    pipeline: (statements) =>
+      guard(
+        runPipeline(
+          client,
+          // Named apart from the same SQL sent through query(): see pipeline.ts.
+          statements.map((statement) => ({
+            name: statement.prepare ? `p${statementName(statement.sql)}` : undefined,
+            text: statement.sql,
+            values: statement.params ?? [],
+            rows: statement.rows ?? true,
+          })),
+          pgTypes,
+        ),
+        client,
+      ),
+  });
+  return {
+    kind: 'postgres',
+    location,
+    ...onPool,
+    async withSession(work) {
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (error) {
+        throw connectionError(error, location);
+      }
+      let broken = false;
+      try {
+        return await work(onClient(client));
+      } catch (error) {
+        // A connection must not go back to the pool inside a transaction the callback left
+        // open; one whose state cannot be vouched for, or that cannot even roll back, is
+        // discarded (closed), never handed to the next caller.
+        broken = isStoreError(error, 'CONNECTION_LOST') || endsSession(error) || lost.has(client);
+        if (!broken) {
+          broken = await client.query('rollback').then(
+            () => false,
+            () => true,
+          );
+        }
+        throw error;
+      } finally {
+        client.release(broken || lost.has(client));
+      }
+    },
+    loginAs: (user, password) => {
+      const other = new URL(url);
+      other.username = encodeURIComponent(user);
+      other.password = password === undefined ? '' : encodeURIComponent(password);
+      return openDatabase({ url: other.toString(), poolSize });
+    },
+    // Closing twice is harmless: a store and a test harness may both close the same database.
+    close: once(() => pool.end()),
+  };
+}
+
+async function openPglite(dataDir: string, waitMs: number): Promise<Database> {
+  const inMemory = dataDir.startsWith('memory://');
+  let lock: DataDirLock | undefined;
+  if (!inMemory) {
+    privateDataDir(resolve(dataDir));
+    lock = await lockDataDir(resolve(dataDir), waitMs);
+  }
+  let pglite: PGlite;
+  try {
+    pglite = new PGlite(inMemory ? dataDir : resolve(dataDir));
+    await pglite.waitReady;
+  } catch (error) {
+    lock?.release();
+    throw error;
+  }
+  const raw = {
+    async query<Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<Row>> {
+      const result = await pglite.query<Row>(sql, params as unknown[] | undefined);
+      return { rows: result.rows, rowCount: result.rowCount ?? result.affectedRows ?? result.rows.length };
+    },
+    async exec(sql: string): Promise<void> {
+      await pglite.exec(sql);
+    },
+    // In-process, a round trip costs next to nothing: one statement after the other, with the
+    // same outcome as a pipeline on the server.
+    async pipeline(statements: readonly PipelinedStatement[]): Promise<QueryResult<Record<string, unknown>>[]> {
+      const explicit = /^\s*(begin|start\s+transaction)\b/i.test(statements[0]?.sql ?? '');
+      if (!explicit) await pglite.exec('begin');
+      const results: QueryResult<Record<string, unknown>>[] = [];
+      try {
+        for (const statement of statements) {
+          const result = await raw.query<Record<string, unknown>>(statement.sql, statement.params ?? []);
+          results.push(statement.rows === false ? { rows: [], rowCount: result.rowCount } : result);
+        }
+      } catch (error) {
+        if (!explicit) await pglite.exec('rollback');
+        throw error;
+      }
+      if (!explicit) await pglite.exec('commit');
+      return results;
+    },
+  };
+  // A session's statements run in the order they were issued, each to its end, as on a server
+  // connection: statements issued together must not slip between the parts of a pipeline.
+  let inOrder: Promise<unknown> = Promise.resolve();
+  const next = <T>(operation: () => Promise<T>): Promise<T> => {
+    const result = inOrder.then(operation, operation);
+    inOrder = result.catch(() => undefined);
+    return result;
+  };
+  const direct: Session = {
+    query: (sql, params) => next(() => raw.query(sql, params)),
+    exec: (sql) => next(() => raw.exec(sql)),
+    pipeline: (statements) => next(() => raw.pipeline(statements)),
+  };
+  // PGlite is one connection. A session (say BEGIN ... COMMIT) must not interleave with other
+  // callers' statements, so every use of the connection takes its turn through one queue.
+  let queue: Promise<unknown> = Promise.resolve();
+  const takeTurn = <T>(work: () => Promise<T>): Promise<T> => {
+    const turn = queue.then(work, work);
+    queue = turn.catch(() => undefined);
+    return turn;
+  };
+  return {
+    kind: 'pglite',
+    location: inMemory ? dataDir : resolve(dataDir),
+    query: (sql, params) => takeTurn(() => direct.query(sql, params)),
+    exec: (sql) => takeTurn(() => direct.exec(sql)),
+    async withSession(work) {
+      return takeTurn(async () => {
+        try {
+          return await work(direct);
+        } finally {
+          // Whatever the callback left open is closed before the next caller's turn.
+          await pglite.query('rollback').catch(() => undefined);
+        }
+      });
+    },
+    loginAs: () => undefined,
+    close: once(() =>
+      takeTurn(async () => {
+        try {
+          await pglite.close();
+        } finally {
+          lock?.release();
+        }
+      }),
+    ),
+  };
+}
+
+function once(action: () => Promise<void>): () => Promise<void> {
+  let done: Promise<void> | undefined;
+  return () => (done ??= action());
+}
+
+function connectionError(error: unknown, location: string): StoreError {
+  // A connection lost before the first query answered was never really there.
+  if (isStoreError(error, 'CONNECTION_LOST')) {
+    return new StoreError('CONNECTION_FAILED', `cannot connect to ${location}: the server closed the connection`, { reason: 'connection_closed' }, { cause: error });
+  }
+  if (error instanceof StoreError) return error;
+  const fields = databaseErrorFields(error);
+  const reason = fields?.message ?? (error instanceof Error ? error.message : String(error));
+  const hint =
+    fields?.code === SQLSTATE.invalidCatalogName
+      ? ' (the database does not exist)'
+      : fields?.code === SQLSTATE.invalidPassword || fields?.code === SQLSTATE.invalidAuthorization
+        ? ' (authentication failed)'
+        : '';
+  return new StoreError('CONNECTION_FAILED', `cannot connect to ${location}: ${reason}${hint}`, { reason: fields?.code ?? 'unreachable' }, { cause: error });
+}

@@ -1,0 +1,157 @@
+/**
+ * A comparable snapshot of everything the project defines in a database: tables, columns,
+ * constraints, indexes, triggers, functions, policies, grants and comments, read from the
+ * system catalogs and rendered by PostgreSQL's own pg_get_*def functions.
+ *
+ * Two databases with equal snapshots have the same schema. The tests use this to prove that
+ * schema.sql builds what the migrations build and that every down migration undoes its up;
+ * `doctor` uses it to detect drift in a live database.
+ */
+import type { Queryable } from '../connection/database.ts';
+import { MIGRATIONS_TABLE } from '../migrator/runner.ts';
+
+export interface CatalogSnapshot {
+  schemas: Record<string, unknown>[];
+  extensions: string[];
+  tables: Record<string, unknown>[];
+  columns: Record<string, unknown>[];
+  constraints: Record<string, unknown>[];
+  indexes: Record<string, unknown>[];
+  triggers: Record<string, unknown>[];
+  functions: Record<string, unknown>[];
+  policies: Record<string, unknown>[];
+  types: Record<string, unknown>[];
+}
+
+// ACLs are compared with NULL (never granted: the default) read as the default it stands for,
+// since a GRANT followed by its REVOKE leaves the same rights spelled out explicitly.
+
+/** Schemas that belong to PostgreSQL or PGlite rather than to the project. */
+const PROJECT_SCHEMAS = `
+  n.nspname not in ('pg_catalog', 'information_schema')
+  and n.nspname not like 'pg\\_%'`;
+
+/** The migration runner's bookkeeping is not part of the schema it manages. */
+const PROJECT_RELATION = `${PROJECT_SCHEMAS} and c.relname <> '${MIGRATIONS_TABLE}'`;
+
+const QUERIES: Record<keyof CatalogSnapshot, string> = {
+  schemas: `
+    select n.nspname as name,
+           coalesce((select array_agg(acl::text order by acl::text) from unnest(coalesce(n.nspacl, acldefault('n', n.nspowner))) acl), '{}') as grants
+    from pg_namespace n where ${PROJECT_SCHEMAS} order by 1`,
+  extensions: `select extname as name from pg_extension where extname <> 'plpgsql' order by 1`,
+  tables: `
+    select n.nspname as schema, c.relname as name, c.relkind::text as kind,
+           c.relpersistence::text as persistence,
+           c.relrowsecurity as row_security, c.relforcerowsecurity as force_row_security,
+           coalesce((select array_agg(acl::text order by acl::text) from unnest(coalesce(c.relacl, acldefault(case when c.relkind = 'S' then 's' else 'r' end::"char", c.relowner))) acl), '{}') as grants,
+           obj_description(c.oid, 'pg_class') as comment,
+           case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end as view_definition
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and ${PROJECT_RELATION}
+    order by 1, 2`,
+  columns: `
+    select n.nspname as schema, c.relname as table, a.attname as name,
+           row_number() over (partition by c.oid order by a.attnum) as position,
+           format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as not_null,
+           pg_get_expr(d.adbin, d.adrelid) as default, a.attidentity::text as identity,
+           a.attgenerated::text as generated, co.collname as collation,
+           coalesce((select array_agg(acl::text order by acl::text) from unnest(a.attacl) acl), '{}') as grants,
+           col_description(c.oid, a.attnum) as comment
+    from pg_attribute a
+    join pg_class c on c.oid = a.attrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+    left join pg_collation co on co.oid = a.attcollation and a.attcollation <> 100
+    where a.attnum > 0 and not a.attisdropped and c.relkind in ('r', 'p', 'v', 'm', 'f') and ${PROJECT_RELATION}
+    order by 1, 2, 4`,
+  constraints: `
+    select n.nspname as schema, c.relname as table, k.conname as name, k.contype::text as type,
+           pg_get_constraintdef(k.oid) as definition, k.convalidated as validated,
+           k.condeferrable as deferrable, k.condeferred as deferred
+    from pg_constraint k
+    join pg_class c on c.oid = k.conrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    where ${PROJECT_RELATION}
+    order by 1, 2, 3`,
+  indexes: `
+    select n.nspname as schema, c.relname as table, i.relname as name,
+           pg_get_indexdef(x.indexrelid) as definition, x.indisvalid as valid,
+           x.indisprimary as primary, x.indisunique as unique
+    from pg_index x
+    join pg_class c on c.oid = x.indrelid
+    join pg_class i on i.oid = x.indexrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    where ${PROJECT_RELATION}
+    order by 1, 2, 3`,
+  triggers: `
+    select n.nspname as schema, c.relname as table, t.tgname as name,
+           pg_get_triggerdef(t.oid) as definition, t.tgenabled::text as enabled
+    from pg_trigger t
+    join pg_class c on c.oid = t.tgrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    where not t.tgisinternal and ${PROJECT_RELATION}
+    order by 1, 2, 3`,
+  functions: `
+    select n.nspname as schema, p.proname as name, pg_get_function_identity_arguments(p.oid) as arguments,
+           pg_get_functiondef(p.oid) as definition,
+           -- Who owns a SECURITY DEFINER function decides what it can do; the migrating user's
+           -- own name varies between environments, so it reads as current_user.
+           case when p.proowner = (select oid from pg_roles where rolname = current_user) then 'current_user'
+                else pg_get_userbyid(p.proowner)::text end as owner,
+           coalesce((select array_agg(acl::text order by acl::text) from unnest(coalesce(p.proacl, acldefault('f', p.proowner))) acl), '{}') as grants,
+           obj_description(p.oid, 'pg_proc') as comment
+    from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+    where ${PROJECT_SCHEMAS} and p.prokind in ('f', 'p')
+    order by 1, 2, 3`,
+  policies: `
+    select n.nspname as schema, c.relname as table, p.polname as name, p.polcmd::text as command,
+           p.polpermissive as permissive,
+           (select array_agg(case when r = 0 then 'public' else pg_get_userbyid(r)::text end order by 1)
+              from unnest(p.polroles) r) as roles,
+           pg_get_expr(p.polqual, p.polrelid) as using, pg_get_expr(p.polwithcheck, p.polrelid) as with_check
+    from pg_policy p
+    join pg_class c on c.oid = p.polrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    where ${PROJECT_RELATION}
+    order by 1, 2, 3`,
+  types: `
+    select n.nspname as schema, t.typname as name, t.typtype::text as kind,
+           format_type(t.typbasetype, t.typtypmod) as base_type,
+           (select array_agg(e.enumlabel order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid) as labels
+    from pg_type t join pg_namespace n on n.oid = t.typnamespace
+    where t.typtype in ('e', 'd', 'r', 'm') and ${PROJECT_SCHEMAS}
+    order by 1, 2`,
+};
+
+/** Reads the snapshot. Rows come back as plain JSON-comparable objects. */
+export async function readCatalog(db: Queryable): Promise<CatalogSnapshot> {
+  const snapshot = {} as CatalogSnapshot;
+  for (const [key, sql] of Object.entries(QUERIES) as [keyof CatalogSnapshot, string][]) {
+    const { rows } = await db.query<Record<string, unknown>>(sql);
+    (snapshot as unknown as Record<string, unknown>)[key] =
+      key === 'extensions' ? rows.map((row) => row.name) : rows.map(normalizeRow);
+  }
+  return snapshot;
+}
+
+function normalizeRow(row: Record<string, unknown>): Record<string, unknown> {
+  const normalized: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(row)) {
+    normalized[key] = typeof value === 'bigint' ? Number(value) : typeof value === 'string' && key === 'position' ? Number(value) : value;
+  }
+  return normalized;
+}
+
+/** Human-readable differences between two snapshots, one line each; empty when they are equal. */
+export function diffCatalogs(expected: CatalogSnapshot, actual: CatalogSnapshot): string[] {
+  const differences: string[] = [];
+  for (const key of Object.keys(QUERIES) as (keyof CatalogSnapshot)[]) {
+    const render = (item: unknown) => JSON.stringify(item);
+    const want = new Set((expected[key] as unknown[]).map(render));
+    const have = new Set((actual[key] as unknown[]).map(render));
+    for (const item of want) if (!have.has(item)) differences.push(`${key}: missing ${item}`);
+    for (const item of have) if (!want.has(item)) differences.push(`${key}: unexpected ${item}`);
+  }
+  return differences;
+}

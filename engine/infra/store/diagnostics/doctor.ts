@@ -1,0 +1,396 @@
+/**
+ * `doctor`: checks a live database and reports what is wrong with it, one finding at a time.
+ *
+ * - migrations: pending, edited since applied (checksum), applied without a file, interrupted
+ *   (partly applied or partly reverted);
+ * - INVALID indexes (what an interrupted concurrent build leaves), on any table;
+ * - drift: the live catalog against the catalog of a scratch database built from schema.sql on
+ *   the same kind of server (only when no migration is pending or edited: drift is expected then);
+ * - row-level security: every tenant table (one with an org_id column) must have it enabled,
+ *   forced, and at least one policy;
+ * - the tenant role: it must exist and must not bypass row-level security;
+ * - indexes: every tenant table needs an org_id-first index (covering (org_id, created_at) when
+ *   it has created_at), and every foreign key of a tenant table an index led by its columns.
+ */
+import { randomBytes } from 'node:crypto';
+import { diffCatalogs, readCatalog, type CatalogSnapshot } from './catalog.ts';
+import { openDatabase, type Database, type Queryable } from '../connection/database.ts';
+import { migrationStatus } from '../migrator/runner.ts';
+import { loadSchemaFile } from '../migrator/schema-file.ts';
+import { inspectTenantLogin, inspectTenantSafety, tenantLoginProblems, TENANT_ROLE, type TenantLoginProblemCode } from '../tenancy/tenant-safety.ts';
+
+export type FindingCode =
+  | 'MIGRATION_PENDING'
+  | 'MIGRATION_EDITED'
+  | 'MIGRATION_MISSING'
+  | 'MIGRATION_INTERRUPTED'
+  | 'INVALID_INDEX'
+  | 'SCHEMA_DRIFT'
+  | 'DRIFT_NOT_CHECKED'
+  | 'RLS_DISABLED'
+  | 'RLS_NOT_FORCED'
+  | 'RLS_NO_POLICY'
+  | 'TENANT_ROLE_MISSING'
+  | 'TENANT_ROLE_BYPASSES_RLS'
+  | TenantLoginProblemCode
+  | 'MISSING_ORG_INDEX'
+  | 'UNINDEXED_FOREIGN_KEY';
+
+export interface Finding {
+  code: FindingCode | (string & {});
+  severity: 'error' | 'warning';
+  message: string;
+  /** What the finding is about: a migration, a table, `table.constraint`, `table.index`, a role. */
+  object?: string;
+}
+
+/** An empty database to build the reference schema in; `dispose` removes it. */
+export interface ReferenceDatabase {
+  db: Database;
+  dispose(): Promise<void>;
+}
+
+export interface DiagnoseOptions {
+  /**
+   * The live database's URL (PostgreSQL only): the default reference database is a scratch
+   * database `engine_store_doctor_<pid>_<random>` on the same server, reached through this URL
+   * with another database name. Without it (and without `referenceFactory`) drift is not checked.
+   */
+  url?: string;
+  /** Makes the empty database schema.sql is loaded into. Overrides the default for either backend. */
+  referenceFactory?: () => Promise<ReferenceDatabase>;
+  /** The role tenant queries run as (default app_tenant). */
+  tenantRole?: string;
+  /**
+   * The login tenant traffic connects as (default: the user of `TENANT_DATABASE_URL`, else
+   * app_tenant): reported if it is a superuser, has BYPASSRLS, owns objects, can create roles
+   * or temporary tables, or is a member of other roles.
+   */
+  tenantLogin?: string;
+  /** The migrations directory (default: the store's own). */
+  migrationsDir?: string;
+  /** schema.sql (default: the store's own). */
+  schemaFile?: string;
+  /**
+   * The catalog schema.sql builds (see referenceCatalogFor), when the caller diagnoses many
+   * times and has it already: building it costs a scratch database each time.
+   */
+  reference?: CatalogSnapshot;
+}
+
+export interface Diagnosis {
+  findings: Finding[];
+}
+
+/**
+ * Checks `db` and returns every finding; an empty list means the database is healthy.
+ *
+ * @example
+ * const { findings } = await diagnose(db, { url: process.env.DATABASE_URL });
+ * const healthy = findings.every((finding) => finding.severity !== 'error');
+ */
+export async function diagnose(db: Database, options: DiagnoseOptions = {}): Promise<Diagnosis> {
+  const findings: Finding[] = [];
+  const migrationsOk = await checkMigrations(db, options, findings);
+  if (migrationsOk) {
+    await checkDrift(db, options, findings);
+  } else {
+    findings.push({
+      code: 'DRIFT_NOT_CHECKED',
+      severity: 'warning',
+      message: 'schema drift was not checked: migrations are pending or edited, so the schema is expected to differ from schema.sql',
+    });
+  }
+  await checkTenantSafety(db, options.tenantRole ?? TENANT_ROLE, findings);
+  await checkTenantLogin(db, options.tenantLogin ?? defaultTenantLogin(), findings);
+  await checkIndexes(db, findings);
+  await checkInvalidIndexes(db, findings);
+  return { findings };
+}
+
+/** Adds migration findings; returns whether the schema should match schema.sql. */
+async function checkMigrations(db: Database, options: DiagnoseOptions, findings: Finding[]): Promise<boolean> {
+  const status = await migrationStatus(db, { dir: options.migrationsDir });
+  let comparable = true;
+  for (const entry of status.migrations) {
+    if (entry.state === 'pending') {
+      comparable = false;
+      findings.push({ code: 'MIGRATION_PENDING', severity: 'error', message: `migration ${entry.name} is not applied; run engine-store migrate up`, object: entry.name });
+    } else if (entry.state === 'edited') {
+      comparable = false;
+      findings.push({
+        code: 'MIGRATION_EDITED',
+        severity: 'error',
+        message: `migration ${entry.name} was edited after it was applied (its checksum differs); restore the file and add a new migration instead`,
+        object: entry.name,
+      });
+    } else if (entry.state === 'partly_applied' || entry.state === 'partly_reverted') {
+      comparable = false;
+      findings.push({
+        code: 'MIGRATION_INTERRUPTED',
+        severity: 'error',
+        message: `migration ${entry.name} is ${entry.state.replace('_', ' ')} (it resumes at statement ${entry.progress!.done + 1} of ${entry.progress!.of}): ${entry.hint}`,
+        object: entry.name,
+      });
+    } else if (entry.state === 'missing') {
+      findings.push({ code: 'MIGRATION_MISSING', severity: 'error', message: `migration ${entry.name} is applied but its file is missing`, object: entry.name });
+    }
+  }
+  return comparable;
+}
+
+/**
+ * The catalog schema.sql builds, in a scratch database of `db`'s kind (see
+ * DiagnoseOptions.url and referenceFactory); undefined when there is nowhere to build it.
+ */
+export async function referenceCatalogFor(db: Database, options: DiagnoseOptions = {}): Promise<CatalogSnapshot | undefined> {
+  const factory = options.referenceFactory ?? defaultReferenceFactory(db, options.url);
+  return factory ? referenceCatalog(factory, options.schemaFile) : undefined;
+}
+
+async function checkDrift(db: Database, options: DiagnoseOptions, findings: Finding[]): Promise<void> {
+  let expected: CatalogSnapshot | undefined;
+  try {
+    expected = options.reference ?? (await referenceCatalogFor(db, options));
+  } catch (error) {
+    findings.push({
+      code: 'DRIFT_NOT_CHECKED',
+      severity: 'warning',
+      message: `schema drift was not checked: the reference database could not be built from schema.sql: ${error instanceof Error ? error.message : String(error)}`,
+    });
+    return;
+  }
+  if (!expected) {
+    findings.push({
+      code: 'DRIFT_NOT_CHECKED',
+      severity: 'warning',
+      message: 'schema drift was not checked: no URL to create a reference database on this PostgreSQL server',
+    });
+    return;
+  }
+  const actual = await readCatalog(db);
+  for (const difference of diffCatalogs(expected, actual)) {
+    findings.push({ code: 'SCHEMA_DRIFT', severity: 'error', message: `the schema differs from schema.sql: ${difference}`, object: driftObject(difference) });
+  }
+}
+
+async function referenceCatalog(factory: () => Promise<ReferenceDatabase>, schemaFile: string | undefined): Promise<CatalogSnapshot> {
+  const reference = await factory();
+  try {
+    await loadSchemaFile(reference.db, schemaFile);
+    return await readCatalog(reference.db);
+  } finally {
+    await reference.dispose();
+  }
+}
+
+/** `indexes: unexpected {"schema":"public","table":"users","name":"extra_idx",...}` → `users.extra_idx`. */
+function driftObject(difference: string): string | undefined {
+  const match = /^(\w+): (?:missing|unexpected) (.*)$/s.exec(difference);
+  if (!match) return undefined;
+  try {
+    const item = JSON.parse(match[2]!) as unknown;
+    if (typeof item === 'string') return item;
+    const fields = item as Record<string, unknown>;
+    const parts = [fields.table, fields.name].filter((part): part is string => typeof part === 'string');
+    return parts.length > 0 ? parts.join('.') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A scratch database of the same kind as `db`: in-memory PGlite, or a new database on the same server. */
+function defaultReferenceFactory(db: Database, url: string | undefined): (() => Promise<ReferenceDatabase>) | undefined {
+  if (db.kind === 'pglite') {
+    return async () => {
+      const reference = await openDatabase({ dataDir: 'memory://' });
+      return { db: reference, dispose: () => reference.close() };
+    };
+  }
+  if (!url) return undefined;
+  return async () => {
+    const name = `engine_store_doctor_${process.pid}_${randomBytes(4).toString('hex')}`;
+    const drop = () => db.query(`drop database if exists ${name} with (force)`).then(() => undefined);
+    await db.query(`create database ${name}`);
+    let reference: Database;
+    try {
+      reference = await openDatabase({ url: withDatabaseName(url, name), poolSize: 1 });
+    } catch (error) {
+      await drop().catch(() => undefined);
+      throw error;
+    }
+    return {
+      db: reference,
+      async dispose() {
+        try {
+          await reference.close();
+        } finally {
+          await drop();
+        }
+      },
+    };
+  };
+}
+
+function withDatabaseName(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
+/** The tenant login's name as the store would derive it. */
+function defaultTenantLogin(): string {
+  const url = process.env.TENANT_DATABASE_URL?.trim();
+  if (url) {
+    try {
+      const user = decodeURIComponent(new URL(url).username);
+      if (user) return user;
+    } catch {
+      // An unparseable URL is openStore's to report; the doctor checks the default login.
+    }
+  }
+  return TENANT_ROLE;
+}
+
+async function checkTenantLogin(db: Database, login: string, findings: Finding[]): Promise<void> {
+  for (const problem of tenantLoginProblems(await inspectTenantLogin(db, login))) {
+    // A missing app_tenant is already TENANT_ROLE_MISSING.
+    if (problem.code === 'TENANT_LOGIN_MISSING' && findings.some((finding) => finding.code === 'TENANT_ROLE_MISSING' && finding.object === login)) continue;
+    findings.push({ code: problem.code, severity: 'error', message: problem.message, object: login });
+  }
+}
+
+async function checkTenantSafety(db: Database, role: string, findings: Finding[]): Promise<void> {
+  const safety = await inspectTenantSafety(db, role);
+  if (!safety.roleExists) {
+    findings.push({ code: 'TENANT_ROLE_MISSING', severity: 'error', message: `the tenant role ${role} does not exist`, object: role });
+  } else {
+    if (safety.roleSuperuser) {
+      findings.push({ code: 'TENANT_ROLE_BYPASSES_RLS', severity: 'error', message: `the tenant role ${role} is a superuser, so row-level security does not apply to it`, object: role });
+    }
+    if (safety.roleBypassesRls) {
+      findings.push({ code: 'TENANT_ROLE_BYPASSES_RLS', severity: 'error', message: `the tenant role ${role} has BYPASSRLS, so row-level security does not apply to it`, object: role });
+    }
+  }
+  for (const table of safety.tenantTables) {
+    if (!table.rowSecurity) {
+      findings.push({ code: 'RLS_DISABLED', severity: 'error', message: `row-level security is disabled on tenant table ${table.name}`, object: table.name });
+    }
+    if (!table.forceRowSecurity) {
+      findings.push({ code: 'RLS_NOT_FORCED', severity: 'error', message: `row-level security is not forced on tenant table ${table.name} (its owner bypasses it)`, object: table.name });
+    }
+    if (!table.hasPolicy) {
+      findings.push({ code: 'RLS_NO_POLICY', severity: 'error', message: `tenant table ${table.name} has no row-level security policy`, object: table.name });
+    }
+  }
+}
+
+interface IndexRow {
+  table: string;
+  name: string;
+  /** Key columns in order; null for an expression. */
+  columns: (string | null)[];
+  usable: boolean;
+}
+
+interface ForeignKeyRow {
+  table: string;
+  name: string;
+  columns: string[];
+}
+
+const TENANT_TABLES = `
+  select c.oid, c.relname::text as name,
+         exists (select from pg_attribute a where a.attrelid = c.oid and a.attname = 'created_at' and not a.attisdropped) as has_created_at
+  from pg_class c
+  join pg_namespace n on n.oid = c.relnamespace
+  where n.nspname = current_schema() and c.relkind in ('r', 'p')
+    and exists (select from pg_attribute a where a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped)`;
+
+// An index serves every row only when it is valid and not partial.
+const TENANT_INDEXES = `
+  with tenant as (${TENANT_TABLES})
+  select t.name as table, i.relname::text as name,
+         array(select a.attname::text
+               from unnest(x.indkey::int2[]) with ordinality k(attnum, ord)
+               left join pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
+               where k.ord <= x.indnkeyatts
+               order by k.ord) as columns,
+         (x.indisvalid and x.indpred is null) as usable
+  from tenant t
+  join pg_index x on x.indrelid = t.oid
+  join pg_class i on i.oid = x.indexrelid
+  order by 1, 2`;
+
+const TENANT_FOREIGN_KEYS = `
+  with tenant as (${TENANT_TABLES})
+  select t.name as table, k.conname::text as name,
+         array(select a.attname::text
+               from unnest(k.conkey) with ordinality u(attnum, ord)
+               join pg_attribute a on a.attrelid = k.conrelid and a.attnum = u.attnum
+               order by u.ord) as columns
+  from tenant t
+  join pg_constraint k on k.conrelid = t.oid and k.contype = 'f'
+  order by 1, 2`;
+
+async function checkIndexes(db: Queryable, findings: Finding[]): Promise<void> {
+  const { rows: tables } = await db.query<{ name: string; has_created_at: boolean }>(`${TENANT_TABLES} order by 2`);
+  const { rows: indexes } = await db.query<IndexRow>(TENANT_INDEXES);
+  const { rows: foreignKeys } = await db.query<ForeignKeyRow>(TENANT_FOREIGN_KEYS);
+  const usableOn = (table: string) => indexes.filter((index) => index.table === table && index.usable);
+
+  for (const table of tables) {
+    const candidates = usableOn(table.name).filter((index) => index.columns[0] === 'org_id');
+    const covered = table.has_created_at ? candidates.some((index) => index.columns[1] === 'created_at') : candidates.length > 0;
+    if (!covered) {
+      findings.push({
+        code: 'MISSING_ORG_INDEX',
+        severity: 'error',
+        message: table.has_created_at
+          ? `tenant table ${table.name} has no index on (org_id, created_at, ...): listing an organization's rows scans the table`
+          : `tenant table ${table.name} has no index whose first column is org_id`,
+        object: table.name,
+      });
+    }
+  }
+
+  for (const foreignKey of foreignKeys) {
+    const wanted = new Set(foreignKey.columns);
+    const indexed = usableOn(foreignKey.table).some((index) => {
+      const leading = index.columns.slice(0, wanted.size);
+      return leading.length === wanted.size && leading.every((column) => column !== null && wanted.has(column));
+    });
+    if (!indexed) {
+      findings.push({
+        code: 'UNINDEXED_FOREIGN_KEY',
+        severity: 'error',
+        message: `foreign key ${foreignKey.name} on ${foreignKey.table} (${foreignKey.columns.join(', ')}) has no index led by its columns: deleting or updating a referenced row scans ${foreignKey.table}`,
+        object: `${foreignKey.table}.${foreignKey.name}`,
+      });
+    }
+  }
+}
+
+/**
+ * Indexes PostgreSQL does not use: what a concurrent build that failed or was interrupted leaves
+ * behind. Writes still maintain them, and a later CREATE INDEX of the same name fails.
+ */
+async function checkInvalidIndexes(db: Queryable, findings: Finding[]): Promise<void> {
+  const { rows } = await db.query<{ table: string; name: string }>(
+    `select t.relname::text as table, i.relname::text as name
+     from pg_index x
+     join pg_class i on i.oid = x.indexrelid
+     join pg_class t on t.oid = x.indrelid
+     join pg_namespace n on n.oid = i.relnamespace
+     where not x.indisvalid and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%'
+     order by 1, 2`,
+  );
+  for (const index of rows) {
+    findings.push({
+      code: 'INVALID_INDEX',
+      severity: 'error',
+      message: `index ${index.name} on ${index.table} is INVALID (a concurrent build failed or was interrupted): finish the interrupted migration (engine-store migrate up), or drop it with DROP INDEX CONCURRENTLY ${index.name}`,
+      object: `${index.table}.${index.name}`,
+    });
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * Reads migration files: `<YYYYMMDDHHMMSS>_<name>.sql`, each with an `-- Up Migration` and a
+ * `-- Down Migration` section (node-pg-migrate's layout), optionally declaring
+ * `-- engine-store: no-transaction` for statements PostgreSQL refuses to run in a transaction
+ * (`CREATE INDEX CONCURRENTLY`). Such a migration manages its own `BEGIN`/`COMMIT` blocks and
+ * must be safe to run again after a failure half-way.
+ */
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { StoreError } from '../errors.ts';
+import { splitSqlStatements, type SqlStatement } from './sql-split.ts';
+
+export const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'migrations');
+
+const FILE_NAME = /^(\d{14})_([a-z0-9_]+)\.sql$/;
+const UP_MARKER = /^--\s*Up Migration\s*$/im;
+const DOWN_MARKER = /^--\s*Down Migration\s*$/im;
+const NO_TRANSACTION = /^--\s*engine-store:\s*no-transaction\s*$/im;
+
+export interface MigrationFile {
+  /** File name without `.sql`: `20261128120000_add_multitenant_schema`. It orders the migrations. */
+  name: string;
+  path: string;
+  /** SHA-256 of the file's bytes, recorded when applied; a later change is refused. */
+  checksum: string;
+  transactional: boolean;
+  up: SqlStatement[];
+  down: SqlStatement[];
+}
+
+/** All migration files of a directory, in the order they apply. */
+export function readMigrationFiles(dir: string = MIGRATIONS_DIR): MigrationFile[] {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch (error) {
+    throw new StoreError('MIGRATION_INVALID', `cannot read the migrations directory ${dir}`, {}, { cause: error });
+  }
+  return entries
+    .filter((entry) => entry.endsWith('.sql'))
+    .sort()
+    .map((entry) => parseMigrationFile(join(dir, entry), readFileSync(join(dir, entry))));
+}
+
+export function parseMigrationFile(path: string, bytes: Buffer): MigrationFile {
+  const fileName = path.split(/[\\/]/).pop() ?? path;
+  const name = fileName.replace(/\.sql$/, '');
+  const invalid = (why: string) =>
+    new StoreError('MIGRATION_INVALID', `migration ${fileName}: ${why}`, { migration: name, reason: why });
+  if (!FILE_NAME.test(fileName)) throw invalid('the file name must be <YYYYMMDDHHMMSS>_<lowercase_name>.sql');
+  const text = bytes.toString('utf8');
+  const up = UP_MARKER.exec(text);
+  const down = DOWN_MARKER.exec(text);
+  if (!up) throw invalid('it has no "-- Up Migration" line');
+  if (!down) throw invalid('it has no "-- Down Migration" line');
+  if (down.index < up.index) throw invalid('"-- Down Migration" comes before "-- Up Migration"');
+  const lineOffset = (index: number) => text.slice(0, index).split('\n').length - 1;
+  const section = (from: number, to: number) =>
+    splitSqlStatements(text.slice(from, to)).map((statement) => ({ ...statement, line: statement.line + lineOffset(from) }));
+  const upStatements = section(up.index + up[0].length, down.index);
+  if (upStatements.length === 0) throw invalid('its up section is empty');
+  return {
+    name,
+    path,
+    checksum: createHash('sha256').update(bytes).digest('hex'),
+    transactional: !NO_TRANSACTION.test(text.slice(0, up.index)),
+    up: upStatements,
+    down: section(down.index + down[0].length, text.length),
+  };
+}

@@ -1,0 +1,24 @@
+/**
+ * schema.sql: the whole schema as one script, generated from the migrations by
+ * `npm run schema:dump` (pg_dump of a freshly migrated database) and never edited by hand.
+ * A database built from it is recorded as fully migrated, so `migrate up` continues from there.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Database } from '../connection/database.ts';
+
+export const SCHEMA_FILE = join(dirname(fileURLToPath(import.meta.url)), '..', 'schema.sql');
+
+/** Builds the schema in an empty database from schema.sql. */
+export async function loadSchemaFile(db: Database, path: string = SCHEMA_FILE): Promise<void> {
+  const script = readFileSync(path, 'utf8');
+  await db.withSession(async (session) => {
+    try {
+      await session.exec(script);
+    } finally {
+      // pg_dump's preamble empties search_path for the session; give the connection back clean.
+      await session.exec('reset all');
+    }
+  });
+}

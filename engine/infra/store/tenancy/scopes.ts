@@ -1,0 +1,353 @@
+/**
+ * withOrg() and readOrg(): the only ways into an organization's data. A transaction, on a
+ * connection of the tenant login, that enters the role app_tenant (on the embedded database,
+ * whose one user is a superuser) and the organization's scope (enter_org_scope sets app.org_id),
+ * all LOCAL to the transaction: row-level security then confines every statement to that
+ * organization, and nothing of it outlives the transaction on a pooled connection. Each scope
+ * also carries local statement, lock and idle timeouts, so that one tenant cannot hold others.
+ *
+ * A scope takes no SQL text from its caller: the repositories' own statements, and custom
+ * queries through `tx.kysely`, a query builder that runs only checked trees
+ * (query-builder.ts).
+ *
+ * Round trips are most of the cost of a short transaction, so entering the scope travels with
+ * the scope's first statement (one pipeline, see connection/database.ts), and a readOrg() read is one pipeline
+ * by itself: one round trip, as the bare statement would be.
+ */
+import { ApiKeysRepository } from '../api-keys/api-keys.ts';
+import type { Database, PipelinedStatement, QueryOptions, QueryResult, Queryable, Session } from '../connection/database.ts';
+import { databaseErrorFields, toStoreError } from '../connection/database-errors.ts';
+import { StoreError, isStoreError } from '../errors.ts';
+import { SchedulesRepository } from '../repositories/schedules.ts';
+import { TaskStatesRepository } from '../repositories/tasks.ts';
+import { UsersRepository } from '../repositories/users.ts';
+import { run } from '../connection/run.ts';
+import { tenantQueryBuilder, type TenantQueryBuilder } from './query-builder.ts';
+import { parseInput, uuid } from '../repositories/validation.ts';
+import { WorkflowStatesRepository } from '../repositories/workflows.ts';
+
+/** What a `withOrg` callback works with; valid only until the callback's promise settles. */
+export class TenantScope {
+  // Made on first use: most scopes touch one repository, and a read is a hot path.
+  #users?: UsersRepository;
+  #workflows?: WorkflowStatesRepository;
+  #tasks?: TaskStatesRepository;
+  #schedules?: SchedulesRepository;
+  #apiKeys?: ApiKeysRepository;
+  #kysely?: TenantQueryBuilder;
+
+  constructor(
+    readonly orgId: string,
+    private readonly connection: Queryable,
+  ) {}
+
+  get users(): UsersRepository {
+    return (this.#users ??= new UsersRepository(this.connection, this.orgId));
+  }
+
+  get workflows(): WorkflowStatesRepository {
+    return (this.#workflows ??= new WorkflowStatesRepository(this.connection, this.orgId));
+  }
+
+  get tasks(): TaskStatesRepository {
+    return (this.#tasks ??= new TaskStatesRepository(this.connection, this.orgId));
+  }
+
+  get schedules(): SchedulesRepository {
+    return (this.#schedules ??= new SchedulesRepository(this.connection, this.orgId));
+  }
+
+  get apiKeys(): ApiKeysRepository {
+    return (this.#apiKeys ??= new ApiKeysRepository(this.connection, this.orgId));
+  }
+
+  /**
+   * Custom queries over the tenant tables, as app_tenant, in this scope's transaction: a Kysely
+   * query builder that refuses SQL text and anything off its allow-lists.
+   *
+   * @example
+   * const running = await tx.kysely.selectFrom('workflow_states').select(['workflow_exec_id']).where('status', '=', 'running').execute();
+   */
+  get kysely(): TenantQueryBuilder {
+    return (this.#kysely ??= tenantQueryBuilder(this.connection, this.orgId));
+  }
+}
+
+/** Local limits of every tenant scope, so that one tenant's statement cannot hold others. */
+export interface ScopeTimeouts {
+  /** statement_timeout, ms (default 5,000): a slower statement fails with TIMEOUT. */
+  statementMs?: number;
+  /** lock_timeout, ms (default 1,000): a lock not granted in time fails with LOCK_TIMEOUT. */
+  lockMs?: number;
+  /** idle_in_transaction_session_timeout, ms (default 30,000): a scope idle longer is ended. */
+  idleInTransactionMs?: number;
+}
+
+export const DEFAULT_SCOPE_TIMEOUTS: Required<ScopeTimeouts> = { statementMs: 5_000, lockMs: 1_000, idleInTransactionMs: 30_000 };
+
+/**
+ * What every scope of one store sets: its timeouts, and whether its database is a Citus
+ * coordinator (there, plans stay custom: Citus cannot plan a generic statement that spans
+ * shards).
+ */
+export interface ScopeSettings extends ScopeTimeouts {
+  citus?: boolean;
+}
+
+/**
+ * The scope's settings as the entry statement's parameters ($2 to $5), checked: a timeout of 0
+ * would mean "no limit" to PostgreSQL.
+ */
+export function scopeSettingValues(settings: ScopeSettings = {}): readonly [string, string, string, string] {
+  const { citus = false, ...timeouts } = settings;
+  const merged = { ...DEFAULT_SCOPE_TIMEOUTS, ...timeouts };
+  for (const [name, value] of Object.entries(merged)) {
+    if (!Number.isInteger(value) || value < 1 || value > 86_400_000) {
+      throw new StoreError('INVALID_INPUT', `${name} must be a whole number of milliseconds from 1 to 86,400,000`, { field: name });
+    }
+  }
+  return [`${merged.statementMs}ms`, `${merged.lockMs}ms`, `${merged.idleInTransactionMs}ms`, citus ? 'auto' : 'force_generic_plan'];
+}
+
+/**
+ * The statement that enters organization `org`'s scope: the role, the organization
+ * (enter_org_scope decides, once per scope, whether it is live) and the scope's limits, all
+ * LOCAL to the transaction; for reads the transaction made read-only so that the database, not
+ * only the API, refuses writes there.
+ *
+ * Generic plans, too: under row-level security the organization is a setting, not a
+ * parameter, so a plan made for one call's values gains nothing over the generic one, yet the
+ * planner keeps re-planning a keyset page whose values look selective (0.2 ms a call here).
+ * Not on Citus (ScopeSettings.citus).
+ *
+ * On Citus, enter_org_scope's SET LOCALs reach the workers the transaction uses only with
+ * citus.propagate_set_commands = 'local', set first (elsewhere it is an inert custom setting).
+ */
+const ENTER_READ_WRITE = `select set_config('role', 'app_tenant', true), set_config('citus.propagate_set_commands', 'local', true),
+  public.enter_org_scope($1::uuid),
+  set_config('plan_cache_mode', $5, true), set_config('statement_timeout', $2, true),
+  set_config('lock_timeout', $3, true), set_config('idle_in_transaction_session_timeout', $4, true)`;
+const ENTER_READ_ONLY = `${ENTER_READ_WRITE}, set_config('transaction_read_only', 'on', true)`;
+
+const BEGIN: PipelinedStatement = { sql: 'begin', prepare: true, rows: false };
+const COMMIT: PipelinedStatement = { sql: 'commit', prepare: true, rows: false };
+
+/** What opens a withOrg transaction, sent ahead of its first statement. */
+function beginScope(org: string, limits: readonly string[]): PipelinedStatement[] {
+  return [
+    BEGIN,
+    { sql: ENTER_READ_WRITE, params: [org, ...limits], prepare: true, rows: false },
+  ];
+}
+
+function validOrgId(orgId: string): string {
+  if (orgId === undefined || orgId === null || orgId === '') {
+    throw new StoreError('TENANT_SCOPE_REQUIRED', 'a tenant scope needs the id of an organization', { field: 'orgId' });
+  }
+  return parseInput(uuid, orgId, 'orgId');
+}
+
+/** The database's errors as StoreErrors; anything else (a callback's own error) as it is. */
+function asStoreError(error: unknown): unknown {
+  return databaseErrorFields(error) ? toStoreError(error) : error;
+}
+
+/**
+ * The scope's view of its connection. The transaction begins with the first statement, in the
+ * same round trip. The view refuses to be used once the scope has ended (a scope kept past its
+ * callback would otherwise run statements on a connection that went back to the pool), and it
+ * remembers whether the transaction is aborted: a statement failed and nothing succeeded since
+ * (only a ROLLBACK TO SAVEPOINT can succeed in an aborted transaction).
+ */
+function scopedConnection(session: Session, org: string, limits: readonly string[], sqlText: boolean) {
+  let open = true;
+  let begun = false;
+  let aborted = false;
+  const guarded = async <T>(statement: (first: boolean) => Promise<T>): Promise<T> => {
+    if (!open) {
+      throw new StoreError('TENANT_SCOPE_REQUIRED', 'this tenant scope has ended; use the scope only inside its withOrg callback', { reason: 'scope_ended' });
+    }
+    // Decided before any await, so that statements issued together still begin only once.
+    const first = !begun;
+    begun = true;
+    try {
+      const result = await statement(first);
+      aborted = false;
+      return result;
+    } catch (error) {
+      aborted = true;
+      throw error;
+    }
+  };
+  const connection: Queryable = {
+    query: <Row>(sql: string, params?: readonly unknown[], options?: QueryOptions) =>
+      guarded(async (first) => {
+        if (!first) return session.query<Row>(sql, params, options);
+        const results = await session.pipeline([...beginScope(org, limits), { sql, params, prepare: options?.prepare ?? false }]);
+        return results.at(-1) as QueryResult<Row>;
+      }),
+    // Scripts are SQL text: no repository sends one, and only a trusted scope runs one.
+    exec: (sql) =>
+      sqlText
+        ? guarded(async (first) => {
+            if (first) await session.pipeline(beginScope(org, limits));
+            await session.exec(sql);
+          })
+        : Promise.reject(new StoreError('FORBIDDEN', 'a tenant scope runs no SQL scripts', { reason: 'query_not_allowed' })),
+  };
+  return {
+    connection,
+    begun: () => begun,
+    aborted: () => aborted,
+    end: () => {
+      open = false;
+    },
+  };
+}
+
+/**
+ * Gives the connection back as it was found, in the same round trip as COMMIT or ROLLBACK. The
+ * store's statements set nothing beyond the transaction, and a scope runs nothing else; the
+ * reset follows every rollback, so that not even a mistake of the store's own could carry
+ * session state to the next user, and every commit of a scope that ran SQL text.
+ */
+const RESET_SESSION = 'reset all; reset role;';
+
+/**
+ * Runs `work` in one transaction scoped to organization `orgId`; commits when it resolves,
+ * rolls back when it throws. Errors come out as StoreErrors.
+ *
+ * @example
+ * const users = await withOrg(db, orgId, (tx) => tx.users.list({ role: 'admin' }));
+ */
+export function withOrg<T>(db: Database, orgId: string, work: (scope: TenantScope) => Promise<T>, settings?: ScopeSettings): Promise<T> {
+  return runScope(db, orgId, (org, connection) => new TenantScope(org, connection), work, settings, false);
+}
+
+/** A tenant scope that also runs SQL text: for trusted code only, see withOrgTrustedSql. */
+export class TrustedSqlScope extends TenantScope {
+  constructor(
+    orgId: string,
+    private readonly sqlConnection: Queryable,
+  ) {
+    super(orgId, sqlConnection);
+  }
+
+  /** SQL text as app_tenant in this scope: row-level security applies, nothing else guards it. */
+  query<Row = Record<string, unknown>>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<Row>> {
+    return run<Row>(this.sqlConnection, sql, params, { prepare: false });
+  }
+}
+
+/**
+ * withOrg with SQL text in the scope, for trusted operator code and the tests that play an
+ * injected query: not part of the public API. SQL text can leave the scope (SET ROLE on the
+ * embedded database, set_config of app.org_id) and can set session state; the connection is
+ * reset when the scope ends, but what the text does inside is only as safe as its author.
+ */
+export function withOrgTrustedSql<T>(db: Database, orgId: string, work: (scope: TrustedSqlScope) => Promise<T>, settings?: ScopeSettings): Promise<T> {
+  return runScope(db, orgId, (org, connection) => new TrustedSqlScope(org, connection), work, settings, true);
+}
+
+async function runScope<Scope extends TenantScope, T>(
+  db: Database,
+  orgId: string,
+  makeScope: (org: string, connection: Queryable) => Scope,
+  work: (scope: Scope) => Promise<T>,
+  settings: ScopeSettings | undefined,
+  sqlText: boolean,
+): Promise<T> {
+  const org = validOrgId(orgId);
+  const limits = scopeSettingValues(settings);
+  return db.withSession(async (session) => {
+    const scoped = scopedConnection(session, org, limits, sqlText);
+    try {
+      const result = await work(makeScope(org, scoped.connection));
+      if (scoped.aborted()) {
+        // PostgreSQL would turn this COMMIT into a ROLLBACK without a word: say so instead.
+        throw new StoreError('TRANSACTION_ABORTED', 'a statement in this withOrg failed and the callback went on; nothing was committed', {
+          reason: 'failed_statement_swallowed',
+        });
+      }
+      if (scoped.begun()) await commit(session, sqlText);
+      return result;
+    } catch (error) {
+      // A rollback that fails means a lost connection: db.withSession discards it.
+      if (scoped.begun()) await session.exec(`rollback; ${RESET_SESSION}`).catch(() => undefined);
+      // The callback's own errors pass through as they are; the database's become StoreErrors.
+      throw asStoreError(error);
+    } finally {
+      scoped.end();
+    }
+  });
+}
+
+/**
+ * COMMIT, and the one failure whose outcome nobody can know: a connection lost while COMMIT was
+ * on its way. The server may have committed before it went, or not; the caller must check
+ * before doing the work again.
+ */
+async function commit(session: Session, sqlText: boolean): Promise<void> {
+  try {
+    await session.exec(sqlText ? `commit; ${RESET_SESSION}` : 'commit');
+  } catch (error) {
+    if (!isStoreError(error, 'CONNECTION_LOST')) throw error;
+    throw new StoreError(
+      'CONNECTION_LOST',
+      'the connection to the database was lost while committing: the transaction may or may not have been committed; check before doing it again',
+      { reason: 'commit_outcome_unknown' },
+      { cause: error },
+    );
+  }
+}
+
+/** The read methods of a tenant scope: what readOrg() offers. */
+export interface TenantReads {
+  readonly orgId: string;
+  readonly users: Pick<UsersRepository, 'get' | 'getByEmail' | 'list'>;
+  readonly workflows: Pick<WorkflowStatesRepository, 'get' | 'list'>;
+  readonly tasks: Pick<TaskStatesRepository, 'get' | 'list' | 'children'>;
+  readonly schedules: Pick<SchedulesRepository, 'get' | 'list'>;
+  readonly apiKeys: Pick<ApiKeysRepository, 'get' | 'list'>;
+}
+
+/**
+ * Reads of organization `orgId`, each in its own read-only transaction sent in one round trip
+ * (entering the scope and the statement, as one pipeline), with the same isolation as withOrg:
+ * the role and row-level security. For a single read this halves the cost of withOrg; reads
+ * that must see one snapshot together, and every write, belong in withOrg.
+ *
+ * @example
+ * const page = await readOrg(db, orgId).workflows.list({ limit: 50 });
+ */
+export function readOrg(db: Database, orgId: string, settings?: ScopeSettings): TenantReads {
+  const org = validOrgId(orgId);
+  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, scopeSettingValues(settings), settings?.citus === true));
+}
+
+/** readOrg()'s connection: each statement a read-only pipeline of its own, on any pooled connection. */
+class ReadOnlyStatementRunner implements Queryable {
+  constructor(
+    private readonly db: Database,
+    private readonly org: string,
+    private readonly limits: readonly string[],
+    /**
+     * On Citus, a transaction block: Citus sends the scope's SET LOCALs to the workers only in
+     * one (a pipeline without BEGIN is not, and the workers would see no organization).
+     */
+    private readonly explicitTransaction: boolean,
+  ) {}
+
+  query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> {
+    const enter: PipelinedStatement = { sql: ENTER_READ_ONLY, params: [this.org, ...this.limits], prepare: true, rows: false };
+    const read: PipelinedStatement = { sql, params, prepare: options?.prepare ?? false };
+    // Without BEGIN the pipeline is one transaction by itself, and the settings end with it.
+    const statements = this.explicitTransaction ? [BEGIN, enter, read, COMMIT] : [enter, read];
+    const readIndex = statements.indexOf(read);
+    return this.db.withSession((session) => session.pipeline(statements)).then((results) => results[readIndex] as QueryResult<Row>);
+  }
+
+  exec(): Promise<void> {
+    return Promise.reject(new StoreError('FORBIDDEN', 'readOrg only reads; change data in withOrg', { reason: 'read_only' }));
+  }
+}

@@ -1,0 +1,212 @@
+/**
+ * The checks a store runs before it serves anyone: if tenant queries could bypass row-level
+ * security, it refuses to start instead of quietly serving every organization's rows.
+ * `doctor` reads the same facts through inspectTenantSafety() and reports them one by one.
+ */
+import type { Database, Queryable } from '../connection/database.ts';
+import { StoreError } from '../errors.ts';
+
+export const TENANT_ROLE = 'app_tenant';
+
+/** A table that carries org_id, with the row-level security facts that protect it. */
+export interface TenantTableSecurity {
+  name: string;
+  rowSecurity: boolean;
+  forceRowSecurity: boolean;
+  hasPolicy: boolean;
+}
+
+/** What the database says about the tenant role and the tenant tables. */
+export interface TenantSafety {
+  role: string;
+  roleExists: boolean;
+  roleSuperuser: boolean;
+  roleBypassesRls: boolean;
+  /** Every table of the current schema with an org_id column, by name. */
+  tenantTables: TenantTableSecurity[];
+}
+
+interface SafetyRow {
+  role_exists: boolean;
+  role_superuser: boolean | null;
+  role_bypasses_rls: boolean | null;
+  tenant_tables: { name: string; row_security: boolean; force_row_security: boolean; has_policy: boolean }[] | string | null;
+}
+
+/** Tables that carry org_id: each must have row-level security enabled and forced. */
+const SAFETY_SQL = `
+  select exists (select from pg_roles where rolname = $1) as role_exists,
+         (select rolsuper from pg_roles where rolname = $1) as role_superuser,
+         (select rolbypassrls from pg_roles where rolname = $1) as role_bypasses_rls,
+         coalesce((
+           select json_agg(json_build_object(
+                    'name', c.relname::text,
+                    'row_security', c.relrowsecurity,
+                    'force_row_security', c.relforcerowsecurity,
+                    'has_policy', exists (select from pg_policy p where p.polrelid = c.oid))
+                  order by c.relname::text)
+           from pg_class c
+           join pg_namespace n on n.oid = c.relnamespace
+           where n.nspname = current_schema() and c.relkind in ('r', 'p')
+             and exists (select from pg_attribute a where a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped)
+         ), '[]'::json) as tenant_tables`;
+
+/** Reads the tenant role's attributes and the row-level security of every tenant table. */
+export async function inspectTenantSafety(db: Queryable, role: string = TENANT_ROLE): Promise<TenantSafety> {
+  const { rows } = await db.query<SafetyRow>(SAFETY_SQL, [role]);
+  const row = rows[0]!;
+  const tables = typeof row.tenant_tables === 'string' ? JSON.parse(row.tenant_tables) : (row.tenant_tables ?? []);
+  return {
+    role,
+    roleExists: row.role_exists,
+    roleSuperuser: row.role_superuser === true,
+    roleBypassesRls: row.role_bypasses_rls === true,
+    tenantTables: (tables as Exclude<SafetyRow['tenant_tables'], string | null>).map((table) => ({
+      name: table.name,
+      rowSecurity: table.row_security,
+      forceRowSecurity: table.force_row_security,
+      hasPolicy: table.has_policy,
+    })),
+  };
+}
+
+/** Throws STORE_UNSAFE, saying what is wrong, unless tenant isolation is enforced by the database. */
+export async function assertTenantIsolation(db: Database): Promise<void> {
+  const safety = await inspectTenantSafety(db, TENANT_ROLE);
+  const unprotected = safety.tenantTables
+    .filter((table) => !(table.rowSecurity && table.forceRowSecurity && table.hasPolicy))
+    .map((table) => table.name);
+  const problems: string[] = [];
+  if (!safety.roleExists) problems.push(`the role ${TENANT_ROLE} does not exist`);
+  if (safety.roleSuperuser) problems.push(`the role ${TENANT_ROLE} is a superuser`);
+  if (safety.roleBypassesRls) problems.push(`the role ${TENANT_ROLE} has BYPASSRLS`);
+  if (unprotected.length > 0) {
+    problems.push(`row-level security is not enabled, forced and given a policy on: ${unprotected.join(', ')}`);
+  }
+  if (problems.length > 0) {
+    throw new StoreError('STORE_UNSAFE', `refusing to start: ${problems.join('; ')}`, { reason: 'row_level_security' });
+  }
+}
+
+/** What the catalog says about the login that tenant traffic uses. */
+export interface TenantLogin {
+  login: string;
+  exists: boolean;
+  superuser: boolean;
+  bypassRls: boolean;
+  inherit: boolean;
+  /** CREATEROLE, CREATEDB or REPLICATION: ways to more privilege than tenant work needs. */
+  elevatedAttributes: string[];
+  /** The roles it is a member of. */
+  memberOf: string[];
+  /** Whether it owns the database or any object in it (the schema owner's login does). */
+  ownsObjects: boolean;
+  /** Whether it may create temporary tables in this database. */
+  canCreateTemp: boolean;
+}
+
+interface LoginRow {
+  login: string;
+  exists: boolean;
+  superuser: boolean | null;
+  bypass_rls: boolean | null;
+  inherit: boolean | null;
+  elevated: string[] | null;
+  member_of: string[] | null;
+  owns_objects: boolean | null;
+  can_create_temp: boolean | null;
+}
+
+const USER_NAMESPACES = `(select n.oid from pg_namespace n where n.nspname !~ '^pg_' and n.nspname <> 'information_schema')`;
+
+const LOGIN_SQL = `
+  with login as (select coalesce($1::text, current_user::text) as name)
+  select login.name as login, r.oid is not null as exists, r.rolsuper as superuser, r.rolbypassrls as bypass_rls,
+         r.rolinherit as inherit,
+         array_remove(array[case when r.rolcreaterole then 'CREATEROLE' end, case when r.rolcreatedb then 'CREATEDB' end,
+                             case when r.rolreplication then 'REPLICATION' end], null) as elevated,
+         (select coalesce(array_agg(g.rolname::text order by g.rolname), '{}')
+            from pg_auth_members m join pg_roles g on g.oid = m.roleid where m.member = r.oid) as member_of,
+         (select d.datdba = r.oid from pg_database d where d.datname = current_database())
+           or exists (select from pg_class c where c.relowner = r.oid and c.relnamespace in ${USER_NAMESPACES})
+           or exists (select from pg_proc p where p.proowner = r.oid and p.pronamespace in ${USER_NAMESPACES})
+           or exists (select from pg_namespace n where n.nspowner = r.oid and n.oid in ${USER_NAMESPACES}) as owns_objects,
+         case when r.oid is not null then has_database_privilege(r.oid, current_database(), 'TEMP') end as can_create_temp
+  from login left join pg_roles r on r.rolname = login.name`;
+
+/**
+ * Reads the catalog's facts about `login` (default: the connection's own user), the login that
+ * tenant traffic runs on.
+ */
+export async function inspectTenantLogin(db: Queryable, login?: string): Promise<TenantLogin> {
+  const { rows } = await db.query<LoginRow>(LOGIN_SQL, [login ?? null]);
+  const row = rows[0]!;
+  return {
+    login: row.login,
+    exists: row.exists,
+    superuser: row.superuser === true,
+    bypassRls: row.bypass_rls === true,
+    inherit: row.inherit === true,
+    elevatedAttributes: row.elevated ?? [],
+    memberOf: row.member_of ?? [],
+    ownsObjects: row.owns_objects === true,
+    canCreateTemp: row.can_create_temp === true,
+  };
+}
+
+export type TenantLoginProblemCode =
+  | 'TENANT_LOGIN_MISSING'
+  | 'TENANT_LOGIN_SUPERUSER'
+  | 'TENANT_LOGIN_BYPASSES_RLS'
+  | 'TENANT_LOGIN_IS_OWNER'
+  | 'TENANT_LOGIN_ELEVATED'
+  | 'TENANT_LOGIN_MEMBER_OF_OTHER_ROLES'
+  | 'TENANT_LOGIN_INHERITS'
+  | 'TENANT_LOGIN_CAN_CREATE_TEMP';
+
+export interface TenantLoginProblem {
+  code: TenantLoginProblemCode;
+  message: string;
+}
+
+/**
+ * Everything that makes `login` unfit to carry tenant traffic: any way out of row-level
+ * security (superuser, BYPASSRLS, owning the tables), any way to more privilege (CREATEROLE,
+ * membership in another role, inheriting what it switches to), and temporary objects, which
+ * could shadow the store's tables for the next user of a pooled connection.
+ */
+export function tenantLoginProblems(facts: TenantLogin): TenantLoginProblem[] {
+  const who = `the tenant login ${facts.login}`;
+  if (!facts.exists) return [{ code: 'TENANT_LOGIN_MISSING', message: `${who} does not exist` }];
+  const problems: TenantLoginProblem[] = [];
+  if (facts.superuser) problems.push({ code: 'TENANT_LOGIN_SUPERUSER', message: `${who} is a superuser: row-level security does not apply to it` });
+  if (facts.bypassRls) problems.push({ code: 'TENANT_LOGIN_BYPASSES_RLS', message: `${who} has BYPASSRLS: row-level security does not apply to it` });
+  if (facts.ownsObjects) problems.push({ code: 'TENANT_LOGIN_IS_OWNER', message: `${who} owns the database or objects in it: it could turn row-level security off` });
+  if (facts.elevatedAttributes.length > 0) {
+    problems.push({ code: 'TENANT_LOGIN_ELEVATED', message: `${who} has ${facts.elevatedAttributes.join(', ')}: more than tenant work needs` });
+  }
+  const others = facts.memberOf.filter((role) => role !== TENANT_ROLE);
+  if (others.length > 0) {
+    problems.push({ code: 'TENANT_LOGIN_MEMBER_OF_OTHER_ROLES', message: `${who} is a member of ${others.join(', ')}: it could become them` });
+  }
+  if (facts.login !== TENANT_ROLE && facts.inherit) {
+    problems.push({ code: 'TENANT_LOGIN_INHERITS', message: `${who} switches to ${TENANT_ROLE} and must be NOINHERIT, so that it has no privilege outside the scope` });
+  }
+  if (facts.canCreateTemp) {
+    problems.push({
+      code: 'TENANT_LOGIN_CAN_CREATE_TEMP',
+      message: `${who} may create temporary tables, which would shadow the store's tables (as the database owner: REVOKE TEMPORARY ON DATABASE ... FROM PUBLIC)`,
+    });
+  }
+  return problems;
+}
+
+/** Throws STORE_UNSAFE, saying what is wrong, unless `tenant` is fit to carry tenant traffic. */
+export async function assertTenantLogin(tenant: Queryable): Promise<void> {
+  const problems = tenantLoginProblems(await inspectTenantLogin(tenant));
+  if (problems.length > 0) {
+    throw new StoreError('STORE_UNSAFE', `refusing to run tenant traffic: ${problems.map((problem) => problem.message).join('; ')}`, {
+      reason: 'privileged_tenant_login',
+    });
+  }
+}

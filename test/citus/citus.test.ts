@@ -1,0 +1,272 @@
+/**
+ * The store on a real Citus cluster (TEST_CITUS_URL, started by ../shared/citus/cluster.sh):
+ * distributing a populated database loses no row and changes none; the command refuses what it
+ * cannot do and is idempotent; migrations still apply after distribution; every statement of an
+ * organization goes to one shard (EXPLAIN: one task); key verification is exact under
+ * concurrency. The tenant boundary, isolation and API key suites run on the cluster too
+ * (withCitus in their files).
+ */
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { distributeOnCitus } from '../../engine/infra/store/citus/distribute.ts';
+import { openDatabase, type Database, type Queryable } from '../../engine/infra/store/connection/database.ts';
+import { openStore, storeOver, type Store } from 'engine-store';
+import { migrateDown, migrateUp } from '../../engine/infra/store/migrator/runner.ts';
+import { MIGRATIONS_DIR } from '../../engine/infra/store/migrator/migration-files.ts';
+import { UsersRepository } from '../../engine/infra/store/repositories/users.ts';
+import { WorkflowStatesRepository } from '../../engine/infra/store/repositories/workflows.ts';
+import { expectStoreError } from '../support/assertions.ts';
+import { backends, serverUrl } from '../support/backends.ts';
+import { citusUrl, createCitusDatabase } from '../support/citus.ts';
+import { recordStatements } from '../support/statement-recorder.ts';
+import { withOrgSql } from '../support/trusted-sql.ts';
+
+const LAST_BASELINE = '20250601090200_create_schedules';
+const TABLES = ['organizations', 'permissions', 'role_permissions', 'api_key_prefixes', 'users', 'api_keys', 'api_key_usage', 'workflow_states', 'task_states', 'schedules'];
+
+/** Every row of every table, as text, sorted: equal before and after means nothing was lost or changed. */
+async function rowsOfEveryTable(db: Queryable): Promise<Record<string, string[]>> {
+  const rows: Record<string, string[]> = {};
+  for (const table of TABLES) {
+    const result = await db.query<{ row: string }>(`select t::text as row from ${table} t`);
+    rows[table] = result.rows.map((r) => r.row).sort();
+  }
+  return rows;
+}
+
+describe.skipIf(!citusUrl)('the store on Citus', () => {
+  describe('distributing a populated single-node database', () => {
+    let cluster: Awaited<ReturnType<typeof createCitusDatabase>>;
+    let db: Database;
+
+    beforeAll(async () => {
+      cluster = await createCitusDatabase();
+      db = await openDatabase({ url: cluster.url, poolSize: 4 });
+    });
+
+    afterAll(async () => {
+      await db?.close();
+      await cluster?.drop();
+    });
+
+    it('refuses while migrations are pending, naming the fix', async () => {
+      await migrateUp(db, { to: LAST_BASELINE });
+      const error = await expectStoreError(() => distributeOnCitus(db), 'SCHEMA_OUT_OF_DATE');
+      expect(error.message).toMatch(/migrate up/);
+    });
+
+    it('keeps every row, unchanged: the engine rows of before multi-tenancy, organizations, users, keys and usage', async () => {
+      // The single-tenant engine's rows, then the multi-tenancy migrations, as a deployment would have them.
+      await db.exec(`
+        insert into workflow_states (workflow_exec_id, workflow_id, status, input)
+          select md5('wf' || i)::uuid, 'flow-' || (i % 7), 'running', jsonb_build_object('i', i) from generate_series(1, 300) i;
+        insert into task_states (task_exec_id, task_id, workflow_exec_id, workflow_id, component, status)
+          select md5('task' || i)::uuid, 'step', md5('wf' || (1 + i % 300))::uuid, 'flow-' || ((1 + i % 300) % 7), 'task', 'pending' from generate_series(1, 600) i;
+        insert into schedules (workflow_id, cron_expression) select 'flow-' || i, '@hourly' from generate_series(1, 20) i;
+      `);
+      const store = await storeOver(db, { migrate: true });
+      for (const name of ['Alpha', 'Beta', 'Gamma']) {
+        const org = await store.organizations.create({ name: `Preserved ${name}` });
+        const key = await store.withOrg(org.id, async (tx) => {
+          const user = await tx.users.create({ email: `ops@${name.toLowerCase()}.example`, role: 'admin' });
+          await tx.workflows.upsert({ workflowExecId: crypto.randomUUID(), workflowId: 'own', status: 'success' });
+          return (await tx.apiKeys.issue({ userId: user.id, name: 'ci' })).key;
+        });
+        expect((await store.verifyApiKey(key)).ok).toBe(true);
+      }
+      const before = await rowsOfEveryTable(db);
+      expect(before.workflow_states).toHaveLength(303);
+      expect(before.task_states).toHaveLength(600);
+      expect(before.api_key_usage).toHaveLength(3);
+
+      const progress: string[] = [];
+      const report = await distributeOnCitus(db, { shardCount: 4, log: (line) => progress.push(line) });
+      expect(report.distributedTables).toEqual(['users', 'api_keys', 'api_key_usage', 'workflow_states', 'task_states', 'schedules']);
+      expect(report.referenceTables).toEqual(['organizations', 'permissions', 'role_permissions', 'api_key_prefixes']);
+      expect(report.rows.task_states).toBe(600);
+      expect(progress.some((line) => line.startsWith('distributed table task_states (600 rows)'))).toBe(true);
+      expect(await rowsOfEveryTable(db)).toEqual(before);
+
+      const { rows: placement } = await db.query<{ table: string; method: string }>(
+        `select logicalrelid::text as table, partmethod as method from pg_dist_partition order by 1`,
+      );
+      expect(Object.fromEntries(placement.map((row) => [row.table, row.method]))).toMatchObject({ users: 'h', task_states: 'h', organizations: 'n', api_key_prefixes: 'n' });
+    });
+
+    it('a second run has nothing to do and changes nothing', async () => {
+      const before = await rowsOfEveryTable(db);
+      const lines: string[] = [];
+      const report = await distributeOnCitus(db, { log: (line) => lines.push(line) });
+      expect(report).toMatchObject({ referenceTables: [], distributedTables: [] });
+      expect(lines).toEqual([expect.stringMatching(/^already distributed over 2 worker\(s\): nothing to do$/)]);
+      expect(await rowsOfEveryTable(db)).toEqual(before);
+    });
+
+    it('a later migration applies on the cluster (DDL propagates to the shards) and reverts', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'es-citus-migrations-'));
+      try {
+        cpSync(MIGRATIONS_DIR, dir, { recursive: true });
+        writeFileSync(
+          join(dir, '20991231000000_add_workflow_priority.sql'),
+          `-- Up Migration
+alter table workflow_states add column priority integer;
+create trigger workflow_states_noop before update on workflow_states for each row execute function set_updated_at();
+-- Down Migration
+drop trigger workflow_states_noop on workflow_states;
+alter table workflow_states drop column priority;
+`,
+        );
+        const applied = await migrateUp(db, { dir });
+        expect(applied.map((step) => step.name)).toEqual(['20991231000000_add_workflow_priority']);
+        // Every shard of workflow_states has the column.
+        const { rows } = await db.query<{ result: string }>(
+          `select result from run_command_on_shards('workflow_states', $$select count(*) from information_schema.columns where table_name = '%s' and column_name = 'priority'$$)`,
+        );
+        expect(rows.length).toBe(4);
+        expect(rows.every((row) => row.result === '1')).toBe(true);
+        await migrateDown(db, { dir, count: 1 });
+        const { rows: after } = await db.query<{ result: string }>(
+          `select result from run_command_on_shards('workflow_states', $$select count(*) from information_schema.columns where table_name = '%s' and column_name = 'priority'$$)`,
+        );
+        expect(after.every((row) => row.result === '0')).toBe(true);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  });
+
+  describe('an organization on the cluster', () => {
+    let cluster: Awaited<ReturnType<typeof createCitusDatabase>>;
+    let store: Store;
+    let orgId: string;
+
+    beforeAll(async () => {
+      cluster = await createCitusDatabase();
+      const db = await openDatabase({ url: cluster.url, poolSize: 2 });
+      try {
+        await migrateUp(db);
+        await distributeOnCitus(db, { shardCount: 4 });
+      } finally {
+        await db.close();
+      }
+      store = await openStore({ url: cluster.url, poolSize: 20 });
+      orgId = (await store.organizations.create({ name: 'Routed' })).id;
+    });
+
+    afterAll(async () => {
+      await store?.close();
+      await cluster?.drop();
+    });
+
+    /** The number of shards (tasks) Citus plans `statement` on, in the organization's scope. */
+    async function tasksOf(statement: { sql: string; params: unknown[] }): Promise<number> {
+      return withOrgSql(store, orgId, async (tx) => {
+        const { rows } = await tx.query<{ 'QUERY PLAN': string }>(`explain ${statement.sql}`, statement.params);
+        const plan = rows.map((row) => row['QUERY PLAN']).join('\n');
+        const count = /Task Count: (\d+)/.exec(plan);
+        expect(count, plan).not.toBeNull();
+        return Number(count![1]);
+      });
+    }
+
+    it('sends each repository statement to one shard', async () => {
+      const statements = [
+        ...(await recordStatements((db) => new UsersRepository(db, orgId).get(crypto.randomUUID()))),
+        ...(await recordStatements((db) => new UsersRepository(db, orgId).list({ role: 'admin' }))),
+        ...(await recordStatements((db) => new UsersRepository(db, orgId).suspend(crypto.randomUUID()))),
+        ...(await recordStatements((db) => new WorkflowStatesRepository(db, orgId).list({ status: 'running' }))),
+        ...(await recordStatements((db) => new WorkflowStatesRepository(db, orgId).updateStatus(crypto.randomUUID(), { status: 'success' }))),
+        ...(await recordStatements((db) => new WorkflowStatesRepository(db, orgId).delete(crypto.randomUUID()))),
+      ];
+      expect(statements).toHaveLength(6);
+      for (const statement of statements) expect(await tasksOf(statement), statement.sql).toBe(1);
+    });
+
+    it('sends a tx.kysely query to one shard: the scope names its organization for every tenant table', async () => {
+      const rows = await store.withOrg(orgId, async (tx) => {
+        await tx.workflows.upsert({ workflowExecId: crypto.randomUUID(), workflowId: 'routed', status: 'running' });
+        return tx.kysely
+          .selectFrom('workflow_states as w')
+          .leftJoin('task_states as t', (join) => join.onRef('t.workflow_exec_id', '=', 'w.workflow_exec_id'))
+          .select(['w.workflow_id'])
+          .forUpdate('w')
+          .execute();
+      });
+      expect(rows).toEqual([{ workflow_id: 'routed' }]);
+    });
+
+    it('a leaked tenant login used directly on a worker reads no row and writes none without an organization', async () => {
+      await store.withOrg(orgId, (tx) => tx.workflows.upsert({ workflowExecId: crypto.randomUUID(), workflowId: 'on-worker', status: 'running' }));
+      const { rows: workers } = await store.db.query<{ host: string; port: number }>(
+        `select nodename as host, nodeport as port from pg_dist_node where groupid <> 0 and isactive order by nodeport`,
+      );
+      expect(workers.length).toBeGreaterThan(0);
+      for (const worker of workers) {
+        const url = new URL(cluster.url);
+        url.hostname = worker.host;
+        url.port = String(worker.port);
+        url.username = 'app_tenant';
+        const leaked = await openDatabase({ url: url.toString(), poolSize: 1 });
+        try {
+          // The shards carry the policies, forced: without app.org_id nothing is visible.
+          const { rows } = await leaked.query<{ n: number }>(`select count(*)::int as n from workflow_states`);
+          expect(rows[0]!.n).toBe(0);
+          await expect(leaked.query(`insert into workflow_states (org_id, workflow_exec_id, workflow_id, status) values ($1, $2, 'x', 'running')`, [orgId, crypto.randomUUID()])).rejects.toMatchObject({
+            code: '42501',
+          });
+        } finally {
+          await leaked.close();
+        }
+      }
+    });
+
+    it('verifies a key by its prefix on one shard, exactly under concurrency', async () => {
+      const key = await store.withOrg(orgId, async (tx) => {
+        const user = await tx.users.create({ email: `limit-${crypto.randomUUID()}@routed.example`, role: 'manager' });
+        return (await tx.apiKeys.issue({ userId: user.id, name: 'limited', rateLimitPerHour: 25 })).key;
+      });
+      const results = await Promise.all(Array.from({ length: 60 }, () => store.verifyApiKey(key)));
+      expect(results.filter((result) => result.ok)).toHaveLength(25);
+      expect(results.filter((result) => !result.ok && result.reason === 'RATE_LIMITED')).toHaveLength(35);
+      // The key's own statement, as verify_api_key runs it once it knows the organization.
+      const lookup = { sql: 'select k.id from api_keys k where k.org_id = $1 and k.prefix = $2', params: [orgId, key.split('_')[1]] };
+      expect(await tasksOf(lookup)).toBe(1);
+    });
+  });
+});
+
+describe.skipIf(!citusUrl || !serverUrl)('the Citus tier is configured', () => {
+  it('TEST_CITUS_URL names a coordinator with active workers', async () => {
+    const db = await openDatabase({ url: citusUrl!, poolSize: 1 });
+    try {
+      const { rows } = await db.query<{ workers: number }>(`select count(*)::int as workers from pg_dist_node where groupid <> 0 and isactive`);
+      expect(rows[0]!.workers).toBeGreaterThanOrEqual(1);
+    } finally {
+      await db.close();
+    }
+  });
+});
+
+describe('distributing refuses a database it cannot distribute', () => {
+  it.each(backends.map((backend) => [backend.name, backend] as const))('refuses a database without Citus (%s)', async (name, backend) => {
+    const database = await backend.create();
+    try {
+      await migrateUp(database.db);
+      const error = await expectStoreError(() => distributeOnCitus(database.db), 'DISTRIBUTION_REFUSED');
+      expect(error.details.reason).toBe(name === 'pglite' ? 'embedded' : 'citus_missing');
+    } finally {
+      await database.dispose();
+    }
+  });
+
+  it('refuses a shard count that is not a whole number from 1 to 64,000', async () => {
+    const database = await backends[0]!.create();
+    try {
+      for (const shardCount of [0, -1, 1.5, 64_001]) await expectStoreError(() => distributeOnCitus(database.db, { shardCount }), 'INVALID_INPUT', 'shardCount');
+    } finally {
+      await database.dispose();
+    }
+  });
+});

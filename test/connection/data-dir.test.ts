@@ -1,0 +1,110 @@
+/**
+ * The embedded database's directory: one process at a time (parallel CLI processes each wait
+ * their turn, and every organization they report exists afterwards), a clear DATA_DIR_LOCKED
+ * naming the holder, a lock left by a killed process taken over, and files private to the user.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { openDatabase } from '../../engine/infra/store/connection/database.ts';
+import { expectStoreError } from '../support/assertions.ts';
+
+const run = promisify(execFile);
+const BIN = resolve('bin/engine-store.js');
+
+// Each CLI process starts an embedded database, one after the other: allow for a loaded machine.
+vi.setConfig({ testTimeout: 240_000 });
+
+describe('the embedded data directory', () => {
+  let root: string;
+  beforeAll(() => {
+    root = mkdtempSync(join(tmpdir(), 'engine-store-data-dir-'));
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('parallel CLI processes on one directory each wait their turn: every organization they print exists', async () => {
+    const dataDir = join(root, 'parallel');
+    const env = { ...process.env, DATABASE_URL: undefined, ENGINE_STORE_DATA_DIR: undefined };
+    // Only migrate up makes the database; the admin commands refuse a directory without one.
+    await run(process.execPath, [BIN, '--data-dir', dataDir, 'migrate', 'up'], { env });
+    const created = await Promise.all(
+      Array.from({ length: 5 }, async (_, i) => {
+        const { stdout } = await run(process.execPath, [BIN, '--data-dir', dataDir, 'org', 'create', '--name', `Parallel ${i}`, '--json'], { env });
+        return (JSON.parse(stdout) as { id: string }).id;
+      }),
+    );
+    const db = await openDatabase({ dataDir });
+    try {
+      const { rows } = await db.query<{ id: string }>('select id from organizations where id = any ($1::uuid[])', [created]);
+      expect(rows.map((row) => row.id).sort()).toEqual([...created].sort());
+    } finally {
+      await db.close();
+    }
+    expect(existsSync(`${dataDir}.lock`), 'the lock is gone once the last process closed').toBe(false);
+  });
+
+  it('a second process waits, then fails with DATA_DIR_LOCKED naming the holder; a killed holder\'s lock is taken over', async () => {
+    const dataDir = join(root, 'held');
+    const holder = spawn(process.execPath, ['--import', 'tsx', '-e', `
+      const { openDatabase } = await import(${JSON.stringify(resolve('engine/infra/store/connection/database.ts'))});
+      await openDatabase({ dataDir: ${JSON.stringify(dataDir)} });
+      console.log('ready');
+      setInterval(() => {}, 1000);
+    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((ready, failed) => {
+        holder.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('ready') && ready());
+        holder.on('exit', (code) => failed(new Error(`the holder exited with ${code}`)));
+      });
+      const started = Date.now();
+      const error = await expectStoreError(() => openDatabase({ dataDir, dataDirWaitMs: 600 }), 'DATA_DIR_LOCKED');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(600);
+      expect(error.message).toContain(`process ${holder.pid}`);
+
+      // kill -9: the lock file stays behind, naming a process that is gone.
+      holder.kill('SIGKILL');
+      await new Promise((exited) => holder.once('exit', exited));
+      expect(existsSync(`${dataDir}.lock`)).toBe(true);
+      const db = await openDatabase({ dataDir, dataDirWaitMs: 600 });
+      await db.close();
+    } finally {
+      holder.kill('SIGKILL');
+    }
+  });
+
+  it('refuses to open the same directory twice in one process', async () => {
+    const dataDir = join(root, 'twice');
+    const db = await openDatabase({ dataDir });
+    try {
+      const error = await expectStoreError(() => openDatabase({ dataDir, dataDirWaitMs: 100 }), 'DATA_DIR_LOCKED');
+      expect(error.details.reason).toBe('same_process');
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('makes the directory private to its user: an existing world-readable one is fixed on open', async () => {
+    const dataDir = join(root, 'private');
+    mkdirSync(dataDir, { mode: 0o777 });
+    chmodSync(dataDir, 0o777);
+    const db = await openDatabase({ dataDir });
+    await db.close();
+    writeFileSync(join(dataDir, 'planted'), 'x', { mode: 0o666 });
+    chmodSync(join(dataDir, 'planted'), 0o666);
+    chmodSync(join(dataDir, 'PG_VERSION'), 0o644);
+    const again = await openDatabase({ dataDir });
+    await again.close();
+    expect(statSync(dataDir).mode & 0o777).toBe(0o700);
+    for (const file of ['planted', 'PG_VERSION']) expect(statSync(join(dataDir, file)).mode & 0o077, file).toBe(0);
+  });
+
+  it('words a path that is not a directory', async () => {
+    const file = join(root, 'a-file');
+    writeFileSync(file, 'x');
+    const error = await expectStoreError(() => openDatabase({ dataDir: file }), 'INVALID_INPUT', 'dataDir');
+    expect(error.message).toMatch(/not a directory/);
+  });
+});

@@ -1,0 +1,266 @@
+/**
+ * `doctor` finds what is wrong with a live database: each fault is introduced into a fully
+ * migrated database, must show up as its finding, and must go away once undone.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { diagnose, referenceCatalogFor, type DiagnoseOptions, type Finding } from '../../engine/infra/store/diagnostics/doctor.ts';
+import { migrateDown, migrateUp } from '../../engine/infra/store/migrator/runner.ts';
+import { assertTenantIsolation } from '../../engine/infra/store/tenancy/tenant-safety.ts';
+import { backends, createServerDatabase, serverUrl, type TestDatabase } from '../support/backends.ts';
+
+// Every diagnosis builds a reference database from schema.sql: allow for a loaded machine.
+vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
+
+/** Findings a freshly migrated database is allowed to have: none. */
+const KNOWN_FINDINGS: string[] = [];
+
+const describeFinding = (finding: Finding) => `${finding.code} ${finding.object ?? ''}`.trim();
+
+describe.each(backends)('doctor on $name', (backend) => {
+  let test: TestDatabase;
+  let options: DiagnoseOptions;
+
+  /** Findings other than the known gap, as `CODE object`. */
+  async function problems(extra: DiagnoseOptions = {}): Promise<string[]> {
+    const { findings } = await diagnose(test.db, { ...options, ...extra });
+    return findings.map(describeFinding).filter((line) => !KNOWN_FINDINGS.includes(line));
+  }
+
+  beforeAll(async () => {
+    test = await backend.create();
+    await migrateUp(test.db);
+    // Built once: every diagnosis compares against the same schema.sql (the tests of how it is
+    // built pass their own options).
+    options = { url: test.url, reference: await referenceCatalogFor(test.db, { url: test.url }) };
+  });
+  afterAll(async () => {
+    await test?.dispose();
+  });
+
+  it('finds nothing wrong with a fully migrated database but the known schema gap', async () => {
+    const { findings } = await diagnose(test.db, options);
+    expect(findings.map(describeFinding)).toEqual(KNOWN_FINDINGS);
+    expect(findings.every((finding) => finding.severity === 'error' && finding.message.length > 0)).toBe(true);
+    // The shared query did not change what the store checks on start.
+    await expect(assertTenantIsolation(test.db)).resolves.toBeUndefined();
+  });
+
+  it('reports a pending migration, and does not compare schemas meanwhile', async () => {
+    const [reverted] = await migrateDown(test.db, { count: 1 });
+    try {
+      const { findings } = await diagnose(test.db, options);
+      expect(findings).toContainEqual(expect.objectContaining({ code: 'MIGRATION_PENDING', severity: 'error', object: reverted!.name }));
+      expect(findings).toContainEqual(expect.objectContaining({ code: 'DRIFT_NOT_CHECKED', severity: 'warning' }));
+      expect(findings.filter((finding) => finding.code === 'SCHEMA_DRIFT')).toEqual([]);
+    } finally {
+      await migrateUp(test.db);
+    }
+    expect(await problems()).toEqual([]);
+  });
+
+  it('reports an edited migration', async () => {
+    const { rows } = await test.db.query<{ name: string; checksum: string }>(
+      'select name, checksum from engine_store_migrations order by name limit 1',
+    );
+    const { name, checksum } = rows[0]!;
+    await test.db.query('update engine_store_migrations set checksum = $2 where name = $1', [name, 'f'.repeat(64)]);
+    try {
+      const found = await problems();
+      expect(found).toContain(`MIGRATION_EDITED ${name}`);
+      expect(found).toContain('DRIFT_NOT_CHECKED');
+    } finally {
+      await test.db.query('update engine_store_migrations set checksum = $2 where name = $1', [name, checksum]);
+    }
+    expect(await problems()).toEqual([]);
+  });
+
+  it('reports an applied migration without a file', async () => {
+    const name = '20991231235959_not_a_file';
+    await test.db.query('insert into engine_store_migrations (name, checksum, duration_ms) values ($1, $2, 0)', [name, '0'.repeat(64)]);
+    try {
+      expect(await problems()).toEqual([`MIGRATION_MISSING ${name}`]);
+    } finally {
+      await test.db.query('delete from engine_store_migrations where name = $1', [name]);
+    }
+    expect(await problems()).toEqual([]);
+  });
+
+  it('reports drift: an extra index, an extra column, a dropped policy', async () => {
+    await test.db.exec('create index extra_idx on users (email)');
+    try {
+      expect(await problems()).toEqual(['SCHEMA_DRIFT users.extra_idx']);
+    } finally {
+      await test.db.exec('drop index extra_idx');
+    }
+
+    await test.db.exec('alter table users add column extra text');
+    try {
+      expect(await problems()).toEqual(['SCHEMA_DRIFT users.extra']);
+    } finally {
+      await test.db.exec('alter table users drop column extra');
+    }
+
+    // Put back exactly as it was: its expressions as the catalog prints them.
+    const { rows: policy } = await test.db.query<{ qual: string; with_check: string }>(
+      `select qual, with_check from pg_policies where tablename = 'schedules' and policyname = 'schedules_tenant_isolation'`,
+    );
+    await test.db.exec('drop policy schedules_tenant_isolation on schedules');
+    try {
+      const found = await problems();
+      expect(found).toContain('SCHEMA_DRIFT schedules.schedules_tenant_isolation');
+      expect(found).toContain('RLS_NO_POLICY schedules');
+    } finally {
+      await test.db.exec(
+        `create policy schedules_tenant_isolation on public.schedules to app_tenant using (${policy[0]!.qual}) with check (${policy[0]!.with_check})`,
+      );
+    }
+    expect(await problems()).toEqual([]);
+  });
+
+  it('reports row-level security not forced, then disabled', async () => {
+    await test.db.exec('alter table workflow_states no force row level security');
+    try {
+      expect(await problems()).toEqual(expect.arrayContaining(['RLS_NOT_FORCED workflow_states', 'SCHEMA_DRIFT workflow_states']));
+      await test.db.exec('alter table workflow_states disable row level security');
+      expect(await problems()).toEqual(expect.arrayContaining(['RLS_DISABLED workflow_states', 'RLS_NOT_FORCED workflow_states']));
+    } finally {
+      await test.db.exec('alter table workflow_states enable row level security; alter table workflow_states force row level security');
+    }
+    expect(await problems()).toEqual([]);
+  });
+
+  it('reports a tenant table without its (org_id, created_at) index', async () => {
+    await test.db.exec('drop index workflow_states_org_id_created_at_idx');
+    try {
+      const found = await problems();
+      expect(found).toContain('MISSING_ORG_INDEX workflow_states');
+      expect(found).toContain('SCHEMA_DRIFT workflow_states.workflow_states_org_id_created_at_idx');
+    } finally {
+      await test.db.exec('create index workflow_states_org_id_created_at_idx on workflow_states (org_id, created_at, workflow_exec_id)');
+    }
+    expect(await problems()).toEqual([]);
+  });
+
+  it('reports a foreign key without an index led by its columns', async () => {
+    await test.db.exec('drop index task_states_org_id_parent_state_id_idx');
+    try {
+      const found = await problems();
+      expect(found).toContain('UNINDEXED_FOREIGN_KEY task_states.task_states_parent_fkey');
+      expect(found).toContain('SCHEMA_DRIFT task_states.task_states_org_id_parent_state_id_idx');
+    } finally {
+      await test.db.exec('create index task_states_org_id_parent_state_id_idx on task_states (org_id, parent_state_id)');
+    }
+    expect(await problems()).toEqual([]);
+  });
+
+  // app_tenant is shared by every database on the server: the role checks are pointed at
+  // throwaway roles instead of altering it.
+  it('reports a tenant role that bypasses row-level security, or does not exist', async () => {
+    const bypass = `doctor_test_bypass_${process.pid}`;
+    await test.db.exec(`drop role if exists ${bypass}; create role ${bypass} nologin bypassrls`);
+    try {
+      expect(await problems({ tenantRole: bypass })).toEqual([`TENANT_ROLE_BYPASSES_RLS ${bypass}`]);
+    } finally {
+      await test.db.exec(`drop role if exists ${bypass}`);
+    }
+    const missing = `doctor_test_missing_${process.pid}`;
+    expect(await problems({ tenantRole: missing })).toEqual([`TENANT_ROLE_MISSING ${missing}`]);
+  });
+
+  it('lets the caller make the reference database', async () => {
+    let made = 0;
+    const { findings } = await diagnose(test.db, {
+      referenceFactory: async () => {
+        made += 1;
+        const reference = await backend.create();
+        return { db: reference.db, dispose: () => reference.dispose() };
+      },
+    });
+    expect(made).toBe(1);
+    expect(findings.map(describeFinding)).toEqual(KNOWN_FINDINGS);
+  });
+});
+
+const run = promisify(execFile);
+const BIN = join(import.meta.dirname, '..', '..', 'bin', 'engine-store.js');
+
+async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
+      env: { ...process.env, DATABASE_URL: undefined, ENGINE_STORE_DATA_DIR: undefined },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+interface DoctorJson {
+  ok: boolean;
+  findings: Finding[];
+}
+
+describe('engine-store doctor on the embedded database', () => {
+  let dataDir: string;
+  beforeAll(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'engine-store-doctor-'));
+    expect((await cli(['--data-dir', dataDir, 'migrate', 'up'])).code).toBe(0);
+  });
+  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  it('reports a migrated database as healthy in JSON, exit 0', async () => {
+    const result = await cli(['--data-dir', dataDir, 'doctor', '--json']);
+    const parsed = JSON.parse(result.stdout) as DoctorJson;
+    expect(parsed.findings.map(describeFinding)).toEqual(KNOWN_FINDINGS);
+    expect(parsed.ok).toBe(KNOWN_FINDINGS.length === 0);
+    expect(result.code).toBe(KNOWN_FINDINGS.length === 0 ? 0 : 9);
+  });
+
+  it('exits 9 with one line per finding when a migration is pending', async () => {
+    expect((await cli(['--data-dir', dataDir, 'migrate', 'down', '1'])).code).toBe(0);
+    const text = await cli(['--data-dir', dataDir, 'doctor']);
+    expect(text.code).toBe(9);
+    expect(text.stdout).toMatch(/^error MIGRATION_PENDING migration \S+ is not applied/m);
+    expect(text.stdout).toMatch(/^warning DRIFT_NOT_CHECKED /m);
+    expect(text.stdout).toMatch(/\d+ error\(s\), 1 warning\(s\)\n$/);
+
+    const json = await cli(['--data-dir', dataDir, 'doctor', '--json']);
+    expect(json.code).toBe(9);
+    const parsed = JSON.parse(json.stdout) as DoctorJson;
+    expect(parsed.ok).toBe(false);
+    expect(parsed.findings).toContainEqual(expect.objectContaining({ code: 'MIGRATION_PENDING', severity: 'error' }));
+  });
+});
+
+describe.runIf(serverUrl)('engine-store doctor on a server', () => {
+  let server: Awaited<ReturnType<typeof createServerDatabase>>;
+  beforeAll(async () => {
+    server = await createServerDatabase();
+    expect((await cli(['--database-url', server.url, 'migrate', 'up'])).code).toBe(0);
+  });
+  afterAll(async () => {
+    await server?.drop();
+  });
+
+  it('compares the schema against a scratch database on the same server, and drops it', async () => {
+    const result = await cli(['--database-url', server.url, 'doctor', '--json']);
+    const parsed = JSON.parse(result.stdout) as DoctorJson;
+    expect(parsed.findings.map(describeFinding)).toEqual(KNOWN_FINDINGS);
+    expect(result.code).toBe(KNOWN_FINDINGS.length === 0 ? 0 : 9);
+    const pg = (await import('pg')).default;
+    const client = new pg.Client({ connectionString: serverUrl });
+    await client.connect();
+    try {
+      const { rows } = await client.query("select datname from pg_database where datname like 'engine\\_store\\_doctor\\_%'");
+      expect(rows).toEqual([]);
+    } finally {
+      await client.end();
+    }
+  });
+});
