@@ -70,7 +70,9 @@ async function writeThroughput(prepared: Prepared, seconds: number): Promise<num
     Array.from({ length: CONCURRENCY }, async () => {
       while (performance.now() < deadline) {
         const org = prepared.orgIds[Math.floor(Math.random() * prepared.orgIds.length)]!;
-        await prepared.store.withOrg(org, (tx) => tx.workflows.upsert({ workflowExecId: crypto.randomUUID(), workflowId: 'bench-write', status: 'running' }));
+        await prepared.store.withOrg(org, (tx) =>
+          tx.workflows.upsert({ workflowExecId: crypto.randomUUID(), workflowId: 'bench-write', status: 'running' }),
+        );
         done += 1;
       }
     }),
@@ -78,7 +80,12 @@ async function writeThroughput(prepared: Prepared, seconds: number): Promise<num
   return done / seconds;
 }
 
-async function onCluster<T>(options: Options, workers: number, work: (prepared: Prepared) => Promise<T>, log: (line: string) => void): Promise<T> {
+async function onCluster<T>(
+  options: Options,
+  workers: number,
+  work: (prepared: Prepared) => Promise<T>,
+  log: (line: string) => void,
+): Promise<T> {
   const cluster = await createCitusDatabase({ base: options.citusUrl, workers });
   try {
     const owner = await openDatabase({ url: cluster.url, poolSize: 2 });
@@ -166,11 +173,36 @@ async function main(): Promise<void> {
   const log = (line: string) => console.error(line);
   const r = await runCitusBench(options, log);
   const rows = [
-    ['list newest 50, typical org (readOrg, p50)', `${r.listing.subjectMs.toFixed(3)} ms`, `${r.listing.floorMs.toFixed(3)} ms`, `${(r.listing.subjectMs / r.listing.floorMs).toFixed(2)}x`],
-    ['verify API key (p50)', `${r.verification.subjectMs.toFixed(3)} ms`, `${r.verification.floorMs.toFixed(3)} ms`, `${(r.verification.subjectMs / r.verification.floorMs).toFixed(2)}x`],
-    [`writes over ${options.orgs} orgs, ${CONCURRENCY} callers, 2 workers`, `${r.twoWorkerWrites.toFixed(0)}/s`, `${r.singleWrites.toFixed(0)}/s`, `${(r.twoWorkerWrites / r.singleWrites).toFixed(2)}x`],
-    [`same, 1 worker`, `${r.oneWorkerWrites.toFixed(0)}/s`, `${r.singleWrites.toFixed(0)}/s`, `${(r.oneWorkerWrites / r.singleWrites).toFixed(2)}x`],
-    ['2 workers against 1', `${r.twoWorkerWrites.toFixed(0)}/s`, `${r.oneWorkerWrites.toFixed(0)}/s`, `${(r.twoWorkerWrites / r.oneWorkerWrites).toFixed(2)}x`],
+    [
+      'list newest 50, typical org (readOrg, p50)',
+      `${r.listing.subjectMs.toFixed(3)} ms`,
+      `${r.listing.floorMs.toFixed(3)} ms`,
+      `${(r.listing.subjectMs / r.listing.floorMs).toFixed(2)}x`,
+    ],
+    [
+      'verify API key (p50)',
+      `${r.verification.subjectMs.toFixed(3)} ms`,
+      `${r.verification.floorMs.toFixed(3)} ms`,
+      `${(r.verification.subjectMs / r.verification.floorMs).toFixed(2)}x`,
+    ],
+    [
+      `writes over ${options.orgs} orgs, ${CONCURRENCY} callers, 2 workers`,
+      `${r.twoWorkerWrites.toFixed(0)}/s`,
+      `${r.singleWrites.toFixed(0)}/s`,
+      `${(r.twoWorkerWrites / r.singleWrites).toFixed(2)}x`,
+    ],
+    [
+      `same, 1 worker`,
+      `${r.oneWorkerWrites.toFixed(0)}/s`,
+      `${r.singleWrites.toFixed(0)}/s`,
+      `${(r.oneWorkerWrites / r.singleWrites).toFixed(2)}x`,
+    ],
+    [
+      '2 workers against 1',
+      `${r.twoWorkerWrites.toFixed(0)}/s`,
+      `${r.oneWorkerWrites.toFixed(0)}/s`,
+      `${(r.twoWorkerWrites / r.oneWorkerWrites).toFixed(2)}x`,
+    ],
   ];
   console.log('| benchmark | Citus | single server (same run) | ratio |');
   console.log('| --- | --- | --- | --- |');

@@ -64,13 +64,22 @@ async function cursorOfPage(store: Store, orgId: string, page: number): Promise<
   return after;
 }
 
-export async function runListingBench(options: { url: string; rows: number; orgs: number; iterations: number; log: (line: string) => void }): Promise<ListingCase[]> {
+export async function runListingBench(options: {
+  url: string;
+  rows: number;
+  orgs: number;
+  iterations: number;
+  log: (line: string) => void;
+}): Promise<ListingCase[]> {
   return withScratchDatabase(options.url, 'listing', async (url) => {
     const store = await openStore({ url, poolSize: 4, migrate: true });
     try {
       const { large, typical } = await seed(store, options.rows, options.orgs, options.log);
       const cases: ListingCase[] = [];
-      for (const [orgLabel, orgId] of [['large org (20%)', large], ['typical org', typical]] as const) {
+      for (const [orgLabel, orgId] of [
+        ['large org (20%)', large],
+        ['typical org', typical],
+      ] as const) {
         for (const page of [1, 100]) {
           const after = await cursorOfPage(store, orgId, page);
           if (page > 1 && !after) continue; // a small organization has no page 100
@@ -84,7 +93,9 @@ export async function runListingBench(options: { url: string; rows: number; orgs
           await alternatingP50(20, viaStore, floor);
           const { subjectMs: storeP50Ms, floorMs: floorP50Ms } = await alternatingP50(options.iterations, viaStore, floor);
           const result = { label: `${orgLabel}, page ${page}`, storeP50Ms, floorP50Ms, ratio: storeP50Ms / floorP50Ms };
-          options.log(`${result.label}: store ${storeP50Ms.toFixed(3)} ms, owner SQL ${floorP50Ms.toFixed(3)} ms, ${result.ratio.toFixed(2)}x`);
+          options.log(
+            `${result.label}: store ${storeP50Ms.toFixed(3)} ms, owner SQL ${floorP50Ms.toFixed(3)} ms, ${result.ratio.toFixed(2)}x`,
+          );
           cases.push(result);
         }
       }
@@ -105,7 +116,13 @@ async function main(): Promise<void> {
     },
   });
   const url = values.url ?? (process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test');
-  await runListingBench({ url, rows: Number(values.rows), orgs: Number(values.orgs), iterations: Number(values.iterations), log: (line) => console.log(line) });
+  await runListingBench({
+    url,
+    rows: Number(values.rows),
+    orgs: Number(values.orgs),
+    iterations: Number(values.iterations),
+    log: (line) => console.log(line),
+  });
 }
 
 const invokedPath = process.argv[1];

@@ -89,7 +89,9 @@ export async function runMigrateUnderLoad(options: MigrateUnderLoadOptions): Pro
     }
   } finally {
     // WITH (FORCE) ends any connection a failure left behind (writer, pool), so the drop cannot hang.
-    await admin.exec(`drop database if exists ${dbName} with (force)`).catch((error: unknown) => log(`could not drop ${dbName}: ${String(error)}`));
+    await admin
+      .exec(`drop database if exists ${dbName} with (force)`)
+      .catch((error: unknown) => log(`could not drop ${dbName}: ${String(error)}`));
     await admin.close();
     rmSync(migrationsDir, { recursive: true, force: true });
   }
@@ -101,7 +103,13 @@ function snapshotMigrations(source: string): string {
   return dir;
 }
 
-async function benchmark(db: Database, scratchUrl: string, dir: string, n: number, log: (line: string) => void): Promise<MigrateUnderLoadResult> {
+async function benchmark(
+  db: Database,
+  scratchUrl: string,
+  dir: string,
+  n: number,
+  log: (line: string) => void,
+): Promise<MigrateUnderLoadResult> {
   await migrateUp(db, { dir, to: BEFORE_TENANCY });
   await seed(db, n, log);
   // The seeding's WAL (and an earlier benchmark's) is flushed now, so that the checkpoints the
@@ -125,7 +133,11 @@ async function benchmark(db: Database, scratchUrl: string, dir: string, n: numbe
   let stats: WriterStats;
   try {
     const started = performance.now();
-    await migrateUp(db, { dir, to: END_OF_EXPAND, log: (line) => log(`  [${((performance.now() - started) / 1000).toFixed(2)} s] ${timeline.note(line)}`) });
+    await migrateUp(db, {
+      dir,
+      to: END_OF_EXPAND,
+      log: (line) => log(`  [${((performance.now() - started) / 1000).toFixed(2)} s] ${timeline.note(line)}`),
+    });
     migrationMs = performance.now() - started;
     timeline.finish();
     await sleep(TAIL_MS);
@@ -383,14 +395,21 @@ async function countRows(db: Database): Promise<Record<Table, number>> {
 async function countOutsideDefaultOrg(db: Database): Promise<number> {
   let total = 0;
   for (const table of TABLES) {
-    const { rows } = await db.query<{ count: number }>(`select count(*) as count from ${table} where org_id is distinct from $1`, [DEFAULT_ORG_ID]);
+    const { rows } = await db.query<{ count: number }>(`select count(*) as count from ${table} where org_id is distinct from $1`, [
+      DEFAULT_ORG_ID,
+    ]);
     total += rows[0]?.count ?? 0;
   }
   return total;
 }
 
 /** Prints before/after per table and returns how many rows are missing (after < before + inserted). */
-function reportRows(before: Record<Table, number>, after: Record<Table, number>, inserted: Record<Table, number>, log: (line: string) => void): number {
+function reportRows(
+  before: Record<Table, number>,
+  after: Record<Table, number>,
+  inserted: Record<Table, number>,
+  log: (line: string) => void,
+): number {
   let lost = 0;
   for (const table of TABLES) {
     const expected = before[table] + inserted[table];
@@ -417,10 +436,11 @@ function logBreakdown(samples: Sample[], groupOf: (sample: Sample) => string, lo
   }
   for (const [key, group] of groups) {
     const [where, kind] = key.split(' | ');
-    log(`  ${where}: ${kind}: ${group.length} ops, p50 ${ms(percentile(group, 0.5))}, p99 ${ms(percentile(group, 0.99))}, max ${ms(group.reduce((a, b) => Math.max(a, b), 0))}`);
+    log(
+      `  ${where}: ${kind}: ${group.length} ops, p50 ${ms(percentile(group, 0.5))}, p99 ${ms(percentile(group, 0.99))}, max ${ms(group.reduce((a, b) => Math.max(a, b), 0))}`,
+    );
   }
 }
-
 
 function describeErrors(errors: Map<string, number>): string {
   return [...errors].map(([message, count]) => `${count}x "${message}"`).join(', ');

@@ -34,7 +34,13 @@ interface Row {
 const rows: Row[] = [];
 
 console.error(`org-scoped listing (${values.rows} workflow states over ${values.orgs} organizations)`);
-for (const listing of await runListingBench({ url, rows: Number(values.rows), orgs: Number(values.orgs), iterations: Number(values['listing-iterations']), log })) {
+for (const listing of await runListingBench({
+  url,
+  rows: Number(values.rows),
+  orgs: Number(values.orgs),
+  iterations: Number(values['listing-iterations']),
+  log,
+})) {
   rows.push({
     benchmark: `list newest 50, ${listing.label}`,
     measured: `readOrg ${listing.storeP50Ms.toFixed(3)} ms`,

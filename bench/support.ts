@@ -37,7 +37,11 @@ export async function withScratchDatabase<T>(adminUrl: string, label: string, wo
  * ms. Alternating (and swapping which goes first) makes drift in a noisy machine's load hit
  * both alike, so that their ratio means something even when the absolute figures wander.
  */
-export async function alternatingP50(iterations: number, subject: () => Promise<unknown>, floor: () => Promise<unknown>): Promise<{ subjectMs: number; floorMs: number }> {
+export async function alternatingP50(
+  iterations: number,
+  subject: () => Promise<unknown>,
+  floor: () => Promise<unknown>,
+): Promise<{ subjectMs: number; floorMs: number }> {
   const subjectSamples: number[] = [];
   const floorSamples: number[] = [];
   const time = async (operation: () => Promise<unknown>, samples: number[]) => {

@@ -83,7 +83,11 @@ async function issueKey(store: Store): Promise<string> {
   });
 }
 
-export async function runVerifyBench(options: { url: string; iterations: number; log: (line: string) => void }): Promise<VerifyBenchResult> {
+export async function runVerifyBench(options: {
+  url: string;
+  iterations: number;
+  log: (line: string) => void;
+}): Promise<VerifyBenchResult> {
   return withScratchDatabase(options.url, 'verify', async (url) => {
     const store = await openStore({ url, poolSize: POOL_SIZE, migrate: true });
     try {
@@ -135,7 +139,9 @@ export async function runVerifyBench(options: { url: string; iterations: number;
         `verify:   p50 ${result.verifyP50Ms.toFixed(3)} ms, p99 ${result.verifyP99Ms.toFixed(3)} ms, ${Math.round(verifyPerSecond)}/s with ${POOL_SIZE} callers`,
       );
       if (result.leastWork) {
-        options.log(`least work (key lookup + counted request, one plain statement): p50 ${result.leastWork.p50Ms.toFixed(3)} ms, ${result.leastWork.ratio.toFixed(2)}x SELECT 1`);
+        options.log(
+          `least work (key lookup + counted request, one plain statement): p50 ${result.leastWork.p50Ms.toFixed(3)} ms, ${result.leastWork.ratio.toFixed(2)}x SELECT 1`,
+        );
       }
       options.log(`verify p50 / SELECT 1 p50 = ${result.ratio.toFixed(2)}x`);
       if (result.leastWork) options.log(`verify p50 / least-work p50 = ${result.leastWork.verifyRatio.toFixed(2)}x (goal: at most 2x)`);

@@ -32,7 +32,12 @@ const OWNER_BATCH_SQL = UPSERT_BATCH_SQL.replace('insert into task_states (', 'i
   'select $2::uuid, task_exec_id,',
 );
 
-export async function runWritesBench(options: { url: string; batches: number; batchSize: number; log: (line: string) => void }): Promise<WritesResult> {
+export async function runWritesBench(options: {
+  url: string;
+  batches: number;
+  batchSize: number;
+  log: (line: string) => void;
+}): Promise<WritesResult> {
   if (OWNER_BATCH_SQL === UPSERT_BATCH_SQL) throw new Error('the owner variant of the batch statement could not be derived');
   return withScratchDatabase(options.url, 'writes', async (url) => {
     const store = await openStore({ url, poolSize: 2, migrate: true });
@@ -56,7 +61,10 @@ export async function runWritesBench(options: { url: string; batches: number; ba
       // only the tenancy: role, setting, policies, trigger, validation, session reset.
       const floor = () =>
         store.db.withSession(async (session) => {
-          await session.pipeline([BEGIN, { sql: OWNER_BATCH_SQL, params: [JSON.stringify(batch().map(batchColumns)), org.id], prepare: true }]);
+          await session.pipeline([
+            BEGIN,
+            { sql: OWNER_BATCH_SQL, params: [JSON.stringify(batch().map(batchColumns)), org.id], prepare: true },
+          ]);
           await session.exec('commit');
         });
       // Warm-up: the store's path runs more JavaScript than the floor's, and is measured once

@@ -100,7 +100,8 @@ try {
       '-- The migrations this schema is made of, so that `migrate up` continues from here.',
       `${MIGRATIONS_TABLE_DDL};`,
       ...migrations.map(
-        (file) => `INSERT INTO public.${MIGRATIONS_TABLE} (name, checksum, duration_ms) VALUES (${literal(file.name)}, ${literal(file.checksum)}, 0);`,
+        (file) =>
+          `INSERT INTO public.${MIGRATIONS_TABLE} (name, checksum, duration_ms) VALUES (${literal(file.name)}, ${literal(file.checksum)}, 0);`,
       ),
       '',
     ];

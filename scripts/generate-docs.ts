@@ -99,11 +99,7 @@ function code(value: string): string {
 }
 
 function table(headers: string[], rows: string[][]): string[] {
-  return [
-    `| ${headers.join(' | ')} |`,
-    `| ${headers.map(() => '---').join(' | ')} |`,
-    ...rows.map((row) => `| ${row.join(' | ')} |`),
-  ];
+  return [`| ${headers.join(' | ')} |`, `| ${headers.map(() => '---').join(' | ')} |`, ...rows.map((row) => `| ${row.join(' | ')} |`)];
 }
 
 /**
@@ -205,7 +201,7 @@ export async function renderSchemaDocs(db: Queryable): Promise<string> {
     'This file is generated from the live catalog of a database migrated to the latest migration ' +
       '(`scripts/generate-docs.ts` runs every migration on a fresh embedded PGlite database and reads ' +
       'the system catalogs). Do not edit it by hand: change the migrations, then run `npm run docs`; ' +
-      'a test fails while this file is out of date. The migration runner\'s bookkeeping table ' +
+      "a test fails while this file is out of date. The migration runner's bookkeeping table " +
       '(`engine_store_migrations`) is left out.',
     '',
   );
@@ -305,7 +301,11 @@ export async function renderSchemaDocs(db: Queryable): Promise<string> {
               code(`${fk.refTable} (${fk.refColumns.join(', ')})`),
               cell(onDelete(fk.definition)),
               cell(onUpdate(fk.definition)),
-              /INITIALLY DEFERRED/.test(fk.definition) ? 'initially deferred' : /DEFERRABLE/.test(fk.definition) && !/NOT DEFERRABLE/.test(fk.definition) ? 'yes' : 'no',
+              /INITIALLY DEFERRED/.test(fk.definition)
+                ? 'initially deferred'
+                : /DEFERRABLE/.test(fk.definition) && !/NOT DEFERRABLE/.test(fk.definition)
+                  ? 'yes'
+                  : 'no',
               cell(describeCardinality(fk)),
             ]),
           )
@@ -316,14 +316,25 @@ export async function renderSchemaDocs(db: Queryable): Promise<string> {
     const checks = constraints.filter((c) => c.type === 'c');
     out.push('#### Check constraints', '');
     out.push(
-      ...(checks.length ? table(['name', 'definition'], checks.map((c) => [code(str(c.name)), code(str(c.definition))])) : ['_None._']),
+      ...(checks.length
+        ? table(
+            ['name', 'definition'],
+            checks.map((c) => [code(str(c.name)), code(str(c.definition))]),
+          )
+        : ['_None._']),
       '',
     );
 
     const excluded = constraints.filter((c) => c.type === 'x');
     if (excluded.length) {
       out.push('#### Exclusion constraints', '');
-      out.push(...table(['name', 'definition'], excluded.map((c) => [code(str(c.name)), code(str(c.definition))])), '');
+      out.push(
+        ...table(
+          ['name', 'definition'],
+          excluded.map((c) => [code(str(c.name)), code(str(c.definition))]),
+        ),
+        '',
+      );
     }
 
     out.push('#### Indexes', '');
@@ -385,7 +396,10 @@ export async function renderSchemaDocs(db: Queryable): Promise<string> {
   // Role -> permission matrix.
   out.push(...(await renderRolePermissions(db)));
 
-  return `${out.join('\n').replace(/\n{3,}/g, '\n\n').trimEnd()}\n`;
+  return `${out
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trimEnd()}\n`;
 }
 
 /** `CREATE UNIQUE INDEX name ON public.t USING btree (a, b) WHERE ...` -> `USING btree (a, b) WHERE ...`. */
@@ -394,9 +408,7 @@ function indexBody(definition: string): string {
 }
 
 async function renderRolePermissions(db: Queryable): Promise<string[]> {
-  const { rows: permissions } = await db.query<{ key: string; description: string }>(
-    'select key, description from permissions',
-  );
+  const { rows: permissions } = await db.query<{ key: string; description: string }>('select key, description from permissions');
   const { rows: grants } = await db.query<{ role: string; permission: string }>('select role, permission from role_permissions');
   permissions.sort((a, b) => compare(a.key, b.key));
   const extraRoles = [...new Set(grants.map((g) => g.role))].filter((r) => !ROLE_ORDER.includes(r)).sort(compare);
@@ -409,11 +421,7 @@ async function renderRolePermissions(db: Queryable): Promise<string[]> {
     '',
     ...table(
       ['permission', 'description', ...roles],
-      permissions.map((p) => [
-        code(p.key),
-        cell(p.description),
-        ...roles.map((role) => (granted.has(`${role}\u0000${p.key}`) ? '✓' : '')),
-      ]),
+      permissions.map((p) => [code(p.key), cell(p.description), ...roles.map((role) => (granted.has(`${role}\u0000${p.key}`) ? '✓' : ''))]),
     ),
     '',
   ];

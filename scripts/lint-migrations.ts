@@ -13,7 +13,11 @@ import { readMigrationFiles } from '../engine/infra/store/migrator/migration-fil
 
 const squawk = join(dirname(createRequire(import.meta.url).resolve('squawk-cli/package.json')), '..', '.bin', 'squawk');
 const files = readMigrationFiles();
-const result = spawnSync(squawk, files.map((file) => relative(process.cwd(), file.path)), { stdio: 'inherit' });
+const result = spawnSync(
+  squawk,
+  files.map((file) => relative(process.cwd(), file.path)),
+  { stdio: 'inherit' },
+);
 if (result.error) throw result.error;
 if (result.status === 0) console.log(`squawk: ${files.length} migrations, no findings`);
 process.exit(result.status ?? 1);

@@ -16,7 +16,9 @@ export function addCitusCommand(program: Command, output: Output): void {
     .option('--shard-count <n>', 'shards per distributed table', read('--shard-count'), 32)
     .action(async (options: { shardCount: number }, command: Command) => {
       if (!('url' in targetOf(command.optsWithGlobals<GlobalOptions>()))) {
-        throw new StoreError('INVALID_INPUT', 'citus distribute needs the coordinator: give --database-url or DATABASE_URL', { field: '--database-url' });
+        throw new StoreError('INVALID_INPUT', 'citus distribute needs the coordinator: give --database-url or DATABASE_URL', {
+          field: '--database-url',
+        });
       }
       await withDatabase(command, output, async (db) => {
         const report = await distributeOnCitus(db, { shardCount: options.shardCount, log: output.progress });
@@ -26,10 +28,13 @@ export function addCitusCommand(program: Command, output: Output): void {
 }
 
 function reportLines(report: DistributionReport): string[] {
-  if (report.referenceTables.length === 0 && report.distributedTables.length === 0) return [`nothing to do: already distributed over ${report.workers} worker(s)`];
+  if (report.referenceTables.length === 0 && report.distributedTables.length === 0)
+    return [`nothing to do: already distributed over ${report.workers} worker(s)`];
   return [
     `reference tables: ${report.referenceTables.join(', ') || '(already)'}`,
     `distributed by org_id: ${report.distributedTables.join(', ') || '(already)'}`,
-    `rows: ${Object.entries(report.rows).map(([table, count]) => `${table} ${count}`).join(', ')}`,
+    `rows: ${Object.entries(report.rows)
+      .map(([table, count]) => `${table} ${count}`)
+      .join(', ')}`,
   ];
 }

@@ -54,10 +54,14 @@ export function assertDatabaseIn(dataDir: string, creates: boolean): void {
   }
   if (entries.includes('PG_VERSION')) return;
   if (entries.length > 0) {
-    throw new StoreError('NO_DATABASE', `no database at ${path}: it holds other files, and migrate up makes a database only in a new or empty directory`, {
-      field: 'dataDir',
-      reason: 'not_a_database',
-    });
+    throw new StoreError(
+      'NO_DATABASE',
+      `no database at ${path}: it holds other files, and migrate up makes a database only in a new or empty directory`,
+      {
+        field: 'dataDir',
+        reason: 'not_a_database',
+      },
+    );
   }
   if (!creates) {
     throw new StoreError('NO_DATABASE', `no database at ${path} (run: ${commandLine({ dataDir }, path, 'migrate up')})`, {

@@ -80,8 +80,7 @@ const migrationName = (text: string) => {
 
 /** An option of the migration runner, checked by the runner's own check. */
 const runnerOption =
-  (option: 'lockTimeout' | 'lockRetries', value: (text: string) => string | number, expected: string) =>
-  (text: string) => {
+  (option: 'lockTimeout' | 'lockRetries', value: (text: string) => string | number, expected: string) => (text: string) => {
     try {
       checkRunnerOptions({ [option]: value(text) });
     } catch {
@@ -165,7 +164,10 @@ export function inFlagTerms(error: unknown, command: Command): unknown {
 /** The flags and arguments this command declares, each with the value given, as text. */
 function givenFlags(command: Command): { flag: string; text: string | undefined }[] {
   const options = command.options.map((option) => ({ flag: option.long ?? '', value: command.getOptionValue(option.attributeName()) }));
-  const args = command.registeredArguments.map((argument, index) => ({ flag: `<${argument.name()}>`, value: command.processedArgs[index] }));
+  const args = command.registeredArguments.map((argument, index) => ({
+    flag: `<${argument.name()}>`,
+    value: command.processedArgs[index],
+  }));
   return [...options, ...args].map(({ flag, value }) => ({ flag, text: asText(value) }));
 }
 

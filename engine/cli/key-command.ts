@@ -20,7 +20,7 @@ export function addKeyCommand(program: Command, output: Output): void {
     .description('issue an API key for a user; prints the key once')
     .requiredOption('--org <id>', 'organization id', read('--org'))
     .requiredOption('--user <id>', 'user id', read('--user'))
-    .requiredOption('--name <name>', 'a name for the key, unique among the user\'s live keys', read('--name'))
+    .requiredOption('--name <name>', "a name for the key, unique among the user's live keys", read('--name'))
     .option('--expires <iso-date>', 'expiry, such as 2027-01-31T00:00:00Z', read('--expires'))
     .option('--rate-limit <n>', 'requests per hour (default 1000)', read('--rate-limit'))
     .option('--scopes <permissions>', 'narrow the key to these permissions, comma-separated', read('--scopes'))
@@ -40,13 +40,15 @@ export function addKeyCommand(program: Command, output: Output): void {
     .command('list')
     .description('list the API keys of an organization (never the keys themselves)')
     .requiredOption('--org <id>', 'organization id', read('--org'))
-    .option('--user <id>', 'only this user\'s keys', read('--user'))
+    .option('--user <id>', "only this user's keys", read('--user'))
     .option('--include-deleted', 'also list soft-deleted keys')
     .option('--limit <n>', 'page size (1-500)', read('--limit'))
     .option('--after <cursor>', 'the next-page cursor of a previous listing', read('--after'))
     .action(async (options: { user?: string; includeDeleted?: boolean; limit?: number; after?: string }, command: Command) => {
       await withOrgOf(command, output, async (tx) => {
-        const page = await tx.apiKeys.list(given({ userId: options.user, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }));
+        const page = await tx.apiKeys.list(
+          given({ userId: options.user, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }),
+        );
         output.result(page, () => pageLines(page, describe));
       });
     });
@@ -55,7 +57,7 @@ export function addKeyCommand(program: Command, output: Output): void {
     .command('revoke')
     .description('revoke an API key at once')
     .requiredOption('--org <id>', 'organization id', read('--org'))
-    .argument('<key-id>', 'the key\'s id (from key list)', read('<key-id>'))
+    .argument('<key-id>', "the key's id (from key list)", read('<key-id>'))
     .action(async (keyId: string, _options: object, command: Command) => {
       await withOrgOf(command, output, async (tx) => {
         const revoked = await tx.apiKeys.revoke(keyId);
@@ -67,7 +69,7 @@ export function addKeyCommand(program: Command, output: Output): void {
     .command('rotate')
     .description('replace an API key by a new one; prints the new key once')
     .requiredOption('--org <id>', 'organization id', read('--org'))
-    .argument('<key-id>', 'the key\'s id (from key list)', read('<key-id>'))
+    .argument('<key-id>', "the key's id (from key list)", read('<key-id>'))
     .option('--grace <seconds>', 'keep the old key working this long (default 0: revoke at once)', read('--grace'))
     .action(async (keyId: string, options: { grace?: number }, command: Command) => {
       await withOrgOf(command, output, async (tx) => {

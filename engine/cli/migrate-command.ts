@@ -1,6 +1,13 @@
 /** `engine-store migrate up|down|status`: the migration runner on the command line. */
 import type { Command } from 'commander';
-import { DEFAULT_LOCK_RETRIES, DEFAULT_LOCK_TIMEOUT, migrateDown, migrateUp, migrationStatus, type MigrationStatus } from '../infra/store/migrator/runner.ts';
+import {
+  DEFAULT_LOCK_RETRIES,
+  DEFAULT_LOCK_TIMEOUT,
+  migrateDown,
+  migrateUp,
+  migrationStatus,
+  type MigrationStatus,
+} from '../infra/store/migrator/runner.ts';
 import { withDatabase } from './with-database.ts';
 import { read } from './flags.ts';
 import { EXIT, type Output } from './output.ts';
@@ -12,7 +19,12 @@ export function addMigrateCommand(program: Command, output: Output): void {
     .command('up')
     .description('apply pending migrations, in order (makes the embedded database where there is none)')
     .option('--to <name>', 'stop after this migration', read('--to'))
-    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', read('--lock-timeout'), DEFAULT_LOCK_TIMEOUT)
+    .option(
+      '--lock-timeout <duration>',
+      'lock_timeout of each migration statement that takes a strong lock',
+      read('--lock-timeout'),
+      DEFAULT_LOCK_TIMEOUT,
+    )
     .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', read('--lock-retries'), DEFAULT_LOCK_RETRIES)
     .action(async (options: { to?: string; lockTimeout: string; lockRetries: number }, command: Command) => {
       await withDatabase(
@@ -20,7 +32,13 @@ export function addMigrateCommand(program: Command, output: Output): void {
         output,
         (db) =>
           untilSignal(async (signal) => {
-            const steps = await migrateUp(db, { to: options.to, lockTimeout: options.lockTimeout, lockRetries: options.lockRetries, log: output.progress, signal });
+            const steps = await migrateUp(db, {
+              to: options.to,
+              lockTimeout: options.lockTimeout,
+              lockRetries: options.lockRetries,
+              log: output.progress,
+              signal,
+            });
             output.result({ applied: steps }, () => [`${steps.length} migration(s) applied`]);
           }),
         { creates: true },
@@ -31,7 +49,12 @@ export function addMigrateCommand(program: Command, output: Output): void {
     .command('down')
     .description('revert the last N applied migrations (default 1), newest first')
     .argument('[n]', 'how many migrations to revert', read('<n>'), 1)
-    .option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock', read('--lock-timeout'), DEFAULT_LOCK_TIMEOUT)
+    .option(
+      '--lock-timeout <duration>',
+      'lock_timeout of each migration statement that takes a strong lock',
+      read('--lock-timeout'),
+      DEFAULT_LOCK_TIMEOUT,
+    )
     .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', read('--lock-retries'), DEFAULT_LOCK_RETRIES)
     .option('--force', 'revert even where a step drops a table that holds rows (the rows are lost)')
     .action(async (count: number, options: { lockTimeout: string; lockRetries: number; force?: boolean }, command: Command) => {
@@ -74,7 +97,9 @@ async function untilSignal(work: (signal: AbortSignal) => Promise<void>): Promis
   const stop = new AbortController();
   const onSignal = (name: NodeJS.Signals) => {
     if (stop.signal.aborted) process.exit(EXIT.interrupted);
-    process.stderr.write(`engine-store: ${name}: stopping the migration run (cancelling the statement in flight); send it again to quit at once\n`);
+    process.stderr.write(
+      `engine-store: ${name}: stopping the migration run (cancelling the statement in flight); send it again to quit at once\n`,
+    );
     stop.abort();
   };
   process.on('SIGINT', onSignal);
@@ -103,7 +128,11 @@ function statusLines(status: MigrationStatus): string[] {
   lines.push(
     `${count('applied')} applied, ${count('pending')} pending` +
       (interrupted > 0 ? `, ${interrupted} interrupted` : '') +
-      (problems > 0 ? `, ${count('edited')} edited, ${count('missing')} missing: fix before migrating` : status.upToDate ? ': up to date' : ''),
+      (problems > 0
+        ? `, ${count('edited')} edited, ${count('missing')} missing: fix before migrating`
+        : status.upToDate
+          ? ': up to date'
+          : ''),
   );
   return lines;
 }

@@ -31,14 +31,16 @@ export function addOrgCommand(program: Command, output: Output): void {
     .option('--include-deleted', 'also list soft-deleted organizations')
     .option('--limit <n>', 'page size (1-500)', read('--limit'))
     .option('--after <cursor>', 'the next-page cursor of a previous listing', read('--after'))
-    .action(async (options: { status?: 'active' | 'suspended'; includeDeleted?: boolean; limit?: number; after?: string }, command: Command) => {
-      await withStore(command, output, async (store) => {
-        const page = await store.organizations.list(
-          given({ status: options.status, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }),
-        );
-        output.result(page, () => pageLines(page, describe));
-      });
-    });
+    .action(
+      async (options: { status?: 'active' | 'suspended'; includeDeleted?: boolean; limit?: number; after?: string }, command: Command) => {
+        await withStore(command, output, async (store) => {
+          const page = await store.organizations.list(
+            given({ status: options.status, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }),
+          );
+          output.result(page, () => pageLines(page, describe));
+        });
+      },
+    );
 
   const transitions = [
     ['suspend', 'suspend an organization: its data stays readable, nothing can change, its keys stop working', 'suspend'],

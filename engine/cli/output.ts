@@ -75,7 +75,13 @@ export function createOutput(json: boolean): Output {
     progress: (line) => (json ? process.stderr : process.stdout).write(`${line}\n`),
     warn: (line) => process.stderr.write(`warning: ${line}\n`),
     result(value, lines) {
-      process.stdout.write(json ? `${JSON.stringify(named(value), null, 2)}\n` : lines().map((line) => `${line}\n`).join(''));
+      process.stdout.write(
+        json
+          ? `${JSON.stringify(named(value), null, 2)}\n`
+          : lines()
+              .map((line) => `${line}\n`)
+              .join(''),
+      );
     },
     fail(error) {
       if (error instanceof CommanderError) {
@@ -85,9 +91,13 @@ export function createOutput(json: boolean): Output {
         return EXIT.usage;
       }
       const storeError =
-        error instanceof StoreError ? error : new StoreError('DATABASE_ERROR', `unexpected failure: ${describeFailure(error)}`, {}, { cause: error });
+        error instanceof StoreError
+          ? error
+          : new StoreError('DATABASE_ERROR', `unexpected failure: ${describeFailure(error)}`, {}, { cause: error });
       process.stderr.write(
-        json ? `${JSON.stringify({ error: named(storeError.toJSON(), false) })}\n` : `engine-store: error [${storeError.code}] ${storeError.message}\n`,
+        json
+          ? `${JSON.stringify({ error: named(storeError.toJSON(), false) })}\n`
+          : `engine-store: error [${storeError.code}] ${storeError.message}\n`,
       );
       return EXIT_BY_CODE[storeError.code] ?? EXIT.failure;
     },

@@ -33,14 +33,25 @@ export function addUserCommand(program: Command, output: Output): void {
     .option('--include-deleted', 'also list soft-deleted users')
     .option('--limit <n>', 'page size (1-500)', read('--limit'))
     .option('--after <cursor>', 'the next-page cursor of a previous listing', read('--after'))
-    .action(async (options: { role?: Role; status?: AccountStatus; includeDeleted?: boolean; limit?: number; after?: string }, command: Command) => {
-      await withOrgOf(command, output, async (tx) => {
-        const page = await tx.users.list(
-          given({ role: options.role, status: options.status, includeDeleted: options.includeDeleted, limit: options.limit, after: options.after }),
-        );
-        output.result(page, () => pageLines(page, describe));
-      });
-    });
+    .action(
+      async (
+        options: { role?: Role; status?: AccountStatus; includeDeleted?: boolean; limit?: number; after?: string },
+        command: Command,
+      ) => {
+        await withOrgOf(command, output, async (tx) => {
+          const page = await tx.users.list(
+            given({
+              role: options.role,
+              status: options.status,
+              includeDeleted: options.includeDeleted,
+              limit: options.limit,
+              after: options.after,
+            }),
+          );
+          output.result(page, () => pageLines(page, describe));
+        });
+      },
+    );
 
   const transitions = [
     ['suspend', 'suspend a user: their API keys stop working at once', 'suspend'],

@@ -93,7 +93,9 @@ export async function withOrgOf<T>(command: Command, output: Output, work: (tx: 
       throw isStoreError(error, 'NOT_FOUND') ? new StoreError('NOT_FOUND', 'no such organization', { field: 'orgId' }) : error;
     });
     if (found.deletedAt !== null) {
-      throw new StoreError('ORG_INACTIVE', `the organization was deleted (engine-store org restore ${found.id} brings it back)`, { field: 'orgId' });
+      throw new StoreError('ORG_INACTIVE', `the organization was deleted (engine-store org restore ${found.id} brings it back)`, {
+        field: 'orgId',
+      });
     }
     return store.withOrg(org, work);
   });

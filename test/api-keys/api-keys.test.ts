@@ -222,7 +222,13 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       const { key, apiKey, orgId, userId } = await freshKey({ role: 'customer', key: { scopes: ['workflow:execute', 'task:read'] } });
       const result = await store.verifyApiKey(key);
       expectOk(result);
-      expect(result.principal).toEqual({ orgId, userId, role: 'customer', permissions: ['task:read', 'workflow:execute'], apiKeyId: apiKey.id });
+      expect(result.principal).toEqual({
+        orgId,
+        userId,
+        role: 'customer',
+        permissions: ['task:read', 'workflow:execute'],
+        apiKeyId: apiKey.id,
+      });
     });
 
     it('MALFORMED: non-strings and ill-formed strings are refused as MALFORMED, with nothing else in the answer', async () => {
@@ -271,7 +277,10 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
         `Bearer ${key}`,
       ];
       for (const candidate of malformed) {
-        expect(await store.verifyApiKey(candidate), String(typeof candidate === 'symbol' ? 'symbol' : candidate)).toEqual({ ok: false, reason: 'MALFORMED' });
+        expect(await store.verifyApiKey(candidate), String(typeof candidate === 'symbol' ? 'symbol' : candidate)).toEqual({
+          ok: false,
+          reason: 'MALFORMED',
+        });
       }
       // The well-formed original still verifies: the variations above were refused for their form.
       expectOk(await store.verifyApiKey(key));
@@ -442,7 +451,8 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       await store.organizations.softDelete(orgId);
       for (const key of [plain.key, graced.key, rotated.key]) expectRefused(await store.verifyApiKey(key), 'ORG_INACTIVE');
       await store.organizations.purge(orgId);
-      for (const key of [plain.key, graced.key, rotated.key]) expect(await store.verifyApiKey(key)).toEqual({ ok: false, reason: 'NOT_FOUND' });
+      for (const key of [plain.key, graced.key, rotated.key])
+        expect(await store.verifyApiKey(key)).toEqual({ ok: false, reason: 'NOT_FOUND' });
 
       const left = await store.db.query<{ keys: number; usage: number; users: number }>(
         `select (select count(*)::int from api_keys where org_id = $1) as keys,
@@ -488,7 +498,9 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       expect(ok.rateLimit.remaining).toBe(1);
       await store.withOrg(orgId, (tx) => tx.apiKeys.revoke(apiKey.id));
       for (let i = 0; i < 3; i++) expectRefused(await verifyApiKeyAt(store.db, key, now), 'REVOKED');
-      const { rows } = await store.db.query<{ request_count: number }>('select request_count from api_key_usage where api_key_id = $1', [apiKey.id]);
+      const { rows } = await store.db.query<{ request_count: number }>('select request_count from api_key_usage where api_key_id = $1', [
+        apiKey.id,
+      ]);
       expect(rows).toEqual([{ request_count: 1 }]);
     });
   });
@@ -596,7 +608,11 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       const orgId = await newOrg();
       const customer = await newUser(orgId, 'customer');
       const manager = await newUser(orgId, 'manager');
-      const error = await expectStoreError(issue(orgId, { userId: customer, scopes: ['workflow:read', 'workflow:write'] }), 'INVALID_INPUT', 'scopes');
+      const error = await expectStoreError(
+        issue(orgId, { userId: customer, scopes: ['workflow:read', 'workflow:write'] }),
+        'INVALID_INPUT',
+        'scopes',
+      );
       expect(error.details.reason).toBe('wider_than_role');
       expect(error.message).toContain('workflow:write');
       await expectStoreError(issue(orgId, { userId: manager, scopes: ['apikey:manage'] }), 'INVALID_INPUT', 'scopes');
@@ -618,7 +634,10 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
     it('effective permissions shrink when the user role is lowered (manager -> customer): role ∩ scopes', async () => {
       const orgId = await newOrg();
       const userId = await newUser(orgId, 'manager');
-      const scoped = await issue(orgId, { userId, scopes: ['workflow:read', 'workflow:write', 'task:write', 'schedule:read', 'user:manage'] });
+      const scoped = await issue(orgId, {
+        userId,
+        scopes: ['workflow:read', 'workflow:write', 'task:write', 'schedule:read', 'user:manage'],
+      });
       const unscoped = await issue(orgId, { userId });
 
       const before = await store.verifyApiKey(scoped.key);
@@ -689,7 +708,10 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       const userId = await newUser(orgId, 'customer');
       const old = await issue(orgId, { userId, name: 'report' });
       // Expired an hour ago (as the owner: expiry cannot be set in the past through the API).
-      await store.db.query(`update api_keys set created_at = now() - interval '2 hours', expires_at = now() - interval '1 hour' where id = $1`, [old.apiKey.id]);
+      await store.db.query(
+        `update api_keys set created_at = now() - interval '2 hours', expires_at = now() - interval '1 hour' where id = $1`,
+        [old.apiKey.id],
+      );
       expectRefused(await store.verifyApiKey(old.key), 'EXPIRED');
       // A failed issue under the name leaves the expired key as it was.
       await expectStoreError(issue(orgId, { userId, name: 'report', scopes: ['user:manage'] }), 'INVALID_INPUT', 'scopes');
@@ -710,13 +732,24 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
 
   describe('rotation', () => {
     it('without grace: the new key works at once, the old one is REVOKED at once, and points at its successor', async () => {
-      const { key, apiKey, orgId, userId } = await freshKey({ role: 'manager', key: { name: 'deploy', rateLimitPerHour: 77, scopes: ['workflow:read'] } });
+      const { key, apiKey, orgId, userId } = await freshKey({
+        role: 'manager',
+        key: { name: 'deploy', rateLimitPerHour: 77, scopes: ['workflow:read'] },
+      });
       expectOk(await store.verifyApiKey(key));
       const rotated = await store.withOrg(orgId, (tx) => tx.apiKeys.rotate(apiKey.id));
       expect(rotated.key).toMatch(KEY_FORMAT);
       expect(rotated.key).not.toBe(key);
       expect(rotated.apiKey.id).not.toBe(apiKey.id);
-      expect(rotated.apiKey).toMatchObject({ userId, name: 'deploy', rateLimitPerHour: 77, scopes: ['workflow:read'], expiresAt: null, status: 'active', replacedBy: null });
+      expect(rotated.apiKey).toMatchObject({
+        userId,
+        name: 'deploy',
+        rateLimitPerHour: 77,
+        scopes: ['workflow:read'],
+        expiresAt: null,
+        status: 'active',
+        replacedBy: null,
+      });
       expect(rotated.replaced).toMatchObject({ id: apiKey.id, status: 'revoked', replacedBy: rotated.apiKey.id });
 
       expectRefused(await store.verifyApiKey(key), 'REVOKED');
@@ -776,17 +809,31 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
         await tx.apiKeys.softDelete(deleted.apiKey.id);
         await tx.apiKeys.rotate(graced.apiKey.id, { gracePeriodSeconds: 60 });
       });
-      await expectStoreError(store.withOrg(orgId, (tx) => tx.apiKeys.rotate(revoked.apiKey.id)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(orgId, (tx) => tx.apiKeys.rotate(deleted.apiKey.id)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(orgId, (tx) => tx.apiKeys.rotate(graced.apiKey.id)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(orgId, (tx) => tx.apiKeys.rotate('018f0000-0000-7000-8000-00000000ffff')), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(orgId, (tx) => tx.apiKeys.rotate(revoked.apiKey.id)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(orgId, (tx) => tx.apiKeys.rotate(deleted.apiKey.id)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(orgId, (tx) => tx.apiKeys.rotate(graced.apiKey.id)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(orgId, (tx) => tx.apiKeys.rotate('018f0000-0000-7000-8000-00000000ffff')),
+        'NOT_FOUND',
+      );
       const rotatedRevoked = await store.withOrg(orgId, (tx) => tx.apiKeys.get(revoked.apiKey.id));
       expect(rotatedRevoked.replacedBy).toBeNull();
     });
 
     it('concurrent rotations of one key: exactly one succeeds, the others are NOT_FOUND, and there is one successor', async () => {
       const { key, apiKey, orgId } = await freshKey({ key: { name: 'raced' } });
-      const outcomes = await Promise.allSettled(Array.from({ length: 5 }, () => store.withOrg(orgId, (tx) => tx.apiKeys.rotate(apiKey.id))));
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 5 }, () => store.withOrg(orgId, (tx) => tx.apiKeys.rotate(apiKey.id))),
+      );
       const succeeded = outcomes.flatMap((outcome) => (outcome.status === 'fulfilled' ? [outcome.value] : []));
       const failures = outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [(outcome.reason as StoreError).code] : []));
       expect(succeeded).toHaveLength(1);
@@ -801,7 +848,9 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
     it('concurrent issues of one name for one user: exactly one succeeds, the others are CONFLICT', async () => {
       const orgId = await newOrg();
       const userId = await newUser(orgId);
-      const outcomes = await Promise.allSettled(Array.from({ length: 5 }, (_, i) => issue(orgId, { userId, name: i % 2 === 0 ? 'Same' : 'same' })));
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 5 }, (_, i) => issue(orgId, { userId, name: i % 2 === 0 ? 'Same' : 'same' })),
+      );
       expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(1);
       const failures = outcomes.flatMap((outcome) => (outcome.status === 'rejected' ? [(outcome.reason as StoreError).code] : []));
       expect(failures).toEqual(['CONFLICT', 'CONFLICT', 'CONFLICT', 'CONFLICT']);
@@ -810,13 +859,17 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
     it('gracePeriodSeconds must be a whole number of seconds from 0 to 30 days', async () => {
       const { apiKey, orgId } = await freshKey();
       for (const gracePeriodSeconds of [-1, 1.5, 30 * 24 * 3600 + 1]) {
-        await expectStoreError(store.withOrg(orgId, (tx) => tx.apiKeys.rotate(apiKey.id, { gracePeriodSeconds })), 'INVALID_INPUT', 'gracePeriodSeconds');
+        await expectStoreError(
+          store.withOrg(orgId, (tx) => tx.apiKeys.rotate(apiKey.id, { gracePeriodSeconds })),
+          'INVALID_INPUT',
+          'gracePeriodSeconds',
+        );
       }
       const unchanged = await store.withOrg(orgId, (tx) => tx.apiKeys.get(apiKey.id));
       expect(unchanged).toMatchObject({ status: 'active', replacedBy: null });
     });
 
-    it('refuses to rotate a scoped key whose scopes its user\'s lowered role no longer covers, and leaves it as it was', async () => {
+    it("refuses to rotate a scoped key whose scopes its user's lowered role no longer covers, and leaves it as it was", async () => {
       const orgId = await newOrg();
       const userId = await newUser(orgId, 'manager');
       const { apiKey, key } = await issue(orgId, { userId, scopes: ['user:manage'] });
@@ -832,7 +885,10 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       const { key, apiKey, orgId } = await freshKey({ key: { expiresAt: new Date(Date.now() + 1000) } });
       await sleep(1300);
       expectRefused(await store.verifyApiKey(key), 'EXPIRED');
-      await expectStoreError(store.withOrg(orgId, (tx) => tx.apiKeys.rotate(apiKey.id)), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(orgId, (tx) => tx.apiKeys.rotate(apiKey.id)),
+        'NOT_FOUND',
+      );
       expect(await store.withOrg(orgId, (tx) => tx.apiKeys.get(apiKey.id))).toMatchObject({ status: 'active', replacedBy: null });
     });
   });
@@ -876,19 +932,38 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       const changes: Change[] = [
         (tx, id) => tx.kysely.updateTable('api_keys').set({ status: 'revoked', name: 'renamed' }).where('id', '=', id).execute(),
         (tx, id) => tx.kysely.updateTable('api_keys').set({ status: 'revoked', rate_limit_per_hour: 1 }).where('id', '=', id).execute(),
-        (tx, id) => tx.kysely.updateTable('api_keys').set({ expires_at: new Date(Date.now() + 86_400_000) }).where('id', '=', id).execute(),
-        (tx, id) => tx.kysely.updateTable('api_keys').set((eb) => ({ name: eb.ref('name') })).where('id', '=', id).execute(),
+        (tx, id) =>
+          tx.kysely
+            .updateTable('api_keys')
+            .set({ expires_at: new Date(Date.now() + 86_400_000) })
+            .where('id', '=', id)
+            .execute(),
+        (tx, id) =>
+          tx.kysely
+            .updateTable('api_keys')
+            .set((eb) => ({ name: eb.ref('name') }))
+            .where('id', '=', id)
+            .execute(),
       ];
       for (const change of changes) {
         await expectStoreError(() => updateKey(first.apiKey.id, change), 'ORG_SUSPENDED');
       }
       // Un-revoking a revoked key is not a revocation either.
       await store.withOrg(orgId, (tx) => tx.apiKeys.revoke(first.apiKey.id));
-      await expectStoreError(() => updateKey(first.apiKey.id, (tx, id) => tx.kysely.updateTable('api_keys').set({ status: 'active' }).where('id', '=', id).execute()), 'ORG_SUSPENDED');
+      await expectStoreError(
+        () =>
+          updateKey(first.apiKey.id, (tx, id) =>
+            tx.kysely.updateTable('api_keys').set({ status: 'active' }).where('id', '=', id).execute(),
+          ),
+        'ORG_SUSPENDED',
+      );
       // Restoring a soft-deleted key (deleted_at back to null) is refused too.
       const other = await store.withOrg(orgId, async (tx) => (await tx.apiKeys.list()).items.find((key) => key.id !== first.apiKey.id)!);
       await store.withOrg(orgId, (tx) => tx.apiKeys.softDelete(other.id));
-      await expectStoreError(() => updateKey(other.id, (tx, id) => tx.kysely.updateTable('api_keys').set({ deleted_at: null }).where('id', '=', id).execute()), 'ORG_SUSPENDED');
+      await expectStoreError(
+        () => updateKey(other.id, (tx, id) => tx.kysely.updateTable('api_keys').set({ deleted_at: null }).where('id', '=', id).execute()),
+        'ORG_SUSPENDED',
+      );
       const after = await ownerRow(first.apiKey.id);
       expect({ ...after, status: before.status, updated_at: before.updated_at }).toEqual(before);
       expect(after.status).toBe('revoked');
@@ -974,7 +1049,8 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
     async function capturingOutput<T>(work: () => Promise<T>): Promise<{ result: T; output: string[] }> {
       const output: string[] = [];
       const record = (...args: unknown[]) => {
-        for (const arg of args) output.push(arg instanceof Uint8Array ? Buffer.from(arg).toString('utf8') : typeof arg === 'string' ? arg : safeInspect(arg));
+        for (const arg of args)
+          output.push(arg instanceof Uint8Array ? Buffer.from(arg).toString('utf8') : typeof arg === 'string' ? arg : safeInspect(arg));
       };
       const spies = [
         ...SPIED_CONSOLE.map((method) => vi.spyOn(console, method).mockImplementation(record)),
@@ -1021,7 +1097,9 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       const issued: IssuedKey[] = [];
       for (const [index, userId] of users.entries()) {
         issued.push(await issue(orgId, { userId, name: `stored ${index}` }));
-        issued.push(await issue(orgId, { userId, name: `scoped ${index}`, scopes: ['workflow:read'], expiresAt: new Date(Date.now() + 86_400_000) }));
+        issued.push(
+          await issue(orgId, { userId, name: `scoped ${index}`, scopes: ['workflow:read'], expiresAt: new Date(Date.now() + 86_400_000) }),
+        );
       }
       const rotated = await store.withOrg(orgId, (tx) => tx.apiKeys.rotate(issued[0]!.apiKey.id, { gracePeriodSeconds: 600 }));
       const rotatedAgain = await store.withOrg(orgId, (tx) => tx.apiKeys.rotate(issued[1]!.apiKey.id));
@@ -1039,7 +1117,14 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       );
       const scanned = new Set(columns.map((column) => `${column.table_name}.${column.column_name}`));
       // The scan covers the tables keys touch, including the digest itself.
-      for (const expected of ['api_keys.key_hash', 'api_keys.prefix', 'api_keys.name', 'api_keys.scopes', 'users.email', 'organizations.name']) {
+      for (const expected of [
+        'api_keys.key_hash',
+        'api_keys.prefix',
+        'api_keys.name',
+        'api_keys.scopes',
+        'users.email',
+        'organizations.name',
+      ]) {
         expect(scanned).toContain(expected);
       }
 
@@ -1060,7 +1145,8 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
           haystacks.push(text);
           for (const key of keys) {
             for (const needle of needles(key)) {
-              if (text.includes(needle) || text.toLowerCase().includes(needle.toLowerCase())) found.push(`${column.table_name}.${column.column_name}`);
+              if (text.includes(needle) || text.toLowerCase().includes(needle.toLowerCase()))
+                found.push(`${column.table_name}.${column.column_name}`);
             }
           }
         }
@@ -1094,7 +1180,15 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
         const conflict = await issue(orgId, { userId, name: 'LOGGED' }).catch((error: unknown) => error);
         return { keys: [first.key, second.key, rotated.key], verified, conflict };
       });
-      expect(result.verified.map((entry) => (entry.ok ? 'OK' : entry.reason))).toEqual(['OK', 'OK', 'MALFORMED', 'NOT_FOUND', 'OK', 'OK', 'REVOKED']);
+      expect(result.verified.map((entry) => (entry.ok ? 'OK' : entry.reason))).toEqual([
+        'OK',
+        'OK',
+        'MALFORMED',
+        'NOT_FOUND',
+        'OK',
+        'OK',
+        'REVOKED',
+      ]);
       expect(result.conflict).toBeInstanceOf(StoreError);
       const everything = output.join('\n');
       for (const key of result.keys) {
@@ -1131,11 +1225,27 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
         expect(listed.items.map((item) => item.id)).toEqual([b.apiKey.id]);
         expect((await tx.apiKeys.list({ userId: a.userId })).items).toEqual([]);
       });
-      await expectStoreError(store.withOrg(orgB, (tx) => tx.apiKeys.get(a.apiKey.id)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(orgB, (tx) => tx.apiKeys.revoke(a.apiKey.id)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(orgB, (tx) => tx.apiKeys.softDelete(a.apiKey.id)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(orgB, (tx) => tx.apiKeys.rotate(a.apiKey.id)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(orgB, (tx) => tx.apiKeys.issue({ userId: a.userId, name: 'stolen' })), 'NOT_FOUND', 'userId');
+      await expectStoreError(
+        store.withOrg(orgB, (tx) => tx.apiKeys.get(a.apiKey.id)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(orgB, (tx) => tx.apiKeys.revoke(a.apiKey.id)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(orgB, (tx) => tx.apiKeys.softDelete(a.apiKey.id)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(orgB, (tx) => tx.apiKeys.rotate(a.apiKey.id)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(orgB, (tx) => tx.apiKeys.issue({ userId: a.userId, name: 'stolen' })),
+        'NOT_FOUND',
+        'userId',
+      );
 
       // Custom queries in B's scope see neither A's keys nor A's usage counters.
       await store.withOrg(orgB, async (tx) => {

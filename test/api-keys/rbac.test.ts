@@ -102,12 +102,17 @@ describe('the role x permission table', () => {
 });
 
 describe('canManageUser', () => {
-  it.each(MANAGES.map(([actor, target, allowed]) => ({ actor, target, allowed })))('$actor manages $target: $allowed', ({ actor, target, allowed }) => {
-    expect(canManageUser(actor, target)).toBe(allowed);
-  });
+  it.each(MANAGES.map(([actor, target, allowed]) => ({ actor, target, allowed })))(
+    '$actor manages $target: $allowed',
+    ({ actor, target, allowed }) => {
+      expect(canManageUser(actor, target)).toBe(allowed);
+    },
+  );
 
   it('the table covers every (actor, target) pair', () => {
-    expect(MANAGES.map(([actor, target]) => `${actor}>${target}`).sort()).toEqual(ROLES.flatMap((actor) => ROLES.map((target) => `${actor}>${target}`)).sort());
+    expect(MANAGES.map(([actor, target]) => `${actor}>${target}`).sort()).toEqual(
+      ROLES.flatMap((actor) => ROLES.map((target) => `${actor}>${target}`)).sort(),
+    );
   });
 });
 
@@ -141,7 +146,19 @@ describe('assertAuthorized', () => {
 describe('scopes only narrow (property)', () => {
   const junk = fc.oneof(
     fc.string(),
-    fc.constantFrom('*', 'admin', 'workflow:*', 'WORKFLOW:READ', 'org:read ', ' org:read', 'org:Read', 'apikey', 'constructor', '__proto__', ''),
+    fc.constantFrom(
+      '*',
+      'admin',
+      'workflow:*',
+      'WORKFLOW:READ',
+      'org:read ',
+      ' org:read',
+      'org:Read',
+      'apikey',
+      'constructor',
+      '__proto__',
+      '',
+    ),
   );
   const scopesArbitrary = fc.array(fc.oneof(fc.constantFrom(...PERMISSIONS), junk), { maxLength: 30 });
 
@@ -163,14 +180,20 @@ describe('scopes only narrow (property)', () => {
 
   it('a subset of PERMISSIONS as scopes, junk mixed in: the result is within the subset and within the unscoped result', () => {
     fc.assert(
-      fc.property(fc.constantFrom(...ROLES), fc.shuffledSubarray([...PERMISSIONS]), fc.array(junk, { maxLength: 5 }), fc.nat(), (role, subset, extra, cut) => {
-        const at = extra.length === 0 ? 0 : cut % (extra.length + 1);
-        const scopes = [...extra.slice(0, at), ...subset, ...extra.slice(at)];
-        const effective = effectivePermissions(role, scopes);
-        const unscoped = effectivePermissions(role);
-        expect(effective.every((permission) => unscoped.includes(permission) && subset.includes(permission))).toBe(true);
-        expect(effective.length).toBeLessThanOrEqual(Math.min(unscoped.length, subset.length));
-      }),
+      fc.property(
+        fc.constantFrom(...ROLES),
+        fc.shuffledSubarray([...PERMISSIONS]),
+        fc.array(junk, { maxLength: 5 }),
+        fc.nat(),
+        (role, subset, extra, cut) => {
+          const at = extra.length === 0 ? 0 : cut % (extra.length + 1);
+          const scopes = [...extra.slice(0, at), ...subset, ...extra.slice(at)];
+          const effective = effectivePermissions(role, scopes);
+          const unscoped = effectivePermissions(role);
+          expect(effective.every((permission) => unscoped.includes(permission) && subset.includes(permission))).toBe(true);
+          expect(effective.length).toBeLessThanOrEqual(Math.min(unscoped.length, subset.length));
+        },
+      ),
       { numRuns: 300 },
     );
   });

@@ -24,7 +24,18 @@ import { recordStatements } from '../support/statement-recorder.ts';
 import { withOrgSql } from '../support/trusted-sql.ts';
 
 const LAST_BASELINE = '20250601090200_create_schedules';
-const TABLES = ['organizations', 'permissions', 'role_permissions', 'api_key_prefixes', 'users', 'api_keys', 'api_key_usage', 'workflow_states', 'task_states', 'schedules'];
+const TABLES = [
+  'organizations',
+  'permissions',
+  'role_permissions',
+  'api_key_prefixes',
+  'users',
+  'api_keys',
+  'api_key_usage',
+  'workflow_states',
+  'task_states',
+  'schedules',
+];
 
 /** Every row of every table, as text, sorted: equal before and after means nothing was lost or changed. */
 async function rowsOfEveryTable(db: Queryable): Promise<Record<string, string[]>> {
@@ -92,7 +103,12 @@ describe.skipIf(!citusUrl)('the store on Citus', () => {
       const { rows: placement } = await db.query<{ table: string; method: string }>(
         `select logicalrelid::text as table, partmethod as method from pg_dist_partition order by 1`,
       );
-      expect(Object.fromEntries(placement.map((row) => [row.table, row.method]))).toMatchObject({ users: 'h', task_states: 'h', organizations: 'n', api_key_prefixes: 'n' });
+      expect(Object.fromEntries(placement.map((row) => [row.table, row.method]))).toMatchObject({
+        users: 'h',
+        task_states: 'h',
+        organizations: 'n',
+        api_key_prefixes: 'n',
+      });
     });
 
     it('a second run has nothing to do and changes nothing', async () => {
@@ -177,7 +193,9 @@ alter table workflow_states drop column priority;
         ...(await recordStatements((db) => new UsersRepository(db, orgId).list({ role: 'admin' }))),
         ...(await recordStatements((db) => new UsersRepository(db, orgId).suspend(crypto.randomUUID()))),
         ...(await recordStatements((db) => new WorkflowStatesRepository(db, orgId).list({ status: 'running' }))),
-        ...(await recordStatements((db) => new WorkflowStatesRepository(db, orgId).updateStatus(crypto.randomUUID(), { status: 'success' }))),
+        ...(await recordStatements((db) =>
+          new WorkflowStatesRepository(db, orgId).updateStatus(crypto.randomUUID(), { status: 'success' }),
+        )),
         ...(await recordStatements((db) => new WorkflowStatesRepository(db, orgId).delete(crypto.randomUUID()))),
       ];
       expect(statements).toHaveLength(6);
@@ -198,7 +216,9 @@ alter table workflow_states drop column priority;
     });
 
     it('a leaked tenant login used directly on a worker reads no row and writes none without an organization', async () => {
-      await store.withOrg(orgId, (tx) => tx.workflows.upsert({ workflowExecId: crypto.randomUUID(), workflowId: 'on-worker', status: 'running' }));
+      await store.withOrg(orgId, (tx) =>
+        tx.workflows.upsert({ workflowExecId: crypto.randomUUID(), workflowId: 'on-worker', status: 'running' }),
+      );
       const { rows: workers } = await store.db.query<{ host: string; port: number }>(
         `select nodename as host, nodeport as port from pg_dist_node where groupid <> 0 and isactive order by nodeport`,
       );
@@ -213,7 +233,12 @@ alter table workflow_states drop column priority;
           // The shards carry the policies, forced: without app.org_id nothing is visible.
           const { rows } = await leaked.query<{ n: number }>(`select count(*)::int as n from workflow_states`);
           expect(rows[0]!.n).toBe(0);
-          await expect(leaked.query(`insert into workflow_states (org_id, workflow_exec_id, workflow_id, status) values ($1, $2, 'x', 'running')`, [orgId, crypto.randomUUID()])).rejects.toMatchObject({
+          await expect(
+            leaked.query(`insert into workflow_states (org_id, workflow_exec_id, workflow_id, status) values ($1, $2, 'x', 'running')`, [
+              orgId,
+              crypto.randomUUID(),
+            ]),
+          ).rejects.toMatchObject({
             code: '42501',
           });
         } finally {
@@ -241,7 +266,9 @@ describe.skipIf(!citusUrl || !serverUrl)('the Citus tier is configured', () => {
   it('TEST_CITUS_URL names a coordinator with active workers', async () => {
     const db = await openDatabase({ url: citusUrl!, poolSize: 1 });
     try {
-      const { rows } = await db.query<{ workers: number }>(`select count(*)::int as workers from pg_dist_node where groupid <> 0 and isactive`);
+      const { rows } = await db.query<{ workers: number }>(
+        `select count(*)::int as workers from pg_dist_node where groupid <> 0 and isactive`,
+      );
       expect(rows[0]!.workers).toBeGreaterThanOrEqual(1);
     } finally {
       await db.close();
@@ -264,7 +291,8 @@ describe('distributing refuses a database it cannot distribute', () => {
   it('refuses a shard count that is not a whole number from 1 to 64,000', async () => {
     const database = await backends[0]!.create();
     try {
-      for (const shardCount of [0, -1, 1.5, 64_001]) await expectStoreError(() => distributeOnCitus(database.db, { shardCount }), 'INVALID_INPUT', 'shardCount');
+      for (const shardCount of [0, -1, 1.5, 64_001])
+        await expectStoreError(() => distributeOnCitus(database.db, { shardCount }), 'INVALID_INPUT', 'shardCount');
     } finally {
       await database.dispose();
     }

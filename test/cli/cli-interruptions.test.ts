@@ -92,7 +92,9 @@ describe.skipIf(!serverUrl)('engine-store migrate, interrupted', () => {
       expect(exit.code).toBe(130);
       expect(exit.stderr).toMatch(/SIGINT: stopping the migration run/);
       expect(exit.stderr).toMatch(
-        new RegExp(`error \\[MIGRATION_INTERRUPTED\\] migration ${INDEXES} \\(up\\) was stopped during statement 3 of 21 \\(line \\d+\\), which was cancelled; .*partly applied.*run engine-store migrate up to finish it`),
+        new RegExp(
+          `error \\[MIGRATION_INTERRUPTED\\] migration ${INDEXES} \\(up\\) was stopped during statement 3 of 21 \\(line \\d+\\), which was cancelled; .*partly applied.*run engine-store migrate up to finish it`,
+        ),
       );
       expect(exit.stderr).not.toMatch(/\n\s+at /);
     });
@@ -113,10 +115,14 @@ describe.skipIf(!serverUrl)('engine-store migrate, interrupted', () => {
     await withWriterOpen(async () => {
       const run = start(['migrate', 'up'], server.url);
       await until(buildWaiting, 'the index build waits');
-      await operator.query(`select pg_terminate_backend(pid, 5000) from pg_locks where locktype = 'advisory' and database = ${THIS_DATABASE}`);
+      await operator.query(
+        `select pg_terminate_backend(pid, 5000) from pg_locks where locktype = 'advisory' and database = ${THIS_DATABASE}`,
+      );
       const exit = await run.exited;
       expect(exit.code).toBe(3);
-      expect(exit.stderr).toMatch(new RegExp(`error \\[CONNECTION_LOST\\] the connection to .* was lost .*in migration ${INDEXES} \\(up\\).*partly applied`));
+      expect(exit.stderr).toMatch(
+        new RegExp(`error \\[CONNECTION_LOST\\] the connection to .* was lost .*in migration ${INDEXES} \\(up\\).*partly applied`),
+      );
       expect(exit.stderr).not.toMatch(/\n\s+at /);
     });
     expect(await leftOnServer()).toEqual({ statements: 0, locks: 0 });

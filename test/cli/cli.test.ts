@@ -118,12 +118,27 @@ describe('engine-store checks every flag before it opens a database', () => {
 
   it('names the flag and echoes the value, and makes no database on the way', async () => {
     const cases: [string[], string][] = [
-      [['key', 'issue', '--org', NOBODY, '--user', NOBODY, '--name', 'ci', '--rate-limit', 'abc'], '--rate-limit: must be a whole number from 1 to 1,000,000 (got "abc")'],
-      [['key', 'issue', '--org', NOBODY, '--user', NOBODY, '--name', 'ci', '--rate-limit', '0'], '--rate-limit: must be a whole number from 1 to 1,000,000 (got "0")'],
-      [['key', 'issue', '--org', NOBODY, '--user', NOBODY, '--name', 'ci', '--expires', '2020-01-01'], '--expires: must be in the future (got "2020-01-01")'],
-      [['org', 'create', '--name', 'Bad', '--namespace', 'BAD NS'], '--namespace: must be 1-63 lowercase letters, digits, ".", "-" or "_", starting and ending with a letter or digit (got "BAD NS")'],
+      [
+        ['key', 'issue', '--org', NOBODY, '--user', NOBODY, '--name', 'ci', '--rate-limit', 'abc'],
+        '--rate-limit: must be a whole number from 1 to 1,000,000 (got "abc")',
+      ],
+      [
+        ['key', 'issue', '--org', NOBODY, '--user', NOBODY, '--name', 'ci', '--rate-limit', '0'],
+        '--rate-limit: must be a whole number from 1 to 1,000,000 (got "0")',
+      ],
+      [
+        ['key', 'issue', '--org', NOBODY, '--user', NOBODY, '--name', 'ci', '--expires', '2020-01-01'],
+        '--expires: must be in the future (got "2020-01-01")',
+      ],
+      [
+        ['org', 'create', '--name', 'Bad', '--namespace', 'BAD NS'],
+        '--namespace: must be 1-63 lowercase letters, digits, ".", "-" or "_", starting and ending with a letter or digit (got "BAD NS")',
+      ],
       [['user', 'list', '--org', 'acme'], '--org: must be a UUID (got "acme")'],
-      [['user', 'add', '--org', NOBODY, '--email', 'ada@acme.example', '--role', 'owner'], '--role: must be one of admin, manager, customer (got "owner")'],
+      [
+        ['user', 'add', '--org', NOBODY, '--email', 'ada@acme.example', '--role', 'owner'],
+        '--role: must be one of admin, manager, customer (got "owner")',
+      ],
       [['org', 'list', '--limit', '501'], '--limit: must be a whole number from 1 to 500 (got "501")'],
       [['org', 'suspend', 'acme'], '<id>: must be a UUID (got "acme")'],
       [['migrate', 'down', 'two'], '<n>: must be a whole number, 1 or more (got "two")'],
@@ -150,10 +165,19 @@ describe('engine-store data directories', () => {
 
   it('refuses, without making it, a data directory that does not exist, for every command but migrate up', async () => {
     const missing = join(root, 'missing');
-    const commands = [['org', 'list'], ['user', 'list', '--org', NOBODY], ['key', 'verify', 'es_x'], ['migrate', 'status'], ['migrate', 'down'], ['doctor']];
+    const commands = [
+      ['org', 'list'],
+      ['user', 'list', '--org', NOBODY],
+      ['key', 'verify', 'es_x'],
+      ['migrate', 'status'],
+      ['migrate', 'down'],
+      ['doctor'],
+    ];
     const results = await Promise.all(commands.map((command) => cli(['--data-dir', missing, ...command])));
     results.forEach((result, i) => {
-      expect(result.stderr, commands[i]!.join(' ')).toBe(`engine-store: error [NO_DATABASE] no database at ${missing} (run: engine-store --data-dir ${missing} migrate up)\n`);
+      expect(result.stderr, commands[i]!.join(' ')).toBe(
+        `engine-store: error [NO_DATABASE] no database at ${missing} (run: engine-store --data-dir ${missing} migrate up)\n`,
+      );
       expect(result.code, commands[i]!.join(' ')).toBe(3);
     });
     expect(existsSync(missing)).toBe(false);
@@ -171,7 +195,9 @@ describe('engine-store data directories', () => {
     writeFileSync(join(other, 'notes.txt'), 'mine');
     const result = await cli(['--data-dir', other, 'migrate', 'up']);
     expect(result.code).toBe(3);
-    expect(result.stderr).toContain(`[NO_DATABASE] no database at ${other}: it holds other files, and migrate up makes a database only in a new or empty directory`);
+    expect(result.stderr).toContain(
+      `[NO_DATABASE] no database at ${other}: it holds other files, and migrate up makes a database only in a new or empty directory`,
+    );
     expect(existsSync(join(other, 'PG_VERSION'))).toBe(false);
   });
 
@@ -189,7 +215,9 @@ describe('engine-store data directories', () => {
     const refused = await cli(['--data-dir', readOnly, 'org', 'create', '--name', 'Lost']);
     chmodSync(join(readOnly, 'base'), 0o700);
     expect(refused.code).toBe(2);
-    expect(refused.stderr).toContain(`[INVALID_INPUT] cannot use the embedded database directory ${readOnly}: base is read-only (mode 0500)`);
+    expect(refused.stderr).toContain(
+      `[INVALID_INPUT] cannot use the embedded database directory ${readOnly}: base is read-only (mode 0500)`,
+    );
 
     const damaged = await migratedDataDir();
     writeFileSync(join(damaged, 'global', 'pg_control'), 'garbage');
@@ -254,7 +282,21 @@ describe('engine-store admin commands on an embedded database', () => {
     expect(user.stderr).toBe(`engine-store: using ${dataDir}\n`);
     const userId = /^added user (\S+)/.exec(user.stdout)![1]!;
 
-    const issued = await admin(['key', 'issue', '--org', orgId, '--user', userId, '--name', 'ci', '--rate-limit', '100', '--scopes', 'workflow:read,workflow:execute', '--json']);
+    const issued = await admin([
+      'key',
+      'issue',
+      '--org',
+      orgId,
+      '--user',
+      userId,
+      '--name',
+      'ci',
+      '--rate-limit',
+      '100',
+      '--scopes',
+      'workflow:read,workflow:execute',
+      '--json',
+    ]);
     expect(issued.code).toBe(0);
     const { id: keyId, key } = json(issued) as { id: string; key: string };
     expect(key).toMatch(/^es_[a-z0-9]{12}_[A-Za-z0-9_-]{43}$/);
@@ -262,7 +304,10 @@ describe('engine-store admin commands on an embedded database', () => {
 
     const valid = await admin(['key', 'verify', key, '--json']);
     expect(valid.code).toBe(0);
-    expect(json(valid)).toMatchObject({ ok: true, principal: { orgId, userId, role: 'manager', permissions: ['workflow:execute', 'workflow:read'] } });
+    expect(json(valid)).toMatchObject({
+      ok: true,
+      principal: { orgId, userId, role: 'manager', permissions: ['workflow:execute', 'workflow:read'] },
+    });
     // `-`: the key from standard input, where the process list does not show it.
     const fromStdin = await admin(['key', 'verify', '-'], `${key}\n`);
     expect(fromStdin.code).toBe(0);
@@ -291,7 +336,9 @@ describe('engine-store admin commands on an embedded database', () => {
     expect(taken.stderr).toContain('[CONFLICT] --name: another row already has this name (got "GLOBEX")');
     const wider = await admin(['key', 'issue', '--org', orgId, '--user', userId, '--name', 'ci', '--scopes', 'workflow:write']);
     expect(wider.code).toBe(2);
-    expect(wider.stderr).toContain('[INVALID_INPUT] --scopes: workflow:write go beyond the customer role; a key can only be narrowed (got "workflow:write")');
+    expect(wider.stderr).toContain(
+      '[INVALID_INPUT] --scopes: workflow:write go beyond the customer role; a key can only be narrowed (got "workflow:write")',
+    );
     const stranger = await admin(['key', 'issue', '--org', orgId, '--user', NOBODY, '--name', 'ci']);
     expect(stranger.code).toBe(7);
     expect(stranger.stderr).toContain(`[NOT_FOUND] --user: no active user with this id in this organization (got "${NOBODY}")`);
@@ -374,7 +421,12 @@ describe('engine-store --json', () => {
       const rotated = await succeeded(['key', 'rotate', '--org', org.id, issued.id, '--json']);
       expect(rotated.replaced.id).toBe(issued.id);
       expect((await succeeded(['key', 'revoke', '--org', org.id, rotated.id, '--json'])).status).toBe('revoked');
-      const transitions = [['suspend', 'status', 'suspended'], ['activate', 'status', 'active'], ['delete', 'deletedAt', expect.any(String)], ['restore', 'deletedAt', null]] as const;
+      const transitions = [
+        ['suspend', 'status', 'suspended'],
+        ['activate', 'status', 'active'],
+        ['delete', 'deletedAt', expect.any(String)],
+        ['restore', 'deletedAt', null],
+      ] as const;
       for (const [transition, field, value] of transitions) {
         expect((await succeeded(['user', transition, '--org', org.id, user.id, '--json']))[field], `user ${transition}`).toEqual(value);
       }
@@ -387,7 +439,11 @@ describe('engine-store --json', () => {
       expect((await succeeded(['doctor', '--json'])).findings).toEqual(expect.any(Array));
       expect((await succeeded(['migrate', 'down', '--json'])).reverted).toHaveLength(1);
       // A server without Citus is refused, with the reason.
-      await failed(['--json', 'citus', 'distribute'], server ? 8 : 2, server ? { code: 'DISTRIBUTION_REFUSED', reason: 'citus_missing' } : { code: 'INVALID_INPUT' });
+      await failed(
+        ['--json', 'citus', 'distribute'],
+        server ? 8 : 2,
+        server ? { code: 'DISTRIBUTION_REFUSED', reason: 'citus_missing' } : { code: 'INVALID_INPUT' },
+      );
     } finally {
       await server?.drop();
     }

@@ -71,7 +71,11 @@ describe.skipIf(!serverUrl)('a lost connection (PostgreSQL)', () => {
 
   /** The next call, on the same one-connection pool, works and sees exactly what was committed. */
   async function expectHealthy(absentWorkflow?: string): Promise<void> {
-    if (absentWorkflow) await expectStoreError(store.withOrg(orgId, (tx) => tx.workflows.get(absentWorkflow)), 'NOT_FOUND');
+    if (absentWorkflow)
+      await expectStoreError(
+        store.withOrg(orgId, (tx) => tx.workflows.get(absentWorkflow)),
+        'NOT_FOUND',
+      );
     else expect((await store.withOrg(orgId, (tx) => tx.workflows.list({ limit: 1 }))).items).toBeInstanceOf(Array);
     expect(await store.verifyApiKey(UNKNOWN_KEY)).toMatchObject({ ok: false, reason: 'NOT_FOUND' });
   }

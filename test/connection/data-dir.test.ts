@@ -32,7 +32,9 @@ describe('the embedded data directory', () => {
     await run(process.execPath, [BIN, '--data-dir', dataDir, 'migrate', 'up'], { env });
     const created = await Promise.all(
       Array.from({ length: 5 }, async (_, i) => {
-        const { stdout } = await run(process.execPath, [BIN, '--data-dir', dataDir, 'org', 'create', '--name', `Parallel ${i}`, '--json'], { env });
+        const { stdout } = await run(process.execPath, [BIN, '--data-dir', dataDir, 'org', 'create', '--name', `Parallel ${i}`, '--json'], {
+          env,
+        });
         return (JSON.parse(stdout) as { id: string }).id;
       }),
     );
@@ -46,14 +48,23 @@ describe('the embedded data directory', () => {
     expect(existsSync(`${dataDir}.lock`), 'the lock is gone once the last process closed').toBe(false);
   });
 
-  it('a second process waits, then fails with DATA_DIR_LOCKED naming the holder; a killed holder\'s lock is taken over', async () => {
+  it("a second process waits, then fails with DATA_DIR_LOCKED naming the holder; a killed holder's lock is taken over", async () => {
     const dataDir = join(root, 'held');
-    const holder = spawn(process.execPath, ['--import', 'tsx', '-e', `
+    const holder = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '-e',
+        `
       const { openDatabase } = await import(${JSON.stringify(resolve('engine/infra/store/connection/database.ts'))});
       await openDatabase({ dataDir: ${JSON.stringify(dataDir)} });
       console.log('ready');
       setInterval(() => {}, 1000);
-    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    `,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     try {
       await new Promise<void>((ready, failed) => {
         holder.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('ready') && ready());

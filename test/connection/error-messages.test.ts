@@ -98,8 +98,14 @@ function witnessing(db: Database, seen: unknown[]): Database {
       seen.push(error);
       throw error;
     });
-  const watched = (on: Queryable): Queryable => ({ query: (sql, params, options) => watch(on.query(sql, params, options)), exec: (sql) => watch(on.exec(sql)) });
-  const watchedSession = (session: Session): Session => ({ ...watched(session), pipeline: (statements) => watch(session.pipeline(statements)) });
+  const watched = (on: Queryable): Queryable => ({
+    query: (sql, params, options) => watch(on.query(sql, params, options)),
+    exec: (sql) => watch(on.exec(sql)),
+  });
+  const watchedSession = (session: Session): Session => ({
+    ...watched(session),
+    pipeline: (statements) => watch(session.pipeline(statements)),
+  });
   return {
     ...db,
     ...watched(db),
@@ -223,7 +229,9 @@ async function withImpatientStore<T>(
 ): Promise<T> {
   const url = new URL(f.backend.url!);
   if (options.lockTimeout) url.searchParams.set('options', '-c lock_timeout=100');
-  const impatient = await storeOver(f.watch(await openDatabase({ url: url.toString(), poolSize: 1 })), { scopeTimeouts: options.scopeTimeouts });
+  const impatient = await storeOver(f.watch(await openDatabase({ url: url.toString(), poolSize: 1 })), {
+    scopeTimeouts: options.scopeTimeouts,
+  });
   try {
     return await work(impatient);
   } finally {
@@ -234,7 +242,10 @@ async function withImpatientStore<T>(
 /** Resolves once backend `pid` waits for a lock. */
 async function waitingForLock(f: Fixture, pid: number): Promise<void> {
   for (let attempt = 0; attempt < 1_000; attempt++) {
-    const { rows } = await f.store.db.query<{ waiting: boolean }>("select wait_event_type = 'Lock' as waiting from pg_stat_activity where pid = $1", [pid]);
+    const { rows } = await f.store.db.query<{ waiting: boolean }>(
+      "select wait_event_type = 'Lock' as waiting from pg_stat_activity where pid = $1",
+      [pid],
+    );
     if (rows[0]?.waiting) return;
     await sleep(5);
   }
@@ -268,7 +279,7 @@ const cases: Case[] = [
   },
   {
     sqlstate: SQLSTATE.uniqueViolation,
-    what: "restoring an organization whose name a live one has taken (operator call)",
+    what: 'restoring an organization whose name a live one has taken (operator call)',
     code: 'CONFLICT',
     named: true,
     async provoke(f, p) {
@@ -360,7 +371,13 @@ const cases: Case[] = [
     named: false, // under row-level security PostgreSQL itself leaves the failing row out
     async provoke(f, p) {
       const user = await newUser(f, p);
-      return inOrg(f, (tx) => tx.kysely.updateTable('users').set({ role: `probe-${p.tag}` }).where('id', '=', user.id).execute());
+      return inOrg(f, (tx) =>
+        tx.kysely
+          .updateTable('users')
+          .set({ role: `probe-${p.tag}` })
+          .where('id', '=', user.id)
+          .execute(),
+      );
     },
   },
   {
@@ -382,7 +399,13 @@ const cases: Case[] = [
     named: false, // under row-level security PostgreSQL itself leaves the failing row out
     async provoke(f, p) {
       const user = await newUser(f, p);
-      return inOrg(f, (tx) => tx.kysely.updateTable('users').set({ role: null as unknown as string }).where('id', '=', user.id).execute());
+      return inOrg(f, (tx) =>
+        tx.kysely
+          .updateTable('users')
+          .set({ role: null as unknown as string })
+          .where('id', '=', user.id)
+          .execute(),
+      );
     },
   },
   {
@@ -409,14 +432,22 @@ const cases: Case[] = [
     what: 'a uuid column compared with text that is no uuid (tx.kysely)',
     code: 'INVALID_INPUT',
     named: true,
-    provoke: (f, p) => inOrg(f, (tx) => tx.kysely.selectFrom('workflow_states').selectAll().where('workflow_exec_id', '=', `probe-${p.tag}`).execute()),
+    provoke: (f, p) =>
+      inOrg(f, (tx) => tx.kysely.selectFrom('workflow_states').selectAll().where('workflow_exec_id', '=', `probe-${p.tag}`).execute()),
   },
   {
     sqlstate: '22007',
     what: 'a timestamp that does not parse (tx.kysely)',
     code: 'INVALID_INPUT',
     named: true,
-    provoke: (f, p) => inOrg(f, (tx) => tx.kysely.selectFrom('users').select('id').where('created_at', '>', `probe-${p.tag}` as unknown as Date).execute()),
+    provoke: (f, p) =>
+      inOrg(f, (tx) =>
+        tx.kysely
+          .selectFrom('users')
+          .select('id')
+          .where('created_at', '>', `probe-${p.tag}` as unknown as Date)
+          .execute(),
+      ),
   },
   {
     sqlstate: '22008',
@@ -426,7 +457,13 @@ const cases: Case[] = [
     provoke: (f, p) => {
       const seconds = String(Number.parseInt(p.tag, 16) % 60).padStart(2, '0');
       const date = p.mark(`2024-02-30 13:57:${seconds}`);
-      return inOrg(f, (tx) => tx.kysely.selectFrom('users').select('id').where('created_at', '>', date as unknown as Date).execute());
+      return inOrg(f, (tx) =>
+        tx.kysely
+          .selectFrom('users')
+          .select('id')
+          .where('created_at', '>', date as unknown as Date)
+          .execute(),
+      );
     },
   },
   {
@@ -457,7 +494,8 @@ const cases: Case[] = [
     what: 'a NUL byte in text (tx.kysely)',
     code: 'INVALID_INPUT',
     named: false, // PostgreSQL names the byte (0x00), not the text
-    provoke: (f, p) => inOrg(f, (tx) => tx.kysely.selectFrom('users').select('id').where('email', '=', `probe-${p.tag}\u0000@x.test`).execute()),
+    provoke: (f, p) =>
+      inOrg(f, (tx) => tx.kysely.selectFrom('users').select('id').where('email', '=', `probe-${p.tag}\u0000@x.test`).execute()),
   },
   {
     sqlstate: '22P05',
@@ -479,12 +517,14 @@ const cases: Case[] = [
   // --- 42501 insufficient_privilege -> FORBIDDEN -----------------------------------------------
   {
     sqlstate: SQLSTATE.insufficientPrivilege,
-    what: "a row written into another organization (trusted SQL in a scope): row-level security",
+    what: 'a row written into another organization (trusted SQL in a scope): row-level security',
     code: 'FORBIDDEN',
     named: false, // PostgreSQL names the table
     async provoke(f, p) {
       const other = await newOrg(f, p);
-      return withOrgSql(f.store, f.orgId, (tx) => tx.query("insert into users (org_id, email, role) values ($1, $2, 'admin')", [other.id, `probe-${p.tag}@x.test`]));
+      return withOrgSql(f.store, f.orgId, (tx) =>
+        tx.query("insert into users (org_id, email, role) values ($1, $2, 'admin')", [other.id, `probe-${p.tag}@x.test`]),
+      );
     },
   },
   {
@@ -687,19 +727,60 @@ interface Raised {
 
 /** Messages in PostgreSQL's words, with `value` added to those that quote none (the detail quotes it too). */
 const RAISED = (value: string): Raised[] => [
-  { sqlstate: '23505', code: 'CONFLICT', message: 'duplicate key value violates unique constraint "organizations_temporal_namespace_key"', constraint: 'organizations_temporal_namespace_key' },
+  {
+    sqlstate: '23505',
+    code: 'CONFLICT',
+    message: 'duplicate key value violates unique constraint "organizations_temporal_namespace_key"',
+    constraint: 'organizations_temporal_namespace_key',
+  },
   // As Citus relays a worker's violation: the shard's constraint, named in the message only.
-  { sqlstate: '23505', code: 'CONFLICT', message: 'duplicate key value violates unique constraint "organizations_temporal_namespace_key_102008"' },
+  {
+    sqlstate: '23505',
+    code: 'CONFLICT',
+    message: 'duplicate key value violates unique constraint "organizations_temporal_namespace_key_102008"',
+  },
   { sqlstate: '23505', code: 'CONFLICT', message: 'duplicate key value violates unique constraint "permissions_pkey"' },
-  { sqlstate: '23503', code: 'NOT_FOUND', message: 'insert or update on table "task_states" violates foreign key constraint "task_states_workflow_fkey"', constraint: 'task_states_workflow_fkey' },
-  { sqlstate: '23503', code: 'NOT_FOUND', message: 'insert or update on table "api_keys_102040" violates foreign key constraint "api_keys_user_fkey_102040"' },
-  { sqlstate: '23001', code: 'CONFLICT', message: 'update or delete on table "permissions" violates RESTRICT setting of foreign key constraint "role_permissions_permission_fkey"', constraint: 'role_permissions_permission_fkey' },
-  { sqlstate: '23514', code: 'INVALID_INPUT', message: 'new row for relation "users" violates check constraint "users_role_check"', constraint: 'users_role_check' },
-  { sqlstate: '23502', code: 'INVALID_INPUT', message: 'null value in column "role" of relation "users" violates not-null constraint', column: 'role' },
-  { sqlstate: '23502', code: 'TENANT_SCOPE_REQUIRED', message: 'null value in column "org_id" of relation "users" violates not-null constraint', column: 'org_id' },
-  ...['22P02', '22007', '22008', '22003', '22001', '22023', '22P05', '22021'].map(
-    (sqlstate): Raised => ({ sqlstate, code: 'INVALID_INPUT', message: `invalid input syntax for type uuid: "probe-${value}"` }),
-  ),
+  {
+    sqlstate: '23503',
+    code: 'NOT_FOUND',
+    message: 'insert or update on table "task_states" violates foreign key constraint "task_states_workflow_fkey"',
+    constraint: 'task_states_workflow_fkey',
+  },
+  {
+    sqlstate: '23503',
+    code: 'NOT_FOUND',
+    message: 'insert or update on table "api_keys_102040" violates foreign key constraint "api_keys_user_fkey_102040"',
+  },
+  {
+    sqlstate: '23001',
+    code: 'CONFLICT',
+    message:
+      'update or delete on table "permissions" violates RESTRICT setting of foreign key constraint "role_permissions_permission_fkey"',
+    constraint: 'role_permissions_permission_fkey',
+  },
+  {
+    sqlstate: '23514',
+    code: 'INVALID_INPUT',
+    message: 'new row for relation "users" violates check constraint "users_role_check"',
+    constraint: 'users_role_check',
+  },
+  {
+    sqlstate: '23502',
+    code: 'INVALID_INPUT',
+    message: 'null value in column "role" of relation "users" violates not-null constraint',
+    column: 'role',
+  },
+  {
+    sqlstate: '23502',
+    code: 'TENANT_SCOPE_REQUIRED',
+    message: 'null value in column "org_id" of relation "users" violates not-null constraint',
+    column: 'org_id',
+  },
+  ...['22P02', '22007', '22008', '22003', '22001', '22023', '22P05', '22021'].map((sqlstate): Raised => ({
+    sqlstate,
+    code: 'INVALID_INPUT',
+    message: `invalid input syntax for type uuid: "probe-${value}"`,
+  })),
   { sqlstate: '22004', code: 'FORBIDDEN', message: `cannot perform an INSERT with NULL in the partition column (probe-${value})` },
   { sqlstate: '0A000', code: 'FORBIDDEN', message: `modifying the partition value of rows is not allowed (probe-${value})` },
   { sqlstate: '0A000', code: 'DATABASE_ERROR', message: `FOR UPDATE is not allowed with aggregate functions (probe-${value})` },
@@ -740,70 +821,72 @@ function mappedSqlstates(): Set<string> {
 // ---------------------------------------------------------------------------------------------
 // Tests
 
-for (const backend of backends) describe(`no driver text in the errors on ${backend.name}`, () => {
-  let f: Fixture;
-  const seen: unknown[] = [];
+for (const backend of backends)
+  describe(`no driver text in the errors on ${backend.name}`, () => {
+    let f: Fixture;
+    const seen: unknown[] = [];
 
-  beforeAll(async () => {
-    const database = await backend.create();
-    const store = await storeOver(witnessing(database.db, seen), { migrate: true });
-    const fixtureTag = tag();
-    const org = await store.organizations.create({ name: `Fixture ${fixtureTag}`, temporalNamespace: `fixture-${fixtureTag}` });
-    const email = `fixture-${fixtureTag}@x.test`;
-    const user = await store.withOrg(org.id, (tx) => tx.users.create({ email, role: 'admin' }));
-    const { rows } = await store.db.query<{ version: number }>("select current_setting('server_version_num')::int as version");
-    const watch = (db: Database) => witnessing(db, seen);
-    f = { backend: database, store, serverVersion: rows[0]!.version, orgId: org.id, userId: user.id, email, tag: fixtureTag, watch };
-  });
-
-  afterAll(async () => {
-    await f?.store.close();
-    await f?.backend.dispose();
-  });
-
-  for (const c of cases) {
-    it.skipIf(c.server && backend.name === 'pglite')(`${c.sqlstate} ${c.what}`, async () => {
-      const p = new Probe();
-      seen.length = 0;
-      const code = typeof c.code === 'function' ? c.code(f) : c.code;
-      const error = await expectStoreError(c.provoke(f, p), code);
-      const forbidden = [p.tag, ...p.marked, f.tag, f.orgId, f.userId];
-      if (c.named) {
-        const driver = seen.map(driverText).join('\n');
-        expect(
-          forbidden.some((value) => driver.includes(value)),
-          `PostgreSQL's text names no probe value, so the case proves nothing:\n${driver}`,
-        ).toBe(true);
-      }
-      if (c.sqlstate !== 'none') {
-        const reported = seen.map((raw) => databaseErrorFields(raw)?.code);
-        expect(reported, 'the SQLSTATEs the database reported').toContain(c.reports?.(f) ?? c.sqlstate);
-      }
-      expectNoDriverText(error, forbidden);
+    beforeAll(async () => {
+      const database = await backend.create();
+      const store = await storeOver(witnessing(database.db, seen), { migrate: true });
+      const fixtureTag = tag();
+      const org = await store.organizations.create({ name: `Fixture ${fixtureTag}`, temporalNamespace: `fixture-${fixtureTag}` });
+      const email = `fixture-${fixtureTag}@x.test`;
+      const user = await store.withOrg(org.id, (tx) => tx.users.create({ email, role: 'admin' }));
+      const { rows } = await store.db.query<{ version: number }>("select current_setting('server_version_num')::int as version");
+      const watch = (db: Database) => witnessing(db, seen);
+      f = { backend: database, store, serverVersion: rows[0]!.version, orgId: org.id, userId: user.id, email, tag: fixtureTag, watch };
     });
-  }
 
-  it('every SQLSTATE toStoreError maps, raised with values in its message, detail and hint, comes out without them', async () => {
-    const p = new Probe();
-    const raised = RAISED(p.tag);
-    const codes = new Set(raised.map((entry) => entry.sqlstate));
-    for (const sqlstate of mappedSqlstates()) expect(codes, `no raised case for ${sqlstate}`).toContain(sqlstate);
-    for (const entry of raised) {
-      const error = await run(f.store.db, raising(entry, p.tag), [], { prepare: false }).then(
-        () => undefined,
-        (caught: unknown) => caught,
-      );
-      expect(error, `${entry.sqlstate} ${entry.message}`).toBeInstanceOf(Error);
-      const storeError = error as StoreError;
-      expect({ sqlstate: entry.sqlstate, code: storeError.code }).toEqual({ sqlstate: entry.sqlstate, code: entry.code });
-      expectNoDriverText(storeError, [p.tag]);
+    afterAll(async () => {
+      await f?.store.close();
+      await f?.backend.dispose();
+    });
+
+    for (const c of cases) {
+      it.skipIf(c.server && backend.name === 'pglite')(`${c.sqlstate} ${c.what}`, async () => {
+        const p = new Probe();
+        seen.length = 0;
+        const code = typeof c.code === 'function' ? c.code(f) : c.code;
+        const error = await expectStoreError(c.provoke(f, p), code);
+        const forbidden = [p.tag, ...p.marked, f.tag, f.orgId, f.userId];
+        if (c.named) {
+          const driver = seen.map(driverText).join('\n');
+          expect(
+            forbidden.some((value) => driver.includes(value)),
+            `PostgreSQL's text names no probe value, so the case proves nothing:\n${driver}`,
+          ).toBe(true);
+        }
+        if (c.sqlstate !== 'none') {
+          const reported = seen.map((raw) => databaseErrorFields(raw)?.code);
+          expect(reported, 'the SQLSTATEs the database reported').toContain(c.reports?.(f) ?? c.sqlstate);
+        }
+        expectNoDriverText(error, forbidden);
+      });
     }
-  });
 
-  it('the cases cover every SQLSTATE toStoreError maps that PostgreSQL itself raises here', () => {
-    const provoked = new Set(cases.map((c) => c.sqlstate));
-    // Only Citus raises these (see the raised cases above).
-    const citusOnly = new Set(['22004']);
-    for (const sqlstate of mappedSqlstates()) if (!citusOnly.has(sqlstate)) expect(provoked, `no case provokes ${sqlstate}`).toContain(sqlstate);
+    it('every SQLSTATE toStoreError maps, raised with values in its message, detail and hint, comes out without them', async () => {
+      const p = new Probe();
+      const raised = RAISED(p.tag);
+      const codes = new Set(raised.map((entry) => entry.sqlstate));
+      for (const sqlstate of mappedSqlstates()) expect(codes, `no raised case for ${sqlstate}`).toContain(sqlstate);
+      for (const entry of raised) {
+        const error = await run(f.store.db, raising(entry, p.tag), [], { prepare: false }).then(
+          () => undefined,
+          (caught: unknown) => caught,
+        );
+        expect(error, `${entry.sqlstate} ${entry.message}`).toBeInstanceOf(Error);
+        const storeError = error as StoreError;
+        expect({ sqlstate: entry.sqlstate, code: storeError.code }).toEqual({ sqlstate: entry.sqlstate, code: entry.code });
+        expectNoDriverText(storeError, [p.tag]);
+      }
+    });
+
+    it('the cases cover every SQLSTATE toStoreError maps that PostgreSQL itself raises here', () => {
+      const provoked = new Set(cases.map((c) => c.sqlstate));
+      // Only Citus raises these (see the raised cases above).
+      const citusOnly = new Set(['22004']);
+      for (const sqlstate of mappedSqlstates())
+        if (!citusOnly.has(sqlstate)) expect(provoked, `no case provokes ${sqlstate}`).toContain(sqlstate);
+    });
   });
-});

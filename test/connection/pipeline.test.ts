@@ -116,7 +116,9 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
     });
 
     it('commits at the end: the rows are there for every later connection', async () => {
-      await session((s) => s.pipeline([{ sql: 'insert into pipe_t (n) values (1)' }, { sql: 'insert into pipe_t (n) values ($1), ($2)', params: [2, 3] }]));
+      await session((s) =>
+        s.pipeline([{ sql: 'insert into pipe_t (n) values (1)' }, { sql: 'insert into pipe_t (n) values ($1), ($2)', params: [2, 3] }]),
+      );
       expect(await numbers()).toEqual([1, 2, 3]);
     });
 
@@ -144,16 +146,26 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
 
     it('a statement that fails to parse rolls back the statements before it as well', async () => {
       await session(async (s) => {
-        await expectDatabaseError(s.pipeline([{ sql: 'insert into pipe_t (n) values (1)' }, { sql: 'select * from pipe_no_such_table' }]), '42P01');
+        await expectDatabaseError(
+          s.pipeline([{ sql: 'insert into pipe_t (n) values (1)' }, { sql: 'select * from pipe_no_such_table' }]),
+          '42P01',
+        );
         await expectDatabaseError(s.pipeline([{ sql: 'insert into pipe_t (n) values (2)' }, { sql: 'selec 1' }]), '42601');
-        await expectDatabaseError(s.pipeline([{ sql: 'insert into pipe_t (n) values (3)' }, { sql: 'select $1::int', params: ['not a number'] }]), '22P02');
+        await expectDatabaseError(
+          s.pipeline([{ sql: 'insert into pipe_t (n) values (3)' }, { sql: 'select $1::int', params: ['not a number'] }]),
+          '22P02',
+        );
       });
       expect(await numbers()).toEqual([]);
     });
 
     it('after a leading BEGIN the transaction stays open: the session sees the rows, ROLLBACK discards them', async () => {
       await session(async (s) => {
-        const results = await s.pipeline([{ sql: 'begin' }, { sql: 'insert into pipe_t (n) values (1), (2)' }, { sql: 'select count(*)::int as c from pipe_t' }]);
+        const results = await s.pipeline([
+          { sql: 'begin' },
+          { sql: 'insert into pipe_t (n) values (1), (2)' },
+          { sql: 'select count(*)::int as c from pipe_t' },
+        ]);
         expect(results).toHaveLength(3);
         expect(results[2]!.rows).toEqual([{ c: 2 }]);
         expect((await s.query<{ n: number }>('select n from pipe_t order by n')).rows).toEqual([{ n: 1 }, { n: 2 }]);
@@ -179,7 +191,10 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
 
     it('after a leading BEGIN a failure leaves the transaction aborted until ROLLBACK', async () => {
       await session(async (s) => {
-        await expectDatabaseError(s.pipeline([{ sql: 'begin' }, { sql: 'insert into pipe_t (n) values (1)' }, { sql: 'select 1 / 0' }]), '22012');
+        await expectDatabaseError(
+          s.pipeline([{ sql: 'begin' }, { sql: 'insert into pipe_t (n) values (1)' }, { sql: 'select 1 / 0' }]),
+          '22012',
+        );
         // in_failed_sql_transaction: the explicit transaction is still there, aborted.
         await expectDatabaseError(s.query('select 1'), '25P02');
         await s.query('rollback');
@@ -250,7 +265,13 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
         const sql = `select 100 / $1::int as q`;
         await session(async (s) => {
           // Parsed in this pipeline, then failed: division by zero.
-          await expectDatabaseError(s.pipeline([{ sql: 'select 1', prepare: true }, { sql, params: [0], prepare: true }]), '22012');
+          await expectDatabaseError(
+            s.pipeline([
+              { sql: 'select 1', prepare: true },
+              { sql, params: [0], prepare: true },
+            ]),
+            '22012',
+          );
           expect((await s.pipeline([{ sql, params: [4], prepare: true }]))[0]!.rows).toEqual([{ q: 25 }]);
           // Prepared already, then failed again after succeeding once in the same pipeline.
           await expectDatabaseError(
@@ -260,7 +281,14 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
             ]),
             '22012',
           );
-          expect((await s.pipeline([{ sql, params: [10], prepare: true }, { sql: 'select 1', prepare: true }]))[0]!.rows).toEqual([{ q: 10 }]);
+          expect(
+            (
+              await s.pipeline([
+                { sql, params: [10], prepare: true },
+                { sql: 'select 1', prepare: true },
+              ])
+            )[0]!.rows,
+          ).toEqual([{ q: 10 }]);
           // A failure inside a transaction the pipeline left open does not unprepare it either.
           await expectDatabaseError(s.pipeline([{ sql: 'begin' }, { sql, params: [0], prepare: true }]), '22012');
           await s.query('rollback');
@@ -273,7 +301,13 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
         const sql = `select count(*)::int as c from ${table}`;
         await session(async (s) => {
           await expectDatabaseError(s.pipeline([{ sql, prepare: true }]), '42P01');
-          await expectDatabaseError(s.pipeline([{ sql: 'select 1', prepare: true }, { sql, prepare: true }]), '42P01');
+          await expectDatabaseError(
+            s.pipeline([
+              { sql: 'select 1', prepare: true },
+              { sql, prepare: true },
+            ]),
+            '42P01',
+          );
           await s.exec(`create table ${table} (n int)`);
           expect((await s.pipeline([{ sql, prepare: true }]))[0]!.rows).toEqual([{ c: 0 }]);
           await s.query(`insert into ${table} values (1), (2)`);
@@ -374,17 +408,28 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
       for (let round = 0; round < 3; round += 1) {
         const error = await expectStoreError(
           store.withOrg(org, (tx) =>
-            tx.tasks.upsert({ taskExecId: randomUUID(), taskId: 't', workflowExecId: randomUUID(), workflowId: 'wf', component: 'task', status: 'running' }),
+            tx.tasks.upsert({
+              taskExecId: randomUUID(),
+              taskId: 't',
+              workflowExecId: randomUUID(),
+              workflowId: 'wf',
+              component: 'task',
+              status: 'running',
+            }),
           ),
           'NOT_FOUND',
         );
         expect(error.details.field).toBe('workflowExecId');
         const workflowExecId = randomUUID();
-        const written = await store.withOrg(org, (tx) => tx.workflows.upsert({ workflowExecId, workflowId: 'after-failure', status: 'running' }));
+        const written = await store.withOrg(org, (tx) =>
+          tx.workflows.upsert({ workflowExecId, workflowId: 'after-failure', status: 'running' }),
+        );
         expect(written).toMatchObject({ workflowExecId, orgId: org });
         expect(await store.withOrg(org, (tx) => tx.workflows.get(workflowExecId))).toEqual(written);
       }
-      const { rows } = await store.db.query<{ user: string; org: string | null }>(`select current_user::text as "user", current_setting('app.org_id', true) as org`);
+      const { rows } = await store.db.query<{ user: string; org: string | null }>(
+        `select current_user::text as "user", current_setting('app.org_id', true) as org`,
+      );
       expect(rows[0]!.user).toBe(owner);
       expect([null, '']).toContain(rows[0]!.org);
       await expectCleanPool();
@@ -396,7 +441,14 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
       await expectStoreError(
         store.withOrg(org, async (tx) => {
           await tx.tasks
-            .upsert({ taskExecId: randomUUID(), taskId: 't', workflowExecId: randomUUID(), workflowId: 'wf', component: 'task', status: 'running' })
+            .upsert({
+              taskExecId: randomUUID(),
+              taskId: 't',
+              workflowExecId: randomUUID(),
+              workflowId: 'wf',
+              component: 'task',
+              status: 'running',
+            })
             .catch(() => undefined);
           return 'swallowed';
         }),

@@ -149,7 +149,9 @@ async function loadSingleTenantData(db: Queryable): Promise<void> {
         WORKFLOW_STATUSES[w % WORKFLOW_STATUSES.length],
         json(w),
         json(w + 3),
-        w % 5 === 0 ? JSON.stringify({ message: text(w + 1), code: 'E_TIMEOUT', stack: ['at a (x.ts:1:2)', 'at b \\ c'] }) : json(w * 2 + 1),
+        w % 5 === 0
+          ? JSON.stringify({ message: text(w + 1), code: 'E_TIMEOUT', stack: ['at a (x.ts:1:2)', 'at b \\ c'] })
+          : json(w * 2 + 1),
         w % 3 === 0 ? null : json(12 + (w % 3)),
         timestamp(w, 0),
         timestamp(w, 86_400 + w),
@@ -388,10 +390,10 @@ describe.each(backends)('multi-tenancy migrations preserve single-tenant data ($
        values ($1, $2, 'task-acme', $3, 'workflow-acme', 'agent', 'running')`,
       [otherOrg, id('dddddddd', 2), id('dddddddd', 1)],
     );
-    await db.query(
-      `insert into schedules (org_id, id, workflow_id, cron_expression) values ($1, $2, 'workflow-acme', '0 * * * *')`,
-      [otherOrg, id('dddddddd', 3)],
-    );
+    await db.query(`insert into schedules (org_id, id, workflow_id, cron_expression) values ($1, $2, 'workflow-acme', '0 * * * *')`, [
+      otherOrg,
+      id('dddddddd', 3),
+    ]);
     const ofOtherOrg = `org_id = '${otherOrg}'`;
     const otherOrgRows = async () => ({
       workflow_states: await digests(db, TABLES[0]!, ofOtherOrg),

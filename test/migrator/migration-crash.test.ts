@@ -14,7 +14,13 @@ import { describe, expect, it } from 'vitest';
 import { diffCatalogs, readCatalog, type CatalogSnapshot } from '../../engine/infra/store/diagnostics/catalog.ts';
 import { openDatabase, type Database } from '../../engine/infra/store/connection/database.ts';
 import { diagnose } from '../../engine/infra/store/diagnostics/doctor.ts';
-import { migrateDown, migrateUp, migrationStatus, type RunnerOptions, type StatementPosition } from '../../engine/infra/store/migrator/runner.ts';
+import {
+  migrateDown,
+  migrateUp,
+  migrationStatus,
+  type RunnerOptions,
+  type StatementPosition,
+} from '../../engine/infra/store/migrator/runner.ts';
 import { readMigrationFiles, type MigrationFile } from '../../engine/infra/store/migrator/migration-files.ts';
 import { StoreError } from '../../engine/infra/store/errors.ts';
 import { createServerDatabase, serverUrl } from '../support/backends.ts';
@@ -27,7 +33,9 @@ const BASELINE = '20250601090200_create_schedules';
 async function rowDigests(db: Database): Promise<Record<string, string>> {
   const digests: Record<string, string> = {};
   for (const table of ['organizations', 'workflow_states', 'task_states', 'schedules']) {
-    const { rows } = await db.query<{ digest: string }>(`select md5(coalesce(string_agg(t::text, '|' order by t::text), '')) as digest from ${table} t`);
+    const { rows } = await db.query<{ digest: string }>(
+      `select md5(coalesce(string_agg(t::text, '|' order by t::text), '')) as digest from ${table} t`,
+    );
     digests[table] = rows[0]!.digest;
   }
   return digests;
@@ -79,7 +87,11 @@ async function prepare(file: MigrationFile) {
   await expectSnapshot(db, before, 'a clean down');
 
   /** Runs `run`, whose runner connection the server ends just before statement `at` of `direction`. */
-  async function crash(direction: 'up' | 'down', at: number, run: (hooks: Pick<RunnerOptions, 'beforeStatement'>) => Promise<unknown>): Promise<void> {
+  async function crash(
+    direction: 'up' | 'down',
+    at: number,
+    run: (hooks: Pick<RunnerOptions, 'beforeStatement'>) => Promise<unknown>,
+  ): Promise<void> {
     let fired = false;
     const beforeStatement = async (position: StatementPosition) => {
       if (fired || position.migration !== file.name || position.direction !== direction || position.index !== at) return;
@@ -195,7 +207,9 @@ describe.skipIf(!serverUrl)('a run stopped by its signal (Ctrl-C in the CLI)', (
         );
         expect(error).toBeInstanceOf(StoreError);
         expect(error!.code).toBe('MIGRATION_INTERRUPTED');
-        expect(error!.message).toMatch(/was stopped during statement 3 of 21 \(line \d+\), which was cancelled; .*partly applied.*migrate up to finish it/);
+        expect(error!.message).toMatch(
+          /was stopped during statement 3 of 21 \(line \d+\), which was cancelled; .*partly applied.*migrate up to finish it/,
+        );
         await writer.exec('rollback');
       });
       // Nothing of the run is left on the server: no statement, no lock.
@@ -210,7 +224,9 @@ describe.skipIf(!serverUrl)('a run stopped by its signal (Ctrl-C in the CLI)', (
 
       const { findings } = await diagnose(db);
       expect(findings).toContainEqual(expect.objectContaining({ code: 'MIGRATION_INTERRUPTED', object: indexes.name }));
-      expect(findings).toContainEqual(expect.objectContaining({ code: 'INVALID_INDEX', object: 'workflow_states.workflow_states_org_id_created_at_idx' }));
+      expect(findings).toContainEqual(
+        expect.objectContaining({ code: 'INVALID_INDEX', object: 'workflow_states.workflow_states_org_id_created_at_idx' }),
+      );
 
       await migrateUp(db, { to: indexes.name });
       await expectSnapshot(db, after, 'up after the stop');

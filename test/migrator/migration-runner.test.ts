@@ -118,7 +118,10 @@ describe.each(backends)('migration runner on $name', (backend) => {
 
   it('names the failing statement but does not quote rows: the server detail of a failed unique index is left out', async () => {
     const dir = dirOf({
-      '20260101000000_duplicates': migration("create table dup (v text);\ninsert into dup values ('probe-secret-7'), ('probe-secret-7');\ncreate unique index dup_v_key on dup (v);", 'drop table dup;'),
+      '20260101000000_duplicates': migration(
+        "create table dup (v text);\ninsert into dup values ('probe-secret-7'), ('probe-secret-7');\ncreate unique index dup_v_key on dup (v);",
+        'drop table dup;',
+      ),
     });
     const error = await rejection(migrateUp(t.db, { dir }));
     expect(error.code).toBe('MIGRATION_FAILED');
@@ -130,12 +133,16 @@ describe.each(backends)('migration runner on $name', (backend) => {
     const dir = dirOf(basic);
     await migrateUp(t.db, { dir, to: '20260101000000_create_a' });
     const [row] = (await t.db.query<{ name: string; checksum: string }>(`select name, checksum from ${MIGRATIONS_TABLE}`)).rows;
-    await t.db.exec(`drop table ${MIGRATIONS_TABLE}; create table ${MIGRATIONS_TABLE} (name text primary key, checksum text not null, applied_at timestamptz not null default now(), duration_ms integer not null)`);
+    await t.db.exec(
+      `drop table ${MIGRATIONS_TABLE}; create table ${MIGRATIONS_TABLE} (name text primary key, checksum text not null, applied_at timestamptz not null default now(), duration_ms integer not null)`,
+    );
     await t.db.query(`insert into ${MIGRATIONS_TABLE} (name, checksum, duration_ms) values ($1, $2, 5)`, [row!.name, row!.checksum]);
 
     expect((await migrationStatus(t.db, { dir })).migrations.map((entry) => entry.state)).toEqual(['applied', 'pending']);
     expect((await migrateUp(t.db, { dir })).map((step) => step.name)).toEqual(['20260101000100_create_b']);
-    const { rows } = await t.db.query<{ name: string; state: string; resume_at: number }>(`select name, state, resume_at from ${MIGRATIONS_TABLE} order by name`);
+    const { rows } = await t.db.query<{ name: string; state: string; resume_at: number }>(
+      `select name, state, resume_at from ${MIGRATIONS_TABLE} order by name`,
+    );
     expect(rows).toEqual(Object.keys(basic).map((name) => ({ name, state: 'applied', resume_at: 0 })));
   });
 
@@ -143,7 +150,14 @@ describe.each(backends)('migration runner on $name', (backend) => {
     const dir = dirOf({
       '20260101000000_create_a': basic['20260101000000_create_a'],
       '20260101000100_two_steps': migration(
-        ['create table c (id int);', 'begin;', 'insert into c values (1);', 'commit;', 'insert into a values (1 / (select count(*) from b));', 'create table d (id int);'].join('\n'),
+        [
+          'create table c (id int);',
+          'begin;',
+          'insert into c values (1);',
+          'commit;',
+          'insert into a values (1 / (select count(*) from b));',
+          'create table d (id int);',
+        ].join('\n'),
         'drop table if exists d;\ndrop table if exists c;\ndelete from a;',
         { transactional: false },
       ),
@@ -151,7 +165,9 @@ describe.each(backends)('migration runner on $name', (backend) => {
     await t.db.exec('create table b (id int)');
     const error = await rejection(migrateUp(t.db, { dir }));
     expect(error.code).toBe('MIGRATION_FAILED');
-    expect(error.message).toMatch(/partly applied \(migrate status shows how far\): run engine-store migrate up to finish it, or migrate down to revert it/);
+    expect(error.message).toMatch(
+      /partly applied \(migrate status shows how far\): run engine-store migrate up to finish it, or migrate down to revert it/,
+    );
     const entry = (await migrationStatus(t.db, { dir })).migrations.find((candidate) => candidate.name === '20260101000100_two_steps');
     // Progress is recorded with the block: it resumes after it (statement 5 of 6).
     expect(entry).toMatchObject({ state: 'partly_applied', progress: { done: 4, of: 6 } });
@@ -213,7 +229,10 @@ describe.each(backends)('migration runner on $name', (backend) => {
   it('refuses to run when an applied migration was edited, and status shows it', async () => {
     const dir = dirOf(basic);
     await migrateUp(t.db, { dir });
-    writeFileSync(join(dir, '20260101000000_create_a.sql'), basic['20260101000000_create_a'].replace('int primary key', 'bigint primary key'));
+    writeFileSync(
+      join(dir, '20260101000000_create_a.sql'),
+      basic['20260101000000_create_a'].replace('int primary key', 'bigint primary key'),
+    );
     const error = await rejection(migrateUp(t.db, { dir }));
     expect(error.code).toBe('MIGRATION_EDITED');
     expect(error.details.migration).toBe('20260101000000_create_a');
@@ -226,7 +245,9 @@ describe.each(backends)('migration runner on $name', (backend) => {
     await migrateUp(t.db, { dir, to: '20260101000000_create_a' });
     rmSync(join(dir, '20260101000000_create_a.sql'));
     expect((await rejection(migrateUp(t.db, { dir }))).code).toBe('MIGRATION_MISSING');
-    expect((await migrationStatus(t.db, { dir })).migrations.find((entry) => entry.state === 'missing')?.name).toBe('20260101000000_create_a');
+    expect((await migrationStatus(t.db, { dir })).migrations.find((entry) => entry.state === 'missing')?.name).toBe(
+      '20260101000000_create_a',
+    );
 
     const reordered = dirOf({ ...basic, '20250101000000_early': migration('select 1;', 'select 1;') });
     expect((await rejection(migrateUp(t.db, { dir: reordered }))).code).toBe('MIGRATION_OUT_OF_ORDER');
@@ -260,7 +281,10 @@ describe.each(backends)('migration runner on $name', (backend) => {
     await migrateUp(t.db, { to: '20250601090200_create_schedules' });
     await t.db.exec(`insert into schedules (workflow_id, cron_expression) values ('kept', '@hourly')`);
     const refused = await rejection(migrateDown(t.db, { count: 3 }));
-    expect(refused).toMatchObject({ code: 'CONFLICT', details: { migration: '20250601090200_create_schedules', reason: 'would_drop_rows' } });
+    expect(refused).toMatchObject({
+      code: 'CONFLICT',
+      details: { migration: '20250601090200_create_schedules', reason: 'would_drop_rows' },
+    });
     expect((await t.db.query('select workflow_id from schedules')).rows).toEqual([{ workflow_id: 'kept' }]);
     expect((await migrateDown(t.db, { count: 3, force: true })).map((step) => step.name)).toEqual([
       '20250601090200_create_schedules',
@@ -320,7 +344,9 @@ describe.skipIf(!serverUrl)('migration runner against concurrent sessions on Pos
     ]);
     expect(a.length + b.length).toBe(3);
     expect(secondLog).toContain('waiting for another migration run to finish...');
-    const { rows } = await first.query<{ name: string; n: number }>('select name, count(*)::int as n from runs group by name order by name');
+    const { rows } = await first.query<{ name: string; n: number }>(
+      'select name, count(*)::int as n from runs group by name order by name',
+    );
     expect(rows).toEqual([
       { name: 'after', n: 1 },
       { name: 'slow', n: 1 },
@@ -353,7 +379,9 @@ describe.skipIf(!serverUrl)('migration runner against concurrent sessions on Pos
       // Three attempts of 300 ms with back-off between them, instead of queueing behind the reader.
       expect(error.message).toMatch(/3 time\(s\)/);
       expect(Date.now() - started).toBeLessThan(4_000);
-      const columns = await first.query(`select 1 from information_schema.columns where table_name = 'workflow_states' and column_name = 'org_id'`);
+      const columns = await first.query(
+        `select 1 from information_schema.columns where table_name = 'workflow_states' and column_name = 'org_id'`,
+      );
       expect(columns.rowCount).toBe(0);
       expect((await first.query(`select 1 from organizations`)).rowCount).toBe(0);
       expect((await migrationStatus(first)).migrations.filter((entry) => entry.state === 'pending')).toHaveLength(pendingAfterTenancy);
@@ -374,11 +402,17 @@ describe.skipIf(!serverUrl)('migration runner against concurrent sessions on Pos
       await blocker.query('begin');
       await blocker.query('select count(*) from workflow_states');
       const log: string[] = [];
-      const migrating = migrateUp(second, { to: '20261128120100_update_existing_tables_for_multitenancy', lockTimeout: '100ms', log: (line) => log.push(line) });
+      const migrating = migrateUp(second, {
+        to: '20261128120100_update_existing_tables_for_multitenancy',
+        lockTimeout: '100ms',
+        log: (line) => log.push(line),
+      });
       await new Promise((resolve) => setTimeout(resolve, 700));
       await blocker.query('commit');
       expect(await migrating).toHaveLength(1);
-      expect(log.filter((line) => /lock not available \(attempt \d+ of 11\); retrying in \d+ ms/.test(line)).length).toBeGreaterThanOrEqual(2);
+      expect(log.filter((line) => /lock not available \(attempt \d+ of 11\); retrying in \d+ ms/.test(line)).length).toBeGreaterThanOrEqual(
+        2,
+      );
     } finally {
       await blocker.end();
     }

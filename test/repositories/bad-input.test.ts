@@ -108,7 +108,12 @@ const operator = (name: string, call: (f: Fixtures) => Promise<unknown>, field: 
 });
 
 /** A call inside the fixture organization's scope. */
-const tenant = (name: string, work: (tx: TenantScope, f: Fixtures) => Promise<unknown>, field: string, code: ErrorCode = 'INVALID_INPUT'): BadInput => ({
+const tenant = (
+  name: string,
+  work: (tx: TenantScope, f: Fixtures) => Promise<unknown>,
+  field: string,
+  code: ErrorCode = 'INVALID_INPUT',
+): BadInput => ({
   name,
   call: (f) => f.store.withOrg(f.orgId, (tx) => work(tx, f)),
   field,
@@ -117,7 +122,7 @@ const tenant = (name: string, work: (tx: TenantScope, f: Fixtures) => Promise<un
 });
 
 /** A value of the wrong type, passed where the API's types would not allow it. */
-const bad = <T,>(value: unknown): T => value as T;
+const bad = <T>(value: unknown): T => value as T;
 
 const cyclic = (): unknown => {
   const node: Record<string, unknown> = { name: 'loop' };
@@ -137,7 +142,12 @@ const DROP_USERS = "'; drop table users; --";
 const OR_TRUE = "' or 1=1 --";
 
 const workflowInput = (f: Fixtures, overrides: Record<string, unknown>) =>
-  bad<Parameters<TenantScope['workflows']['upsert']>[0]>({ workflowExecId: f.workflowExecId, workflowId: 'onboarding', status: 'running', ...overrides });
+  bad<Parameters<TenantScope['workflows']['upsert']>[0]>({
+    workflowExecId: f.workflowExecId,
+    workflowId: 'onboarding',
+    status: 'running',
+    ...overrides,
+  });
 
 const taskInput = (f: Fixtures, overrides: Record<string, unknown>) =>
   bad<Parameters<TenantScope['tasks']['upsert']>[0]>({
@@ -157,14 +167,22 @@ const CASES: BadInput[] = [
   // organizations.create
   operator('organizations.create: empty name', (f) => f.store.organizations.create({ name: '' }), 'name'),
   operator('organizations.create: name of only spaces', (f) => f.store.organizations.create({ name: '   ' }), 'name'),
-  operator('organizations.create: 101-character name', (f) => f.store.organizations.create({ name: name101, temporalNamespace: 'long-name' }), 'name'),
+  operator(
+    'organizations.create: 101-character name',
+    (f) => f.store.organizations.create({ name: name101, temporalNamespace: 'long-name' }),
+    'name',
+  ),
   operator('organizations.create: number as name', (f) => f.store.organizations.create({ name: bad(42) }), 'name'),
   operator('organizations.create: null as name', (f) => f.store.organizations.create({ name: bad(null) }), 'name'),
   operator('organizations.create: array as name', (f) => f.store.organizations.create({ name: bad(['Acme']) }), 'name'),
   operator('organizations.create: object as name', (f) => f.store.organizations.create({ name: bad({ toString: () => 'Acme' }) }), 'name'),
   operator('organizations.create: missing name', (f) => f.store.organizations.create(bad({ temporalNamespace: 'nameless' })), 'name'),
   operator('organizations.create: zero-width space in name', (f) => f.store.organizations.create({ name: 'Ac\u200bme' }), 'name'),
-  operator('organizations.create: right-to-left override in name', (f) => f.store.organizations.create({ name: 'invoice\u202Efdp.exe' }), 'name'),
+  operator(
+    'organizations.create: right-to-left override in name',
+    (f) => f.store.organizations.create({ name: 'invoice\u202Efdp.exe' }),
+    'name',
+  ),
   operator('organizations.create: NUL character in name', (f) => f.store.organizations.create({ name: 'Ac\u0000me' }), 'name'),
   operator('organizations.create: newline in name', (f) => f.store.organizations.create({ name: 'Acme\nCorp' }), 'name'),
   operator('organizations.create: line separator in name', (f) => f.store.organizations.create({ name: 'Acme\u2028Corp' }), 'name'),
@@ -173,7 +191,11 @@ const CASES: BadInput[] = [
     (f) => f.store.organizations.create({ name: "';--" }),
     'temporalNamespace',
   ),
-  operator('organizations.create: non-Latin name without namespace', (f) => f.store.organizations.create({ name: '東京' }), 'temporalNamespace'),
+  operator(
+    'organizations.create: non-Latin name without namespace',
+    (f) => f.store.organizations.create({ name: '東京' }),
+    'temporalNamespace',
+  ),
   operator(
     'organizations.create: SQL fragment as namespace',
     (f) => f.store.organizations.create({ name: 'Injected', temporalNamespace: DROP_USERS }),
@@ -194,10 +216,18 @@ const CASES: BadInput[] = [
     (f) => f.store.organizations.create({ name: 'Null Namespace', temporalNamespace: bad(null) }),
     'temporalNamespace',
   ),
-  operator('organizations.create: unknown option key', (f) => f.store.organizations.create(bad({ name: 'Extra', status: 'active' })), 'status'),
+  operator(
+    'organizations.create: unknown option key',
+    (f) => f.store.organizations.create(bad({ name: 'Extra', status: 'active' })),
+    'status',
+  ),
   operator('organizations.create: null instead of an object', (f) => f.store.organizations.create(bad(null)), 'organization'),
   operator('organizations.create: string instead of an object', (f) => f.store.organizations.create(bad('Acme')), 'organization'),
-  operator('organizations.create: array instead of an object', (f) => f.store.organizations.create(bad([{ name: 'Acme' }])), 'organization'),
+  operator(
+    'organizations.create: array instead of an object',
+    (f) => f.store.organizations.create(bad([{ name: 'Acme' }])),
+    'organization',
+  ),
 
   // organizations.get
   operator('organizations.get: not-a-uuid', (f) => f.store.organizations.get('not-a-uuid'), 'id'),
@@ -218,13 +248,29 @@ const CASES: BadInput[] = [
   operator('organizations.list: page size NaN', (f) => f.store.organizations.list({ limit: Number.NaN }), 'limit'),
   operator('organizations.list: negative page size', (f) => f.store.organizations.list({ limit: -1 }), 'limit'),
   operator('organizations.list: garbage cursor', (f) => f.store.organizations.list({ after: 'garbage!!' }), 'after'),
-  operator('organizations.list: cursor with a bad id', (f) => f.store.organizations.list({ after: cursorOf('1700000000000000.not-a-uuid') }), 'after'),
-  operator('organizations.list: cursor with a bad timestamp', (f) => f.store.organizations.list({ after: cursorOf(`yesterday.${OTHER_UUID}`) }), 'after'),
-  operator('organizations.list: cursor carrying SQL', (f) => f.store.organizations.list({ after: cursorOf(`1${OR_TRUE}.${OTHER_UUID}`) }), 'after'),
+  operator(
+    'organizations.list: cursor with a bad id',
+    (f) => f.store.organizations.list({ after: cursorOf('1700000000000000.not-a-uuid') }),
+    'after',
+  ),
+  operator(
+    'organizations.list: cursor with a bad timestamp',
+    (f) => f.store.organizations.list({ after: cursorOf(`yesterday.${OTHER_UUID}`) }),
+    'after',
+  ),
+  operator(
+    'organizations.list: cursor carrying SQL',
+    (f) => f.store.organizations.list({ after: cursorOf(`1${OR_TRUE}.${OTHER_UUID}`) }),
+    'after',
+  ),
   operator('organizations.list: 201-character cursor', (f) => f.store.organizations.list({ after: 'A'.repeat(201) }), 'after'),
   operator('organizations.list: number as cursor', (f) => f.store.organizations.list({ after: bad(42) }), 'after'),
   operator("organizations.list: status 'deleted'", (f) => f.store.organizations.list({ status: bad('deleted') }), 'status'),
-  operator("organizations.list: includeDeleted 'true'", (f) => f.store.organizations.list({ includeDeleted: bad('true') }), 'includeDeleted'),
+  operator(
+    "organizations.list: includeDeleted 'true'",
+    (f) => f.store.organizations.list({ includeDeleted: bad('true') }),
+    'includeDeleted',
+  ),
   operator('organizations.list: unknown option key', (f) => f.store.organizations.list(bad({ orderBy: 'name' })), 'orderBy'),
   operator('organizations.list: null instead of options', (f) => f.store.organizations.list(bad(null)), 'list options'),
 
@@ -246,7 +292,11 @@ const CASES: BadInput[] = [
   tenant('users.create: SQL fragment as email', (tx) => tx.users.create({ email: DROP_USERS, role: 'admin' }), 'email'),
   tenant('users.create: SQL tautology in email', (tx) => tx.users.create({ email: `${OR_TRUE}@example.com`, role: 'admin' }), 'email'),
   tenant('users.create: zero-width space in email', (tx) => tx.users.create({ email: 'ada\u200b@example.com', role: 'admin' }), 'email'),
-  tenant('users.create: right-to-left override in email', (tx) => tx.users.create({ email: 'ada\u202E@example.com', role: 'admin' }), 'email'),
+  tenant(
+    'users.create: right-to-left override in email',
+    (tx) => tx.users.create({ email: 'ada\u202E@example.com', role: 'admin' }),
+    'email',
+  ),
   tenant('users.create: NUL character in email', (tx) => tx.users.create({ email: 'ada\u0000@example.com', role: 'admin' }), 'email'),
   tenant('users.create: number as email', (tx) => tx.users.create({ email: bad(42), role: 'admin' }), 'email'),
   tenant('users.create: array as email', (tx) => tx.users.create({ email: bad(['ada@example.com']), role: 'admin' }), 'email'),
@@ -254,8 +304,16 @@ const CASES: BadInput[] = [
   tenant("users.create: role 'ADMIN' (case matters)", (tx) => tx.users.create({ email: 'ada@example.com', role: bad('ADMIN') }), 'role'),
   tenant('users.create: null role', (tx) => tx.users.create({ email: 'ada@example.com', role: bad(null) }), 'role'),
   tenant('users.create: missing role', (tx) => tx.users.create(bad({ email: 'ada@example.com' })), 'role'),
-  tenant('users.create: orgId given by the caller', (tx, f) => tx.users.create(bad({ email: 'ada@example.com', role: 'admin', orgId: f.orgId })), 'orgId'),
-  tenant('users.create: status given by the caller', (tx) => tx.users.create(bad({ email: 'ada@example.com', role: 'admin', status: 'active' })), 'status'),
+  tenant(
+    'users.create: orgId given by the caller',
+    (tx, f) => tx.users.create(bad({ email: 'ada@example.com', role: 'admin', orgId: f.orgId })),
+    'orgId',
+  ),
+  tenant(
+    'users.create: status given by the caller',
+    (tx) => tx.users.create(bad({ email: 'ada@example.com', role: 'admin', status: 'active' })),
+    'status',
+  ),
 
   // users.get / getByEmail / list / changeRole
   tenant('users.get: not-a-uuid', (tx) => tx.users.get('not-a-uuid'), 'id'),
@@ -269,7 +327,7 @@ const CASES: BadInput[] = [
   tenant("users.list: status 'deleted'", (tx) => tx.users.list({ status: bad('deleted') }), 'status'),
   tenant('users.list: page size 0', (tx) => tx.users.list({ limit: 0 }), 'limit'),
   tenant('users.list: page size 501', (tx) => tx.users.list({ limit: 501 }), 'limit'),
-  tenant("users.list: includeDeleted 1", (tx) => tx.users.list({ includeDeleted: bad(1) }), 'includeDeleted'),
+  tenant('users.list: includeDeleted 1', (tx) => tx.users.list({ includeDeleted: bad(1) }), 'includeDeleted'),
   tenant('users.list: unknown option key', (tx) => tx.users.list(bad({ email: 'ada@example.com' })), 'email'),
   tenant("users.changeRole: role 'owner'", (tx, f) => tx.users.changeRole(f.userId, bad('owner')), 'role'),
   tenant('users.changeRole: undefined role', (tx, f) => tx.users.changeRole(f.userId, bad(undefined)), 'role'),
@@ -277,31 +335,75 @@ const CASES: BadInput[] = [
   tenant('users.changeRole: UUID in braces', (tx, f) => tx.users.changeRole(`{${f.userId}}`, 'manager'), 'id'),
 
   // workflows.upsert
-  tenant('workflows.upsert: not-a-uuid execution id', (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowExecId: 'not-a-uuid' })), 'workflowExecId'),
+  tenant(
+    'workflows.upsert: not-a-uuid execution id',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowExecId: 'not-a-uuid' })),
+    'workflowExecId',
+  ),
   tenant(
     'workflows.upsert: execution id with a g',
     (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowExecId: '00000000-0000-0000-0000-00000000000g' })),
     'workflowExecId',
   ),
-  tenant('workflows.upsert: SQL fragment as execution id', (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowExecId: DROP_USERS })), 'workflowExecId'),
+  tenant(
+    'workflows.upsert: SQL fragment as execution id',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowExecId: DROP_USERS })),
+    'workflowExecId',
+  ),
   tenant('workflows.upsert: empty workflow id', (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowId: '' })), 'workflowId'),
-  tenant('workflows.upsert: 201-character workflow id', (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowId: id201 })), 'workflowId'),
-  tenant('workflows.upsert: NUL character in workflow id', (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowId: 'on\u0000boarding' })), 'workflowId'),
-  tenant('workflows.upsert: zero-width space in workflow id', (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowId: 'onboarding\u200b' })), 'workflowId'),
+  tenant(
+    'workflows.upsert: 201-character workflow id',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowId: id201 })),
+    'workflowId',
+  ),
+  tenant(
+    'workflows.upsert: NUL character in workflow id',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowId: 'on\u0000boarding' })),
+    'workflowId',
+  ),
+  tenant(
+    'workflows.upsert: zero-width space in workflow id',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowId: 'onboarding\u200b' })),
+    'workflowId',
+  ),
   tenant('workflows.upsert: number as workflow id', (tx, f) => tx.workflows.upsert(workflowInput(f, { workflowId: 12 })), 'workflowId'),
   tenant("workflows.upsert: status 'deleted'", (tx, f) => tx.workflows.upsert(workflowInput(f, { status: 'deleted' })), 'status'),
   tenant("workflows.upsert: status 'RUNNING'", (tx, f) => tx.workflows.upsert(workflowInput(f, { status: 'RUNNING' })), 'status'),
-  tenant('workflows.upsert: NUL character in a JSON payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { input: { note: 'a\u0000b' } })), 'input'),
-  tenant('workflows.upsert: NUL character in a JSON key', (tx, f) => tx.workflows.upsert(workflowInput(f, { output: { ['k\u0000']: 1 } })), 'output'),
-  tenant('workflows.upsert: lone surrogate in a JSON payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { input: { note: 'a\ud800b' } })), 'input'),
-  tenant('workflows.upsert: lone surrogate in a JSON key', (tx, f) => tx.workflows.upsert(workflowInput(f, { usage: { ['k\udfff']: 1 } })), 'usage'),
+  tenant(
+    'workflows.upsert: NUL character in a JSON payload',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { input: { note: 'a\u0000b' } })),
+    'input',
+  ),
+  tenant(
+    'workflows.upsert: NUL character in a JSON key',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { output: { ['k\u0000']: 1 } })),
+    'output',
+  ),
+  tenant(
+    'workflows.upsert: lone surrogate in a JSON payload',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { input: { note: 'a\ud800b' } })),
+    'input',
+  ),
+  tenant(
+    'workflows.upsert: lone surrogate in a JSON key',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { usage: { ['k\udfff']: 1 } })),
+    'usage',
+  ),
   tenant('workflows.upsert: payload over 256 KiB', (tx, f) => tx.workflows.upsert(workflowInput(f, { input: overLimitAscii() })), 'input'),
-  tenant('workflows.upsert: payload over 256 KiB in UTF-8 bytes', (tx, f) => tx.workflows.upsert(workflowInput(f, { usage: overLimitUtf8() })), 'usage'),
+  tenant(
+    'workflows.upsert: payload over 256 KiB in UTF-8 bytes',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { usage: overLimitUtf8() })),
+    'usage',
+  ),
   tenant('workflows.upsert: cyclic payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { input: cyclic() })), 'input'),
   tenant('workflows.upsert: BigInt in a payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { error: { code: 10n } })), 'error'),
   tenant('workflows.upsert: function as a payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { input: () => 1 })), 'input'),
   tenant('workflows.upsert: orgId given by the caller', (tx, f) => tx.workflows.upsert(workflowInput(f, { orgId: f.orgId })), 'orgId'),
-  tenant('workflows.upsert: updatedAt given by the caller', (tx, f) => tx.workflows.upsert(workflowInput(f, { updatedAt: new Date(0) })), 'updatedAt'),
+  tenant(
+    'workflows.upsert: updatedAt given by the caller',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { updatedAt: new Date(0) })),
+    'updatedAt',
+  ),
   tenant('workflows.upsert: null instead of an object', (tx) => tx.workflows.upsert(bad(null)), 'workflow state'),
 
   // workflows.get / list / updateStatus
@@ -313,7 +415,11 @@ const CASES: BadInput[] = [
   tenant('workflows.list: 201-character workflow id', (tx) => tx.workflows.list({ workflowId: id201 }), 'workflowId'),
   tenant('workflows.list: page size 1.5', (tx) => tx.workflows.list({ limit: 1.5 }), 'limit'),
   tenant('workflows.list: garbage cursor', (tx) => tx.workflows.list({ after: '%%%not a cursor%%%' }), 'after'),
-  tenant("workflows.updateStatus: status 'deleted'", (tx, f) => tx.workflows.updateStatus(f.workflowExecId, { status: bad('deleted') }), 'status'),
+  tenant(
+    "workflows.updateStatus: status 'deleted'",
+    (tx, f) => tx.workflows.updateStatus(f.workflowExecId, { status: bad('deleted') }),
+    'status',
+  ),
   tenant('workflows.updateStatus: missing status', (tx, f) => tx.workflows.updateStatus(f.workflowExecId, bad({ output: 1 })), 'status'),
   tenant('workflows.updateStatus: not-a-uuid', (tx) => tx.workflows.updateStatus('not-a-uuid', { status: 'success' }), 'workflowExecId'),
   tenant(
@@ -326,20 +432,40 @@ const CASES: BadInput[] = [
     (tx, f) => tx.workflows.updateStatus(f.workflowExecId, bad({ status: 'success', updatedAt: new Date(0) })),
     'updatedAt',
   ),
-  tenant('workflows.updateStatus: string instead of an object', (tx, f) => tx.workflows.updateStatus(f.workflowExecId, bad('success')), 'update'),
+  tenant(
+    'workflows.updateStatus: string instead of an object',
+    (tx, f) => tx.workflows.updateStatus(f.workflowExecId, bad('success')),
+    'update',
+  ),
 
   // tasks.upsert / list
   tenant("tasks.upsert: component 'robot'", (tx, f) => tx.tasks.upsert(taskInput(f, { component: 'robot' })), 'component'),
   tenant('tasks.upsert: not-a-uuid task id', (tx, f) => tx.tasks.upsert(taskInput(f, { taskExecId: 'not-a-uuid' })), 'taskExecId'),
-  tenant('tasks.upsert: not-a-uuid workflow execution', (tx, f) => tx.tasks.upsert(taskInput(f, { workflowExecId: 'not-a-uuid' })), 'workflowExecId'),
+  tenant(
+    'tasks.upsert: not-a-uuid workflow execution',
+    (tx, f) => tx.tasks.upsert(taskInput(f, { workflowExecId: 'not-a-uuid' })),
+    'workflowExecId',
+  ),
   tenant('tasks.upsert: empty task id', (tx, f) => tx.tasks.upsert(taskInput(f, { taskId: '' })), 'taskId'),
   tenant('tasks.upsert: 201-character workflow id', (tx, f) => tx.tasks.upsert(taskInput(f, { workflowId: id201 })), 'workflowId'),
   tenant('tasks.upsert: 201-character agent id', (tx, f) => tx.tasks.upsert(taskInput(f, { agentId: id201 })), 'agentId'),
   tenant('tasks.upsert: right-to-left override in tool id', (tx, f) => tx.tasks.upsert(taskInput(f, { toolId: 'mail\u202Eer' })), 'toolId'),
   tenant('tasks.upsert: number as action id', (tx, f) => tx.tasks.upsert(taskInput(f, { actionId: 5 })), 'actionId'),
-  tenant('tasks.upsert: execution type with spaces', (tx, f) => tx.tasks.upsert(taskInput(f, { executionType: 'Basic Type' })), 'executionType'),
-  tenant('tasks.upsert: SQL fragment as execution type', (tx, f) => tx.tasks.upsert(taskInput(f, { executionType: DROP_USERS })), 'executionType'),
-  tenant('tasks.upsert: parent with a g', (tx, f) => tx.tasks.upsert(taskInput(f, { parentStateId: '00000000-0000-0000-0000-00000000000g' })), 'parentStateId'),
+  tenant(
+    'tasks.upsert: execution type with spaces',
+    (tx, f) => tx.tasks.upsert(taskInput(f, { executionType: 'Basic Type' })),
+    'executionType',
+  ),
+  tenant(
+    'tasks.upsert: SQL fragment as execution type',
+    (tx, f) => tx.tasks.upsert(taskInput(f, { executionType: DROP_USERS })),
+    'executionType',
+  ),
+  tenant(
+    'tasks.upsert: parent with a g',
+    (tx, f) => tx.tasks.upsert(taskInput(f, { parentStateId: '00000000-0000-0000-0000-00000000000g' })),
+    'parentStateId',
+  ),
   tenant(
     'tasks.upsert: a task as its own parent (other case)',
     (tx, f) => tx.tasks.upsert(taskInput(f, { parentStateId: f.taskExecId.toUpperCase() })),
@@ -352,23 +478,55 @@ const CASES: BadInput[] = [
   tenant('tasks.list: not-a-uuid workflow execution', (tx) => tx.tasks.list({ workflowExecId: 'not-a-uuid' }), 'workflowExecId'),
   tenant('tasks.list: parent in braces', (tx, f) => tx.tasks.list({ parentStateId: `{${f.taskExecId}}` }), 'parentStateId'),
   tenant('tasks.list: page size 501', (tx) => tx.tasks.list({ limit: 501 }), 'limit'),
-  tenant('tasks.list: cursor with a bad id', (tx) => tx.tasks.list({ after: cursorOf('1700000000000000.00000000-0000-0000-0000-00000000000g') }), 'after'),
+  tenant(
+    'tasks.list: cursor with a bad id',
+    (tx) => tx.tasks.list({ after: cursorOf('1700000000000000.00000000-0000-0000-0000-00000000000g') }),
+    'after',
+  ),
   tenant("tasks.list: status 'deleted'", (tx) => tx.tasks.list({ status: bad('deleted') }), 'status'),
 
   // schedules.create / update / list
-  tenant('schedules.create: cron expression in words', (tx) => tx.schedules.create(scheduleInput({ cronExpression: 'every day at noon' })), 'cronExpression'),
-  tenant('schedules.create: cron expression of three fields', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '* * *' })), 'cronExpression'),
+  tenant(
+    'schedules.create: cron expression in words',
+    (tx) => tx.schedules.create(scheduleInput({ cronExpression: 'every day at noon' })),
+    'cronExpression',
+  ),
+  tenant(
+    'schedules.create: cron expression of three fields',
+    (tx) => tx.schedules.create(scheduleInput({ cronExpression: '* * *' })),
+    'cronExpression',
+  ),
   tenant('schedules.create: empty cron expression', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '' })), 'cronExpression'),
-  tenant('schedules.create: unknown cron macro', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '@fortnightly' })), 'cronExpression'),
-  tenant('schedules.create: cron minute out of range', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '60 2 * * *' })), 'cronExpression'),
-  tenant('schedules.create: cron month out of range', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '0 2 1 13 *' })), 'cronExpression'),
-  tenant('schedules.create: cron weekday range backwards', (tx) => tx.schedules.create(scheduleInput({ cronExpression: '0 2 * * FRI-MON' })), 'cronExpression'),
+  tenant(
+    'schedules.create: unknown cron macro',
+    (tx) => tx.schedules.create(scheduleInput({ cronExpression: '@fortnightly' })),
+    'cronExpression',
+  ),
+  tenant(
+    'schedules.create: cron minute out of range',
+    (tx) => tx.schedules.create(scheduleInput({ cronExpression: '60 2 * * *' })),
+    'cronExpression',
+  ),
+  tenant(
+    'schedules.create: cron month out of range',
+    (tx) => tx.schedules.create(scheduleInput({ cronExpression: '0 2 1 13 *' })),
+    'cronExpression',
+  ),
+  tenant(
+    'schedules.create: cron weekday range backwards',
+    (tx) => tx.schedules.create(scheduleInput({ cronExpression: '0 2 * * FRI-MON' })),
+    'cronExpression',
+  ),
   tenant(
     'schedules.create: SQL after a cron expression',
     (tx) => tx.schedules.create(scheduleInput({ cronExpression: `0 2 * * *${DROP_USERS}` })),
     'cronExpression',
   ),
-  tenant('schedules.create: number as cron expression', (tx) => tx.schedules.create(scheduleInput({ cronExpression: 5 })), 'cronExpression'),
+  tenant(
+    'schedules.create: number as cron expression',
+    (tx) => tx.schedules.create(scheduleInput({ cronExpression: 5 })),
+    'cronExpression',
+  ),
   tenant('schedules.create: unknown time zone', (tx) => tx.schedules.create(scheduleInput({ timezone: 'Mars/Olympus_Mons' })), 'timezone'),
   tenant('schedules.create: empty time zone', (tx) => tx.schedules.create(scheduleInput({ timezone: '' })), 'timezone'),
   tenant('schedules.create: SQL fragment as time zone', (tx) => tx.schedules.create(scheduleInput({ timezone: DROP_USERS })), 'timezone'),
@@ -378,12 +536,28 @@ const CASES: BadInput[] = [
   tenant('schedules.create: payload over 256 KiB', (tx) => tx.schedules.create(scheduleInput({ input: overLimitAscii() })), 'input'),
   tenant('schedules.create: NUL character in input', (tx) => tx.schedules.create(scheduleInput({ input: ['\u0000'] })), 'input'),
   tenant('schedules.create: id given by the caller', (tx) => tx.schedules.create(scheduleInput({ id: OTHER_UUID })), 'id'),
-  tenant('schedules.update: bad cron expression', (tx, f) => tx.schedules.update(f.scheduleId, { cronExpression: 'nope' }), 'cronExpression'),
-  tenant('schedules.update: cron hour out of range', (tx, f) => tx.schedules.update(f.scheduleId, { cronExpression: '0 24 * * *' }), 'cronExpression'),
+  tenant(
+    'schedules.update: bad cron expression',
+    (tx, f) => tx.schedules.update(f.scheduleId, { cronExpression: 'nope' }),
+    'cronExpression',
+  ),
+  tenant(
+    'schedules.update: cron hour out of range',
+    (tx, f) => tx.schedules.update(f.scheduleId, { cronExpression: '0 24 * * *' }),
+    'cronExpression',
+  ),
   tenant('schedules.update: unknown time zone', (tx, f) => tx.schedules.update(f.scheduleId, { timezone: 'Europe/Atlantis' }), 'timezone'),
   tenant("schedules.update: enabled 'false'", (tx, f) => tx.schedules.update(f.scheduleId, { enabled: bad('false') }), 'enabled'),
-  tenant('schedules.update: workflow id is not changeable', (tx, f) => tx.schedules.update(f.scheduleId, bad({ workflowId: 'other' })), 'workflowId'),
-  tenant('schedules.update: updatedAt given by the caller', (tx, f) => tx.schedules.update(f.scheduleId, bad({ updatedAt: new Date(0) })), 'updatedAt'),
+  tenant(
+    'schedules.update: workflow id is not changeable',
+    (tx, f) => tx.schedules.update(f.scheduleId, bad({ workflowId: 'other' })),
+    'workflowId',
+  ),
+  tenant(
+    'schedules.update: updatedAt given by the caller',
+    (tx, f) => tx.schedules.update(f.scheduleId, bad({ updatedAt: new Date(0) })),
+    'updatedAt',
+  ),
   tenant('schedules.update: BigInt in input', (tx, f) => tx.schedules.update(f.scheduleId, { input: 1n }), 'input'),
   tenant('schedules.update: not-a-uuid', (tx) => tx.schedules.update('not-a-uuid', { enabled: false }), 'id'),
   tenant("schedules.list: enabled 'yes'", (tx) => tx.schedules.list({ enabled: bad('yes') }), 'enabled'),

@@ -77,7 +77,8 @@ function digest(seed: string, bytes = 32): Raw {
   return raw(`decode('${hex.slice(0, bytes * 2)}', 'hex')`);
 }
 
-const organization = (row: Record<string, unknown>) => insert('organizations', { name: 'Umbrella', temporal_namespace: 'umbrella', ...row });
+const organization = (row: Record<string, unknown>) =>
+  insert('organizations', { name: 'Umbrella', temporal_namespace: 'umbrella', ...row });
 const user = (row: Record<string, unknown>) => insert('users', { org_id: ORG_A, email: 'carol@acme.example', role: 'customer', ...row });
 /** An API key row alone, its prefix not registered (the key's foreign key refuses it). */
 const unregisteredApiKey = (row: Record<string, unknown>) =>
@@ -96,7 +97,13 @@ function apiKey(row: Record<string, unknown>): Statement {
   };
 }
 const workflow = (row: Record<string, unknown>) =>
-  insert('workflow_states', { org_id: ORG_A, workflow_exec_id: 'cccccccc-2222-7000-8000-000000000001', workflow_id: 'billing', status: 'running', ...row });
+  insert('workflow_states', {
+    org_id: ORG_A,
+    workflow_exec_id: 'cccccccc-2222-7000-8000-000000000001',
+    workflow_id: 'billing',
+    status: 'running',
+    ...row,
+  });
 const task = (row: Record<string, unknown>) =>
   insert('task_states', {
     org_id: ORG_A,
@@ -183,7 +190,7 @@ const cases: ConstraintCase[] = [
     violation: organization({ temporal_namespace: 'initech' }),
     sqlstate: UNIQUE,
     constraint: 'organizations_temporal_namespace_key',
-    accepts: 'a namespace that merely starts like a soft-deleted organization\'s',
+    accepts: "a namespace that merely starts like a soft-deleted organization's",
     twin: organization({ temporal_namespace: 'initech2' }),
   },
   ...(
@@ -195,16 +202,14 @@ const cases: ConstraintCase[] = [
       ['an empty namespace', ''],
       ['a namespace with a space', 'umbrella corp'],
     ] as const
-  ).map(
-    ([what, namespace]): ConstraintCase => ({
-      refuses: what,
-      violation: organization({ temporal_namespace: namespace }),
-      sqlstate: CHECK,
-      constraint: 'organizations_temporal_namespace_check',
-      accepts: `a valid namespace instead of ${what}`,
-      twin: organization({ temporal_namespace: namespace.length === 64 ? 'a'.repeat(63) : 'umbrella.prod_1-eu' }),
-    }),
-  ),
+  ).map(([what, namespace]): ConstraintCase => ({
+    refuses: what,
+    violation: organization({ temporal_namespace: namespace }),
+    sqlstate: CHECK,
+    constraint: 'organizations_temporal_namespace_check',
+    accepts: `a valid namespace instead of ${what}`,
+    twin: organization({ temporal_namespace: namespace.length === 64 ? 'a'.repeat(63) : 'umbrella.prod_1-eu' }),
+  })),
   {
     refuses: 'a one-character namespace that is not a letter or digit',
     violation: organization({ temporal_namespace: '.' }),
@@ -222,16 +227,14 @@ const cases: ConstraintCase[] = [
       ['an organization name with a control character', 'Umbrella\u0007Corp'],
       ['an organization name with a newline', 'Umbrella\nCorp'],
     ] as const
-  ).map(
-    ([what, name]): ConstraintCase => ({
-      refuses: what,
-      violation: organization({ name }),
-      sqlstate: CHECK,
-      constraint: 'organizations_name_check',
-      accepts: `a valid organization name instead of ${what}`,
-      twin: organization({ name: name.length === 101 ? 'x'.repeat(100) : 'Umbrella Corp' }),
-    }),
-  ),
+  ).map(([what, name]): ConstraintCase => ({
+    refuses: what,
+    violation: organization({ name }),
+    sqlstate: CHECK,
+    constraint: 'organizations_name_check',
+    accepts: `a valid organization name instead of ${what}`,
+    twin: organization({ name: name.length === 101 ? 'x'.repeat(100) : 'Umbrella Corp' }),
+  })),
   {
     refuses: "an organization status other than 'active' or 'suspended'",
     violation: organization({ status: 'deleted' }),
@@ -263,7 +266,7 @@ const cases: ConstraintCase[] = [
     violation: user({ email: 'alice@acme.example' }),
     sqlstate: UNIQUE,
     constraint: 'users_org_id_email_key',
-    accepts: "the email of a soft-deleted user of the same organization",
+    accepts: 'the email of a soft-deleted user of the same organization',
     twin: user({ email: 'OLD@acme.example' }),
   },
   {
@@ -273,24 +276,36 @@ const cases: ConstraintCase[] = [
     sqlstate: UNIQUE,
     constraint: 'users_org_id_email_key',
     accepts: 'restoring a soft-deleted user once the email is free again',
-    twinSetup: [sql("update users set deleted_at = now() where org_id = $1 and email = 'old@acme.example' and id <> $2", ORG_A, USER_A_GONE)],
+    twinSetup: [
+      sql("update users set deleted_at = now() where org_id = $1 and email = 'old@acme.example' and id <> $2", ORG_A, USER_A_GONE),
+    ],
     twin: sql('update users set deleted_at = null where org_id = $1 and id = $2', ORG_A, USER_A_GONE),
   },
   {
-    refuses: 'changing a user\'s email to another live user\'s',
+    refuses: "changing a user's email to another live user's",
     setup: [user({ id: 'aaaaaaaa-0000-7000-8000-000000000009', email: 'carol@acme.example' })],
-    violation: sql('update users set email = $1 where org_id = $2 and id = $3', 'Alice@acme.example', ORG_A, 'aaaaaaaa-0000-7000-8000-000000000009'),
+    violation: sql(
+      'update users set email = $1 where org_id = $2 and id = $3',
+      'Alice@acme.example',
+      ORG_A,
+      'aaaaaaaa-0000-7000-8000-000000000009',
+    ),
     sqlstate: UNIQUE,
     constraint: 'users_org_id_email_key',
     accepts: "changing a user's email to a free one",
-    twin: sql('update users set email = $1 where org_id = $2 and id = $3', 'carol@example.org', ORG_A, 'aaaaaaaa-0000-7000-8000-000000000009'),
+    twin: sql(
+      'update users set email = $1 where org_id = $2 and id = $3',
+      'carol@example.org',
+      ORG_A,
+      'aaaaaaaa-0000-7000-8000-000000000009',
+    ),
   },
   {
     refuses: 'two users with the same id in one organization',
     violation: user({ id: USER_A }),
     sqlstate: UNIQUE,
     constraint: 'users_pkey',
-    accepts: "a user of another organization with the same id (keys are per organization)",
+    accepts: 'a user of another organization with the same id (keys are per organization)',
     twin: user({ org_id: ORG_B, id: USER_A }),
   },
   {
@@ -326,16 +341,14 @@ const cases: ConstraintCase[] = [
       ['an email with a control character', 'carol\u0001@acme.example'],
       ['an email of 255 characters', `${'c'.repeat(243)}@example.com`],
     ] as const
-  ).map(
-    ([what, email]): ConstraintCase => ({
-      refuses: what,
-      violation: user({ email }),
-      sqlstate: CHECK,
-      constraint: 'users_email_check',
-      accepts: `a valid email instead of ${what}`,
-      twin: user({ email: email.length === 255 ? `${'c'.repeat(242)}@example.com` : 'carol.smith+tag@mail.acme.example' }),
-    }),
-  ),
+  ).map(([what, email]): ConstraintCase => ({
+    refuses: what,
+    violation: user({ email }),
+    sqlstate: CHECK,
+    constraint: 'users_email_check',
+    accepts: `a valid email instead of ${what}`,
+    twin: user({ email: email.length === 255 ? `${'c'.repeat(242)}@example.com` : 'carol.smith+tag@mail.acme.example' }),
+  })),
   {
     refuses: 'a user deleted before it was created',
     violation: user({ deleted_at: raw("now() - interval '1 second'") }),
@@ -362,16 +375,14 @@ const cases: ConstraintCase[] = [
     accepts: 'the same name for a key that is revoked',
     twin: apiKey({ name: 'CI', status: 'revoked' }),
   },
-  ...([-1, 0, 1_000_001] as const).map(
-    (limit): ConstraintCase => ({
-      refuses: `a rate limit of ${limit} per hour`,
-      violation: apiKey({ rate_limit_per_hour: limit }),
-      sqlstate: CHECK,
-      constraint: 'api_keys_rate_limit_per_hour_check',
-      accepts: `a rate limit of ${limit > 0 ? 1_000_000 : 1} per hour`,
-      twin: apiKey({ rate_limit_per_hour: limit > 0 ? 1_000_000 : 1 }),
-    }),
-  ),
+  ...([-1, 0, 1_000_001] as const).map((limit): ConstraintCase => ({
+    refuses: `a rate limit of ${limit} per hour`,
+    violation: apiKey({ rate_limit_per_hour: limit }),
+    sqlstate: CHECK,
+    constraint: 'api_keys_rate_limit_per_hour_check',
+    accepts: `a rate limit of ${limit > 0 ? 1_000_000 : 1} per hour`,
+    twin: apiKey({ rate_limit_per_hour: limit > 0 ? 1_000_000 : 1 }),
+  })),
   {
     refuses: 'an api key that expires before it was created',
     violation: apiKey({ expires_at: raw("now() - interval '1 hour'") }),
@@ -411,16 +422,14 @@ const cases: ConstraintCase[] = [
       ['a key prefix of 33 characters', 'a'.repeat(33), 'a'.repeat(32)],
       ['a key prefix with a hyphen', 'acme-key-1', 'acmeKey1X'],
     ] as const
-  ).map(
-    ([what, prefix, good]): ConstraintCase => ({
-      refuses: what,
-      violation: unregisteredApiKey({ prefix }),
-      sqlstate: CHECK,
-      constraint: 'api_keys_prefix_check',
-      accepts: `the key prefix ${good}`,
-      twin: apiKey({ prefix: good }),
-    }),
-  ),
+  ).map(([what, prefix, good]): ConstraintCase => ({
+    refuses: what,
+    violation: unregisteredApiKey({ prefix }),
+    sqlstate: CHECK,
+    constraint: 'api_keys_prefix_check',
+    accepts: `the key prefix ${good}`,
+    twin: apiKey({ prefix: good }),
+  })),
   {
     refuses: "registering a key prefix with '_'",
     violation: insert('api_key_prefixes', { org_id: ORG_A, prefix: 'acme_key1' }),
@@ -434,7 +443,7 @@ const cases: ConstraintCase[] = [
     violation: apiKey({ prefix: 'acmeKey01' }),
     sqlstate: UNIQUE,
     constraint: 'api_key_prefixes_pkey',
-    accepts: 'a prefix that differs from a live key\'s only in case',
+    accepts: "a prefix that differs from a live key's only in case",
     twin: apiKey({ prefix: 'ACMEKEY01' }),
   },
   {
@@ -462,7 +471,7 @@ const cases: ConstraintCase[] = [
     twin: apiKey({ prefix: 'unlisted01' }),
   },
   {
-    refuses: "an api key under a prefix registered to another organization (the prefix routes to its organization)",
+    refuses: 'an api key under a prefix registered to another organization (the prefix routes to its organization)',
     violation: unregisteredApiKey({ org_id: ORG_B, user_id: USER_B, prefix: 'acmeKey01' }),
     sqlstate: FOREIGN_KEY,
     constraint: 'api_keys_prefix_fkey',
@@ -478,7 +487,7 @@ const cases: ConstraintCase[] = [
     twin: apiKey({ org_id: ORG_B, user_id: USER_B }),
   },
   {
-    refuses: 'moving an api key into another organization than its user\'s',
+    refuses: "moving an api key into another organization than its user's",
     violation: sql('update api_keys set org_id = $1 where org_id = $2 and id = $3', ORG_B, ORG_A, KEY_A),
     sqlstate: FOREIGN_KEY,
     constraint: 'api_keys_user_fkey',
@@ -545,7 +554,7 @@ const cases: ConstraintCase[] = [
     twin: task({ org_id: ORG_A, workflow_exec_id: WF_A }),
   },
   {
-    refuses: 'moving a task state into another organization than its workflow\'s',
+    refuses: "moving a task state into another organization than its workflow's",
     violation: sql('update task_states set org_id = $1 where org_id = $2 and task_exec_id = $3', ORG_A, ORG_B, TASK_B),
     sqlstate: FOREIGN_KEY,
     constraint: 'task_states_workflow_fkey',
@@ -553,7 +562,7 @@ const cases: ConstraintCase[] = [
     twin: sql("update task_states set status = 'succeeded' where org_id = $1 and task_exec_id = $2", ORG_B, TASK_B),
   },
   {
-    refuses: "a task state whose parent is a task of another organization",
+    refuses: 'a task state whose parent is a task of another organization',
     violation: task({ org_id: ORG_B, workflow_exec_id: WF_B, parent_state_id: TASK_A }),
     sqlstate: FOREIGN_KEY,
     constraint: 'task_states_parent_fkey',
@@ -720,168 +729,172 @@ async function tenantCounts(session: Session, org: string): Promise<Record<strin
 // ---------------------------------------------------------------------------------------------
 // Tests
 
-for (const backend of backends) describe(`schema constraints on ${backend.name}`, () => {
-  let t: TestDatabase;
-  let serverVersion: number;
+for (const backend of backends)
+  describe(`schema constraints on ${backend.name}`, () => {
+    let t: TestDatabase;
+    let serverVersion: number;
 
-  beforeAll(async () => {
-    t = await backend.create();
-    await migrateUp(t.db);
-    await seed(t.db);
-    const { rows } = await t.db.query<{ version: number }>("select current_setting('server_version_num')::int as version");
-    serverVersion = rows[0]!.version;
-  });
+    beforeAll(async () => {
+      t = await backend.create();
+      await migrateUp(t.db);
+      await seed(t.db);
+      const { rows } = await t.db.query<{ version: number }>("select current_setting('server_version_num')::int as version");
+      serverVersion = rows[0]!.version;
+    });
 
-  afterAll(async () => {
-    await t?.dispose();
-  });
+    afterAll(async () => {
+      await t?.dispose();
+    });
 
-  for (const c of cases) {
-    it(`refuses ${c.refuses} (${c.constraint})`, async () => {
-      await rolledBack(t.db, async (s) => {
-        for (const statement of c.setup ?? []) await run(s, statement);
-        const error = await run(s, c.violation).then(
-          () => undefined,
-          (caught: unknown) => caught,
-        );
-        expect(error, 'the database accepted the violating statement').toBeDefined();
-        const fields = databaseErrorFields(error);
-        expect(fields, `not a database error: ${String(error)}`).toBeDefined();
-        expect({ code: fields?.code, constraint: fields?.constraint }).toEqual({
-          code: typeof c.sqlstate === 'function' ? c.sqlstate(serverVersion) : c.sqlstate,
-          constraint: c.constraint,
+    for (const c of cases) {
+      it(`refuses ${c.refuses} (${c.constraint})`, async () => {
+        await rolledBack(t.db, async (s) => {
+          for (const statement of c.setup ?? []) await run(s, statement);
+          const error = await run(s, c.violation).then(
+            () => undefined,
+            (caught: unknown) => caught,
+          );
+          expect(error, 'the database accepted the violating statement').toBeDefined();
+          const fields = databaseErrorFields(error);
+          expect(fields, `not a database error: ${String(error)}`).toBeDefined();
+          expect({ code: fields?.code, constraint: fields?.constraint }).toEqual({
+            code: typeof c.sqlstate === 'function' ? c.sqlstate(serverVersion) : c.sqlstate,
+            constraint: c.constraint,
+          });
         });
       });
-    });
 
-    it(`accepts ${c.accepts}`, async () => {
-      await rolledBack(t.db, async (s) => {
-        for (const statement of [...(c.setup ?? []), ...(c.twinSetup ?? [])]) await run(s, statement);
-        const result = await run(s, c.twin);
-        expect(result.rowCount, 'rows the twin affected').toBe(1);
+      it(`accepts ${c.accepts}`, async () => {
+        await rolledBack(t.db, async (s) => {
+          for (const statement of [...(c.setup ?? []), ...(c.twinSetup ?? [])]) await run(s, statement);
+          const result = await run(s, c.twin);
+          expect(result.rowCount, 'rows the twin affected').toBe(1);
+        });
       });
-    });
-  }
+    }
 
-  const STAMPED: Array<{ table: string; change: string; where: string; params: unknown[] }> = [
-    { table: 'users', change: "role = 'manager'", where: 'org_id = $1 and id = $2', params: [ORG_A, USER_A] },
-    { table: 'organizations', change: "status = 'suspended'", where: 'id = $1', params: [ORG_B] },
-    { table: 'api_keys', change: 'rate_limit_per_hour = 5', where: 'org_id = $1 and id = $2', params: [ORG_A, KEY_A] },
-    { table: 'workflow_states', change: "status = 'succeeded'", where: 'org_id = $1 and workflow_exec_id = $2', params: [ORG_A, WF_A] },
-    { table: 'task_states', change: "status = 'succeeded'", where: 'org_id = $1 and task_exec_id = $2', params: [ORG_A, TASK_A] },
-    { table: 'schedules', change: 'enabled = false', where: 'org_id = $1 and id = $2', params: [ORG_A, SCHEDULE_A] },
-  ];
+    const STAMPED: Array<{ table: string; change: string; where: string; params: unknown[] }> = [
+      { table: 'users', change: "role = 'manager'", where: 'org_id = $1 and id = $2', params: [ORG_A, USER_A] },
+      { table: 'organizations', change: "status = 'suspended'", where: 'id = $1', params: [ORG_B] },
+      { table: 'api_keys', change: 'rate_limit_per_hour = 5', where: 'org_id = $1 and id = $2', params: [ORG_A, KEY_A] },
+      { table: 'workflow_states', change: "status = 'succeeded'", where: 'org_id = $1 and workflow_exec_id = $2', params: [ORG_A, WF_A] },
+      { table: 'task_states', change: "status = 'succeeded'", where: 'org_id = $1 and task_exec_id = $2', params: [ORG_A, TASK_A] },
+      { table: 'schedules', change: 'enabled = false', where: 'org_id = $1 and id = $2', params: [ORG_A, SCHEDULE_A] },
+    ];
 
-  for (const { table, change, where, params } of STAMPED) {
-    it(`stamps ${table}.updated_at with the transaction time on update, even when the statement sets an old value`, async () => {
-      await rolledBack(t.db, async (s) => {
-        const before = await s.query<{ updated_at: string }>(`select updated_at::text as updated_at from ${table} where ${where}`, params);
-        expect(before.rows).toHaveLength(1);
-        const previous = before.rows[0]!.updated_at;
-        const n = params.length;
-        const { rows } = await s.query<{ is_now: boolean; advanced: boolean; forged: boolean }>(
-          `update ${table} set ${change}, updated_at = timestamptz '2000-01-01 00:00:00+00' where ${where}
+    for (const { table, change, where, params } of STAMPED) {
+      it(`stamps ${table}.updated_at with the transaction time on update, even when the statement sets an old value`, async () => {
+        await rolledBack(t.db, async (s) => {
+          const before = await s.query<{ updated_at: string }>(
+            `select updated_at::text as updated_at from ${table} where ${where}`,
+            params,
+          );
+          expect(before.rows).toHaveLength(1);
+          const previous = before.rows[0]!.updated_at;
+          const n = params.length;
+          const { rows } = await s.query<{ is_now: boolean; advanced: boolean; forged: boolean }>(
+            `update ${table} set ${change}, updated_at = timestamptz '2000-01-01 00:00:00+00' where ${where}
            returning updated_at = now() as is_now,
                      updated_at > $${n + 1}::timestamptz as advanced,
                      updated_at = timestamptz '2000-01-01 00:00:00+00' as forged`,
-          [...params, previous],
+            [...params, previous],
+          );
+          expect(rows).toEqual([{ is_now: true, advanced: true, forged: false }]);
+        });
+      });
+    }
+
+    it('purging an organization removes its users, api keys, workflow states, task states and schedules, and nothing of other organizations', async () => {
+      const PURGED = '44444444-4444-7444-8444-444444444444';
+      const purgedUser = '44444444-0000-7000-8000-000000000001';
+      const purgedWorkflow = '44444444-2222-7000-8000-000000000001';
+      const purgedParent = '44444444-3333-7000-8000-000000000001';
+      await rolledBack(t.db, async (s) => {
+        for (const statement of [
+          organization({ id: PURGED, name: 'Purged', temporal_namespace: 'purged' }),
+          user({ org_id: PURGED, id: purgedUser, email: 'pat@purged.example' }),
+          user({ org_id: PURGED, email: 'gone@purged.example', deleted_at: raw('now()') }),
+          apiKey({ org_id: PURGED, user_id: purgedUser, prefix: 'purgedKey1', key_hash: digest('purged 1') }),
+          apiKey({ org_id: PURGED, user_id: purgedUser, prefix: 'purgedKey2', key_hash: digest('purged 2'), status: 'revoked' }),
+          workflow({ org_id: PURGED, workflow_exec_id: purgedWorkflow }),
+          // The same execution id as ORG_A's workflow: the purge must not reach ORG_A's row.
+          workflow({ org_id: PURGED, workflow_exec_id: WF_A }),
+          task({ org_id: PURGED, task_exec_id: purgedParent, workflow_exec_id: purgedWorkflow }),
+          task({ org_id: PURGED, task_exec_id: TASK_A, workflow_exec_id: purgedWorkflow, parent_state_id: purgedParent }),
+          task({ org_id: PURGED, task_exec_id: '44444444-3333-7000-8000-000000000003', workflow_exec_id: WF_A }),
+          schedule({ org_id: PURGED }),
+          schedule({ org_id: PURGED, id: SCHEDULE_A, deleted_at: raw('now()') }),
+        ]) {
+          await run(s, statement);
+        }
+
+        const before = await tenantCounts(s, PURGED);
+        expect(Object.fromEntries(Object.entries(before).map(([table, count]) => [table, count.mine]))).toEqual({
+          organizations: 1,
+          users: 2,
+          api_keys: 2,
+          workflow_states: 2,
+          task_states: 3,
+          schedules: 2,
+        });
+        for (const count of Object.values(before)) expect(count.others).toBeGreaterThan(0);
+
+        const purge = await s.query('delete from organizations where id = $1', [PURGED]);
+        expect(purge.rowCount).toBe(1);
+
+        const after = await tenantCounts(s, PURGED);
+        expect(after).toEqual(
+          Object.fromEntries(Object.entries(before).map(([table, count]) => [table, { mine: 0, others: count.others }])),
         );
-        expect(rows).toEqual([{ is_now: true, advanced: true, forged: false }]);
-      });
-    });
-  }
-
-  it('purging an organization removes its users, api keys, workflow states, task states and schedules, and nothing of other organizations', async () => {
-    const PURGED = '44444444-4444-7444-8444-444444444444';
-    const purgedUser = '44444444-0000-7000-8000-000000000001';
-    const purgedWorkflow = '44444444-2222-7000-8000-000000000001';
-    const purgedParent = '44444444-3333-7000-8000-000000000001';
-    await rolledBack(t.db, async (s) => {
-      for (const statement of [
-        organization({ id: PURGED, name: 'Purged', temporal_namespace: 'purged' }),
-        user({ org_id: PURGED, id: purgedUser, email: 'pat@purged.example' }),
-        user({ org_id: PURGED, email: 'gone@purged.example', deleted_at: raw('now()') }),
-        apiKey({ org_id: PURGED, user_id: purgedUser, prefix: 'purgedKey1', key_hash: digest('purged 1') }),
-        apiKey({ org_id: PURGED, user_id: purgedUser, prefix: 'purgedKey2', key_hash: digest('purged 2'), status: 'revoked' }),
-        workflow({ org_id: PURGED, workflow_exec_id: purgedWorkflow }),
-        // The same execution id as ORG_A's workflow: the purge must not reach ORG_A's row.
-        workflow({ org_id: PURGED, workflow_exec_id: WF_A }),
-        task({ org_id: PURGED, task_exec_id: purgedParent, workflow_exec_id: purgedWorkflow }),
-        task({ org_id: PURGED, task_exec_id: TASK_A, workflow_exec_id: purgedWorkflow, parent_state_id: purgedParent }),
-        task({ org_id: PURGED, task_exec_id: '44444444-3333-7000-8000-000000000003', workflow_exec_id: WF_A }),
-        schedule({ org_id: PURGED }),
-        schedule({ org_id: PURGED, id: SCHEDULE_A, deleted_at: raw('now()') }),
-      ]) {
-        await run(s, statement);
-      }
-
-      const before = await tenantCounts(s, PURGED);
-      expect(Object.fromEntries(Object.entries(before).map(([table, count]) => [table, count.mine]))).toEqual({
-        organizations: 1,
-        users: 2,
-        api_keys: 2,
-        workflow_states: 2,
-        task_states: 3,
-        schedules: 2,
-      });
-      for (const count of Object.values(before)) expect(count.others).toBeGreaterThan(0);
-
-      const purge = await s.query('delete from organizations where id = $1', [PURGED]);
-      expect(purge.rowCount).toBe(1);
-
-      const after = await tenantCounts(s, PURGED);
-      expect(after).toEqual(
-        Object.fromEntries(Object.entries(before).map(([table, count]) => [table, { mine: 0, others: count.others }])),
-      );
-      // ORG_A's rows that share ids with the purged ones are still there.
-      const survivors = await s.query<{ n: number }>(
-        `select (select count(*) from workflow_states where org_id = $1 and workflow_exec_id = $2)
+        // ORG_A's rows that share ids with the purged ones are still there.
+        const survivors = await s.query<{ n: number }>(
+          `select (select count(*) from workflow_states where org_id = $1 and workflow_exec_id = $2)
               + (select count(*) from task_states where org_id = $1 and task_exec_id = $3)
               + (select count(*) from schedules where org_id = $1 and id = $4) as n`,
-        [ORG_A, WF_A, TASK_A, SCHEDULE_A],
-      );
-      expect(Number(survivors.rows[0]!.n)).toBe(3);
+          [ORG_A, WF_A, TASK_A, SCHEDULE_A],
+        );
+        expect(Number(survivors.rows[0]!.n)).toBe(3);
+      });
     });
-  });
 
-  it('gives new organizations, users and api keys version-7 UUIDs that sort in creation order', async () => {
-    await rolledBack(t.db, async (s) => {
-      const ids: string[] = [];
-      const returning = async (statement: Statement) => {
-        const { rows } = await s.query<{ id: string }>(`${statement.sql} returning id::text as id`, statement.params);
-        ids.push(rows[0]!.id);
-        // uuid_generate_v7() has millisecond resolution; ids of the same millisecond are unordered.
-        await sleep(5);
-      };
-      await returning(organization({ name: 'First', temporal_namespace: 'first' }));
-      const orgId = ids[0]!;
-      await returning(user({ org_id: orgId, email: 'one@first.example' }));
-      const userId = ids[1]!;
-      await returning(apiKey({ org_id: orgId, user_id: userId, prefix: 'firstKey1', key_hash: digest('first 1') }));
-      await returning(user({ org_id: orgId, email: 'two@first.example' }));
-      await returning(organization({ name: 'Second', temporal_namespace: 'second' }));
-      await returning(apiKey({ org_id: orgId, user_id: userId, prefix: 'firstKey2', key_hash: digest('first 2'), name: 'second' }));
+    it('gives new organizations, users and api keys version-7 UUIDs that sort in creation order', async () => {
+      await rolledBack(t.db, async (s) => {
+        const ids: string[] = [];
+        const returning = async (statement: Statement) => {
+          const { rows } = await s.query<{ id: string }>(`${statement.sql} returning id::text as id`, statement.params);
+          ids.push(rows[0]!.id);
+          // uuid_generate_v7() has millisecond resolution; ids of the same millisecond are unordered.
+          await sleep(5);
+        };
+        await returning(organization({ name: 'First', temporal_namespace: 'first' }));
+        const orgId = ids[0]!;
+        await returning(user({ org_id: orgId, email: 'one@first.example' }));
+        const userId = ids[1]!;
+        await returning(apiKey({ org_id: orgId, user_id: userId, prefix: 'firstKey1', key_hash: digest('first 1') }));
+        await returning(user({ org_id: orgId, email: 'two@first.example' }));
+        await returning(organization({ name: 'Second', temporal_namespace: 'second' }));
+        await returning(apiKey({ org_id: orgId, user_id: userId, prefix: 'firstKey2', key_hash: digest('first 2'), name: 'second' }));
 
-      const { rows } = await s.query<{ id: string; version: string; variant: string; skew_ms: number }>(
-        `select id::text as id,
+        const { rows } = await s.query<{ id: string; version: string; variant: string; skew_ms: number }>(
+          `select id::text as id,
                 substring(id::text, 15, 1) as version,
                 substring(id::text, 20, 1) as variant,
                 abs(('x' || substring(replace(id::text, '-', ''), 1, 12))::bit(48)::bigint
                     - (extract(epoch from clock_timestamp()) * 1000)::bigint)::float8 as skew_ms
            from unnest($1::uuid[]) as id`,
-        [ids],
-      );
-      for (const row of rows) {
-        expect(row.version, row.id).toBe('7');
-        expect(['8', '9', 'a', 'b'], row.id).toContain(row.variant);
-        // The leading 48 bits are the Unix time in milliseconds.
-        expect(row.skew_ms, row.id).toBeLessThan(60_000);
-      }
-      expect(new Set(ids).size).toBe(ids.length);
-      expect([...ids].sort()).toEqual(ids);
-      // The database orders them the same way (uuid comparison is bytewise).
-      const ordered = await s.query<{ id: string }>('select id::text as id from unnest($1::uuid[]) as id order by id', [ids]);
-      expect(ordered.rows.map((row) => row.id)).toEqual(ids);
+          [ids],
+        );
+        for (const row of rows) {
+          expect(row.version, row.id).toBe('7');
+          expect(['8', '9', 'a', 'b'], row.id).toContain(row.variant);
+          // The leading 48 bits are the Unix time in milliseconds.
+          expect(row.skew_ms, row.id).toBeLessThan(60_000);
+        }
+        expect(new Set(ids).size).toBe(ids.length);
+        expect([...ids].sort()).toEqual(ids);
+        // The database orders them the same way (uuid comparison is bytewise).
+        const ordered = await s.query<{ id: string }>('select id::text as id from unnest($1::uuid[]) as id order by id', [ids]);
+        expect(ordered.rows.map((row) => row.id)).toEqual(ids);
+      });
     });
   });
-});

@@ -9,16 +9,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../engine/infra/store/connection/database.ts';
-import {
-  DEFAULT_ORG_ID,
-  StoreError,
-  storeOver,
-  type Organization,
-  type Page,
-  type Store,
-  type TenantScope,
-  type User,
-} from 'engine-store';
+import { DEFAULT_ORG_ID, StoreError, storeOver, type Organization, type Page, type Store, type TenantScope, type User } from 'engine-store';
 import { expectStoreError } from '../support/assertions.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
@@ -106,11 +97,26 @@ async function populate(store: Store, orgId: string): Promise<OrgData> {
     const gone = await tx.users.create({ email: 'gone@example.com', role: 'customer' });
     await tx.users.softDelete(gone.id);
     await tx.workflows.upsert({ workflowExecId, workflowId: 'onboarding', status: 'running', input: { step: 1 } });
-    await tx.tasks.upsert({ taskExecId, taskId: 'send-email', workflowExecId, workflowId: 'onboarding', component: 'tool', status: 'running' });
+    await tx.tasks.upsert({
+      taskExecId,
+      taskId: 'send-email',
+      workflowExecId,
+      workflowId: 'onboarding',
+      component: 'tool',
+      status: 'running',
+    });
     const schedule = await tx.schedules.create({ workflowId: 'nightly-report', cronExpression: '0 2 * * *' });
     const deletedSchedule = await tx.schedules.create({ workflowId: 'weekly-report', cronExpression: '@weekly' });
     await tx.schedules.softDelete(deletedSchedule.id);
-    return { orgId, userId: user.id, deletedUserId: gone.id, workflowExecId, taskExecId, scheduleId: schedule.id, deletedScheduleId: deletedSchedule.id };
+    return {
+      orgId,
+      userId: user.id,
+      deletedUserId: gone.id,
+      workflowExecId,
+      taskExecId,
+      scheduleId: schedule.id,
+      deletedScheduleId: deletedSchedule.id,
+    };
   });
 }
 
@@ -139,15 +145,31 @@ const WRITES: Array<{ name: string; write: (tx: TenantScope, data: OrgData) => P
   { name: 'users.suspend', write: (tx, d) => tx.users.suspend(d.userId) },
   { name: 'users.softDelete', write: (tx, d) => tx.users.softDelete(d.userId) },
   { name: 'users.restore', write: (tx, d) => tx.users.restore(d.deletedUserId) },
-  { name: 'workflows.upsert of a new execution', write: (tx) => tx.workflows.upsert({ workflowExecId: NO_SUCH_ID, workflowId: 'w', status: 'pending' }) },
-  { name: 'workflows.upsert of the existing execution', write: (tx, d) => tx.workflows.upsert({ workflowExecId: d.workflowExecId, workflowId: 'onboarding', status: 'failed' }) },
-  { name: 'workflows.updateStatus', write: (tx, d) => tx.workflows.updateStatus(d.workflowExecId, { status: 'success', output: { done: true } }) },
+  {
+    name: 'workflows.upsert of a new execution',
+    write: (tx) => tx.workflows.upsert({ workflowExecId: NO_SUCH_ID, workflowId: 'w', status: 'pending' }),
+  },
+  {
+    name: 'workflows.upsert of the existing execution',
+    write: (tx, d) => tx.workflows.upsert({ workflowExecId: d.workflowExecId, workflowId: 'onboarding', status: 'failed' }),
+  },
+  {
+    name: 'workflows.updateStatus',
+    write: (tx, d) => tx.workflows.updateStatus(d.workflowExecId, { status: 'success', output: { done: true } }),
+  },
   { name: 'workflows.updateStatus of an unknown execution', write: (tx) => tx.workflows.updateStatus(NO_SUCH_ID, { status: 'success' }) },
   { name: 'workflows.delete', write: (tx, d) => tx.workflows.delete(d.workflowExecId) },
   {
     name: 'tasks.upsert',
     write: (tx, d) =>
-      tx.tasks.upsert({ taskExecId: NO_SUCH_ID, taskId: 't', workflowExecId: d.workflowExecId, workflowId: 'onboarding', component: 'agent', status: 'pending' }),
+      tx.tasks.upsert({
+        taskExecId: NO_SUCH_ID,
+        taskId: 't',
+        workflowExecId: d.workflowExecId,
+        workflowId: 'onboarding',
+        component: 'agent',
+        status: 'pending',
+      }),
   },
   { name: 'tasks.updateStatus', write: (tx, d) => tx.tasks.updateStatus(d.taskExecId, { status: 'failed', error: { message: 'boom' } }) },
   { name: 'tasks.delete', write: (tx, d) => tx.tasks.delete(d.taskExecId) },
@@ -158,10 +180,23 @@ const WRITES: Array<{ name: string; write: (tx: TenantScope, data: OrgData) => P
   { name: 'schedules.delete', write: (tx, d) => tx.schedules.delete(d.scheduleId) },
   {
     name: 'a custom update matching no row',
-    write: (tx) => tx.kysely.updateTable('users').set({ role: 'admin' }).where((eb) => eb.lit(false)).execute(),
+    write: (tx) =>
+      tx.kysely
+        .updateTable('users')
+        .set({ role: 'admin' })
+        .where((eb) => eb.lit(false))
+        .execute(),
     touchesNoShard: true,
   },
-  { name: 'a custom delete matching no row', write: (tx) => tx.kysely.deleteFrom('workflow_states').where((eb) => eb.lit(false)).execute(), touchesNoShard: true },
+  {
+    name: 'a custom delete matching no row',
+    write: (tx) =>
+      tx.kysely
+        .deleteFrom('workflow_states')
+        .where((eb) => eb.lit(false))
+        .execute(),
+    touchesNoShard: true,
+  },
   {
     name: 'a custom insert of no row',
     touchesNoShard: true,
@@ -169,7 +204,11 @@ const WRITES: Array<{ name: string; write: (tx: TenantScope, data: OrgData) => P
       tx.kysely
         .insertInto('schedules')
         .columns(['workflow_id', 'cron_expression'])
-        .expression(tx.kysely.selectNoFrom((eb) => [eb.val('w').as('workflow_id'), eb.val('@daily').as('cron_expression')]).where((eb) => eb.lit(false)))
+        .expression(
+          tx.kysely
+            .selectNoFrom((eb) => [eb.val('w').as('workflow_id'), eb.val('@daily').as('cron_expression')])
+            .where((eb) => eb.lit(false)),
+        )
         .execute(),
   },
 ];
@@ -220,15 +259,27 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const name = uniqueName('Globex');
       await store.organizations.create({ name });
       const before = await db.query<{ n: number }>('select count(*)::int as n from organizations');
-      await expectStoreError(store.organizations.create({ name: name.toUpperCase(), temporalNamespace: `upper-${nameCounter}` }), 'CONFLICT', 'name');
-      await expectStoreError(store.organizations.create({ name: name.toLowerCase(), temporalNamespace: `lower-${nameCounter}` }), 'CONFLICT', 'name');
+      await expectStoreError(
+        store.organizations.create({ name: name.toUpperCase(), temporalNamespace: `upper-${nameCounter}` }),
+        'CONFLICT',
+        'name',
+      );
+      await expectStoreError(
+        store.organizations.create({ name: name.toLowerCase(), temporalNamespace: `lower-${nameCounter}` }),
+        'CONFLICT',
+        'name',
+      );
       const after = await db.query<{ n: number }>('select count(*)::int as n from organizations');
       expect(after.rows[0]!.n).toBe(before.rows[0]!.n);
     });
 
     it('a taken namespace is a CONFLICT on temporalNamespace, given or derived', async () => {
       await store.organizations.create({ name: 'Initech', temporalNamespace: 'initech' });
-      await expectStoreError(store.organizations.create({ name: 'Initech Two', temporalNamespace: 'initech' }), 'CONFLICT', 'temporalNamespace');
+      await expectStoreError(
+        store.organizations.create({ name: 'Initech Two', temporalNamespace: 'initech' }),
+        'CONFLICT',
+        'temporalNamespace',
+      );
       await store.organizations.create({ name: 'Hooli Inc' });
       // Another name, the same derived namespace (hooli-inc).
       await expectStoreError(store.organizations.create({ name: 'Hooli-Inc!' }), 'CONFLICT', 'temporalNamespace');
@@ -262,7 +313,9 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       expect(pages[0]).toHaveLength(3);
       expect(pages[1]).toHaveLength(3);
       // Every live organization, in the order (created_at desc, id desc), and nothing else.
-      const { rows } = await db.query<{ id: string }>('select id from organizations where deleted_at is null order by created_at desc, id desc');
+      const { rows } = await db.query<{ id: string }>(
+        'select id from organizations where deleted_at is null order by created_at desc, id desc',
+      );
       expect(ids).toEqual(rows.map((row) => row.id));
       expect(pages.at(-1)!.length).toBeGreaterThan(0);
     });
@@ -354,7 +407,14 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const data = await populate(store, org.id);
       const error = await expectStoreError(store.organizations.purge(org.id), 'CONFLICT');
       expect(error.details.reason).toBe('not_soft_deleted');
-      expect(await ownedCounts(db, data.orgId)).toEqual({ organizations: 1, users: 2, api_keys: 0, workflow_states: 1, task_states: 1, schedules: 2 });
+      expect(await ownedCounts(db, data.orgId)).toEqual({
+        organizations: 1,
+        users: 2,
+        api_keys: 0,
+        workflow_states: 1,
+        task_states: 1,
+        schedules: 2,
+      });
       await expectStoreError(store.organizations.purge(NO_SUCH_ID), 'NOT_FOUND');
     });
 
@@ -362,13 +422,34 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const doomed = await populate(store, (await newOrg('Doomed')).id);
       const bystander = await populate(store, (await newOrg('Bystander')).id);
       const bystanderBefore = await ownedDigest(db, bystander.orgId);
-      expect(await ownedCounts(db, doomed.orgId)).toEqual({ organizations: 1, users: 2, api_keys: 0, workflow_states: 1, task_states: 1, schedules: 2 });
+      expect(await ownedCounts(db, doomed.orgId)).toEqual({
+        organizations: 1,
+        users: 2,
+        api_keys: 0,
+        workflow_states: 1,
+        task_states: 1,
+        schedules: 2,
+      });
       await store.organizations.softDelete(doomed.orgId);
       await store.organizations.purge(doomed.orgId);
-      expect(await ownedCounts(db, doomed.orgId)).toEqual({ organizations: 0, users: 0, api_keys: 0, workflow_states: 0, task_states: 0, schedules: 0 });
+      expect(await ownedCounts(db, doomed.orgId)).toEqual({
+        organizations: 0,
+        users: 0,
+        api_keys: 0,
+        workflow_states: 0,
+        task_states: 0,
+        schedules: 0,
+      });
       await expectStoreError(store.organizations.get(doomed.orgId, { includeDeleted: true }), 'NOT_FOUND');
       await expectStoreError(store.organizations.purge(doomed.orgId), 'NOT_FOUND');
-      expect(await ownedCounts(db, bystander.orgId)).toEqual({ organizations: 1, users: 2, api_keys: 0, workflow_states: 1, task_states: 1, schedules: 2 });
+      expect(await ownedCounts(db, bystander.orgId)).toEqual({
+        organizations: 1,
+        users: 2,
+        api_keys: 0,
+        workflow_states: 1,
+        task_states: 1,
+        schedules: 2,
+      });
       expect(await ownedDigest(db, bystander.orgId)).toEqual(bystanderBefore);
     });
   });
@@ -415,7 +496,15 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const user = await store.withOrg(data.orgId, (tx) => tx.users.create({ email: 'back@example.com', role: 'customer' }));
       expect(user.orgId).toBe(data.orgId);
       for (const { name, write } of WRITES) {
-        await expect(store.withOrg(data.orgId, (tx) => write(tx, data)).then(() => 'ok', (error: StoreError) => error.code), name).resolves.not.toBe('ORG_SUSPENDED');
+        await expect(
+          store
+            .withOrg(data.orgId, (tx) => write(tx, data))
+            .then(
+              () => 'ok',
+              (error: StoreError) => error.code,
+            ),
+          name,
+        ).resolves.not.toBe('ORG_SUSPENDED');
       }
       expect(await ownedDigest(db, data.orgId)).not.toEqual(before);
       const workflow = await store.withOrg(data.orgId, (tx) =>
@@ -449,13 +538,35 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         }
       });
       // Each failed read in a scope of its own (nothing is left half-done).
-      await expectStoreError(store.withOrg(data.orgId, (tx) => tx.users.get(data.userId, { includeDeleted: true })), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(data.orgId, (tx) => tx.users.getByEmail('live@example.com')), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(data.orgId, (tx) => tx.workflows.get(data.workflowExecId)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(data.orgId, (tx) => tx.tasks.get(data.taskExecId)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(data.orgId, (tx) => tx.schedules.get(data.scheduleId)), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(data.orgId, (tx) => tx.users.get(data.userId, { includeDeleted: true })),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(data.orgId, (tx) => tx.users.getByEmail('live@example.com')),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(data.orgId, (tx) => tx.workflows.get(data.workflowExecId)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(data.orgId, (tx) => tx.tasks.get(data.taskExecId)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(data.orgId, (tx) => tx.schedules.get(data.scheduleId)),
+        'NOT_FOUND',
+      );
       // The rows are still there, seen by the owner.
-      expect(await ownedCounts(db, data.orgId)).toEqual({ organizations: 1, users: 2, api_keys: 0, workflow_states: 1, task_states: 1, schedules: 2 });
+      expect(await ownedCounts(db, data.orgId)).toEqual({
+        organizations: 1,
+        users: 2,
+        api_keys: 0,
+        workflow_states: 1,
+        task_states: 1,
+        schedules: 2,
+      });
     });
 
     it.each(WRITES)('refuses $name with ORG_INACTIVE', async ({ write, touchesNoShard }) => {
@@ -482,8 +593,18 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       expect((await tx.users.list()).items).toEqual([]);
       expect((await tx.query<{ n: number }>('select count(*)::int as n from workflow_states')).rows[0]!.n).toBe(0);
     });
-    await expectStoreError(store.withOrg(NO_SUCH_ID, (tx) => tx.users.create({ email: 'ghost@example.com', role: 'admin' })), 'ORG_INACTIVE');
-    expect(await ownedCounts(db, NO_SUCH_ID)).toEqual({ organizations: 0, users: 0, api_keys: 0, workflow_states: 0, task_states: 0, schedules: 0 });
+    await expectStoreError(
+      store.withOrg(NO_SUCH_ID, (tx) => tx.users.create({ email: 'ghost@example.com', role: 'admin' })),
+      'ORG_INACTIVE',
+    );
+    expect(await ownedCounts(db, NO_SUCH_ID)).toEqual({
+      organizations: 0,
+      users: 0,
+      api_keys: 0,
+      workflow_states: 0,
+      task_states: 0,
+      schedules: 0,
+    });
   });
 
   // -------------------------------------------------------------------------------------------
@@ -499,15 +620,25 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         expect(await tx.users.getByEmail('ada.lovelace@example.com')).toEqual(created);
         expect(await tx.users.getByEmail('ADA.LOVELACE@EXAMPLE.COM')).toEqual(created);
       });
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.users.getByEmail('someone.else@example.com')), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.users.get(NO_SUCH_ID)), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.users.getByEmail('someone.else@example.com')),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.users.get(NO_SUCH_ID)),
+        'NOT_FOUND',
+      );
     });
 
     it('a duplicate email in another case is a CONFLICT on email; the same email in another organization is fine', async () => {
       const org = await newOrg('Dup Emails');
       const other = await newOrg('Other Emails');
       await store.withOrg(org.id, (tx) => tx.users.create({ email: 'grace@example.com', role: 'manager' }));
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.users.create({ email: 'GRACE@example.com', role: 'customer' })), 'CONFLICT', 'email');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.users.create({ email: 'GRACE@example.com', role: 'customer' })),
+        'CONFLICT',
+        'email',
+      );
       const elsewhere = await store.withOrg(other.id, (tx) => tx.users.create({ email: 'Grace@Example.com', role: 'admin' }));
       expect(elsewhere.orgId).toBe(other.id);
       expect((await store.withOrg(org.id, (tx) => tx.users.list())).items).toHaveLength(1);
@@ -547,7 +678,10 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         expect((await tx.users.activate(user.id)).status).toBe('active');
         expect(await tx.users.get(bystander.id)).toEqual(bystander);
       });
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.users.changeRole(NO_SUCH_ID, 'admin')), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.users.changeRole(NO_SUCH_ID, 'admin')),
+        'NOT_FOUND',
+      );
     });
 
     it('soft delete hides the user (except with includeDeleted) and frees the email; restore then is a CONFLICT on email', async () => {
@@ -555,21 +689,37 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const leaver = await store.withOrg(org.id, (tx) => tx.users.create({ email: 'leaver@example.com', role: 'manager' }));
       const deleted = await store.withOrg(org.id, (tx) => tx.users.softDelete(leaver.id));
       expect(deleted.deletedAt).toBeInstanceOf(Date);
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.users.get(leaver.id)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.users.getByEmail('leaver@example.com')), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.users.changeRole(leaver.id, 'admin')), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.users.get(leaver.id)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.users.getByEmail('leaver@example.com')),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.users.changeRole(leaver.id, 'admin')),
+        'NOT_FOUND',
+      );
       await store.withOrg(org.id, async (tx) => {
         expect((await tx.users.get(leaver.id, { includeDeleted: true })).deletedAt).toEqual(deleted.deletedAt);
         expect((await tx.users.list()).items).toEqual([]);
         expect((await tx.users.list({ includeDeleted: true })).items.map((u) => u.id)).toEqual([leaver.id]);
       });
       const successor = await store.withOrg(org.id, (tx) => tx.users.create({ email: 'LEAVER@example.com', role: 'admin' }));
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.users.restore(leaver.id)), 'CONFLICT', 'email');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.users.restore(leaver.id)),
+        'CONFLICT',
+        'email',
+      );
       await store.withOrg(org.id, (tx) => tx.users.softDelete(successor.id));
       const restored = await store.withOrg(org.id, (tx) => tx.users.restore(leaver.id));
       expect(restored).toMatchObject({ id: leaver.id, email: 'leaver@example.com', role: 'manager', deletedAt: null });
       expect((await store.withOrg(org.id, (tx) => tx.users.getByEmail('Leaver@Example.com'))).id).toBe(leaver.id);
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.users.restore(leaver.id)), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.users.restore(leaver.id)),
+        'NOT_FOUND',
+      );
     });
   });
 
@@ -581,9 +731,20 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const created = await store.withOrg(org.id, (tx) =>
         tx.workflows.upsert({ workflowExecId: id, workflowId: 'billing', status: 'running', input: { invoice: 7 }, usage: { tokens: 1 } }),
       );
-      expect(created).toMatchObject({ workflowExecId: id, orgId: org.id, workflowId: 'billing', status: 'running', input: { invoice: 7 }, output: null, error: null, usage: { tokens: 1 } });
+      expect(created).toMatchObject({
+        workflowExecId: id,
+        orgId: org.id,
+        workflowId: 'billing',
+        status: 'running',
+        input: { invoice: 7 },
+        output: null,
+        error: null,
+        usage: { tokens: 1 },
+      });
       await sleep(TICK_MS);
-      const updated = await store.withOrg(org.id, (tx) => tx.workflows.upsert({ workflowExecId: id, workflowId: 'billing', status: 'success', output: ['paid'] }));
+      const updated = await store.withOrg(org.id, (tx) =>
+        tx.workflows.upsert({ workflowExecId: id, workflowId: 'billing', status: 'success', output: ['paid'] }),
+      );
       expect(updated).toMatchObject({ status: 'success', input: { invoice: 7 }, output: ['paid'], error: null, usage: { tokens: 1 } });
       expect(updated.createdAt).toEqual(created.createdAt);
       expect(updated.updatedAt.getTime()).toBeGreaterThan(created.updatedAt.getTime());
@@ -596,8 +757,18 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const payloads: unknown[] = [
         [1, 'two', null, true, [3, [4]], { five: 5 }],
         { a: { b: { c: { d: ['deep'] } } }, empty: {}, none: [], nothing: null, flag: false },
-        { emoji: '😀👩‍💻', rtl: 'مرحبا', cjk: '東京', combining: 'e\u0301', escapes: 'quote " backslash \\ newline \n tab \t', ['clé ü']: 'ß' },
-        { integers: [0, -1, 42, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER], decimals: [0.1, -1.5, 1e-7, 6.02214076e23, 1e308, 5e-324] },
+        {
+          emoji: '😀👩‍💻',
+          rtl: 'مرحبا',
+          cjk: '東京',
+          combining: 'e\u0301',
+          escapes: 'quote " backslash \\ newline \n tab \t',
+          ['clé ü']: 'ß',
+        },
+        {
+          integers: [0, -1, 42, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER],
+          decimals: [0.1, -1.5, 1e-7, 6.02214076e23, 1e308, 5e-324],
+        },
         'just a string',
         12.5,
         true,
@@ -606,7 +777,15 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const ids = payloads.map(() => newExecId());
       await store.withOrg(org.id, async (tx) => {
         for (const [i, payload] of payloads.entries()) {
-          await tx.workflows.upsert({ workflowExecId: ids[i]!, workflowId: 'json', status: 'success', input: payload, output: payload, error: payload, usage: payload });
+          await tx.workflows.upsert({
+            workflowExecId: ids[i]!,
+            workflowId: 'json',
+            status: 'success',
+            input: payload,
+            output: payload,
+            error: payload,
+            usage: payload,
+          });
         }
       });
       await store.withOrg(org.id, async (tx) => {
@@ -624,12 +803,27 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       await store.withOrg(org.id, async (tx) => {
         await tx.workflows.upsert({ workflowExecId: id, workflowId: 'w', status: 'running', input: { in: 1 }, usage: { calls: 1 } });
         const failed = await tx.workflows.updateStatus(id, { status: 'failed', error: { message: 'timeout' } });
-        expect(failed).toMatchObject({ status: 'failed', input: { in: 1 }, output: null, error: { message: 'timeout' }, usage: { calls: 1 } });
+        expect(failed).toMatchObject({
+          status: 'failed',
+          input: { in: 1 },
+          output: null,
+          error: { message: 'timeout' },
+          usage: { calls: 1 },
+        });
         const retried = await tx.workflows.updateStatus(id, { status: 'success', output: { out: 2 }, usage: { calls: 2 } });
-        expect(retried).toMatchObject({ status: 'success', input: { in: 1 }, output: { out: 2 }, error: { message: 'timeout' }, usage: { calls: 2 } });
+        expect(retried).toMatchObject({
+          status: 'success',
+          input: { in: 1 },
+          output: { out: 2 },
+          error: { message: 'timeout' },
+          usage: { calls: 2 },
+        });
         expect(await tx.workflows.get(id)).toEqual(retried);
       });
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.workflows.updateStatus(NO_SUCH_ID, { status: 'success' })), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.workflows.updateStatus(NO_SUCH_ID, { status: 'success' })),
+        'NOT_FOUND',
+      );
     });
 
     it('list filters by status and workflow id', async () => {
@@ -639,7 +833,8 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         await tx.workflows.upsert({ workflowExecId: a, workflowId: 'alpha', status: 'running' });
         await tx.workflows.upsert({ workflowExecId: b, workflowId: 'alpha', status: 'failed' });
         await tx.workflows.upsert({ workflowExecId: c, workflowId: 'beta', status: 'running' });
-        const ids = async (request: Parameters<TenantScope['workflows']['list']>[0]) => (await tx.workflows.list(request)).items.map((w) => w.workflowExecId).sort();
+        const ids = async (request: Parameters<TenantScope['workflows']['list']>[0]) =>
+          (await tx.workflows.list(request)).items.map((w) => w.workflowExecId).sort();
         expect(await ids({ workflowId: 'alpha' })).toEqual([a, b].sort());
         expect(await ids({ status: 'running' })).toEqual([a, c].sort());
         expect(await ids({ workflowId: 'alpha', status: 'running' })).toEqual([a]);
@@ -653,18 +848,52 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       await store.withOrg(org.id, async (tx) => {
         await tx.workflows.upsert({ workflowExecId: wf, workflowId: 'w', status: 'running' });
         await tx.workflows.upsert({ workflowExecId: otherWf, workflowId: 'w', status: 'running' });
-        await tx.tasks.upsert({ taskExecId: parent, taskId: 'p', workflowExecId: wf, workflowId: 'w', component: 'agent', status: 'running' });
-        await tx.tasks.upsert({ taskExecId: child, taskId: 'c', workflowExecId: wf, workflowId: 'w', component: 'tool', status: 'running', parentStateId: parent });
-        await tx.tasks.upsert({ taskExecId: otherTask, taskId: 'o', workflowExecId: otherWf, workflowId: 'w', component: 'task', status: 'running' });
+        await tx.tasks.upsert({
+          taskExecId: parent,
+          taskId: 'p',
+          workflowExecId: wf,
+          workflowId: 'w',
+          component: 'agent',
+          status: 'running',
+        });
+        await tx.tasks.upsert({
+          taskExecId: child,
+          taskId: 'c',
+          workflowExecId: wf,
+          workflowId: 'w',
+          component: 'tool',
+          status: 'running',
+          parentStateId: parent,
+        });
+        await tx.tasks.upsert({
+          taskExecId: otherTask,
+          taskId: 'o',
+          workflowExecId: otherWf,
+          workflowId: 'w',
+          component: 'task',
+          status: 'running',
+        });
       });
       expect((await ownedCounts(db, org.id)).task_states).toBe(3);
       await store.withOrg(org.id, (tx) => tx.workflows.delete(wf));
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.workflows.get(wf)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.tasks.get(parent)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.tasks.get(child)), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.workflows.get(wf)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.tasks.get(parent)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.tasks.get(child)),
+        'NOT_FOUND',
+      );
       expect(await ownedCounts(db, org.id)).toMatchObject({ workflow_states: 1, task_states: 1 });
       expect((await store.withOrg(org.id, (tx) => tx.tasks.list())).items.map((task) => task.taskExecId)).toEqual([otherTask]);
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.workflows.delete(wf)), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.workflows.delete(wf)),
+        'NOT_FOUND',
+      );
     });
 
     it('tasks: upsert creates then updates, children lists direct children, delete cascades to descendants', async () => {
@@ -682,11 +911,34 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
           agentId: 'planner',
           input: { goal: 'x' },
         });
-        expect(created).toMatchObject({ orgId: org.id, executionType: 'basic', agentId: 'planner', toolId: null, actionId: null, parentStateId: null, input: { goal: 'x' } });
-        const updated = await tx.tasks.upsert({ taskExecId: root, taskId: 'root', workflowExecId: wf, workflowId: 'tree', component: 'agent', status: 'success', output: 1 });
+        expect(created).toMatchObject({
+          orgId: org.id,
+          executionType: 'basic',
+          agentId: 'planner',
+          toolId: null,
+          actionId: null,
+          parentStateId: null,
+          input: { goal: 'x' },
+        });
+        const updated = await tx.tasks.upsert({
+          taskExecId: root,
+          taskId: 'root',
+          workflowExecId: wf,
+          workflowId: 'tree',
+          component: 'agent',
+          status: 'success',
+          output: 1,
+        });
         expect(updated).toMatchObject({ status: 'success', input: { goal: 'x' }, output: 1, agentId: 'planner' });
         const base = { workflowExecId: wf, workflowId: 'tree', component: 'tool' as const, status: 'running' as const };
-        await tx.tasks.upsert({ ...base, taskExecId: left, taskId: 'left', parentStateId: root, toolId: 'search', executionType: 'parallel_2' });
+        await tx.tasks.upsert({
+          ...base,
+          taskExecId: left,
+          taskId: 'left',
+          parentStateId: root,
+          toolId: 'search',
+          executionType: 'parallel_2',
+        });
         await tx.tasks.upsert({ ...base, taskExecId: right, taskId: 'right', parentStateId: root });
         await tx.tasks.upsert({ ...base, taskExecId: leaf, taskId: 'leaf', parentStateId: left });
         expect((await tx.tasks.get(left)).executionType).toBe('parallel_2');
@@ -699,8 +951,14 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         await tx.tasks.delete(left);
         expect((await tx.tasks.list({ workflowExecId: wf })).items.map((task) => task.taskExecId).sort()).toEqual([root, right].sort());
       });
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.tasks.delete(leaf)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.tasks.updateStatus(leaf, { status: 'success' })), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.tasks.delete(leaf)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.tasks.updateStatus(leaf, { status: 'success' })),
+        'NOT_FOUND',
+      );
     });
 
     it('a task pointing at a missing workflow execution or parent is NOT_FOUND, also one of another organization', async () => {
@@ -710,7 +968,14 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const foreignTask = newExecId();
       await store.withOrg(other.id, async (tx) => {
         await tx.workflows.upsert({ workflowExecId: foreignWf, workflowId: 'w', status: 'running' });
-        await tx.tasks.upsert({ taskExecId: foreignTask, taskId: 't', workflowExecId: foreignWf, workflowId: 'w', component: 'task', status: 'running' });
+        await tx.tasks.upsert({
+          taskExecId: foreignTask,
+          taskId: 't',
+          workflowExecId: foreignWf,
+          workflowId: 'w',
+          component: 'task',
+          status: 'running',
+        });
       });
       const task = (workflowExecId: string, parentStateId?: string) => ({
         taskExecId: newExecId(),
@@ -721,12 +986,28 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         status: 'running' as const,
         ...(parentStateId ? { parentStateId } : {}),
       });
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.tasks.upsert(task(NO_SUCH_ID))), 'NOT_FOUND', 'workflowExecId');
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.tasks.upsert(task(foreignWf))), 'NOT_FOUND', 'workflowExecId');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.tasks.upsert(task(NO_SUCH_ID))),
+        'NOT_FOUND',
+        'workflowExecId',
+      );
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.tasks.upsert(task(foreignWf))),
+        'NOT_FOUND',
+        'workflowExecId',
+      );
       const wf = newExecId();
       await store.withOrg(org.id, (tx) => tx.workflows.upsert({ workflowExecId: wf, workflowId: 'w', status: 'running' }));
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.tasks.upsert(task(wf, NO_SUCH_ID))), 'NOT_FOUND', 'parentStateId');
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.tasks.upsert(task(wf, foreignTask))), 'NOT_FOUND', 'parentStateId');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.tasks.upsert(task(wf, NO_SUCH_ID))),
+        'NOT_FOUND',
+        'parentStateId',
+      );
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.tasks.upsert(task(wf, foreignTask))),
+        'NOT_FOUND',
+        'parentStateId',
+      );
       expect((await ownedCounts(db, org.id)).task_states).toBe(0);
     });
 
@@ -738,17 +1019,25 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const wf = sameTx[0]!;
       await store.withOrg(org.id, async (tx) => {
         for (const id of sameTx) await tx.workflows.upsert({ workflowExecId: id, workflowId: 'tie', status: 'pending' });
-        for (const id of tasks) await tx.tasks.upsert({ taskExecId: id, taskId: 't', workflowExecId: wf, workflowId: 'tie', component: 'task', status: 'pending' });
+        for (const id of tasks)
+          await tx.tasks.upsert({
+            taskExecId: id,
+            taskId: 't',
+            workflowExecId: wf,
+            workflowId: 'tie',
+            component: 'task',
+            status: 'pending',
+          });
       });
       await sleep(TICK_MS);
       const later = [newExecId(), newExecId()];
       await store.withOrg(org.id, async (tx) => {
         for (const id of later) await tx.workflows.upsert({ workflowExecId: id, workflowId: 'tie', status: 'pending' });
       });
-      const { rows } = await db.query<{ n: number }>('select count(distinct created_at)::int as n from workflow_states where org_id = $1 and workflow_exec_id = any($2::uuid[])', [
-        org.id,
-        sameTx,
-      ]);
+      const { rows } = await db.query<{ n: number }>(
+        'select count(distinct created_at)::int as n from workflow_states where org_id = $1 and workflow_exec_id = any($2::uuid[])',
+        [org.id, sameTx],
+      );
       expect(rows[0]!.n).toBe(1);
       const descending = (ids: string[]) => [...ids].sort().reverse();
       await store.withOrg(org.id, async (tx) => {
@@ -768,11 +1057,25 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
     it('create applies the defaults: UTC, enabled, no input, a version 7 id', async () => {
       const org = await newOrg('Schedules');
       const schedule = await store.withOrg(org.id, (tx) => tx.schedules.create({ workflowId: 'nightly', cronExpression: '  0 2 * * *  ' }));
-      expect(schedule).toMatchObject({ orgId: org.id, workflowId: 'nightly', cronExpression: '0 2 * * *', timezone: 'UTC', enabled: true, input: null, deletedAt: null });
+      expect(schedule).toMatchObject({
+        orgId: org.id,
+        workflowId: 'nightly',
+        cronExpression: '0 2 * * *',
+        timezone: 'UTC',
+        enabled: true,
+        input: null,
+        deletedAt: null,
+      });
       expect(schedule.id).toMatch(UUID_V7);
       expect(Math.abs(v7Millis(schedule.id) - schedule.createdAt.getTime())).toBeLessThan(60_000);
       const explicit = await store.withOrg(org.id, (tx) =>
-        tx.schedules.create({ workflowId: 'paris', cronExpression: '@daily', timezone: 'Europe/Paris', enabled: false, input: { report: ['a', 'b'] } }),
+        tx.schedules.create({
+          workflowId: 'paris',
+          cronExpression: '@daily',
+          timezone: 'Europe/Paris',
+          enabled: false,
+          input: { report: ['a', 'b'] },
+        }),
       );
       expect(explicit).toMatchObject({ cronExpression: '@daily', timezone: 'Europe/Paris', enabled: false, input: { report: ['a', 'b'] } });
       expect(await store.withOrg(org.id, (tx) => tx.schedules.get(schedule.id))).toEqual(schedule);
@@ -783,13 +1086,22 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       await store.withOrg(org.id, async (tx) => {
         const schedule = await tx.schedules.create({ workflowId: 'w', cronExpression: '*/5 * * * *', input: { keep: true } });
         const moved = await tx.schedules.update(schedule.id, { timezone: 'America/New_York', enabled: false });
-        expect(moved).toMatchObject({ cronExpression: '*/5 * * * *', timezone: 'America/New_York', enabled: false, input: { keep: true }, workflowId: 'w' });
+        expect(moved).toMatchObject({
+          cronExpression: '*/5 * * * *',
+          timezone: 'America/New_York',
+          enabled: false,
+          input: { keep: true },
+          workflowId: 'w',
+        });
         const rescheduled = await tx.schedules.update(schedule.id, { cronExpression: '0 0 1 * *', input: [1] });
         expect(rescheduled).toMatchObject({ cronExpression: '0 0 1 * *', timezone: 'America/New_York', enabled: false, input: [1] });
         const unchanged = await tx.schedules.update(schedule.id, {});
         expect({ ...unchanged, updatedAt: null }).toEqual({ ...rescheduled, updatedAt: null });
       });
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.schedules.update(NO_SUCH_ID, { enabled: true })), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.schedules.update(NO_SUCH_ID, { enabled: true })),
+        'NOT_FOUND',
+      );
     });
 
     it('a time zone typed in another case is stored as the zone spells it; an alias is kept as given', async () => {
@@ -798,7 +1110,9 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         const lower = await tx.schedules.create({ workflowId: 'w', cronExpression: '@daily', timezone: 'europe/paris' });
         expect(lower.timezone).toBe('Europe/Paris');
         expect((await tx.schedules.update(lower.id, { timezone: 'utc' })).timezone).toBe('UTC');
-        expect((await tx.schedules.create({ workflowId: 'w', cronExpression: '@daily', timezone: 'US/Eastern' })).timezone).toBe('US/Eastern');
+        expect((await tx.schedules.create({ workflowId: 'w', cronExpression: '@daily', timezone: 'US/Eastern' })).timezone).toBe(
+          'US/Eastern',
+        );
       });
     });
 
@@ -806,7 +1120,8 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const org = await newOrg('Schedule Lists');
       const created = await store.withOrg(org.id, async (tx) => {
         const rows = [];
-        for (let i = 0; i < 5; i++) rows.push(await tx.schedules.create({ workflowId: i % 2 === 0 ? 'even' : 'odd', cronExpression: '@hourly', enabled: i !== 4 }));
+        for (let i = 0; i < 5; i++)
+          rows.push(await tx.schedules.create({ workflowId: i % 2 === 0 ? 'even' : 'odd', cronExpression: '@hourly', enabled: i !== 4 }));
         return rows;
       });
       await store.withOrg(org.id, async (tx) => {
@@ -815,7 +1130,9 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         expect(pages.flat().map((s) => s.id)).toEqual([...ids].sort().reverse());
         expect((await tx.schedules.list({ workflowId: 'odd' })).items.map((s) => s.id).sort()).toEqual([ids[1], ids[3]].sort());
         expect((await tx.schedules.list({ enabled: false })).items.map((s) => s.id)).toEqual([ids[4]]);
-        expect((await tx.schedules.list({ workflowId: 'even', enabled: true })).items.map((s) => s.id).sort()).toEqual([ids[0], ids[2]].sort());
+        expect((await tx.schedules.list({ workflowId: 'even', enabled: true })).items.map((s) => s.id).sort()).toEqual(
+          [ids[0], ids[2]].sort(),
+        );
       });
     });
 
@@ -827,8 +1144,14 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       ]);
       const softDeleted = await store.withOrg(org.id, (tx) => tx.schedules.softDelete(kept!.id));
       expect(softDeleted.deletedAt).toBeInstanceOf(Date);
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.schedules.get(kept!.id)), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.schedules.update(kept!.id, { enabled: false })), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.schedules.get(kept!.id)),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.schedules.update(kept!.id, { enabled: false })),
+        'NOT_FOUND',
+      );
       await store.withOrg(org.id, async (tx) => {
         expect((await tx.schedules.get(kept!.id, { includeDeleted: true })).deletedAt).toEqual(softDeleted.deletedAt);
         expect((await tx.schedules.list()).items.map((s) => s.id)).toEqual([removed!.id]);
@@ -837,15 +1160,24 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         expect(restored).toMatchObject({ id: kept!.id, workflowId: 'kept', deletedAt: null });
         expect((await tx.schedules.list()).items).toHaveLength(2);
       });
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.schedules.restore(kept!.id)), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.schedules.restore(kept!.id)),
+        'NOT_FOUND',
+      );
       // delete works on live and soft-deleted schedules alike.
       await store.withOrg(org.id, async (tx) => {
         await tx.schedules.delete(kept!.id);
         await tx.schedules.softDelete(removed!.id);
         await tx.schedules.delete(removed!.id);
       });
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.schedules.get(kept!.id, { includeDeleted: true })), 'NOT_FOUND');
-      await expectStoreError(store.withOrg(org.id, (tx) => tx.schedules.delete(removed!.id)), 'NOT_FOUND');
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.schedules.get(kept!.id, { includeDeleted: true })),
+        'NOT_FOUND',
+      );
+      await expectStoreError(
+        store.withOrg(org.id, (tx) => tx.schedules.delete(removed!.id)),
+        'NOT_FOUND',
+      );
       expect((await ownedCounts(db, org.id)).schedules).toBe(0);
     });
   });
@@ -859,7 +1191,14 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       const first = await store.withOrg(org.id, async (tx) => {
         const user = await tx.users.create({ email: 'clock@example.com', role: 'customer' });
         const workflow = await tx.workflows.upsert({ workflowExecId: wf, workflowId: 'w', status: 'running' });
-        const taskState = await tx.tasks.upsert({ taskExecId: task, taskId: 't', workflowExecId: wf, workflowId: 'w', component: 'task', status: 'running' });
+        const taskState = await tx.tasks.upsert({
+          taskExecId: task,
+          taskId: 't',
+          workflowExecId: wf,
+          workflowId: 'w',
+          component: 'task',
+          status: 'running',
+        });
         const schedule = await tx.schedules.create({ workflowId: 'w', cronExpression: '@daily' });
         return { user, workflow, taskState, schedule };
       });
@@ -889,7 +1228,9 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         'updatedAt',
       );
       await expectStoreError(
-        store.withOrg(org.id, (tx) => tx.workflows.upsert({ workflowExecId: wf, workflowId: 'w', status: 'success', updatedAt: new Date(0) } as never)),
+        store.withOrg(org.id, (tx) =>
+          tx.workflows.upsert({ workflowExecId: wf, workflowId: 'w', status: 'success', updatedAt: new Date(0) } as never),
+        ),
         'INVALID_INPUT',
         'updatedAt',
       );

@@ -132,7 +132,10 @@ function expectPlan(what: string, plan: PlanSummary, expected: { index: string; 
   if (process.env.SHOW_PLANS) console.log(`${what}:\n${plan.text}\n`);
   const message = `${what}: expected ${expected.index}${expected.noSort ? ' and no Sort' : ''} and no Seq Scan on a populated table; the plan:\n${plan.text}`;
   expect(plan.indexes, message).toContain(expected.index);
-  expect(plan.seqScans.filter((table) => POPULATED.includes(table)), message).toEqual([]);
+  expect(
+    plan.seqScans.filter((table) => POPULATED.includes(table)),
+    message,
+  ).toEqual([]);
   if (expected.noSort) expect(plan.nodeTypes, message).not.toContain('Sort');
 }
 
@@ -145,7 +148,10 @@ interface Captured {
 }
 
 /** Runs `call` on a repository over a connection that records its statements and returns no rows. */
-async function capture<Repository>(make: (db: Queryable) => Repository, call: (repository: Repository) => Promise<unknown>): Promise<Captured> {
+async function capture<Repository>(
+  make: (db: Queryable) => Repository,
+  call: (repository: Repository) => Promise<unknown>,
+): Promise<Captured> {
   const statements = await recordStatements((db) => call(make(db)));
   expect(statements, 'the repository ran exactly one statement').toHaveLength(1);
   return statements[0]!;
@@ -213,7 +219,10 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
   });
 
   it('lists workflows newest first, page 1, by an ordered scan of workflow_states_org_id_created_at_idx', async () => {
-    const statement = await capture((db) => new WorkflowStatesRepository(db, ORG), (repository) => repository.list({ limit: 50 }));
+    const statement = await capture(
+      (db) => new WorkflowStatesRepository(db, ORG),
+      (repository) => repository.list({ limit: 50 }),
+    );
     expectPlan('workflow list, page 1', await explainInOrg(statement), { index: 'workflow_states_org_id_created_at_idx', noSort: true });
   });
 
@@ -221,21 +230,39 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
     const first = await store.withOrg(ORG, (tx) => tx.workflows.list({ limit: 50 }));
     let after = first.nextCursor!;
     for (let page = 0; page < 20; page++) after = (await store.withOrg(ORG, (tx) => tx.workflows.list({ limit: 50, after }))).nextCursor!;
-    const statement = await capture((db) => new WorkflowStatesRepository(db, ORG), (repository) => repository.list({ limit: 50, after }));
+    const statement = await capture(
+      (db) => new WorkflowStatesRepository(db, ORG),
+      (repository) => repository.list({ limit: 50, after }),
+    );
     expect(statement.sql).toMatch(/\(created_at, workflow_exec_id\) </);
-    expectPlan('workflow list, keyset page 22', await explainInOrg(statement), { index: 'workflow_states_org_id_created_at_idx', noSort: true });
+    expectPlan('workflow list, keyset page 22', await explainInOrg(statement), {
+      index: 'workflow_states_org_id_created_at_idx',
+      noSort: true,
+    });
   });
 
   it('lists a workflow filtered by status by the created_at index too', async () => {
-    const statement = await capture((db) => new WorkflowStatesRepository(db, ORG), (repository) => repository.list({ limit: 50, status: 'running' }));
+    const statement = await capture(
+      (db) => new WorkflowStatesRepository(db, ORG),
+      (repository) => repository.list({ limit: 50, status: 'running' }),
+    );
     const plan = await explainInOrg(statement);
     const message = `workflow list by status: the plan:\n${plan.text}`;
-    expect(plan.seqScans.filter((table) => POPULATED.includes(table)), message).toEqual([]);
-    expect(plan.indexes.some((index) => index.startsWith('workflow_states_org_id_')), message).toBe(true);
+    expect(
+      plan.seqScans.filter((table) => POPULATED.includes(table)),
+      message,
+    ).toEqual([]);
+    expect(
+      plan.indexes.some((index) => index.startsWith('workflow_states_org_id_')),
+      message,
+    ).toBe(true);
   });
 
   it('gets a workflow by id by workflow_states_pkey', async () => {
-    const statement = await capture((db) => new WorkflowStatesRepository(db, ORG), (repository) => repository.get('d2f1a0c4-8c1e-4f3b-9a51-6c0e2a7b9f10'));
+    const statement = await capture(
+      (db) => new WorkflowStatesRepository(db, ORG),
+      (repository) => repository.get('d2f1a0c4-8c1e-4f3b-9a51-6c0e2a7b9f10'),
+    );
     const { rows } = await store.db.query<{ id: string }>(`select ${WORKFLOW_SQL('2', '1234')} as id`);
     statement.params = [rows[0]!.id, ORG];
     expectPlan('workflow by id', await explainInOrg(statement), { index: 'workflow_states_pkey' });
@@ -243,11 +270,20 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
 
   it("lists a workflow's tasks by task_states_org_id_workflow_exec_id_idx (or the created_at index)", async () => {
     const { rows } = await store.db.query<{ id: string }>(`select ${WORKFLOW_SQL('2', '17')} as id`);
-    const statement = await capture((db) => new TaskStatesRepository(db, ORG), (repository) => repository.list({ workflowExecId: rows[0]!.id, limit: 50 }));
+    const statement = await capture(
+      (db) => new TaskStatesRepository(db, ORG),
+      (repository) => repository.list({ workflowExecId: rows[0]!.id, limit: 50 }),
+    );
     const plan = await explainInOrg(statement);
     const message = `task list by workflow: the plan:\n${plan.text}`;
-    expect(plan.seqScans.filter((table) => POPULATED.includes(table)), message).toEqual([]);
-    expect(plan.indexes.filter((index) => ['task_states_org_id_workflow_exec_id_idx', 'task_states_org_id_created_at_idx'].includes(index)), message).not.toEqual([]);
+    expect(
+      plan.seqScans.filter((table) => POPULATED.includes(table)),
+      message,
+    ).toEqual([]);
+    expect(
+      plan.indexes.filter((index) => ['task_states_org_id_workflow_exec_id_idx', 'task_states_org_id_created_at_idx'].includes(index)),
+      message,
+    ).not.toEqual([]);
     // Five matching rows: the workflow index, then a sort of five, is the plan to expect.
     expect(plan.indexes, message).toContain('task_states_org_id_workflow_exec_id_idx');
   });
@@ -256,7 +292,10 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
   // functions are LEAKPROOF; lower(email) is not, hence the stored email_lower column, compared
   // with texteq (leakproof) against lower($1) (no column inside).
   it('finds a user by email by users_org_id_email_key inside a tenant scope', async () => {
-    const statement = await capture((db) => new UsersRepository(db, ORG), (repository) => repository.getByEmail('User123@org2.example'));
+    const statement = await capture(
+      (db) => new UsersRepository(db, ORG),
+      (repository) => repository.getByEmail('User123@org2.example'),
+    );
     expectPlan('user by email', await explainInOrg(statement), { index: 'users_org_id_email_key' });
   });
 
@@ -272,12 +311,17 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
       join organizations o on o.id = k.org_id
      where k.org_id = $2 and k.prefix = $1`;
 
-  it.each(['owner', 'app_key_verifier'] as const)('finds an API key\'s organization by api_key_prefixes_pkey, then the key by api_keys_org_id_prefix_key (as %s)', async (role) => {
-    expectPlan(`verify_api_key organization lookup as ${role}`, await explainAs(role, VERIFY_ORG_LOOKUP, ['pk0200000123']), { index: 'api_key_prefixes_pkey' });
-    const plan = await explainAs(role, VERIFY_LOOKUP, ['pk0200000123', ORG]);
-    expectPlan(`verify_api_key lookup as ${role}`, plan, { index: 'api_keys_org_id_prefix_key' });
-    expect(plan.indexes, plan.text).toContain('users_pkey');
-  });
+  it.each(['owner', 'app_key_verifier'] as const)(
+    "finds an API key's organization by api_key_prefixes_pkey, then the key by api_keys_org_id_prefix_key (as %s)",
+    async (role) => {
+      expectPlan(`verify_api_key organization lookup as ${role}`, await explainAs(role, VERIFY_ORG_LOOKUP, ['pk0200000123']), {
+        index: 'api_key_prefixes_pkey',
+      });
+      const plan = await explainAs(role, VERIFY_LOOKUP, ['pk0200000123', ORG]);
+      expectPlan(`verify_api_key lookup as ${role}`, plan, { index: 'api_keys_org_id_prefix_key' });
+      expect(plan.indexes, plan.text).toContain('users_pkey');
+    },
+  );
 
   it.each(['owner', 'app_key_verifier'] as const)('counts a request by api_key_usage_pkey (as %s)', async (role) => {
     const key = (await store.db.query<{ id: string }>(`select ${KEY_SQL('2', '123')} as id`)).rows[0]!.id;

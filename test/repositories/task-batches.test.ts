@@ -79,10 +79,23 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
   it('writes every row and returns them in input order', async () => {
     const { orgId, workflowExecId } = await freshOrg();
     const inputs: UpsertTaskState[] = [
-      task(workflowExecId, { taskId: 'fetch', component: 'tool', status: 'running', toolId: 'http', actionId: 'get', input: { url: 'https://example.com' } }),
+      task(workflowExecId, {
+        taskId: 'fetch',
+        component: 'tool',
+        status: 'running',
+        toolId: 'http',
+        actionId: 'get',
+        input: { url: 'https://example.com' },
+      }),
       task(workflowExecId, { taskId: 'think', component: 'agent', agentId: 'planner', executionType: 'router', usage: { tokens: 12 } }),
       task(workflowExecId, { taskId: 'send', status: 'success', output: ['sent', 2], error: null }),
-      task(workflowExecId, { taskId: 'wait', status: 'waiting', input: 'a plain string', output: 0, error: { code: 'E', detail: [null, true] } }),
+      task(workflowExecId, {
+        taskId: 'wait',
+        status: 'waiting',
+        input: 'a plain string',
+        output: 0,
+        error: { code: 'E', detail: [null, true] },
+      }),
       task(workflowExecId, { taskExecId: randomUUID().toUpperCase(), taskId: 'shout', status: 'failed', input: '{"looks":"like json"}' }),
     ];
     const written = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany(inputs));
@@ -101,9 +114,24 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
   it('stores the same values as upsert() does, one by one', async () => {
     const { orgId, workflowExecId } = await freshOrg();
     const payloads = [{ a: [1, 2, { b: null }] }, 'text', 42.5, [], {}, true, 'é✓ "quoted" \\ back'];
-    const shapes: Partial<UpsertTaskState>[] = payloads.map((payload, index) => ({ taskId: `t${index}`, status: 'running' as const, input: payload, output: payload, usage: { index } }));
+    const shapes: Partial<UpsertTaskState>[] = payloads.map((payload, index) => ({
+      taskId: `t${index}`,
+      status: 'running' as const,
+      input: payload,
+      output: payload,
+      usage: { index },
+    }));
     // Identifiers JSON must escape, and every optional column given.
-    shapes.push({ taskId: 'say "hi" \\ é✓ 😀', workflowId: 'wf', component: 'tool', agentId: 'a"b', toolId: 'c\\d', actionId: 'ü', executionType: 'fan_out', error: null });
+    shapes.push({
+      taskId: 'say "hi" \\ é✓ 😀',
+      workflowId: 'wf',
+      component: 'tool',
+      agentId: 'a"b',
+      toolId: 'c\\d',
+      actionId: 'ü',
+      executionType: 'fan_out',
+      error: null,
+    });
     const many = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany(shapes.map((shape) => task(workflowExecId, shape))));
     const single = await store.withOrg(orgId, async (tx) => {
       const states = [];
@@ -118,7 +146,9 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
     const { orgId, workflowExecId } = await freshOrg();
     // A backslash typed before u0000 or ud800 is text, not an escape; an emoji is a surrogate pair.
     const input = { typed: '\\u0000 and \\ud800', doubled: '\\\\u0000', emoji: '😀', ['key \\u0000']: 'x' };
-    const [written] = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany([task(workflowExecId, { taskId: 'escapes', status: 'running', input })]));
+    const [written] = await store.withOrg(orgId, (tx) =>
+      tx.tasks.upsertMany([task(workflowExecId, { taskId: 'escapes', status: 'running', input })]),
+    );
     expect(written!.input).toEqual(input);
     const read = await store.withOrg(orgId, (tx) => tx.tasks.get(written!.taskExecId));
     expect(read.input).toEqual(input);
@@ -146,7 +176,9 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
 
   it('upserting the same ids again changes their status and keeps the payloads not given', async () => {
     const { orgId, workflowExecId } = await freshOrg();
-    const first = [0, 1, 2].map((index) => task(workflowExecId, { taskId: `t${index}`, status: 'running', input: { index }, output: { partial: index }, usage: { calls: 1 } }));
+    const first = [0, 1, 2].map((index) =>
+      task(workflowExecId, { taskId: `t${index}`, status: 'running', input: { index }, output: { partial: index }, usage: { calls: 1 } }),
+    );
     const created = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany(first));
 
     // Again, in another order, with a new status; only the second one gives new payloads.
@@ -239,7 +271,13 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
     const id = randomUUID();
     for (const twice of [id, id.toUpperCase()]) {
       const error = await expectStoreError(
-        store.withOrg(orgId, (tx) => tx.tasks.upsertMany([task(workflowExecId, { taskExecId: id }), task(workflowExecId), task(workflowExecId, { taskExecId: twice, status: 'success' })])),
+        store.withOrg(orgId, (tx) =>
+          tx.tasks.upsertMany([
+            task(workflowExecId, { taskExecId: id }),
+            task(workflowExecId),
+            task(workflowExecId, { taskExecId: twice, status: 'success' }),
+          ]),
+        ),
         'INVALID_INPUT',
       );
       expect(error.details.reason).toBe('duplicate');
@@ -252,7 +290,13 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
     const self = randomUUID();
     for (const parent of [self, self.toUpperCase()]) {
       const error = await expectStoreError(
-        store.withOrg(orgId, (tx) => tx.tasks.upsertMany([task(workflowExecId), task(workflowExecId), task(workflowExecId, { taskExecId: self, parentStateId: parent })])),
+        store.withOrg(orgId, (tx) =>
+          tx.tasks.upsertMany([
+            task(workflowExecId),
+            task(workflowExecId),
+            task(workflowExecId, { taskExecId: self, parentStateId: parent }),
+          ]),
+        ),
         'INVALID_INPUT',
       );
       expect(error.details.reason).toBe('self_reference');
@@ -264,7 +308,9 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
   it('is atomic: an entry naming a workflow execution the organization does not have writes none of the batch', async () => {
     const { orgId, workflowExecId } = await freshOrg();
     const { orgId: otherOrg, workflowExecId: othersWorkflow } = await freshOrg();
-    const existing = await store.withOrg(orgId, (tx) => tx.tasks.upsert(task(workflowExecId, { status: 'running', output: { kept: true } })));
+    const existing = await store.withOrg(orgId, (tx) =>
+      tx.tasks.upsert(task(workflowExecId, { status: 'running', output: { kept: true } })),
+    );
 
     for (const missing of [randomUUID(), othersWorkflow]) {
       const batch = [

@@ -8,7 +8,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { StoreError } from '../../engine/infra/store/errors.ts';
-import { batchColumns, checkedBatchElement, plainBatchElement, UPSERT_TASK_INPUT } from '../../engine/infra/store/repositories/task-input.ts';
+import {
+  batchColumns,
+  checkedBatchElement,
+  plainBatchElement,
+  UPSERT_TASK_INPUT,
+} from '../../engine/infra/store/repositories/task-input.ts';
 import { EXECUTION_STATUSES, MAX_PAYLOAD_BYTES } from '../../engine/infra/store/repositories/validation.ts';
 
 const ID = 'f81d4fae-7dec-41d0-a765-00a0c91e6bf6';
@@ -16,11 +21,15 @@ const ID = 'f81d4fae-7dec-41d0-a765-00a0c91e6bf6';
 /** Marks a field to leave out of the input. */
 const MISSING = Symbol('missing');
 /** Mostly valid, sometimes not: so that whole inputs are often valid, and each rule is met often. */
-const mostly = (valid: fc.Arbitrary<unknown>, invalid: fc.Arbitrary<unknown>) => fc.oneof({ arbitrary: valid, weight: 15 }, { arbitrary: invalid, weight: 1 });
+const mostly = (valid: fc.Arbitrary<unknown>, invalid: fc.Arbitrary<unknown>) =>
+  fc.oneof({ arbitrary: valid, weight: 15 }, { arbitrary: invalid, weight: 1 });
 const notAString = fc.constantFrom<unknown>(42, true, {}, [], Symbol.for('s'), null, undefined, MISSING);
 
 const uuidValue = mostly(
-  fc.oneof(fc.uuid(), fc.uuid().map((id) => id.toUpperCase())),
+  fc.oneof(
+    fc.uuid(),
+    fc.uuid().map((id) => id.toUpperCase()),
+  ),
   fc.oneof(fc.constantFrom(`${ID} `, ID.slice(1), ID.replaceAll('-', ''), ''), fc.string({ maxLength: 40 }), notAString),
 );
 const identifier = mostly(
@@ -37,8 +46,24 @@ const optionalIdentifier = fc.oneof(absentOrNull, identifier);
 const payload = fc.oneof(
   absentOrNull,
   mostly(
-    fc.oneof(fc.jsonValue(), fc.constantFrom<unknown>(['typed \\u0000 is text'], 'x'.repeat(MAX_PAYLOAD_BYTES - 2), 'é'.repeat(MAX_PAYLOAD_BYTES / 2 - 1), new Date(0))),
-    fc.constantFrom<unknown>('nul \u0000', { lone: '\ud83d' }, 'x'.repeat(MAX_PAYLOAD_BYTES - 1), 'é'.repeat(MAX_PAYLOAD_BYTES / 2), 1n, () => 1, Symbol.for('p')),
+    fc.oneof(
+      fc.jsonValue(),
+      fc.constantFrom<unknown>(
+        ['typed \\u0000 is text'],
+        'x'.repeat(MAX_PAYLOAD_BYTES - 2),
+        'é'.repeat(MAX_PAYLOAD_BYTES / 2 - 1),
+        new Date(0),
+      ),
+    ),
+    fc.constantFrom<unknown>(
+      'nul \u0000',
+      { lone: '\ud83d' },
+      'x'.repeat(MAX_PAYLOAD_BYTES - 1),
+      'é'.repeat(MAX_PAYLOAD_BYTES / 2),
+      1n,
+      () => 1,
+      Symbol.for('p'),
+    ),
   ),
 );
 
@@ -50,7 +75,10 @@ const taskInput = fc
     workflowId: identifier,
     component: mostly(fc.constantFrom('task', 'agent', 'tool'), fc.constantFrom<unknown>('Task', '', 3, MISSING)),
     status: mostly(fc.constantFrom(...EXECUTION_STATUSES), fc.constantFrom<unknown>('done', 'RUNNING', null, MISSING)),
-    executionType: mostly(fc.constantFrom<unknown>(MISSING, undefined, 'basic', 'fan_out', 'a'.repeat(32)), fc.constantFrom<unknown>(null, 'Basic', '1x', 'a'.repeat(33))),
+    executionType: mostly(
+      fc.constantFrom<unknown>(MISSING, undefined, 'basic', 'fan_out', 'a'.repeat(32)),
+      fc.constantFrom<unknown>(null, 'Basic', '1x', 'a'.repeat(33)),
+    ),
     agentId: optionalIdentifier,
     toolId: optionalIdentifier,
     actionId: optionalIdentifier,
@@ -105,7 +133,15 @@ describe('plainBatchElement (the fast path of upsertMany)', () => {
   });
 
   it('refuses a state that is its own parent, whatever the case of the ids', () => {
-    const state = { taskExecId: ID, taskId: 't', workflowExecId: ID, workflowId: 'w', component: 'task', status: 'pending', parentStateId: ID.toUpperCase() };
+    const state = {
+      taskExecId: ID,
+      taskId: 't',
+      workflowExecId: ID,
+      workflowId: 'w',
+      component: 'task',
+      status: 'pending',
+      parentStateId: ID.toUpperCase(),
+    };
     expect(plainBatchElement(state)).toBeUndefined();
     expect(viaSchema(state)).toMatchObject({ error: { code: 'INVALID_INPUT', details: { reason: 'self_reference' } } });
   });

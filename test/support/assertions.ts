@@ -6,7 +6,11 @@ import { StoreError, type ErrorCode } from 'engine-store';
  * Expects `work` (a promise, or a function whose synchronous throw counts as well) to fail with
  * StoreError `code`, and with `field` in its details when given; returns the error.
  */
-export async function expectStoreError(work: Promise<unknown> | (() => unknown), code: ErrorCode, field?: string | RegExp): Promise<StoreError> {
+export async function expectStoreError(
+  work: Promise<unknown> | (() => unknown),
+  code: ErrorCode,
+  field?: string | RegExp,
+): Promise<StoreError> {
   const outcome = await (async () => {
     try {
       return { ok: true as const, value: await (typeof work === 'function' ? work() : work) };

@@ -49,7 +49,9 @@ async function clusterNodes(base: string): Promise<{ coordinator: Node; workers:
  * An empty database on every node of the cluster whose coordinator `options.base` names (default
  * TEST_CITUS_URL), with the first `options.workers` workers added (default all): not yet migrated.
  */
-export async function createCitusDatabase(options: { base?: string; workers?: number } = {}): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+export async function createCitusDatabase(
+  options: { base?: string; workers?: number } = {},
+): Promise<{ name: string; url: string; drop(): Promise<void> }> {
   const base = options.base ?? citusUrl!;
   const name = `es_citus_${process.pid}_${randomBytes(4).toString('hex')}`;
   const cluster = await clusterNodes(base);
@@ -58,7 +60,8 @@ export async function createCitusDatabase(options: { base?: string; workers?: nu
   const nodes = [coordinator, ...cluster.workers];
   const nodeUrlOf = (node: Node, database: string) => nodeUrl(base, node, database);
   const drop = async () => {
-    for (const node of nodes) await onNode(nodeUrlOf(node, 'postgres'), (client) => client.query(`drop database if exists ${name} with (force)`));
+    for (const node of nodes)
+      await onNode(nodeUrlOf(node, 'postgres'), (client) => client.query(`drop database if exists ${name} with (force)`));
   };
   try {
     for (const node of nodes) {
@@ -89,7 +92,9 @@ const citus: TestBackend = {
       await db.close();
       await cluster.drop();
       // The driver's error serializes without its message; the message is what says why.
-      throw new Error(`setting up the Citus test database failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new Error(`setting up the Citus test database failed: ${error instanceof Error ? error.message : String(error)}`, {
+        cause: error,
+      });
     }
     return {
       db,

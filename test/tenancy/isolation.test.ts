@@ -21,15 +21,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  DEFAULT_ORG_ID,
-  StoreError,
-  openStore,
-  storeOver,
-  type ErrorCode,
-  type Store,
-    type WorkflowState,
-} from 'engine-store';
+import { DEFAULT_ORG_ID, StoreError, openStore, storeOver, type ErrorCode, type Store, type WorkflowState } from 'engine-store';
 import { databaseErrorFields, toStoreError } from '../../engine/infra/store/connection/database-errors.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
@@ -111,9 +103,10 @@ const TENANT_TABLES_SQL = `
 
 /** `select org_id from <table>` for every tenant table, and the organizations, in one statement. */
 const rawVisibilitySql = () =>
-  [...tenantTables.map((table) => `select '${table}' as source, org_id from ${table}`), `select 'organizations' as source, id as org_id from organizations`].join(
-    ' union all ',
-  );
+  [
+    ...tenantTables.map((table) => `select '${table}' as source, org_id from ${table}`),
+    `select 'organizations' as source, id as org_id from organizations`,
+  ].join(' union all ');
 
 const pickFrom = <T>(items: readonly T[], pick: number): T | undefined => (items.length === 0 ? undefined : items[pick % items.length]);
 const tag = () => randomBytes(3).toString('hex');
@@ -156,16 +149,25 @@ async function assertIsolation(store: Store, model: Model, orgIds: readonly stri
     expect(foreign, `rows of another organization listed in the scope of ${orgId}`).toEqual([]);
     expect(Object.fromEntries(users.map((user) => [user.id, user.email]))).toEqual(Object.fromEntries(expected.users));
     expect(users.length, 'a user listed twice').toBe(expected.users.size);
-    expect(Object.fromEntries(workflows.map((state) => [state.workflowExecId, state.status]))).toEqual(Object.fromEntries(expected.workflows));
+    expect(Object.fromEntries(workflows.map((state) => [state.workflowExecId, state.status]))).toEqual(
+      Object.fromEntries(expected.workflows),
+    );
     expect(workflows.length, 'a workflow state listed twice').toBe(expected.workflows.size);
     expect(
-      Object.fromEntries(tasks.map((task) => [task.taskExecId, { workflowExecId: task.workflowExecId, parent: task.parentStateId, status: task.status }])),
+      Object.fromEntries(
+        tasks.map((task) => [task.taskExecId, { workflowExecId: task.workflowExecId, parent: task.parentStateId, status: task.status }]),
+      ),
     ).toEqual(Object.fromEntries(expected.tasks));
     expect(tasks.length, 'a task state listed twice').toBe(expected.tasks.size);
-    expect(Object.fromEntries(schedules.map((schedule) => [schedule.id, schedule.deletedAt !== null]))).toEqual(Object.fromEntries(expected.schedules));
+    expect(Object.fromEntries(schedules.map((schedule) => [schedule.id, schedule.deletedAt !== null]))).toEqual(
+      Object.fromEntries(expected.schedules),
+    );
     expect(schedules.length, 'a schedule listed twice').toBe(expected.schedules.size);
 
-    expect(raw.filter((row) => row.org_id !== orgId), `raw SQL in the scope of ${orgId} sees another organization`).toEqual([]);
+    expect(
+      raw.filter((row) => row.org_id !== orgId),
+      `raw SQL in the scope of ${orgId} sees another organization`,
+    ).toEqual([]);
     const counts: Record<string, number> = { users: 0, api_keys: 0, workflow_states: 0, task_states: 0, schedules: 0, organizations: 0 };
     for (const row of raw) if (row.source in counts) counts[row.source]! += 1;
     expect(counts, `raw row counts in the scope of ${orgId}`).toEqual({
@@ -251,12 +253,17 @@ async function refusal(work: Promise<unknown>, code: ErrorCode, ctx: AttackConte
   if (!(error instanceof StoreError)) throw error;
   expect(error.code).toBe(code);
   const text = `${error.message} ${JSON.stringify(error.toJSON())}`.toLowerCase();
-  for (const secret of victimSecrets(ctx)) expect(text, 'the error names the victim organization\'s data').not.toContain(secret);
+  for (const secret of victimSecrets(ctx)) expect(text, "the error names the victim organization's data").not.toContain(secret);
   return error;
 }
 
 type RowKind = 'users' | 'workflows' | 'tasks' | 'schedules';
-const TABLE_OF: Record<RowKind, TenantTable> = { users: 'users', workflows: 'workflow_states', tasks: 'task_states', schedules: 'schedules' };
+const TABLE_OF: Record<RowKind, TenantTable> = {
+  users: 'users',
+  workflows: 'workflow_states',
+  tasks: 'task_states',
+  schedules: 'schedules',
+};
 
 interface Target {
   kind: RowKind;
@@ -289,7 +296,10 @@ const ATTACKS: Attack[] = [
       const victimWorkflow = pickFrom([...victim.workflows.keys()], ctx.pick) ?? randomUUID();
       const statements: Array<[string, unknown[]]> = [
         [`insert into users (org_id, email, role) values ($1, $2, 'admin')`, [ctx.victim.id, `intruder-${tag()}@attacker.example`]],
-        [`insert into workflow_states (org_id, workflow_exec_id, workflow_id, status) values ($1, $2, 'intrusion', 'running')`, [ctx.victim.id, randomUUID()]],
+        [
+          `insert into workflow_states (org_id, workflow_exec_id, workflow_id, status) values ($1, $2, 'intrusion', 'running')`,
+          [ctx.victim.id, randomUUID()],
+        ],
         [
           `insert into task_states (org_id, task_exec_id, task_id, workflow_exec_id, workflow_id, component, status)
            values ($1, $2, 'intrusion', $3, 'intrusion', 'task', 'running')`,
@@ -332,13 +342,21 @@ const ATTACKS: Attack[] = [
   },
   {
     name: 'taskOnVictimWorkflow',
-    behaviour: "a task of the attacker that points at the victim's workflow execution is refused with NOT_FOUND, the same error as for an id that exists nowhere",
+    behaviour:
+      "a task of the attacker that points at the victim's workflow execution is refused with NOT_FOUND, the same error as for an id that exists nowhere",
     async run(ctx) {
       const target = pickFrom(victimTargets(ctx, ['workflows']), ctx.pick);
       if (!target) return 'skipped';
       const attempt = (workflowExecId: string) =>
         inAttacker(ctx, (tx) =>
-          tx.tasks.upsert({ taskExecId: randomUUID(), taskId: 'intrusion', workflowExecId, workflowId: 'intrusion', component: 'tool', status: 'running' }),
+          tx.tasks.upsert({
+            taskExecId: randomUUID(),
+            taskId: 'intrusion',
+            workflowExecId,
+            workflowId: 'intrusion',
+            component: 'tool',
+            status: 'running',
+          }),
         );
       const error = await refusal(attempt(target.id), 'NOT_FOUND', ctx);
       expect(error.details.field).toBe('workflowExecId');
@@ -349,7 +367,8 @@ const ATTACKS: Attack[] = [
   },
   {
     name: 'taskWithVictimParent',
-    behaviour: "a task of the attacker whose parent is the victim's task is refused with NOT_FOUND, the same error as for an id that exists nowhere",
+    behaviour:
+      "a task of the attacker whose parent is the victim's task is refused with NOT_FOUND, the same error as for an id that exists nowhere",
     async run(ctx) {
       const target = pickFrom(victimTargets(ctx, ['tasks']), ctx.pick);
       const ownWorkflow = pickFrom([...dataOf(ctx.model, ctx.attacker.id).workflows.keys()], ctx.pick);
@@ -379,7 +398,12 @@ const ATTACKS: Attack[] = [
       const target = pickFrom(victimTargets(ctx), ctx.pick);
       if (!target) return 'skipped';
       const table = TABLE_OF[target.kind];
-      const assignment = { users: `role = 'customer'`, workflows: `status = 'canceled'`, tasks: `status = 'canceled'`, schedules: 'enabled = false' }[target.kind];
+      const assignment = {
+        users: `role = 'customer'`,
+        workflows: `status = 'canceled'`,
+        tasks: `status = 'canceled'`,
+        schedules: 'enabled = false',
+      }[target.kind];
       const counts = await inAttacker(ctx, async (tx) => ({
         byId: (await tx.query(`update ${table} set ${assignment} where ${KEY_COLUMN[table]} = $1`, [target.id])).rowCount,
         byOrg: (await tx.query(`update ${table} set ${assignment} where org_id = $1`, [ctx.victim.id])).rowCount,
@@ -407,7 +431,9 @@ const ATTACKS: Attack[] = [
             case 'tasks':
               return tx.tasks.updateStatus(target.id, { status: 'canceled', error: { hijack: true } });
             case 'schedules':
-              return ctx.variant % 2 === 0 ? tx.schedules.update(target.id, { enabled: false, cronExpression: '@yearly' }) : tx.schedules.restore(target.id);
+              return ctx.variant % 2 === 0
+                ? tx.schedules.update(target.id, { enabled: false, cronExpression: '@yearly' })
+                : tx.schedules.restore(target.id);
           }
         }),
         'NOT_FOUND',
@@ -484,7 +510,12 @@ const ATTACKS: Attack[] = [
       expect(raw.rows).toEqual([]);
       const email = pickFrom([...dataOf(ctx.model, ctx.victim.id).users.values()], ctx.pick);
       const ownEmails = new Set(dataOf(ctx.model, ctx.attacker.id).users.values());
-      if (email && !ownEmails.has(email)) await refusal(inAttacker(ctx, (tx) => tx.users.getByEmail(email)), 'NOT_FOUND', ctx);
+      if (email && !ownEmails.has(email))
+        await refusal(
+          inAttacker(ctx, (tx) => tx.users.getByEmail(email)),
+          'NOT_FOUND',
+          ctx,
+        );
       return 'ran';
     },
   },
@@ -504,7 +535,14 @@ const ATTACKS: Attack[] = [
             const workflow = await tx.workflows.upsert({ workflowExecId: randomUUID(), workflowId: 'mover', status: 'running' });
             id = workflow.workflowExecId;
             if (kind === 'tasks') {
-              const task = await tx.tasks.upsert({ taskExecId: randomUUID(), taskId: 'mover', workflowExecId: id, workflowId: 'mover', component: 'task', status: 'running' });
+              const task = await tx.tasks.upsert({
+                taskExecId: randomUUID(),
+                taskId: 'mover',
+                workflowExecId: id,
+                workflowId: 'mover',
+                component: 'task',
+                status: 'running',
+              });
               id = task.taskExecId;
             }
           }
@@ -544,7 +582,14 @@ const ATTACKS: Attack[] = [
       if (!target || !ownWorkflow) return 'skipped';
       const status = STATUSES[ctx.variant % STATUSES.length]!;
       const task = await inAttacker(ctx, (tx) =>
-        tx.tasks.upsert({ taskExecId: target, taskId: 'hijack', workflowExecId: ownWorkflow, workflowId: 'hijack', component: 'task', status }),
+        tx.tasks.upsert({
+          taskExecId: target,
+          taskId: 'hijack',
+          workflowExecId: ownWorkflow,
+          workflowId: 'hijack',
+          component: 'task',
+          status,
+        }),
       );
       expect(task.orgId).toBe(ctx.attacker.id);
       expect(task.taskExecId).toBe(target);
@@ -582,13 +627,34 @@ type Op =
   | { kind: 'attack'; attacker: number; victimOffset: number; attack: number; pick: number; variant: number };
 
 const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('createUser' as const), org, role: fc.constantFrom('admin' as const, 'manager' as const, 'customer' as const) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('createUser' as const),
+      org,
+      role: fc.constantFrom('admin' as const, 'manager' as const, 'customer' as const),
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('upsertWorkflow' as const), org, id: pick, status }) },
   {
     weight: 3,
-    arbitrary: fc.record({ kind: fc.constant('upsertTask' as const), org, id: pick, workflow: pick, parent: fc.option(pick, { nil: null }), status }),
+    arbitrary: fc.record({
+      kind: fc.constant('upsertTask' as const),
+      org,
+      id: pick,
+      workflow: pick,
+      parent: fc.option(pick, { nil: null }),
+      status,
+    }),
   },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('createSchedule' as const), org, cron: fc.constantFrom('@hourly', '0 2 * * *', '*/5 * * * *', '0 0 1 * * *') }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      kind: fc.constant('createSchedule' as const),
+      org,
+      cron: fc.constantFrom('@hourly', '0 2 * * *', '*/5 * * * *', '0 0 1 * * *'),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('updateWorkflowStatus' as const), org, pick, status }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('deleteWorkflow' as const), org, pick }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('softDeleteSchedule' as const), org, pick }) },
@@ -671,10 +737,22 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
           [shared, local === 'victim' ? 'success' : 'running'],
           [own, 'paused'],
         ] as const) {
-          await tx.workflows.upsert({ workflowExecId: id, workflowId: `${local}-flow`, status: state, input: { secret: `${local} input` } });
+          await tx.workflows.upsert({
+            workflowExecId: id,
+            workflowId: `${local}-flow`,
+            status: state,
+            input: { secret: `${local} input` },
+          });
           data.workflows.set(id, state);
         }
-        const parent = await tx.tasks.upsert({ taskExecId: randomUUID(), taskId: 'root', workflowExecId: own, workflowId: `${local}-flow`, component: 'task', status: 'running' });
+        const parent = await tx.tasks.upsert({
+          taskExecId: randomUUID(),
+          taskId: 'root',
+          workflowExecId: own,
+          workflowId: `${local}-flow`,
+          component: 'task',
+          status: 'running',
+        });
         const child = await tx.tasks.upsert({
           taskExecId: randomUUID(),
           taskId: 'child',
@@ -693,10 +771,10 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
         // One raw row, so that api_keys is not empty (the model only counts API keys).
         const owner = [...data.users.keys()][0]!;
         await tx.query(`insert into api_key_prefixes (prefix) values ($1)`, [`${local}${run}`]);
-        await tx.query(`insert into api_keys (user_id, prefix, key_hash, name) values ($1, $2, sha256(convert_to($2, 'UTF8')), 'fixture key')`, [
-          owner,
-          `${local}${run}`,
-        ]);
+        await tx.query(
+          `insert into api_keys (user_id, prefix, key_hash, name) values ($1, $2, sha256(convert_to($2, 'UTF8')), 'fixture key')`,
+          [owner, `${local}${run}`],
+        );
         data.apiKeys = 1;
       });
     }
@@ -727,136 +805,151 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
     expect(tenantTables).toEqual(expect.arrayContaining([...TENANT_TABLES]));
   });
 
-  it(
-    'random operations across three organizations: every scope reads exactly its own rows after every step, and attacks change nothing of the victim',
-    async () => {
-      const stats: Stats = { cases: 0, steps: 0, skipped: 0, ops: {}, attacks: {}, crossOrgReuse: 0 };
-      const orgIds = orgs.map((o) => o.id);
-      let emailCounter = 0;
+  it('random operations across three organizations: every scope reads exactly its own rows after every step, and attacks change nothing of the victim', async () => {
+    const stats: Stats = { cases: 0, steps: 0, skipped: 0, ops: {}, attacks: {}, crossOrgReuse: 0 };
+    const orgIds = orgs.map((o) => o.id);
+    let emailCounter = 0;
 
-      await fc.assert(
-        fc.asyncProperty(scenarioArbitrary, async (scenario) => {
-          stats.cases += 1;
-          // Every case starts from empty organizations (deleted through their own scopes).
-          for (const o of orgs) {
-            await withOrgSql(store, o.id, async (tx) => {
-              for (const table of ['task_states', 'workflow_states', 'schedules', 'api_keys', 'users']) await tx.query(`delete from ${table}`);
+    await fc.assert(
+      fc.asyncProperty(scenarioArbitrary, async (scenario) => {
+        stats.cases += 1;
+        // Every case starts from empty organizations (deleted through their own scopes).
+        for (const o of orgs) {
+          await withOrgSql(store, o.id, async (tx) => {
+            for (const table of ['task_states', 'workflow_states', 'schedules', 'api_keys', 'users'])
+              await tx.query(`delete from ${table}`);
+          });
+        }
+        const model: Model = new Map();
+        const workflowIds = scenario.workflowIds.map((id) => id.toLowerCase());
+        const taskIds = scenario.taskIds.map((id) => id.toLowerCase());
+        const [first, offset] = scenario.sharedBy;
+        const ops: Op[] = [
+          { kind: 'upsertWorkflow', org: first, id: 0, status: 'running' },
+          { kind: 'upsertWorkflow', org: (first + offset) % ORG_COUNT, id: 0, status: 'pending' },
+          ...scenario.ops,
+        ];
+
+        for (const op of ops) {
+          stats.steps += 1;
+          stats.ops[op.kind] = (stats.ops[op.kind] ?? 0) + 1;
+          let outcome: AttackOutcome;
+          if (op.kind === 'attack') {
+            const attack = ATTACKS[op.attack]!;
+            outcome = await runAttack(attack, {
+              store,
+              model,
+              attacker: orgs[op.attacker]!,
+              victim: orgs[(op.attacker + op.victimOffset) % ORG_COUNT]!,
+              pick: op.pick,
+              variant: op.variant,
+            });
+            if (outcome === 'ran') stats.attacks[attack.name] = (stats.attacks[attack.name] ?? 0) + 1;
+          } else {
+            const orgId = orgs[op.org]!.id;
+            const data = dataOf(model, orgId);
+            outcome = await withOrgAsserting(store, orgId, async (tx): Promise<AttackOutcome> => {
+              switch (op.kind) {
+                case 'createUser': {
+                  const user = await tx.users.create({ email: `user${++emailCounter}@org${op.org}.example`, role: op.role });
+                  expect(user.orgId).toBe(orgId);
+                  data.users.set(user.id, user.email);
+                  return 'ran';
+                }
+                case 'upsertWorkflow': {
+                  const id = workflowIds[op.id % workflowIds.length]!;
+                  if (!data.workflows.has(id) && [...model].some(([other, d]) => other !== orgId && d.workflows.has(id)))
+                    stats.crossOrgReuse += 1;
+                  const state = await tx.workflows.upsert({
+                    workflowExecId: id,
+                    workflowId: `flow-${op.id % 7}`,
+                    status: op.status,
+                    input: { org: op.org },
+                  });
+                  expect([state.orgId, state.workflowExecId, state.status]).toEqual([orgId, id, op.status]);
+                  data.workflows.set(id, op.status);
+                  return 'ran';
+                }
+                case 'upsertTask': {
+                  const workflow = pickFrom([...data.workflows.keys()], op.workflow);
+                  if (!workflow) return 'skipped';
+                  const id = taskIds[op.id % taskIds.length]!;
+                  const parent =
+                    op.parent === null
+                      ? null
+                      : (pickFrom(
+                          [...data.tasks.keys()].filter((task) => task !== id),
+                          op.parent,
+                        ) ?? null);
+                  const task = await tx.tasks.upsert({
+                    taskExecId: id,
+                    taskId: `step-${op.id % 5}`,
+                    workflowExecId: workflow,
+                    workflowId: 'flow',
+                    component: 'task',
+                    status: op.status,
+                    parentStateId: parent,
+                  });
+                  // An upsert onto an existing task changes its status only.
+                  const existing = data.tasks.get(id);
+                  const expected = existing ? { ...existing, status: op.status } : { workflowExecId: workflow, parent, status: op.status };
+                  expect(task.orgId).toBe(orgId);
+                  expect({ workflowExecId: task.workflowExecId, parent: task.parentStateId, status: task.status }).toEqual(expected);
+                  data.tasks.set(id, expected);
+                  return 'ran';
+                }
+                case 'createSchedule': {
+                  const schedule = await tx.schedules.create({ workflowId: `flow-${op.org}`, cronExpression: op.cron });
+                  expect(schedule.orgId).toBe(orgId);
+                  data.schedules.set(schedule.id, false);
+                  return 'ran';
+                }
+                case 'updateWorkflowStatus': {
+                  const id = pickFrom([...data.workflows.keys()], op.pick);
+                  if (!id) return 'skipped';
+                  const state = await tx.workflows.updateStatus(id, { status: op.status });
+                  expect([state.orgId, state.status]).toEqual([orgId, op.status]);
+                  data.workflows.set(id, op.status);
+                  return 'ran';
+                }
+                case 'deleteWorkflow': {
+                  const id = pickFrom([...data.workflows.keys()], op.pick);
+                  if (!id) return 'skipped';
+                  await tx.workflows.delete(id);
+                  deleteWorkflowInModel(data, id);
+                  return 'ran';
+                }
+                case 'softDeleteSchedule': {
+                  const id = pickFrom(
+                    [...data.schedules].filter(([, deleted]) => !deleted).map(([scheduleId]) => scheduleId),
+                    op.pick,
+                  );
+                  if (!id) return 'skipped';
+                  const schedule = await tx.schedules.softDelete(id);
+                  expect(schedule.deletedAt).not.toBeNull();
+                  data.schedules.set(id, true);
+                  return 'ran';
+                }
+              }
             });
           }
-          const model: Model = new Map();
-          const workflowIds = scenario.workflowIds.map((id) => id.toLowerCase());
-          const taskIds = scenario.taskIds.map((id) => id.toLowerCase());
-          const [first, offset] = scenario.sharedBy;
-          const ops: Op[] = [
-            { kind: 'upsertWorkflow', org: first, id: 0, status: 'running' },
-            { kind: 'upsertWorkflow', org: (first + offset) % ORG_COUNT, id: 0, status: 'pending' },
-            ...scenario.ops,
-          ];
+          if (outcome === 'skipped') stats.skipped += 1;
+          await assertIsolation(store, model, orgIds, scenario.pageSize);
+        }
+        // The default organization (which every pre-tenancy row went to) got nothing either.
+        await assertIsolation(store, model, [DEFAULT_ORG_ID], scenario.pageSize);
+      }),
+      { numRuns },
+    );
 
-          for (const op of ops) {
-            stats.steps += 1;
-            stats.ops[op.kind] = (stats.ops[op.kind] ?? 0) + 1;
-            let outcome: AttackOutcome;
-            if (op.kind === 'attack') {
-              const attack = ATTACKS[op.attack]!;
-              outcome = await runAttack(attack, {
-                store,
-                model,
-                attacker: orgs[op.attacker]!,
-                victim: orgs[(op.attacker + op.victimOffset) % ORG_COUNT]!,
-                pick: op.pick,
-                variant: op.variant,
-              });
-              if (outcome === 'ran') stats.attacks[attack.name] = (stats.attacks[attack.name] ?? 0) + 1;
-            } else {
-              const orgId = orgs[op.org]!.id;
-              const data = dataOf(model, orgId);
-              outcome = await withOrgAsserting(store, orgId, async (tx): Promise<AttackOutcome> => {
-                switch (op.kind) {
-                  case 'createUser': {
-                    const user = await tx.users.create({ email: `user${++emailCounter}@org${op.org}.example`, role: op.role });
-                    expect(user.orgId).toBe(orgId);
-                    data.users.set(user.id, user.email);
-                    return 'ran';
-                  }
-                  case 'upsertWorkflow': {
-                    const id = workflowIds[op.id % workflowIds.length]!;
-                    if (!data.workflows.has(id) && [...model].some(([other, d]) => other !== orgId && d.workflows.has(id))) stats.crossOrgReuse += 1;
-                    const state = await tx.workflows.upsert({ workflowExecId: id, workflowId: `flow-${op.id % 7}`, status: op.status, input: { org: op.org } });
-                    expect([state.orgId, state.workflowExecId, state.status]).toEqual([orgId, id, op.status]);
-                    data.workflows.set(id, op.status);
-                    return 'ran';
-                  }
-                  case 'upsertTask': {
-                    const workflow = pickFrom([...data.workflows.keys()], op.workflow);
-                    if (!workflow) return 'skipped';
-                    const id = taskIds[op.id % taskIds.length]!;
-                    const parent = op.parent === null ? null : (pickFrom([...data.tasks.keys()].filter((task) => task !== id), op.parent) ?? null);
-                    const task = await tx.tasks.upsert({
-                      taskExecId: id,
-                      taskId: `step-${op.id % 5}`,
-                      workflowExecId: workflow,
-                      workflowId: 'flow',
-                      component: 'task',
-                      status: op.status,
-                      parentStateId: parent,
-                    });
-                    // An upsert onto an existing task changes its status only.
-                    const existing = data.tasks.get(id);
-                    const expected = existing ? { ...existing, status: op.status } : { workflowExecId: workflow, parent, status: op.status };
-                    expect(task.orgId).toBe(orgId);
-                    expect({ workflowExecId: task.workflowExecId, parent: task.parentStateId, status: task.status }).toEqual(expected);
-                    data.tasks.set(id, expected);
-                    return 'ran';
-                  }
-                  case 'createSchedule': {
-                    const schedule = await tx.schedules.create({ workflowId: `flow-${op.org}`, cronExpression: op.cron });
-                    expect(schedule.orgId).toBe(orgId);
-                    data.schedules.set(schedule.id, false);
-                    return 'ran';
-                  }
-                  case 'updateWorkflowStatus': {
-                    const id = pickFrom([...data.workflows.keys()], op.pick);
-                    if (!id) return 'skipped';
-                    const state = await tx.workflows.updateStatus(id, { status: op.status });
-                    expect([state.orgId, state.status]).toEqual([orgId, op.status]);
-                    data.workflows.set(id, op.status);
-                    return 'ran';
-                  }
-                  case 'deleteWorkflow': {
-                    const id = pickFrom([...data.workflows.keys()], op.pick);
-                    if (!id) return 'skipped';
-                    await tx.workflows.delete(id);
-                    deleteWorkflowInModel(data, id);
-                    return 'ran';
-                  }
-                  case 'softDeleteSchedule': {
-                    const id = pickFrom([...data.schedules].filter(([, deleted]) => !deleted).map(([scheduleId]) => scheduleId), op.pick);
-                    if (!id) return 'skipped';
-                    const schedule = await tx.schedules.softDelete(id);
-                    expect(schedule.deletedAt).not.toBeNull();
-                    data.schedules.set(id, true);
-                    return 'ran';
-                  }
-                }
-              });
-            }
-            if (outcome === 'skipped') stats.skipped += 1;
-            await assertIsolation(store, model, orgIds, scenario.pageSize);
-          }
-          // The default organization (which every pre-tenancy row went to) got nothing either.
-          await assertIsolation(store, model, [DEFAULT_ORG_ID], scenario.pageSize);
-        }),
-        { numRuns },
-      );
-
-      console.info(`[${backend.name}] isolation property: ${JSON.stringify(stats)}`);
-      expect(stats.cases).toBe(numRuns);
-      expect(stats.crossOrgReuse, 'no workflow execution id was used by two organizations').toBeGreaterThanOrEqual(numRuns);
-      expect(Object.values(stats.attacks).reduce((sum, n) => sum + n, 0), 'no attack ran').toBeGreaterThan(0);
-    },
-    180_000,
-  );
+    console.info(`[${backend.name}] isolation property: ${JSON.stringify(stats)}`);
+    expect(stats.cases).toBe(numRuns);
+    expect(stats.crossOrgReuse, 'no workflow execution id was used by two organizations').toBeGreaterThanOrEqual(numRuns);
+    expect(
+      Object.values(stats.attacks).reduce((sum, n) => sum + n, 0),
+      'no attack ran',
+    ).toBeGreaterThan(0);
+  }, 180_000);
 
   describe('cross-organization attacks, explicitly (attacker against victim)', () => {
     it('the fixture is isolated to begin with (listed one row per page)', async () => {
@@ -875,7 +968,8 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
   });
 
   describe('pool hygiene', () => {
-    const STATE_SQL = "select current_user, current_setting('app.org_id', true) as org, current_setting('role') as role, pg_backend_pid() as pid";
+    const STATE_SQL =
+      "select current_user, current_setting('app.org_id', true) as org, current_setting('role') as role, pg_backend_pid() as pid";
 
     async function connectionState(on: Store): Promise<{ user: string; org: string; role: string; pid: number }> {
       const row = (await on.db.query<{ current_user: string; org: string | null; role: string; pid: number }>(STATE_SQL)).rows[0]!;
@@ -946,12 +1040,16 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
           );
         // PostgreSQL would have turned the COMMIT into a silent ROLLBACK; withOrg says so.
         expect(outcome).toBe('TRANSACTION_ABORTED');
-        const found = await withOrgSql(on, victim.id, (tx) => tx.users.getByEmail(kept).then(() => true, () => false));
+        const found = await withOrgSql(on, victim.id, (tx) =>
+          tx.users.getByEmail(kept).then(
+            () => true,
+            () => false,
+          ),
+        );
         expect(found).toBe(false);
         expect(await connectionState(on)).toEqual(clean);
       });
     });
-
 
     it('concurrent scopes of different organizations on one pool each see only their own rows', async () => {
       const members = [victim, attacker, ...orgs];
@@ -961,7 +1059,8 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
           return withOrgSql(store, who.id, async (tx) => {
             await tx.query('select pg_sleep(0.002)');
             const seen = new Set<string>();
-            for (const table of tenantTables) for (const row of (await tx.query<{ org_id: string }>(`select org_id from ${table}`)).rows) seen.add(row.org_id);
+            for (const table of tenantTables)
+              for (const row of (await tx.query<{ org_id: string }>(`select org_id from ${table}`)).rows) seen.add(row.org_id);
             const setting = (await tx.query<{ org: string }>("select current_setting('app.org_id') as org")).rows[0]!.org;
             return { expected: who.id, seen: [...seen], setting };
           });
@@ -999,7 +1098,8 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
           () => scope.users.create({ email: `late-${tag()}@victim.example`, role: 'admin' }),
           () => scope.workflows.upsert({ workflowExecId: randomUUID(), workflowId: 'late', status: 'running' }),
         ];
-        for (const attempt of attempts) await expect(attempt()).rejects.toMatchObject({ name: 'StoreError', code: 'TENANT_SCOPE_REQUIRED' });
+        for (const attempt of attempts)
+          await expect(attempt()).rejects.toMatchObject({ name: 'StoreError', code: 'TENANT_SCOPE_REQUIRED' });
       }
       await assertIsolation(store, fixture, [victim.id, attacker.id], 50);
     });
@@ -1076,7 +1176,9 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
         return rows;
       });
       expect(seen).toBe(0);
-      await expect(withOrgSql(store, unknown, (tx) => tx.users.create({ email: 'ghost@nowhere.example', role: 'admin' }))).rejects.toMatchObject({
+      await expect(
+        withOrgSql(store, unknown, (tx) => tx.users.create({ email: 'ghost@nowhere.example', role: 'admin' })),
+      ).rejects.toMatchObject({
         code: 'ORG_INACTIVE',
       });
     });
@@ -1087,11 +1189,16 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
   describe('SQL text as app_tenant in a scope', () => {
     const inAttackerScope = <T>(work: (tx: TrustedSqlScope) => Promise<T>) => withOrgSql(store, attacker.id, work);
     it("API key prefixes are unique across organizations: a raw insert of the victim's prefix in the attacker's scope fails with CONFLICT, naming nothing of the victim's", async () => {
-      const [victimKey] = (await withOrgSql(store, victim.id, (tx) => tx.query<{ prefix: string; user_id: string }>('select prefix, user_id from api_keys'))).rows;
+      const [victimKey] = (
+        await withOrgSql(store, victim.id, (tx) => tx.query<{ prefix: string; user_id: string }>('select prefix, user_id from api_keys'))
+      ).rows;
       const ownUser = [...fixture.get(attacker.id)!.users.keys()][0]!;
       const ctx: AttackContext = { store, model: fixture, attacker, victim, pick: 0, variant: 0 };
       const keyRow = (tx: TrustedSqlScope, prefix: string) =>
-        tx.query(`insert into api_keys (user_id, prefix, key_hash, name) values ($1, $2, sha256(convert_to($2 || 'probe', 'UTF8')), 'probe')`, [ownUser, prefix]);
+        tx.query(
+          `insert into api_keys (user_id, prefix, key_hash, name) values ($1, $2, sha256(convert_to($2 || 'probe', 'UTF8')), 'probe')`,
+          [ownUser, prefix],
+        );
       const insertKey = (prefix: string) =>
         inAttackerScope(async (tx) => {
           await tx.query('insert into api_key_prefixes (prefix) values ($1)', [prefix]);
@@ -1103,7 +1210,11 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
       expect(error.details).toEqual({ field: 'prefix', reason: 'api_key_prefixes_pkey' });
       // A key row under the victim's prefix, without registering it, refers to no prefix of the
       // attacker's organization.
-      const unregistered = await refusal(inAttackerScope((tx) => keyRow(tx, victimKey!.prefix)), 'NOT_FOUND', ctx);
+      const unregistered = await refusal(
+        inAttackerScope((tx) => keyRow(tx, victimKey!.prefix)),
+        'NOT_FOUND',
+        ctx,
+      );
       expect(unregistered.details).toEqual({ field: 'prefix', reason: 'api_keys_prefix_fkey' });
       // The same statement with a prefix nobody has goes in.
       const fresh = await insertKey(`probe${tag()}`);
@@ -1116,14 +1227,15 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
       await withOneConnection(async (on) => {
         for (const ending of ['commit', 'rollback'] as const) {
           await withOrgSql(on, attacker.id, async (tx) => {
-              await tx.query('set role app_tenant');
-              await tx.query(`select set_config('app.org_id', $1, false)`, [victim.id]);
-              if (ending === 'rollback') throw new Error('the callback fails');
-            })
-            .catch(() => undefined);
-          const state = (await on.db.query<{ current_user: string; org: string | null; role: string }>(
-            "select current_user, current_setting('app.org_id', true) as org, current_setting('role') as role",
-          )).rows[0]!;
+            await tx.query('set role app_tenant');
+            await tx.query(`select set_config('app.org_id', $1, false)`, [victim.id]);
+            if (ending === 'rollback') throw new Error('the callback fails');
+          }).catch(() => undefined);
+          const state = (
+            await on.db.query<{ current_user: string; org: string | null; role: string }>(
+              "select current_user, current_setting('app.org_id', true) as org, current_setting('role') as role",
+            )
+          ).rows[0]!;
           expect(state.current_user, ending).toBe(sessionUser);
           expect(state.role, ending).toBe('none');
           expect(state.org ?? '', ending).toBe('');
@@ -1131,7 +1243,7 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
       });
     });
 
-    it('the same when the raw SQL comes after the store\'s own statements (a scope of prepared statements alone commits without a reset)', async () => {
+    it("the same when the raw SQL comes after the store's own statements (a scope of prepared statements alone commits without a reset)", async () => {
       await withOneConnection(async (on) => {
         await withOrgSql(on, attacker.id, async (tx) => {
           await tx.workflows.list({ limit: 1 });
@@ -1139,9 +1251,11 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
           await tx.query('set role app_tenant');
           await tx.workflows.list({ limit: 1 });
         });
-        const state = (await on.db.query<{ current_user: string; org: string | null; role: string }>(
-          "select current_user, current_setting('app.org_id', true) as org, current_setting('role') as role",
-        )).rows[0]!;
+        const state = (
+          await on.db.query<{ current_user: string; org: string | null; role: string }>(
+            "select current_user, current_setting('app.org_id', true) as org, current_setting('role') as role",
+          )
+        ).rows[0]!;
         expect(state).toMatchObject({ current_user: sessionUser, role: 'none' });
         expect(state.org ?? '').toBe('');
       });

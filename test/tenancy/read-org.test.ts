@@ -52,13 +52,33 @@ describe.each(withCitus(backends))('readOrg ($name)', (backend) => {
       }
       const workflows = [shared, ...Array.from({ length: workflowCount - 1 }, () => randomUUID())];
       for (const [index, workflowExecId] of workflows.entries()) {
-        await tx.workflows.upsert({ workflowExecId, workflowId: index % 2 ? 'odd' : 'even', status: 'running', input: { org: orgId, index } });
+        await tx.workflows.upsert({
+          workflowExecId,
+          workflowId: index % 2 ? 'odd' : 'even',
+          status: 'running',
+          input: { org: orgId, index },
+        });
       }
       const parentTask = randomUUID();
       const childTasks = [randomUUID(), randomUUID()];
-      await tx.tasks.upsert({ taskExecId: parentTask, taskId: 'parent', workflowExecId: shared, workflowId: 'even', component: 'agent', status: 'running' });
+      await tx.tasks.upsert({
+        taskExecId: parentTask,
+        taskId: 'parent',
+        workflowExecId: shared,
+        workflowId: 'even',
+        component: 'agent',
+        status: 'running',
+      });
       for (const taskExecId of childTasks) {
-        await tx.tasks.upsert({ taskExecId, taskId: 'child', workflowExecId: shared, workflowId: 'even', component: 'tool', status: 'pending', parentStateId: parentTask });
+        await tx.tasks.upsert({
+          taskExecId,
+          taskId: 'child',
+          workflowExecId: shared,
+          workflowId: 'even',
+          component: 'tool',
+          status: 'pending',
+          parentStateId: parentTask,
+        });
       }
       const schedule = await tx.schedules.create({ workflowId: 'nightly', cronExpression: '0 2 * * *' });
       const { apiKey } = await tx.apiKeys.issue({ userId: users[0]!.id, name: `key ${tag()}` });
@@ -118,8 +138,16 @@ describe.each(withCitus(backends))('readOrg ($name)', (backend) => {
       const paged = [...page1!.items, ...page2!.items].map((item) => item.workflowExecId);
       expect(new Set(paged).size).toBe(paged.length);
       expect(even!.items.map((item) => item.workflowExecId).sort()).toEqual(fixture.workflows.filter((_, index) => index % 2 === 0).sort());
-      expect(viaReadOrg.workflow).toMatchObject({ workflowExecId: fixture.workflows[1], orgId: fixture.orgId, input: { org: fixture.orgId, index: 1 } });
-      expect(viaReadOrg.sharedWorkflow).toMatchObject({ workflowExecId: shared, orgId: fixture.orgId, input: { org: fixture.orgId, index: 0 } });
+      expect(viaReadOrg.workflow).toMatchObject({
+        workflowExecId: fixture.workflows[1],
+        orgId: fixture.orgId,
+        input: { org: fixture.orgId, index: 1 },
+      });
+      expect(viaReadOrg.sharedWorkflow).toMatchObject({
+        workflowExecId: shared,
+        orgId: fixture.orgId,
+        input: { org: fixture.orgId, index: 0 },
+      });
       expect(viaReadOrg.users.items.map((user) => user.id).sort()).toEqual(fixture.users.map((user) => user.id).sort());
       expect(viaReadOrg.admins.items.map((user) => user.id)).toEqual([fixture.users[0]!.id]);
       expect(viaReadOrg.user.id).toBe(fixture.users[1]!.id);
@@ -148,7 +176,14 @@ describe.each(withCitus(backends))('readOrg ($name)', (backend) => {
     // An id both organizations use is A's row in A.
     expect(await reads.workflows.get(shared)).toMatchObject({ orgId: a.orgId, input: { org: a.orgId, index: 0 } });
 
-    const idsOfB = new Set([...b.workflows.filter((id) => id !== shared), ...b.users.map((user) => user.id), b.parentTask, ...b.childTasks, b.scheduleId, b.apiKeyId]);
+    const idsOfB = new Set([
+      ...b.workflows.filter((id) => id !== shared),
+      ...b.users.map((user) => user.id),
+      b.parentTask,
+      ...b.childTasks,
+      b.scheduleId,
+      b.apiKeyId,
+    ]);
     const [workflows, users, tasks, schedules, apiKeys] = await Promise.all([
       reads.workflows.list({ limit: 500 }),
       reads.users.list({ limit: 500, includeDeleted: true }),
@@ -203,13 +238,18 @@ describe.each(withCitus(backends))('readOrg ($name)', (backend) => {
   it('a suspended organization can still be read', async () => {
     const orgId = await newOrg();
     const workflowExecId = randomUUID();
-    const written = await store.withOrg(orgId, (tx) => tx.workflows.upsert({ workflowExecId, workflowId: 'wf', status: 'paused', input: { x: 1 } }));
+    const written = await store.withOrg(orgId, (tx) =>
+      tx.workflows.upsert({ workflowExecId, workflowId: 'wf', status: 'paused', input: { x: 1 } }),
+    );
     await store.organizations.suspend(orgId);
     const reads = store.readOrg(orgId);
     expect(await reads.workflows.get(workflowExecId)).toEqual(written);
     expect((await reads.workflows.list()).items).toEqual([written]);
     // While writes are refused.
-    await expectStoreError(() => store.withOrg(orgId, (tx) => tx.workflows.upsert({ workflowExecId: randomUUID(), workflowId: 'wf', status: 'running' })), 'ORG_SUSPENDED');
+    await expectStoreError(
+      () => store.withOrg(orgId, (tx) => tx.workflows.upsert({ workflowExecId: randomUUID(), workflowId: 'wf', status: 'running' })),
+      'ORG_SUSPENDED',
+    );
   });
 
   it('a soft-deleted organization reads as nothing, and again as itself once restored', async () => {
@@ -235,7 +275,9 @@ describe.each(withCitus(backends))('readOrg ($name)', (backend) => {
   it('the database refuses writes through it: FORBIDDEN (read_only), and nothing is written', async () => {
     const orgId = await newOrg();
     const existing = randomUUID();
-    const before = await store.withOrg(orgId, (tx) => tx.workflows.upsert({ workflowExecId: existing, workflowId: 'wf', status: 'running' }));
+    const before = await store.withOrg(orgId, (tx) =>
+      tx.workflows.upsert({ workflowExecId: existing, workflowId: 'wf', status: 'running' }),
+    );
     // readOrg's type offers no writes; the object behind it is asked anyway.
     const sneaky = store.readOrg(orgId) as unknown as TenantScope;
     const fresh = randomUUID();
@@ -272,13 +314,19 @@ describe.each(withCitus(backends))('readOrg ($name)', (backend) => {
           case 1:
             return reads.users.get(randomUUID()); // NOT_FOUND
           case 2:
-            return (reads as unknown as TenantScope).workflows.upsert({ workflowExecId: randomUUID(), workflowId: 'wf', status: 'running' }); // FORBIDDEN
+            return (reads as unknown as TenantScope).workflows.upsert({
+              workflowExecId: randomUUID(),
+              workflowId: 'wf',
+              status: 'running',
+            }); // FORBIDDEN
           default:
             return reads.tasks.children(fixture.parentTask);
         }
       }),
     );
-    expect(attempts.map((attempt) => attempt.status)).toEqual(Array.from({ length: 40 }, (_, i) => (i % 4 === 1 || i % 4 === 2 ? 'rejected' : 'fulfilled')));
+    expect(attempts.map((attempt) => attempt.status)).toEqual(
+      Array.from({ length: 40 }, (_, i) => (i % 4 === 1 || i % 4 === 2 ? 'rejected' : 'fulfilled')),
+    );
 
     for (let round = 0; round < 3; round += 1) {
       const states = await pooledConnections(store.db);

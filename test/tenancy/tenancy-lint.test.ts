@@ -106,14 +106,24 @@ export async function lintTenancy(db: Queryable, options: LintOptions = {}): Pro
       allowedSeen.add(unique.name);
       continue;
     }
-    findings.push(`unique-includes-org_id: ${unique.name} on tenant table ${unique.table} does not include org_id (${unique.def}); Citus cannot enforce it across shards`);
+    findings.push(
+      `unique-includes-org_id: ${unique.name} on tenant table ${unique.table} does not include org_id (${unique.def}); Citus cannot enforce it across shards`,
+    );
   }
   for (const name of Object.keys(allowList)) {
-    if (!allowedSeen.has(name)) findings.push(`unique-includes-org_id: allow-list entry ${name} matches no global unique index on a tenant table: remove it`);
+    if (!allowedSeen.has(name))
+      findings.push(`unique-includes-org_id: allow-list entry ${name} matches no global unique index on a tenant table: remove it`);
   }
 
   // 3. Foreign keys between tenant tables pair org_id with org_id; 4b. global tables refer to no tenant table.
-  const { rows: foreignKeys } = await db.query<{ table: string; name: string; referenced: string; def: string; local_position: number | null; referenced_position: number | null }>(
+  const { rows: foreignKeys } = await db.query<{
+    table: string;
+    name: string;
+    referenced: string;
+    def: string;
+    local_position: number | null;
+    referenced_position: number | null;
+  }>(
     `select c.relname as table, con.conname as name, f.relname as referenced, pg_get_constraintdef(con.oid) as def,
             (select array_position(con.conkey, a.attnum) from pg_attribute a where a.attrelid = con.conrelid and a.attname = 'org_id') as local_position,
             (select array_position(con.confkey, a.attnum) from pg_attribute a where a.attrelid = con.confrelid and a.attname = 'org_id') as referenced_position
@@ -130,19 +140,27 @@ export async function lintTenancy(db: Queryable, options: LintOptions = {}): Pro
     const toTenant = tenant.has(fk.referenced);
     if (fromTenant && toTenant) {
       if (fk.local_position === null || fk.referenced_position === null) {
-        findings.push(`foreign-key-includes-org_id: ${fk.name} on ${fk.table} -> ${fk.referenced} does not include org_id in both column lists (${fk.def})`);
+        findings.push(
+          `foreign-key-includes-org_id: ${fk.name} on ${fk.table} -> ${fk.referenced} does not include org_id in both column lists (${fk.def})`,
+        );
       } else if (fk.local_position !== fk.referenced_position) {
-        findings.push(`foreign-key-includes-org_id: ${fk.name} on ${fk.table} -> ${fk.referenced} does not pair org_id with org_id (${fk.def})`);
+        findings.push(
+          `foreign-key-includes-org_id: ${fk.name} on ${fk.table} -> ${fk.referenced} does not pair org_id with org_id (${fk.def})`,
+        );
       }
     } else if (!fromTenant && toTenant && !BOOKKEEPING_TABLES.includes(fk.table)) {
-      findings.push(`global-table: ${fk.name} on global table ${fk.table} refers to tenant table ${fk.referenced} (${fk.def}); a Citus reference table cannot refer to a distributed one`);
+      findings.push(
+        `global-table: ${fk.name} on global table ${fk.table} refers to tenant table ${fk.referenced} (${fk.def}); a Citus reference table cannot refer to a distributed one`,
+      );
     }
   }
 
   // 4. The global tables are exactly the expected ones, and tenants can only read them.
   for (const table of global) {
     if (!expectedGlobal.includes(table)) {
-      findings.push(`global-table: ${table} has no org_id column and is not an expected global table (${expectedGlobal.join(', ')}): add org_id or document it`);
+      findings.push(
+        `global-table: ${table} has no org_id column and is not an expected global table (${expectedGlobal.join(', ')}): add org_id or document it`,
+      );
     }
   }
   for (const table of expectedGlobal) {
@@ -159,7 +177,8 @@ export async function lintTenancy(db: Queryable, options: LintOptions = {}): Pro
       order by 1`,
     [schema, global, TENANT_INSERTABLE_REFERENCE_TABLES],
   );
-  for (const { table } of tenantWrites) findings.push(`global-table: the tenant role app_tenant may write global table ${table}; it must be read-only to tenants`);
+  for (const { table } of tenantWrites)
+    findings.push(`global-table: the tenant role app_tenant may write global table ${table}; it must be read-only to tenants`);
 
   return findings;
 }
@@ -188,14 +207,24 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
         where n.nspname = 'public' and c.relkind in ('r', 'p') and c.relname <> $1 order by 1`,
       [MIGRATIONS_TABLE],
     );
-    expect(rows.filter((r) => r.tenant).map((r) => r.table)).toEqual(['api_key_prefixes', 'api_key_usage', 'api_keys', 'schedules', 'task_states', 'users', 'workflow_states']);
+    expect(rows.filter((r) => r.tenant).map((r) => r.table)).toEqual([
+      'api_key_prefixes',
+      'api_key_usage',
+      'api_keys',
+      'schedules',
+      'task_states',
+      'users',
+      'workflow_states',
+    ]);
     expect(rows.filter((r) => !r.tenant).map((r) => r.table)).toEqual(['organizations', 'permissions', 'role_permissions']);
   });
 
   it('would refuse api_key_prefixes as a sharded table: it is global because its key is the prefix alone', async () => {
     const findings = await lintTenancy(database.db, { expectedGlobalTables: ['organizations', 'permissions', 'role_permissions'] });
     expect(findings, findings.join('\n')).toEqual([
-      expect.stringMatching(/^primary-key: tenant table api_key_prefixes: api_key_prefixes_pkey PRIMARY KEY \(prefix\) does not lead with org_id/),
+      expect.stringMatching(
+        /^primary-key: tenant table api_key_prefixes: api_key_prefixes_pkey PRIMARY KEY \(prefix\) does not lead with org_id/,
+      ),
       expect.stringMatching(/^unique-includes-org_id: api_key_prefixes_pkey on tenant table api_key_prefixes /),
     ]);
   });
@@ -260,7 +289,10 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
     ];
     const report = `lint findings:\n${findings.join('\n')}`;
     for (const [rule, object] of expected) {
-      expect(findings.filter((f) => f.startsWith(`${rule}: `) && f.includes(object)), `${rule} naming "${object}"\n${report}`).toHaveLength(1);
+      expect(
+        findings.filter((f) => f.startsWith(`${rule}: `) && f.includes(object)),
+        `${rule} naming "${object}"\n${report}`,
+      ).toHaveLength(1);
     }
     expect(findings, report).toHaveLength(expected.length);
 

@@ -33,7 +33,15 @@ function forgedQuery(parts: Record<string, unknown>): CompiledQuery {
     queryId: { queryId: 'forged' },
     query: {
       kind: 'SelectQueryNode',
-      from: { kind: 'FromNode', froms: [{ kind: 'TableNode', table: { kind: 'SchemableIdentifierNode', identifier: { kind: 'IdentifierNode', name: 'workflow_states' } } }] },
+      from: {
+        kind: 'FromNode',
+        froms: [
+          {
+            kind: 'TableNode',
+            table: { kind: 'SchemableIdentifierNode', identifier: { kind: 'IdentifierNode', name: 'workflow_states' } },
+          },
+        ],
+      },
       ...parts,
     },
   } as unknown as CompiledQuery;
@@ -104,53 +112,199 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
 
   describe('SQL text through the query builder is refused before it reaches the database', () => {
     const attempts: [string, (tx: Parameters<Parameters<Store['withOrg']>[1]>[0]) => Promise<unknown>][] = [
-      ['sql`reset role` in a where clause', (tx) => tx.kysely.selectFrom('workflow_states').selectAll().where(sql<boolean>`true; reset role`).execute()],
-      ['sql`set_config(...)` as a selection', (tx) => tx.kysely.selectFrom('workflow_states').select(sql<string>`set_config('app.org_id', ${victim.id}, true)`.as('x')).execute()],
-      ['sql.raw as an order direction', (tx) => tx.kysely.selectFrom('workflow_states').selectAll().orderBy('created_at', sql`desc; commit`).execute()],
+      [
+        'sql`reset role` in a where clause',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .selectAll()
+            .where(sql<boolean>`true; reset role`)
+            .execute(),
+      ],
+      [
+        'sql`set_config(...)` as a selection',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .select(sql<string>`set_config('app.org_id', ${victim.id}, true)`.as('x'))
+            .execute(),
+      ],
+      [
+        'sql.raw as an order direction',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .selectAll()
+            .orderBy('created_at', sql`desc; commit`)
+            .execute(),
+      ],
       ['a raw compiled query (reset role)', (tx) => tx.kysely.executeQuery(CompiledQuery.raw('reset role'))],
       ['a raw compiled query (commit)', (tx) => tx.kysely.executeQuery(CompiledQuery.raw('commit'))],
-      ['a raw compiled query (create temp table)', (tx) => tx.kysely.executeQuery(CompiledQuery.raw('create temp table workflow_states (x int)'))],
+      [
+        'a raw compiled query (create temp table)',
+        (tx) => tx.kysely.executeQuery(CompiledQuery.raw('create temp table workflow_states (x int)')),
+      ],
       ['a raw compiled query (prepare under a store name)', (tx) => tx.kysely.executeQuery(CompiledQuery.raw('deallocate all'))],
-      ['set_config through eb.fn', (tx) => tx.kysely.selectFrom('workflow_states').select((eb) => eb.fn('set_config', [eb.val('app.org_id'), eb.val(victim.id), eb.lit(true)]).as('x')).execute()],
-      ['a schema-qualified function name', (tx) => tx.kysely.selectFrom('workflow_states').select((eb) => eb.fn('pg_catalog.set_config', [eb.val('role'), eb.val('postgres'), eb.lit(true)]).as('x')).execute()],
-      ['pg_advisory_lock through eb.fn', (tx) => tx.kysely.selectFrom('workflow_states').select((eb) => eb.fn('pg_advisory_lock', [eb.lit(7305113042)]).as('x')).execute()],
-      ['pg_sleep through eb.fn', (tx) => tx.kysely.selectFrom('workflow_states').select((eb) => eb.fn('pg_sleep', [eb.lit(10)]).as('x')).execute()],
-      ['the scope function itself', (tx) => tx.kysely.selectFrom('workflow_states').select((eb) => eb.fn('enter_org_scope', [eb.val(victim.id)]).as('x')).execute()],
-      ['verify_api_key with a chosen clock', (tx) => tx.kysely.selectFrom('workflow_states').select((eb) => eb.fn('verify_api_key', [eb.val('p'), eb.val('h'), eb.val('2000-01-01')]).as('x')).execute()],
-      ['the verification clock', (tx) => tx.kysely.selectFrom('workflow_states').select((eb) => eb.fn('verification_now', []).as('x')).execute()],
-      ['a catalog table', (tx) => tx.kysely.selectFrom('pg_roles' as 'users').selectAll().execute()],
-      ['the key verifier\'s table by another schema', (tx) => tx.kysely.withSchema('pg_temp').selectFrom('workflow_states').selectAll().execute()],
-      ['a store table through another schema', (tx) => tx.kysely.selectFrom('public.api_keys' as 'api_keys').selectAll().execute()],
+      [
+        'set_config through eb.fn',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .select((eb) => eb.fn('set_config', [eb.val('app.org_id'), eb.val(victim.id), eb.lit(true)]).as('x'))
+            .execute(),
+      ],
+      [
+        'a schema-qualified function name',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .select((eb) => eb.fn('pg_catalog.set_config', [eb.val('role'), eb.val('postgres'), eb.lit(true)]).as('x'))
+            .execute(),
+      ],
+      [
+        'pg_advisory_lock through eb.fn',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .select((eb) => eb.fn('pg_advisory_lock', [eb.lit(7305113042)]).as('x'))
+            .execute(),
+      ],
+      [
+        'pg_sleep through eb.fn',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .select((eb) => eb.fn('pg_sleep', [eb.lit(10)]).as('x'))
+            .execute(),
+      ],
+      [
+        'the scope function itself',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .select((eb) => eb.fn('enter_org_scope', [eb.val(victim.id)]).as('x'))
+            .execute(),
+      ],
+      [
+        'verify_api_key with a chosen clock',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .select((eb) => eb.fn('verify_api_key', [eb.val('p'), eb.val('h'), eb.val('2000-01-01')]).as('x'))
+            .execute(),
+      ],
+      [
+        'the verification clock',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .select((eb) => eb.fn('verification_now', []).as('x'))
+            .execute(),
+      ],
+      [
+        'a catalog table',
+        (tx) =>
+          tx.kysely
+            .selectFrom('pg_roles' as 'users')
+            .selectAll()
+            .execute(),
+      ],
+      [
+        "the key verifier's table by another schema",
+        (tx) => tx.kysely.withSchema('pg_temp').selectFrom('workflow_states').selectAll().execute(),
+      ],
+      [
+        'a store table through another schema',
+        (tx) =>
+          tx.kysely
+            .selectFrom('public.api_keys' as 'api_keys')
+            .selectAll()
+            .execute(),
+      ],
       ['a transaction inside the scope', (tx) => tx.kysely.transaction().execute(async () => 'in')],
       ['DDL through the schema builder', (tx) => tx.kysely.schema.createTable('x').addColumn('a', 'integer').execute()],
       ['DROP through the schema builder', (tx) => tx.kysely.schema.dropTable('workflow_states').execute()],
-      ['a cast to a forged data type', (tx) => tx.kysely.selectFrom('workflow_states').select((eb) => eb.cast(eb.val('1'), sql.raw('int); reset role; select (1') as never).as('x')).execute()],
-      ['EXPLAIN ANALYZE', (tx) => tx.kysely.selectFrom('workflow_states').selectAll().explain('json', sql`analyze`)],
-      ['a streamed query', async (tx) => {
-        for await (const row of tx.kysely.selectFrom('workflow_states').selectAll().stream()) return row;
-      }],
-      ['a forged operation tree with a function name carrying SQL', (tx) =>
-        tx.kysely.executeQuery(forgedQuery({
-          selections: [{ kind: 'SelectionNode', selection: { kind: 'FunctionNode', func: 'count(*) from workflow_states; reset role; select count', arguments: [] } }],
-        }))],
-      ['a forged operator', (tx) =>
-        tx.kysely.executeQuery(forgedQuery({
-          where: {
-            kind: 'WhereNode',
-            where: {
-              kind: 'BinaryOperationNode',
-              leftOperand: { kind: 'ValueNode', value: 1 },
-              operator: { kind: 'OperatorNode', operator: "= 1 or set_config('app.org_id', '0', true) is not null or 1 =" },
-              rightOperand: { kind: 'ValueNode', value: 1 },
-            },
-          },
-        }))],
-      ['a forged table with a schema', (tx) =>
-        tx.kysely.executeQuery(forgedQuery({
-          from: { kind: 'FromNode', froms: [{ kind: 'TableNode', table: { kind: 'SchemableIdentifierNode', schema: { kind: 'IdentifierNode', name: 'pg_temp' }, identifier: { kind: 'IdentifierNode', name: 'workflow_states' } } }] },
-        }))],
-      ['a node of a kind the checker does not know', (tx) =>
-        tx.kysely.executeQuery(forgedQuery({ where: { kind: 'WhereNode', where: { kind: 'RawNode', sqlFragments: ['true; reset role'], parameters: [] } } }))],
+      [
+        'a cast to a forged data type',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .select((eb) => eb.cast(eb.val('1'), sql.raw('int); reset role; select (1') as never).as('x'))
+            .execute(),
+      ],
+      [
+        'EXPLAIN ANALYZE',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .selectAll()
+            .explain('json', sql`analyze`),
+      ],
+      [
+        'a streamed query',
+        async (tx) => {
+          for await (const row of tx.kysely.selectFrom('workflow_states').selectAll().stream()) return row;
+        },
+      ],
+      [
+        'a forged operation tree with a function name carrying SQL',
+        (tx) =>
+          tx.kysely.executeQuery(
+            forgedQuery({
+              selections: [
+                {
+                  kind: 'SelectionNode',
+                  selection: { kind: 'FunctionNode', func: 'count(*) from workflow_states; reset role; select count', arguments: [] },
+                },
+              ],
+            }),
+          ),
+      ],
+      [
+        'a forged operator',
+        (tx) =>
+          tx.kysely.executeQuery(
+            forgedQuery({
+              where: {
+                kind: 'WhereNode',
+                where: {
+                  kind: 'BinaryOperationNode',
+                  leftOperand: { kind: 'ValueNode', value: 1 },
+                  operator: { kind: 'OperatorNode', operator: "= 1 or set_config('app.org_id', '0', true) is not null or 1 =" },
+                  rightOperand: { kind: 'ValueNode', value: 1 },
+                },
+              },
+            }),
+          ),
+      ],
+      [
+        'a forged table with a schema',
+        (tx) =>
+          tx.kysely.executeQuery(
+            forgedQuery({
+              from: {
+                kind: 'FromNode',
+                froms: [
+                  {
+                    kind: 'TableNode',
+                    table: {
+                      kind: 'SchemableIdentifierNode',
+                      schema: { kind: 'IdentifierNode', name: 'pg_temp' },
+                      identifier: { kind: 'IdentifierNode', name: 'workflow_states' },
+                    },
+                  },
+                ],
+              },
+            }),
+          ),
+      ],
+      [
+        'a node of a kind the checker does not know',
+        (tx) =>
+          tx.kysely.executeQuery(
+            forgedQuery({ where: { kind: 'WhereNode', where: { kind: 'RawNode', sqlFragments: ['true; reset role'], parameters: [] } } }),
+          ),
+      ],
     ];
 
     it.each(attempts)('%s: FORBIDDEN, and B is untouched', async (_name, attempt) => {
@@ -174,7 +328,9 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
         const locked = await tx.kysely.selectFrom('workflow_states').select('org_id').forUpdate().execute();
         const counted = await tx.kysely
           .selectFrom('workflow_states as w')
-          .leftJoin('task_states as t', (join) => join.onRef('t.org_id', '=', 'w.org_id').onRef('t.workflow_exec_id', '=', 'w.workflow_exec_id'))
+          .leftJoin('task_states as t', (join) =>
+            join.onRef('t.org_id', '=', 'w.org_id').onRef('t.workflow_exec_id', '=', 'w.workflow_exec_id'),
+          )
           .select((eb) => ['w.org_id', eb.fn.countAll<number>().as('n')])
           .groupBy('w.org_id')
           .execute();
@@ -183,7 +339,13 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
       expect(seen.locked).toEqual([{ org_id: attacker.id }]);
       expect(seen.counted.map((group) => group.org_id)).toEqual([attacker.id]);
       await expectStoreError(
-        () => single.withOrg(attacker.id, (tx) => tx.kysely.insertInto('workflow_states').values({ workflow_exec_id: 'not-a-uuid', workflow_id: 'x', status: 'running' }).execute()),
+        () =>
+          single.withOrg(attacker.id, (tx) =>
+            tx.kysely
+              .insertInto('workflow_states')
+              .values({ workflow_exec_id: 'not-a-uuid', workflow_id: 'x', status: 'running' })
+              .execute(),
+          ),
         'INVALID_INPUT',
       );
       await expectVictimUntouched();
@@ -195,7 +357,9 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
         tx.kysely.updateTable('workflow_states').set({ status: 'failed' }).where('workflow_exec_id', '=', target).executeTakeFirst(),
       );
       expect(updated.numUpdatedRows).toBe(0n);
-      const deleted = await single.withOrg(attacker.id, (tx) => tx.kysely.deleteFrom('workflow_states').where('org_id', '=', victim.id).executeTakeFirst());
+      const deleted = await single.withOrg(attacker.id, (tx) =>
+        tx.kysely.deleteFrom('workflow_states').where('org_id', '=', victim.id).executeTakeFirst(),
+      );
       expect(deleted.numDeletedRows).toBe(0n);
       const stored = await single.withOrg(victim.id, (tx) => tx.workflows.get(target));
       expect(stored.status).toBe('running');
@@ -213,7 +377,11 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
     });
 
     it('an API key carrying SQL is MALFORMED, without a statement', async () => {
-      for (const key of [`es_aaaaaaaaaaaa_'; reset role; --`, `' or 1=1 --`, `es_${'a'.repeat(12)}_${"');select pg_sleep(5)--".padEnd(43, 'x')}`]) {
+      for (const key of [
+        `es_aaaaaaaaaaaa_'; reset role; --`,
+        `' or 1=1 --`,
+        `es_${'a'.repeat(12)}_${"');select pg_sleep(5)--".padEnd(43, 'x')}`,
+      ]) {
         expect(await single.verifyApiKey(key)).toEqual({ ok: false, reason: 'MALFORMED' });
       }
     });
@@ -242,7 +410,10 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
           // One connection: nobody else can hold a lock; the setting itself is what the scope carries.
           const { rows } = await on.db.withSession(async (session) => {
             await session.exec('begin');
-            await session.query(`select set_config('role', 'app_tenant', true), public.enter_org_scope($1::uuid), set_config('lock_timeout', '200ms', true)`, [victim.id]);
+            await session.query(
+              `select set_config('role', 'app_tenant', true), public.enter_org_scope($1::uuid), set_config('lock_timeout', '200ms', true)`,
+              [victim.id],
+            );
             const result = await session.query<{ lock_timeout: string }>(`select current_setting('lock_timeout') as lock_timeout`);
             await session.exec('rollback');
             return result;
@@ -294,11 +465,17 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
       ['becomes someone by session authorization', 'set session authorization postgres'],
       ['creates a temp table to shadow a store table', 'create temp table workflow_states (workflow_exec_id uuid)'],
       ['creates a table in public', 'create table public.planted (x int)'],
-      ['replaces verify_api_key', `create or replace function public.verify_api_key(p_prefix text, p_key_hash bytea) returns setof record language sql as 'select null::record'`],
+      [
+        'replaces verify_api_key',
+        `create or replace function public.verify_api_key(p_prefix text, p_key_hash bytea) returns setof record language sql as 'select null::record'`,
+      ],
       ['turns row-level security off', 'alter table workflow_states no force row level security'],
       ['drops a policy', 'drop policy workflow_states_tenant_isolation on workflow_states'],
       ['runs an OS command', `copy (select 1) to program 'id'`],
-      ['replaces the verification clock', `create or replace function public.verification_now() returns timestamptz language sql as $$ select '2000-01-01'::timestamptz $$`],
+      [
+        'replaces the verification clock',
+        `create or replace function public.verification_now() returns timestamptz language sql as $$ select '2000-01-01'::timestamptz $$`,
+      ],
       ['reads the verification clock', 'select public.verification_now()'],
       ['passes a clock to verify_api_key', `select * from public.verify_api_key('aaaaaaaaaaaa', '\\x00', now())`],
       ['reads the migration bookkeeping', 'select * from engine_store_migrations'],
@@ -316,7 +493,9 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
         const { rows } = await leaked.query(`select count(*)::int as n from ${table}`);
         expect(rows[0].n, table).toBe(0);
       }
-      await expect(leaked.query(`insert into workflow_states (workflow_exec_id, workflow_id, status) values ($1, 'x', 'running')`, [randomUUID()])).rejects.toMatchObject({
+      await expect(
+        leaked.query(`insert into workflow_states (workflow_exec_id, workflow_id, status) values ($1, 'x', 'running')`, [randomUUID()]),
+      ).rejects.toMatchObject({
         // Citus refuses sooner: it cannot route a row without an organization (22004).
         code: expect.stringMatching(/^(42501|23502|22004)$/),
       });
@@ -324,7 +503,9 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
 
     it('RESET ROLE leaves it app_tenant, with nothing more than app_tenant may do', async () => {
       await leaked.query('reset role');
-      const { rows } = await leaked.query(`select current_user::text as "user", has_database_privilege(current_database(), 'TEMP') as temp`);
+      const { rows } = await leaked.query(
+        `select current_user::text as "user", has_database_privilege(current_database(), 'TEMP') as temp`,
+      );
       expect(rows[0]).toEqual({ user: 'app_tenant', temp: false });
     });
 
@@ -383,7 +564,9 @@ describe.runIf(serverUrl)('least privilege at start-up (server)', () => {
       const check = await openStore({ url: server.url });
       try {
         const { findings } = await diagnose(check.db, { tenantLogin: 'postgres' });
-        expect(findings.map((finding) => finding.code)).toEqual(expect.arrayContaining(['TENANT_LOGIN_SUPERUSER', 'TENANT_LOGIN_IS_OWNER']));
+        expect(findings.map((finding) => finding.code)).toEqual(
+          expect.arrayContaining(['TENANT_LOGIN_SUPERUSER', 'TENANT_LOGIN_IS_OWNER']),
+        );
         const clean = await diagnose(check.db);
         expect(clean.findings.filter((finding) => finding.code.startsWith('TENANT_LOGIN'))).toEqual([]);
       } finally {

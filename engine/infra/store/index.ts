@@ -12,7 +12,22 @@ export type { Schedule, CreateSchedule, ScheduleChanges, ListSchedules } from '.
 export type { Page, PageRequest } from './repositories/pagination.ts';
 export { DEFAULT_ORG_ID } from './repositories/default-organization.ts';
 export type { ApiKey, IssuedKey, IssueKey, ListKeys } from './api-keys/api-keys.ts';
-export { verifyApiKey, VERIFY_REASONS, type Verification, type VerifyReason, type Principal, type RateLimitState } from './api-keys/verify-api-key.ts';
-export { PERMISSIONS, ROLE_PERMISSIONS, authorize, assertAuthorized, effectivePermissions, canManageUser, type Permission } from './api-keys/rbac.ts';
+export {
+  verifyApiKey,
+  VERIFY_REASONS,
+  type Verification,
+  type VerifyReason,
+  type Principal,
+  type RateLimitState,
+} from './api-keys/verify-api-key.ts';
+export {
+  PERMISSIONS,
+  ROLE_PERMISSIONS,
+  authorize,
+  assertAuthorized,
+  effectivePermissions,
+  canManageUser,
+  type Permission,
+} from './api-keys/rbac.ts';
 export { diagnose, type Diagnosis, type DiagnoseOptions, type Finding, type FindingCode } from './diagnostics/doctor.ts';
 export { distributeOnCitus, type DistributeOptions, type DistributionReport } from './citus/distribute.ts';

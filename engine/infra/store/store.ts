@@ -14,7 +14,15 @@ import { migrateUp, migrationStatus } from './migrator/runner.ts';
 import { OrganizationsRepository } from './repositories/organizations.ts';
 import { assertTenantIsolation, assertTenantLogin, TENANT_ROLE } from './tenancy/tenant-safety.ts';
 import { isCitus } from './citus/detect.ts';
-import { readOrg, scopeSettingValues, withOrg, type ScopeSettings, type ScopeTimeouts, type TenantReads, type TenantScope } from './tenancy/scopes.ts';
+import {
+  readOrg,
+  scopeSettingValues,
+  withOrg,
+  type ScopeSettings,
+  type ScopeTimeouts,
+  type TenantReads,
+  type TenantScope,
+} from './tenancy/scopes.ts';
 import { verifyApiKey, type Verification } from './api-keys/verify-api-key.ts';
 
 export interface StoreOptions extends OpenOptions, TenantLoginOptions {

@@ -132,7 +132,11 @@ export const expiresAt = z
   .transform((value) => new Date(value))
   .refine((value) => !Number.isNaN(value.getTime()), 'must be a date')
   .refine((value) => value.getTime() > Date.now(), 'must be in the future');
-export const rateLimitPerHour = z.number().int('must be a whole number').min(1, 'must be at least 1').max(1_000_000, 'must be at most 1,000,000');
+export const rateLimitPerHour = z
+  .number()
+  .int('must be a whole number')
+  .min(1, 'must be at least 1')
+  .max(1_000_000, 'must be at most 1,000,000');
 export const scopes = z
   .array(z.string().refine(isPermission, 'must be a known permission such as workflow:read'))
   .min(1, 'must name at least one permission (omit scopes for all of the role)')
@@ -141,9 +145,24 @@ export const scopes = z
 const notFound = () => new StoreError('NOT_FOUND', 'no such API key in this organization');
 
 /** API keys of one organization, inside `withOrg`. Verification is global: see verify-api-key.ts. */
-const ISSUE_INPUT = inputObject({ userId: uuid, name: displayName(), expiresAt: expiresAt.nullable().optional(), rateLimitPerHour: rateLimitPerHour.optional(), scopes: scopes.nullable().optional() });
-const LIST_OPTIONS = inputObject({ userId: uuid.optional(), status: z.enum(KEY_STATUSES).optional(), includeDeleted: z.boolean().optional(), ...pageShape });
-export const gracePeriodSeconds = z.number().int('must be a whole number').min(0).max(30 * 24 * 3600, 'must be at most 30 days');
+const ISSUE_INPUT = inputObject({
+  userId: uuid,
+  name: displayName(),
+  expiresAt: expiresAt.nullable().optional(),
+  rateLimitPerHour: rateLimitPerHour.optional(),
+  scopes: scopes.nullable().optional(),
+});
+const LIST_OPTIONS = inputObject({
+  userId: uuid.optional(),
+  status: z.enum(KEY_STATUSES).optional(),
+  includeDeleted: z.boolean().optional(),
+  ...pageShape,
+});
+export const gracePeriodSeconds = z
+  .number()
+  .int('must be a whole number')
+  .min(0)
+  .max(30 * 24 * 3600, 'must be at most 30 days');
 const ROTATE_OPTIONS = inputObject({ gracePeriodSeconds: gracePeriodSeconds.optional() });
 
 /** A key can only be narrowed: scopes beyond the user's role are INVALID_INPUT. */
@@ -194,11 +213,11 @@ export class ApiKeysRepository {
 
   /** A key of this organization (never its digest); a soft-deleted one only with `includeDeleted`. */
   async get(id: string, options: { includeDeleted?: boolean } = {}): Promise<ApiKey> {
-    const { rows } = await run<ApiKeyRow>(this.db, `select ${COLUMNS} from api_keys where org_id = $3 and id = $1 and ($2 or deleted_at is null)`, [
-      parseInput(uuid, id, 'id'),
-      readIncludeDeleted(options),
-      this.orgId,
-    ]);
+    const { rows } = await run<ApiKeyRow>(
+      this.db,
+      `select ${COLUMNS} from api_keys where org_id = $3 and id = $1 and ($2 or deleted_at is null)`,
+      [parseInput(uuid, id, 'id'), readIncludeDeleted(options), this.orgId],
+    );
     if (!rows[0]) throw notFound();
     return toApiKey(rows[0]);
   }
@@ -293,10 +312,11 @@ export class ApiKeysRepository {
   }
 
   private async activeUserRole(userId: string): Promise<Role> {
-    const { rows } = await run<{ role: Role }>(this.db, `select role from users where org_id = $2 and id = $1 and deleted_at is null and status = 'active'`, [
-      userId,
-      this.orgId,
-    ]);
+    const { rows } = await run<{ role: Role }>(
+      this.db,
+      `select role from users where org_id = $2 and id = $1 and deleted_at is null and status = 'active'`,
+      [userId, this.orgId],
+    );
     if (!rows[0]) {
       throw new StoreError('NOT_FOUND', 'no active user with this id in this organization', { field: 'userId' });
     }

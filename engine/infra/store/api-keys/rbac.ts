@@ -27,7 +27,18 @@ export type Permission = (typeof PERMISSIONS)[number];
 /** admin: everything in its organization; manager: workflows, tasks, schedules and customer users; customer: read and execute. */
 export const ROLE_PERMISSIONS: Readonly<Record<Role, readonly Permission[]>> = {
   admin: PERMISSIONS,
-  manager: ['org:read', 'user:read', 'user:manage', 'workflow:read', 'workflow:write', 'workflow:execute', 'task:read', 'task:write', 'schedule:read', 'schedule:write'],
+  manager: [
+    'org:read',
+    'user:read',
+    'user:manage',
+    'workflow:read',
+    'workflow:write',
+    'workflow:execute',
+    'task:read',
+    'task:write',
+    'schedule:read',
+    'schedule:write',
+  ],
   customer: ['org:read', 'workflow:read', 'workflow:execute', 'task:read', 'schedule:read'],
 };
 

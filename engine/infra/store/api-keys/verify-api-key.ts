@@ -27,8 +27,7 @@ export interface RateLimitState {
 }
 
 export type Verification =
-  | { ok: true; principal: Principal; rateLimit: RateLimitState }
-  | { ok: false; reason: VerifyReason; rateLimit?: RateLimitState };
+  { ok: true; principal: Principal; rateLimit: RateLimitState } | { ok: false; reason: VerifyReason; rateLimit?: RateLimitState };
 
 interface VerifyRow {
   outcome: 'OK' | VerifyReason;

@@ -2,6 +2,8 @@
 import type { Queryable } from '../connection/database.ts';
 
 export async function isCitus(db: Queryable): Promise<boolean> {
-  const { rows } = await db.query<{ present: boolean }>(`select exists (select from pg_catalog.pg_extension where extname = 'citus') as present`);
+  const { rows } = await db.query<{ present: boolean }>(
+    `select exists (select from pg_catalog.pg_extension where extname = 'citus') as present`,
+  );
   return rows[0]!.present;
 }

@@ -62,17 +62,26 @@ export async function distributeOnCitus(db: Database, options: DistributeOptions
   if (!Number.isInteger(shardCount) || shardCount < 1 || shardCount > 64_000) {
     throw new StoreError('INVALID_INPUT', 'the shard count must be a whole number from 1 to 64,000', { field: 'shardCount' });
   }
-  if (db.kind === 'pglite') throw refused('embedded', 'the embedded database cannot be distributed: point the command at a Citus coordinator');
+  if (db.kind === 'pglite')
+    throw refused('embedded', 'the embedded database cannot be distributed: point the command at a Citus coordinator');
   if (!(await isCitus(db))) {
-    throw refused('citus_missing', 'this database has no Citus extension: create it on the coordinator and every worker (CREATE EXTENSION citus), then add the workers (citus_add_node)');
+    throw refused(
+      'citus_missing',
+      'this database has no Citus extension: create it on the coordinator and every worker (CREATE EXTENSION citus), then add the workers (citus_add_node)',
+    );
   }
   const workers = await activeWorkers(db);
-  if (workers === 0) throw refused('no_workers', 'the coordinator has no active worker: add them first (SELECT citus_add_node(host, port))');
+  if (workers === 0)
+    throw refused('no_workers', 'the coordinator has no active worker: add them first (SELECT citus_add_node(host, port))');
   const status = await migrationStatus(db);
   if (!status.upToDate) {
-    throw new StoreError('SCHEMA_OUT_OF_DATE', 'the schema is not at the latest migration: run `engine-store migrate up` first, then distribute', {
-      reason: 'migrations_pending',
-    });
+    throw new StoreError(
+      'SCHEMA_OUT_OF_DATE',
+      'the schema is not at the latest migration: run `engine-store migrate up` first, then distribute',
+      {
+        reason: 'migrations_pending',
+      },
+    );
   }
 
   return db.withSession(async (session) => {
@@ -117,7 +126,9 @@ export async function distributeOnCitus(db: Database, options: DistributeOptions
       const rowsAfter = await countRows(session);
       const lost = Object.keys(rowsBefore).filter((table) => rowsBefore[table] !== rowsAfter[table]);
       if (lost.length > 0) {
-        throw new StoreError('DATABASE_ERROR', `row counts changed while distributing ${lost.join(', ')}: rolled back`, { reason: 'rows_changed' });
+        throw new StoreError('DATABASE_ERROR', `row counts changed while distributing ${lost.join(', ')}: rolled back`, {
+          reason: 'rows_changed',
+        });
       }
       await session.query('commit');
       log(`distributed over ${workers} worker(s); every table has the rows it had`);
@@ -156,7 +167,10 @@ function refuseForeignLayouts(states: Map<string, TableState>): void {
   for (const table of REFERENCE_TABLES) {
     const state = states.get(table)!;
     if (state.placement === 'distributed' || state.placement === 'other') {
-      throw refused('unexpected_layout', `table ${table} is already on Citus, but not as a reference table: undo that (undistribute_table) and run again`);
+      throw refused(
+        'unexpected_layout',
+        `table ${table} is already on Citus, but not as a reference table: undo that (undistribute_table) and run again`,
+      );
     }
   }
   for (const table of DISTRIBUTED_TABLES) {

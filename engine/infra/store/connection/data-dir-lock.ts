@@ -84,7 +84,9 @@ export async function lockDataDir(dataDir: string, waitMs: number): Promise<Data
       continue;
     }
     if (holder === process.pid) {
-      throw new StoreError('DATA_DIR_LOCKED', `the embedded database in ${dataDir} is already open in this process`, { reason: 'same_process' });
+      throw new StoreError('DATA_DIR_LOCKED', `the embedded database in ${dataDir} is already open in this process`, {
+        reason: 'same_process',
+      });
     }
     if (Date.now() >= deadline) {
       throw new StoreError(
@@ -119,7 +121,8 @@ export function privateDataDir(dataDir: string): void {
   try {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const stat = statSync(dataDir);
-    if (!stat.isDirectory()) throw new StoreError('INVALID_INPUT', `${dataDir} is not a directory`, { field: 'dataDir', reason: 'not_a_directory' });
+    if (!stat.isDirectory())
+      throw new StoreError('INVALID_INPUT', `${dataDir} is not a directory`, { field: 'dataDir', reason: 'not_a_directory' });
     restrict(dataDir, true);
   } catch (error) {
     throw dataDirError(error, dataDir);
@@ -133,10 +136,14 @@ function restrict(path: string, directory: boolean, root = path): void {
   // start, or worse, the write-back of a command it has already reported done.
   if ((mode & wanted) !== wanted) {
     const what = path === root ? 'it' : relative(root, path);
-    throw new StoreError('INVALID_INPUT', `cannot use the embedded database directory ${root}: ${what} is read-only (mode ${mode.toString(8).padStart(4, '0')})`, {
-      field: 'dataDir',
-      reason: 'read_only',
-    });
+    throw new StoreError(
+      'INVALID_INPUT',
+      `cannot use the embedded database directory ${root}: ${what} is read-only (mode ${mode.toString(8).padStart(4, '0')})`,
+      {
+        field: 'dataDir',
+        reason: 'read_only',
+      },
+    );
   }
   if ((mode & 0o077) !== 0) chmodSync(path, mode & wanted);
   if (!directory) return;
@@ -160,5 +167,10 @@ function dataDirError(error: unknown, path: string): StoreError {
     ENOSPC: 'the disk is full',
   };
   const reason = (code && reasons[code]) ?? 'it cannot be used';
-  return new StoreError('INVALID_INPUT', `cannot use the embedded database directory ${path}: ${reason}`, { field: 'dataDir', reason: code ?? 'unusable' }, { cause: error });
+  return new StoreError(
+    'INVALID_INPUT',
+    `cannot use the embedded database directory ${path}: ${reason}`,
+    { field: 'dataDir', reason: code ?? 'unusable' },
+    { cause: error },
+  );
 }

@@ -22,7 +22,8 @@ export function databaseErrorFields(error: unknown): DatabaseErrorFields | undef
   const candidate = error as Partial<DatabaseErrorFields> & { severity?: unknown };
   // Both drivers copy the server's severity onto the error; an application error that merely
   // has a five-letter code does not have one.
-  if (typeof candidate.severity !== 'string' || typeof candidate.code !== 'string' || !/^[0-9A-Z]{5}$/.test(candidate.code)) return undefined;
+  if (typeof candidate.severity !== 'string' || typeof candidate.code !== 'string' || !/^[0-9A-Z]{5}$/.test(candidate.code))
+    return undefined;
   return candidate as DatabaseErrorFields;
 }
 
@@ -129,7 +130,9 @@ function mapped(fields: DatabaseErrorFields, error: object): StoreError {
   const details = { ...(field ? { field } : {}), ...(constraint ? { reason: constraint } : {}) };
   switch (fields.code) {
     case SQLSTATE.uniqueViolation:
-      return new StoreError('CONFLICT', field ? `another row already has this ${field}` : 'the row already exists', details, { cause: error });
+      return new StoreError('CONFLICT', field ? `another row already has this ${field}` : 'the row already exists', details, {
+        cause: error,
+      });
     case SQLSTATE.foreignKeyViolation: {
       // The store's API only ever hits this by pointing at a row that does not exist in this
       // organization (its deletes cascade); deleting a row still referred to is not exposed.
@@ -184,5 +187,10 @@ function mapped(fields: DatabaseErrorFields, error: object): StoreError {
 }
 
 function unmapped(fields: DatabaseErrorFields, error: object): StoreError {
-  return new StoreError('DATABASE_ERROR', `the database refused the operation (SQLSTATE ${fields.code})`, { reason: fields.code }, { cause: error });
+  return new StoreError(
+    'DATABASE_ERROR',
+    `the database refused the operation (SQLSTATE ${fields.code})`,
+    { reason: fields.code },
+    { cause: error },
+  );
 }

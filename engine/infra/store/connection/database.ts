@@ -232,7 +232,12 @@ function openPostgres(url: string, poolSize: number): Database {
     work.catch((error: unknown) => {
       throw connectionLostOr(error, client !== undefined && lost.has(client), location);
     });
-  const send = <Row>(client: pg.PoolClient | pg.Pool, sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> => {
+  const send = <Row>(
+    client: pg.PoolClient | pg.Pool,
+    sql: string,
+    params?: readonly unknown[],
+    options?: QueryOptions,
+  ): Promise<QueryResult<Row>> => {
     const values = params as unknown[] | undefined;
     const sent = options?.prepare ? client.query({ name: statementName(sql), text: sql, values }) : client.query(sql, values);
     return sent.then((result) => ({ rows: result.rows as Row[], rowCount: result.rowCount ?? 0 }));
@@ -404,7 +409,12 @@ function once(action: () => Promise<void>): () => Promise<void> {
 function connectionError(error: unknown, location: string): StoreError {
   // A connection lost before the first query answered was never really there.
   if (isStoreError(error, 'CONNECTION_LOST')) {
-    return new StoreError('CONNECTION_FAILED', `cannot connect to ${location}: the server closed the connection`, { reason: 'connection_closed' }, { cause: error });
+    return new StoreError(
+      'CONNECTION_FAILED',
+      `cannot connect to ${location}: the server closed the connection`,
+      { reason: 'connection_closed' },
+      { cause: error },
+    );
   }
   if (error instanceof StoreError) return error;
   const fields = databaseErrorFields(error);
@@ -415,5 +425,10 @@ function connectionError(error: unknown, location: string): StoreError {
       : fields?.code === SQLSTATE.invalidPassword || fields?.code === SQLSTATE.invalidAuthorization
         ? ' (authentication failed)'
         : '';
-  return new StoreError('CONNECTION_FAILED', `cannot connect to ${location}: ${reason}${hint}`, { reason: fields?.code ?? 'unreachable' }, { cause: error });
+  return new StoreError(
+    'CONNECTION_FAILED',
+    `cannot connect to ${location}: ${reason}${hint}`,
+    { reason: fields?.code ?? 'unreachable' },
+    { cause: error },
+  );
 }

@@ -70,7 +70,9 @@ class PipelineQuery {
     private readonly statements: readonly ProtocolStatement[],
     types: TypeParsers,
   ) {
-    this.results = statements.map(() => new (Result as unknown as new (rowMode: undefined, types: TypeParsers) => ResultBuilder)(undefined, types));
+    this.results = statements.map(
+      () => new (Result as unknown as new (rowMode: undefined, types: TypeParsers) => ResultBuilder)(undefined, types),
+    );
     this.done = new Promise((resolve, reject) => {
       this.settle = { resolve, reject };
     });
@@ -170,7 +172,11 @@ class PipelineQuery {
 }
 
 /** Runs `statements` as one pipeline on `client`; see the module comment. */
-export function runPipeline(client: pg.ClientBase, statements: readonly ProtocolStatement[], types: TypeParsers): Promise<QueryResult<Record<string, unknown>>[]> {
+export function runPipeline(
+  client: pg.ClientBase,
+  statements: readonly ProtocolStatement[],
+  types: TypeParsers,
+): Promise<QueryResult<Record<string, unknown>>[]> {
   const query = new PipelineQuery(statements, types);
   client.query(query as unknown as pg.Submittable);
   return query.done;

@@ -6,7 +6,12 @@ import { toStoreError } from './database-errors.ts';
  * Runs one statement; any failure comes out as a StoreError (see database-errors.ts). The
  * store's statements are prepared once per connection unless `prepare: false` (one-off SQL).
  */
-export async function run<Row>(db: Queryable, sql: string, params: readonly unknown[] = [], options: QueryOptions = { prepare: true }): Promise<QueryResult<Row>> {
+export async function run<Row>(
+  db: Queryable,
+  sql: string,
+  params: readonly unknown[] = [],
+  options: QueryOptions = { prepare: true },
+): Promise<QueryResult<Row>> {
   try {
     return await db.query<Row>(sql, params, options);
   } catch (error) {

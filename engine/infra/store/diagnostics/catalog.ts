@@ -129,8 +129,7 @@ export async function readCatalog(db: Queryable): Promise<CatalogSnapshot> {
   const snapshot = {} as CatalogSnapshot;
   for (const [key, sql] of Object.entries(QUERIES) as [keyof CatalogSnapshot, string][]) {
     const { rows } = await db.query<Record<string, unknown>>(sql);
-    (snapshot as unknown as Record<string, unknown>)[key] =
-      key === 'extensions' ? rows.map((row) => row.name) : rows.map(normalizeRow);
+    (snapshot as unknown as Record<string, unknown>)[key] = key === 'extensions' ? rows.map((row) => row.name) : rows.map(normalizeRow);
   }
   return snapshot;
 }

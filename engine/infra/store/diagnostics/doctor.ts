@@ -17,7 +17,13 @@ import { diffCatalogs, readCatalog, type CatalogSnapshot } from './catalog.ts';
 import { openDatabase, type Database, type Queryable } from '../connection/database.ts';
 import { migrationStatus } from '../migrator/runner.ts';
 import { loadSchemaFile } from '../migrator/schema-file.ts';
-import { inspectTenantLogin, inspectTenantSafety, tenantLoginProblems, TENANT_ROLE, type TenantLoginProblemCode } from '../tenancy/tenant-safety.ts';
+import {
+  inspectTenantLogin,
+  inspectTenantSafety,
+  tenantLoginProblems,
+  TENANT_ROLE,
+  type TenantLoginProblemCode,
+} from '../tenancy/tenant-safety.ts';
 
 export type FindingCode =
   | 'MIGRATION_PENDING'
@@ -115,7 +121,12 @@ async function checkMigrations(db: Database, options: DiagnoseOptions, findings:
   for (const entry of status.migrations) {
     if (entry.state === 'pending') {
       comparable = false;
-      findings.push({ code: 'MIGRATION_PENDING', severity: 'error', message: `migration ${entry.name} is not applied; run engine-store migrate up`, object: entry.name });
+      findings.push({
+        code: 'MIGRATION_PENDING',
+        severity: 'error',
+        message: `migration ${entry.name} is not applied; run engine-store migrate up`,
+        object: entry.name,
+      });
     } else if (entry.state === 'edited') {
       comparable = false;
       findings.push({
@@ -133,7 +144,12 @@ async function checkMigrations(db: Database, options: DiagnoseOptions, findings:
         object: entry.name,
       });
     } else if (entry.state === 'missing') {
-      findings.push({ code: 'MIGRATION_MISSING', severity: 'error', message: `migration ${entry.name} is applied but its file is missing`, object: entry.name });
+      findings.push({
+        code: 'MIGRATION_MISSING',
+        severity: 'error',
+        message: `migration ${entry.name} is applied but its file is missing`,
+        object: entry.name,
+      });
     }
   }
   return comparable;
@@ -170,7 +186,12 @@ async function checkDrift(db: Database, options: DiagnoseOptions, findings: Find
   }
   const actual = await readCatalog(db);
   for (const difference of diffCatalogs(expected, actual)) {
-    findings.push({ code: 'SCHEMA_DRIFT', severity: 'error', message: `the schema differs from schema.sql: ${difference}`, object: driftObject(difference) });
+    findings.push({
+      code: 'SCHEMA_DRIFT',
+      severity: 'error',
+      message: `the schema differs from schema.sql: ${difference}`,
+      object: driftObject(difference),
+    });
   }
 }
 
@@ -255,7 +276,11 @@ function defaultTenantLogin(): string {
 async function checkTenantLogin(db: Database, login: string, findings: Finding[]): Promise<void> {
   for (const problem of tenantLoginProblems(await inspectTenantLogin(db, login))) {
     // A missing app_tenant is already TENANT_ROLE_MISSING.
-    if (problem.code === 'TENANT_LOGIN_MISSING' && findings.some((finding) => finding.code === 'TENANT_ROLE_MISSING' && finding.object === login)) continue;
+    if (
+      problem.code === 'TENANT_LOGIN_MISSING' &&
+      findings.some((finding) => finding.code === 'TENANT_ROLE_MISSING' && finding.object === login)
+    )
+      continue;
     findings.push({ code: problem.code, severity: 'error', message: problem.message, object: login });
   }
 }
@@ -266,21 +291,46 @@ async function checkTenantSafety(db: Database, role: string, findings: Finding[]
     findings.push({ code: 'TENANT_ROLE_MISSING', severity: 'error', message: `the tenant role ${role} does not exist`, object: role });
   } else {
     if (safety.roleSuperuser) {
-      findings.push({ code: 'TENANT_ROLE_BYPASSES_RLS', severity: 'error', message: `the tenant role ${role} is a superuser, so row-level security does not apply to it`, object: role });
+      findings.push({
+        code: 'TENANT_ROLE_BYPASSES_RLS',
+        severity: 'error',
+        message: `the tenant role ${role} is a superuser, so row-level security does not apply to it`,
+        object: role,
+      });
     }
     if (safety.roleBypassesRls) {
-      findings.push({ code: 'TENANT_ROLE_BYPASSES_RLS', severity: 'error', message: `the tenant role ${role} has BYPASSRLS, so row-level security does not apply to it`, object: role });
+      findings.push({
+        code: 'TENANT_ROLE_BYPASSES_RLS',
+        severity: 'error',
+        message: `the tenant role ${role} has BYPASSRLS, so row-level security does not apply to it`,
+        object: role,
+      });
     }
   }
   for (const table of safety.tenantTables) {
     if (!table.rowSecurity) {
-      findings.push({ code: 'RLS_DISABLED', severity: 'error', message: `row-level security is disabled on tenant table ${table.name}`, object: table.name });
+      findings.push({
+        code: 'RLS_DISABLED',
+        severity: 'error',
+        message: `row-level security is disabled on tenant table ${table.name}`,
+        object: table.name,
+      });
     }
     if (!table.forceRowSecurity) {
-      findings.push({ code: 'RLS_NOT_FORCED', severity: 'error', message: `row-level security is not forced on tenant table ${table.name} (its owner bypasses it)`, object: table.name });
+      findings.push({
+        code: 'RLS_NOT_FORCED',
+        severity: 'error',
+        message: `row-level security is not forced on tenant table ${table.name} (its owner bypasses it)`,
+        object: table.name,
+      });
     }
     if (!table.hasPolicy) {
-      findings.push({ code: 'RLS_NO_POLICY', severity: 'error', message: `tenant table ${table.name} has no row-level security policy`, object: table.name });
+      findings.push({
+        code: 'RLS_NO_POLICY',
+        severity: 'error',
+        message: `tenant table ${table.name} has no row-level security policy`,
+        object: table.name,
+      });
     }
   }
 }

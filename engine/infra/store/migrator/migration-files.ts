@@ -47,8 +47,7 @@ export function readMigrationFiles(dir: string = MIGRATIONS_DIR): MigrationFile[
 export function parseMigrationFile(path: string, bytes: Buffer): MigrationFile {
   const fileName = path.split(/[\\/]/).pop() ?? path;
   const name = fileName.replace(/\.sql$/, '');
-  const invalid = (why: string) =>
-    new StoreError('MIGRATION_INVALID', `migration ${fileName}: ${why}`, { migration: name, reason: why });
+  const invalid = (why: string) => new StoreError('MIGRATION_INVALID', `migration ${fileName}: ${why}`, { migration: name, reason: why });
   if (!FILE_NAME.test(fileName)) throw invalid('the file name must be <YYYYMMDDHHMMSS>_<lowercase_name>.sql');
   const text = bytes.toString('utf8');
   const up = UP_MARKER.exec(text);

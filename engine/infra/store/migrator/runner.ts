@@ -218,7 +218,12 @@ async function withRunProgress<T>(done: number, total: number, direction: 'up' |
   } catch (error) {
     if (!(error instanceof StoreError) || total < 2) throw error;
     const verb = direction === 'up' ? 'applied' : 'reverted';
-    throw new StoreError(error.code, `${error.message} (${done} of the ${total} migrations of this run were ${verb} before it)`, error.details, { cause: error.cause });
+    throw new StoreError(
+      error.code,
+      `${error.message} (${done} of the ${total} migrations of this run were ${verb} before it)`,
+      error.details,
+      { cause: error.cause },
+    );
   }
 }
 
@@ -231,7 +236,10 @@ async function withRunProgress<T>(done: number, total: number, direction: 'up' |
 export async function migrateDown(db: Database, options: RunnerOptions & { count?: number; force?: boolean } = {}): Promise<AppliedStep[]> {
   const count = options.count ?? 1;
   if (!Number.isInteger(count) || count < 1) {
-    throw new StoreError('INVALID_INPUT', 'the number of migrations to revert must be a positive whole number', { field: 'count', reason: 'not_positive_integer' });
+    throw new StoreError('INVALID_INPUT', 'the number of migrations to revert must be a positive whole number', {
+      field: 'count',
+      reason: 'not_positive_integer',
+    });
   }
   checkRunnerOptions(options);
   const files = readMigrationFiles(options.dir ?? MIGRATIONS_DIR);
@@ -246,7 +254,10 @@ export async function migrateDown(db: Database, options: RunnerOptions & { count
     }
     // Checked before the first step, not found out halfway.
     if (count > applied.length) {
-      throw new StoreError('INVALID_INPUT', `only ${applied.length} migration(s) are applied; cannot revert ${count}`, { field: 'count', reason: 'too_many' });
+      throw new StoreError('INVALID_INPUT', `only ${applied.length} migration(s) are applied; cannot revert ${count}`, {
+        field: 'count',
+        reason: 'too_many',
+      });
     }
     const toRevert = applied.slice(-count).reverse();
     const revertFiles = toRevert.map((row) => {
@@ -313,8 +324,10 @@ export async function migrationStatus(db: Database, options: Pick<RunnerOptions,
     const row = appliedByName.get(file.name);
     if (!row) return { name: file.name, state: 'pending' };
     if (row.state === 'applying') return interruptedEntry(file, row);
-    if (row.checksum !== file.checksum) return { name: file.name, state: 'edited', appliedAt: new Date(row.applied_at).toISOString(), durationMs: row.duration_ms };
-    if (row.state === 'applied') return { name: file.name, state: 'applied', appliedAt: new Date(row.applied_at).toISOString(), durationMs: row.duration_ms };
+    if (row.checksum !== file.checksum)
+      return { name: file.name, state: 'edited', appliedAt: new Date(row.applied_at).toISOString(), durationMs: row.duration_ms };
+    if (row.state === 'applied')
+      return { name: file.name, state: 'applied', appliedAt: new Date(row.applied_at).toISOString(), durationMs: row.duration_ms };
     return interruptedEntry(file, row);
   });
   for (const row of applied) {
@@ -357,10 +370,15 @@ async function withMigrationLock<T>(db: Database, options: RunnerOptions, work: 
       const { rows } = await session.query<{ locked: boolean }>('select pg_try_advisory_lock($1) as locked', [MIGRATION_LOCK_KEY]);
       if (rows[0]?.locked) break;
       if (options.signal?.aborted) {
-        throw new StoreError('MIGRATION_INTERRUPTED', 'stopped while waiting for another migration run to finish; nothing was changed', { reason: 'interrupted' });
+        throw new StoreError('MIGRATION_INTERRUPTED', 'stopped while waiting for another migration run to finish; nothing was changed', {
+          reason: 'interrupted',
+        });
       }
       if (Date.now() >= deadline) {
-        throw new StoreError('MIGRATION_LOCKED', `another migration run still holds the migration lock after ${lockWaitMs} ms; try again when it has finished`);
+        throw new StoreError(
+          'MIGRATION_LOCKED',
+          `another migration run still holds the migration lock after ${lockWaitMs} ms; try again when it has finished`,
+        );
       }
       if (!announced) log('waiting for another migration run to finish...');
       announced = true;
@@ -469,7 +487,9 @@ const TIMEOUT_VALUE = /^\d+(ms|s|min)?$/;
 export function checkRunnerOptions(options: RunnerOptions): void {
   const { lockTimeout = DEFAULT_LOCK_TIMEOUT, lockRetries = DEFAULT_LOCK_RETRIES } = options;
   if (!TIMEOUT_VALUE.test(lockTimeout) || /^0+(ms|s|min)?$/.test(lockTimeout)) {
-    throw new StoreError('INVALID_INPUT', `lock timeout "${lockTimeout}" is not a duration above zero such as 5s or 500ms`, { field: 'lockTimeout' });
+    throw new StoreError('INVALID_INPUT', `lock timeout "${lockTimeout}" is not a duration above zero such as 5s or 500ms`, {
+      field: 'lockTimeout',
+    });
   }
   if (!Number.isInteger(lockRetries) || lockRetries < 0) {
     throw new StoreError('INVALID_INPUT', 'lock retries must be a whole number, 0 or more', { field: 'lockRetries' });
@@ -504,7 +524,10 @@ function unitsOf(statements: SqlStatement[], transactional: boolean): SqlStateme
 }
 
 function firstKeyword(text: string): string {
-  return text.replace(/^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/, '').split(/[\s;(]/, 1)[0]!.toLowerCase();
+  return text
+    .replace(/^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/, '')
+    .split(/[\s;(]/, 1)[0]!
+    .toLowerCase();
 }
 
 /**
@@ -535,7 +558,13 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * Runs one migration section, `up` or `down`, and records it. `resumeAt`, when the section was
  * interrupted before, is the number of units it completed (its bookkeeping row says so).
  */
-async function runStep(session: Session, file: MigrationFile, direction: 'up' | 'down', options: RunnerOptions, resumeAt?: number): Promise<AppliedStep> {
+async function runStep(
+  session: Session,
+  file: MigrationFile,
+  direction: 'up' | 'down',
+  options: RunnerOptions,
+  resumeAt?: number,
+): Promise<AppliedStep> {
   const log = options.log ?? (() => undefined);
   const lockTimeout = options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT;
   const statements = direction === 'up' ? file.up : file.down;
@@ -635,7 +664,9 @@ class Bookkeeping {
     if (this.direction === 'up') {
       await this.session.query(`delete from ${MIGRATIONS_TABLE} where name = $1 and state = 'applying'`, [this.file.name]);
     } else {
-      await this.session.query(`update ${MIGRATIONS_TABLE} set state = 'applied' where name = $1 and state = 'reverting'`, [this.file.name]);
+      await this.session.query(`update ${MIGRATIONS_TABLE} set state = 'applied' where name = $1 and state = 'reverting'`, [
+        this.file.name,
+      ]);
     }
   }
 
@@ -752,7 +783,9 @@ class StatementRunner {
   }
 
   private async failure(error: unknown, attempts: number): Promise<StoreError> {
-    const interrupted = error instanceof Interrupted || (this.options.signal?.aborted === true && databaseErrorFields(error)?.code === SQLSTATE.queryCanceled);
+    const interrupted =
+      error instanceof Interrupted ||
+      (this.options.signal?.aborted === true && databaseErrorFields(error)?.code === SQLSTATE.queryCanceled);
     let untouched = false;
     if (!this.changed && this.untouchedFailure) {
       // On a lost connection this fails too, and the section stays recorded as started.
@@ -762,7 +795,15 @@ class StatementRunner {
       );
     }
     const at = { statement: this.current, index: this.next, of: this.total };
-    return stepError(this.file, this.direction, at, interrupted ? new Interrupted() : error, this.options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT, attempts, untouched);
+    return stepError(
+      this.file,
+      this.direction,
+      at,
+      interrupted ? new Interrupted() : error,
+      this.options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT,
+      attempts,
+      untouched,
+    );
   }
 }
 
@@ -794,13 +835,22 @@ function stepError(
     const point = at.statement
       ? `during statement ${at.index + 1} of ${at.of} (line ${at.statement.line}), which was cancelled`
       : `before statement ${at.index + 1} of ${at.of}`;
-    return new StoreError('MIGRATION_INTERRUPTED', `migration ${file.name} (${direction}) was stopped ${point}; ${aftermath(file, direction)}`, {
-      ...details,
-      reason: 'interrupted',
-    });
+    return new StoreError(
+      'MIGRATION_INTERRUPTED',
+      `migration ${file.name} (${direction}) was stopped ${point}; ${aftermath(file, direction)}`,
+      {
+        ...details,
+        reason: 'interrupted',
+      },
+    );
   }
   if (isStoreError(error, 'CONNECTION_LOST')) {
-    return new StoreError('CONNECTION_LOST', `${error.message}, in migration ${file.name} (${direction})${where}; ${aftermath(file, direction)}`, { ...details, reason: error.details.reason }, { cause: error });
+    return new StoreError(
+      'CONNECTION_LOST',
+      `${error.message}, in migration ${file.name} (${direction})${where}; ${aftermath(file, direction)}`,
+      { ...details, reason: error.details.reason },
+      { cause: error },
+    );
   }
   if (fields?.code === SQLSTATE.lockNotAvailable) {
     return new StoreError(

@@ -36,9 +36,11 @@ const FIVE_FIELDS: readonly Field[] = [
 /** Why `expression` is not a cron expression schedules accept, or undefined if it is one. */
 export function cronProblem(expression: string): string | undefined {
   const trimmed = expression.trim();
-  if (trimmed.startsWith('@')) return MACRO.test(trimmed) ? undefined : 'is not a known macro (@hourly, @daily, @weekly, @monthly, @yearly ...)';
+  if (trimmed.startsWith('@'))
+    return MACRO.test(trimmed) ? undefined : 'is not a known macro (@hourly, @daily, @weekly, @monthly, @yearly ...)';
   const parts = trimmed.split(/\s+/);
-  if (parts.length !== 5 && parts.length !== 6) return `must have 5 fields (6 with seconds first), or be a macro such as @hourly; it has ${parts.length}`;
+  if (parts.length !== 5 && parts.length !== 6)
+    return `must have 5 fields (6 with seconds first), or be a macro such as @hourly; it has ${parts.length}`;
   const fields = parts.length === 6 ? [SECOND, ...FIVE_FIELDS] : FIVE_FIELDS;
   for (const [index, field] of fields.entries()) {
     const problem = fieldProblem(parts[index]!, field);

@@ -53,10 +53,11 @@ export class ExecutionStatesById<Row, Item> {
   ) {}
 
   async get(id: string): Promise<Item> {
-    const { rows } = await run<Row>(this.db, `select ${this.spec.columns} from ${this.spec.table} where org_id = $2 and ${this.spec.idColumn} = $1`, [
-      this.parseId(id),
-      this.orgId,
-    ]);
+    const { rows } = await run<Row>(
+      this.db,
+      `select ${this.spec.columns} from ${this.spec.table} where org_id = $2 and ${this.spec.idColumn} = $1`,
+      [this.parseId(id), this.orgId],
+    );
     return this.one(rows);
   }
 

@@ -8,7 +8,18 @@ import { toStoreError } from '../connection/database-errors.ts';
 import { StoreError } from '../errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from '../connection/run.ts';
-import { TEMPORAL_NAMESPACE, accountStatus, displayName, parseInput, inputObject, parseObject, temporalNamespace, uuid, type AccountStatus, readIncludeDeleted } from './validation.ts';
+import {
+  TEMPORAL_NAMESPACE,
+  accountStatus,
+  displayName,
+  parseInput,
+  inputObject,
+  parseObject,
+  temporalNamespace,
+  uuid,
+  type AccountStatus,
+  readIncludeDeleted,
+} from './validation.ts';
 
 export interface Organization {
   id: string;
@@ -119,9 +130,7 @@ export class OrganizationsRepository {
       table: 'organizations',
       columns: COLUMNS,
       idColumn: 'id',
-      filters: [
-        [(p) => `status = ${p}`, status],
-      ],
+      filters: [[(p) => `status = ${p}`, status]],
       where: includeDeleted === true ? [] : ['deleted_at is null'],
       request: page as PageRequest,
       toItem: toOrganization,
@@ -167,10 +176,14 @@ export class OrganizationsRepository {
    */
   async purge(id: string): Promise<void> {
     const orgId = parseInput(uuid, id, 'id');
-    const { rows } = await run<{ deleted: boolean }>(this.db, 'select deleted_at is not null as deleted from organizations where id = $1', [orgId]);
+    const { rows } = await run<{ deleted: boolean }>(this.db, 'select deleted_at is not null as deleted from organizations where id = $1', [
+      orgId,
+    ]);
     if (!rows[0]) throw notFound();
     if (!rows[0].deleted) {
-      throw new StoreError('CONFLICT', 'only a soft-deleted organization can be purged; soft-delete it first', { reason: 'not_soft_deleted' });
+      throw new StoreError('CONFLICT', 'only a soft-deleted organization can be purged; soft-delete it first', {
+        reason: 'not_soft_deleted',
+      });
     }
     // One transaction: the organization and, by cascade, what it owns; then its API key
     // prefixes, which its keys referred to until that first statement (and only if it is gone:
@@ -180,7 +193,10 @@ export class OrganizationsRepository {
       .withSession((session) =>
         session.pipeline([
           { sql: 'delete from organizations where id = $1 and deleted_at is not null', params: [orgId] },
-          { sql: 'delete from api_key_prefixes where org_id = $1 and not exists (select from organizations where id = $1)', params: [orgId] },
+          {
+            sql: 'delete from api_key_prefixes where org_id = $1 and not exists (select from organizations where id = $1)',
+            params: [orgId],
+          },
         ]),
       )
       .catch((error: unknown) => {

@@ -99,14 +99,25 @@ const timezone = z
 
 const notFound = () => new StoreError('NOT_FOUND', 'no such schedule in this organization');
 
-const CREATE_INPUT = inputObject({ workflowId: engineIdentifier, cronExpression, timezone: timezone.optional(), enabled: z.boolean().optional(), input: jsonPayload.optional() });
+const CREATE_INPUT = inputObject({
+  workflowId: engineIdentifier,
+  cronExpression,
+  timezone: timezone.optional(),
+  enabled: z.boolean().optional(),
+  input: jsonPayload.optional(),
+});
 const LIST_OPTIONS = inputObject({
   workflowId: engineIdentifier.optional(),
   enabled: z.boolean().optional(),
   includeDeleted: z.boolean().optional(),
   ...pageShape,
 });
-const CHANGES_INPUT = inputObject({ cronExpression: cronExpression.optional(), timezone: timezone.optional(), enabled: z.boolean().optional(), input: jsonPayload.optional() });
+const CHANGES_INPUT = inputObject({
+  cronExpression: cronExpression.optional(),
+  timezone: timezone.optional(),
+  enabled: z.boolean().optional(),
+  input: jsonPayload.optional(),
+});
 
 export class SchedulesRepository {
   /** `orgId` is the scope's organization: every statement names it (on Citus, one shard). */
@@ -132,11 +143,11 @@ export class SchedulesRepository {
   }
 
   async get(id: string, options: { includeDeleted?: boolean } = {}): Promise<Schedule> {
-    const { rows } = await run<ScheduleRow>(this.db, `select ${COLUMNS} from schedules where org_id = $3 and id = $1 and ($2 or deleted_at is null)`, [
-      parseInput(uuid, id, 'id'),
-      readIncludeDeleted(options),
-      this.orgId,
-    ]);
+    const { rows } = await run<ScheduleRow>(
+      this.db,
+      `select ${COLUMNS} from schedules where org_id = $3 and id = $1 and ($2 or deleted_at is null)`,
+      [parseInput(uuid, id, 'id'), readIncludeDeleted(options), this.orgId],
+    );
     if (!rows[0]) throw notFound();
     return toSchedule(rows[0]);
   }
@@ -175,22 +186,28 @@ export class SchedulesRepository {
   }
 
   async restore(id: string): Promise<Schedule> {
-    const { rows } = await run<ScheduleRow>(this.db, `update schedules set deleted_at = null where org_id = $2 and id = $1 and deleted_at is not null returning ${COLUMNS}`, [
-      parseInput(uuid, id, 'id'),
-      this.orgId,
-    ]);
+    const { rows } = await run<ScheduleRow>(
+      this.db,
+      `update schedules set deleted_at = null where org_id = $2 and id = $1 and deleted_at is not null returning ${COLUMNS}`,
+      [parseInput(uuid, id, 'id'), this.orgId],
+    );
     if (!rows[0]) throw new StoreError('NOT_FOUND', 'no soft-deleted schedule with this id in this organization');
     return toSchedule(rows[0]);
   }
 
   /** Removes the schedule for good, soft-deleted or not. */
   async delete(id: string): Promise<void> {
-    const { rowCount } = await run(this.db, 'delete from schedules where org_id = $2 and id = $1', [parseInput(uuid, id, 'id'), this.orgId]);
+    const { rowCount } = await run(this.db, 'delete from schedules where org_id = $2 and id = $1', [
+      parseInput(uuid, id, 'id'),
+      this.orgId,
+    ]);
     if (rowCount === 0) throw notFound();
   }
 
   private async change(id: string, assignments: string, params: unknown[] = []): Promise<Schedule> {
-    const { rows } = await run<ScheduleRow>(this.db, `update schedules set ${assignments} where org_id = $${params.length + 2} and id = $1 and deleted_at is null returning ${COLUMNS}`,
+    const { rows } = await run<ScheduleRow>(
+      this.db,
+      `update schedules set ${assignments} where org_id = $${params.length + 2} and id = $1 and deleted_at is null returning ${COLUMNS}`,
       [parseInput(uuid, id, 'id'), ...params, this.orgId],
     );
     if (!rows[0]) throw notFound();

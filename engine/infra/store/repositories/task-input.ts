@@ -62,7 +62,13 @@ export interface BatchElement {
 const isUuid = (value: unknown): value is string => typeof value === 'string' && UUID.test(value);
 
 function isEngineIdentifier(value: unknown): value is string {
-  return typeof value === 'string' && value.length >= 1 && value.length <= ENGINE_IDENTIFIER_MAX && !INVISIBLE.test(value) && value.isWellFormed();
+  return (
+    typeof value === 'string' &&
+    value.length >= 1 &&
+    value.length <= ENGINE_IDENTIFIER_MAX &&
+    !INVISIBLE.test(value) &&
+    value.isWellFormed()
+  );
 }
 
 /** An optional identifier as JSON (absent and null are null), or undefined if it is not one. */

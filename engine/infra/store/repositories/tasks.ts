@@ -213,11 +213,14 @@ export class TaskStatesRepository {
    * await tx.tasks.upsertMany(steps.map((step) => ({ taskExecId: step.id, taskId: step.name, workflowExecId, workflowId, component: 'task', status: 'pending' })));
    */
   async upsertMany(inputs: readonly UpsertTaskState[]): Promise<TaskState[]> {
-    if (!Array.isArray(inputs)) throw new StoreError('INVALID_INPUT', 'task states must be an array', { field: 'states', reason: 'invalid_type' });
+    if (!Array.isArray(inputs))
+      throw new StoreError('INVALID_INPUT', 'task states must be an array', { field: 'states', reason: 'invalid_type' });
     if (inputs.length > MAX_BATCH) {
       throw new StoreError('INVALID_INPUT', `at most ${MAX_BATCH} task states at once`, { field: 'states', reason: 'too_big' });
     }
-    const elements = inputs.map((input: unknown, index) => plainBatchElement(input) ?? inIndexedField(index, () => checkedBatchElement(input)));
+    const elements = inputs.map(
+      (input: unknown, index) => plainBatchElement(input) ?? inIndexedField(index, () => checkedBatchElement(input)),
+    );
     // Ids come out in lower case, as PostgreSQL returns them.
     const ids = new Set(elements.map((element) => element.taskExecId));
     if (ids.size < elements.length) {

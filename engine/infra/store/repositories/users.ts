@@ -8,7 +8,18 @@ import type { Queryable } from '../connection/database.ts';
 import { StoreError } from '../errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from '../connection/run.ts';
-import { accountStatus, email, parseInput, inputObject, parseObject, role, uuid, type AccountStatus, type Role, readIncludeDeleted } from './validation.ts';
+import {
+  accountStatus,
+  email,
+  parseInput,
+  inputObject,
+  parseObject,
+  role,
+  uuid,
+  type AccountStatus,
+  type Role,
+  readIncludeDeleted,
+} from './validation.ts';
 
 export interface User {
   id: string;
@@ -62,7 +73,12 @@ function toUser(row: UserRow): User {
 const notFound = () => new StoreError('NOT_FOUND', 'no such user in this organization');
 
 const CREATE_INPUT = inputObject({ email, role });
-const LIST_OPTIONS = inputObject({ role: role.optional(), status: accountStatus.optional(), includeDeleted: z.boolean().optional(), ...pageShape });
+const LIST_OPTIONS = inputObject({
+  role: role.optional(),
+  status: accountStatus.optional(),
+  includeDeleted: z.boolean().optional(),
+  ...pageShape,
+});
 
 export class UsersRepository {
   /** `orgId` is the scope's organization: every statement names it (on Citus, one shard). */
@@ -77,27 +93,31 @@ export class UsersRepository {
    */
   async create(input: CreateUser): Promise<User> {
     const user = parseObject(CREATE_INPUT, input, 'user');
-    const { rows } = await run<UserRow>(this.db, `insert into users (email, role) values ($1, $2) returning ${COLUMNS}`, [user.email, user.role]);
+    const { rows } = await run<UserRow>(this.db, `insert into users (email, role) values ($1, $2) returning ${COLUMNS}`, [
+      user.email,
+      user.role,
+    ]);
     return toUser(rows[0]!);
   }
 
   /** A user of this organization; a soft-deleted one only with `includeDeleted`. */
   async get(id: string, options: { includeDeleted?: boolean } = {}): Promise<User> {
-    const { rows } = await run<UserRow>(this.db, `select ${COLUMNS} from users where org_id = $3 and id = $1 and ($2 or deleted_at is null)`, [
-      parseInput(uuid, id, 'id'),
-      readIncludeDeleted(options),
-      this.orgId,
-    ]);
+    const { rows } = await run<UserRow>(
+      this.db,
+      `select ${COLUMNS} from users where org_id = $3 and id = $1 and ($2 or deleted_at is null)`,
+      [parseInput(uuid, id, 'id'), readIncludeDeleted(options), this.orgId],
+    );
     if (!rows[0]) throw notFound();
     return toUser(rows[0]);
   }
 
   /** The live user with this email, ignoring case. */
   async getByEmail(address: string): Promise<User> {
-    const { rows } = await run<UserRow>(this.db, `select ${COLUMNS} from users where org_id = $2 and email_lower = lower($1) and deleted_at is null`, [
-      parseInput(email, address, 'email'),
-      this.orgId,
-    ]);
+    const { rows } = await run<UserRow>(
+      this.db,
+      `select ${COLUMNS} from users where org_id = $2 and email_lower = lower($1) and deleted_at is null`,
+      [parseInput(email, address, 'email'), this.orgId],
+    );
     if (!rows[0]) throw notFound();
     return toUser(rows[0]);
   }
@@ -140,20 +160,21 @@ export class UsersRepository {
 
   /** Undoes a soft delete; CONFLICT when a live user has taken the email meanwhile. */
   async restore(id: string): Promise<User> {
-    const { rows } = await run<UserRow>(this.db, `update users set deleted_at = null where org_id = $2 and id = $1 and deleted_at is not null returning ${COLUMNS}`, [
-      parseInput(uuid, id, 'id'),
-      this.orgId,
-    ]);
+    const { rows } = await run<UserRow>(
+      this.db,
+      `update users set deleted_at = null where org_id = $2 and id = $1 and deleted_at is not null returning ${COLUMNS}`,
+      [parseInput(uuid, id, 'id'), this.orgId],
+    );
     if (!rows[0]) throw new StoreError('NOT_FOUND', 'no soft-deleted user with this id in this organization');
     return toUser(rows[0]);
   }
 
   private async update(id: string, assignments: string, params: unknown[] = []): Promise<User> {
-    const { rows } = await run<UserRow>(this.db, `update users set ${assignments} where org_id = $2 and id = $1 and deleted_at is null returning ${COLUMNS}`, [
-      parseInput(uuid, id, 'id'),
-      this.orgId,
-      ...params,
-    ]);
+    const { rows } = await run<UserRow>(
+      this.db,
+      `update users set ${assignments} where org_id = $2 and id = $1 and deleted_at is null returning ${COLUMNS}`,
+      [parseInput(uuid, id, 'id'), this.orgId, ...params],
+    );
     if (!rows[0]) throw notFound();
     return toUser(rows[0]);
   }

@@ -42,7 +42,9 @@ export const email = z
 
 /** Temporal namespaces: lowercase letters, digits, '.', '-', '_'; 1 to 63 characters. */
 export const TEMPORAL_NAMESPACE = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;
-export const temporalNamespace = z.string().regex(TEMPORAL_NAMESPACE, 'must be 1-63 lowercase letters, digits, ".", "-" or "_", starting and ending with a letter or digit');
+export const temporalNamespace = z
+  .string()
+  .regex(TEMPORAL_NAMESPACE, 'must be 1-63 lowercase letters, digits, ".", "-" or "_", starting and ending with a letter or digit');
 
 export const ROLES = ['admin', 'manager', 'customer'] as const;
 export type Role = (typeof ROLES)[number];
@@ -108,7 +110,10 @@ export const pageSize = z.number().int('must be a whole number').min(1, 'must be
  */
 function messageOf(issue: z.core.$ZodIssue, value: unknown): string {
   if (issue.code !== 'invalid_type') return issue.message;
-  const found = issue.path.reduce<unknown>((at, key) => (at !== null && typeof at === 'object' ? (at as Record<PropertyKey, unknown>)[key] : undefined), value);
+  const found = issue.path.reduce<unknown>(
+    (at, key) => (at !== null && typeof at === 'object' ? (at as Record<PropertyKey, unknown>)[key] : undefined),
+    value,
+  );
   if (found === undefined) return 'is required';
   return `must be ${issue.expected === 'array' || issue.expected === 'object' ? 'an' : 'a'} ${issue.expected}`;
 }

@@ -117,7 +117,15 @@ export class WorkflowStatesRepository {
          error = coalesce(excluded.error, workflow_states.error),
          usage = coalesce(excluded.usage, workflow_states.usage)
        returning ${COLUMNS}`,
-      [state.workflowExecId, state.workflowId, state.status, jsonParam(state.input), jsonParam(state.output), jsonParam(state.error), jsonParam(state.usage)],
+      [
+        state.workflowExecId,
+        state.workflowId,
+        state.status,
+        jsonParam(state.input),
+        jsonParam(state.output),
+        jsonParam(state.error),
+        jsonParam(state.usage),
+      ],
     );
     return toWorkflowState(rows[0]!);
   }

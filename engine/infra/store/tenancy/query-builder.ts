@@ -146,19 +146,92 @@ const TABLES = new Set<string>([
  * pg_sleep, dblink, lo_*, ...), and no store function that takes part in the scope itself.
  */
 const FUNCTIONS = new Set<string>([
-  'count', 'sum', 'avg', 'min', 'max', 'bool_and', 'bool_or', 'every', 'array_agg', 'string_agg', 'json_agg', 'jsonb_agg',
-  'json_object_agg', 'jsonb_object_agg', 'coalesce', 'nullif', 'greatest', 'least', 'lower', 'upper', 'length',
-  'char_length', 'btrim', 'ltrim', 'rtrim', 'substr', 'replace', 'concat', 'concat_ws', 'left', 'right', 'starts_with',
-  'abs', 'round', 'floor', 'ceil', 'ceiling', 'trunc', 'mod', 'now', 'date_trunc', 'date_part', 'age',
-  'to_jsonb', 'to_json', 'jsonb_build_object', 'json_build_object', 'jsonb_build_array', 'json_build_array',
-  'jsonb_typeof', 'jsonb_array_length', 'jsonb_extract_path', 'jsonb_extract_path_text', 'array_length', 'cardinality',
-  'row_number', 'rank', 'dense_rank', 'lag', 'lead', 'first_value', 'last_value',
+  'count',
+  'sum',
+  'avg',
+  'min',
+  'max',
+  'bool_and',
+  'bool_or',
+  'every',
+  'array_agg',
+  'string_agg',
+  'json_agg',
+  'jsonb_agg',
+  'json_object_agg',
+  'jsonb_object_agg',
+  'coalesce',
+  'nullif',
+  'greatest',
+  'least',
+  'lower',
+  'upper',
+  'length',
+  'char_length',
+  'btrim',
+  'ltrim',
+  'rtrim',
+  'substr',
+  'replace',
+  'concat',
+  'concat_ws',
+  'left',
+  'right',
+  'starts_with',
+  'abs',
+  'round',
+  'floor',
+  'ceil',
+  'ceiling',
+  'trunc',
+  'mod',
+  'now',
+  'date_trunc',
+  'date_part',
+  'age',
+  'to_jsonb',
+  'to_json',
+  'jsonb_build_object',
+  'json_build_object',
+  'jsonb_build_array',
+  'json_build_array',
+  'jsonb_typeof',
+  'jsonb_array_length',
+  'jsonb_extract_path',
+  'jsonb_extract_path_text',
+  'array_length',
+  'cardinality',
+  'row_number',
+  'rank',
+  'dense_rank',
+  'lag',
+  'lead',
+  'first_value',
+  'last_value',
 ]);
 
 /** Data types a cast may name. */
 const DATA_TYPES = new Set<string>([
-  'text', 'varchar', 'uuid', 'integer', 'int4', 'bigint', 'int8', 'smallint', 'numeric', 'real', 'double precision',
-  'boolean', 'jsonb', 'json', 'date', 'timestamptz', 'timestamp', 'interval', 'text[]', 'uuid[]',
+  'text',
+  'varchar',
+  'uuid',
+  'integer',
+  'int4',
+  'bigint',
+  'int8',
+  'smallint',
+  'numeric',
+  'real',
+  'double precision',
+  'boolean',
+  'jsonb',
+  'json',
+  'date',
+  'timestamptz',
+  'timestamp',
+  'interval',
+  'text[]',
+  'uuid[]',
 ]);
 
 const OPERATOR_SET = new Set<string>(OPERATORS);
@@ -168,15 +241,61 @@ const KYSELY_OWN_FRAGMENTS = new Set(['asc', 'desc', 'true']);
 
 /** Node kinds a tenant query may contain; anything else is refused. */
 const NODE_KINDS = new Set<string>([
-  'SelectQueryNode', 'InsertQueryNode', 'UpdateQueryNode', 'DeleteQueryNode', 'FromNode', 'TableNode',
-  'SchemableIdentifierNode', 'IdentifierNode', 'AliasNode', 'ColumnNode', 'ReferenceNode', 'SelectionNode',
-  'SelectAllNode', 'WhereNode', 'JoinNode', 'OnNode', 'AndNode', 'OrNode', 'ParensNode', 'BinaryOperationNode',
-  'UnaryOperationNode', 'OperatorNode', 'ValueNode', 'ValueListNode', 'PrimitiveValueListNode', 'TupleNode', 'ListNode',
-  'ValuesNode', 'ColumnUpdateNode', 'OrderByNode', 'OrderByItemNode', 'GroupByNode', 'GroupByItemNode', 'HavingNode',
-  'LimitNode', 'OffsetNode', 'ReturningNode', 'OnConflictNode', 'WithNode', 'CommonTableExpressionNode',
-  'CommonTableExpressionNameNode', 'FunctionNode', 'AggregateFunctionNode', 'CaseNode', 'WhenNode', 'CastNode',
-  'DataTypeNode', 'SelectModifierNode', 'DefaultInsertValueNode', 'SetOperationNode', 'OverNode', 'PartitionByNode',
-  'PartitionByItemNode', 'UsingNode', 'RawNode',
+  'SelectQueryNode',
+  'InsertQueryNode',
+  'UpdateQueryNode',
+  'DeleteQueryNode',
+  'FromNode',
+  'TableNode',
+  'SchemableIdentifierNode',
+  'IdentifierNode',
+  'AliasNode',
+  'ColumnNode',
+  'ReferenceNode',
+  'SelectionNode',
+  'SelectAllNode',
+  'WhereNode',
+  'JoinNode',
+  'OnNode',
+  'AndNode',
+  'OrNode',
+  'ParensNode',
+  'BinaryOperationNode',
+  'UnaryOperationNode',
+  'OperatorNode',
+  'ValueNode',
+  'ValueListNode',
+  'PrimitiveValueListNode',
+  'TupleNode',
+  'ListNode',
+  'ValuesNode',
+  'ColumnUpdateNode',
+  'OrderByNode',
+  'OrderByItemNode',
+  'GroupByNode',
+  'GroupByItemNode',
+  'HavingNode',
+  'LimitNode',
+  'OffsetNode',
+  'ReturningNode',
+  'OnConflictNode',
+  'WithNode',
+  'CommonTableExpressionNode',
+  'CommonTableExpressionNameNode',
+  'FunctionNode',
+  'AggregateFunctionNode',
+  'CaseNode',
+  'WhenNode',
+  'CastNode',
+  'DataTypeNode',
+  'SelectModifierNode',
+  'DefaultInsertValueNode',
+  'SetOperationNode',
+  'OverNode',
+  'PartitionByNode',
+  'PartitionByItemNode',
+  'UsingNode',
+  'RawNode',
 ]);
 
 /** String properties the compiler writes as they are (the rest are escaped or looked up). */
@@ -187,7 +306,8 @@ const CHECKED_TEXT: Record<string, (value: string) => boolean> = {
   'DataTypeNode.dataType': (value) => DATA_TYPES.has(value),
   'OrderByItemNode.nulls': (value) => value === 'first' || value === 'last',
   'SetOperationNode.operator': (value) => ['union', 'intersect', 'except'].includes(value),
-  'SelectModifierNode.modifier': (value) => ['ForUpdate', 'ForNoKeyUpdate', 'ForShare', 'ForKeyShare', 'NoWait', 'SkipLocked', 'Distinct'].includes(value),
+  'SelectModifierNode.modifier': (value) =>
+    ['ForUpdate', 'ForNoKeyUpdate', 'ForShare', 'ForKeyShare', 'NoWait', 'SkipLocked', 'Distinct'].includes(value),
   'JoinNode.joinType': (value) => ['InnerJoin', 'LeftJoin', 'RightJoin', 'FullJoin', 'CrossJoin'].includes(value),
   'IdentifierNode.name': () => true, // quoted and escaped by the compiler
   'ValueNode.value': () => true, // a parameter, or a literal escaped by the compiler
@@ -216,7 +336,12 @@ export function assertTenantQuery(root: OperationNode): void {
     if (kind === 'RawNode') {
       const fragments = record.sqlFragments as unknown[];
       const parameters = record.parameters as unknown[];
-      if (!(Array.isArray(fragments) && fragments.length === 1 && KYSELY_OWN_FRAGMENTS.has(String(fragments[0])) && parameters?.length === 0)) {
+      if (!(
+        Array.isArray(fragments) &&
+        fragments.length === 1 &&
+        KYSELY_OWN_FRAGMENTS.has(String(fragments[0])) &&
+        parameters?.length === 0
+      )) {
         refuse('SQL text (sql`...`)');
       }
       return;
@@ -267,7 +392,11 @@ class TenantConnection implements DatabaseConnection {
 }
 
 function noTransactions(): Promise<never> {
-  return Promise.reject(new StoreError('FORBIDDEN', 'the tenant scope is the transaction: no BEGIN, COMMIT or savepoint inside it', { reason: 'query_not_allowed' }));
+  return Promise.reject(
+    new StoreError('FORBIDDEN', 'the tenant scope is the transaction: no BEGIN, COMMIT or savepoint inside it', {
+      reason: 'query_not_allowed',
+    }),
+  );
 }
 
 class TenantDriver implements Driver {

@@ -117,7 +117,11 @@ class OrganizationFilter extends OperationNodeTransformer {
   }
 
   private condition(name: string): OperationNode {
-    return BinaryOperationNode.create(ReferenceNode.create(ColumnNode.create('org_id'), TableNode.create(name)), OperatorNode.create('='), ValueNode.create(this.orgId));
+    return BinaryOperationNode.create(
+      ReferenceNode.create(ColumnNode.create('org_id'), TableNode.create(name)),
+      OperatorNode.create('='),
+      ValueNode.create(this.orgId),
+    );
   }
 }
 

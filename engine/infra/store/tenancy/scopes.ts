@@ -134,10 +134,7 @@ const COMMIT: PipelinedStatement = { sql: 'commit', prepare: true, rows: false }
 
 /** What opens a withOrg transaction, sent ahead of its first statement. */
 function beginScope(org: string, limits: readonly string[]): PipelinedStatement[] {
-  return [
-    BEGIN,
-    { sql: ENTER_READ_WRITE, params: [org, ...limits], prepare: true, rows: false },
-  ];
+  return [BEGIN, { sql: ENTER_READ_WRITE, params: [org, ...limits], prepare: true, rows: false }];
 }
 
 function validOrgId(orgId: string): string {
@@ -165,7 +162,9 @@ function scopedConnection(session: Session, org: string, limits: readonly string
   let aborted = false;
   const guarded = async <T>(statement: (first: boolean) => Promise<T>): Promise<T> => {
     if (!open) {
-      throw new StoreError('TENANT_SCOPE_REQUIRED', 'this tenant scope has ended; use the scope only inside its withOrg callback', { reason: 'scope_ended' });
+      throw new StoreError('TENANT_SCOPE_REQUIRED', 'this tenant scope has ended; use the scope only inside its withOrg callback', {
+        reason: 'scope_ended',
+      });
     }
     // Decided before any await, so that statements issued together still begin only once.
     const first = !begun;
@@ -245,7 +244,12 @@ export class TrustedSqlScope extends TenantScope {
  * embedded database, set_config of app.org_id) and can set session state; the connection is
  * reset when the scope ends, but what the text does inside is only as safe as its author.
  */
-export function withOrgTrustedSql<T>(db: Database, orgId: string, work: (scope: TrustedSqlScope) => Promise<T>, settings?: ScopeSettings): Promise<T> {
+export function withOrgTrustedSql<T>(
+  db: Database,
+  orgId: string,
+  work: (scope: TrustedSqlScope) => Promise<T>,
+  settings?: ScopeSettings,
+): Promise<T> {
   return runScope(db, orgId, (org, connection) => new TrustedSqlScope(org, connection), work, settings, true);
 }
 

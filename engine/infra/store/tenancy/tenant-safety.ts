@@ -179,18 +179,33 @@ export function tenantLoginProblems(facts: TenantLogin): TenantLoginProblem[] {
   const who = `the tenant login ${facts.login}`;
   if (!facts.exists) return [{ code: 'TENANT_LOGIN_MISSING', message: `${who} does not exist` }];
   const problems: TenantLoginProblem[] = [];
-  if (facts.superuser) problems.push({ code: 'TENANT_LOGIN_SUPERUSER', message: `${who} is a superuser: row-level security does not apply to it` });
-  if (facts.bypassRls) problems.push({ code: 'TENANT_LOGIN_BYPASSES_RLS', message: `${who} has BYPASSRLS: row-level security does not apply to it` });
-  if (facts.ownsObjects) problems.push({ code: 'TENANT_LOGIN_IS_OWNER', message: `${who} owns the database or objects in it: it could turn row-level security off` });
+  if (facts.superuser)
+    problems.push({ code: 'TENANT_LOGIN_SUPERUSER', message: `${who} is a superuser: row-level security does not apply to it` });
+  if (facts.bypassRls)
+    problems.push({ code: 'TENANT_LOGIN_BYPASSES_RLS', message: `${who} has BYPASSRLS: row-level security does not apply to it` });
+  if (facts.ownsObjects)
+    problems.push({
+      code: 'TENANT_LOGIN_IS_OWNER',
+      message: `${who} owns the database or objects in it: it could turn row-level security off`,
+    });
   if (facts.elevatedAttributes.length > 0) {
-    problems.push({ code: 'TENANT_LOGIN_ELEVATED', message: `${who} has ${facts.elevatedAttributes.join(', ')}: more than tenant work needs` });
+    problems.push({
+      code: 'TENANT_LOGIN_ELEVATED',
+      message: `${who} has ${facts.elevatedAttributes.join(', ')}: more than tenant work needs`,
+    });
   }
   const others = facts.memberOf.filter((role) => role !== TENANT_ROLE);
   if (others.length > 0) {
-    problems.push({ code: 'TENANT_LOGIN_MEMBER_OF_OTHER_ROLES', message: `${who} is a member of ${others.join(', ')}: it could become them` });
+    problems.push({
+      code: 'TENANT_LOGIN_MEMBER_OF_OTHER_ROLES',
+      message: `${who} is a member of ${others.join(', ')}: it could become them`,
+    });
   }
   if (facts.login !== TENANT_ROLE && facts.inherit) {
-    problems.push({ code: 'TENANT_LOGIN_INHERITS', message: `${who} switches to ${TENANT_ROLE} and must be NOINHERIT, so that it has no privilege outside the scope` });
+    problems.push({
+      code: 'TENANT_LOGIN_INHERITS',
+      message: `${who} switches to ${TENANT_ROLE} and must be NOINHERIT, so that it has no privilege outside the scope`,
+    });
   }
   if (facts.canCreateTemp) {
     problems.push({
