@@ -5,7 +5,7 @@
  * operator typed: `--rate-limit: must be a whole number from 1 to 1,000,000 (got "abc")`, not
  * `rateLimitPerHour must be at least 1`.
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import type { z } from 'zod/v4';
 import { expiresAt, gracePeriodSeconds, rateLimitPerHour, scopes } from '../infra/store/api-keys/api-keys.ts';
 import { StoreError } from '../infra/store/errors.ts';
@@ -153,6 +153,11 @@ function flagError(flag: string, field: string, error: unknown, text: string | u
  * A store error about a field that one of this command's flags or arguments filled, worded for
  * that flag, with the value given; any other error as it is.
  */
+/** `--org <id>`, required: the one definition every command inside an organization adds. */
+export function orgOption(): Option {
+  return new Option('--org <id>', 'organization id').argParser(read('--org')).makeOptionMandatory();
+}
+
 export function inFlagTerms(error: unknown, command: Command): unknown {
   const field = error instanceof StoreError ? error.details.field : undefined;
   if (field === undefined) return error;

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { ApiKey } from '../infra/store/api-keys/api-keys.ts';
 import { withOrgOf, withStore } from './with-database.ts';
-import { given, read } from './flags.ts';
+import { given, orgOption, read } from './flags.ts';
 import { EXIT, pageLines, type Output } from './output.ts';
 
 const describe = (key: ApiKey) =>
@@ -18,7 +18,7 @@ export function addKeyCommand(program: Command, output: Output): void {
   key
     .command('issue')
     .description('issue an API key for a user; prints the key once')
-    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .addOption(orgOption())
     .requiredOption('--user <id>', 'user id', read('--user'))
     .requiredOption('--name <name>', "a name for the key, unique among the user's live keys", read('--name'))
     .option('--expires <iso-date>', 'expiry, such as 2027-01-31T00:00:00Z', read('--expires'))
@@ -39,7 +39,7 @@ export function addKeyCommand(program: Command, output: Output): void {
   key
     .command('list')
     .description('list the API keys of an organization (never the keys themselves)')
-    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .addOption(orgOption())
     .option('--user <id>', "only this user's keys", read('--user'))
     .option('--include-deleted', 'also list soft-deleted keys')
     .option('--limit <n>', 'page size (1-500)', read('--limit'))
@@ -56,7 +56,7 @@ export function addKeyCommand(program: Command, output: Output): void {
   key
     .command('revoke')
     .description('revoke an API key at once')
-    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .addOption(orgOption())
     .argument('<key-id>', "the key's id (from key list)", read('<key-id>'))
     .action(async (keyId: string, _options: object, command: Command) => {
       await withOrgOf(command, output, async (tx) => {
@@ -68,7 +68,7 @@ export function addKeyCommand(program: Command, output: Output): void {
   key
     .command('rotate')
     .description('replace an API key by a new one; prints the new key once')
-    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .addOption(orgOption())
     .argument('<key-id>', "the key's id (from key list)", read('<key-id>'))
     .option('--grace <seconds>', 'keep the old key working this long (default 0: revoke at once)', read('--grace'))
     .action(async (keyId: string, options: { grace?: number }, command: Command) => {

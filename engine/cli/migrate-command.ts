@@ -1,5 +1,5 @@
 /** `engine-store migrate up|down|status`: the migration runner on the command line. */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import {
   DEFAULT_LOCK_RETRIES,
   DEFAULT_LOCK_TIMEOUT,
@@ -12,6 +12,16 @@ import { withDatabase } from './with-database.ts';
 import { read } from './flags.ts';
 import { EXIT, type Output } from './output.ts';
 
+/** The lock options of both directions. */
+const lockTimeoutOption = () =>
+  new Option('--lock-timeout <duration>', 'lock_timeout of each migration statement that takes a strong lock')
+    .argParser(read('--lock-timeout'))
+    .default(DEFAULT_LOCK_TIMEOUT);
+const lockRetriesOption = () =>
+  new Option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off')
+    .argParser(read('--lock-retries'))
+    .default(DEFAULT_LOCK_RETRIES);
+
 export function addMigrateCommand(program: Command, output: Output): void {
   const migrate = program.command('migrate').description('apply, revert or inspect schema migrations');
 
@@ -19,13 +29,8 @@ export function addMigrateCommand(program: Command, output: Output): void {
     .command('up')
     .description('apply pending migrations, in order (makes the embedded database where there is none)')
     .option('--to <name>', 'stop after this migration', read('--to'))
-    .option(
-      '--lock-timeout <duration>',
-      'lock_timeout of each migration statement that takes a strong lock',
-      read('--lock-timeout'),
-      DEFAULT_LOCK_TIMEOUT,
-    )
-    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', read('--lock-retries'), DEFAULT_LOCK_RETRIES)
+    .addOption(lockTimeoutOption())
+    .addOption(lockRetriesOption())
     .action(async (options: { to?: string; lockTimeout: string; lockRetries: number }, command: Command) => {
       await withDatabase(
         command,
@@ -49,13 +54,8 @@ export function addMigrateCommand(program: Command, output: Output): void {
     .command('down')
     .description('revert the last N applied migrations (default 1), newest first')
     .argument('[n]', 'how many migrations to revert', read('<n>'), 1)
-    .option(
-      '--lock-timeout <duration>',
-      'lock_timeout of each migration statement that takes a strong lock',
-      read('--lock-timeout'),
-      DEFAULT_LOCK_TIMEOUT,
-    )
-    .option('--lock-retries <n>', 'times to retry after a lock timeout, with back-off', read('--lock-retries'), DEFAULT_LOCK_RETRIES)
+    .addOption(lockTimeoutOption())
+    .addOption(lockRetriesOption())
     .option('--force', 'revert even where a step drops a table that holds rows (the rows are lost)')
     .action(async (count: number, options: { lockTimeout: string; lockRetries: number; force?: boolean }, command: Command) => {
       await withDatabase(command, output, (db) =>

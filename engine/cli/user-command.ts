@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { User } from '../infra/store/repositories/users.ts';
 import type { AccountStatus, Role } from '../infra/store/repositories/validation.ts';
 import { withOrgOf } from './with-database.ts';
-import { given, read } from './flags.ts';
+import { given, orgOption, read } from './flags.ts';
 import { pageLines, type Output } from './output.ts';
 
 const describe = (user: User) => `${user.id}  ${user.email}  ${user.role}  ${user.deletedAt ? 'deleted' : user.status}`;
@@ -14,7 +14,7 @@ export function addUserCommand(program: Command, output: Output): void {
   user
     .command('add')
     .description('add a user to an organization')
-    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .addOption(orgOption())
     .requiredOption('--email <email>', 'email, unique in the organization ignoring case', read('--email'))
     .requiredOption('--role <role>', 'admin, manager or customer', read('--role'))
     .action(async (options: { email: string; role: Role }, command: Command) => {
@@ -27,7 +27,7 @@ export function addUserCommand(program: Command, output: Output): void {
   user
     .command('list')
     .description('list the users of an organization, newest first')
-    .requiredOption('--org <id>', 'organization id', read('--org'))
+    .addOption(orgOption())
     .option('--role <role>', 'only this role', read('--role'))
     .option('--status <status>', 'only this status (active or suspended)', read('--status'))
     .option('--include-deleted', 'also list soft-deleted users')
@@ -63,7 +63,7 @@ export function addUserCommand(program: Command, output: Output): void {
     user
       .command(name)
       .description(description)
-      .requiredOption('--org <id>', 'organization id', read('--org'))
+      .addOption(orgOption())
       .argument('<user-id>', 'user id', read('<user-id>'))
       .action(async (id: string, _options: object, command: Command) => {
         await withOrgOf(command, output, async (tx) => {
