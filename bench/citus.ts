@@ -21,7 +21,7 @@ import { openDatabase } from '../engine/infra/store/connection/database.ts';
 import { openStore, type Store } from 'engine-store';
 import { migrateUp } from '../engine/infra/store/migrator/runner.ts';
 import { createCitusDatabase } from '../test/support/citus.ts';
-import { alternatingP50, withScratchDatabase } from './support.ts';
+import { alternatingP50, withScratchDatabase, serverUrlOr } from './support.ts';
 
 interface Options {
   orgs: number;
@@ -167,7 +167,7 @@ async function main(): Promise<void> {
     rowsPerOrg: whole('rows-per-org', values['rows-per-org'], 1),
     iterations: whole('iterations', values.iterations, 10),
     seconds: whole('seconds', values.seconds, 1),
-    url: values.url ?? (process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test'),
+    url: serverUrlOr(values.url),
     citusUrl: values['citus-url'] ?? (process.env.TEST_CITUS_URL || 'postgres://postgres@127.0.0.1:5460/citus'),
   };
   const log = (line: string) => console.error(line);

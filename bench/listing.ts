@@ -13,7 +13,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openStore, type Store } from 'engine-store';
-import { alternatingP50, withScratchDatabase } from './support.ts';
+import { alternatingP50, withScratchDatabase, serverUrlOr } from './support.ts';
 
 export interface ListingCase {
   label: string;
@@ -115,7 +115,7 @@ async function main(): Promise<void> {
       url: { type: 'string' },
     },
   });
-  const url = values.url ?? (process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test');
+  const url = serverUrlOr(values.url);
   await runListingBench({
     url,
     rows: Number(values.rows),

@@ -18,10 +18,11 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { openDatabase, redactUrl, type Database } from '../engine/infra/store/connection/database.ts';
+import { DEFAULT_ORG_ID } from 'engine-store';
+import { openDatabase, redactUrl, withDatabaseName, type Database } from '../engine/infra/store/connection/database.ts';
 import { migrateUp } from '../engine/infra/store/migrator/runner.ts';
 import { MIGRATIONS_DIR } from '../engine/infra/store/migrator/migration-files.ts';
-import { percentile } from './support.ts';
+import { percentile, serverUrlOr } from './support.ts';
 
 /** The last migration before the ones that rework the existing tables: the seeding happens here. */
 const BEFORE_TENANCY = '20261128120000_add_multitenant_schema';
@@ -31,8 +32,6 @@ const BEFORE_TENANCY = '20261128120000_add_multitenant_schema';
  * writer here does not), so it is not part of this measurement (see the README's rollout).
  */
 const END_OF_EXPAND = '20261128120400_validate_tenant_foreign_keys';
-const DEFAULT_ORG_ID = '00000000-0000-7000-8000-000000000001';
-const DEFAULT_ADMIN_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const DEFAULT_N = 200_000;
 const TABLES = ['workflow_states', 'task_states', 'schedules'] as const;
 type Table = (typeof TABLES)[number];
@@ -72,7 +71,7 @@ export async function runMigrateUnderLoad(options: MigrateUnderLoadOptions): Pro
   if (!Number.isInteger(n) || n < 1) throw new Error(`--n must be a positive whole number (got ${n})`);
   const adminUrl = localUrl(options.url);
   const dbName = `engine_store_bench_${process.pid}`;
-  const scratchUrl = withDatabase(adminUrl, dbName);
+  const scratchUrl = withDatabaseName(adminUrl, dbName);
   const admin = await openDatabase({ url: adminUrl, poolSize: 1 });
   // The run applies the migrations in two goes (seeding in between); both must see the same
   // files even if someone edits the migrations meanwhile, or the runner refuses the second go.
@@ -463,12 +462,6 @@ function localUrl(url: string): string {
   return url;
 }
 
-function withDatabase(url: string, database: string): string {
-  const parsed = new URL(url);
-  parsed.pathname = `/${database}`;
-  return parsed.toString();
-}
-
 // ---------------------------------------------------------------------------------------------
 // Command line
 
@@ -481,14 +474,10 @@ async function main(): Promise<void> {
     },
   });
   const n = Number(values.n);
-  const url = values.url ?? nonEmpty(process.env.TEST_DATABASE_URL) ?? nonEmpty(process.env.DATABASE_URL) ?? DEFAULT_ADMIN_URL;
+  const url = serverUrlOr(values.url);
   // The last line it logs is the one-line summary.
   const result = await runMigrateUnderLoad({ n, url, migrationsDir: values.migrations, log: (line) => console.log(line) });
   if (result.lost > 0) process.exitCode = 1;
-}
-
-function nonEmpty(value: string | undefined): string | undefined {
-  return value === undefined || value.trim() === '' ? undefined : value;
 }
 
 const invokedPath = process.argv[1];

@@ -9,6 +9,7 @@ import { runListingBench } from './listing.ts';
 import { runMigrateUnderLoad } from './migrate-under-load.ts';
 import { runVerifyBench } from './verify.ts';
 import { runWritesBench } from './writes.ts';
+import { serverUrlOr } from './support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -21,7 +22,7 @@ const { values } = parseArgs({
     url: { type: 'string' },
   },
 });
-const url = values.url ?? (process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test');
+const url = serverUrlOr(values.url);
 const log = (line: string) => console.error(`  ${line}`);
 
 interface Row {

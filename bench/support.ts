@@ -1,18 +1,14 @@
 /** What the benchmarks share: scratch databases and percentiles. */
 import { openDatabase } from '../engine/infra/store/connection/database.ts';
+import { withDatabaseName } from '../test/support/servers.ts';
+
+export { serverUrlOr } from '../test/support/servers.ts';
 
 /** Nearest-rank percentile, in ms; 0 for no samples. */
 export function percentile(samples: number[], p: number): number {
   if (samples.length === 0) return 0;
   const sorted = [...samples].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)] ?? 0;
-}
-
-/** The URL of database `name` on the server of `url`. */
-export function databaseUrl(url: string, name: string): string {
-  const parsed = new URL(url);
-  parsed.pathname = `/${name}`;
-  return parsed.toString();
 }
 
 /**
@@ -25,7 +21,7 @@ export async function withScratchDatabase<T>(adminUrl: string, label: string, wo
   try {
     await admin.exec(`drop database if exists ${name} with (force)`);
     await admin.exec(`create database ${name}`);
-    return await work(databaseUrl(adminUrl, name));
+    return await work(withDatabaseName(adminUrl, name));
   } finally {
     await admin.exec(`drop database if exists ${name} with (force)`).catch(() => undefined);
     await admin.close();

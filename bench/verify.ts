@@ -19,7 +19,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseKey } from '../engine/infra/store/api-keys/api-keys.ts';
 import { openStore, type Store } from 'engine-store';
-import { percentile, withScratchDatabase } from './support.ts';
+import { percentile, withScratchDatabase, serverUrlOr } from './support.ts';
 
 export interface VerifyBenchResult {
   iterations: number;
@@ -156,7 +156,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { iterations: { type: 'string', default: '3000' }, url: { type: 'string' } } });
   const iterations = Number(values.iterations);
   if (!Number.isInteger(iterations) || iterations < 5) throw new Error('--iterations must be a whole number of at least 5');
-  const url = values.url ?? (process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test');
+  const url = serverUrlOr(values.url);
   await runVerifyBench({ url, iterations, log: (line) => console.log(line) });
 }
 

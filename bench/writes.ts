@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { openStore, type UpsertTaskState } from 'engine-store';
 import { batchColumns } from '../engine/infra/store/repositories/task-input.ts';
 import { UPSERT_BATCH_SQL } from '../engine/infra/store/repositories/tasks.ts';
-import { alternatingP50, withScratchDatabase } from './support.ts';
+import { alternatingP50, withScratchDatabase, serverUrlOr } from './support.ts';
 
 export interface WritesResult {
   batchSize: number;
@@ -93,7 +93,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: { batches: { type: 'string', default: '300' }, 'batch-size': { type: 'string', default: '100' }, url: { type: 'string' } },
   });
-  const url = values.url ?? (process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test');
+  const url = serverUrlOr(values.url);
   await runWritesBench({ url, batches: Number(values.batches), batchSize: Number(values['batch-size']), log: (line) => console.log(line) });
 }
 

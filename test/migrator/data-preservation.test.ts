@@ -12,12 +12,12 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Database, Queryable } from '../../engine/infra/store/connection/database.ts';
 import { migrateDown, migrateUp, migrationStatus } from '../../engine/infra/store/migrator/runner.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
+import { DEFAULT_ORG_ID } from 'engine-store';
 
 /** The last migration before the existing tables become multi-tenant. */
 const BASELINE = '20261128120000_add_multitenant_schema';
 /** The migration that makes the keys organization-scoped; its down refuses while other organizations own rows. */
 const SCOPED_KEYS = '20261128120200_key_existing_tables_by_org';
-const DEFAULT_ORG_ID = '00000000-0000-7000-8000-000000000001';
 
 /** The columns each table has in the single-tenant schema, in table order. */
 const WORKFLOW_STATES_COLUMNS = [

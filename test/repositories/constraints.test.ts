@@ -11,11 +11,11 @@ import type { Database, Session } from '../../engine/infra/store/connection/data
 import { SQLSTATE, databaseErrorFields } from '../../engine/infra/store/connection/database-errors.ts';
 import { migrateUp } from '../../engine/infra/store/migrator/runner.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
+import { DEFAULT_ORG_ID } from 'engine-store';
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures: fixed ids, committed in beforeAll.
 
-const ORG_DEFAULT = '00000000-0000-7000-8000-000000000001';
 /** Live organization "Acme", namespace acme. */
 const ORG_A = '11111111-1111-7111-8111-111111111111';
 /** Live organization "Globex", namespace globex. */
@@ -363,7 +363,7 @@ const cases: ConstraintCase[] = [
     sqlstate: FOREIGN_KEY,
     constraint: 'users_org_id_fkey',
     accepts: 'a user in the default organization',
-    twin: user({ org_id: ORG_DEFAULT }),
+    twin: user({ org_id: DEFAULT_ORG_ID }),
   },
 
   // --- api_keys ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { openDatabase, type Database } from '../../engine/infra/store/connection/database.ts';
+import { openDatabase, withDatabaseName, type Database } from '../../engine/infra/store/connection/database.ts';
 
 export interface TestDatabase {
   db: Database;
@@ -33,12 +33,6 @@ const pglite: TestBackend = {
   },
 };
 
-export function databaseUrl(base: string, database: string): string {
-  const url = new URL(base);
-  url.pathname = `/${database}`;
-  return url.toString();
-}
-
 /** Runs `sql` on the server's maintenance connection (the TEST_DATABASE_URL database). */
 async function onServer(sql: string): Promise<void> {
   const client = new pg.Client({ connectionString: serverUrl });
@@ -55,7 +49,7 @@ export async function createServerDatabase(): Promise<{ name: string; url: strin
   await onServer(`create database ${name}`);
   return {
     name,
-    url: databaseUrl(serverUrl!, name),
+    url: withDatabaseName(serverUrl!, name),
     drop: () => onServer(`drop database if exists ${name} with (force)`),
   };
 }

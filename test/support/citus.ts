@@ -8,7 +8,8 @@ import pg from 'pg';
 import { distributeOnCitus } from '../../engine/infra/store/citus/distribute.ts';
 import { openDatabase } from '../../engine/infra/store/connection/database.ts';
 import { migrateUp } from '../../engine/infra/store/migrator/runner.ts';
-import { databaseUrl, type TestBackend, type TestDatabase } from './backends.ts';
+import type { TestBackend, TestDatabase } from './backends.ts';
+import { withDatabaseName } from './servers.ts';
 
 export const citusUrl = process.env.TEST_CITUS_URL?.trim() || undefined;
 
@@ -31,7 +32,7 @@ function nodeUrl(base: string, node: Node, database: string): string {
   const url = new URL(base);
   url.hostname = node.host;
   url.port = String(node.port);
-  return databaseUrl(url.toString(), database);
+  return withDatabaseName(url.toString(), database);
 }
 
 /** The cluster's nodes, as the coordinator of `base`'s database lists them. */

@@ -22,6 +22,7 @@ import { diagnose, openStore, storeOver, type Store } from 'engine-store';
 import { expectStoreError } from '../support/assertions.ts';
 import { backends, createServerDatabase, serverUrl, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
+import { withDatabaseName } from '../support/servers.ts';
 
 const tag = () => randomBytes(4).toString('hex');
 
@@ -585,9 +586,8 @@ describe.runIf(serverUrl)('least privilege at start-up (server)', () => {
     try {
       await admin.query(`create role ${role} login createrole nosuperuser`);
       await admin.query(`create database ${database} owner ${role}`);
-      const url = new URL(serverUrl!);
+      const url = new URL(withDatabaseName(serverUrl!, database));
       url.username = role;
-      url.pathname = `/${database}`;
       const store = await openStore({ url: url.toString(), migrate: true });
       try {
         const org = await store.organizations.create({ name: `acme ${tag()}` });

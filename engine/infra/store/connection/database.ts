@@ -109,6 +109,13 @@ export function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === '' ? undefined : value;
 }
 
+/** The same server and login, another database: `url` with its path replaced. */
+export function withDatabaseName(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
 /** The URL with its password replaced, for messages and logs. */
 export function redactUrl(url: string): string {
   try {

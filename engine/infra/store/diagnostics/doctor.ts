@@ -14,7 +14,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { diffCatalogs, readCatalog, type CatalogSnapshot } from './catalog.ts';
-import { openDatabase, type Database, type Queryable } from '../connection/database.ts';
+import { openDatabase, withDatabaseName, type Database, type Queryable } from '../connection/database.ts';
 import { migrationStatus } from '../migrator/runner.ts';
 import { loadSchemaFile } from '../migrator/schema-file.ts';
 import {
@@ -251,12 +251,6 @@ function defaultReferenceFactory(db: Database, url: string | undefined): (() => 
       },
     };
   };
-}
-
-function withDatabaseName(url: string, database: string): string {
-  const parsed = new URL(url);
-  parsed.pathname = `/${database}`;
-  return parsed.toString();
 }
 
 /** The tenant login's name as the store would derive it. */
