@@ -386,7 +386,11 @@ async function withMigrationLock<T>(db: Database, options: RunnerOptions, work: 
     }
     try {
       await session.query(MIGRATIONS_TABLE_DDL);
-      await session.query(MIGRATIONS_TABLE_UPGRADE);
+      // Only a table made by an earlier runner needs it: an ALTER would lock the table each run.
+      const { rows: upgraded } = await session.query<{ present: boolean }>(
+        `select exists (select from pg_attribute where attrelid = 'public.${MIGRATIONS_TABLE}'::regclass and attname = 'resume_at' and not attisdropped) as present`,
+      );
+      if (!upgraded[0]!.present) await session.query(MIGRATIONS_TABLE_UPGRADE);
       if (await isCitus(session)) {
         // A Citus coordinator: DDL propagates to the workers. The store's triggers run on each
         // shard (they read only the row's own organization), which Citus allows when told so.
