@@ -16,6 +16,7 @@ export interface SqlStatement {
 
 export function splitSqlStatements(script: string): SqlStatement[] {
   const statements: SqlStatement[] = [];
+  const lineAt = lineCounter(script);
   let start = 0;
   let i = 0;
   const push = (end: number) => {
@@ -24,7 +25,7 @@ export function splitSqlStatements(script: string): SqlStatement[] {
     if (text !== '') {
       // The line of the first real token, past the comments that usually introduce it.
       const leading = /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/.exec(raw)?.[0].length ?? 0;
-      statements.push({ text: raw.trim(), line: lineAt(script, start + leading) });
+      statements.push({ text: raw.trim(), line: lineAt(start + leading) });
     }
   };
   while (i < script.length) {
@@ -102,8 +103,16 @@ function stripComments(text: string): string {
   return text.replace(/--[^\n]*/g, '').replace(/\/\*[\s\S]*?\*\//g, '');
 }
 
-function lineAt(script: string, offset: number): number {
+/**
+ * The 1-based line of an offset in `script`, for offsets asked in increasing order: each call
+ * counts on from the previous one, so that a whole script costs one pass (every CLI process
+ * splits every migration).
+ */
+function lineCounter(script: string): (offset: number) => number {
+  let counted = 0;
   let line = 1;
-  for (let i = 0; i < offset; i += 1) if (script[i] === '\n') line += 1;
-  return line;
+  return (offset) => {
+    for (; counted < offset; counted += 1) if (script[counted] === '\n') line += 1;
+    return line;
+  };
 }
