@@ -74,8 +74,8 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
   let store: Store;
 
   beforeAll(async () => {
-    database = await backend.create();
-    store = await storeOver(database.db, { migrate: true });
+    database = await backend.createMigrated();
+    store = await storeOver(database.db);
     await installVerificationClock(store.db);
   });
 
@@ -314,9 +314,9 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       let closedStore: Store;
       let cleanup: () => Promise<void> = async () => {};
       if (backend.name !== 'pglite') {
-        const other = await backend.create();
+        const other = await backend.createMigrated();
         cleanup = () => other.dispose();
-        closedStore = await storeOver(other.db, { migrate: true });
+        closedStore = await storeOver(other.db);
       } else {
         let closed = false;
         const guard = () => {
@@ -338,6 +338,7 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
             return store.db.withSession(work);
           },
           loginAs: () => undefined,
+          snapshot: () => undefined,
           close: async () => {
             closed = true;
           },

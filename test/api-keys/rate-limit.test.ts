@@ -21,8 +21,8 @@ describe.skipIf(!serverUrl)('rate limits under concurrency (PostgreSQL)', () => 
   let store: Store;
 
   beforeAll(async () => {
-    server = await createServerDatabase();
-    store = await openStore({ url: server.url, poolSize: 20, migrate: true });
+    server = await createServerDatabase({ migrated: true });
+    store = await openStore({ url: server.url, poolSize: 20 });
     await installVerificationClock(store.db);
   });
 

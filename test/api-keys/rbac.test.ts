@@ -210,8 +210,8 @@ describe.each(backends)('the database agrees with ROLE_PERMISSIONS ($name)', (ba
   let store: Store;
 
   beforeAll(async () => {
-    database = await backend.create();
-    store = await storeOver(database.db, { migrate: true });
+    database = await backend.createMigrated();
+    store = await storeOver(database.db);
   });
 
   afterAll(async () => {

@@ -278,9 +278,8 @@ describe.skipIf(!citusUrl || !serverUrl)('the Citus tier is configured', () => {
 
 describe('distributing refuses a database it cannot distribute', () => {
   it.each(backends.map((backend) => [backend.name, backend] as const))('refuses a database without Citus (%s)', async (name, backend) => {
-    const database = await backend.create();
+    const database = await backend.createMigrated();
     try {
-      await migrateUp(database.db);
       const error = await expectStoreError(() => distributeOnCitus(database.db), 'DISTRIBUTION_REFUSED');
       expect(error.details.reason).toBe(name === 'pglite' ? 'embedded' : 'citus_missing');
     } finally {

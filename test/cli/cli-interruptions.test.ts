@@ -4,33 +4,19 @@
  * the process says where it stopped and how to continue, with the exit code the README gives,
  * never a stack trace; and nothing of the run is left on the server.
  */
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDatabase, type Database, type Session } from '../../engine/infra/store/connection/database.ts';
 import { migrateUp } from '../../engine/infra/store/migrator/runner.ts';
 import { createServerDatabase, serverUrl } from '../support/backends.ts';
+import { startCli } from '../support/cli.ts';
 
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'engine-store.js');
 const INDEXES = '20261128120300_index_existing_tables_by_org';
 /** Advisory locks are the server's: only this test's database counts (other files migrate meanwhile). */
 const THIS_DATABASE = '(select oid from pg_database where datname = current_database())';
 
-interface Exit {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Starts the CLI; `exited` settles when the process ends. */
-function start(args: string[], url: string): { pid: number; exited: Promise<Exit> } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, DATABASE_URL: url, ENGINE_STORE_DATA_DIR: undefined } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<Exit>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-  return { pid: child.pid!, exited };
+/** Starts the CLI on the server database `url`. */
+function start(args: string[], url: string): ReturnType<typeof startCli> {
+  return startCli(args, { DATABASE_URL: url });
 }
 
 async function until(check: () => Promise<boolean>, what: string): Promise<void> {

@@ -1,40 +1,17 @@
 /**
  * The command line end to end, as a user runs it: a real process, real exit codes, real output.
  */
-import { execFile } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readMigrationFiles } from '../../engine/infra/store/migrator/migration-files.ts';
 import { createServerDatabase, serverUrl } from '../support/backends.ts';
+import { BIN, cli, migratedDataDirIn, startCli, type CliResult } from '../support/cli.ts';
 
-const run = promisify(execFile);
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'engine-store.js');
 const migrationCount = readMigrationFiles().length;
 /** A well-formed id that names nothing. */
 const NOBODY = '01a2245f-ca10-790d-ab2e-4288e396ad2f';
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(args: string[], env: Record<string, string | undefined> = {}, input = ''): Promise<CliResult> {
-  const started = run(process.execPath, [BIN, ...args], {
-    env: { ...process.env, DATABASE_URL: undefined, ENGINE_STORE_DATA_DIR: undefined, ...env },
-  });
-  started.child.stdin!.end(input);
-  try {
-    const { stdout, stderr } = await started;
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
 
 /** The error a --json run printed: the last line of stderr (progress lines may come before). */
 function jsonError(result: CliResult): Record<string, unknown> {
@@ -49,17 +26,9 @@ function temporaryDir(name: string): string {
 }
 afterAll(() => temporaryDirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
-let template: Promise<string> | undefined;
-/** A copy of an embedded database migrated once for the file (migrating costs seconds, copying little). */
-async function migratedDataDir(): Promise<string> {
-  template ??= (async () => {
-    const dir = join(temporaryDir('template'), 'db');
-    expect((await cli(['--data-dir', dir, 'migrate', 'up'])).code).toBe(0);
-    return dir;
-  })();
-  const copy = join(temporaryDir('copy'), 'db');
-  cpSync(await template, copy, { recursive: true });
-  return copy;
+/** A copy of the run's migrated embedded database, in a directory removed after the file. */
+function migratedDataDir(): string {
+  return migratedDataDirIn(temporaryDir('copy'));
 }
 
 // Each call starts a process and an embedded database: allow for a loaded machine.
@@ -107,6 +76,18 @@ describe('engine-store migrate on the embedded database', () => {
     const result = await cli(['--version']);
     expect(result.code).toBe(0);
     expect(result.stdout.trim()).toBe(JSON.parse(readFileSync('package.json', 'utf8')).version);
+  });
+
+  it('answers the same through bin/engine-store.js, the entry point users run, as through the bundle the tests run', async () => {
+    const copy = migratedDataDir();
+    for (const args of [
+      ['--version'],
+      ['--data-dir', copy, 'migrate', 'status'],
+      ['--data-dir', copy, 'user', 'list', '--org', NOBODY, '--json'],
+    ]) {
+      const [installed, bundled] = [await startCli(args, {}, '', BIN).exited, await cli(args)];
+      expect(installed, args.join(' ')).toEqual(bundled);
+    }
   });
 });
 
@@ -210,7 +191,7 @@ describe('engine-store data directories', () => {
 
     // PGlite goes by the mode bits even for root: it used to fail to start ("unexpected failure"),
     // or to report a change done that it could not write back.
-    const readOnly = await migratedDataDir();
+    const readOnly = migratedDataDir();
     chmodSync(join(readOnly, 'base'), 0o500);
     const refused = await cli(['--data-dir', readOnly, 'org', 'create', '--name', 'Lost']);
     chmodSync(join(readOnly, 'base'), 0o700);
@@ -219,7 +200,7 @@ describe('engine-store data directories', () => {
       `[INVALID_INPUT] cannot use the embedded database directory ${readOnly}: base is read-only (mode 0500)`,
     );
 
-    const damaged = await migratedDataDir();
+    const damaged = migratedDataDir();
     writeFileSync(join(damaged, 'global', 'pg_control'), 'garbage');
     const broken = await cli(['--data-dir', damaged, 'org', 'list']);
     expect(broken.code).toBe(3);
@@ -268,7 +249,7 @@ describe('engine-store admin commands on an embedded database', () => {
   const admin = (args: string[], input?: string) => cli(['--data-dir', dataDir, ...args], {}, input);
   const json = (result: CliResult) => JSON.parse(result.stdout) as Record<string, unknown>;
   beforeAll(async () => {
-    dataDir = await migratedDataDir();
+    dataDir = migratedDataDir();
   });
 
   it('issues a key, verifies it (from standard input too), revokes it, and then refuses it', async () => {

@@ -48,11 +48,11 @@ describe.skipIf(!serverUrl)('a lost connection (PostgreSQL)', () => {
   let orgId: string;
 
   beforeAll(async () => {
-    server = await createServerDatabase();
+    server = await createServerDatabase({ migrated: true });
     const db = await openDatabase({ url: server.url, poolSize: 1 });
     // One tenant connection: the call after a loss can only work if the broken one was
     // replaced, not handed out again.
-    store = await storeOver(db, { migrate: true, tenantPoolSize: 1, scopeTimeouts: { lockMs: 30_000, statementMs: 30_000 } });
+    store = await storeOver(db, { tenantPoolSize: 1, scopeTimeouts: { lockMs: 30_000, statementMs: 30_000 } });
     owner = await openDatabase({ url: server.url, poolSize: 2 });
     orgId = (await store.organizations.create({ name: `Lost ${randomUUID().slice(0, 8)}` })).id;
     // A commit that takes its time: a deferred trigger that sleeps, for schedules of one workflow.

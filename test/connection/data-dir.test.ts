@@ -3,17 +3,14 @@
  * their turn, and every organization they report exists afterwards), a clear DATA_DIR_LOCKED
  * naming the holder, a lock left by a killed process taken over, and files private to the user.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openDatabase } from '../../engine/infra/store/connection/database.ts';
 import { expectStoreError } from '../support/assertions.ts';
-
-const run = promisify(execFile);
-const BIN = resolve('bin/engine-store.js');
+import { cli, migratedDataDirIn } from '../support/cli.ts';
 
 // Each CLI process starts an embedded database, one after the other: allow for a loaded machine.
 vi.setConfig({ testTimeout: 240_000 });
@@ -26,15 +23,12 @@ describe('the embedded data directory', () => {
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
   it('parallel CLI processes on one directory each wait their turn: every organization they print exists', async () => {
-    const dataDir = join(root, 'parallel');
-    const env = { ...process.env, DATABASE_URL: undefined, ENGINE_STORE_DATA_DIR: undefined };
-    // Only migrate up makes the database; the admin commands refuse a directory without one.
-    await run(process.execPath, [BIN, '--data-dir', dataDir, 'migrate', 'up'], { env });
+    // The admin commands refuse a directory without a database: start from a migrated one.
+    const dataDir = migratedDataDirIn(root);
     const created = await Promise.all(
       Array.from({ length: 5 }, async (_, i) => {
-        const { stdout } = await run(process.execPath, [BIN, '--data-dir', dataDir, 'org', 'create', '--name', `Parallel ${i}`, '--json'], {
-          env,
-        });
+        const { code, stdout, stderr } = await cli(['--data-dir', dataDir, 'org', 'create', '--name', `Parallel ${i}`, '--json']);
+        expect(code, stderr).toBe(0);
         return (JSON.parse(stdout) as { id: string }).id;
       }),
     );

@@ -827,8 +827,8 @@ for (const backend of backends)
     const seen: unknown[] = [];
 
     beforeAll(async () => {
-      const database = await backend.create();
-      const store = await storeOver(witnessing(database.db, seen), { migrate: true });
+      const database = await backend.createMigrated();
+      const store = await storeOver(witnessing(database.db, seen));
       const fixtureTag = tag();
       const org = await store.organizations.create({ name: `Fixture ${fixtureTag}`, temporalNamespace: `fixture-${fixtureTag}` });
       const email = `fixture-${fixtureTag}@x.test`;

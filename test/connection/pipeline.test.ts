@@ -48,8 +48,8 @@ describe.each(backends)('pipelines and withOrg ($name)', (backend) => {
   let owner: string;
 
   beforeAll(async () => {
-    database = await backend.create();
-    store = await storeOver(database.db, { migrate: true });
+    database = await backend.createMigrated();
+    store = await storeOver(database.db);
     await database.db.exec('create table pipe_t (n int primary key, label text)');
     owner = (await database.db.query<{ user: string }>('select current_user::text as "user"')).rows[0]!.user;
     expect(owner).not.toBe('app_tenant');

@@ -2,16 +2,15 @@
  * `doctor` finds what is wrong with a live database: each fault is introduced into a fully
  * migrated database, must show up as its finding, and must go away once undone.
  */
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { diagnose, referenceCatalogFor, type DiagnoseOptions, type Finding } from '../../engine/infra/store/diagnostics/doctor.ts';
 import { migrateDown, migrateUp } from '../../engine/infra/store/migrator/runner.ts';
 import { assertTenantIsolation } from '../../engine/infra/store/tenancy/tenant-safety.ts';
 import { backends, createServerDatabase, serverUrl, type TestDatabase } from '../support/backends.ts';
+import { cli, migratedDataDirIn } from '../support/cli.ts';
 
 // Every diagnosis builds a reference database from schema.sql: allow for a loaded machine.
 vi.setConfig({ testTimeout: 180_000, hookTimeout: 180_000 });
@@ -32,8 +31,7 @@ describe.each(backends)('doctor on $name', (backend) => {
   }
 
   beforeAll(async () => {
-    test = await backend.create();
-    await migrateUp(test.db);
+    test = await backend.createMigrated();
     // Built once: every diagnosis compares against the same schema.sql (the tests of how it is
     // built pass their own options).
     options = { url: test.url, reference: await referenceCatalogFor(test.db, { url: test.url }) };
@@ -186,33 +184,19 @@ describe.each(backends)('doctor on $name', (backend) => {
   });
 });
 
-const run = promisify(execFile);
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'engine-store.js');
-
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
-      env: { ...process.env, DATABASE_URL: undefined, ENGINE_STORE_DATA_DIR: undefined },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string };
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
-  }
-}
-
 interface DoctorJson {
   ok: boolean;
   findings: Finding[];
 }
 
 describe('engine-store doctor on the embedded database', () => {
+  let root: string;
   let dataDir: string;
   beforeAll(async () => {
-    dataDir = mkdtempSync(join(tmpdir(), 'engine-store-doctor-'));
-    expect((await cli(['--data-dir', dataDir, 'migrate', 'up'])).code).toBe(0);
+    root = mkdtempSync(join(tmpdir(), 'engine-store-doctor-'));
+    dataDir = migratedDataDirIn(root);
   });
-  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
 
   it('reports a migrated database as healthy in JSON, exit 0', async () => {
     const result = await cli(['--data-dir', dataDir, 'doctor', '--json']);
@@ -241,8 +225,7 @@ describe('engine-store doctor on the embedded database', () => {
 describe.runIf(serverUrl)('engine-store doctor on a server', () => {
   let server: Awaited<ReturnType<typeof createServerDatabase>>;
   beforeAll(async () => {
-    server = await createServerDatabase();
-    expect((await cli(['--database-url', server.url, 'migrate', 'up'])).code).toBe(0);
+    server = await createServerDatabase({ migrated: true });
   });
   afterAll(async () => {
     await server?.drop();

@@ -60,6 +60,7 @@ function recording(db: Database, statements: string[] = []): { db: Database; sta
     location: db.location,
     // The tenant login's pool (on a server) records into the same list.
     loginAs: (user, password) => db.loginAs(user, password)?.then((tenant) => recording(tenant, statements).db),
+    snapshot: () => db.snapshot(),
     ...wrap(db),
     withSession: (work) => db.withSession((session) => work(wrapSession(session))),
     close: () => db.close(),
@@ -593,10 +594,10 @@ describe.each(backends)('bad input is refused before SQL on $name', (backend) =>
   let before: Snapshot;
 
   beforeAll(async () => {
-    t = await backend.create();
+    t = await backend.createMigrated();
     const recorded = recording(t.db);
     statements = recorded.statements;
-    const store = await storeOver(recorded.db, { migrate: true });
+    const store = await storeOver(recorded.db);
     const org = await store.organizations.create({ name: 'Bad Input Fixtures' });
     const ids = await store.withOrg(org.id, async (tx) => {
       const user = await tx.users.create({ email: 'fixture@example.com', role: 'customer' });

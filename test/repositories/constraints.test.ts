@@ -9,7 +9,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database, Session } from '../../engine/infra/store/connection/database.ts';
 import { SQLSTATE, databaseErrorFields } from '../../engine/infra/store/connection/database-errors.ts';
-import { migrateUp } from '../../engine/infra/store/migrator/runner.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 import { DEFAULT_ORG_ID } from 'engine-store';
 
@@ -735,8 +734,7 @@ for (const backend of backends)
     let serverVersion: number;
 
     beforeAll(async () => {
-      t = await backend.create();
-      await migrateUp(t.db);
+      t = await backend.createMigrated();
       await seed(t.db);
       const { rows } = await t.db.query<{ version: number }>("select current_setting('server_version_num')::int as version");
       serverVersion = rows[0]!.version;

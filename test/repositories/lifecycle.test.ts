@@ -225,8 +225,8 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
   const newOrg = (prefix: string) => store.organizations.create({ name: uniqueName(prefix) });
 
   beforeAll(async () => {
-    t = await backend.create();
-    store = await storeOver(t.db, { migrate: true });
+    t = await backend.createMigrated();
+    store = await storeOver(t.db);
     db = store.db;
   });
 

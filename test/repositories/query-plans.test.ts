@@ -196,8 +196,8 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
     });
 
   beforeAll(async () => {
-    server = await createServerDatabase();
-    store = await openStore({ url: server.url, migrate: true, poolSize: 2 });
+    server = await createServerDatabase({ migrated: true });
+    store = await openStore({ url: server.url, poolSize: 2 });
     await store.db.exec(POPULATE);
   });
 

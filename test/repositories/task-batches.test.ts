@@ -43,8 +43,8 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
   let store: Store;
 
   beforeAll(async () => {
-    database = await backend.create();
-    store = await storeOver(database.db, { migrate: true });
+    database = await backend.createMigrated();
+    store = await storeOver(database.db);
   });
 
   afterAll(async () => {

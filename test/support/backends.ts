@@ -1,13 +1,16 @@
 /**
  * The backends every store test runs against: the embedded PGlite database always, and the
  * PostgreSQL server named by TEST_DATABASE_URL when it is set. Each test file gets databases of
- * its own: a fresh in-memory PGlite, or a new database on the server, dropped afterwards.
+ * its own: an in-memory PGlite, or a new database on the server, dropped afterwards. Both come
+ * empty or migrated, from the snapshots and the template that global-setup.ts made for the run.
  *
  * The tests of the tenant boundary, API keys and isolation also run on a Citus cluster when
  * TEST_CITUS_URL names its coordinator (`withCitus(backends)`, see citus.ts).
  */
 import { randomBytes } from 'node:crypto';
+import { openAsBlob } from 'node:fs';
 import pg from 'pg';
+import { inject } from 'vitest';
 import { openDatabase, withDatabaseName, type Database } from '../../engine/infra/store/connection/database.ts';
 
 export interface TestDatabase {
@@ -21,32 +24,48 @@ export interface TestBackend {
   name: 'pglite' | 'postgres' | 'citus';
   /** A new, empty database (on Citus: migrated and distributed, since that is done once). */
   create(): Promise<TestDatabase>;
+  /** A new database with every migration applied: a copy of the run's migrated one. */
+  createMigrated(): Promise<TestDatabase>;
 }
 
 export const serverUrl = process.env.TEST_DATABASE_URL?.trim() || undefined;
 
+async function pgliteFrom(snapshot: string): Promise<TestDatabase> {
+  const db = await openDatabase({ dataDir: 'memory://', snapshot: await openAsBlob(snapshot) });
+  return { db, dispose: () => db.close() };
+}
+
 const pglite: TestBackend = {
   name: 'pglite',
-  async create() {
-    const db = await openDatabase({ dataDir: 'memory://' });
-    return { db, dispose: () => db.close() };
-  },
+  create: () => pgliteFrom(inject('fixtures').emptySnapshot),
+  createMigrated: () => pgliteFrom(inject('fixtures').migratedSnapshot),
 };
 
-/** Runs `sql` on the server's maintenance connection (the TEST_DATABASE_URL database). */
-async function onServer(sql: string): Promise<void> {
+/** Runs each statement in turn on the server's maintenance connection (the TEST_DATABASE_URL database). */
+async function onServer(...statements: string[]): Promise<void> {
   const client = new pg.Client({ connectionString: serverUrl });
   await client.connect();
   try {
-    await client.query(sql);
+    for (const sql of statements) await client.query(sql);
   } finally {
     await client.end();
   }
 }
 
-export async function createServerDatabase(): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+/**
+ * A new database on the TEST_DATABASE_URL server: empty, or with `migrated` a copy of the run's
+ * migrated template.
+ */
+export async function createServerDatabase(
+  options: { migrated?: boolean } = {},
+): Promise<{ name: string; url: string; drop(): Promise<void> }> {
   const name = `es_test_${process.pid}_${randomBytes(4).toString('hex')}`;
-  await onServer(`create database ${name}`);
+  if (options.migrated) {
+    const template = inject('fixtures').serverTemplate!;
+    await onServer(`create database ${name} template ${template}`, copyDatabasePrivileges(template, name));
+  } else {
+    await onServer(`create database ${name}`);
+  }
   return {
     name,
     url: withDatabaseName(serverUrl!, name),
@@ -54,20 +73,48 @@ export async function createServerDatabase(): Promise<{ name: string; url: strin
   };
 }
 
+/**
+ * CREATE DATABASE copies a template's contents but not its privileges (GRANT ... ON DATABASE),
+ * and the migrations revoke TEMPORARY from PUBLIC there: without this the copy would differ from
+ * a migrated database, and openStore would refuse it (TENANT_LOGIN_CAN_CREATE_TEMP).
+ */
+function copyDatabasePrivileges(template: string, copy: string): string {
+  return `
+    do $$
+    declare
+      template_acl aclitem[] := (select datacl from pg_database where datname = '${template}');
+      granted record;
+    begin
+      if template_acl is null then return; end if;
+      revoke all on database ${copy} from public;
+      for granted in
+        select a.privilege_type, coalesce(quote_ident(r.rolname), 'public') as grantee
+          from aclexplode(template_acl) a left join pg_roles r on r.oid = a.grantee
+         where a.grantee <> (select datdba from pg_database where datname = '${template}')
+      loop
+        execute format('grant %s on database ${copy} to %s', granted.privilege_type, granted.grantee);
+      end loop;
+    end
+    $$`;
+}
+
+async function serverBackendDatabase(options: { migrated?: boolean }): Promise<TestDatabase> {
+  const server = await createServerDatabase(options);
+  const db = await openDatabase({ url: server.url, poolSize: 6 });
+  return {
+    db,
+    url: server.url,
+    async dispose() {
+      await db.close();
+      await server.drop();
+    },
+  };
+}
+
 const postgres: TestBackend = {
   name: 'postgres',
-  async create() {
-    const server = await createServerDatabase();
-    const db = await openDatabase({ url: server.url, poolSize: 6 });
-    return {
-      db,
-      url: server.url,
-      async dispose() {
-        await db.close();
-        await server.drop();
-      },
-    };
-  },
+  create: () => serverBackendDatabase({}),
+  createMigrated: () => serverBackendDatabase({ migrated: true }),
 };
 
 export const backends: TestBackend[] = serverUrl ? [pglite, postgres] : [pglite];

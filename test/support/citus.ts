@@ -82,6 +82,7 @@ export async function createCitusDatabase(
 
 const citus: TestBackend = {
   name: 'citus',
+  createMigrated: () => citus.create(),
   async create(): Promise<TestDatabase> {
     const cluster = await createCitusDatabase();
     const db = await openDatabase({ url: cluster.url, poolSize: 6 });

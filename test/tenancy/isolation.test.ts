@@ -706,8 +706,8 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
   const fixture: Model = new Map();
 
   beforeAll(async () => {
-    t = await backend.create();
-    store = await storeOver(t.db, { migrate: true });
+    t = await backend.createMigrated();
+    store = await storeOver(t.db);
     sessionUser = (await store.db.query<{ user: string }>('select session_user as user')).rows[0]!.user;
     tenantTables = (await store.db.query<{ name: string }>(TENANT_TABLES_SQL)).rows.map((row) => row.name);
     const run = tag();

@@ -87,8 +87,8 @@ describe.each(withCitus(backends))('readOrg ($name)', (backend) => {
   }
 
   beforeAll(async () => {
-    database = await backend.create();
-    store = await storeOver(database.db, { migrate: true });
+    database = await backend.createMigrated();
+    store = await storeOver(database.db);
     owner = (await store.db.query<{ user: string }>('select current_user::text as "user"')).rows[0]!.user;
     expect(owner).not.toBe('app_tenant');
     a = await populate(await newOrg(), 5);

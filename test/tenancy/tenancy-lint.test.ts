@@ -20,7 +20,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Queryable } from '../../engine/infra/store/connection/database.ts';
-import { MIGRATIONS_TABLE, migrateUp } from '../../engine/infra/store/migrator/runner.ts';
+import { MIGRATIONS_TABLE } from '../../engine/infra/store/migrator/runner.ts';
 import { REFERENCE_TABLES, TENANT_INSERTABLE_REFERENCE_TABLES } from '../../engine/infra/store/citus/layout.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 
@@ -187,8 +187,7 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
   let database: TestDatabase;
 
   beforeAll(async () => {
-    database = await backend.create();
-    await migrateUp(database.db);
+    database = await backend.createMigrated();
   });
 
   afterAll(async () => {

@@ -69,8 +69,8 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
   }
 
   beforeAll(async () => {
-    t = await backend.create();
-    store = await storeOver(t.db, { migrate: true });
+    t = await backend.createMigrated();
+    store = await storeOver(t.db);
     single = backend.name !== 'pglite' ? await openStore({ url: t.url!, poolSize: 1 }) : store;
     attacker = await newOrg(store);
     victim = await newOrg(store);
@@ -555,10 +555,8 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
 
 describe.runIf(serverUrl)('least privilege at start-up (server)', () => {
   it('openStore refuses a superuser or owner as the tenant login, and doctor reports it', async () => {
-    const server = await createServerDatabase();
+    const server = await createServerDatabase({ migrated: true });
     try {
-      const owner = await openStore({ url: server.url, migrate: true });
-      await owner.close();
       const error = await expectStoreError(() => openStore({ url: server.url, tenantUrl: server.url }), 'STORE_UNSAFE');
       expect(error.details.reason).toBe('privileged_tenant_login');
       expect(error.message).toMatch(/superuser/);
