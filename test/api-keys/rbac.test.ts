@@ -4,7 +4,7 @@
  * narrow, and (on every backend) that the database's role_permissions equals ROLE_PERMISSIONS.
  */
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   PERMISSIONS,
   ROLE_PERMISSIONS,
@@ -13,12 +13,10 @@ import {
   authorize,
   canManageUser,
   effectivePermissions,
-  storeOver,
   type Permission,
-  type Store,
 } from 'engine-store';
 import type { Role } from '../../engine/infra/store/repositories/validation.ts';
-import { backends, type TestDatabase } from '../support/backends.ts';
+import { backends, migratedStoreFor } from '../support/backends.ts';
 
 const ROLES: readonly Role[] = ['admin', 'manager', 'customer'];
 
@@ -206,29 +204,19 @@ describe('scopes only narrow (property)', () => {
 });
 
 describe.each(backends)('the database agrees with ROLE_PERMISSIONS ($name)', (backend) => {
-  let database: TestDatabase;
-  let store: Store;
-
-  beforeAll(async () => {
-    database = await backend.createMigrated();
-    store = await storeOver(database.db);
-  });
-
-  afterAll(async () => {
-    await database?.dispose();
-  });
+  const migrated = migratedStoreFor(backend);
 
   it('role_permissions holds exactly the pairs of ROLE_PERMISSIONS, and permissions exactly PERMISSIONS', async () => {
-    const { rows } = await store.db.query<{ role: string; permission: string }>('select role, permission from role_permissions');
+    const { rows } = await migrated.store.db.query<{ role: string; permission: string }>('select role, permission from role_permissions');
     const inDatabase = rows.map((row) => `${row.role} ${row.permission}`).sort();
     const inCode = ROLES.flatMap((role) => ROLE_PERMISSIONS[role].map((permission) => `${role} ${permission}`)).sort();
     expect(inDatabase).toEqual(inCode);
-    const { rows: keys } = await store.db.query<{ key: string }>('select key from permissions');
+    const { rows: keys } = await migrated.store.db.query<{ key: string }>('select key from permissions');
     expect(keys.map((row) => row.key).sort()).toEqual([...PERMISSIONS].sort());
   });
 
   it('and with the hand-written table', async () => {
-    const { rows } = await store.db.query<{ role: Role; permission: Permission }>('select role, permission from role_permissions');
+    const { rows } = await migrated.store.db.query<{ role: Role; permission: Permission }>('select role, permission from role_permissions');
     const granted = new Set(rows.map((row) => `${row.role} ${row.permission}`));
     for (const { role, permission, allowed } of CASES) expect(granted.has(`${role} ${permission}`), `${role} ${permission}`).toBe(allowed);
   });

@@ -10,10 +10,10 @@
  * nor changes the existing ones. A suspended organization refuses the batch.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { storeOver, type Store, type TaskState, type UpsertTaskState } from 'engine-store';
+import { describe, expect, it } from 'vitest';
+import type { TaskState, UpsertTaskState } from 'engine-store';
 import { expectStoreError } from '../support/assertions.ts';
-import { backends, type TestDatabase } from '../support/backends.ts';
+import { backends, migratedStoreFor } from '../support/backends.ts';
 
 const tag = () => randomBytes(4).toString('hex');
 
@@ -39,23 +39,13 @@ function stored(input: UpsertTaskState) {
 }
 
 describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
-  let database: TestDatabase;
-  let store: Store;
-
-  beforeAll(async () => {
-    database = await backend.createMigrated();
-    store = await storeOver(database.db);
-  });
-
-  afterAll(async () => {
-    await database?.dispose();
-  });
+  const migrated = migratedStoreFor(backend);
 
   /** A fresh organization with one workflow execution. */
   async function freshOrg(): Promise<{ orgId: string; workflowExecId: string }> {
-    const orgId = (await store.organizations.create({ name: `Org ${tag()}` })).id;
+    const orgId = (await migrated.store.organizations.create({ name: `Org ${tag()}` })).id;
     const workflowExecId = randomUUID();
-    await store.withOrg(orgId, (tx) => tx.workflows.upsert({ workflowExecId, workflowId: 'wf', status: 'running' }));
+    await migrated.store.withOrg(orgId, (tx) => tx.workflows.upsert({ workflowExecId, workflowId: 'wf', status: 'running' }));
     return { orgId, workflowExecId };
   }
 
@@ -71,7 +61,7 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
 
   /** Every task state of the organization, by id. */
   async function tasksOf(orgId: string): Promise<Map<string, TaskState>> {
-    const page = await store.withOrg(orgId, (tx) => tx.tasks.list({ limit: 500 }));
+    const page = await migrated.store.withOrg(orgId, (tx) => tx.tasks.list({ limit: 500 }));
     expect(page.nextCursor).toBeUndefined();
     return new Map(page.items.map((item) => [item.taskExecId, item]));
   }
@@ -98,7 +88,7 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
       }),
       task(workflowExecId, { taskExecId: randomUUID().toUpperCase(), taskId: 'shout', status: 'failed', input: '{"looks":"like json"}' }),
     ];
-    const written = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany(inputs));
+    const written = await migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany(inputs));
 
     expect(written.map((state) => state.taskExecId)).toEqual(inputs.map((input) => input.taskExecId.toLowerCase()));
     written.forEach((state, index) => {
@@ -132,8 +122,8 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
       executionType: 'fan_out',
       error: null,
     });
-    const many = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany(shapes.map((shape) => task(workflowExecId, shape))));
-    const single = await store.withOrg(orgId, async (tx) => {
+    const many = await migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany(shapes.map((shape) => task(workflowExecId, shape))));
+    const single = await migrated.store.withOrg(orgId, async (tx) => {
       const states = [];
       for (const shape of shapes) states.push(await tx.tasks.upsert(task(workflowExecId, shape)));
       return states;
@@ -146,11 +136,11 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
     const { orgId, workflowExecId } = await freshOrg();
     // A backslash typed before u0000 or ud800 is text, not an escape; an emoji is a surrogate pair.
     const input = { typed: '\\u0000 and \\ud800', doubled: '\\\\u0000', emoji: '😀', ['key \\u0000']: 'x' };
-    const [written] = await store.withOrg(orgId, (tx) =>
+    const [written] = await migrated.store.withOrg(orgId, (tx) =>
       tx.tasks.upsertMany([task(workflowExecId, { taskId: 'escapes', status: 'running', input })]),
     );
     expect(written!.input).toEqual(input);
-    const read = await store.withOrg(orgId, (tx) => tx.tasks.get(written!.taskExecId));
+    const read = await migrated.store.withOrg(orgId, (tx) => tx.tasks.get(written!.taskExecId));
     expect(read.input).toEqual(input);
   });
 
@@ -160,17 +150,17 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
     const child = task(workflowExecId, { taskId: 'child', parentStateId: root.taskExecId });
     const grandchild = task(workflowExecId, { taskId: 'grandchild', parentStateId: child.taskExecId.toUpperCase() });
     const sibling = task(workflowExecId, { taskId: 'sibling', parentStateId: root.taskExecId });
-    const written = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany([grandchild, child, sibling, root]));
+    const written = await migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany([grandchild, child, sibling, root]));
     expect(written.map((state) => [state.taskId, state.parentStateId])).toEqual([
       ['grandchild', child.taskExecId],
       ['child', root.taskExecId],
       ['sibling', root.taskExecId],
       ['root', null],
     ]);
-    const children = await store.withOrg(orgId, (tx) => tx.tasks.children(root.taskExecId));
+    const children = await migrated.store.withOrg(orgId, (tx) => tx.tasks.children(root.taskExecId));
     expect(children.items.map((state) => state.taskExecId).sort()).toEqual([child.taskExecId, sibling.taskExecId].sort());
     // The tree is real: deleting the root cascades to every descendant.
-    await store.withOrg(orgId, (tx) => tx.tasks.delete(root.taskExecId));
+    await migrated.store.withOrg(orgId, (tx) => tx.tasks.delete(root.taskExecId));
     expect((await tasksOf(orgId)).size).toBe(0);
   });
 
@@ -179,7 +169,7 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
     const first = [0, 1, 2].map((index) =>
       task(workflowExecId, { taskId: `t${index}`, status: 'running', input: { index }, output: { partial: index }, usage: { calls: 1 } }),
     );
-    const created = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany(first));
+    const created = await migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany(first));
 
     // Again, in another order, with a new status; only the second one gives new payloads.
     const again: UpsertTaskState[] = [first[2]!, first[0]!, first[1]!].map((previous) => ({
@@ -191,7 +181,7 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
       status: 'success',
       ...(previous === first[0] ? { output: { final: true }, error: { none: 1 } } : {}),
     }));
-    const updated = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany(again));
+    const updated = await migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany(again));
     expect(updated.map((state) => state.taskExecId)).toEqual([first[2]!, first[0]!, first[1]!].map((input) => input.taskExecId));
     for (const state of updated) {
       const index = first.findIndex((input) => input.taskExecId === state.taskExecId);
@@ -210,21 +200,21 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
 
   it('an empty batch returns [] and writes nothing', async () => {
     const { orgId } = await freshOrg();
-    expect(await store.withOrg(orgId, (tx) => tx.tasks.upsertMany([]))).toEqual([]);
+    expect(await migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany([]))).toEqual([]);
     expect((await tasksOf(orgId)).size).toBe(0);
   });
 
   it('takes 1,000 states at once and refuses 1,001 (INVALID_INPUT states, too_big)', async () => {
     const { orgId, workflowExecId } = await freshOrg();
     const thousand = Array.from({ length: 1000 }, (_, index) => task(workflowExecId, { taskId: `t${index}` }));
-    const written = await store.withOrg(orgId, (tx) => tx.tasks.upsertMany(thousand));
+    const written = await migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany(thousand));
     expect(written.map((state) => state.taskExecId)).toEqual(thousand.map((input) => input.taskExecId));
     expect(written.map((state) => state.taskId)).toEqual(thousand.map((input) => input.taskId));
 
     const { orgId: other, workflowExecId: otherWorkflow } = await freshOrg();
     const tooMany = Array.from({ length: 1001 }, () => task(otherWorkflow));
     const error = await expectStoreError(
-      store.withOrg(other, (tx) => tx.tasks.upsertMany(tooMany)),
+      migrated.store.withOrg(other, (tx) => tx.tasks.upsertMany(tooMany)),
       'INVALID_INPUT',
     );
     expect(error.details).toMatchObject({ field: 'states', reason: 'too_big' });
@@ -235,7 +225,7 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
     const { orgId, workflowExecId } = await freshOrg();
     for (const notAnArray of [{}, null, undefined, 'tasks', { 0: task(workflowExecId), length: 1 }]) {
       const error = await expectStoreError(
-        store.withOrg(orgId, (tx) => tx.tasks.upsertMany(notAnArray as unknown as UpsertTaskState[])),
+        migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany(notAnArray as unknown as UpsertTaskState[])),
         'INVALID_INPUT',
       );
       expect(error.details.field).toBe('states');
@@ -257,7 +247,7 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
       const batch: unknown[] = Array.from({ length: 5 }, () => task(workflowExecId));
       batch[at] = entry;
       const error = await expectStoreError(
-        store.withOrg(orgId, (tx) => tx.tasks.upsertMany(batch as UpsertTaskState[])),
+        migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany(batch as UpsertTaskState[])),
         'INVALID_INPUT',
       );
       expect(error.details.field?.startsWith(`${at}.`), `field ${error.details.field}`).toBe(true);
@@ -271,7 +261,7 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
     const id = randomUUID();
     for (const twice of [id, id.toUpperCase()]) {
       const error = await expectStoreError(
-        store.withOrg(orgId, (tx) =>
+        migrated.store.withOrg(orgId, (tx) =>
           tx.tasks.upsertMany([
             task(workflowExecId, { taskExecId: id }),
             task(workflowExecId),
@@ -290,7 +280,7 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
     const self = randomUUID();
     for (const parent of [self, self.toUpperCase()]) {
       const error = await expectStoreError(
-        store.withOrg(orgId, (tx) =>
+        migrated.store.withOrg(orgId, (tx) =>
           tx.tasks.upsertMany([
             task(workflowExecId),
             task(workflowExecId),
@@ -308,7 +298,7 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
   it('is atomic: an entry naming a workflow execution the organization does not have writes none of the batch', async () => {
     const { orgId, workflowExecId } = await freshOrg();
     const { orgId: otherOrg, workflowExecId: othersWorkflow } = await freshOrg();
-    const existing = await store.withOrg(orgId, (tx) =>
+    const existing = await migrated.store.withOrg(orgId, (tx) =>
       tx.tasks.upsert(task(workflowExecId, { status: 'running', output: { kept: true } })),
     );
 
@@ -320,7 +310,7 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
         task(workflowExecId),
       ];
       const error = await expectStoreError(
-        store.withOrg(orgId, (tx) => tx.tasks.upsertMany(batch)),
+        migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany(batch)),
         'NOT_FOUND',
       );
       expect(error.details.field).toBe('workflowExecId');
@@ -335,10 +325,10 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
   it('is atomic: an entry naming a parent the organization does not have writes none of the batch', async () => {
     const { orgId, workflowExecId } = await freshOrg();
     const { orgId: otherOrg, workflowExecId: othersWorkflow } = await freshOrg();
-    const [othersTask] = await store.withOrg(otherOrg, (tx) => tx.tasks.upsertMany([task(othersWorkflow)]));
+    const [othersTask] = await migrated.store.withOrg(otherOrg, (tx) => tx.tasks.upsertMany([task(othersWorkflow)]));
     for (const parent of [randomUUID(), othersTask!.taskExecId]) {
       const error = await expectStoreError(
-        store.withOrg(orgId, (tx) => tx.tasks.upsertMany([task(workflowExecId), task(workflowExecId, { parentStateId: parent })])),
+        migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany([task(workflowExecId), task(workflowExecId, { parentStateId: parent })])),
         'NOT_FOUND',
       );
       expect(error.details.field).toBe('parentStateId');
@@ -349,13 +339,13 @@ describe.each(backends)('tasks.upsertMany ($name)', (backend) => {
 
   it('a suspended organization refuses the batch (ORG_SUSPENDED) and nothing is written', async () => {
     const { orgId, workflowExecId } = await freshOrg();
-    await store.organizations.suspend(orgId);
+    await migrated.store.organizations.suspend(orgId);
     await expectStoreError(
-      store.withOrg(orgId, (tx) => tx.tasks.upsertMany([task(workflowExecId), task(workflowExecId)])),
+      migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany([task(workflowExecId), task(workflowExecId)])),
       'ORG_SUSPENDED',
     );
     expect((await tasksOf(orgId)).size).toBe(0);
-    await store.organizations.activate(orgId);
-    expect(await store.withOrg(orgId, (tx) => tx.tasks.upsertMany([task(workflowExecId)]))).toHaveLength(1);
+    await migrated.store.organizations.activate(orgId);
+    expect(await migrated.store.withOrg(orgId, (tx) => tx.tasks.upsertMany([task(workflowExecId)]))).toHaveLength(1);
   });
 });

@@ -10,8 +10,9 @@
 import { randomBytes } from 'node:crypto';
 import { openAsBlob } from 'node:fs';
 import pg from 'pg';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { openDatabase, withDatabaseName, type Database } from '../../engine/infra/store/connection/database.ts';
+import { storeOver, type Store } from '../../engine/infra/store/store.ts';
 
 export interface TestDatabase {
   db: Database;
@@ -118,3 +119,33 @@ const postgres: TestBackend = {
 };
 
 export const backends: TestBackend[] = serverUrl ? [pglite, postgres] : [pglite];
+
+/**
+ * A migrated database of `backend` and a store over it, for the tests of the describe block
+ * that calls this: made before them (read `store` inside the tests, not at collection), disposed
+ * after them.
+ */
+export function migratedStoreFor(backend: TestBackend): { readonly database: TestDatabase; readonly store: Store } {
+  let database: TestDatabase | undefined;
+  let store: Store | undefined;
+  beforeAll(async () => {
+    database = await backend.createMigrated();
+    store = await storeOver(database.db);
+  });
+  afterAll(async () => {
+    await database?.dispose();
+  });
+  const made = <T>(value: T | undefined): T =>
+    value ??
+    (() => {
+      throw new Error('the migrated store is made in beforeAll: use it inside a test');
+    })();
+  return {
+    get database() {
+      return made(database);
+    },
+    get store() {
+      return made(store);
+    },
+  };
+}
