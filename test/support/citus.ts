@@ -35,6 +35,18 @@ function nodeUrl(base: string, node: Node, database: string): string {
   return withDatabaseName(url.toString(), database);
 }
 
+/** Runs `work` holding an advisory lock of the coordinator's maintenance database (`postgres`). */
+async function oneAtATime<T>(base: string, work: () => Promise<T>): Promise<T> {
+  return onNode(withDatabaseName(base, 'postgres'), async (client) => {
+    await client.query("select pg_advisory_lock(hashtext('engine-store test set-up'))");
+    try {
+      return await work();
+    } finally {
+      await client.query("select pg_advisory_unlock(hashtext('engine-store test set-up'))");
+    }
+  });
+}
+
 /** The cluster's nodes, as the coordinator of `base`'s database lists them. */
 async function clusterNodes(base: string): Promise<{ coordinator: Node; workers: Node[] }> {
   const { rows } = await onNode(base, (client) =>
@@ -87,9 +99,14 @@ const citus: TestBackend = {
     const cluster = await createCitusDatabase();
     const db = await openDatabase({ url: cluster.url, poolSize: 6 });
     try {
-      await migrateUp(db);
-      // Few shards: each is a table on a worker, and the tests create a database per file.
-      await distributeOnCitus(db, { shardCount: 4 });
+      // One set-up at a time on the cluster: the roles are the cluster's, shared by every
+      // database, and the first migration and distribution on a new cluster create and alter
+      // them; two at once collide on their rows ("tuple concurrently updated").
+      await oneAtATime(citusUrl!, async () => {
+        await migrateUp(db);
+        // Few shards: each is a table on a worker, and the tests create a database per file.
+        await distributeOnCitus(db, { shardCount: 4 });
+      });
     } catch (error) {
       await db.close();
       await cluster.drop();

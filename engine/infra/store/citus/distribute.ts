@@ -121,8 +121,16 @@ export async function distributeOnCitus(db: Database, options: DistributeOptions
       }
       // verify_api_key runs as app_key_verifier, and Citus reaches the workers as the current
       // role: it must be able to log in there (from the coordinator only: see docs/scaling-out.md).
-      log('app_key_verifier may log in, so that key verification reaches the workers');
-      await session.query('alter role app_key_verifier login');
+      // Only when it cannot yet: ALTER ROLE rewrites the role's row on every node, and two
+      // databases of one cluster distributed at the same time would collide on it ("tuple
+      // concurrently updated", XX000).
+      const { rows: verifier } = await session.query<{ login: boolean }>(
+        `select rolcanlogin as login from pg_catalog.pg_roles where rolname = 'app_key_verifier'`,
+      );
+      if (!verifier[0]?.login) {
+        log('app_key_verifier may log in, so that key verification reaches the workers');
+        await session.query('alter role app_key_verifier login');
+      }
       const rowsAfter = await countRows(session);
       const lost = Object.keys(rowsBefore).filter((table) => rowsBefore[table] !== rowsAfter[table]);
       if (lost.length > 0) {
