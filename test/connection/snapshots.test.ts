@@ -89,6 +89,39 @@ describe('embedded database snapshots', () => {
   });
 });
 
+describe('a snapshot that is not one', () => {
+  it.each([
+    ['empty', new Blob([])],
+    ['not a tarball', new Blob(['not a tarball at all'])],
+    ['a tarball of something else', tarOf('notes.txt', 'mine')],
+  ])('is refused as INVALID_INPUT (%s)', async (_, snapshot) => {
+    const error = await expectStoreError(() => openDatabase({ dataDir: 'memory://', snapshot }), 'INVALID_INPUT');
+    expect(error.details).toEqual({ field: 'snapshot', reason: 'unreadable' });
+  });
+});
+
+/** A ustar archive of one file. */
+function tarOf(name: string, content: string): Blob {
+  const header = Buffer.alloc(512);
+  const field = (value: string, offset: number, length: number) =>
+    header.write(value.padEnd(length, '\0').slice(0, length), offset, 'ascii');
+  field(name, 0, 100);
+  field('0000644', 100, 8);
+  field('0000000', 108, 8);
+  field('0000000', 116, 8);
+  field(Buffer.byteLength(content).toString(8).padStart(11, '0'), 124, 12);
+  field('00000000000', 136, 12);
+  field('        ', 148, 8);
+  field('0', 156, 1);
+  field('ustar', 257, 6);
+  field('00', 263, 2);
+  const checksum = header.reduce((sum, byte) => sum + byte, 0);
+  field(`${checksum.toString(8).padStart(6, '0')}\0 `, 148, 8);
+  const body = Buffer.alloc(Math.ceil(Buffer.byteLength(content) / 512) * 512);
+  body.write(content);
+  return new Blob([header, body, Buffer.alloc(1024)]);
+}
+
 describe.runIf(serverUrl)('a server database', () => {
   it('has no snapshot: snapshot() returns undefined (copy it with CREATE DATABASE ... TEMPLATE)', async () => {
     const server = await createServerDatabase();

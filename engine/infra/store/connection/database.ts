@@ -350,6 +350,12 @@ async function openPglite(dataDir: string, waitMs: number, snapshot: Blob | unde
     await pglite.waitReady;
   } catch (error) {
     lock?.release();
+    if (snapshot) {
+      throw new StoreError('INVALID_INPUT', 'the snapshot cannot be opened: it is not one that Database.snapshot() made', {
+        field: 'snapshot',
+        reason: 'unreadable',
+      });
+    }
     throw error;
   }
   const raw = {
