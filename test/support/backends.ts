@@ -135,11 +135,10 @@ export function migratedStoreFor(backend: TestBackend): { readonly database: Tes
   afterAll(async () => {
     await database?.dispose();
   });
-  const made = <T>(value: T | undefined): T =>
-    value ??
-    (() => {
-      throw new Error('the migrated store is made in beforeAll: use it inside a test');
-    })();
+  function made<T>(value: T | undefined): T {
+    if (value === undefined) throw new Error('the migrated store is made in beforeAll: use it inside a test');
+    return value;
+  }
   return {
     get database() {
       return made(database);
