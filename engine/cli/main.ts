@@ -4,6 +4,7 @@
  * (--data-dir or ENGINE_STORE_DATA_DIR).
  */
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { Command } from 'commander';
 import { addCitusCommand } from './citus-command.ts';
 import { addDoctorCommand } from './doctor-command.ts';
@@ -53,6 +54,13 @@ export async function main(argv: string[]): Promise<number> {
     process.exit(code);
   }
 }
+
+// A command lives for a second or two, and the embedded database is WebAssembly: V8's optimizing
+// tier would spend more CPU compiling PostgreSQL in the background than the command runs. With
+// baseline code only, a command on the embedded database takes 1.1 s instead of 1.7 s, and about
+// 40% less CPU; heavier work (300,000 rows written, indexed and scanned) took as long either way.
+// Set before the first database is opened, when nothing has been compiled yet.
+setFlagsFromString('--liftoff-only');
 
 process.exitCode = await main(process.argv.slice(2));
 
