@@ -1,10 +1,12 @@
 import { defineConfig } from 'vitest/config';
+import HeaviestFirst from './test/support/heaviest-first.ts';
 
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // Snapshots, a template database and the bundled command line, made once per run.
     globalSetup: ['./test/support/global-setup.ts'],
+    sequence: { sequencer: HeaviestFirst },
     // Each file starts embedded databases (a few seconds of WebAssembly start-up each) and
     // creates server databases; generous limits keep a loaded 2-core machine from flaking.
     testTimeout: 60_000,
