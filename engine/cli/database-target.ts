@@ -17,11 +17,23 @@ export interface GlobalOptions {
 /** A server URL (and whether it came from --database-url), or the embedded database's directory. */
 export type Target = { url: string; flag: boolean } | { dataDir: string };
 
+/**
+ * A flag beats the environment: `--data-dir` works on that directory even where DATABASE_URL is
+ * set (an operator's shell often has one, and an admin command meant for a local directory must
+ * not run on that server). Both flags at once is a mistake, not a choice to make silently.
+ */
 export function targetOf(options: GlobalOptions): Target {
+  if (options.databaseUrl !== undefined && options.dataDir !== undefined) {
+    throw new StoreError('INVALID_INPUT', '--database-url and --data-dir name two databases: give one', {
+      field: 'databaseUrl',
+      reason: 'two_databases',
+    });
+  }
   if (options.databaseUrl !== undefined) return { url: options.databaseUrl, flag: true };
+  if (options.dataDir !== undefined) return { dataDir: options.dataDir };
   const url = nonEmpty(process.env.DATABASE_URL);
   if (url !== undefined) return { url, flag: false };
-  return { dataDir: options.dataDir ?? nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR };
+  return { dataDir: nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR };
 }
 
 /**

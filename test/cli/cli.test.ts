@@ -209,6 +209,29 @@ describe('engine-store data directories', () => {
   });
 });
 
+describe('engine-store picks the database the line names', () => {
+  // A server that would refuse any connection: reaching it at all would fail the command.
+  const elsewhere = 'postgres://postgres:s3cret@127.0.0.1:1/production';
+
+  it('works on --data-dir even where DATABASE_URL names a server (a flag beats the environment)', async () => {
+    const dataDir = migratedDataDir();
+    const created = await cli(['--data-dir', dataDir, 'org', 'create', '--name', 'Local Only', '--json'], { DATABASE_URL: elsewhere });
+    expect(created.code, created.stderr).toBe(0);
+    expect(JSON.parse(created.stdout)).toMatchObject({ database: dataDir, name: 'Local Only' });
+    const listed = await cli(['--data-dir', dataDir, 'org', 'list', '--json']);
+    expect((JSON.parse(listed.stdout) as { items: { name: string }[] }).items.map((org) => org.name)).toContain('Local Only');
+  });
+
+  it('refuses --database-url with --data-dir, before opening either', async () => {
+    const dataDir = join(temporaryDir('both'), 'db');
+    const result = await cli(['--database-url', elsewhere, '--data-dir', dataDir, 'migrate', 'up', '--json']);
+    expect(result.code).toBe(2);
+    expect(jsonError(result)).toMatchObject({ code: 'INVALID_INPUT', reason: 'two_databases' });
+    expect(result.stderr).not.toContain('s3cret');
+    expect(existsSync(dataDir)).toBe(false);
+  });
+});
+
 describe('engine-store migrate against servers', () => {
   it('exits 3 with a clear message when the URL is not a PostgreSQL URL', async () => {
     const result = await cli(['migrate', 'status', '--json'], { DATABASE_URL: 'mysql://root@127.0.0.1/x' });

@@ -113,3 +113,30 @@ describe('the embedded data directory', () => {
     expect(error.message).toMatch(/not a directory/);
   });
 });
+
+describe('which database openDatabase opens', () => {
+  // A server that would refuse any connection: reaching it at all would fail the call.
+  const elsewhere = 'postgres://postgres@127.0.0.1:1/production';
+
+  it('opens the dataDir it is given even where DATABASE_URL names a server', async () => {
+    vi.stubEnv('DATABASE_URL', elsewhere);
+    try {
+      const db = await openDatabase({ dataDir: 'memory://' });
+      try {
+        expect(db.kind).toBe('pglite');
+        expect(db.location).toBe('memory://');
+      } finally {
+        await db.close();
+      }
+      // Without a dataDir, DATABASE_URL is the default, as documented.
+      await expectStoreError(() => openDatabase({}), 'CONNECTION_FAILED');
+    } finally {
+      vi.unstubAllEnvs();
+    }
+  });
+
+  it('refuses a url and a dataDir together, naming neither database', async () => {
+    const error = await expectStoreError(() => openDatabase({ url: elsewhere, dataDir: 'memory://' }), 'INVALID_INPUT');
+    expect(error.details).toEqual({ field: 'url', reason: 'two_databases' });
+  });
+});

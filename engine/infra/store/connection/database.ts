@@ -74,9 +74,15 @@ export interface Database extends Queryable {
 }
 
 export interface OpenOptions {
-  /** A `postgres://` URL. Defaults to `DATABASE_URL`; without either, the embedded database is used. */
+  /**
+   * A `postgres://` URL. Without `url` or `dataDir`: `DATABASE_URL`, and without that the
+   * embedded database. Giving both is INVALID_INPUT.
+   */
   url?: string;
-  /** The embedded database's directory, or `memory://`. Defaults to `ENGINE_STORE_DATA_DIR` or `./.engine-store`. */
+  /**
+   * The embedded database's directory, or `memory://`: given, it is used even where
+   * `DATABASE_URL` is set. Defaults to `ENGINE_STORE_DATA_DIR` or `./.engine-store`.
+   */
   dataDir?: string;
   /** Connections in the pool (PostgreSQL only). */
   poolSize?: number;
@@ -104,7 +110,12 @@ export const DEFAULT_DATA_DIR = './.engine-store';
  * const { rows } = await db.query<{ n: number }>('select 1 as n');
  */
 export async function openDatabase(options: OpenOptions = {}): Promise<Database> {
-  const url = options.url ?? nonEmpty(process.env.DATABASE_URL);
+  if (options.url !== undefined && options.dataDir !== undefined) {
+    throw new StoreError('INVALID_INPUT', 'url and dataDir name two databases: give one', { field: 'url', reason: 'two_databases' });
+  }
+  // What the caller names beats the environment: a test or a tool that asks for an embedded
+  // database must not get the server an exported DATABASE_URL names.
+  const url = options.dataDir !== undefined ? undefined : (options.url ?? nonEmpty(process.env.DATABASE_URL));
   const dataDir = options.dataDir ?? nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR;
   if (options.snapshot && (url || !dataDir.startsWith('memory://'))) {
     throw new StoreError('INVALID_INPUT', 'a snapshot opens only as an embedded database in memory (dataDir memory://)', {
