@@ -6,7 +6,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { DEFAULT_DATA_DIR, nonEmpty } from '../infra/store/connection/database.ts';
+import { databaseNamedBy } from '../infra/store/connection/database.ts';
 import { StoreError } from '../infra/store/errors.ts';
 
 export interface GlobalOptions {
@@ -17,23 +17,10 @@ export interface GlobalOptions {
 /** A server URL (and whether it came from --database-url), or the embedded database's directory. */
 export type Target = { url: string; flag: boolean } | { dataDir: string };
 
-/**
- * A flag beats the environment: `--data-dir` works on that directory even where DATABASE_URL is
- * set (an operator's shell often has one, and an admin command meant for a local directory must
- * not run on that server). Both flags at once is a mistake, not a choice to make silently.
- */
+/** The database the flags name, by the store's one rule (databaseNamedBy): a flag beats the environment. */
 export function targetOf(options: GlobalOptions): Target {
-  if (options.databaseUrl !== undefined && options.dataDir !== undefined) {
-    throw new StoreError('INVALID_INPUT', '--database-url and --data-dir name two databases: give one', {
-      field: 'databaseUrl',
-      reason: 'two_databases',
-    });
-  }
-  if (options.databaseUrl !== undefined) return { url: options.databaseUrl, flag: true };
-  if (options.dataDir !== undefined) return { dataDir: options.dataDir };
-  const url = nonEmpty(process.env.DATABASE_URL);
-  if (url !== undefined) return { url, flag: false };
-  return { dataDir: nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR };
+  const named = databaseNamedBy({ url: options.databaseUrl, dataDir: options.dataDir });
+  return 'url' in named ? { url: named.url, flag: !named.fromEnvironment } : named;
 }
 
 /**

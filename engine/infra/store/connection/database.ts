@@ -110,22 +110,17 @@ export const DEFAULT_DATA_DIR = './.engine-store';
  * const { rows } = await db.query<{ n: number }>('select 1 as n');
  */
 export async function openDatabase(options: OpenOptions = {}): Promise<Database> {
-  if (options.url !== undefined && options.dataDir !== undefined) {
-    throw new StoreError('INVALID_INPUT', 'url and dataDir name two databases: give one', { field: 'url', reason: 'two_databases' });
-  }
-  // What the caller names beats the environment: a test or a tool that asks for an embedded
-  // database must not get the server an exported DATABASE_URL names.
-  const url = options.dataDir !== undefined ? undefined : (options.url ?? nonEmpty(process.env.DATABASE_URL));
-  const dataDir = options.dataDir ?? nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR;
-  if (options.snapshot && (url || !dataDir.startsWith('memory://'))) {
+  const named = databaseNamedBy(options);
+  if (options.snapshot && ('url' in named || !named.dataDir.startsWith('memory://'))) {
     throw new StoreError('INVALID_INPUT', 'a snapshot opens only as an embedded database in memory (dataDir memory://)', {
       field: 'snapshot',
-      reason: url ? 'server' : 'data_dir',
+      reason: 'url' in named ? 'server' : 'data_dir',
     });
   }
-  const database = url
-    ? openPostgres(url, options.poolSize ?? 10)
-    : await openPglite(dataDir, options.dataDirWaitMs ?? 60_000, options.snapshot);
+  const database =
+    'url' in named
+      ? openPostgres(named.url, options.poolSize ?? 10)
+      : await openPglite(named.dataDir, options.dataDirWaitMs ?? 60_000, options.snapshot);
   try {
     await database.query('select 1');
   } catch (error) {
@@ -133,6 +128,30 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
     throw connectionError(error, database.location);
   }
   return database;
+}
+
+/**
+ * Which database `url` and `dataDir` name, the one rule for the API and the command line: what
+ * the caller names beats the environment, so that a command or a test meant for a local directory
+ * never runs on the server an exported DATABASE_URL names. Then DATABASE_URL, then
+ * ENGINE_STORE_DATA_DIR, then ./.engine-store. Naming both is a mistake, not a choice to make
+ * silently (INVALID_INPUT, reason two_databases).
+ */
+export function databaseNamedBy(named: {
+  url?: string;
+  dataDir?: string;
+}): { url: string; fromEnvironment: boolean } | { dataDir: string } {
+  if (named.url !== undefined && named.dataDir !== undefined) {
+    throw new StoreError('INVALID_INPUT', 'a server URL and a data directory name two databases: give one', {
+      field: 'url',
+      reason: 'two_databases',
+    });
+  }
+  if (named.url !== undefined) return { url: named.url, fromEnvironment: false };
+  if (named.dataDir !== undefined) return { dataDir: named.dataDir };
+  const url = nonEmpty(process.env.DATABASE_URL);
+  if (url !== undefined) return { url, fromEnvironment: true };
+  return { dataDir: nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR };
 }
 
 export function nonEmpty(value: string | undefined): string | undefined {
