@@ -21,7 +21,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Queryable } from '../../engine/infra/store/connection/database.ts';
 import { MIGRATIONS_TABLE } from '../../engine/infra/store/migrator/runner.ts';
-import { REFERENCE_TABLES, TENANT_INSERTABLE_REFERENCE_TABLES } from '../../engine/infra/store/citus/layout.ts';
+import { NODE_LOCAL_TABLES, REFERENCE_TABLES, TENANT_INSERTABLE_REFERENCE_TABLES } from '../../engine/infra/store/citus/layout.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 
 /**
@@ -31,8 +31,8 @@ import { backends, type TestDatabase } from '../support/backends.ts';
  */
 export const GLOBAL_UNIQUE_ALLOW_LIST: Readonly<Record<string, string>> = {};
 
-/** Tables that are Citus reference tables once sharded: one copy on every node. */
-export const EXPECTED_GLOBAL_TABLES: readonly string[] = REFERENCE_TABLES;
+/** Tables that are one copy on every node once sharded: Citus reference tables, and the scope key. */
+export const EXPECTED_GLOBAL_TABLES: readonly string[] = [...REFERENCE_TABLES, ...NODE_LOCAL_TABLES];
 
 /** Tables the lint does not look at: the migration runner's bookkeeping, not part of the data model. */
 const BOOKKEEPING_TABLES: readonly string[] = [MIGRATIONS_TABLE];
@@ -215,11 +215,18 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
       'users',
       'workflow_states',
     ]);
-    expect(rows.filter((r) => !r.tenant).map((r) => r.table)).toEqual(['organizations', 'permissions', 'role_permissions']);
+    expect(rows.filter((r) => !r.tenant).map((r) => r.table)).toEqual([
+      'organizations',
+      'permissions',
+      'role_permissions',
+      'tenant_scope_key',
+    ]);
   });
 
   it('would refuse api_key_prefixes as a sharded table: it is global because its key is the prefix alone', async () => {
-    const findings = await lintTenancy(database.db, { expectedGlobalTables: ['organizations', 'permissions', 'role_permissions'] });
+    const findings = await lintTenancy(database.db, {
+      expectedGlobalTables: ['organizations', 'permissions', 'role_permissions', 'tenant_scope_key'],
+    });
     expect(findings, findings.join('\n')).toEqual([
       expect.stringMatching(
         /^primary-key: tenant table api_key_prefixes: api_key_prefixes_pkey PRIMARY KEY \(prefix\) does not lead with org_id/,

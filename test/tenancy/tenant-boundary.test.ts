@@ -23,6 +23,8 @@ import { expectStoreError } from '../support/assertions.ts';
 import { backends, createServerDatabase, serverUrl, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
 import { withDatabaseName } from '../support/servers.ts';
+import { scopeEntryOf } from '../../engine/infra/store/store.ts';
+import { scopeEntry, withOrgTrustedSql } from '../../engine/infra/store/tenancy/scopes.ts';
 
 const tag = () => randomBytes(4).toString('hex');
 
@@ -409,16 +411,13 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
       try {
         if (backend.name === 'pglite') {
           // One connection: nobody else can hold a lock; the setting itself is what the scope carries.
-          const { rows } = await on.db.withSession(async (session) => {
-            await session.exec('begin');
-            await session.query(
-              `select set_config('role', 'app_tenant', true), public.enter_org_scope($1::uuid), set_config('lock_timeout', '200ms', true)`,
-              [victim.id],
-            );
-            const result = await session.query<{ lock_timeout: string }>(`select current_setting('lock_timeout') as lock_timeout`);
-            await session.exec('rollback');
-            return result;
-          });
+          const entry = scopeEntry({ signer: scopeEntryOf(on).signer, lockMs: 200 });
+          const { rows } = await withOrgTrustedSql(
+            on.tenantDb,
+            victim.id,
+            (tx) => tx.query<{ lock_timeout: string }>(`select current_setting('lock_timeout') as lock_timeout`),
+            entry,
+          );
           expect(rows[0]!.lock_timeout).toBe('200ms');
           return;
         }

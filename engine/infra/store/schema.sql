@@ -39,39 +39,74 @@ SET row_security = off;
 --
 
 CREATE FUNCTION public.current_org_id() RETURNS uuid
-    LANGUAGE sql STABLE PARALLEL SAFE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-  select nullif(pg_catalog.current_setting('app.org_id', true), '')::uuid
+declare
+  org constant text := current_setting('app.org_id', true);
+  seal constant text := current_setting('app.org_seal', true);
+  pads record;
+begin
+  if org is null or org = '' or seal is null or seal = '' then
+    return null;
+  end if;
+  select k.inner_pad, k.outer_pad into pads from public.tenant_scope_key k where k.id = 1;
+  if encode(sha256(pads.outer_pad || sha256(pads.inner_pad
+       || convert_to('seal:' || org || ':' || coalesce(current_setting('app.org_visible', true), ''), 'UTF8'))), 'hex') = seal then
+    return org::uuid;
+  end if;
+  return null;
+end
 $$;
 
 --
 -- Name: FUNCTION current_org_id(); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.current_org_id() IS 'The organization of the current tenant scope (setting app.org_id), or NULL.';
+COMMENT ON FUNCTION public.current_org_id() IS 'The organization of the current tenant scope (app.org_id, sealed by enter_org_scope), or NULL.';
 
 --
--- Name: enter_org_scope(uuid); Type: FUNCTION; Schema: public; Owner: -
+-- Name: enter_org_scope(uuid, bigint, bytea); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.enter_org_scope(p_org uuid) RETURNS void
+CREATE FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
-  live boolean;
+  pads record;
+  visible text;
+  seal text;
 begin
-  select o.deleted_at is null into live from public.organizations o where o.id = p_org;
-  execute pg_catalog.format('set local app.org_id = %L', coalesce(p_org::text, ''));
-  execute pg_catalog.format('set local app.org_visible = %L', case when live then 'on' else 'off' end);
+  select k.inner_pad, k.outer_pad,
+         (select case when o.deleted_at is null then 'on' else 'off' end from public.organizations o where o.id = p_org) as visible
+    into pads
+    from public.tenant_scope_key k where k.id = 1;
+  if p_org is null or p_expires_at is null or p_proof is null or pads.inner_pad is null
+     or sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to('enter:' || p_org::text || ':' || p_expires_at::text, 'UTF8')))
+        <> p_proof then
+    raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
+  end if;
+  if p_expires_at <= extract(epoch from now()) then
+    raise exception 'the tenant scope''s signature has expired' using errcode = 'ES004';
+  end if;
+  visible := coalesce(pads.visible, 'off');
+  seal := encode(sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to('seal:' || p_org::text || ':' || visible, 'UTF8'))), 'hex');
+  if current_setting('citus.propagate_set_commands', true) = 'local' then
+    execute format('set local app.org_id = %L', p_org::text);
+    execute format('set local app.org_visible = %L', visible);
+    execute format('set local app.org_seal = %L', seal);
+  else
+    perform set_config('app.org_id', p_org::text, true), set_config('app.org_visible', visible, true), set_config('app.org_seal', seal, true);
+  end if;
 end
 $$;
 
 --
--- Name: FUNCTION enter_org_scope(p_org uuid); Type: COMMENT; Schema: public; Owner: -
+-- Name: FUNCTION enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.enter_org_scope(p_org uuid) IS 'Enters the scope of an organization for the rest of the transaction (settings app.org_id, app.org_visible).';
+COMMENT ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) IS 'Enters the scope of an organization, signed by the store, for the rest of the transaction (settings app.org_id, app.org_visible, app.org_seal).';
 
 --
 -- Name: refuse_api_key_changes_but_revocation_of_suspended_org(); Type: FUNCTION; Schema: public; Owner: -
@@ -142,6 +177,36 @@ $$;
 --
 
 COMMENT ON FUNCTION public.refuse_writes_of_inactive_org() IS 'Statement trigger: refuses writes in the scope of a suspended or deleted organization.';
+
+--
+-- Name: rotate_tenant_scope_key(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.rotate_tenant_scope_key() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+  secret constant bytea := sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8'));
+  padded constant bytea := secret || decode(repeat('00', 32), 'hex');
+  inner_pad bytea := padded;
+  outer_pad bytea := padded;
+begin
+  for i in 0..63 loop
+    inner_pad := set_byte(inner_pad, i, get_byte(padded, i) # 54);  -- 0x36
+    outer_pad := set_byte(outer_pad, i, get_byte(padded, i) # 92);  -- 0x5c
+  end loop;
+  insert into public.tenant_scope_key (id, secret, inner_pad, outer_pad) values (1, secret, inner_pad, outer_pad)
+  on conflict on constraint tenant_scope_key_pkey
+  do update set secret = excluded.secret, inner_pad = excluded.inner_pad, outer_pad = excluded.outer_pad, created_at = now();
+end
+$$;
+
+--
+-- Name: FUNCTION rotate_tenant_scope_key(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.rotate_tenant_scope_key() IS 'Makes or replaces the key of tenant scopes; processes holding the old key must reopen their store.';
 
 --
 -- Name: set_updated_at(); Type: FUNCTION; Schema: public; Owner: -
@@ -299,8 +364,7 @@ COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) IS 'V
 CREATE FUNCTION public.visible_org_id() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-  select case when pg_catalog.current_setting('app.org_visible', true) = 'on'
-              then nullif(pg_catalog.current_setting('app.org_id', true), '')::uuid end
+  select case when pg_catalog.current_setting('app.org_visible', true) = 'on' then public.current_org_id() end
 $$;
 
 --
@@ -493,6 +557,27 @@ CREATE TABLE public.task_states (
 ALTER TABLE ONLY public.task_states FORCE ROW LEVEL SECURITY;
 
 --
+-- Name: tenant_scope_key; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.tenant_scope_key (
+    id smallint DEFAULT 1 NOT NULL,
+    secret bytea NOT NULL,
+    inner_pad bytea NOT NULL,
+    outer_pad bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenant_scope_key_id_check CHECK ((id = 1)),
+    CONSTRAINT tenant_scope_key_pads_check CHECK (((octet_length(inner_pad) = 64) AND (octet_length(outer_pad) = 64))),
+    CONSTRAINT tenant_scope_key_secret_check CHECK ((octet_length(secret) = 32))
+);
+
+--
+-- Name: TABLE tenant_scope_key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.tenant_scope_key IS 'The HMAC key that signs and seals tenant scopes (enter_org_scope). Owner only.';
+
+--
 -- Name: users; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -615,6 +700,13 @@ ALTER TABLE ONLY public.schedules
 
 ALTER TABLE ONLY public.task_states
     ADD CONSTRAINT task_states_pkey PRIMARY KEY (org_id, task_exec_id);
+
+--
+-- Name: tenant_scope_key tenant_scope_key_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.tenant_scope_key
+    ADD CONSTRAINT tenant_scope_key_pkey PRIMARY KEY (id);
 
 --
 -- Name: users users_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -927,7 +1019,7 @@ CREATE POLICY api_key_prefixes_key_verifier ON public.api_key_prefixes FOR SELEC
 -- Name: api_key_prefixes api_key_prefixes_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY api_key_prefixes_tenant_isolation ON public.api_key_prefixes TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
+CREATE POLICY api_key_prefixes_tenant_isolation ON public.api_key_prefixes TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: api_key_usage; Type: ROW SECURITY; Schema: public; Owner: -
@@ -945,7 +1037,7 @@ CREATE POLICY api_key_usage_key_verifier ON public.api_key_usage TO app_key_veri
 -- Name: api_key_usage api_key_usage_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY api_key_usage_tenant_isolation ON public.api_key_usage TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
+CREATE POLICY api_key_usage_tenant_isolation ON public.api_key_usage TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: api_keys; Type: ROW SECURITY; Schema: public; Owner: -
@@ -969,7 +1061,7 @@ CREATE POLICY api_keys_key_verifier_touch ON public.api_keys FOR UPDATE TO app_k
 -- Name: api_keys api_keys_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
+CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: organizations; Type: ROW SECURITY; Schema: public; Owner: -
@@ -987,7 +1079,7 @@ CREATE POLICY organizations_key_verifier ON public.organizations FOR SELECT TO a
 -- Name: organizations organizations_tenant_read; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY organizations_tenant_read ON public.organizations FOR SELECT TO app_tenant USING ((id = public.visible_org_id()));
+CREATE POLICY organizations_tenant_read ON public.organizations FOR SELECT TO app_tenant USING ((id = ( SELECT public.visible_org_id() AS visible_org_id)));
 
 --
 -- Name: schedules; Type: ROW SECURITY; Schema: public; Owner: -
@@ -999,7 +1091,7 @@ ALTER TABLE public.schedules ENABLE ROW LEVEL SECURITY;
 -- Name: schedules schedules_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY schedules_tenant_isolation ON public.schedules TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
+CREATE POLICY schedules_tenant_isolation ON public.schedules TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: task_states; Type: ROW SECURITY; Schema: public; Owner: -
@@ -1011,7 +1103,7 @@ ALTER TABLE public.task_states ENABLE ROW LEVEL SECURITY;
 -- Name: task_states task_states_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY task_states_tenant_isolation ON public.task_states TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
+CREATE POLICY task_states_tenant_isolation ON public.task_states TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: users; Type: ROW SECURITY; Schema: public; Owner: -
@@ -1029,7 +1121,7 @@ CREATE POLICY users_key_verifier ON public.users FOR SELECT TO app_key_verifier 
 -- Name: users users_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY users_tenant_isolation ON public.users TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
+CREATE POLICY users_tenant_isolation ON public.users TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: workflow_states; Type: ROW SECURITY; Schema: public; Owner: -
@@ -1041,7 +1133,7 @@ ALTER TABLE public.workflow_states ENABLE ROW LEVEL SECURITY;
 -- Name: workflow_states workflow_states_tenant_isolation; Type: POLICY; Schema: public; Owner: -
 --
 
-CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_tenant USING ((org_id = public.visible_org_id())) WITH CHECK ((org_id = public.current_org_id()));
+CREATE POLICY workflow_states_tenant_isolation ON public.workflow_states TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
@@ -1059,11 +1151,11 @@ GRANT ALL ON FUNCTION public.current_org_id() TO app_tenant;
 GRANT ALL ON FUNCTION public.current_org_id() TO app_key_verifier;
 
 --
--- Name: FUNCTION enter_org_scope(p_org uuid); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.enter_org_scope(p_org uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.enter_org_scope(p_org uuid) TO app_tenant;
+REVOKE ALL ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) TO app_tenant;
 
 --
 -- Name: FUNCTION refuse_api_key_changes_but_revocation_of_suspended_org(); Type: ACL; Schema: public; Owner: -
@@ -1076,6 +1168,12 @@ REVOKE ALL ON FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended
 --
 
 REVOKE ALL ON FUNCTION public.refuse_writes_of_inactive_org() FROM PUBLIC;
+
+--
+-- Name: FUNCTION rotate_tenant_scope_key(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.rotate_tenant_scope_key() FROM PUBLIC;
 
 --
 -- Name: FUNCTION set_updated_at(); Type: ACL; Schema: public; Owner: -
@@ -1251,6 +1349,6 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '871b1e55f21d9561ffebcf946147887951c5182382846e11e8eaad3b0b102603', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'e5ac189a173bc518e2db29eb4b2c2e92a58cb30686b8f80c93fe98990680b2c0', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '3bd164d8f5bbbbea1c74c51ff372f43dfa72f476619eeba7cf4ae0d7570ced06', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'a030646a4f7a7b71014689730ac51161bc81ed6b61ca4ac3d158fc0633045935', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'd6664c261b1d85702fbe171262ba019b3f764a8db1c30baa8e09f86f178024df', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

@@ -14,15 +14,8 @@ import { migrateUp, migrationStatus } from './migrator/runner.ts';
 import { OrganizationsRepository } from './repositories/organizations.ts';
 import { assertTenantIsolation, assertTenantLogin, TENANT_ROLE } from './tenancy/tenant-safety.ts';
 import { isCitus } from './citus/detect.ts';
-import {
-  readOrg,
-  scopeSettingValues,
-  withOrg,
-  type ScopeSettings,
-  type ScopeTimeouts,
-  type TenantReads,
-  type TenantScope,
-} from './tenancy/scopes.ts';
+import { readOrg, scopeEntry, withOrg, type ScopeEntry, type ScopeTimeouts, type TenantReads, type TenantScope } from './tenancy/scopes.ts';
+import { loadScopeSigner } from './tenancy/scope-signer.ts';
 import { verifyApiKey, type Verification } from './api-keys/verify-api-key.ts';
 
 export interface StoreOptions extends OpenOptions, TenantLoginOptions {
@@ -97,8 +90,8 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     });
   }
   await assertTenantIsolation(db);
-  const settings: ScopeSettings = { ...options.scopeTimeouts, citus: await isCitus(db) };
-  scopeSettingValues(settings);
+  // Read through the owner's connection: the tenant login cannot read the scope key.
+  const entry = scopeEntry({ ...options.scopeTimeouts, citus: await isCitus(db), signer: await loadScopeSigner(db) });
   const tenantDb = await openTenantDatabase(db, options);
   try {
     if (tenantDb !== db) await assertTenantLogin(tenantDb);
@@ -106,18 +99,30 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     await tenantDb.close();
     throw error;
   }
-  return {
+  const store: Store = {
     db,
     tenantDb,
     organizations: new OrganizationsRepository(db),
-    withOrg: (orgId, work) => withOrg(tenantDb, orgId, work, settings),
-    readOrg: readersOf(tenantDb, settings),
+    withOrg: (orgId, work) => withOrg(tenantDb, orgId, work, entry),
+    readOrg: readersOf(tenantDb, entry),
     verifyApiKey: (key) => verifyApiKey(tenantDb, key),
     close: async () => {
       if (tenantDb !== db) await tenantDb.close();
       await db.close();
     },
   };
+  scopeEntries.set(store, entry);
+  return store;
+}
+
+/** Each store's scope entry, for trusted code of this package (tests' SQL-text scopes): not exported by index.ts. */
+const scopeEntries = new WeakMap<Store, ScopeEntry>();
+
+/** The scope entry of `store`: its signer, timeouts and kind of database. Internal. */
+export function scopeEntryOf(store: Store): ScopeEntry {
+  const entry = scopeEntries.get(store);
+  if (!entry) throw new StoreError('INVALID_INPUT', 'not a store opened by openStore or storeOver', { field: 'store' });
+  return entry;
 }
 
 /**
@@ -125,12 +130,12 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
  * so each organization's is made once (a hot path: building it costs about as much as the
  * read's own JavaScript). The bound only keeps a store that sees very many organizations small.
  */
-function readersOf(db: Database, settings: ScopeSettings): (orgId: string) => TenantReads {
+function readersOf(db: Database, entry: ScopeEntry): (orgId: string) => TenantReads {
   const readers = new Map<string, TenantReads>();
   return (orgId) => {
     let reader = readers.get(orgId);
     if (reader === undefined) {
-      reader = readOrg(db, orgId, settings);
+      reader = readOrg(db, orgId, entry);
       if (readers.size >= 10_000) readers.clear();
       readers.set(orgId, reader);
     }

@@ -17,7 +17,7 @@ import type { Database, Session } from '../connection/database.ts';
 import { StoreError } from '../errors.ts';
 import { migrationStatus } from '../migrator/runner.ts';
 import { isCitus } from './detect.ts';
-import { DISTRIBUTED_TABLES, DISTRIBUTION_COLUMN, REFERENCE_TABLES } from './layout.ts';
+import { DISTRIBUTED_TABLES, DISTRIBUTION_COLUMN, NODE_LOCAL_TABLES, REFERENCE_TABLES } from './layout.ts';
 
 export interface DistributeOptions {
   /** Shards per distributed table (default 32: many per node, so that adding nodes can spread them). */
@@ -97,12 +97,16 @@ export async function distributeOnCitus(db: Database, options: DistributeOptions
       const toReference = REFERENCE_TABLES.filter((table) => before.get(table)!.placement !== 'reference');
       const toDistribute = DISTRIBUTED_TABLES.filter((table) => before.get(table)!.placement !== 'distributed');
       const rowsBefore = await countRows(session);
+      await copyScopeKeyToWorkers(session);
       if (toReference.length === 0 && toDistribute.length === 0) {
         await session.query('commit');
         log(`already distributed over ${workers} worker(s): nothing to do`);
         return { workers, referenceTables: [], distributedTables: [], rows: rowsBefore };
       }
 
+      const policies = await callPolicyFunctionsPerRow(session);
+      if (policies > 0)
+        log(`${policies} row-level security policies call the scope functions per row (Citus refuses sub-selects in policies)`);
       const foreignKeys = await dropForeignKeys(session);
       log(`${foreignKeys.length} foreign keys set aside until every table is in place`);
       for (const table of toReference) {
@@ -211,6 +215,76 @@ async function dropForeignKeys(session: Session): Promise<ForeignKey[]> {
   );
   for (const key of rows) await session.query(`alter table public.${quoteIdent(key.table)} drop constraint ${quoteIdent(key.name)}`);
   return rows;
+}
+
+/**
+ * The scope key, on every worker, as the migration creates it on the coordinator (NODE_LOCAL_TABLES
+ * says why it is not a reference table). Every run copies it again: after the key is rotated
+ * (rotate_tenant_scope_key()), or a worker is added, run the command once more; until then the
+ * workers refuse every scope (an unknown seal names no organization, a missing table fails).
+ */
+const SCOPE_KEY_ON_WORKER = `create table if not exists public.tenant_scope_key (
+    id smallint not null default 1, secret bytea not null, inner_pad bytea not null, outer_pad bytea not null,
+    created_at timestamptz not null default now(),
+    constraint tenant_scope_key_pkey primary key (id),
+    constraint tenant_scope_key_id_check check (id = 1),
+    constraint tenant_scope_key_secret_check check (octet_length(secret) = 32),
+    constraint tenant_scope_key_pads_check check (octet_length(inner_pad) = 64 and octet_length(outer_pad) = 64));
+  revoke all on public.tenant_scope_key from public;
+  insert into public.tenant_scope_key (id, secret, inner_pad, outer_pad, created_at) values (1, %L, %L, %L, %L)
+  on conflict on constraint tenant_scope_key_pkey do update
+  set secret = excluded.secret, inner_pad = excluded.inner_pad, outer_pad = excluded.outer_pad, created_at = excluded.created_at`;
+
+async function copyScopeKeyToWorkers(session: Session): Promise<void> {
+  const { rows } = await session.query<{ failures: number }>(
+    `select count(*) filter (where not w.success)::int as failures
+       from public.tenant_scope_key k,
+            run_command_on_workers(pg_catalog.format($1, k.secret, k.inner_pad, k.outer_pad, k.created_at)) w
+      where k.id = 1`,
+    [SCOPE_KEY_ON_WORKER],
+  );
+  if (rows[0]?.failures !== 0) {
+    throw refused('scope_key', `the tenant scope key (${NODE_LOCAL_TABLES.join(', ')}) could not be copied to every worker`);
+  }
+}
+
+/** `(SELECT visible_org_id() AS visible_org_id)`, as PostgreSQL prints the policies' once-per-statement call. */
+const ONCE_PER_STATEMENT = /\(\s*SELECT\s+((?:public\.)?(?:visible_org_id|current_org_id))\(\)\s+AS\s+\w+\)/gi;
+
+/**
+ * The policies call visible_org_id() and current_org_id() once per statement, through a
+ * sub-select (an InitPlan: checking a scope's seal costs a few microseconds, see migration
+ * 20261128130000). Citus refuses sub-selects in the policies of its tables, so here they become
+ * plain calls, which the workers evaluate per row from the settings the coordinator propagates.
+ * Returns how many policies changed; any other sub-select is refused rather than guessed at.
+ */
+async function callPolicyFunctionsPerRow(session: Session): Promise<number> {
+  const { rows } = await session.query<{ table: string; name: string; using: string | null; check: string | null }>(
+    `select c.relname as table, p.polname as name,
+            pg_catalog.pg_get_expr(p.polqual, p.polrelid) as using, pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) as check
+       from pg_catalog.pg_policy p
+       join pg_catalog.pg_class c on c.oid = p.polrelid
+       join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = 'public' and c.relname = any ($1::text[])
+      order by c.relname, p.polname`,
+    [[...REFERENCE_TABLES, ...DISTRIBUTED_TABLES]],
+  );
+  let changed = 0;
+  for (const policy of rows) {
+    const using = policy.using?.replace(ONCE_PER_STATEMENT, '$1()') ?? null;
+    const check = policy.check?.replace(ONCE_PER_STATEMENT, '$1()') ?? null;
+    if (using === policy.using && check === policy.check) continue;
+    if (/\bselect\b/i.test(`${using ?? ''} ${check ?? ''}`)) {
+      throw refused('policy_subquery', `policy ${policy.name} on ${policy.table} has a sub-select Citus cannot run: rewrite it first`);
+    }
+    await session.query(
+      `alter policy ${quoteIdent(policy.name)} on public.${quoteIdent(policy.table)}` +
+        (using !== null ? ` using (${using})` : '') +
+        (check !== null ? ` with check (${check})` : ''),
+    );
+    changed += 1;
+  }
+  return changed;
 }
 
 async function countRows(session: Session): Promise<Record<string, number>> {

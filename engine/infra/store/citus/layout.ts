@@ -15,6 +15,14 @@ export const DISTRIBUTION_COLUMN = 'org_id';
 export const REFERENCE_TABLES = ['organizations', 'permissions', 'role_permissions', 'api_key_prefixes'] as const;
 
 /**
+ * Plain tables of each node, copied to the workers by the distribute command rather than by
+ * Citus: the workers read tenant_scope_key inside shard queries (the policies check each
+ * scope's seal with it), where Citus refuses a read of one of its own tables ("cannot execute a
+ * distributed query from a query on a shard").
+ */
+export const NODE_LOCAL_TABLES = ['tenant_scope_key'] as const;
+
+/**
  * Sharded by org_id, all in the co-location group of the first: an organization's rows of every
  * table live on one node, so joins and foreign keys between them stay there.
  */

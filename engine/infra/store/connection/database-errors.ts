@@ -46,6 +46,8 @@ export const SQLSTATE = {
   readOnlyTransaction: '25006',
   orgSuspended: 'ES001',
   orgInactive: 'ES002',
+  scopeNotSigned: 'ES003',
+  scopeSignatureExpired: 'ES004',
   invalidAuthorization: '28000',
 } as const;
 
@@ -172,6 +174,22 @@ function mapped(fields: DatabaseErrorFields, error: object): StoreError {
       return new StoreError('ORG_SUSPENDED', undefined, {}, { cause: error });
     case SQLSTATE.orgInactive:
       return new StoreError('ORG_INACTIVE', undefined, {}, { cause: error });
+    case SQLSTATE.scopeNotSigned:
+      return new StoreError(
+        'FORBIDDEN',
+        'the database refused to enter a tenant scope that this store did not sign',
+        {
+          reason: 'scope_not_signed',
+        },
+        { cause: error },
+      );
+    case SQLSTATE.scopeSignatureExpired:
+      return new StoreError(
+        'FORBIDDEN',
+        "the database found this tenant scope's signature expired: this process's clock and the database server's differ by minutes",
+        { reason: 'scope_signature_expired' },
+        { cause: error },
+      );
     case SQLSTATE.lockNotAvailable:
       return new StoreError('LOCK_TIMEOUT', undefined, {}, { cause: error });
     case SQLSTATE.queryCanceled:

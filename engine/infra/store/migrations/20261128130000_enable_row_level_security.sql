@@ -2,11 +2,24 @@
 --
 -- Tenant traffic logs in as `app_tenant` (a role that owns nothing, is a member of nothing and
 -- cannot bypass row-level security) or, on the embedded database, which has one user, enters it
--- with SET LOCAL ROLE. A tenant scope is one transaction that calls enter_org_scope(<org>): it
--- sets `app.org_id` and `app.org_visible` LOCAL to the transaction, so nothing outlives it.
+-- with SET LOCAL ROLE. A tenant scope is one transaction that calls enter_org_scope(<org>,
+-- <expiry>, <proof>): it sets `app.org_id`, `app.org_visible` and `app.org_seal` LOCAL to the
+-- transaction, so nothing outlives it.
 --
--- The policies are plain equalities with no sub-select (Citus refuses sub-selects in policies
--- on distributed tables): USING (org_id = visible_org_id()), WITH CHECK (org_id = current_org_id()).
+-- The organization is one the database can verify, not a setting anybody may write. The store
+-- signs each scope it opens (an HMAC-SHA256 of the organization and an expiry, with the key in
+-- tenant_scope_key, which only the owner, and so the application that holds the owner's
+-- credentials, can read); enter_org_scope checks the proof and seals what it found (the
+-- organization and whether it is live) with another HMAC of the same key. current_org_id()
+-- and visible_org_id() believe app.org_id only with a seal that matches: SQL that sets
+-- app.org_id itself (set_config, SET LOCAL, a leaked tenant login) names no organization at
+-- all, and sees and writes nothing.
+--
+-- Checking a seal costs a few microseconds (a key read and two SHA-256), so the policies call
+-- the functions once per statement, as an InitPlan: USING (org_id = (select visible_org_id())),
+-- WITH CHECK (org_id = (select current_org_id())). Citus refuses sub-selects in the policies of
+-- distributed tables: engine-store citus distribute turns them into plain calls, evaluated on
+-- the workers from the settings the coordinator propagates (citus/distribute.ts).
 -- Whether the organization is live is decided once per scope, by enter_org_scope(), instead of
 -- once per statement: a soft-deleted organization's scope reads nothing. Writes of a suspended
 -- or deleted organization are refused by a statement trigger that reads the organization itself.
@@ -45,45 +58,128 @@ begin
 end
 $$;
 
--- The organization the current tenant scope names (setting app.org_id), or NULL outside one.
--- Inlined by PostgreSQL into every policy: schema-qualified, no SET clause.
-create function current_org_id() returns uuid
-  language sql stable parallel safe
+-- The key that signs and seals tenant scopes, one row. Only the owner reads it: app_tenant and
+-- PUBLIC have no privilege on it, and the functions below read it as their owner (SECURITY
+-- DEFINER). The HMAC pads are kept with the secret, since PostgreSQL has SHA-256 but no XOR of
+-- byte strings: HMAC(k, m) = sha256(outer_pad || sha256(inner_pad || m)), as RFC 2104 has it.
+create table tenant_scope_key (
+  -- squawk-ignore prefer-bigint-over-smallint -- one row, id 1 (the check below)
+  id smallint not null default 1,
+  secret bytea not null,
+  inner_pad bytea not null,
+  outer_pad bytea not null,
+  created_at timestamptz not null default now(),
+  constraint tenant_scope_key_pkey primary key (id),
+  constraint tenant_scope_key_id_check check (id = 1),
+  constraint tenant_scope_key_secret_check check (octet_length(secret) = 32),
+  constraint tenant_scope_key_pads_check check (octet_length(inner_pad) = 64 and octet_length(outer_pad) = 64)
+);
+comment on table tenant_scope_key is 'The HMAC key that signs and seals tenant scopes (enter_org_scope). Owner only.';
+revoke all on tenant_scope_key from public;
+
+-- Makes a new key (or replaces the key: every process holding the old one must reopen its
+-- store, and every scope open at that moment loses its organization). 256 bits from the
+-- server's strong random source (gen_random_uuid() gives 122 random bits each).
+create function rotate_tenant_scope_key() returns void
+  language plpgsql volatile
+  set search_path = pg_catalog, pg_temp
 as $$
-  select nullif(pg_catalog.current_setting('app.org_id', true), '')::uuid
+declare
+  secret constant bytea := sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8'));
+  padded constant bytea := secret || decode(repeat('00', 32), 'hex');
+  inner_pad bytea := padded;
+  outer_pad bytea := padded;
+begin
+  for i in 0..63 loop
+    inner_pad := set_byte(inner_pad, i, get_byte(padded, i) # 54);  -- 0x36
+    outer_pad := set_byte(outer_pad, i, get_byte(padded, i) # 92);  -- 0x5c
+  end loop;
+  insert into public.tenant_scope_key (id, secret, inner_pad, outer_pad) values (1, secret, inner_pad, outer_pad)
+  on conflict on constraint tenant_scope_key_pkey
+  do update set secret = excluded.secret, inner_pad = excluded.inner_pad, outer_pad = excluded.outer_pad, created_at = now();
+end
 $$;
-comment on function current_org_id() is 'The organization of the current tenant scope (setting app.org_id), or NULL.';
+comment on function rotate_tenant_scope_key() is 'Makes or replaces the key of tenant scopes; processes holding the old key must reopen their store.';
+revoke execute on function rotate_tenant_scope_key() from public;
+select rotate_tenant_scope_key();
+
+-- The organization of the current tenant scope, or NULL: app.org_id, believed only when
+-- app.org_seal is the seal enter_org_scope() made for it (and for app.org_visible) with the
+-- scope key. SECURITY DEFINER, to read the key; STABLE, and called once per statement by the
+-- policies (see the top of this file).
+create function current_org_id() returns uuid
+  language plpgsql stable parallel safe security definer
+  set search_path = pg_catalog, pg_temp
+as $$
+declare
+  org constant text := current_setting('app.org_id', true);
+  seal constant text := current_setting('app.org_seal', true);
+  pads record;
+begin
+  if org is null or org = '' or seal is null or seal = '' then
+    return null;
+  end if;
+  select k.inner_pad, k.outer_pad into pads from public.tenant_scope_key k where k.id = 1;
+  if encode(sha256(pads.outer_pad || sha256(pads.inner_pad
+       || convert_to('seal:' || org || ':' || coalesce(current_setting('app.org_visible', true), ''), 'UTF8'))), 'hex') = seal then
+    return org::uuid;
+  end if;
+  return null;
+end
+$$;
+comment on function current_org_id() is 'The organization of the current tenant scope (app.org_id, sealed by enter_org_scope), or NULL.';
 
 -- The same organization, but NULL unless enter_org_scope() found it live (not soft-deleted):
--- what the policies let a scope read.
+-- what the policies let a scope read. app.org_visible is part of the seal current_org_id() checks.
 create function visible_org_id() returns uuid
   language sql stable parallel safe
 as $$
-  select case when pg_catalog.current_setting('app.org_visible', true) = 'on'
-              then nullif(pg_catalog.current_setting('app.org_id', true), '')::uuid end
+  select case when pg_catalog.current_setting('app.org_visible', true) = 'on' then public.current_org_id() end
 $$;
 comment on function visible_org_id() is 'The organization of the current tenant scope while it is live (not soft-deleted), else NULL.';
 
--- Opens a tenant scope: sets app.org_id and app.org_visible LOCAL to the transaction. SECURITY
--- DEFINER because a scope cannot see its organization's row before it is in the scope; it reads
--- only that row, and writes only these two settings. The settings survive the function's own
--- SET clause: only the parameters named in a SET clause are restored when the function returns.
--- SET LOCAL rather than set_config(): on Citus, with citus.propagate_set_commands = 'local'
--- (set by the distribute command), a SET LOCAL reaches the workers that the transaction uses,
--- where the policies and triggers read it; set_config() stays on the coordinator.
-create function enter_org_scope(p_org uuid) returns void
+-- Opens a tenant scope: checks that the store signed it (p_proof = HMAC of 'enter:<org>:<expiry>',
+-- expiry in Unix seconds, not passed), then sets app.org_id, app.org_visible and app.org_seal
+-- LOCAL to the transaction. SECURITY DEFINER because only the owner reads the key, and a scope
+-- cannot see its organization's row before it is in the scope. The settings survive the
+-- function's own SET clause: only the parameters named in a SET clause are restored when the
+-- function returns. On Citus (citus.propagate_set_commands = 'local', which the store sets
+-- there first) SET LOCAL, which reaches the workers that the transaction uses, where the
+-- policies and triggers read it; elsewhere set_config(), which does not parse a statement.
+create function enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) returns void
   language plpgsql volatile security definer
   set search_path = pg_catalog, pg_temp
 as $$
 declare
-  live boolean;
+  pads record;
+  visible text;
+  seal text;
 begin
-  select o.deleted_at is null into live from public.organizations o where o.id = p_org;
-  execute pg_catalog.format('set local app.org_id = %L', coalesce(p_org::text, ''));
-  execute pg_catalog.format('set local app.org_visible = %L', case when live then 'on' else 'off' end);
+  select k.inner_pad, k.outer_pad,
+         (select case when o.deleted_at is null then 'on' else 'off' end from public.organizations o where o.id = p_org) as visible
+    into pads
+    from public.tenant_scope_key k where k.id = 1;
+  if p_org is null or p_expires_at is null or p_proof is null or pads.inner_pad is null
+     or sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to('enter:' || p_org::text || ':' || p_expires_at::text, 'UTF8')))
+        <> p_proof then
+    raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
+  end if;
+  if p_expires_at <= extract(epoch from now()) then
+    raise exception 'the tenant scope''s signature has expired' using errcode = 'ES004';
+  end if;
+  visible := coalesce(pads.visible, 'off');
+  seal := encode(sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to('seal:' || p_org::text || ':' || visible, 'UTF8'))), 'hex');
+  if current_setting('citus.propagate_set_commands', true) = 'local' then
+    execute format('set local app.org_id = %L', p_org::text);
+    execute format('set local app.org_visible = %L', visible);
+    execute format('set local app.org_seal = %L', seal);
+  else
+    perform set_config('app.org_id', p_org::text, true), set_config('app.org_visible', visible, true), set_config('app.org_seal', seal, true);
+  end if;
 end
 $$;
-comment on function enter_org_scope(uuid) is 'Enters the scope of an organization for the rest of the transaction (settings app.org_id, app.org_visible).';
+comment on function enter_org_scope(uuid, bigint, bytea) is
+  'Enters the scope of an organization, signed by the store, for the rest of the transaction (settings app.org_id, app.org_visible, app.org_seal).';
 
 -- Writes of a suspended or soft-deleted organization are refused with a clear error (SQLSTATE
 -- ES001 suspended, ES002 deleted or unknown) rather than silently matching no row. A statement
@@ -154,8 +250,8 @@ revoke execute on function refuse_api_key_changes_but_revocation_of_suspended_or
 
 revoke execute on function current_org_id() from public;
 revoke execute on function visible_org_id() from public;
-revoke execute on function enter_org_scope(uuid) from public;
-grant execute on function current_org_id(), visible_org_id(), enter_org_scope(uuid), uuid_generate_v7() to app_tenant;
+revoke execute on function enter_org_scope(uuid, bigint, bytea) from public;
+grant execute on function current_org_id(), visible_org_id(), enter_org_scope(uuid, bigint, bytea), uuid_generate_v7() to app_tenant;
 grant usage on schema public to app_tenant;
 grant select on organizations, permissions, role_permissions to app_tenant;
 grant select, insert, update, delete on users, api_keys, workflow_states, task_states, schedules to app_tenant;
@@ -164,13 +260,13 @@ grant select, insert on api_key_prefixes to app_tenant;
 
 alter table organizations enable row level security;
 create policy organizations_tenant_read on organizations for select to app_tenant
-  using (id = visible_org_id());
+  using (id = (select visible_org_id()));
 
 alter table users enable row level security;
 alter table users force row level security;
 create policy users_tenant_isolation on users to app_tenant
-  using (org_id = visible_org_id())
-  with check (org_id = current_org_id());
+  using (org_id = (select visible_org_id()))
+  with check (org_id = (select current_org_id()));
 create trigger users_refuse_writes_of_inactive_org before insert or update or delete on users
   for each statement execute function refuse_writes_of_inactive_org();
 alter table users alter column org_id set default current_org_id();
@@ -178,8 +274,8 @@ alter table users alter column org_id set default current_org_id();
 alter table api_keys enable row level security;
 alter table api_keys force row level security;
 create policy api_keys_tenant_isolation on api_keys to app_tenant
-  using (org_id = visible_org_id())
-  with check (org_id = current_org_id());
+  using (org_id = (select visible_org_id()))
+  with check (org_id = (select current_org_id()));
 create trigger api_keys_refuse_writes_of_inactive_org before insert or update or delete on api_keys
   for each statement execute function refuse_writes_of_inactive_org('revocations_allowed');
 create trigger api_keys_refuse_changes_but_revocation_of_suspended_org before update on api_keys
@@ -189,8 +285,8 @@ alter table api_keys alter column org_id set default current_org_id();
 alter table api_key_prefixes enable row level security;
 alter table api_key_prefixes force row level security;
 create policy api_key_prefixes_tenant_isolation on api_key_prefixes to app_tenant
-  using (org_id = visible_org_id())
-  with check (org_id = current_org_id());
+  using (org_id = (select visible_org_id()))
+  with check (org_id = (select current_org_id()));
 create trigger api_key_prefixes_refuse_writes_of_inactive_org before insert or update or delete on api_key_prefixes
   for each statement execute function refuse_writes_of_inactive_org();
 alter table api_key_prefixes alter column org_id set default current_org_id();
@@ -198,8 +294,8 @@ alter table api_key_prefixes alter column org_id set default current_org_id();
 alter table workflow_states enable row level security;
 alter table workflow_states force row level security;
 create policy workflow_states_tenant_isolation on workflow_states to app_tenant
-  using (org_id = visible_org_id())
-  with check (org_id = current_org_id());
+  using (org_id = (select visible_org_id()))
+  with check (org_id = (select current_org_id()));
 create trigger workflow_states_refuse_writes_of_inactive_org before insert or update or delete on workflow_states
   for each statement execute function refuse_writes_of_inactive_org();
 -- From here on a row's organization comes from the tenant scope, never from a constant.
@@ -208,8 +304,8 @@ alter table workflow_states alter column org_id set default current_org_id();
 alter table task_states enable row level security;
 alter table task_states force row level security;
 create policy task_states_tenant_isolation on task_states to app_tenant
-  using (org_id = visible_org_id())
-  with check (org_id = current_org_id());
+  using (org_id = (select visible_org_id()))
+  with check (org_id = (select current_org_id()));
 create trigger task_states_refuse_writes_of_inactive_org before insert or update or delete on task_states
   for each statement execute function refuse_writes_of_inactive_org();
 alter table task_states alter column org_id set default current_org_id();
@@ -217,8 +313,8 @@ alter table task_states alter column org_id set default current_org_id();
 alter table schedules enable row level security;
 alter table schedules force row level security;
 create policy schedules_tenant_isolation on schedules to app_tenant
-  using (org_id = visible_org_id())
-  with check (org_id = current_org_id());
+  using (org_id = (select visible_org_id()))
+  with check (org_id = (select current_org_id()));
 create trigger schedules_refuse_writes_of_inactive_org before insert or update or delete on schedules
   for each statement execute function refuse_writes_of_inactive_org();
 alter table schedules alter column org_id set default current_org_id();
@@ -272,12 +368,15 @@ revoke select, insert, update, delete on users, api_keys, workflow_states, task_
 revoke select on organizations, permissions, role_permissions from app_tenant;
 revoke usage on schema public from app_tenant;
 
-revoke execute on function current_org_id(), visible_org_id(), enter_org_scope(uuid), uuid_generate_v7() from app_tenant;
+revoke execute on function current_org_id(), visible_org_id(), enter_org_scope(uuid, bigint, bytea), uuid_generate_v7() from app_tenant;
 drop function refuse_api_key_changes_but_revocation_of_suspended_org();
 drop function refuse_writes_of_inactive_org();
-drop function enter_org_scope(uuid);
+drop function enter_org_scope(uuid, bigint, bytea);
 drop function visible_org_id();
 drop function current_org_id();
+drop function rotate_tenant_scope_key();
+-- squawk-ignore ban-drop-table -- the exact reverse of the up section: a key, no data
+drop table tenant_scope_key;
 -- TEMP back to PUBLIC, as PostgreSQL creates a database. app_tenant keeps LOGIN: other
 -- databases of the cluster may use it.
 do $$

@@ -68,8 +68,8 @@ comment on table api_key_usage is 'Requests per API key and hour window. Unlogge
 alter table api_key_usage enable row level security;
 alter table api_key_usage force row level security;
 create policy api_key_usage_tenant_isolation on api_key_usage to app_tenant
-  using (org_id = visible_org_id())
-  with check (org_id = current_org_id());
+  using (org_id = (select visible_org_id()))
+  with check (org_id = (select current_org_id()));
 grant select on api_key_usage to app_tenant;
 
 -- What app_key_verifier may do, all of it through verify_api_key().

@@ -25,6 +25,7 @@ import { run } from '../connection/run.ts';
 import { tenantQueryBuilder, type TenantQueryBuilder } from './query-builder.ts';
 import { parseInput, uuid } from '../repositories/validation.ts';
 import { WorkflowStatesRepository } from '../repositories/workflows.ts';
+import { ScopeSigner } from './scope-signer.ts';
 
 /** What a `withOrg` callback works with; valid only until the callback's promise settles. */
 export class TenantScope {
@@ -86,34 +87,61 @@ export interface ScopeTimeouts {
 export const DEFAULT_SCOPE_TIMEOUTS: Required<ScopeTimeouts> = { statementMs: 5_000, lockMs: 1_000, idleInTransactionMs: 30_000 };
 
 /**
- * What every scope of one store sets: its timeouts, and whether its database is a Citus
- * coordinator (there, plans stay custom: Citus cannot plan a generic statement that spans
- * shards).
+ * What every scope of one store carries: the signer of its scopes, its timeouts, and whether
+ * its database is a Citus coordinator (there, plans stay custom: Citus cannot plan a generic
+ * statement that spans shards).
  */
 export interface ScopeSettings extends ScopeTimeouts {
+  signer: ScopeSigner;
   citus?: boolean;
 }
 
+/** A store's scope settings, checked once, as the entry statement needs them. */
+export interface ScopeEntry {
+  readonly signer: ScopeSigner;
+  readonly citus: boolean;
+  /** statement_timeout, lock_timeout, idle_in_transaction_session_timeout, plan_cache_mode. */
+  readonly limits: readonly [string, string, string, string];
+}
+
 /**
- * The scope's settings as the entry statement's parameters ($2 to $5), checked: a timeout of 0
- * would mean "no limit" to PostgreSQL.
+ * The scope's settings as the entry statement's parameters, checked: a timeout of 0 would mean
+ * "no limit" to PostgreSQL.
  */
-export function scopeSettingValues(settings: ScopeSettings = {}): readonly [string, string, string, string] {
-  const { citus = false, ...timeouts } = settings;
+export function scopeEntry(settings: ScopeSettings): ScopeEntry {
+  const { citus = false, signer, ...timeouts } = settings;
+  if (!(signer instanceof ScopeSigner))
+    throw new StoreError('INVALID_INPUT', "a tenant scope needs the store's signer", { field: 'signer' });
   const merged = { ...DEFAULT_SCOPE_TIMEOUTS, ...timeouts };
   for (const [name, value] of Object.entries(merged)) {
     if (!Number.isInteger(value) || value < 1 || value > 86_400_000) {
       throw new StoreError('INVALID_INPUT', `${name} must be a whole number of milliseconds from 1 to 86,400,000`, { field: name });
     }
   }
-  return [`${merged.statementMs}ms`, `${merged.lockMs}ms`, `${merged.idleInTransactionMs}ms`, citus ? 'auto' : 'force_generic_plan'];
+  return {
+    signer,
+    citus,
+    limits: [`${merged.statementMs}ms`, `${merged.lockMs}ms`, `${merged.idleInTransactionMs}ms`, citus ? 'auto' : 'force_generic_plan'],
+  };
 }
 
 /**
- * The statement that enters organization `org`'s scope: the role, the organization
- * (enter_org_scope decides, once per scope, whether it is live) and the scope's limits, all
- * LOCAL to the transaction; for reads the transaction made read-only so that the database, not
- * only the API, refuses writes there.
+ * The settings a scope's statements depend on, set by the scope instead of trusted from the
+ * session: a leaked tenant login can give its own role defaults (ALTER ROLE app_tenant SET ...)
+ * that every new connection, and RESET ALL, would otherwise bring back. A search_path without
+ * public made the store's tables unknown; a DateStyle other than ISO made the driver read dates
+ * as null; row_security off, or array_nulls off, would break or change the store's statements.
+ */
+const PINNED_SETTINGS = `set_config('search_path', 'pg_catalog, public, pg_temp', true), set_config('DateStyle', 'ISO, MDY', true),
+  set_config('IntervalStyle', 'postgres', true), set_config('bytea_output', 'hex', true), set_config('extra_float_digits', '1', true),
+  set_config('standard_conforming_strings', 'on', true), set_config('array_nulls', 'on', true), set_config('row_security', 'on', true)`;
+
+/**
+ * The statement that enters organization `org`'s scope: the role, the organization, signed by
+ * this store (enter_org_scope checks the signature, decides once per scope whether the
+ * organization is live, and seals both for the policies), the scope's limits and the settings
+ * it depends on, all LOCAL to the transaction; for reads the transaction made read-only so that
+ * the database, not only the API, refuses writes there.
  *
  * Generic plans, too: under row-level security the organization is a setting, not a
  * parameter, so a plan made for one call's values gains nothing over the generic one, yet the
@@ -121,20 +149,39 @@ export function scopeSettingValues(settings: ScopeSettings = {}): readonly [stri
  * Not on Citus (ScopeSettings.citus).
  *
  * On Citus, enter_org_scope's SET LOCALs reach the workers the transaction uses only with
- * citus.propagate_set_commands = 'local', set first (elsewhere it is an inert custom setting).
+ * citus.propagate_set_commands = 'local', set first (enter_org_scope uses SET LOCAL only then).
  */
-const ENTER_READ_WRITE = `select set_config('role', 'app_tenant', true), set_config('citus.propagate_set_commands', 'local', true),
-  public.enter_org_scope($1::uuid),
-  set_config('plan_cache_mode', $5, true), set_config('statement_timeout', $2, true),
-  set_config('lock_timeout', $3, true), set_config('idle_in_transaction_session_timeout', $4, true)`;
-const ENTER_READ_ONLY = `${ENTER_READ_WRITE}, set_config('transaction_read_only', 'on', true)`;
+function enterStatement(citus: boolean, readOnly: boolean): string {
+  return `select set_config('role', 'app_tenant', true), ${citus ? `set_config('citus.propagate_set_commands', 'local', true), ` : ''}
+  public.enter_org_scope($1::uuid, $2::bigint, $3::bytea),
+  set_config('plan_cache_mode', $7, true), set_config('statement_timeout', $4, true),
+  set_config('lock_timeout', $5, true), set_config('idle_in_transaction_session_timeout', $6, true),
+  ${PINNED_SETTINGS}${readOnly ? `, set_config('transaction_read_only', 'on', true)` : ''}`;
+}
 
-const BEGIN: PipelinedStatement = { sql: 'begin', prepare: true, rows: false };
+const ENTER = {
+  readWrite: { server: enterStatement(false, false), citus: enterStatement(true, false) },
+  readOnly: { server: enterStatement(false, true), citus: enterStatement(true, true) },
+};
+
+/** The parameters of the entry statement for organization `org`. */
+function entryParams(org: string, entry: ScopeEntry): unknown[] {
+  const { expiresAt, proof } = entry.signer.sign(org);
+  return [org, expiresAt, proof, ...entry.limits];
+}
+
+/**
+ * Read committed and read-write whatever the session's defaults say (a leaked tenant login can
+ * set default_transaction_read_only or a stricter isolation level for its role).
+ */
+const BEGIN: PipelinedStatement = { sql: 'begin isolation level read committed read write', prepare: true, rows: false };
+const BEGIN_READ: PipelinedStatement = { sql: 'begin isolation level read committed', prepare: true, rows: false };
 const COMMIT: PipelinedStatement = { sql: 'commit', prepare: true, rows: false };
 
 /** What opens a withOrg transaction, sent ahead of its first statement. */
-function beginScope(org: string, limits: readonly string[]): PipelinedStatement[] {
-  return [BEGIN, { sql: ENTER_READ_WRITE, params: [org, ...limits], prepare: true, rows: false }];
+function beginScope(org: string, entry: ScopeEntry): PipelinedStatement[] {
+  const sql = entry.citus ? ENTER.readWrite.citus : ENTER.readWrite.server;
+  return [BEGIN, { sql, params: entryParams(org, entry), prepare: true, rows: false }];
 }
 
 function validOrgId(orgId: string): string {
@@ -156,7 +203,7 @@ function asStoreError(error: unknown): unknown {
  * remembers whether the transaction is aborted: a statement failed and nothing succeeded since
  * (only a ROLLBACK TO SAVEPOINT can succeed in an aborted transaction).
  */
-function scopedConnection(session: Session, org: string, limits: readonly string[], sqlText: boolean) {
+function scopedConnection(session: Session, org: string, entry: ScopeEntry, sqlText: boolean) {
   let open = true;
   let begun = false;
   let aborted = false;
@@ -182,14 +229,14 @@ function scopedConnection(session: Session, org: string, limits: readonly string
     query: <Row>(sql: string, params?: readonly unknown[], options?: QueryOptions) =>
       guarded(async (first) => {
         if (!first) return session.query<Row>(sql, params, options);
-        const results = await session.pipeline([...beginScope(org, limits), { sql, params, prepare: options?.prepare ?? false }]);
+        const results = await session.pipeline([...beginScope(org, entry), { sql, params, prepare: options?.prepare ?? false }]);
         return results.at(-1) as QueryResult<Row>;
       }),
     // Scripts are SQL text: no repository sends one, and only a trusted scope runs one.
     exec: (sql) =>
       sqlText
         ? guarded(async (first) => {
-            if (first) await session.pipeline(beginScope(org, limits));
+            if (first) await session.pipeline(beginScope(org, entry));
             await session.exec(sql);
           })
         : Promise.reject(new StoreError('FORBIDDEN', 'a tenant scope runs no SQL scripts', { reason: 'query_not_allowed' })),
@@ -205,12 +252,20 @@ function scopedConnection(session: Session, org: string, limits: readonly string
 }
 
 /**
- * Gives the connection back as it was found, in the same round trip as COMMIT or ROLLBACK. The
- * store's statements set nothing beyond the transaction, and a scope runs nothing else; the
- * reset follows every rollback, so that not even a mistake of the store's own could carry
- * session state to the next user, and every commit of a scope that ran SQL text.
+ * Gives the connection back as it was found, in the same round trip as COMMIT or ROLLBACK,
+ * whatever the scope did: session settings (RESET ALL; the role apart, which RESET ALL leaves),
+ * listeners, and session advisory locks. The store's statements set nothing beyond the
+ * transaction and tx.kysely runs only checked trees, so this is the second layer: a route out
+ * that nobody has found yet still ends with its scope. Not DISCARD ALL: it would also drop the
+ * store's own prepared statements, which every scope would then prepare again.
+ *
+ * Not on the embedded database's advisory locks: its one connection is also the owner's, whose
+ * migration runner holds one.
  */
-const RESET_SESSION = 'reset all; reset role;';
+const RESET_SESSION = {
+  server: 'reset all; reset role; unlisten *; select pg_catalog.pg_advisory_unlock_all();',
+  pglite: 'reset all; reset role; unlisten *;',
+};
 
 /**
  * Runs `work` in one transaction scoped to organization `orgId`; commits when it resolves,
@@ -219,8 +274,8 @@ const RESET_SESSION = 'reset all; reset role;';
  * @example
  * const users = await withOrg(db, orgId, (tx) => tx.users.list({ role: 'admin' }));
  */
-export function withOrg<T>(db: Database, orgId: string, work: (scope: TenantScope) => Promise<T>, settings?: ScopeSettings): Promise<T> {
-  return runScope(db, orgId, (org, connection) => new TenantScope(org, connection), work, settings, false);
+export function withOrg<T>(db: Database, orgId: string, work: (scope: TenantScope) => Promise<T>, entry: ScopeEntry): Promise<T> {
+  return runScope(db, orgId, (org, connection) => new TenantScope(org, connection), work, entry, false);
 }
 
 /** A tenant scope that also runs SQL text: for trusted code only, see withOrgTrustedSql. */
@@ -248,9 +303,9 @@ export function withOrgTrustedSql<T>(
   db: Database,
   orgId: string,
   work: (scope: TrustedSqlScope) => Promise<T>,
-  settings?: ScopeSettings,
+  entry: ScopeEntry,
 ): Promise<T> {
-  return runScope(db, orgId, (org, connection) => new TrustedSqlScope(org, connection), work, settings, true);
+  return runScope(db, orgId, (org, connection) => new TrustedSqlScope(org, connection), work, entry, true);
 }
 
 async function runScope<Scope extends TenantScope, T>(
@@ -258,13 +313,13 @@ async function runScope<Scope extends TenantScope, T>(
   orgId: string,
   makeScope: (org: string, connection: Queryable) => Scope,
   work: (scope: Scope) => Promise<T>,
-  settings: ScopeSettings | undefined,
+  entry: ScopeEntry,
   sqlText: boolean,
 ): Promise<T> {
   const org = validOrgId(orgId);
-  const limits = scopeSettingValues(settings);
+  const reset = RESET_SESSION[db.kind === 'pglite' ? 'pglite' : 'server'];
   return db.withSession(async (session) => {
-    const scoped = scopedConnection(session, org, limits, sqlText);
+    const scoped = scopedConnection(session, org, entry, sqlText);
     try {
       const result = await work(makeScope(org, scoped.connection));
       if (scoped.aborted()) {
@@ -273,11 +328,11 @@ async function runScope<Scope extends TenantScope, T>(
           reason: 'failed_statement_swallowed',
         });
       }
-      if (scoped.begun()) await commit(session, sqlText);
+      if (scoped.begun()) await commit(session, reset);
       return result;
     } catch (error) {
       // A rollback that fails means a lost connection: db.withSession discards it.
-      if (scoped.begun()) await session.exec(`rollback; ${RESET_SESSION}`).catch(() => undefined);
+      if (scoped.begun()) await session.exec(`rollback; ${reset}`).catch(() => undefined);
       // The callback's own errors pass through as they are; the database's become StoreErrors.
       throw asStoreError(error);
     } finally {
@@ -291,9 +346,9 @@ async function runScope<Scope extends TenantScope, T>(
  * on its way. The server may have committed before it went, or not; the caller must check
  * before doing the work again.
  */
-async function commit(session: Session, sqlText: boolean): Promise<void> {
+async function commit(session: Session, reset: string): Promise<void> {
   try {
-    await session.exec(sqlText ? `commit; ${RESET_SESSION}` : 'commit');
+    await session.exec(`commit; ${reset}`);
   } catch (error) {
     if (!isStoreError(error, 'CONNECTION_LOST')) throw error;
     throw new StoreError(
@@ -324,9 +379,9 @@ export interface TenantReads {
  * @example
  * const page = await readOrg(db, orgId).workflows.list({ limit: 50 });
  */
-export function readOrg(db: Database, orgId: string, settings?: ScopeSettings): TenantReads {
+export function readOrg(db: Database, orgId: string, entry: ScopeEntry): TenantReads {
   const org = validOrgId(orgId);
-  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, scopeSettingValues(settings), settings?.citus === true));
+  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, entry));
 }
 
 /** readOrg()'s connection: each statement a read-only pipeline of its own, on any pooled connection. */
@@ -334,19 +389,22 @@ class ReadOnlyStatementRunner implements Queryable {
   constructor(
     private readonly db: Database,
     private readonly org: string,
-    private readonly limits: readonly string[],
-    /**
-     * On Citus, a transaction block: Citus sends the scope's SET LOCALs to the workers only in
-     * one (a pipeline without BEGIN is not, and the workers would see no organization).
-     */
-    private readonly explicitTransaction: boolean,
+    private readonly entry: ScopeEntry,
   ) {}
 
   query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> {
-    const enter: PipelinedStatement = { sql: ENTER_READ_ONLY, params: [this.org, ...this.limits], prepare: true, rows: false };
+    const { citus } = this.entry;
+    const enter: PipelinedStatement = {
+      sql: citus ? ENTER.readOnly.citus : ENTER.readOnly.server,
+      params: entryParams(this.org, this.entry),
+      prepare: true,
+      rows: false,
+    };
     const read: PipelinedStatement = { sql, params, prepare: options?.prepare ?? false };
-    // Without BEGIN the pipeline is one transaction by itself, and the settings end with it.
-    const statements = this.explicitTransaction ? [BEGIN, enter, read, COMMIT] : [enter, read];
+    // Without BEGIN the pipeline is one transaction by itself, and the settings end with it. On
+    // Citus, a transaction block: Citus sends the scope's SET LOCALs to the workers only in one
+    // (a pipeline without BEGIN is not, and the workers would see no organization).
+    const statements = citus ? [BEGIN_READ, enter, read, COMMIT] : [enter, read];
     const readIndex = statements.indexOf(read);
     return this.db.withSession((session) => session.pipeline(statements)).then((results) => results[readIndex] as QueryResult<Row>);
   }

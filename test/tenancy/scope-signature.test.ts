@@ -1,0 +1,313 @@
+/**
+ * The database refuses an organization that the scope was not given (issue #19, item 2). A
+ * scope's organization is signed by the store and sealed by enter_org_scope(); SQL that names an
+ * organization itself (set_config, SET LOCAL, a leaked tenant login, a seal copied from another
+ * scope) names none, and sees and writes nothing. And nothing a scope does outlives it (item 3),
+ * nor can a tenant login's role defaults break the next scope (item 5).
+ *
+ * SQL text reaches a scope only through the trusted test entry (withOrgSql), as an injected query
+ * would run it; the leaked login connects as app_tenant directly (server and Citus).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase, openStore, storeOver, type Store } from 'engine-store';
+import { ScopeSigner } from '../../engine/infra/store/tenancy/scope-signer.ts';
+import { backends, type TestDatabase } from '../support/backends.ts';
+import { withCitus } from '../support/citus.ts';
+import { withOrgSql, type TrustedSqlScope } from '../support/trusted-sql.ts';
+
+const tag = () => randomBytes(4).toString('hex');
+
+interface Org {
+  id: string;
+  workflowExecId: string;
+}
+
+describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
+  let t: TestDatabase;
+  let store: Store;
+  let attacker: Org;
+  let victim: Org;
+
+  async function newOrg(): Promise<Org> {
+    const org = await store.organizations.create({ name: `org ${tag()}` });
+    const workflowExecId = randomUUID();
+    await store.withOrg(org.id, (tx) => tx.workflows.upsert({ workflowExecId, workflowId: 'own', status: 'running' }));
+    return { id: org.id, workflowExecId };
+  }
+
+  /** The victim's workflows as the victim's own scope sees them: exactly the one it wrote, unchanged. */
+  async function expectVictimUntouched(): Promise<void> {
+    const page = await store.readOrg(victim.id).workflows.list();
+    expect(page.items.map((workflow) => [workflow.workflowExecId, workflow.status])).toEqual([[victim.workflowExecId, 'running']]);
+  }
+
+  /** A signer with the database's key but no memory of earlier signatures, to sign with any clock. */
+  async function freshSigner(): Promise<ScopeSigner> {
+    const { rows } = await store.db.query<{ secret: Uint8Array }>('select secret from public.tenant_scope_key');
+    return new ScopeSigner(rows[0]!.secret);
+  }
+
+  beforeAll(async () => {
+    t = await backend.createMigrated();
+    store = await storeOver(t.db);
+    attacker = await newOrg();
+    victim = await newOrg();
+  });
+
+  afterAll(async () => {
+    await store?.close();
+    await t?.dispose();
+  });
+
+  describe('SQL in a scope that names another organization itself sees nothing of it and changes nothing there', () => {
+    /** SET LOCAL app.<name> = <value>, one statement each (the values are the test's own). */
+    async function setLocal(tx: TrustedSqlScope, settings: Record<string, string>): Promise<void> {
+      for (const [name, value] of Object.entries(settings)) await tx.query(`set local app.${name} = '${value}'`);
+    }
+
+    const forgeries: [string, (tx: TrustedSqlScope) => Promise<unknown>][] = [
+      ['set_config of app.org_id', (tx) => tx.query(`select set_config('app.org_id', $1, true)`, [victim.id])],
+      // SET LOCAL is what reaches the workers of a Citus cluster.
+      ['SET LOCAL of app.org_id and app.org_visible', (tx) => setLocal(tx, { org_id: victim.id, org_visible: 'on' })],
+      [
+        "the scope's own seal, with the other organization's id",
+        async (tx) => {
+          const { rows } = await tx.query<{ seal: string }>(`select current_setting('app.org_seal') as seal`);
+          expect(rows[0]!.seal).toMatch(/^[0-9a-f]{64}$/);
+          await setLocal(tx, { org_id: victim.id, org_seal: rows[0]!.seal });
+        },
+      ],
+      [
+        'a seal made up for the other organization',
+        (tx) => setLocal(tx, { org_id: victim.id, org_visible: 'on', org_seal: 'ab'.repeat(32) }),
+      ],
+    ];
+
+    it.each(forgeries)("%s: reads no row of the other organization's, and updates and deletes nothing", async (_, forge) => {
+      const seen = await withOrgSql(store, attacker.id, async (tx) => {
+        const count = async (sql: string) => (await tx.query<{ n: number }>(sql, [attacker.id])).rows[0]!.n;
+        const before = await count('select count(*)::int as n from workflow_states where org_id = $1');
+        await forge(tx);
+        return {
+          before,
+          others: await count('select count(*)::int as n from workflow_states where org_id <> $1'),
+          otherUsers: await count('select count(*)::int as n from users where org_id <> $1'),
+          otherOrgs: await count('select count(*)::int as n from organizations where id <> $1'),
+          updated: (await tx.query(`update workflow_states set status = 'hijacked' where org_id = $1`, [victim.id])).rowCount,
+          deleted: (await tx.query('delete from workflow_states where org_id = $1', [victim.id])).rowCount,
+        };
+      });
+      expect(seen).toEqual({ before: 1, others: 0, otherUsers: 0, otherOrgs: 0, updated: 0, deleted: 0 });
+      await expectVictimUntouched();
+    });
+
+    it.each(forgeries)('%s: cannot insert a row into the other organization (FORBIDDEN)', async (_, forge) => {
+      await expect(
+        withOrgSql(store, attacker.id, async (tx) => {
+          await forge(tx);
+          await tx.query(
+            `insert into workflow_states (org_id, workflow_exec_id, workflow_id, status) values ($1, $2, 'planted', 'running')`,
+            [victim.id, randomUUID()],
+          );
+        }),
+      ).rejects.toMatchObject({ name: 'StoreError', code: 'FORBIDDEN' });
+      await expectVictimUntouched();
+    });
+  });
+
+  describe('enter_org_scope enters only what this store signed', () => {
+    const enter = (tx: TrustedSqlScope, org: string, expiresAt: number, proof: Buffer) =>
+      tx.query('select public.enter_org_scope($1::uuid, $2::bigint, $3::bytea)', [org, expiresAt, proof]);
+
+    it('refuses a made-up proof, and a proof of another organization (FORBIDDEN scope_not_signed)', async () => {
+      const own = (await freshSigner()).sign(attacker.id);
+      const attempts: [string, number, Buffer][] = [
+        [victim.id, own.expiresAt, randomBytes(32)],
+        [victim.id, own.expiresAt, own.proof],
+        [attacker.id, own.expiresAt + 1, own.proof],
+        [victim.id, own.expiresAt, Buffer.alloc(0)],
+      ];
+      for (const [org, expiresAt, proof] of attempts) {
+        await expect(withOrgSql(store, attacker.id, (tx) => enter(tx, org, expiresAt, proof))).rejects.toMatchObject({
+          code: 'FORBIDDEN',
+          details: { reason: 'scope_not_signed' },
+        });
+      }
+      await expectVictimUntouched();
+    });
+
+    it('refuses a real signature once it has expired (FORBIDDEN scope_signature_expired), and takes one that has not', async () => {
+      const signer = await freshSigner();
+      const stale = signer.sign(victim.id, Date.now() - 10 * 60_000);
+      await expect(withOrgSql(store, attacker.id, (tx) => enter(tx, victim.id, stale.expiresAt, stale.proof))).rejects.toMatchObject({
+        code: 'FORBIDDEN',
+        details: { reason: 'scope_signature_expired' },
+      });
+      // The same call with a current signature is what the store itself sends: it enters.
+      const current = signer.sign(victim.id);
+      const seen = await withOrgSql(store, attacker.id, async (tx) => {
+        await enter(tx, victim.id, current.expiresAt, current.proof);
+        return (await tx.query<{ id: string }>('select workflow_exec_id as id from workflow_states')).rows.map((row) => row.id);
+      });
+      expect(seen).toEqual([victim.workflowExecId]);
+    });
+
+    it('the error names no organization and no key material', async () => {
+      const error = await withOrgSql(store, attacker.id, (tx) => enter(tx, victim.id, 1, randomBytes(32))).catch(
+        (caught: unknown) => caught,
+      );
+      const text = JSON.stringify(error) + String(error);
+      expect(text).not.toContain(victim.id);
+      expect(text).not.toMatch(/[0-9a-f]{64}/);
+    });
+  });
+
+  describe.runIf(backend.name !== 'pglite')('a leaked tenant login, without the store', () => {
+    let leaked: pg.Client;
+
+    beforeAll(async () => {
+      const url = new URL(t.url!);
+      url.username = 'app_tenant';
+      leaked = new pg.Client({ connectionString: url.toString() });
+      await leaked.connect();
+    });
+
+    afterAll(async () => {
+      await leaked?.end();
+    });
+
+    it("names an organization in every way SQL can, and reads, changes and plants nothing (the settings, another scope's seal, enter_org_scope)", async () => {
+      const { rows: sealed } = await withOrgSql(store, attacker.id, (tx) =>
+        tx.query<{ seal: string }>(`select current_setting('app.org_seal') as seal`),
+      );
+      await leaked.query('begin');
+      try {
+        await leaked.query(
+          `select set_config('app.org_id', $1, true), set_config('app.org_visible', 'on', true), set_config('app.org_seal', $2, true)`,
+          [victim.id, sealed[0]!.seal],
+        );
+        for (const table of ['workflow_states', 'users', 'api_keys', 'api_key_prefixes', 'organizations']) {
+          const { rows } = await leaked.query<{ n: number }>(`select count(*)::int as n from ${table}`);
+          expect(rows[0]!.n, table).toBe(0);
+        }
+        const updated = await leaked.query(`update workflow_states set status = 'hijacked' where org_id = $1`, [victim.id]);
+        expect(updated.rowCount).toBe(0);
+        await expect(
+          leaked.query(
+            `insert into workflow_states (org_id, workflow_exec_id, workflow_id, status) values ($1, $2, 'planted', 'running')`,
+            [victim.id, randomUUID()],
+          ),
+        ).rejects.toMatchObject({ code: '42501' });
+      } finally {
+        await leaked.query('rollback');
+      }
+      await expect(
+        leaked.query('select public.enter_org_scope($1::uuid, $2::bigint, $3::bytea)', [victim.id, 4_000_000_000, randomBytes(32)]),
+      ).rejects.toMatchObject({ code: 'ES003' });
+      // The key itself is out of its reach.
+      await expect(leaked.query('select secret from public.tenant_scope_key')).rejects.toMatchObject({ code: '42501' });
+      await expectVictimUntouched();
+    });
+
+    it.runIf(backend.name === 'citus')('on a worker directly, with forged settings and a copied seal, it reads no row', async () => {
+      const { rows: sealed } = await withOrgSql(store, attacker.id, (tx) =>
+        tx.query<{ seal: string }>(`select current_setting('app.org_seal') as seal`),
+      );
+      const { rows: workers } = await store.db.query<{ host: string; port: number }>(
+        `select nodename as host, nodeport as port from pg_dist_node where groupid <> 0 and isactive order by nodeport`,
+      );
+      expect(workers.length).toBeGreaterThan(0);
+      for (const worker of workers) {
+        const url = new URL(t.url!);
+        url.hostname = worker.host;
+        url.port = String(worker.port);
+        url.username = 'app_tenant';
+        const onWorker = new pg.Client({ connectionString: url.toString() });
+        await onWorker.connect();
+        try {
+          await onWorker.query('begin');
+          await onWorker.query(`set local app.org_id = '${victim.id}'`);
+          await onWorker.query(`set local app.org_visible = 'on'`);
+          await onWorker.query(`set local app.org_seal = '${sealed[0]!.seal}'`);
+          const { rows } = await onWorker.query<{ n: number }>('select count(*)::int as n from workflow_states');
+          expect(rows[0]!.n).toBe(0);
+          await onWorker.query('rollback');
+        } finally {
+          await onWorker.end();
+        }
+      }
+    });
+  });
+
+  describe('nothing a scope does outlives it on the pooled connection', () => {
+    /** One connection for every scope: a pool of one on a server; PGlite has one. */
+    async function withOneConnection(work: (on: Store) => Promise<void>): Promise<void> {
+      if (backend.name === 'pglite') return work(store);
+      const on = await openStore({ url: t.url!, poolSize: 1 });
+      try {
+        await work(on);
+      } finally {
+        await on.close();
+      }
+    }
+
+    it('session settings, listeners and session advisory locks are gone after commit and after rollback', async () => {
+      await withOneConnection(async (on) => {
+        const session = async () =>
+          (
+            await on.tenantDb.query<Record<string, string | number>>(
+              `select current_setting('statement_timeout') as statement_timeout, current_setting('DateStyle') as date_style,
+                      current_setting('search_path') as search_path, current_setting('work_mem') as work_mem,
+                      (select count(*)::int from pg_catalog.pg_listening_channels()) as listening,
+                      (select count(*)::int from pg_catalog.pg_locks where locktype = 'advisory' and pid = pg_catalog.pg_backend_pid()) as advisory`,
+            )
+          ).rows[0]!;
+        const clean = await session();
+        for (const ending of ['commit', 'rollback'] as const) {
+          await withOrgSql(on, attacker.id, async (tx) => {
+            for (const setting of [`statement_timeout = 0`, `DateStyle = 'SQL, DMY'`, `work_mem = '64kB'`, `search_path = pg_catalog`]) {
+              await tx.query(`set ${setting}`);
+            }
+            await tx.query('listen engine_store_probe');
+            if (backend.name !== 'pglite') await tx.query('select pg_advisory_lock(7305113042)');
+            if (ending === 'rollback') throw new Error('the callback fails');
+          }).catch(() => undefined);
+          expect(await session(), ending).toEqual(clean);
+        }
+        // The next scope on it reads dates as dates.
+        const page = await on.readOrg(victim.id).workflows.list();
+        expect(page.items[0]!.createdAt).toBeInstanceOf(Date);
+        expect(Number.isNaN(page.items[0]!.createdAt.getTime())).toBe(false);
+      });
+    });
+  });
+
+  describe.runIf(backend.name === 'postgres')("the tenant login's own role defaults do not reach a scope", () => {
+    it('with search_path, DateStyle, read-only transactions and row security set for app_tenant in this database, scopes read and write as before', async () => {
+      const database = new URL(t.url!).pathname.slice(1);
+      const admin = await openDatabase({ url: t.url!, poolSize: 1 });
+      const settings = [`search_path = pg_catalog`, `DateStyle = 'SQL, DMY'`, `default_transaction_read_only = on`, `row_security = off`];
+      try {
+        // What a leaked login can do to itself (ALTER ROLE ... IN DATABASE), here by the owner for this database only.
+        for (const setting of settings) await admin.query(`alter role app_tenant in database "${database}" set ${setting}`);
+        const fresh = await openStore({ url: t.url!, poolSize: 1 });
+        try {
+          const workflowExecId = randomUUID();
+          await fresh.withOrg(victim.id, (tx) => tx.workflows.upsert({ workflowExecId, workflowId: 'defaults', status: 'pending' }));
+          const page = await fresh.readOrg(victim.id).workflows.list();
+          expect(page.items.map((workflow) => workflow.workflowExecId).sort()).toEqual([victim.workflowExecId, workflowExecId].sort());
+          for (const workflow of page.items) expect(Math.abs(workflow.createdAt.getTime() - Date.now())).toBeLessThan(3_600_000);
+          await fresh.withOrg(victim.id, (tx) => tx.workflows.delete(workflowExecId));
+        } finally {
+          await fresh.close();
+        }
+      } finally {
+        await admin.query(`alter role app_tenant in database "${database}" reset all`);
+        await admin.close();
+      }
+      await expectVictimUntouched();
+    });
+  });
+});
