@@ -11,6 +11,7 @@ import { expiresAt, gracePeriodSeconds, rateLimitPerHour, scopes } from '../infr
 import { StoreError } from '../infra/store/errors.ts';
 import { checkRunnerOptions } from '../infra/store/migrator/runner.ts';
 import { readMigrationFiles } from '../infra/store/migrator/migration-files.ts';
+import { maxPasswordAgeDays } from '../infra/store/tenancy/password-rotation.ts';
 import { decodeCursor } from '../infra/store/repositories/pagination.ts';
 import { accountStatus, displayName, email, pageSize, role, temporalNamespace, uuid } from '../infra/store/repositories/validation.ts';
 
@@ -94,6 +95,14 @@ const positive = (text: string) => {
   return Number(text);
 };
 
+/** `90d`: a number of days, the unit written out so that nobody reads it as seconds. */
+const days = (text: string) => {
+  const match = /^(\d+)d$/.exec(text);
+  const value = match ? Number(match[1]) : Number.NaN;
+  if (!maxPasswordAgeDays.safeParse(value).success) throw new Error('must be a number of days from 1d to 3650d, such as 90d');
+  return value;
+};
+
 const FLAGS: Record<string, Flag> = {
   '--org': { field: 'orgId', read: matching(uuid) },
   '--user': { field: 'userId', read: matching(uuid) },
@@ -117,6 +126,7 @@ const FLAGS: Record<string, Flag> = {
   '<n>': { field: 'n', read: positive },
   // The maximum is the distribution's to check, before it changes anything.
   '--shard-count': { field: 'shardCount', read: positive },
+  '--max-password-age': { field: 'maxPasswordAgeDays', read: days },
 };
 
 /**

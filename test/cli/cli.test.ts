@@ -126,6 +126,8 @@ describe('engine-store checks every flag before it opens a database', () => {
       // Even migrate up, which would make the database, refuses before it does.
       [['migrate', 'up', '--lock-timeout', '0'], '--lock-timeout: must be a duration above zero, such as 5s or 500ms (got "0")'],
       [['migrate', 'up', '--lock-timeout', 'banana'], '--lock-timeout: must be a duration above zero, such as 5s or 500ms (got "banana")'],
+      [['doctor', '--max-password-age', '90'], '--max-password-age: must be a number of days from 1d to 3650d, such as 90d (got "90")'],
+      [['doctor', '--max-password-age', '0d'], '--max-password-age: must be a number of days from 1d to 3650d, such as 90d (got "0d")'],
     ];
     // No database is opened: the processes can run side by side.
     const results = await Promise.all(cases.map(([args]) => cli(['--data-dir', missing, ...args])));

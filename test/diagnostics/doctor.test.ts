@@ -5,8 +5,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { diagnose, referenceCatalogFor, type DiagnoseOptions, type Finding } from '../../engine/infra/store/diagnostics/doctor.ts';
+import {
+  diagnose,
+  referenceCatalogFor,
+  type DiagnoseOptions,
+  type Finding,
+  type SkippedCheck,
+} from '../../engine/infra/store/diagnostics/doctor.ts';
 import { migrateDown, migrateUp } from '../../engine/infra/store/migrator/runner.ts';
 import { assertTenantIsolation } from '../../engine/infra/store/tenancy/tenant-safety.ts';
 import { backends, createServerDatabase, serverUrl, type TestDatabase } from '../support/backends.ts';
@@ -20,14 +27,17 @@ const KNOWN_FINDINGS: string[] = [];
 
 const describeFinding = (finding: Finding) => `${finding.code} ${finding.object ?? ''}`.trim();
 
+/** Findings other than the known gap, as `CODE object`. */
+const ours = (findings: Finding[]) => findings.map(describeFinding).filter((line) => !KNOWN_FINDINGS.includes(line));
+
 describe.each(backends)('doctor on $name', (backend) => {
   let test: TestDatabase;
   let options: DiagnoseOptions;
 
-  /** Findings other than the known gap, as `CODE object`. */
+  /** Findings of this database (see ours). */
   async function problems(extra: DiagnoseOptions = {}): Promise<string[]> {
     const { findings } = await diagnose(test.db, { ...options, ...extra });
-    return findings.map(describeFinding).filter((line) => !KNOWN_FINDINGS.includes(line));
+    return ours(findings);
   }
 
   beforeAll(async () => {
@@ -40,9 +50,33 @@ describe.each(backends)('doctor on $name', (backend) => {
     await test?.dispose();
   });
 
+  /** Runs `sql` as the tenant login: a session of its own on the server, SET ROLE on PGlite. */
+  async function asTenantLogin(sql: string): Promise<void> {
+    if (backend.name === 'pglite') {
+      await test.db.exec(`begin; set local role app_tenant; ${sql}; commit`);
+      return;
+    }
+    const url = new URL(test.url!);
+    url.username = 'app_tenant';
+    const leaked = new pg.Client({ connectionString: url.toString() });
+    await leaked.connect();
+    try {
+      await leaked.query(sql);
+    } finally {
+      await leaked.end();
+    }
+  }
+
+  /** This test file's database on the server: roles are cluster-wide, so settings go IN DATABASE it. */
+  const databaseName = () => new URL(test.url!).pathname.slice(1);
+
   it('finds nothing wrong with a fully migrated database but the known schema gap', async () => {
-    const { findings } = await diagnose(test.db, options);
+    const { findings, skipped } = await diagnose(test.db, options);
     expect(findings.map(describeFinding)).toEqual(KNOWN_FINDINGS);
+    // app_tenant never logs in to the embedded database, and has no password on the test server.
+    expect(skipped.map((check) => check.check)).toEqual(
+      backend.name === 'pglite' ? ['tenant_login_role_settings', 'tenant_login_password_age'] : ['tenant_login_password_age'],
+    );
     expect(findings.every((finding) => finding.severity === 'error' && finding.message.length > 0)).toBe(true);
     // The shared query did not change what the store checks on start.
     await expect(assertTenantIsolation(test.db)).resolves.toBeUndefined();
@@ -170,6 +204,95 @@ describe.each(backends)('doctor on $name', (backend) => {
     expect(await problems({ tenantRole: missing })).toEqual([`TENANT_ROLE_MISSING ${missing}`]);
   });
 
+  it.runIf(backend.name === 'postgres')('reports role defaults the tenant login set on itself, naming them', async () => {
+    const database = databaseName();
+    await asTenantLogin(`alter role app_tenant in database ${database} set search_path = pg_catalog`);
+    await asTenantLogin(`alter role app_tenant in database ${database} set row_security = off`);
+    try {
+      const { findings } = await diagnose(test.db, options);
+      expect(ours(findings)).toEqual(['TENANT_LOGIN_ROLE_SETTINGS app_tenant']);
+      const { message } = findings.find((finding) => finding.code === 'TENANT_LOGIN_ROLE_SETTINGS')!;
+      expect(message).toMatch(/in this database: row_security, search_path\b/);
+      expect(message).not.toMatch(/in every database/);
+    } finally {
+      await test.db.exec(`alter role app_tenant in database ${database} reset all`);
+    }
+    expect(await problems()).toEqual([]);
+  });
+
+  it.runIf(backend.name === 'pglite')('skips role defaults and password age where the tenant role never logs in, saying why', async () => {
+    // The in-memory database's roles are its own: nobody else sees this one.
+    await test.db.exec(`alter role app_tenant set search_path = pg_catalog; alter role app_tenant password 'x'`);
+    try {
+      const { findings, skipped } = await diagnose(test.db, { ...options, maxPasswordAgeDays: 1 });
+      expect(ours(findings)).toEqual([]);
+      expect(skipped).toEqual([
+        { check: 'tenant_login_role_settings', reason: expect.stringMatching(/SET ROLE .* never logs in: role defaults apply at login/) },
+        { check: 'tenant_login_password_age', reason: expect.stringMatching(/never logs in/) },
+      ]);
+    } finally {
+      await test.db.exec('alter role app_tenant reset all; alter role app_tenant password null');
+    }
+  });
+
+  it("reports large objects, by owner, the tenant login's apart", async () => {
+    await asTenantLogin(`select lo_from_bytea(0, 'kept outside any organization'), lo_create(0)`);
+    await test.db.query(`select lo_from_bytea(0, 'the owner''s')`);
+    try {
+      const { findings } = await diagnose(test.db, options);
+      expect(ours(findings)).toEqual(['TENANT_LOGIN_LARGE_OBJECTS app_tenant', 'LARGE_OBJECTS postgres']);
+      const messageOf = (code: string) => findings.find((finding) => finding.code === code)!.message;
+      expect(messageOf('TENANT_LOGIN_LARGE_OBJECTS')).toMatch(/^2 large object\(s\) owned by app_tenant \(the tenant login/);
+      expect(messageOf('LARGE_OBJECTS')).toMatch(/^1 large object\(s\) owned by postgres: /);
+    } finally {
+      await test.db.query('select lo_unlink(oid) from pg_largeobject_metadata');
+    }
+    expect(await problems()).toEqual([]);
+  });
+
+  // The password checks point at a throwaway login: app_tenant's password is everybody's on the server.
+  it.runIf(backend.name === 'postgres')(
+    'reports a tenant password past the rotation convention (VALID UNTIL), within the max age',
+    async () => {
+      const login = `doctor_test_login_${process.pid}`;
+      await test.db.exec(`drop role if exists ${login}; create role ${login} login noinherit password 'secret'`);
+      const found = async (maxPasswordAgeDays?: number) => {
+        const { findings } = await diagnose(test.db, { ...options, tenantLogin: login, maxPasswordAgeDays });
+        return findings.map(describeFinding);
+      };
+      try {
+        await test.db.exec(`alter role ${login} valid until '${new Date(Date.now() + 30 * 86_400_000).toISOString()}'`);
+        expect(await found()).toEqual([]);
+        expect(await found(31)).toEqual([]);
+        expect(await found(29)).toEqual([`TENANT_LOGIN_PASSWORD_EXPIRY_TOO_FAR ${login}`]);
+
+        await test.db.exec(`alter role ${login} valid until 'infinity'`);
+        expect(await found()).toEqual([`TENANT_LOGIN_PASSWORD_NO_EXPIRY ${login}`]);
+        await test.db.exec(`alter role ${login} valid until '${new Date(Date.now() - 86_400_000).toISOString()}'`);
+        expect(await found()).toEqual([`TENANT_LOGIN_PASSWORD_EXPIRED ${login}`]);
+
+        // Without a password there is nothing to age, and doctor says so instead of passing it silently.
+        await test.db.exec(`alter role ${login} password null valid until 'infinity'`);
+        const { findings, skipped } = await diagnose(test.db, { ...options, tenantLogin: login });
+        expect(findings).toEqual([]);
+        expect(skipped).toEqual([
+          { check: 'tenant_login_password_age', reason: expect.stringMatching(new RegExp(`^${login} has no password`)) },
+        ]);
+      } finally {
+        await test.db.exec(`drop role if exists ${login}`);
+      }
+    },
+  );
+
+  it('refuses a max password age that is not 1 to 3650 whole days', async () => {
+    for (const maxPasswordAgeDays of [0, 1.5, 3651]) {
+      await expect(diagnose(test.db, { ...options, maxPasswordAgeDays })).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+        details: { field: 'maxPasswordAgeDays' },
+      });
+    }
+  });
+
   it('lets the caller make the reference database', async () => {
     let made = 0;
     const { findings } = await diagnose(test.db, {
@@ -180,13 +303,14 @@ describe.each(backends)('doctor on $name', (backend) => {
       },
     });
     expect(made).toBe(1);
-    expect(findings.map(describeFinding)).toEqual(KNOWN_FINDINGS);
+    expect(ours(findings)).toEqual([]);
   });
 });
 
 interface DoctorJson {
   ok: boolean;
   findings: Finding[];
+  skipped: SkippedCheck[];
 }
 
 describe('engine-store doctor on the embedded database', () => {
@@ -212,6 +336,7 @@ describe('engine-store doctor on the embedded database', () => {
     expect(text.code).toBe(9);
     expect(text.stdout).toMatch(/^error MIGRATION_PENDING migration \S+ is not applied/m);
     expect(text.stdout).toMatch(/^warning DRIFT_NOT_CHECKED /m);
+    expect(text.stdout).toMatch(/^skipped tenant_login_password_age: app_tenant is entered with SET ROLE/m);
     expect(text.stdout).toMatch(/\d+ error\(s\), 1 warning\(s\)\n$/);
 
     const json = await cli(['--data-dir', dataDir, 'doctor', '--json']);
@@ -244,6 +369,32 @@ describe.runIf(serverUrl)('engine-store doctor on a server', () => {
       expect(rows).toEqual([]);
     } finally {
       await client.end();
+    }
+  });
+
+  it("--max-password-age: how far away the tenant login's password expiry may be", async () => {
+    const login = `doctor_cli_login_${process.pid}`;
+    const pg = (await import('pg')).default;
+    const admin = new pg.Client({ connectionString: server.url });
+    await admin.connect();
+    try {
+      const validUntil = new Date(Date.now() + 30 * 86_400_000).toISOString();
+      await admin.query(`drop role if exists ${login}; create role ${login} login noinherit password 'secret' valid until '${validUntil}'`);
+      const tenantUrl = new URL(server.url);
+      tenantUrl.username = login;
+      const env = { TENANT_DATABASE_URL: tenantUrl.toString() };
+      const run = (age: string) => cli(['--database-url', server.url, 'doctor', '--max-password-age', age, '--json'], env);
+      const [week, twoMonths] = await Promise.all([run('7d'), run('60d')]);
+      expect(week.code).toBe(9);
+      expect((JSON.parse(week.stdout) as DoctorJson).findings.map(describeFinding)).toEqual([
+        ...KNOWN_FINDINGS,
+        `TENANT_LOGIN_PASSWORD_EXPIRY_TOO_FAR ${login}`,
+      ]);
+      expect(twoMonths.code).toBe(KNOWN_FINDINGS.length === 0 ? 0 : 9);
+      expect((JSON.parse(twoMonths.stdout) as DoctorJson).skipped).toEqual([]);
+    } finally {
+      await admin.query(`drop role if exists ${login}`);
+      await admin.end();
     }
   });
 });

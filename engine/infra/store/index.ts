@@ -29,5 +29,5 @@ export {
   canManageUser,
   type Permission,
 } from './api-keys/rbac.ts';
-export { diagnose, type Diagnosis, type DiagnoseOptions, type Finding, type FindingCode } from './diagnostics/doctor.ts';
+export { diagnose, type Diagnosis, type DiagnoseOptions, type Finding, type FindingCode, type SkippedCheck } from './diagnostics/doctor.ts';
 export { distributeOnCitus, type DistributeOptions, type DistributionReport } from './citus/distribute.ts';

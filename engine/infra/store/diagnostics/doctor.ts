@@ -9,6 +9,9 @@
  * - row-level security: every tenant table (one with an org_id column) must have it enabled,
  *   forced, and at least one policy;
  * - the tenant role: it must exist and must not bypass row-level security;
+ * - the tenant login: no way out of row-level security or to more privilege; and what a leaked
+ *   login can leave that PostgreSQL does not prevent: role defaults on it, large objects (which
+ *   belong to no organization), a password past the rotation convention (password-rotation.ts);
  * - indexes: every tenant table needs an org_id-first index (covering (org_id, created_at) when
  *   it has created_at), and every foreign key of a tenant table an index led by its columns.
  */
@@ -17,6 +20,9 @@ import { diffCatalogs, readCatalog, type CatalogSnapshot } from './catalog.ts';
 import { openDatabase, withDatabaseName, type Database, type Queryable } from '../connection/database.ts';
 import { migrationStatus } from '../migrator/runner.ts';
 import { loadSchemaFile } from '../migrator/schema-file.ts';
+import { parseInput } from '../repositories/validation.ts';
+import { DEFAULT_MAX_PASSWORD_AGE_DAYS, maxPasswordAgeDays } from '../tenancy/password-rotation.ts';
+import { largeObjectOwners } from './large-objects.ts';
 import {
   inspectTenantLogin,
   inspectTenantSafety,
@@ -39,6 +45,8 @@ export type FindingCode =
   | 'TENANT_ROLE_MISSING'
   | 'TENANT_ROLE_BYPASSES_RLS'
   | TenantLoginProblemCode
+  | 'TENANT_LOGIN_LARGE_OBJECTS'
+  | 'LARGE_OBJECTS'
   | 'MISSING_ORG_INDEX'
   | 'UNINDEXED_FOREIGN_KEY';
 
@@ -73,6 +81,11 @@ export interface DiagnoseOptions {
    * or temporary tables, or is a member of other roles.
    */
   tenantLogin?: string;
+  /**
+   * The rotation convention's maximum age of the tenant login's password, in days (default 90):
+   * its VALID UNTIL must be set, in the future, and no further away than this.
+   */
+  maxPasswordAgeDays?: number;
   /** The migrations directory (default: the store's own). */
   migrationsDir?: string;
   /** schema.sql (default: the store's own). */
@@ -84,8 +97,15 @@ export interface DiagnoseOptions {
   reference?: CatalogSnapshot;
 }
 
+/** A check that does not apply to this database, and why: not a finding. */
+export interface SkippedCheck {
+  check: 'tenant_login_role_settings' | 'tenant_login_password_age';
+  reason: string;
+}
+
 export interface Diagnosis {
   findings: Finding[];
+  skipped: SkippedCheck[];
 }
 
 /**
@@ -96,7 +116,9 @@ export interface Diagnosis {
  * const healthy = findings.every((finding) => finding.severity !== 'error');
  */
 export async function diagnose(db: Database, options: DiagnoseOptions = {}): Promise<Diagnosis> {
+  const maxAgeDays = parseInput(maxPasswordAgeDays, options.maxPasswordAgeDays ?? DEFAULT_MAX_PASSWORD_AGE_DAYS, 'maxPasswordAgeDays');
   const findings: Finding[] = [];
+  const skipped: SkippedCheck[] = [];
   const migrationsOk = await checkMigrations(db, options, findings);
   if (migrationsOk) {
     await checkDrift(db, options, findings);
@@ -108,10 +130,12 @@ export async function diagnose(db: Database, options: DiagnoseOptions = {}): Pro
     });
   }
   await checkTenantSafety(db, options.tenantRole ?? TENANT_ROLE, findings);
-  await checkTenantLogin(db, options.tenantLogin ?? defaultTenantLogin(), findings);
+  const login = options.tenantLogin ?? defaultTenantLogin();
+  await checkTenantLogin(db, login, maxAgeDays, findings, skipped);
+  await checkLargeObjects(db, [login, options.tenantRole ?? TENANT_ROLE], findings);
   await checkIndexes(db, findings);
   await checkInvalidIndexes(db, findings);
-  return { findings };
+  return { findings, skipped };
 }
 
 /** Adds migration findings; returns whether the schema should match schema.sql. */
@@ -267,15 +291,63 @@ function defaultTenantLogin(): string {
   return TENANT_ROLE;
 }
 
-async function checkTenantLogin(db: Database, login: string, findings: Finding[]): Promise<void> {
-  for (const problem of tenantLoginProblems(await inspectTenantLogin(db, login))) {
+const PASSWORD_CODES: readonly string[] = [
+  'TENANT_LOGIN_PASSWORD_NOT_CHECKED',
+  'TENANT_LOGIN_PASSWORD_NO_EXPIRY',
+  'TENANT_LOGIN_PASSWORD_EXPIRED',
+  'TENANT_LOGIN_PASSWORD_EXPIRY_TOO_FAR',
+];
+
+async function checkTenantLogin(
+  db: Database,
+  login: string,
+  maxPasswordAgeDays: number,
+  findings: Finding[],
+  skipped: SkippedCheck[],
+): Promise<void> {
+  const facts = await inspectTenantLogin(db, login);
+  // The embedded database has one session, its superuser's: tenant scopes enter the role with
+  // SET ROLE, so the role never logs in, and role defaults and passwords (applied at login) never apply.
+  const logsIn = db.kind !== 'pglite';
+  if (!logsIn) {
+    const reason = `${login} is entered with SET ROLE from the embedded database's only session and never logs in`;
+    skipped.push({ check: 'tenant_login_role_settings', reason: `${reason}: role defaults apply at login` });
+    skipped.push({ check: 'tenant_login_password_age', reason: `${reason}: it has no use for a password` });
+  } else if (facts.exists && facts.password.hasPassword === false) {
+    skipped.push({
+      check: 'tenant_login_password_age',
+      reason: `${login} has no password (it can log in only where pg_hba.conf needs none: trust, peer, cert): there is no password to age`,
+    });
+  }
+  for (const problem of tenantLoginProblems(facts, { maxPasswordAgeDays })) {
     // A missing app_tenant is already TENANT_ROLE_MISSING.
     if (
       problem.code === 'TENANT_LOGIN_MISSING' &&
       findings.some((finding) => finding.code === 'TENANT_ROLE_MISSING' && finding.object === login)
     )
       continue;
-    findings.push({ code: problem.code, severity: 'error', message: problem.message, object: login });
+    if (!logsIn && (problem.code === 'TENANT_LOGIN_ROLE_SETTINGS' || PASSWORD_CODES.includes(problem.code))) continue;
+    // Like DRIFT_NOT_CHECKED: said, not failed on.
+    const severity = problem.code === 'TENANT_LOGIN_PASSWORD_NOT_CHECKED' ? 'warning' : 'error';
+    findings.push({ code: problem.code, severity, message: problem.message, object: login });
+  }
+}
+
+/** Large objects, by owner: the store makes none (large-objects.ts). */
+async function checkLargeObjects(db: Queryable, tenantRoles: string[], findings: Finding[]): Promise<void> {
+  for (const { owner, count } of await largeObjectOwners(db)) {
+    const tenant = tenantRoles.includes(owner);
+    findings.push({
+      code: tenant ? 'TENANT_LOGIN_LARGE_OBJECTS' : 'LARGE_OBJECTS',
+      severity: 'error',
+      message:
+        `${count} large object(s) owned by ${owner}${tenant ? ' (the tenant login: what a leaked login can store)' : ''}: ` +
+        `the store makes none, and they belong to no organization, out of reach of row-level security. ` +
+        `Look at them (pg_largeobject_metadata, lo_get), then as a superuser or their owner remove them ` +
+        `(SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE lomowner = '${owner}'::regrole); ` +
+        `a superuser can refuse new ones in this database (REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea) FROM PUBLIC)`,
+      object: owner,
+    });
   }
 }
 

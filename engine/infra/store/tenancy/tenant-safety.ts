@@ -5,6 +5,7 @@
  */
 import type { Database, Queryable } from '../connection/database.ts';
 import { StoreError } from '../errors.ts';
+import { passwordRotationProblems, type PasswordFacts, type PasswordRotationProblemCode } from './password-rotation.ts';
 
 export const TENANT_ROLE = 'app_tenant';
 
@@ -103,6 +104,13 @@ export interface TenantLogin {
   ownsObjects: boolean;
   /** Whether it may create temporary tables in this database. */
   canCreateTemp: boolean;
+  /**
+   * The names of its role defaults (`ALTER ROLE … [IN DATABASE …] SET name = …`), which every new
+   * session of it starts with: those for this database, and those for every database.
+   */
+  settings: { thisDatabase: string[]; everyDatabase: string[] };
+  /** Its password, as far as anyone may see it: whether one is set, and its VALID UNTIL. */
+  password: PasswordFacts;
 }
 
 interface LoginRow {
@@ -115,6 +123,11 @@ interface LoginRow {
   member_of: string[] | null;
   owns_objects: boolean | null;
   can_create_temp: boolean | null;
+  settings_here: string[] | null;
+  settings_everywhere: string[] | null;
+  can_read_authid: boolean;
+  valid_until_epoch: number | string | null;
+  now_epoch: number | string;
 }
 
 const USER_NAMESPACES = `(select n.oid from pg_namespace n where n.nspname !~ '^pg_' and n.nspname <> 'information_schema')`;
@@ -131,7 +144,16 @@ const LOGIN_SQL = `
            or exists (select from pg_class c where c.relowner = r.oid and c.relnamespace in ${USER_NAMESPACES})
            or exists (select from pg_proc p where p.proowner = r.oid and p.pronamespace in ${USER_NAMESPACES})
            or exists (select from pg_namespace n where n.nspowner = r.oid and n.oid in ${USER_NAMESPACES}) as owns_objects,
-         case when r.oid is not null then has_database_privilege(r.oid, current_database(), 'TEMP') end as can_create_temp
+         case when r.oid is not null then has_database_privilege(r.oid, current_database(), 'TEMP') end as can_create_temp,
+         (select array_agg(split_part(c, '=', 1) order by c) from pg_db_role_setting s, unnest(s.setconfig) c
+           where s.setrole = r.oid and s.setdatabase = (select d.oid from pg_database d where d.datname = current_database())) as settings_here,
+         (select array_agg(split_part(c, '=', 1) order by c) from pg_db_role_setting s, unnest(s.setconfig) c
+           where s.setrole = r.oid and s.setdatabase = 0) as settings_everywhere,
+         -- pg_roles shows '********' whether or not a password is set: only pg_authid (a
+         -- superuser's) says, and reading it is a query of its own, run only where it is allowed.
+         has_table_privilege('pg_catalog.pg_authid', 'SELECT') as can_read_authid,
+         extract(epoch from nullif(r.rolvaliduntil, 'infinity'))::float8 as valid_until_epoch,
+         extract(epoch from now())::float8 as now_epoch
   from login left join pg_roles r on r.rolname = login.name`;
 
 /**
@@ -141,6 +163,14 @@ const LOGIN_SQL = `
 export async function inspectTenantLogin(db: Queryable, login?: string): Promise<TenantLogin> {
   const { rows } = await db.query<LoginRow>(LOGIN_SQL, [login ?? null]);
   const row = rows[0]!;
+  let hasPassword: boolean | null = null;
+  if (row.exists && row.can_read_authid) {
+    const { rows: authid } = await db.query<{ set: boolean }>(
+      'select rolpassword is not null as set from pg_catalog.pg_authid where rolname = $1',
+      [row.login],
+    );
+    hasPassword = authid[0]?.set === true;
+  }
   return {
     login: row.login,
     exists: row.exists,
@@ -151,7 +181,19 @@ export async function inspectTenantLogin(db: Queryable, login?: string): Promise
     memberOf: row.member_of ?? [],
     ownsObjects: row.owns_objects === true,
     canCreateTemp: row.can_create_temp === true,
+    settings: { thisDatabase: row.settings_here ?? [], everyDatabase: row.settings_everywhere ?? [] },
+    password: {
+      login: row.login,
+      hasPassword,
+      validUntil: row.valid_until_epoch === null ? null : dateOfEpoch(Number(row.valid_until_epoch)),
+      checkedAt: dateOfEpoch(Number(row.now_epoch)),
+    },
   };
+}
+
+/** Seconds since 1970 as a Date; '-infinity' (-Infinity) as the earliest Date there is. */
+function dateOfEpoch(seconds: number): Date {
+  return seconds === Number.NEGATIVE_INFINITY ? new Date(-8.64e15) : new Date(seconds * 1000);
 }
 
 export type TenantLoginProblemCode =
@@ -162,63 +204,90 @@ export type TenantLoginProblemCode =
   | 'TENANT_LOGIN_ELEVATED'
   | 'TENANT_LOGIN_MEMBER_OF_OTHER_ROLES'
   | 'TENANT_LOGIN_INHERITS'
-  | 'TENANT_LOGIN_CAN_CREATE_TEMP';
+  | 'TENANT_LOGIN_CAN_CREATE_TEMP'
+  | 'TENANT_LOGIN_ROLE_SETTINGS'
+  | PasswordRotationProblemCode;
 
 export interface TenantLoginProblem {
   code: TenantLoginProblemCode;
   message: string;
+  /**
+   * Whether the login is unfit to carry tenant traffic at all (a way out of row-level security
+   * or to more privilege): the store refuses to start on it. The others (role defaults, a
+   * password overdue for rotation) are what a leaked login leaves or an operator forgot; doctor
+   * reports them, and refusing to start on them would only turn a leak into an outage.
+   */
+  unsafe: boolean;
+}
+
+export interface TenantLoginProblemOptions {
+  /** The rotation convention's maximum password age (password-rotation.ts); default 90. */
+  maxPasswordAgeDays?: number;
 }
 
 /**
- * Everything that makes `login` unfit to carry tenant traffic: any way out of row-level
- * security (superuser, BYPASSRLS, owning the tables), any way to more privilege (CREATEROLE,
- * membership in another role, inheriting what it switches to), and temporary objects, which
- * could shadow the store's tables for the next user of a pooled connection.
+ * Everything wrong with `login` as the tenant login. Unsafe (the store refuses it): any way out
+ * of row-level security (superuser, BYPASSRLS, owning the tables), any way to more privilege
+ * (CREATEROLE, membership in another role, inheriting what it switches to), and temporary
+ * objects, which could shadow the store's tables for the next user of a pooled connection.
+ * Reported only: role defaults, which the store never sets and a leaked login can plant in every
+ * future session of it (`ALTER ROLE app_tenant SET row_security = off`; PostgreSQL lets any role
+ * set its own), and a password overdue for rotation (password-rotation.ts).
+ *
+ * @example
+ * tenantLoginProblems(await inspectTenantLogin(db, 'app_tenant'), { maxPasswordAgeDays: 30 });
  */
-export function tenantLoginProblems(facts: TenantLogin): TenantLoginProblem[] {
+export function tenantLoginProblems(facts: TenantLogin, options: TenantLoginProblemOptions = {}): TenantLoginProblem[] {
   const who = `the tenant login ${facts.login}`;
-  if (!facts.exists) return [{ code: 'TENANT_LOGIN_MISSING', message: `${who} does not exist` }];
   const problems: TenantLoginProblem[] = [];
-  if (facts.superuser)
-    problems.push({ code: 'TENANT_LOGIN_SUPERUSER', message: `${who} is a superuser: row-level security does not apply to it` });
-  if (facts.bypassRls)
-    problems.push({ code: 'TENANT_LOGIN_BYPASSES_RLS', message: `${who} has BYPASSRLS: row-level security does not apply to it` });
-  if (facts.ownsObjects)
-    problems.push({
-      code: 'TENANT_LOGIN_IS_OWNER',
-      message: `${who} owns the database or objects in it: it could turn row-level security off`,
-    });
+  const unsafe = (code: TenantLoginProblemCode, message: string) => problems.push({ code, message, unsafe: true });
+  const reported = (code: TenantLoginProblemCode, message: string) => problems.push({ code, message, unsafe: false });
+  if (!facts.exists) {
+    unsafe('TENANT_LOGIN_MISSING', `${who} does not exist`);
+    return problems;
+  }
+  if (facts.superuser) unsafe('TENANT_LOGIN_SUPERUSER', `${who} is a superuser: row-level security does not apply to it`);
+  if (facts.bypassRls) unsafe('TENANT_LOGIN_BYPASSES_RLS', `${who} has BYPASSRLS: row-level security does not apply to it`);
+  if (facts.ownsObjects) unsafe('TENANT_LOGIN_IS_OWNER', `${who} owns the database or objects in it: it could turn row-level security off`);
   if (facts.elevatedAttributes.length > 0) {
-    problems.push({
-      code: 'TENANT_LOGIN_ELEVATED',
-      message: `${who} has ${facts.elevatedAttributes.join(', ')}: more than tenant work needs`,
-    });
+    unsafe('TENANT_LOGIN_ELEVATED', `${who} has ${facts.elevatedAttributes.join(', ')}: more than tenant work needs`);
   }
   const others = facts.memberOf.filter((role) => role !== TENANT_ROLE);
-  if (others.length > 0) {
-    problems.push({
-      code: 'TENANT_LOGIN_MEMBER_OF_OTHER_ROLES',
-      message: `${who} is a member of ${others.join(', ')}: it could become them`,
-    });
-  }
+  if (others.length > 0) unsafe('TENANT_LOGIN_MEMBER_OF_OTHER_ROLES', `${who} is a member of ${others.join(', ')}: it could become them`);
   if (facts.login !== TENANT_ROLE && facts.inherit) {
-    problems.push({
-      code: 'TENANT_LOGIN_INHERITS',
-      message: `${who} switches to ${TENANT_ROLE} and must be NOINHERIT, so that it has no privilege outside the scope`,
-    });
+    unsafe(
+      'TENANT_LOGIN_INHERITS',
+      `${who} switches to ${TENANT_ROLE} and must be NOINHERIT, so that it has no privilege outside the scope`,
+    );
   }
   if (facts.canCreateTemp) {
-    problems.push({
-      code: 'TENANT_LOGIN_CAN_CREATE_TEMP',
-      message: `${who} may create temporary tables, which would shadow the store's tables (as the database owner: REVOKE TEMPORARY ON DATABASE ... FROM PUBLIC)`,
-    });
+    unsafe(
+      'TENANT_LOGIN_CAN_CREATE_TEMP',
+      `${who} may create temporary tables, which would shadow the store's tables (as the database owner: REVOKE TEMPORARY ON DATABASE ... FROM PUBLIC)`,
+    );
   }
+  const { thisDatabase, everyDatabase } = facts.settings;
+  if (thisDatabase.length > 0 || everyDatabase.length > 0) {
+    const where = [
+      thisDatabase.length > 0 ? `in this database: ${thisDatabase.join(', ')}` : '',
+      everyDatabase.length > 0 ? `in every database: ${everyDatabase.join(', ')}` : '',
+    ].filter(Boolean);
+    const reset = [
+      thisDatabase.length > 0 ? `ALTER ROLE ${facts.login} IN DATABASE <this database> RESET ALL` : '',
+      everyDatabase.length > 0 ? `ALTER ROLE ${facts.login} RESET ALL` : '',
+    ].filter(Boolean);
+    reported(
+      'TENANT_LOGIN_ROLE_SETTINGS',
+      `${who} has role defaults that every new session of it starts with (${where.join('; ')}); the store sets none, and a leaked login can set its own: look at them (pg_db_role_setting), then as the owner ${reset.join(' and ')}`,
+    );
+  }
+  for (const problem of passwordRotationProblems(facts.password, options.maxPasswordAgeDays)) reported(problem.code, problem.message);
   return problems;
 }
 
 /** Throws STORE_UNSAFE, saying what is wrong, unless `tenant` is fit to carry tenant traffic. */
 export async function assertTenantLogin(tenant: Queryable): Promise<void> {
-  const problems = tenantLoginProblems(await inspectTenantLogin(tenant));
+  const problems = tenantLoginProblems(await inspectTenantLogin(tenant)).filter((problem) => problem.unsafe);
   if (problems.length > 0) {
     throw new StoreError('STORE_UNSAFE', `refusing to run tenant traffic: ${problems.map((problem) => problem.message).join('; ')}`, {
       reason: 'privileged_tenant_login',
