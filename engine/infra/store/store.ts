@@ -116,13 +116,14 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   const verifyPool: PoolOptions = {
     poolSize: verifyPoolSizeValue(options.verifyPoolSize),
     sessionTimeouts: verifyTimeoutValues(options.verifyTimeouts),
+    // Connects on the first verification: the same login was just checked for tenantDb.
+    lazy: true,
   };
   const tenantPoolSize = options.tenantPoolSize ?? options.poolSize;
   const tenantDb = await openTenantDatabase(db, options, tenantPoolSize ? { poolSize: tenantPoolSize } : {});
   let verifyDb: Database;
   try {
     if (tenantDb !== db) await assertTenantLogin(tenantDb);
-    // The same login as tenantDb (checked just above), on connections of its own.
     verifyDb = await openTenantDatabase(db, options, verifyPool);
   } catch (error) {
     if (tenantDb !== db) await tenantDb.close();

@@ -84,6 +84,12 @@ export interface PoolOptions {
    * trip. Whole milliseconds, checked by the caller.
    */
   sessionTimeouts?: { statementMs: number; lockMs: number };
+  /**
+   * Open no connection until the first query, instead of checking at once that the database
+   * answers: for a second pool on a login just checked, which may never be used (a CLI command
+   * that verifies no key).
+   */
+  lazy?: boolean;
 }
 
 export interface OpenOptions extends PoolOptions {
@@ -133,7 +139,7 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
       ? openPostgres(named.url, { poolSize: options.poolSize ?? 10, sessionTimeouts: options.sessionTimeouts })
       : await openPglite(named.dataDir, options.dataDirWaitMs ?? 60_000, options.snapshot);
   try {
-    await database.query('select 1');
+    if (!options.lazy) await database.query('select 1');
   } catch (error) {
     await database.close().catch(() => undefined);
     throw connectionError(error, database.location);
@@ -376,7 +382,7 @@ function openPostgres(url: string, { poolSize, sessionTimeouts }: Required<Pick<
       const login = new URL(url);
       login.username = encodeURIComponent(user);
       login.password = password === undefined ? '' : encodeURIComponent(password);
-      return openDatabase({ url: login.toString(), poolSize: other.poolSize ?? poolSize, sessionTimeouts: other.sessionTimeouts });
+      return openDatabase({ ...other, url: login.toString(), poolSize: other.poolSize ?? poolSize });
     },
     snapshot: () => undefined,
     // Closing twice is harmless: a store and a test harness may both close the same database.
