@@ -89,7 +89,9 @@ export async function runVerifyBench(options: {
   log: (line: string) => void;
 }): Promise<VerifyBenchResult> {
   return withScratchDatabase(options.url, 'verify', async (url) => {
-    const store = await openStore({ url, poolSize: POOL_SIZE, migrate: true });
+    // Verification has a pool of its own (default 2): as large as the owner's here, so that the
+    // throughput lines compare the same number of connections.
+    const store = await openStore({ url, poolSize: POOL_SIZE, verifyPoolSize: POOL_SIZE, migrate: true });
     try {
       const key = await issueKey(store);
       const floor = () => store.db.query('select 1');

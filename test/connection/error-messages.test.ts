@@ -111,7 +111,7 @@ function witnessing(db: Database, seen: unknown[]): Database {
     ...watched(db),
     withSession: (work) => db.withSession((session) => work(watchedSession(session))),
     // The tenant login's pool (on a server) is watched as well.
-    loginAs: (user, password) => db.loginAs(user, password)?.then((tenant) => witnessing(tenant, seen)),
+    loginAs: (user, password, pool) => db.loginAs(user, password, pool)?.then((tenant) => witnessing(tenant, seen)),
   };
 }
 

@@ -59,7 +59,7 @@ function recording(db: Database, statements: string[] = []): { db: Database; sta
     kind: db.kind,
     location: db.location,
     // The tenant login's pool (on a server) records into the same list.
-    loginAs: (user, password) => db.loginAs(user, password)?.then((tenant) => recording(tenant, statements).db),
+    loginAs: (user, password, pool) => db.loginAs(user, password, pool)?.then((tenant) => recording(tenant, statements).db),
     snapshot: () => db.snapshot(),
     ...wrap(db),
     withSession: (work) => db.withSession((session) => work(wrapSession(session))),

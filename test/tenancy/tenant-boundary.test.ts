@@ -13,6 +13,8 @@
  *    clock of key verification, COPY TO PROGRAM, and a lock that would stall other tenants.
  * 3. Least privilege at start-up: a privileged tenant login is refused by openStore and
  *    reported by doctor; migrations run as a non-superuser owner with CREATEROLE.
+ * 4. Verification row locks (a tenant holding its own key row, or the tenant pool, to stall key
+ *    verification): test/api-keys/verification-locks.test.ts.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { CompiledQuery, sql } from 'kysely';

@@ -19,6 +19,7 @@ export {
   type VerifyReason,
   type Principal,
   type RateLimitState,
+  type VerifyTimeouts,
 } from './api-keys/verify-api-key.ts';
 export {
   PERMISSIONS,

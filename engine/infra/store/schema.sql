@@ -341,8 +341,14 @@ begin
     delete from api_key_usage u
      where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window - interval '1 hour';
   end if;
+  -- Only if the key row can be locked at once: a tenant may hold it (FOR UPDATE, or an open
+  -- change to the key) as long as its scope lasts, and verification never waits for a tenant.
+  -- A row it holds just skips this write; a later use makes it.
   if key.last_used_at is null or key.last_used_at < verified_at - interval '1 minute' then
-    update api_keys k set last_used_at = verified_at where k.org_id = key.org_id and k.id = key.id;
+    perform from api_keys k where k.org_id = key.org_id and k.id = key.id for no key update skip locked;
+    if found then
+      update api_keys k set last_used_at = verified_at where k.org_id = key.org_id and k.id = key.id;
+    end if;
   end if;
   outcome := 'OK';
   permissions := key.granted;
@@ -927,11 +933,11 @@ CREATE TRIGGER workflow_states_refuse_writes_of_inactive_org BEFORE INSERT OR DE
 CREATE TRIGGER workflow_states_set_updated_at BEFORE UPDATE ON public.workflow_states FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
 
 --
--- Name: api_key_usage api_key_usage_api_key_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+-- Name: api_key_usage api_key_usage_org_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.api_key_usage
-    ADD CONSTRAINT api_key_usage_api_key_fkey FOREIGN KEY (org_id, api_key_id) REFERENCES public.api_keys(org_id, id) ON DELETE CASCADE;
+    ADD CONSTRAINT api_key_usage_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
 
 --
 -- Name: api_keys api_keys_prefix_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
@@ -1350,5 +1356,5 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'a030646a4f7a7b71014689730ac51161bc81ed6b61ca4ac3d158fc0633045935', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'd6664c261b1d85702fbe171262ba019b3f764a8db1c30baa8e09f86f178024df', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'e4950336a059877ebec9b618afde7b6a9731b19129db16d89e34d310be29fb33', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

@@ -1,14 +1,15 @@
 /**
- * openStore(): the store's front door. Opens two connections to the database: the owner's, for
- * migrations and operator actions, and the tenant login's, for tenant traffic (withOrg,
- * readOrg, verifyApiKey). It checks that the schema is current, that the database enforces
+ * openStore(): the store's front door. Opens three pools on the database: the owner's, for
+ * migrations and operator actions, and two of the tenant login's, one for tenant scopes (withOrg,
+ * readOrg) and a small one of its own for verifyApiKey, so that scopes held open cannot starve
+ * verification. It checks that the schema is current, that the database enforces
  * tenant isolation and that the tenant login cannot get out of it, then hands out the operator
  * API (organizations) and the tenant API.
  *
  * The embedded database has one user, a superuser: there tenant scopes enter the role
  * app_tenant with SET LOCAL ROLE, and the boundary rests on the scopes taking no SQL text.
  */
-import { nonEmpty, openDatabase, type Database, type OpenOptions } from './connection/database.ts';
+import { nonEmpty, openDatabase, type Database, type OpenOptions, type PoolOptions } from './connection/database.ts';
 import { StoreError } from './errors.ts';
 import { migrateUp, migrationStatus } from './migrator/runner.ts';
 import { OrganizationsRepository } from './repositories/organizations.ts';
@@ -16,7 +17,13 @@ import { assertTenantIsolation, assertTenantLogin, TENANT_ROLE } from './tenancy
 import { isCitus } from './citus/detect.ts';
 import { readOrg, scopeEntry, withOrg, type ScopeEntry, type ScopeTimeouts, type TenantReads, type TenantScope } from './tenancy/scopes.ts';
 import { loadScopeSigner } from './tenancy/scope-signer.ts';
-import { verifyApiKey, type Verification } from './api-keys/verify-api-key.ts';
+import {
+  verifyApiKey,
+  verifyPoolSizeValue,
+  verifyTimeoutValues,
+  type Verification,
+  type VerifyTimeouts,
+} from './api-keys/verify-api-key.ts';
 
 export interface StoreOptions extends OpenOptions, TenantLoginOptions {
   /** Apply pending migrations first instead of refusing to start (default false). */
@@ -35,6 +42,14 @@ export interface TenantLoginOptions {
   tenantPoolSize?: number;
   /** Local limits of every tenant scope; see ScopeTimeouts. */
   scopeTimeouts?: ScopeTimeouts;
+  /**
+   * Connections of the tenant login kept for verifyApiKey alone (default 2, at most 1,000), so
+   * that tenant scopes cannot starve verification. PostgreSQL only: the embedded database is one
+   * connection.
+   */
+  verifyPoolSize?: number;
+  /** Limits of every verification (PostgreSQL only); see VerifyTimeouts. */
+  verifyTimeouts?: VerifyTimeouts;
 }
 
 export interface Store {
@@ -71,12 +86,11 @@ export async function openStore(options: StoreOptions = {}): Promise<Store> {
 }
 
 /** The tenant login's database: its own URL, or the owner's with app_tenant's name. */
-async function openTenantDatabase(owner: Database, options: TenantLoginOptions & { poolSize?: number }): Promise<Database> {
+async function openTenantDatabase(owner: Database, options: TenantLoginOptions, pool: PoolOptions): Promise<Database> {
   if (owner.kind === 'pglite') return owner;
-  const poolSize = options.tenantPoolSize ?? options.poolSize;
   const url = options.tenantUrl ?? nonEmpty(process.env.TENANT_DATABASE_URL);
-  if (url) return openDatabase({ url, ...(poolSize ? { poolSize } : {}) });
-  return owner.loginAs(TENANT_ROLE, options.tenantPassword ?? nonEmpty(process.env.APP_TENANT_PASSWORD))!;
+  if (url) return openDatabase({ url, ...pool });
+  return owner.loginAs(TENANT_ROLE, options.tenantPassword ?? nonEmpty(process.env.APP_TENANT_PASSWORD), pool)!;
 }
 
 /** A store over an already open owner database (which the store then owns and closes). */
@@ -92,11 +106,20 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   await assertTenantIsolation(db);
   // Read through the owner's connection: the tenant login cannot read the scope key.
   const entry = scopeEntry({ ...options.scopeTimeouts, citus: await isCitus(db), signer: await loadScopeSigner(db) });
-  const tenantDb = await openTenantDatabase(db, options);
+  const verifyPool: PoolOptions = {
+    poolSize: verifyPoolSizeValue(options.verifyPoolSize),
+    sessionTimeouts: verifyTimeoutValues(options.verifyTimeouts),
+    // Connects on the first verification: the same login was just checked for tenantDb.
+    lazy: true,
+  };
+  const tenantPoolSize = options.tenantPoolSize ?? options.poolSize;
+  const tenantDb = await openTenantDatabase(db, options, tenantPoolSize ? { poolSize: tenantPoolSize } : {});
+  let verifyDb: Database;
   try {
     if (tenantDb !== db) await assertTenantLogin(tenantDb);
+    verifyDb = await openTenantDatabase(db, options, verifyPool);
   } catch (error) {
-    await tenantDb.close();
+    if (tenantDb !== db) await tenantDb.close();
     throw error;
   }
   const store: Store = {
@@ -105,8 +128,9 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     organizations: new OrganizationsRepository(db),
     withOrg: (orgId, work) => withOrg(tenantDb, orgId, work, entry),
     readOrg: readersOf(tenantDb, entry),
-    verifyApiKey: (key) => verifyApiKey(tenantDb, key),
+    verifyApiKey: (key) => verifyApiKey(verifyDb, key),
     close: async () => {
+      if (verifyDb !== db) await verifyDb.close();
       if (tenantDb !== db) await tenantDb.close();
       await db.close();
     },

@@ -2,12 +2,51 @@
  * Verifying an API key: one SQL statement (verify_api_key, see its migration) that finds the
  * key by prefix, checks it, its user and its organization, counts the request against the
  * hourly limit, and returns the principal. A malformed key is refused before any I/O.
+ *
+ * The store runs it on a pool of its own whose connections carry short lock and statement
+ * timeouts (VerifyTimeouts; store.ts): verify_api_key waits on no row lock a tenant can take, and
+ * a table lock it does meet ends it with LOCK_TIMEOUT or TIMEOUT instead of holding the caller.
  */
 import type { Queryable } from '../connection/database.ts';
+import { StoreError, isStoreError } from '../errors.ts';
 import { parseKey } from './api-keys.ts';
 import type { Permission } from './rbac.ts';
 import { run } from '../connection/run.ts';
 import type { Role } from '../repositories/validation.ts';
+
+/** Limits of every verification, set on the verification pool's connections (PostgreSQL only). */
+export interface VerifyTimeouts {
+  /** statement_timeout, ms (default 2,000): a slower verification fails with TIMEOUT. */
+  statementMs?: number;
+  /** lock_timeout, ms (default 100): a lock not granted in time fails with LOCK_TIMEOUT. */
+  lockMs?: number;
+}
+
+export const DEFAULT_VERIFY_TIMEOUTS: Required<VerifyTimeouts> = { statementMs: 2_000, lockMs: 100 };
+
+/** Connections kept for verification alone, unless the store is told otherwise. */
+export const DEFAULT_VERIFY_POOL_SIZE = 2;
+
+/** The verification limits, defaults filled in, checked: 0 would mean "no limit" to PostgreSQL. */
+export function verifyTimeoutValues(timeouts: VerifyTimeouts = {}): Required<VerifyTimeouts> {
+  const merged = { ...DEFAULT_VERIFY_TIMEOUTS, ...timeouts };
+  for (const [name, value] of Object.entries(merged)) {
+    if (!Number.isInteger(value) || value < 1 || value > 86_400_000) {
+      throw new StoreError('INVALID_INPUT', `${name} must be a whole number of milliseconds from 1 to 86,400,000`, { field: name });
+    }
+  }
+  return merged;
+}
+
+/** The verification pool's size, default filled in, checked. */
+export function verifyPoolSizeValue(size: number = DEFAULT_VERIFY_POOL_SIZE): number {
+  if (!Number.isInteger(size) || size < 1 || size > 1_000) {
+    throw new StoreError('INVALID_INPUT', 'verifyPoolSize must be a whole number of connections from 1 to 1,000', {
+      field: 'verifyPoolSize',
+    });
+  }
+  return size;
+}
 
 export const VERIFY_REASONS = ['MALFORMED', 'NOT_FOUND', 'EXPIRED', 'REVOKED', 'USER_INACTIVE', 'ORG_INACTIVE', 'RATE_LIMITED'] as const;
 export type VerifyReason = (typeof VERIFY_REASONS)[number];
@@ -50,8 +89,33 @@ interface VerifyRow {
 export async function verifyApiKey(db: Queryable, key: unknown): Promise<Verification> {
   const parsed = parseKey(key);
   if (!parsed) return { ok: false, reason: 'MALFORMED' };
-  const { rows } = await run<VerifyRow>(db, 'select * from public.verify_api_key($1, $2)', [parsed.prefix, parsed.hash]);
-  return verification(rows[0]!);
+  try {
+    const { rows } = await run<VerifyRow>(db, 'select * from public.verify_api_key($1, $2)', [parsed.prefix, parsed.hash]);
+    return verification(rows[0]!);
+  } catch (error) {
+    throw timedOut(error);
+  }
+}
+
+/** A verification ended by its limits, said as such: the key was neither accepted nor counted. */
+function timedOut(error: unknown): unknown {
+  if (isStoreError(error, 'LOCK_TIMEOUT')) {
+    return new StoreError(
+      'LOCK_TIMEOUT',
+      'the API key could not be verified: a lock it needs was not granted in time (nothing was counted); try again',
+      { reason: 'verification' },
+      { cause: error },
+    );
+  }
+  if (isStoreError(error, 'TIMEOUT')) {
+    return new StoreError(
+      'TIMEOUT',
+      'the API key could not be verified in time (nothing was counted); try again',
+      { reason: 'verification' },
+      { cause: error },
+    );
+  }
+  return error;
 }
 
 function verification(row: VerifyRow): Verification {

@@ -61,7 +61,7 @@ export interface Database extends Queryable {
    * embedded database has one user and returns undefined). How the store derives the tenant
    * login from the owner's URL.
    */
-  loginAs(user: string, password?: string): Promise<Database> | undefined;
+  loginAs(user: string, password?: string, pool?: PoolOptions): Promise<Database> | undefined;
   /**
    * A copy of the whole embedded database, to open later with `OpenOptions.snapshot` (PGlite
    * only; a server returns undefined: copy its databases with CREATE DATABASE ... TEMPLATE).
@@ -73,7 +73,26 @@ export interface Database extends Queryable {
   close(): Promise<void>;
 }
 
-export interface OpenOptions {
+/** How a server pool's connections are made (PostgreSQL only). */
+export interface PoolOptions {
+  /** Connections in the pool (default 10; for loginAs, as many as the pool it is called on). */
+  poolSize?: number;
+  /**
+   * Limits every connection starts with (session settings sent when it connects), for a pool
+   * that runs one kind of statement only, such as key verification: a statement's timer is then
+   * armed before the statement starts, which a SET inside it cannot do, and it costs no round
+   * trip. Whole milliseconds, checked by the caller.
+   */
+  sessionTimeouts?: { statementMs: number; lockMs: number };
+  /**
+   * Open no connection until the first query, instead of checking at once that the database
+   * answers: for a second pool on a login just checked, which may never be used (a CLI command
+   * that verifies no key).
+   */
+  lazy?: boolean;
+}
+
+export interface OpenOptions extends PoolOptions {
   /**
    * A `postgres://` URL. Without `url` or `dataDir`: `DATABASE_URL`, and without that the
    * embedded database. Giving both is INVALID_INPUT.
@@ -84,8 +103,6 @@ export interface OpenOptions {
    * `DATABASE_URL` is set. Defaults to `ENGINE_STORE_DATA_DIR` or `./.engine-store`.
    */
   dataDir?: string;
-  /** Connections in the pool (PostgreSQL only). */
-  poolSize?: number;
   /**
    * How long to wait for another process to close the same embedded data directory (default
    * 60,000 ms) before failing with DATA_DIR_LOCKED.
@@ -119,10 +136,10 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
   }
   const database =
     'url' in named
-      ? openPostgres(named.url, options.poolSize ?? 10)
+      ? openPostgres(named.url, { poolSize: options.poolSize ?? 10, sessionTimeouts: options.sessionTimeouts })
       : await openPglite(named.dataDir, options.dataDirWaitMs ?? 60_000, options.snapshot);
   try {
-    await database.query('select 1');
+    if (!options.lazy) await database.query('select 1');
   } catch (error) {
     await database.close().catch(() => undefined);
     throw connectionError(error, database.location);
@@ -269,9 +286,15 @@ function connectionLostOr(error: unknown, lost: boolean, location: string): unkn
   );
 }
 
-function openPostgres(url: string, poolSize: number): Database {
+function openPostgres(url: string, { poolSize, sessionTimeouts }: Required<Pick<PoolOptions, 'poolSize'>> & PoolOptions): Database {
   parsePostgresUrl(url);
-  const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000, types: pgTypes });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: poolSize,
+    connectionTimeoutMillis: 10_000,
+    types: pgTypes,
+    ...(sessionTimeouts ? { statement_timeout: sessionTimeouts.statementMs, lock_timeout: sessionTimeouts.lockMs } : {}),
+  });
   // An idle client that loses its server emits 'error' on the pool; without a listener that
   // would crash the process. The next checkout reconnects.
   pool.on('error', () => undefined);
@@ -355,11 +378,11 @@ function openPostgres(url: string, poolSize: number): Database {
         client.release(broken || lost.has(client));
       }
     },
-    loginAs: (user, password) => {
-      const other = new URL(url);
-      other.username = encodeURIComponent(user);
-      other.password = password === undefined ? '' : encodeURIComponent(password);
-      return openDatabase({ url: other.toString(), poolSize });
+    loginAs: (user, password, other = {}) => {
+      const login = new URL(url);
+      login.username = encodeURIComponent(user);
+      login.password = password === undefined ? '' : encodeURIComponent(password);
+      return openDatabase({ ...other, url: login.toString(), poolSize: other.poolSize ?? poolSize });
     },
     snapshot: () => undefined,
     // Closing twice is harmless: a store and a test harness may both close the same database.

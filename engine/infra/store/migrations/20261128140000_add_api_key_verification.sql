@@ -58,8 +58,12 @@ create unlogged table api_key_usage (
   -- squawk-ignore prefer-bigint-over-int -- never above rate_limit_per_hour (at most 1,000,000)
   request_count integer not null,
   constraint api_key_usage_pkey primary key (org_id, api_key_id, window_start),
-  -- Counters go with their key (and so with a purged organization).
-  constraint api_key_usage_api_key_fkey foreign key (org_id, api_key_id) references api_keys (org_id, id) on delete cascade,
+  -- Counters go with their organization when it is purged. Not a foreign key to api_keys: its
+  -- check locks the key row FOR KEY SHARE, which waits for any tenant holding that row FOR
+  -- UPDATE (or deleting it), so a tenant could hold up its key's verification. No tenant can
+  -- lock an organizations row (that takes UPDATE on it). Keys are removed only with their
+  -- organization (the API soft-deletes them); counters of a key deleted by hand stay until then.
+  constraint api_key_usage_org_id_fkey foreign key (org_id) references organizations (id) on delete cascade,
   constraint api_key_usage_request_count_check check (request_count >= 1)
 );
 comment on table api_key_usage is 'Requests per API key and hour window. Unlogged: counters need not survive a crash.';
@@ -92,6 +96,14 @@ create policy api_key_usage_key_verifier on api_key_usage to app_key_verifier us
 -- concurrent requests never over-admit), throttles last_used_at to one write a minute, and
 -- returns the principal. Three statements on the way to OK: every statement a PL/pgSQL
 -- function runs costs an executor start and stop.
+--
+-- It waits on no row lock a tenant can take: it reads keys, users and organizations without
+-- locking them, the counters are the verifier's alone (app_tenant may only read them, and row
+-- locks take UPDATE), their foreign key is to organizations (no tenant can lock those rows), and
+-- last_used_at is written only when the key row is free (SKIP LOCKED). What is left to wait on
+-- is a table lock (an operator's DDL, or LOCK TABLE by a leaked tenant login, which its UPDATE
+-- on api_keys and users allows): the store runs verification on connections with short
+-- lock_timeout and statement_timeout (store.ts), so it then fails fast instead.
 -- Outcomes: OK, NOT_FOUND, REVOKED, EXPIRED, ORG_INACTIVE, USER_INACTIVE, RATE_LIMITED.
 --
 -- The clock is the server's, read through verification_now(): no caller chooses it, since a
@@ -183,8 +195,14 @@ begin
     delete from api_key_usage u
      where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window - interval '1 hour';
   end if;
+  -- Only if the key row can be locked at once: a tenant may hold it (FOR UPDATE, or an open
+  -- change to the key) as long as its scope lasts, and verification never waits for a tenant.
+  -- A row it holds just skips this write; a later use makes it.
   if key.last_used_at is null or key.last_used_at < verified_at - interval '1 minute' then
-    update api_keys k set last_used_at = verified_at where k.org_id = key.org_id and k.id = key.id;
+    perform from api_keys k where k.org_id = key.org_id and k.id = key.id for no key update skip locked;
+    if found then
+      update api_keys k set last_used_at = verified_at where k.org_id = key.org_id and k.id = key.id;
+    end if;
   end if;
   outcome := 'OK';
   permissions := key.granted;
