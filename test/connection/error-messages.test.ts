@@ -28,6 +28,7 @@ import type { ScopeTimeouts } from '../../engine/infra/store/tenancy/scopes.ts';
 import { expectStoreError } from '../support/assertions.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 import { withOrgSql } from '../support/trusted-sql.ts';
+import { ScopeSigner } from '../../engine/infra/store/tenancy/scope-signer.ts';
 
 // ---------------------------------------------------------------------------------------------
 // What an error may not show
@@ -566,6 +567,31 @@ const cases: Case[] = [
     provoke: (f, p) => writeAfter(f, p, (id) => f.store.organizations.softDelete(id)),
   },
 
+  // --- ES003 / ES004: a tenant scope the store did not sign, or whose signature expired ------------
+  {
+    sqlstate: SQLSTATE.scopeNotSigned,
+    what: 'enter_org_scope with a proof the store did not make (trusted SQL in a scope)',
+    code: 'FORBIDDEN',
+    named: false,
+    provoke: (f, p) =>
+      withOrgSql(f.store, f.orgId, (tx) =>
+        tx.query('select public.enter_org_scope($1::uuid, 4000000000, $2::bytea)', [f.orgId, Buffer.from(`probe-${p.tag}`)]),
+      ),
+  },
+  {
+    sqlstate: SQLSTATE.scopeSignatureExpired,
+    what: "enter_org_scope with the store's own signature, expired (trusted SQL in a scope)",
+    code: 'FORBIDDEN',
+    named: false,
+    async provoke(f) {
+      const { rows } = await f.store.db.query<{ secret: Uint8Array }>('select secret from public.tenant_scope_key');
+      const stale = new ScopeSigner(rows[0]!.secret).sign(f.orgId, Date.now() - 3_600_000);
+      return withOrgSql(f.store, f.orgId, (tx) =>
+        tx.query('select public.enter_org_scope($1::uuid, $2::bigint, $3::bytea)', [f.orgId, stale.expiresAt, stale.proof]),
+      );
+    },
+  },
+
   // --- 25P02 in_failed_sql_transaction -> TRANSACTION_ABORTED ----------------------------------
   {
     sqlstate: SQLSTATE.inFailedTransaction,
@@ -788,6 +814,8 @@ const RAISED = (value: string): Raised[] => [
   { sqlstate: '25006', code: 'FORBIDDEN', message: `cannot execute INSERT in a read-only transaction (probe-${value})` },
   { sqlstate: 'ES001', code: 'ORG_SUSPENDED', message: `the organization is suspended (probe-${value})` },
   { sqlstate: 'ES002', code: 'ORG_INACTIVE', message: `the organization does not exist (probe-${value})` },
+  { sqlstate: 'ES003', code: 'FORBIDDEN', message: `the tenant scope was not signed by this store (probe-${value})` },
+  { sqlstate: 'ES004', code: 'FORBIDDEN', message: `the tenant scope's signature has expired (probe-${value})` },
   { sqlstate: '55P03', code: 'LOCK_TIMEOUT', message: `could not obtain lock on row in relation "users" (probe-${value})` },
   { sqlstate: '57014', code: 'TIMEOUT', message: `canceling statement due to statement timeout (probe-${value})` },
   { sqlstate: '25P02', code: 'TRANSACTION_ABORTED', message: `current transaction is aborted (probe-${value})` },

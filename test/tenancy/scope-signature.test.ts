@@ -300,6 +300,14 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
           expect(page.items.map((workflow) => workflow.workflowExecId).sort()).toEqual([victim.workflowExecId, workflowExecId].sort());
           for (const workflow of page.items) expect(Math.abs(workflow.createdAt.getTime() - Date.now())).toBeLessThan(3_600_000);
           await fresh.withOrg(victim.id, (tx) => tx.workflows.delete(workflowExecId));
+          // Key verification, on its own pool, reads its dates as dates too.
+          const { key } = await fresh.withOrg(victim.id, async (tx) => {
+            const user = await tx.users.create({ email: `defaults-${tag()}@victim.example`, role: 'customer' });
+            return tx.apiKeys.issue({ userId: user.id, name: 'defaults' });
+          });
+          const verified = await fresh.verifyApiKey(key);
+          expect(verified.ok).toBe(true);
+          expect(Math.abs(verified.rateLimit!.resetsAt.getTime() - Date.now())).toBeLessThanOrEqual(3_600_000);
         } finally {
           await fresh.close();
         }

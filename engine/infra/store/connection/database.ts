@@ -286,6 +286,27 @@ function connectionLostOr(error: unknown, lost: boolean, location: string): unkn
   );
 }
 
+/**
+ * What a pool that runs one kind of statement (key verification) sets when it connects,
+ * instead of trusting the login's role defaults, which a leaked login can set for itself
+ * (ALTER ROLE ... SET DateStyle made the driver read dates as null). Tenant scopes set the same
+ * settings locally in each scope (tenancy/scopes.ts), since their sessions are reset after each.
+ */
+const PINNED_STARTUP_SETTINGS = [
+  'search_path=pg_catalog,public,pg_temp',
+  'DateStyle=ISO,MDY',
+  'IntervalStyle=postgres',
+  'bytea_output=hex',
+  'extra_float_digits=1',
+  'standard_conforming_strings=on',
+  'array_nulls=on',
+  'row_security=on',
+  'default_transaction_read_only=off',
+  'default_transaction_isolation=read\\ committed',
+]
+  .map((setting) => `-c ${setting}`)
+  .join(' ');
+
 function openPostgres(url: string, { poolSize, sessionTimeouts }: Required<Pick<PoolOptions, 'poolSize'>> & PoolOptions): Database {
   parsePostgresUrl(url);
   const pool = new pg.Pool({
@@ -293,7 +314,9 @@ function openPostgres(url: string, { poolSize, sessionTimeouts }: Required<Pick<
     max: poolSize,
     connectionTimeoutMillis: 10_000,
     types: pgTypes,
-    ...(sessionTimeouts ? { statement_timeout: sessionTimeouts.statementMs, lock_timeout: sessionTimeouts.lockMs } : {}),
+    ...(sessionTimeouts
+      ? { statement_timeout: sessionTimeouts.statementMs, lock_timeout: sessionTimeouts.lockMs, options: PINNED_STARTUP_SETTINGS }
+      : {}),
   });
   // An idle client that loses its server emits 'error' on the pool; without a listener that
   // would crash the process. The next checkout reconnects.
