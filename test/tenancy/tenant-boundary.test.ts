@@ -372,6 +372,294 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
     });
   });
 
+  describe('a query tree is read once, as plain data: forged prototypes, accessors, catalog aliases, CTEs and outer joins', () => {
+    type Scope = Parameters<Parameters<Store['withOrg']>[1]>[0];
+    const value = (v: unknown) => ({ kind: 'ValueNode', value: v });
+    const literal = (v: unknown) => ({ kind: 'ValueNode', value: v, immediate: true });
+    /** `set_config('app.org_id', <B>, true)`: what every attempt below tries to run. */
+    const setOrgArguments = () => [value('app.org_id'), value(victim.id), literal(true)];
+    const setOrg = () => ({ kind: 'FunctionNode', func: 'set_config', arguments: setOrgArguments() });
+    const selecting = (selection: unknown) => forgedQuery({ selections: [{ kind: 'SelectionNode', selection }] });
+    /** A node whose `inherited` fields come from its prototype, not from itself. */
+    const inheriting = (inherited: object, own: object) => Object.assign(Object.create(inherited) as object, own);
+    /** A FunctionNode whose `func` is a getter: `count` the first two times it is read (the checks), `answer` afterwards. */
+    const twoFaced = (answer: string, args: unknown[]) => {
+      let reads = 0;
+      return {
+        kind: 'FunctionNode',
+        get func() {
+          return reads++ < 2 ? 'count' : answer;
+        },
+        arguments: args,
+      };
+    };
+
+    const attempts: [string, (tx: Scope) => Promise<unknown>][] = [
+      [
+        'a FunctionNode whose func (set_config) is inherited from its prototype',
+        (tx) =>
+          tx.kysely.executeQuery(selecting(inheriting({ func: 'set_config' }, { kind: 'FunctionNode', arguments: setOrgArguments() }))),
+      ],
+      [
+        'an OperatorNode whose operator text is inherited from its prototype',
+        (tx) =>
+          tx.kysely.executeQuery(
+            forgedQuery({
+              where: {
+                kind: 'WhereNode',
+                where: {
+                  kind: 'BinaryOperationNode',
+                  leftOperand: value(1),
+                  operator: inheriting(
+                    { operator: `= 1 or set_config('app.org_id', '${victim.id}', true) is not null or 1 =` },
+                    { kind: 'OperatorNode' },
+                  ),
+                  rightOperand: value(1),
+                },
+              },
+            }),
+          ),
+      ],
+      [
+        'a func getter that answers count to the checks, then set_config',
+        (tx) => tx.kysely.executeQuery(selecting(twoFaced('set_config', setOrgArguments()))),
+      ],
+      [
+        'a Proxy whose func answers count to the checks, then set_config',
+        (tx) => {
+          let reads = 0;
+          const answer = (target: object, key: string | symbol) => (key === 'func' && reads++ < 2 ? 'count' : Reflect.get(target, key));
+          return tx.kysely.executeQuery(selecting(new Proxy(setOrg(), { get: answer })));
+        },
+      ],
+      [
+        'a catalog table under its own name as alias (pg_settings as pg_settings)',
+        (tx) =>
+          tx.kysely
+            .selectFrom('pg_settings as pg_settings' as 'users')
+            .selectAll()
+            .execute(),
+      ],
+      [
+        'pg_roles as pg_roles',
+        (tx) =>
+          tx.kysely
+            .selectFrom('pg_roles as pg_roles' as 'users')
+            .selectAll()
+            .execute(),
+      ],
+      [
+        'pg_stat_user_tables as pg_stat_user_tables',
+        (tx) =>
+          tx.kysely
+            .selectFrom('pg_stat_user_tables as pg_stat_user_tables' as 'users')
+            .selectAll()
+            .execute(),
+      ],
+      [
+        'pg_stat_activity as pg_stat_activity',
+        (tx) =>
+          tx.kysely
+            .selectFrom('pg_stat_activity as pg_stat_activity' as 'users')
+            .selectAll()
+            .execute(),
+      ],
+      [
+        'update pg_settings as pg_settings (a session setting that would outlive the scope)',
+        (tx) =>
+          tx.kysely
+            .updateTable('pg_settings as pg_settings' as 'users')
+            .set({ setting: 'attacker' } as never)
+            .where('name' as 'email', '=', 'application_name')
+            .execute(),
+      ],
+      [
+        'a CTE named workflow_states, defined in a subquery, that would turn the filter off for the real table outside it',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states')
+            .select('org_id')
+            .where((eb) =>
+              eb.exists(
+                tx.kysely
+                  .with('workflow_states' as 'x', (db) => db.selectNoFrom((e) => e.lit(1).as('x')))
+                  .selectFrom('workflow_states' as 'x')
+                  .selectAll(),
+              ),
+            )
+            .execute(),
+      ],
+      [
+        'a CTE named like a catalog table (pg_settings), and the catalog table read outside its scope',
+        (tx) =>
+          tx.kysely
+            .selectFrom('pg_settings' as 'users')
+            .selectAll()
+            .where((eb) =>
+              eb.exists(
+                tx.kysely
+                  .with('pg_settings' as 'x', (db) => db.selectNoFrom((e) => e.lit(1).as('x')))
+                  .selectFrom('pg_settings' as 'x')
+                  .selectAll(),
+              ),
+            )
+            .execute(),
+      ],
+      [
+        'update of a CTE name, which PostgreSQL takes as the catalog table (with pg_settings ... update pg_settings)',
+        (tx) =>
+          tx.kysely
+            .with('pg_settings' as 'x', (db) => db.selectNoFrom((e) => e.lit(1).as('x')))
+            .updateTable('pg_settings' as 'users')
+            .set({ setting: 'attacker' } as never)
+            .where('name' as 'email', '=', 'application_name')
+            .execute(),
+      ],
+      [
+        'a RIGHT JOIN (the joined tenant table would keep rows its ON filter refuses)',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states as w')
+            .rightJoin('task_states as t', (join) => join.onRef('t.workflow_exec_id', '=', 'w.workflow_exec_id'))
+            .select(['t.org_id'])
+            .execute(),
+      ],
+      [
+        'a FULL JOIN',
+        (tx) =>
+          tx.kysely
+            .selectFrom('workflow_states as w')
+            .fullJoin('task_states as t', (join) => join.onRef('t.workflow_exec_id', '=', 'w.workflow_exec_id'))
+            .select(['t.org_id'])
+            .execute(),
+      ],
+    ];
+
+    it.each(attempts)('%s: FORBIDDEN, and B is untouched', async (_name, attempt) => {
+      const error = await expectStoreError(() => single.withOrg(attacker.id, (tx) => attempt(tx)), 'FORBIDDEN');
+      expect(error.details.reason).toBe('query_not_allowed');
+      await expectVictimUntouched();
+    });
+
+    it('a func getter aiming at pg_advisory_lock: FORBIDDEN, and no session of the database holds an advisory lock', async () => {
+      const error = await expectStoreError(
+        () => single.withOrg(attacker.id, (tx) => tx.kysely.executeQuery(selecting(twoFaced('pg_advisory_lock', [literal(7305113042)])))),
+        'FORBIDDEN',
+      );
+      expect(error.details.reason).toBe('query_not_allowed');
+      const advisory = `select count(*)::int as n from pg_locks where locktype = 'advisory' and database = (select oid from pg_database where datname = current_database())`;
+      expect((await t.db.query<{ n: number }>(advisory)).rows[0]!.n).toBe(0);
+      if (backend.name === 'citus') {
+        const { rows } = await t.db.query<{ result: string }>('select result from run_command_on_workers($1)', [advisory]);
+        expect(rows.map((row) => row.result)).toEqual(rows.map(() => '0'));
+      }
+      await expectVictimUntouched();
+    });
+
+    /**
+     * Object.prototype polluted with a field the compiler reads, on a tree that lacks it (the
+     * builder's own, or a forged one). Either refused, or run without the polluted field: the
+     * statement reads A's rows only, and the scope's next statement still sees exactly A.
+     */
+    const pollutions: [string, () => unknown, (tx: Scope) => Promise<unknown>][] = [
+      [
+        'where',
+        () => ({
+          kind: 'WhereNode',
+          where: {
+            kind: 'BinaryOperationNode',
+            leftOperand: setOrg(),
+            operator: { kind: 'OperatorNode', operator: 'is not' },
+            rightOperand: literal(null),
+          },
+        }),
+        (tx) => tx.kysely.selectFrom('workflow_states').select(['workflow_exec_id', 'org_id']).execute(),
+      ],
+      [
+        'joins',
+        () => [
+          {
+            kind: 'JoinNode',
+            joinType: 'InnerJoin',
+            table: {
+              kind: 'AliasNode',
+              // Without prototype: it would inherit these very joins.
+              node: Object.assign(Object.create(null) as object, {
+                kind: 'SelectQueryNode',
+                selections: [{ kind: 'SelectionNode', selection: setOrg() }],
+              }),
+              alias: { kind: 'IdentifierNode', name: 's' },
+            },
+            on: { kind: 'OnNode', on: { kind: 'RawNode', sqlFragments: ['true'], parameters: [] } },
+          },
+        ],
+        (tx) => tx.kysely.selectFrom('workflow_states').select(['workflow_exec_id', 'org_id']).execute(),
+      ],
+      ['func', () => 'set_config', (tx) => tx.kysely.executeQuery(selecting({ kind: 'FunctionNode', arguments: setOrgArguments() }))],
+      [
+        'operator',
+        () => `is not null and set_config('app.org_id', '${victim.id}', true) is not null and 1 =`,
+        (tx) =>
+          tx.kysely.executeQuery(
+            forgedQuery({
+              where: {
+                kind: 'WhereNode',
+                where: {
+                  kind: 'BinaryOperationNode',
+                  leftOperand: literal(1),
+                  operator: { kind: 'OperatorNode' },
+                  rightOperand: literal(1),
+                },
+              },
+            }),
+          ),
+      ],
+      [
+        'table',
+        () => ({
+          kind: 'RawNode',
+          sqlFragments: [`set_config('app.org_id', '${victim.id}', true) as x, "workflow_states"`],
+          parameters: [],
+        }),
+        (tx) =>
+          tx.kysely.executeQuery(
+            selecting({ kind: 'ReferenceNode', column: { kind: 'ColumnNode', column: { kind: 'IdentifierNode', name: 'org_id' } } }),
+          ),
+      ],
+      ['selection', setOrg, (tx) => tx.kysely.executeQuery(forgedQuery({ selections: [{ kind: 'SelectionNode' }] }))],
+    ];
+
+    it.each(pollutions)(
+      'Object.prototype.%s polluted: refused or without effect, and B is untouched',
+      async (field, pollution, attempt) => {
+        const outcome = await single.withOrg(attacker.id, async (tx) => {
+          let first: unknown;
+          const prototype = Object.prototype as Record<string, unknown>;
+          try {
+            prototype[field] = pollution();
+            first = await attempt(tx).catch((error: unknown) => error);
+          } finally {
+            delete prototype[field];
+          }
+          const after = await tx.kysely.selectFrom('workflow_states').select(['workflow_exec_id', 'org_id']).execute();
+          return { first, after };
+        });
+        if (outcome.first instanceof Error) {
+          expect(outcome.first).toMatchObject({ code: 'FORBIDDEN', details: { reason: 'query_not_allowed' } });
+        } else {
+          const rows = (Array.isArray(outcome.first) ? outcome.first : (outcome.first as { rows: unknown[] }).rows) as Record<
+            string,
+            unknown
+          >[];
+          for (const row of rows) expect(Object.keys(row)).not.toContain('set_config');
+          for (const row of rows) if ('org_id' in row) expect(row.org_id).toBe(attacker.id);
+        }
+        expect(outcome.after).toEqual([{ workflow_exec_id: attacker.workflowExecId, org_id: attacker.id }]);
+        await expectVictimUntouched();
+      },
+    );
+  });
+
   describe('SQL-shaped values in other arguments are data', () => {
     it('an organization id carrying SQL is refused before any SQL', async () => {
       for (const orgId of [`${victim.id}'; reset role; --`, `' or true --`, `${victim.id} `]) {

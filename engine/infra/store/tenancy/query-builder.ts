@@ -4,12 +4,14 @@
  * let one string leave the scope (`reset role`, `set_config('app.org_id', ...)`, `commit`) or
  * plant state for the next user of the connection (temp tables, prepared statements, locks).
  *
- * What runs is only ever the compilation of a checked operation tree, never SQL text a caller
- * wrote: every node is checked against an allow-list (query kinds, tables, functions,
- * operators, data types), and a query handed over already compiled is compiled again from its
- * tree, so a forged `CompiledQuery` with other SQL text runs that tree's SQL or nothing.
- * Refused: `sql` template fragments (RawNode), functions and tables off the lists, EXPLAIN,
- * MERGE, transactions and savepoints (the scope is the transaction).
+ * What runs is only ever the compilation of a rebuilt operation tree, never SQL text a caller
+ * wrote: the tree handed over (by the builder, or as `compiledQuery.query`) is parsed into fresh
+ * plain nodes by query-tree.ts, whose schema allows only the tenant tables, listed functions,
+ * operators and data types (query-names.ts); the organization filter is added to that tree
+ * (query-routing.ts), and only it is compiled. A forged `CompiledQuery` with other SQL text runs
+ * its tree's SQL or nothing. Refused: `sql` template fragments (RawNode), names off the lists,
+ * EXPLAIN, MERGE, RIGHT, FULL and lateral joins, transactions and savepoints (the scope is the
+ * transaction).
  */
 import {
   type ColumnType,
@@ -18,18 +20,16 @@ import {
   type Driver,
   type Generated,
   Kysely,
-  OPERATORS,
-  type OperationNode,
   PostgresAdapter,
   PostgresIntrospector,
   PostgresQueryCompiler,
   type QueryResult as KyselyResult,
-  type RootOperationNode,
 } from 'kysely';
 import type { Queryable } from '../connection/database.ts';
 import { StoreError } from '../errors.ts';
 import { run } from '../connection/run.ts';
-import { namesDefinedBy, withOrganizationFilter } from './query-routing.ts';
+import { withOrganizationFilter } from './query-routing.ts';
+import { parseTenantQuery } from './query-tree.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type Json = ColumnType<unknown, string | null | undefined, string | null>;
@@ -128,246 +128,6 @@ export interface TenantTables {
 
 export type TenantQueryBuilder = Kysely<TenantTables>;
 
-const TABLES = new Set<string>([
-  'organizations',
-  'users',
-  'api_keys',
-  'api_key_usage',
-  'workflow_states',
-  'task_states',
-  'schedules',
-  'permissions',
-  'role_permissions',
-]);
-
-/**
- * Functions a query may call: plain computations over its own rows. Nothing that reads or
- * changes settings, sessions, locks, files or the catalog (set_config, pg_advisory_lock,
- * pg_sleep, dblink, lo_*, ...), and no store function that takes part in the scope itself.
- */
-const FUNCTIONS = new Set<string>([
-  'count',
-  'sum',
-  'avg',
-  'min',
-  'max',
-  'bool_and',
-  'bool_or',
-  'every',
-  'array_agg',
-  'string_agg',
-  'json_agg',
-  'jsonb_agg',
-  'json_object_agg',
-  'jsonb_object_agg',
-  'coalesce',
-  'nullif',
-  'greatest',
-  'least',
-  'lower',
-  'upper',
-  'length',
-  'char_length',
-  'btrim',
-  'ltrim',
-  'rtrim',
-  'substr',
-  'replace',
-  'concat',
-  'concat_ws',
-  'left',
-  'right',
-  'starts_with',
-  'abs',
-  'round',
-  'floor',
-  'ceil',
-  'ceiling',
-  'trunc',
-  'mod',
-  'now',
-  'date_trunc',
-  'date_part',
-  'age',
-  'to_jsonb',
-  'to_json',
-  'jsonb_build_object',
-  'json_build_object',
-  'jsonb_build_array',
-  'json_build_array',
-  'jsonb_typeof',
-  'jsonb_array_length',
-  'jsonb_extract_path',
-  'jsonb_extract_path_text',
-  'array_length',
-  'cardinality',
-  'row_number',
-  'rank',
-  'dense_rank',
-  'lag',
-  'lead',
-  'first_value',
-  'last_value',
-]);
-
-/** Data types a cast may name. */
-const DATA_TYPES = new Set<string>([
-  'text',
-  'varchar',
-  'uuid',
-  'integer',
-  'int4',
-  'bigint',
-  'int8',
-  'smallint',
-  'numeric',
-  'real',
-  'double precision',
-  'boolean',
-  'jsonb',
-  'json',
-  'date',
-  'timestamptz',
-  'timestamp',
-  'interval',
-  'text[]',
-  'uuid[]',
-]);
-
-const OPERATOR_SET = new Set<string>(OPERATORS);
-
-/** RawNodes that Kysely itself makes: order directions and a join without condition. */
-const KYSELY_OWN_FRAGMENTS = new Set(['asc', 'desc', 'true']);
-
-/** Node kinds a tenant query may contain; anything else is refused. */
-const NODE_KINDS = new Set<string>([
-  'SelectQueryNode',
-  'InsertQueryNode',
-  'UpdateQueryNode',
-  'DeleteQueryNode',
-  'FromNode',
-  'TableNode',
-  'SchemableIdentifierNode',
-  'IdentifierNode',
-  'AliasNode',
-  'ColumnNode',
-  'ReferenceNode',
-  'SelectionNode',
-  'SelectAllNode',
-  'WhereNode',
-  'JoinNode',
-  'OnNode',
-  'AndNode',
-  'OrNode',
-  'ParensNode',
-  'BinaryOperationNode',
-  'UnaryOperationNode',
-  'OperatorNode',
-  'ValueNode',
-  'ValueListNode',
-  'PrimitiveValueListNode',
-  'TupleNode',
-  'ListNode',
-  'ValuesNode',
-  'ColumnUpdateNode',
-  'OrderByNode',
-  'OrderByItemNode',
-  'GroupByNode',
-  'GroupByItemNode',
-  'HavingNode',
-  'LimitNode',
-  'OffsetNode',
-  'ReturningNode',
-  'OnConflictNode',
-  'WithNode',
-  'CommonTableExpressionNode',
-  'CommonTableExpressionNameNode',
-  'FunctionNode',
-  'AggregateFunctionNode',
-  'CaseNode',
-  'WhenNode',
-  'CastNode',
-  'DataTypeNode',
-  'SelectModifierNode',
-  'DefaultInsertValueNode',
-  'SetOperationNode',
-  'OverNode',
-  'PartitionByNode',
-  'PartitionByItemNode',
-  'UsingNode',
-  'RawNode',
-]);
-
-/** String properties the compiler writes as they are (the rest are escaped or looked up). */
-const CHECKED_TEXT: Record<string, (value: string) => boolean> = {
-  'FunctionNode.func': (value) => FUNCTIONS.has(value),
-  'AggregateFunctionNode.func': (value) => FUNCTIONS.has(value),
-  'OperatorNode.operator': (value) => OPERATOR_SET.has(value),
-  'DataTypeNode.dataType': (value) => DATA_TYPES.has(value),
-  'OrderByItemNode.nulls': (value) => value === 'first' || value === 'last',
-  'SetOperationNode.operator': (value) => ['union', 'intersect', 'except'].includes(value),
-  'SelectModifierNode.modifier': (value) =>
-    ['ForUpdate', 'ForNoKeyUpdate', 'ForShare', 'ForKeyShare', 'NoWait', 'SkipLocked', 'Distinct'].includes(value),
-  'JoinNode.joinType': (value) => ['InnerJoin', 'LeftJoin', 'RightJoin', 'FullJoin', 'CrossJoin'].includes(value),
-  'IdentifierNode.name': () => true, // quoted and escaped by the compiler
-  'ValueNode.value': () => true, // a parameter, or a literal escaped by the compiler
-};
-
-function refuse(what: string): never {
-  throw new StoreError('FORBIDDEN', `a tenant query may not contain ${what}`, { reason: 'query_not_allowed' });
-}
-
-/** Throws FORBIDDEN unless every node of the tree is allowed in a tenant query. */
-export function assertTenantQuery(root: OperationNode): void {
-  if (!['SelectQueryNode', 'InsertQueryNode', 'UpdateQueryNode', 'DeleteQueryNode'].includes(root.kind)) {
-    refuse(root.kind === 'RawNode' ? 'SQL text' : `a ${root.kind.replace(/Node$/, '')} statement`);
-  }
-  const { ctes, aliases } = namesDefinedBy(root);
-  const defined = new Set([...ctes, ...aliases]);
-  const visit = (node: unknown): void => {
-    if (Array.isArray(node)) {
-      for (const item of node) visit(item);
-      return;
-    }
-    if (node === null || typeof node !== 'object') return;
-    const record = node as Record<string, unknown>;
-    const kind = record.kind;
-    if (typeof kind !== 'string' || !NODE_KINDS.has(kind)) refuse(typeof kind === 'string' ? kind : 'an unknown node');
-    if (kind === 'RawNode') {
-      const fragments = record.sqlFragments as unknown[];
-      const parameters = record.parameters as unknown[];
-      if (!(
-        Array.isArray(fragments) &&
-        fragments.length === 1 &&
-        KYSELY_OWN_FRAGMENTS.has(String(fragments[0])) &&
-        parameters?.length === 0
-      )) {
-        refuse('SQL text (sql`...`)');
-      }
-      return;
-    }
-    if (kind === 'TableNode') {
-      const table = record.table as { schema?: { name?: unknown }; identifier?: { name?: unknown } };
-      const name = table?.identifier?.name;
-      if (table?.schema !== undefined || typeof name !== 'string' || !(TABLES.has(name) || defined.has(name))) {
-        refuse(`the table ${typeof name === 'string' ? name : '?'}`);
-      }
-    }
-    for (const [key, value] of Object.entries(record)) {
-      if (key === 'kind') continue;
-      // Parameters: sent apart from the SQL text (or escaped as literals), whatever they hold.
-      if ((kind === 'ValueNode' && key === 'value') || (kind === 'PrimitiveValueListNode' && key === 'values')) continue;
-      if (typeof value === 'string') {
-        const check = CHECKED_TEXT[`${kind}.${key}`];
-        if (!check || !check(value)) refuse(`${kind.replace(/Node$/, '')} ${JSON.stringify(value)}`);
-      } else {
-        visit(value);
-      }
-    }
-  };
-  visit(root);
-}
-
 const compiler = new PostgresQueryCompiler();
 
 /** A connection that runs only checked trees, compiled here, on the scope's connection. */
@@ -378,9 +138,12 @@ class TenantConnection implements DatabaseConnection {
   ) {}
 
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<KyselyResult<R>> {
-    const root = compiledQuery.query as RootOperationNode;
-    assertTenantQuery(root);
-    const recompiled = compiler.compileQuery(withOrganizationFilter(root, this.orgId), compiledQuery.queryId);
+    // The caller's tree is read once, here; from then on only rebuilt trees. The routed tree is
+    // rebuilt again: the routing makes nodes with Kysely's factories, which leave out fields
+    // that the compiler would then read from a (polluted) Object.prototype.
+    const root = parseTenantQuery(compiledQuery.query);
+    const routed = parseTenantQuery(withOrganizationFilter(root, this.orgId));
+    const recompiled = compiler.compileQuery(routed, compiledQuery.queryId);
     const { rows, rowCount } = await run<R>(this.connection, recompiled.sql, recompiled.parameters, { prepare: false });
     return root.kind === 'SelectQueryNode' ? { rows } : { rows, numAffectedRows: BigInt(rowCount) };
   }

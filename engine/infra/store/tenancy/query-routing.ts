@@ -5,6 +5,12 @@
  * its meaning). Row-level security already confines the rows; saying the organization in the
  * statement is what lets Citus send it to one shard, and lets the planner use the
  * (org_id, ...) indexes directly.
+ *
+ * It runs on a tree that query-tree.ts parsed, where the filter binds every row of every tenant
+ * table: a tenant table stands only in FROM, USING, a join, or as the target of a write (each
+ * handled below); only inner, left and cross joins exist (a left join's ON binds the joined
+ * table's rows, the others' are in WHERE); and no CTE takes a tenant table's name, so a name in
+ * the tenant list always means that table.
  */
 import {
   AliasNode,
@@ -33,33 +39,8 @@ import { DISTRIBUTED_TABLES } from '../citus/layout.ts';
 /** The tables that carry org_id: those Citus shards by it (the others are global: organizations, RBAC). */
 const ORG_SCOPED_TABLES = new Set<string>(DISTRIBUTED_TABLES);
 
-/**
- * The names a query defines for itself: its CTEs, and its aliases (`task_states as t`). A
- * reference to a CTE is not a table of the schema; every table the query reads is still one the
- * checker allows, since a CTE or an alias only renames what the query reads.
- */
-export function namesDefinedBy(node: unknown, names = { ctes: new Set<string>(), aliases: new Set<string>() }): typeof names {
-  if (Array.isArray(node)) for (const item of node) namesDefinedBy(item, names);
-  else if (node !== null && typeof node === 'object') {
-    const record = node as Record<string, unknown>;
-    if (record.kind === 'CommonTableExpressionNameNode') {
-      const table = record.table as { table?: { identifier?: { name?: unknown } } } | undefined;
-      if (typeof table?.table?.identifier?.name === 'string') names.ctes.add(table.table.identifier.name);
-    }
-    if (record.kind === 'AliasNode') {
-      const alias = record.alias as { kind?: unknown; name?: unknown } | undefined;
-      if (alias?.kind === 'IdentifierNode' && typeof alias.name === 'string') names.aliases.add(alias.name);
-    }
-    for (const value of Object.values(record)) namesDefinedBy(value, names);
-  }
-  return names;
-}
-
 class OrganizationFilter extends OperationNodeTransformer {
-  constructor(
-    private readonly orgId: string,
-    private readonly ctes: Set<string>,
-  ) {
+  constructor(private readonly orgId: string) {
     super();
   }
 
@@ -113,7 +94,7 @@ class OrganizationFilter extends OperationNodeTransformer {
 
   private isScoped(table: TableNode): boolean {
     const name = table.table.identifier.name;
-    return table.table.schema === undefined && ORG_SCOPED_TABLES.has(name) && !this.ctes.has(name);
+    return table.table.schema === undefined && ORG_SCOPED_TABLES.has(name);
   }
 
   private condition(name: string): OperationNode {
@@ -127,5 +108,5 @@ class OrganizationFilter extends OperationNodeTransformer {
 
 /** `root`, with the organization `orgId` named for every tenant table it refers to. */
 export function withOrganizationFilter<Node extends RootOperationNode>(root: Node, orgId: string): Node {
-  return new OrganizationFilter(orgId, namesDefinedBy(root).ctes).transformNode(root);
+  return new OrganizationFilter(orgId).transformNode(root);
 }
