@@ -18,6 +18,7 @@ import { openStore, storeOver, type IssuedKey, type Store, type Verification } f
 import { expectStoreError } from '../support/assertions.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
+import { connectAsTenant } from '../support/leaked-login.ts';
 
 const tag = () => randomBytes(4).toString('hex');
 
@@ -159,10 +160,7 @@ describe.each(withCitus(backends))('verification under tenant locks ($name)', (b
       let leaked: pg.Client;
 
       beforeAll(async () => {
-        const url = new URL(database.url!);
-        url.username = 'app_tenant';
-        leaked = new pg.Client({ connectionString: url.toString() });
-        await leaked.connect();
+        leaked = await connectAsTenant(database.url!);
       });
       afterAll(async () => {
         await leaked?.end();

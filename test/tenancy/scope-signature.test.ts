@@ -15,6 +15,7 @@ import { openDatabase, openStore, storeOver, type Store } from 'engine-store';
 import { ScopeSigner } from '../../engine/infra/store/tenancy/scope-signer.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
+import { connectAsTenant } from '../support/leaked-login.ts';
 import { withOrgSql, type TrustedSqlScope } from '../support/trusted-sql.ts';
 
 const tag = () => randomBytes(4).toString('hex');
@@ -168,10 +169,7 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
     let leaked: pg.Client;
 
     beforeAll(async () => {
-      const url = new URL(t.url!);
-      url.username = 'app_tenant';
-      leaked = new pg.Client({ connectionString: url.toString() });
-      await leaked.connect();
+      leaked = await connectAsTenant(t.url!);
     });
 
     afterAll(async () => {
@@ -220,12 +218,7 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
       );
       expect(workers.length).toBeGreaterThan(0);
       for (const worker of workers) {
-        const url = new URL(t.url!);
-        url.hostname = worker.host;
-        url.port = String(worker.port);
-        url.username = 'app_tenant';
-        const onWorker = new pg.Client({ connectionString: url.toString() });
-        await onWorker.connect();
+        const onWorker = await connectAsTenant(t.url!, worker);
         try {
           await onWorker.query('begin');
           await onWorker.query(`set local app.org_id = '${victim.id}'`);

@@ -24,6 +24,7 @@ import { diagnose, openStore, storeOver, type Store } from 'engine-store';
 import { expectStoreError } from '../support/assertions.ts';
 import { backends, createServerDatabase, serverUrl, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
+import { connectAsTenant } from '../support/leaked-login.ts';
 import { withDatabaseName } from '../support/servers.ts';
 import { scopeEntryOf } from '../../engine/infra/store/store.ts';
 import { scopeEntry, withOrgTrustedSql } from '../../engine/infra/store/tenancy/scopes.ts';
@@ -740,10 +741,7 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
     let leaked: pg.Client;
 
     beforeAll(async () => {
-      const url = new URL(t.url!);
-      url.username = 'app_tenant';
-      leaked = new pg.Client({ connectionString: url.toString() });
-      await leaked.connect();
+      leaked = await connectAsTenant(t.url!);
     });
     afterAll(async () => {
       await leaked?.end();
