@@ -19,6 +19,7 @@ import { expectStoreError } from '../support/assertions.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
 import { connectAsTenant } from '../support/leaked-login.ts';
+import { scopeEntryOf } from '../../engine/infra/store/store.ts';
 
 const tag = () => randomBytes(4).toString('hex');
 
@@ -173,9 +174,13 @@ describe.each(withCitus(backends))('verification under tenant locks ($name)', (b
           const { orgId, key, apiKey } = await freshKey(3);
           await leaked.query('begin');
           try {
-            await leaked.query(`select set_config('citus.propagate_set_commands', 'local', true), public.enter_org_scope($1::uuid)`, [
-              orgId,
-            ]);
+            // A leaked login alone enters no organization: this is SQL that got into a real scope
+            // of the key's organization, with the store's signature of that scope.
+            const { expiresAt, proof } = scopeEntryOf(store).signer.sign(orgId);
+            await leaked.query(
+              `select set_config('citus.propagate_set_commands', 'local', true), public.enter_org_scope($1::uuid, $2::bigint, $3::bytea)`,
+              [orgId, expiresAt, proof],
+            );
             // With its organization, as Citus needs to route a row lock to one shard.
             const { rows } = await leaked.query(`select id from api_keys where org_id = $1 and id = $2 ${strength}`, [orgId, apiKey.id]);
             expect(rows).toHaveLength(1);

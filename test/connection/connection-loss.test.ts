@@ -113,7 +113,8 @@ describe.skipIf(!serverUrl)('a lost connection (PostgreSQL)', () => {
   });
 
   it('during COMMIT: CONNECTION_LOST saying the outcome is unknown (here: not committed)', async () => {
-    const killed = terminateWhen(owner, `query = 'commit' and state = 'active'`);
+    // The COMMIT travels with the session reset, as one simple query.
+    const killed = terminateWhen(owner, `query like 'commit;%' and state = 'active'`);
     const error = await expectStoreError(
       store.withOrg(orgId, (tx) => tx.schedules.create({ workflowId: 'slow-commit', cronExpression: '0 2 * * *' })),
       'CONNECTION_LOST',
