@@ -1131,7 +1131,7 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
         }
       });
       expect(outcome.counts).toEqual(Object.fromEntries([...tenantTables, 'organizations'].map((table) => [table, 0])));
-      // org_id defaults to current_org_id(), NULL here. The policy's WITH CHECK runs before the
+      // org_id defaults to requested_org_id(), NULL here. The policy's WITH CHECK runs before the
       // NOT NULL constraint, so the refusal is row-level security (42501), not 23502; Citus
       // refuses sooner, as it cannot route a row without an organization (22004).
       expect(databaseErrorFields(outcome.insertError)?.code).toBe(backend.name === 'citus' ? '22004' : '42501');

@@ -40,20 +40,21 @@ SET row_security = off;
 
 CREATE FUNCTION public.current_org_id() RETURNS uuid
     LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
-  org constant text := current_setting('app.org_id', true);
-  seal constant text := current_setting('app.org_seal', true);
+  org constant pg_catalog.text := pg_catalog.current_setting('app.org_id', true);
+  seal constant pg_catalog.text := pg_catalog.current_setting('app.org_seal', true);
+  message pg_catalog.bytea;
   pads record;
 begin
-  if org is null or org = '' or seal is null or seal = '' then
+  if org is null or seal is null or pg_catalog.length(seal) operator(pg_catalog.<>) 64 then
     return null;
   end if;
-  select k.inner_pad, k.outer_pad into pads from public.tenant_scope_key k where k.id = 1;
-  if encode(sha256(pads.outer_pad || sha256(pads.inner_pad
-       || convert_to('seal:' || org || ':' || coalesce(current_setting('app.org_visible', true), ''), 'UTF8'))), 'hex') = seal then
-    return org::uuid;
+  message := pg_catalog.convert_to(pg_catalog.concat('seal:', org, ':', pg_catalog.current_setting('app.org_visible', true)), 'UTF8');
+  select k.inner_pad, k.outer_pad into pads from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
+  if pg_catalog.encode(pg_catalog.sha256(pads.outer_pad operator(pg_catalog.||) pg_catalog.sha256(pads.inner_pad operator(pg_catalog.||) message)), 'hex')
+     operator(pg_catalog.=) seal then
+    return org::pg_catalog.uuid;
   end if;
   return null;
 end
@@ -177,6 +178,22 @@ $$;
 --
 
 COMMENT ON FUNCTION public.refuse_writes_of_inactive_org() IS 'Statement trigger: refuses writes in the scope of a suspended or deleted organization.';
+
+--
+-- Name: requested_org_id(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.requested_org_id() RETURNS uuid
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+  select nullif(pg_catalog.current_setting('app.org_id', true), '')::pg_catalog.uuid
+$$;
+
+--
+-- Name: FUNCTION requested_org_id(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.requested_org_id() IS 'The organization app.org_id names, unverified: the default of org_id, checked by the policies.';
 
 --
 -- Name: rotate_tenant_scope_key(); Type: FUNCTION; Schema: public; Owner: -
@@ -389,7 +406,7 @@ SET default_table_access_method = heap;
 
 CREATE TABLE public.api_key_prefixes (
     prefix text NOT NULL,
-    org_id uuid DEFAULT public.current_org_id() NOT NULL,
+    org_id uuid DEFAULT public.requested_org_id() NOT NULL,
     CONSTRAINT api_key_prefixes_prefix_check CHECK ((prefix ~ '^[A-Za-z0-9]{8,32}$'::text))
 );
 
@@ -426,7 +443,7 @@ COMMENT ON TABLE public.api_key_usage IS 'Requests per API key and hour window. 
 --
 
 CREATE TABLE public.api_keys (
-    org_id uuid DEFAULT public.current_org_id() NOT NULL,
+    org_id uuid DEFAULT public.requested_org_id() NOT NULL,
     id uuid DEFAULT public.uuid_generate_v7() NOT NULL,
     user_id uuid NOT NULL,
     prefix text NOT NULL,
@@ -528,7 +545,7 @@ CREATE TABLE public.schedules (
     input jsonb,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    org_id uuid DEFAULT public.current_org_id() NOT NULL,
+    org_id uuid DEFAULT public.requested_org_id() NOT NULL,
     deleted_at timestamp with time zone,
     CONSTRAINT schedules_deleted_at_check CHECK (((deleted_at IS NULL) OR (deleted_at >= created_at)))
 );
@@ -557,7 +574,7 @@ CREATE TABLE public.task_states (
     usage jsonb,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    org_id uuid DEFAULT public.current_org_id() NOT NULL
+    org_id uuid DEFAULT public.requested_org_id() NOT NULL
 );
 
 ALTER TABLE ONLY public.task_states FORCE ROW LEVEL SECURITY;
@@ -588,7 +605,7 @@ COMMENT ON TABLE public.tenant_scope_key IS 'The HMAC key that signs and seals t
 --
 
 CREATE TABLE public.users (
-    org_id uuid DEFAULT public.current_org_id() NOT NULL,
+    org_id uuid DEFAULT public.requested_org_id() NOT NULL,
     id uuid DEFAULT public.uuid_generate_v7() NOT NULL,
     email text NOT NULL,
     email_lower text GENERATED ALWAYS AS (lower(email)) STORED,
@@ -625,7 +642,7 @@ CREATE TABLE public.workflow_states (
     usage jsonb,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    org_id uuid DEFAULT public.current_org_id() NOT NULL
+    org_id uuid DEFAULT public.requested_org_id() NOT NULL
 );
 
 ALTER TABLE ONLY public.workflow_states FORCE ROW LEVEL SECURITY;
@@ -1176,6 +1193,13 @@ REVOKE ALL ON FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended
 REVOKE ALL ON FUNCTION public.refuse_writes_of_inactive_org() FROM PUBLIC;
 
 --
+-- Name: FUNCTION requested_org_id(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.requested_org_id() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.requested_org_id() TO app_tenant;
+
+--
 -- Name: FUNCTION rotate_tenant_scope_key(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1355,6 +1379,6 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '871b1e55f21d9561ffebcf946147887951c5182382846e11e8eaad3b0b102603', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'a030646a4f7a7b71014689730ac51161bc81ed6b61ca4ac3d158fc0633045935', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '69599c135ba0e1747740cd58cea0145372176d913a6cba26dd66a53acd39bc65', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'e4950336a059877ebec9b618afde7b6a9731b19129db16d89e34d310be29fb33', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
