@@ -93,6 +93,16 @@ async function openTenantDatabase(owner: Database, options: TenantLoginOptions, 
   return owner.loginAs(TENANT_ROLE, options.tenantPassword ?? nonEmpty(process.env.APP_TENANT_PASSWORD), pool)!;
 }
 
+/**
+ * Whether the tenant pool's login is app_tenant itself, so that scopes need not enter the role
+ * (on the embedded database, and for a login that is a member of app_tenant, they must).
+ */
+async function logsInAsTenantRole(tenantDb: Database, owner: Database): Promise<boolean> {
+  if (tenantDb === owner) return false;
+  const { rows } = await tenantDb.query<{ tenant: boolean }>('select current_user = $1 as tenant', [TENANT_ROLE]);
+  return rows[0]!.tenant;
+}
+
 /** A store over an already open owner database (which the store then owns and closes). */
 export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' | 'dataDir'> = {}): Promise<Store> {
   if (options.migrate) await migrateUp(db);
@@ -105,18 +115,22 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   }
   await assertTenantIsolation(db);
   // Read through the owner's connection: the tenant login cannot read the scope key.
-  const entry = scopeEntry({ ...options.scopeTimeouts, citus: await isCitus(db), signer: await loadScopeSigner(db) });
+  const signer = await loadScopeSigner(db);
+  const citus = await isCitus(db);
   const verifyPool: PoolOptions = {
     poolSize: verifyPoolSizeValue(options.verifyPoolSize),
     sessionTimeouts: verifyTimeoutValues(options.verifyTimeouts),
+    pinSettings: true,
     // Connects on the first verification: the same login was just checked for tenantDb.
     lazy: true,
   };
   const tenantPoolSize = options.tenantPoolSize ?? options.poolSize;
-  const tenantDb = await openTenantDatabase(db, options, tenantPoolSize ? { poolSize: tenantPoolSize } : {});
+  const tenantDb = await openTenantDatabase(db, options, { pinSettings: true, ...(tenantPoolSize ? { poolSize: tenantPoolSize } : {}) });
   let verifyDb: Database;
+  let entry: ScopeEntry;
   try {
     if (tenantDb !== db) await assertTenantLogin(tenantDb);
+    entry = scopeEntry({ ...options.scopeTimeouts, citus, signer, enterRole: !(await logsInAsTenantRole(tenantDb, db)) });
     verifyDb = await openTenantDatabase(db, options, verifyPool);
   } catch (error) {
     if (tenantDb !== db) await tenantDb.close();

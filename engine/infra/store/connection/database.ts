@@ -85,6 +85,12 @@ export interface PoolOptions {
    */
   sessionTimeouts?: { statementMs: number; lockMs: number };
   /**
+   * Connections start with the settings the store's statements depend on (PINNED_STARTUP_SETTINGS),
+   * for the tenant login's pools: settings sent when a connection opens beat the login's own
+   * role defaults, and RESET ALL returns to them.
+   */
+  pinSettings?: boolean;
+  /**
    * Open no connection until the first query, instead of checking at once that the database
    * answers: for a second pool on a login just checked, which may never be used (a CLI command
    * that verifies no key).
@@ -136,7 +142,11 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
   }
   const database =
     'url' in named
-      ? openPostgres(named.url, { poolSize: options.poolSize ?? 10, sessionTimeouts: options.sessionTimeouts })
+      ? openPostgres(named.url, {
+          poolSize: options.poolSize ?? 10,
+          sessionTimeouts: options.sessionTimeouts,
+          pinSettings: options.pinSettings,
+        })
       : await openPglite(named.dataDir, options.dataDirWaitMs ?? 60_000, options.snapshot);
   try {
     if (!options.lazy) await database.query('select 1');
@@ -287,10 +297,12 @@ function connectionLostOr(error: unknown, lost: boolean, location: string): unkn
 }
 
 /**
- * What a pool that runs one kind of statement (key verification) sets when it connects,
- * instead of trusting the login's role defaults, which a leaked login can set for itself
- * (ALTER ROLE ... SET DateStyle made the driver read dates as null). Tenant scopes set the same
- * settings locally in each scope (tenancy/scopes.ts), since their sessions are reset after each.
+ * What the tenant login's pools set when a connection opens, instead of trusting the login's
+ * role defaults, which a leaked login can set for itself (ALTER ROLE app_tenant SET ...): a
+ * search_path without public made the store's tables unknown, a DateStyle other than ISO made
+ * the driver read dates as null, row_security off or array_nulls off would break or change the
+ * store's statements. Settings sent at connection start beat role defaults, and RESET ALL (which
+ * ends every tenant scope) returns to them, not to the role's.
  */
 const PINNED_STARTUP_SETTINGS = [
   'search_path=pg_catalog,public,pg_temp',
@@ -307,16 +319,18 @@ const PINNED_STARTUP_SETTINGS = [
   .map((setting) => `-c ${setting}`)
   .join(' ');
 
-function openPostgres(url: string, { poolSize, sessionTimeouts }: Required<Pick<PoolOptions, 'poolSize'>> & PoolOptions): Database {
+function openPostgres(
+  url: string,
+  { poolSize, sessionTimeouts, pinSettings }: Required<Pick<PoolOptions, 'poolSize'>> & PoolOptions,
+): Database {
   parsePostgresUrl(url);
   const pool = new pg.Pool({
     connectionString: url,
     max: poolSize,
     connectionTimeoutMillis: 10_000,
     types: pgTypes,
-    ...(sessionTimeouts
-      ? { statement_timeout: sessionTimeouts.statementMs, lock_timeout: sessionTimeouts.lockMs, options: PINNED_STARTUP_SETTINGS }
-      : {}),
+    ...(sessionTimeouts ? { statement_timeout: sessionTimeouts.statementMs, lock_timeout: sessionTimeouts.lockMs } : {}),
+    ...(pinSettings ? { options: PINNED_STARTUP_SETTINGS } : {}),
   });
   // An idle client that loses its server emits 'error' on the pool; without a listener that
   // would crash the process. The next checkout reconnects.

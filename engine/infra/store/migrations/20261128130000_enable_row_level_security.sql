@@ -162,33 +162,38 @@ comment on function visible_org_id() is 'The organization of the current tenant 
 -- policies and triggers read it; elsewhere set_config(), which does not parse a statement.
 create function enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) returns void
   language plpgsql volatile security definer
-  set search_path = pg_catalog, pg_temp
 as $$
 declare
+  -- Every name below is schema-qualified, operators included, instead of a SET search_path
+  -- clause, which would cost every scope a search_path change and back.
+  org constant pg_catalog.text := p_org::pg_catalog.text;
   pads record;
-  visible text;
-  seal text;
+  visible pg_catalog.text;
+  seal pg_catalog.text;
 begin
   select k.inner_pad, k.outer_pad,
-         (select case when o.deleted_at is null then 'on' else 'off' end from public.organizations o where o.id = p_org) as visible
+         (select case when o.deleted_at is null then 'on' else 'off' end from public.organizations o where o.id operator(pg_catalog.=) p_org) as visible
     into pads
-    from public.tenant_scope_key k where k.id = 1;
-  if p_org is null or p_expires_at is null or p_proof is null or pads.inner_pad is null
-     or sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to('enter:' || p_org::text || ':' || p_expires_at::text, 'UTF8')))
-        <> p_proof then
+    from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
+  if org is null or p_expires_at is null or p_proof is null or pads.inner_pad is null
+     or pg_catalog.sha256(pads.outer_pad operator(pg_catalog.||) pg_catalog.sha256(pads.inner_pad operator(pg_catalog.||)
+          pg_catalog.convert_to(pg_catalog.concat('enter:', org, ':', p_expires_at), 'UTF8')))
+        operator(pg_catalog.<>) p_proof then
     raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
   end if;
-  if p_expires_at <= extract(epoch from now()) then
+  if p_expires_at operator(pg_catalog.<=) pg_catalog.date_part('epoch', pg_catalog.now()) then
     raise exception 'the tenant scope''s signature has expired' using errcode = 'ES004';
   end if;
   visible := coalesce(pads.visible, 'off');
-  seal := encode(sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to('seal:' || p_org::text || ':' || visible, 'UTF8'))), 'hex');
-  if current_setting('citus.propagate_set_commands', true) = 'local' then
-    execute format('set local app.org_id = %L', p_org::text);
-    execute format('set local app.org_visible = %L', visible);
-    execute format('set local app.org_seal = %L', seal);
+  seal := pg_catalog.encode(pg_catalog.sha256(pads.outer_pad operator(pg_catalog.||) pg_catalog.sha256(pads.inner_pad operator(pg_catalog.||)
+            pg_catalog.convert_to(pg_catalog.concat('seal:', org, ':', visible), 'UTF8'))), 'hex');
+  if pg_catalog.current_setting('citus.propagate_set_commands', true) operator(pg_catalog.=) 'local' then
+    execute pg_catalog.format('set local app.org_id = %L', org);
+    execute pg_catalog.format('set local app.org_visible = %L', visible);
+    execute pg_catalog.format('set local app.org_seal = %L', seal);
   else
-    perform set_config('app.org_id', p_org::text, true), set_config('app.org_visible', visible, true), set_config('app.org_seal', seal, true);
+    perform pg_catalog.set_config('app.org_id', org, true), pg_catalog.set_config('app.org_visible', visible, true),
+            pg_catalog.set_config('app.org_seal', seal, true);
   end if;
 end
 $$;

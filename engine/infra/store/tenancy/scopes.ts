@@ -94,12 +94,18 @@ export const DEFAULT_SCOPE_TIMEOUTS: Required<ScopeTimeouts> = { statementMs: 5_
 export interface ScopeSettings extends ScopeTimeouts {
   signer: ScopeSigner;
   citus?: boolean;
+  /**
+   * Whether a scope enters the role app_tenant (default true): not needed when the tenant
+   * login is app_tenant itself, which saves each scope a role lookup.
+   */
+  enterRole?: boolean;
 }
 
 /** A store's scope settings, checked once, as the entry statement needs them. */
 export interface ScopeEntry {
   readonly signer: ScopeSigner;
   readonly citus: boolean;
+  readonly enterRole: boolean;
   /** statement_timeout, lock_timeout, idle_in_transaction_session_timeout, plan_cache_mode. */
   readonly limits: readonly [string, string, string, string];
 }
@@ -109,7 +115,7 @@ export interface ScopeEntry {
  * "no limit" to PostgreSQL.
  */
 export function scopeEntry(settings: ScopeSettings): ScopeEntry {
-  const { citus = false, signer, ...timeouts } = settings;
+  const { citus = false, enterRole = true, signer, ...timeouts } = settings;
   if (!(signer instanceof ScopeSigner))
     throw new StoreError('INVALID_INPUT', "a tenant scope needs the store's signer", { field: 'signer' });
   const merged = { ...DEFAULT_SCOPE_TIMEOUTS, ...timeouts };
@@ -121,26 +127,17 @@ export function scopeEntry(settings: ScopeSettings): ScopeEntry {
   return {
     signer,
     citus,
+    enterRole,
     limits: [`${merged.statementMs}ms`, `${merged.lockMs}ms`, `${merged.idleInTransactionMs}ms`, citus ? 'auto' : 'force_generic_plan'],
   };
 }
 
 /**
- * The settings a scope's statements depend on, set by the scope instead of trusted from the
- * session: a leaked tenant login can give its own role defaults (ALTER ROLE app_tenant SET ...)
- * that every new connection, and RESET ALL, would otherwise bring back. A search_path without
- * public made the store's tables unknown; a DateStyle other than ISO made the driver read dates
- * as null; row_security off, or array_nulls off, would break or change the store's statements.
- */
-const PINNED_SETTINGS = `set_config('search_path', 'pg_catalog, public, pg_temp', true), set_config('DateStyle', 'ISO, MDY', true),
-  set_config('IntervalStyle', 'postgres', true), set_config('bytea_output', 'hex', true), set_config('extra_float_digits', '1', true),
-  set_config('standard_conforming_strings', 'on', true), set_config('array_nulls', 'on', true), set_config('row_security', 'on', true)`;
-
-/**
- * The statement that enters organization `org`'s scope: the role, the organization, signed by
- * this store (enter_org_scope checks the signature, decides once per scope whether the
- * organization is live, and seals both for the policies), the scope's limits and the settings
- * it depends on, all LOCAL to the transaction; for reads the transaction made read-only so that
+ * The statement that enters organization `org`'s scope: the role (unless the login is
+ * app_tenant itself), the organization, signed by this store (enter_org_scope checks the
+ * signature, decides once per scope whether the organization is live, and seals both for the
+ * policies) and the scope's limits, all LOCAL to the transaction (the settings the store's
+ * statements depend on are the connection's own: see PINNED_STARTUP_SETTINGS); for reads the transaction made read-only so that
  * the database, not only the API, refuses writes there.
  *
  * Generic plans, too: under row-level security the organization is a setting, not a
@@ -151,18 +148,24 @@ const PINNED_SETTINGS = `set_config('search_path', 'pg_catalog, public, pg_temp'
  * On Citus, enter_org_scope's SET LOCALs reach the workers the transaction uses only with
  * citus.propagate_set_commands = 'local', set first (enter_org_scope uses SET LOCAL only then).
  */
-function enterStatement(citus: boolean, readOnly: boolean): string {
-  return `select set_config('role', 'app_tenant', true), ${citus ? `set_config('citus.propagate_set_commands', 'local', true), ` : ''}
+function enterStatement(citus: boolean, readOnly: boolean, enterRole: boolean): string {
+  return `select ${enterRole ? `set_config('role', 'app_tenant', true), ` : ''}${citus ? `set_config('citus.propagate_set_commands', 'local', true), ` : ''}
   public.enter_org_scope($1::uuid, $2::bigint, $3::bytea),
   set_config('plan_cache_mode', $7, true), set_config('statement_timeout', $4, true),
-  set_config('lock_timeout', $5, true), set_config('idle_in_transaction_session_timeout', $6, true),
-  ${PINNED_SETTINGS}${readOnly ? `, set_config('transaction_read_only', 'on', true)` : ''}`;
+  set_config('lock_timeout', $5, true), set_config('idle_in_transaction_session_timeout', $6, true)${
+    readOnly ? `, set_config('transaction_read_only', 'on', true)` : ''
+  }`;
 }
 
-const ENTER = {
-  readWrite: { server: enterStatement(false, false), citus: enterStatement(true, false) },
-  readOnly: { server: enterStatement(false, true), citus: enterStatement(true, true) },
-};
+/** The entry statements, by kind of scope and of database. */
+const ENTER_STATEMENTS = new Map<string, string>();
+
+function enterSql(entry: ScopeEntry, readOnly: boolean): string {
+  const key = `${entry.citus}/${readOnly}/${entry.enterRole}`;
+  let sql = ENTER_STATEMENTS.get(key);
+  if (sql === undefined) ENTER_STATEMENTS.set(key, (sql = enterStatement(entry.citus, readOnly, entry.enterRole)));
+  return sql;
+}
 
 /** The parameters of the entry statement for organization `org`. */
 function entryParams(org: string, entry: ScopeEntry): unknown[] {
@@ -180,8 +183,7 @@ const COMMIT: PipelinedStatement = { sql: 'commit', prepare: true, rows: false }
 
 /** What opens a withOrg transaction, sent ahead of its first statement. */
 function beginScope(org: string, entry: ScopeEntry): PipelinedStatement[] {
-  const sql = entry.citus ? ENTER.readWrite.citus : ENTER.readWrite.server;
-  return [BEGIN, { sql, params: entryParams(org, entry), prepare: true, rows: false }];
+  return [BEGIN, { sql: enterSql(entry, false), params: entryParams(org, entry), prepare: true, rows: false }];
 }
 
 function validOrgId(orgId: string): string {
@@ -395,7 +397,7 @@ class ReadOnlyStatementRunner implements Queryable {
   query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> {
     const { citus } = this.entry;
     const enter: PipelinedStatement = {
-      sql: citus ? ENTER.readOnly.citus : ENTER.readOnly.server,
+      sql: enterSql(this.entry, true),
       params: entryParams(this.org, this.entry),
       prepare: true,
       rows: false,
