@@ -1,8 +1,9 @@
 /**
  * withOrg() and readOrg(): the only ways into an organization's data. A transaction, on a
  * connection of the tenant login, that enters the role app_tenant (on the embedded database,
- * whose one user is a superuser) and the organization's scope (enter_org_scope sets app.org_id),
- * all LOCAL to the transaction: row-level security then confines every statement to that
+ * whose one user is a superuser) and the organization's scope (enter_org_scope checks this
+ * store's signature of it and sets app.org_id with a seal the policies check; see
+ * scope-signer.ts), all LOCAL to the transaction: row-level security then confines every statement to that
  * organization, and nothing of it outlives the transaction on a pooled connection. Each scope
  * also carries local statement, lock and idle timeouts, so that one tenant cannot hold others.
  *
@@ -137,8 +138,8 @@ export function scopeEntry(settings: ScopeSettings): ScopeEntry {
  * app_tenant itself), the organization, signed by this store (enter_org_scope checks the
  * signature, decides once per scope whether the organization is live, and seals both for the
  * policies) and the scope's limits, all LOCAL to the transaction (the settings the store's
- * statements depend on are the connection's own: see PINNED_STARTUP_SETTINGS); for reads the transaction made read-only so that
- * the database, not only the API, refuses writes there.
+ * statements depend on are the connection's own: see PINNED_STARTUP_SETTINGS); for reads the
+ * transaction made read-only so that the database, not only the API, refuses writes there.
  *
  * Generic plans, too: under row-level security the organization is a setting, not a
  * parameter, so a plan made for one call's values gains nothing over the generic one, yet the
