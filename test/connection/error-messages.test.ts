@@ -28,7 +28,7 @@ import type { ScopeTimeouts } from '../../engine/infra/store/tenancy/scopes.ts';
 import { expectStoreError } from '../support/assertions.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 import { withOrgSql } from '../support/trusted-sql.ts';
-import { ScopeSigner } from '../../engine/infra/store/tenancy/scope-signer.ts';
+import { loadScopeSigner } from '../../engine/infra/store/tenancy/scope-signer.ts';
 
 // ---------------------------------------------------------------------------------------------
 // What an error may not show
@@ -584,8 +584,7 @@ const cases: Case[] = [
     code: 'FORBIDDEN',
     named: false,
     async provoke(f) {
-      const { rows } = await f.store.db.query<{ secret: Uint8Array }>('select secret from public.tenant_scope_key');
-      const stale = new ScopeSigner(rows[0]!.secret).sign(f.orgId, Date.now() - 3_600_000);
+      const stale = (await loadScopeSigner(f.store.db)).sign(f.orgId, Date.now() - 3_600_000);
       return withOrgSql(f.store, f.orgId, (tx) =>
         tx.query('select public.enter_org_scope($1::uuid, $2::bigint, $3::bytea)', [f.orgId, stale.expiresAt, stale.proof]),
       );

@@ -12,7 +12,7 @@ import { openAsBlob } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, inject } from 'vitest';
 import { openDatabase, withDatabaseName, type Database } from '../../engine/infra/store/connection/database.ts';
-import { storeOver, type Store } from '../../engine/infra/store/store.ts';
+import { openStore, storeOver, type Store } from '../../engine/infra/store/store.ts';
 
 export interface TestDatabase {
   db: Database;
@@ -147,4 +147,18 @@ export function migratedStoreFor(backend: TestBackend): { readonly database: Tes
       return made(store);
     },
   };
+}
+
+/**
+ * Runs `work` with a store whose every scope and check meets one connection: a store of one
+ * connection on a server database (`database`), or `store` itself on PGlite, which has one.
+ */
+export async function withOneConnection(store: Store, database: TestDatabase, work: (on: Store) => Promise<void>): Promise<void> {
+  if (database.url === undefined) return work(store);
+  const single = await openStore({ url: database.url, poolSize: 1 });
+  try {
+    await work(single);
+  } finally {
+    await single.close();
+  }
 }

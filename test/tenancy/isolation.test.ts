@@ -21,9 +21,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_ORG_ID, StoreError, openStore, storeOver, type ErrorCode, type Store, type WorkflowState } from 'engine-store';
+import { DEFAULT_ORG_ID, StoreError, storeOver, type ErrorCode, type Store, type WorkflowState } from 'engine-store';
 import { databaseErrorFields, toStoreError } from '../../engine/infra/store/connection/database-errors.ts';
-import { backends, type TestDatabase } from '../support/backends.ts';
+import { backends, withOneConnection, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
 import { withOrgSql, type TrustedSqlScope } from '../support/trusted-sql.ts';
 
@@ -780,20 +780,6 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
     }
   });
 
-  /**
-   * On PostgreSQL a store of one connection, so that every scope and check meets the same
-   * connection (and the main pool is never left dirty); PGlite is one connection anyway.
-   */
-  async function withOneConnection(work: (on: Store) => Promise<void>): Promise<void> {
-    if (backend.name === 'pglite') return work(store);
-    const single = await openStore({ url: t.url!, poolSize: 1 });
-    try {
-      await work(single);
-    } finally {
-      await single.close();
-    }
-  }
-
   afterAll(async () => {
     // store.close() closes t.db; t.dispose() closes it again, which is harmless (Database.close
     // is idempotent, see connection/database.ts), and then drops the server database.
@@ -978,7 +964,7 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
     }
 
     it('after a scope commits, rolls back because its callback threw, or fails on a statement, the next plain query runs as the original user with no organization and no role', async () => {
-      await withOneConnection(async (on) => {
+      await withOneConnection(store, t, async (on) => {
         const clean = await connectionState(on);
         expect(clean).toMatchObject({ user: sessionUser, org: '', role: 'none' });
         const expectClean = async (after: string) => expect(await connectionState(on), `connection state after ${after}`).toEqual(clean);
@@ -1027,7 +1013,7 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
     });
 
     it('a callback that swallows a failed statement: withOrg rejects with TRANSACTION_ABORTED, nothing is committed, and the connection is clean', async () => {
-      await withOneConnection(async (on) => {
+      await withOneConnection(store, t, async (on) => {
         const clean = await connectionState(on);
         const kept = `swallowed-${tag()}@victim.example`;
         const existing = [...fixture.get(victim.id)!.users.values()][0]!;
@@ -1229,7 +1215,7 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
     });
 
     it('a session-level SET ROLE or set_config(..., false) issued through raw SQL does not outlive its scope on the pooled connection', async () => {
-      await withOneConnection(async (on) => {
+      await withOneConnection(store, t, async (on) => {
         for (const ending of ['commit', 'rollback'] as const) {
           await withOrgSql(on, attacker.id, async (tx) => {
             await tx.query('set role app_tenant');
@@ -1249,7 +1235,7 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
     });
 
     it("the same when the raw SQL comes after the store's own statements (a scope of prepared statements alone commits without a reset)", async () => {
-      await withOneConnection(async (on) => {
+      await withOneConnection(store, t, async (on) => {
         await withOrgSql(on, attacker.id, async (tx) => {
           await tx.workflows.list({ limit: 1 });
           await tx.query(`select set_config('app.org_id', $1, false)`, [victim.id]);

@@ -12,8 +12,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, openStore, storeOver, type Store } from 'engine-store';
-import { ScopeSigner } from '../../engine/infra/store/tenancy/scope-signer.ts';
-import { backends, type TestDatabase } from '../support/backends.ts';
+import { loadScopeSigner } from '../../engine/infra/store/tenancy/scope-signer.ts';
+import { backends, withOneConnection, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
 import { connectAsTenant } from '../support/leaked-login.ts';
 import { withOrgSql, type TrustedSqlScope } from '../support/trusted-sql.ts';
@@ -45,10 +45,7 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
   }
 
   /** A signer with the database's key but no memory of earlier signatures, to sign with any clock. */
-  async function freshSigner(): Promise<ScopeSigner> {
-    const { rows } = await store.db.query<{ secret: Uint8Array }>('select secret from public.tenant_scope_key');
-    return new ScopeSigner(rows[0]!.secret);
-  }
+  const freshSigner = () => loadScopeSigner(store.db);
 
   beforeAll(async () => {
     t = await backend.createMigrated();
@@ -235,19 +232,8 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
   });
 
   describe('nothing a scope does outlives it on the pooled connection', () => {
-    /** One connection for every scope: a pool of one on a server; PGlite has one. */
-    async function withOneConnection(work: (on: Store) => Promise<void>): Promise<void> {
-      if (backend.name === 'pglite') return work(store);
-      const on = await openStore({ url: t.url!, poolSize: 1 });
-      try {
-        await work(on);
-      } finally {
-        await on.close();
-      }
-    }
-
     it('session settings, listeners and session advisory locks are gone after commit and after rollback', async () => {
-      await withOneConnection(async (on) => {
+      await withOneConnection(store, t, async (on) => {
         const session = async () =>
           (
             await on.tenantDb.query<Record<string, string | number>>(

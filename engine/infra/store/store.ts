@@ -93,16 +93,6 @@ async function openTenantDatabase(owner: Database, options: TenantLoginOptions, 
   return owner.loginAs(TENANT_ROLE, options.tenantPassword ?? nonEmpty(process.env.APP_TENANT_PASSWORD), pool)!;
 }
 
-/**
- * Whether the tenant pool's login is app_tenant itself, so that scopes need not enter the role
- * (on the embedded database, and for a login that is a member of app_tenant, they must).
- */
-async function logsInAsTenantRole(tenantDb: Database, owner: Database): Promise<boolean> {
-  if (tenantDb === owner) return false;
-  const { rows } = await tenantDb.query<{ tenant: boolean }>('select current_user = $1 as tenant', [TENANT_ROLE]);
-  return rows[0]!.tenant;
-}
-
 /** A store over an already open owner database (which the store then owns and closes). */
 export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' | 'dataDir'> = {}): Promise<Store> {
   if (options.migrate) await migrateUp(db);
@@ -129,8 +119,10 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   let verifyDb: Database;
   let entry: ScopeEntry;
   try {
-    if (tenantDb !== db) await assertTenantLogin(tenantDb);
-    entry = scopeEntry({ ...options.scopeTimeouts, citus, signer, enterRole: !(await logsInAsTenantRole(tenantDb, db)) });
+    // The role is entered only where the login is not app_tenant itself (the embedded
+    // database's superuser, or a login that is a member of it): a role lookup saved per scope.
+    const login = tenantDb !== db ? await assertTenantLogin(tenantDb) : undefined;
+    entry = scopeEntry({ ...options.scopeTimeouts, citus, signer, enterRole: login?.login !== TENANT_ROLE });
     verifyDb = await openTenantDatabase(db, options, verifyPool);
   } catch (error) {
     if (tenantDb !== db) await tenantDb.close();

@@ -12,7 +12,7 @@ import { StoreError, isStoreError } from '../errors.ts';
 import { parseKey } from './api-keys.ts';
 import type { Permission } from './rbac.ts';
 import { run } from '../connection/run.ts';
-import type { Role } from '../repositories/validation.ts';
+import { millisecondLimits, type Role } from '../repositories/validation.ts';
 
 /** Limits of every verification, set on the verification pool's connections (PostgreSQL only). */
 export interface VerifyTimeouts {
@@ -29,13 +29,7 @@ export const DEFAULT_VERIFY_POOL_SIZE = 2;
 
 /** The verification limits, defaults filled in, checked: 0 would mean "no limit" to PostgreSQL. */
 export function verifyTimeoutValues(timeouts: VerifyTimeouts = {}): Required<VerifyTimeouts> {
-  const merged = { ...DEFAULT_VERIFY_TIMEOUTS, ...timeouts };
-  for (const [name, value] of Object.entries(merged)) {
-    if (!Number.isInteger(value) || value < 1 || value > 86_400_000) {
-      throw new StoreError('INVALID_INPUT', `${name} must be a whole number of milliseconds from 1 to 86,400,000`, { field: name });
-    }
-  }
-  return merged;
+  return millisecondLimits(DEFAULT_VERIFY_TIMEOUTS, timeouts);
 }
 
 /** The verification pool's size, default filled in, checked. */

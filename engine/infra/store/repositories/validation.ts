@@ -172,3 +172,17 @@ const GET_OPTIONS = inputObject({ includeDeleted: z.boolean().optional() });
 export function readIncludeDeleted(options: unknown): boolean {
   return parseObject(GET_OPTIONS, options ?? {}, 'options').includeDeleted === true;
 }
+
+/**
+ * Millisecond limits (timeouts) with their defaults filled in, each checked: a whole number from
+ * 1 to a day, since 0 would mean "no limit" to PostgreSQL. Errors name the option.
+ */
+export function millisecondLimits<Limits extends Record<string, number>>(defaults: Limits, given: Partial<Limits> = {}): Limits {
+  const merged = { ...defaults, ...given };
+  for (const [name, value] of Object.entries(merged)) {
+    if (!Number.isInteger(value) || value < 1 || value > 86_400_000) {
+      throw new StoreError('INVALID_INPUT', `${name} must be a whole number of milliseconds from 1 to 86,400,000`, { field: name });
+    }
+  }
+  return merged;
+}

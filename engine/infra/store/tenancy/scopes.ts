@@ -24,7 +24,7 @@ import { TaskStatesRepository } from '../repositories/tasks.ts';
 import { UsersRepository } from '../repositories/users.ts';
 import { run } from '../connection/run.ts';
 import { tenantQueryBuilder, type TenantQueryBuilder } from './query-builder.ts';
-import { parseInput, uuid } from '../repositories/validation.ts';
+import { millisecondLimits, parseInput, uuid } from '../repositories/validation.ts';
 import { WorkflowStatesRepository } from '../repositories/workflows.ts';
 import { ScopeSigner } from './scope-signer.ts';
 
@@ -106,7 +106,9 @@ export interface ScopeSettings extends ScopeTimeouts {
 export interface ScopeEntry {
   readonly signer: ScopeSigner;
   readonly citus: boolean;
-  readonly enterRole: boolean;
+  /** The entry statements of this store's scopes (enterStatement), made once. */
+  readonly enterReadWrite: string;
+  readonly enterReadOnly: string;
   /** statement_timeout, lock_timeout, idle_in_transaction_session_timeout, plan_cache_mode. */
   readonly limits: readonly [string, string, string, string];
 }
@@ -119,17 +121,13 @@ export function scopeEntry(settings: ScopeSettings): ScopeEntry {
   const { citus = false, enterRole = true, signer, ...timeouts } = settings;
   if (!(signer instanceof ScopeSigner))
     throw new StoreError('INVALID_INPUT', "a tenant scope needs the store's signer", { field: 'signer' });
-  const merged = { ...DEFAULT_SCOPE_TIMEOUTS, ...timeouts };
-  for (const [name, value] of Object.entries(merged)) {
-    if (!Number.isInteger(value) || value < 1 || value > 86_400_000) {
-      throw new StoreError('INVALID_INPUT', `${name} must be a whole number of milliseconds from 1 to 86,400,000`, { field: name });
-    }
-  }
+  const limits = millisecondLimits(DEFAULT_SCOPE_TIMEOUTS, timeouts);
   return {
     signer,
     citus,
-    enterRole,
-    limits: [`${merged.statementMs}ms`, `${merged.lockMs}ms`, `${merged.idleInTransactionMs}ms`, citus ? 'auto' : 'force_generic_plan'],
+    enterReadWrite: enterStatement(citus, false, enterRole),
+    enterReadOnly: enterStatement(citus, true, enterRole),
+    limits: [`${limits.statementMs}ms`, `${limits.lockMs}ms`, `${limits.idleInTransactionMs}ms`, citus ? 'auto' : 'force_generic_plan'],
   };
 }
 
@@ -158,16 +156,6 @@ function enterStatement(citus: boolean, readOnly: boolean, enterRole: boolean): 
   }`;
 }
 
-/** The entry statements, by kind of scope and of database. */
-const ENTER_STATEMENTS = new Map<string, string>();
-
-function enterSql(entry: ScopeEntry, readOnly: boolean): string {
-  const key = `${entry.citus}/${readOnly}/${entry.enterRole}`;
-  let sql = ENTER_STATEMENTS.get(key);
-  if (sql === undefined) ENTER_STATEMENTS.set(key, (sql = enterStatement(entry.citus, readOnly, entry.enterRole)));
-  return sql;
-}
-
 /** The parameters of the entry statement for organization `org`. */
 function entryParams(org: string, entry: ScopeEntry): unknown[] {
   const { expiresAt, proof } = entry.signer.sign(org);
@@ -184,7 +172,7 @@ const COMMIT: PipelinedStatement = { sql: 'commit', prepare: true, rows: false }
 
 /** What opens a withOrg transaction, sent ahead of its first statement. */
 function beginScope(org: string, entry: ScopeEntry): PipelinedStatement[] {
-  return [BEGIN, { sql: enterSql(entry, false), params: entryParams(org, entry), prepare: true, rows: false }];
+  return [BEGIN, { sql: entry.enterReadWrite, params: entryParams(org, entry), prepare: true, rows: false }];
 }
 
 function validOrgId(orgId: string): string {
@@ -398,7 +386,7 @@ class ReadOnlyStatementRunner implements Queryable {
   query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> {
     const { citus } = this.entry;
     const enter: PipelinedStatement = {
-      sql: enterSql(this.entry, true),
+      sql: this.entry.enterReadOnly,
       params: entryParams(this.org, this.entry),
       prepare: true,
       rows: false,

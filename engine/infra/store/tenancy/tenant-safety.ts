@@ -285,12 +285,14 @@ export function tenantLoginProblems(facts: TenantLogin, options: TenantLoginProb
   return problems;
 }
 
-/** Throws STORE_UNSAFE, saying what is wrong, unless `tenant` is fit to carry tenant traffic. */
-export async function assertTenantLogin(tenant: Queryable): Promise<void> {
-  const problems = tenantLoginProblems(await inspectTenantLogin(tenant)).filter((problem) => problem.unsafe);
+/** Throws STORE_UNSAFE, saying what is wrong, unless `tenant` is fit to carry tenant traffic; returns what it found. */
+export async function assertTenantLogin(tenant: Queryable): Promise<TenantLogin> {
+  const facts = await inspectTenantLogin(tenant);
+  const problems = tenantLoginProblems(facts).filter((problem) => problem.unsafe);
   if (problems.length > 0) {
     throw new StoreError('STORE_UNSAFE', `refusing to run tenant traffic: ${problems.map((problem) => problem.message).join('; ')}`, {
       reason: 'privileged_tenant_login',
     });
   }
+  return facts;
 }
