@@ -17,6 +17,7 @@ import { backends, withOneConnection, type TestDatabase } from '../support/backe
 import { withCitus } from '../support/citus.ts';
 import { connectAsTenant } from '../support/leaked-login.ts';
 import { withOrgSql, type TrustedSqlScope } from '../support/trusted-sql.ts';
+import { expectStoreError } from '../support/assertions.ts';
 
 const tag = () => randomBytes(4).toString('hex');
 
@@ -267,12 +268,42 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
     it('with search_path, DateStyle, read-only transactions and row security set for app_tenant in this database, scopes read and write as before', async () => {
       const database = new URL(t.url!).pathname.slice(1);
       const admin = await openDatabase({ url: t.url!, poolSize: 1 });
-      const settings = [`search_path = pg_catalog`, `DateStyle = 'SQL, DMY'`, `default_transaction_read_only = on`, `row_security = off`];
+      const settings = [
+        `search_path = pg_catalog`,
+        `DateStyle = 'SQL, DMY'`,
+        `default_transaction_read_only = on`,
+        `row_security = off`,
+        // The scope's limits, which the tenant pool's connections start with on one server.
+        `statement_timeout = 0`,
+        `lock_timeout = 0`,
+        `idle_in_transaction_session_timeout = 0`,
+        `plan_cache_mode = force_custom_plan`,
+      ];
       try {
         // What a leaked login can do to itself (ALTER ROLE ... IN DATABASE), here by the owner for this database only.
         for (const setting of settings) await admin.query(`alter role app_tenant in database "${database}" set ${setting}`);
-        const fresh = await openStore({ url: t.url!, poolSize: 1 });
+        const fresh = await openStore({
+          url: t.url!,
+          poolSize: 1,
+          scopeTimeouts: { statementMs: 1_500, lockMs: 300, idleInTransactionMs: 20_000 },
+        });
         try {
+          const limits = await withOrgSql(fresh, victim.id, async (tx) => {
+            // What tenant SQL could do to the session: gone at the end of the scope (RESET ALL).
+            await tx.query('set statement_timeout = 0');
+            return (
+              await tx.query(
+                `select current_setting('lock_timeout') as lock, current_setting('idle_in_transaction_session_timeout') as idle,
+                        current_setting('plan_cache_mode') as plans`,
+              )
+            ).rows[0];
+          });
+          expect(limits).toEqual({ lock: '300ms', idle: '20s', plans: 'force_generic_plan' });
+          const { rows: after } = await withOrgSql(fresh, victim.id, (tx) =>
+            tx.query<{ statement: string }>(`select current_setting('statement_timeout') as statement`),
+          );
+          expect(after[0]!.statement, 'the next scope has its statement timeout again').toBe('1500ms');
+          await expectStoreError(() => withOrgSql(fresh, victim.id, (tx) => tx.query('select pg_sleep(3)')), 'TIMEOUT');
           const workflowExecId = randomUUID();
           await fresh.withOrg(victim.id, (tx) => tx.workflows.upsert({ workflowExecId, workflowId: 'defaults', status: 'pending' }));
           const page = await fresh.readOrg(victim.id).workflows.list();

@@ -15,7 +15,17 @@ import { migrateUp, migrationStatus } from './migrator/runner.ts';
 import { OrganizationsRepository } from './repositories/organizations.ts';
 import { assertTenantIsolation, assertTenantLogin, TENANT_ROLE } from './tenancy/tenant-safety.ts';
 import { isCitus } from './citus/detect.ts';
-import { readOrg, scopeEntry, withOrg, type ScopeEntry, type ScopeTimeouts, type TenantReads, type TenantScope } from './tenancy/scopes.ts';
+import {
+  readOrg,
+  scopeEntry,
+  scopeSessionLimits,
+  scopeTimeoutValues,
+  withOrg,
+  type ScopeEntry,
+  type ScopeTimeouts,
+  type TenantReads,
+  type TenantScope,
+} from './tenancy/scopes.ts';
 import { loadScopeSigner } from './tenancy/scope-signer.ts';
 import {
   verifyApiKey,
@@ -115,14 +125,21 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     lazy: true,
   };
   const tenantPoolSize = options.tenantPoolSize ?? options.poolSize;
-  const tenantDb = await openTenantDatabase(db, options, { pinSettings: true, ...(tenantPoolSize ? { poolSize: tenantPoolSize } : {}) });
+  // One server: the scopes' limits start with each connection instead of travelling with each scope.
+  const limitsPinned = db.kind !== 'pglite' && !citus;
+  const scopeTimeouts = scopeTimeoutValues(options.scopeTimeouts);
+  const tenantDb = await openTenantDatabase(db, options, {
+    pinSettings: true,
+    ...(limitsPinned ? { sessionTimeouts: scopeSessionLimits(scopeTimeouts) } : {}),
+    ...(tenantPoolSize ? { poolSize: tenantPoolSize } : {}),
+  });
   let verifyDb: Database;
   let entry: ScopeEntry;
   try {
     // The role is entered only where the login is not app_tenant itself (the embedded
     // database's superuser, or a login that is a member of it): a role lookup saved per scope.
     const login = tenantDb !== db ? await assertTenantLogin(tenantDb) : undefined;
-    entry = scopeEntry({ ...options.scopeTimeouts, citus, signer, enterRole: login?.login !== TENANT_ROLE });
+    entry = scopeEntry({ ...scopeTimeouts, citus, signer, enterRole: login?.login !== TENANT_ROLE, limitsPinned });
     verifyDb = await openTenantDatabase(db, options, verifyPool);
   } catch (error) {
     if (tenantDb !== db) await tenantDb.close();

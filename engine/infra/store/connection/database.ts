@@ -73,6 +73,18 @@ export interface Database extends Queryable {
   close(): Promise<void>;
 }
 
+/** Limits a pool's connections start with; see PoolOptions.sessionTimeouts. */
+export interface SessionLimits {
+  statementMs: number;
+  lockMs: number;
+  idleInTransactionMs?: number;
+  /**
+   * plan_cache_mode = force_generic_plan: for statements whose plan cannot gain from the
+   * values of one call (see scopes.ts, enterStatement).
+   */
+  genericPlans?: boolean;
+}
+
 /** How a server pool's connections are made (PostgreSQL only). */
 export interface PoolOptions {
   /** Connections in the pool (default 10; for loginAs, as many as the pool it is called on). */
@@ -83,7 +95,7 @@ export interface PoolOptions {
    * armed before the statement starts, which a SET inside it cannot do, and it costs no round
    * trip. Whole milliseconds, checked by the caller.
    */
-  sessionTimeouts?: { statementMs: number; lockMs: number };
+  sessionTimeouts?: SessionLimits;
   /**
    * Connections start with the settings the store's statements depend on (PINNED_STARTUP_SETTINGS),
    * for the tenant login's pools: settings sent when a connection opens beat the login's own
@@ -315,9 +327,13 @@ const PINNED_STARTUP_SETTINGS = [
   'row_security=on',
   'default_transaction_read_only=off',
   'default_transaction_isolation=read\\ committed',
-]
-  .map((setting) => `-c ${setting}`)
-  .join(' ');
+].map((setting) => `-c ${setting}`);
+
+/** The `options` startup parameter (`-c name=value ...`) of a pool's connections, if any. */
+function startupOptions(pinSettings: boolean | undefined, genericPlans: boolean | undefined): { options?: string } {
+  const settings = [...(pinSettings ? PINNED_STARTUP_SETTINGS : []), ...(genericPlans ? ['-c plan_cache_mode=force_generic_plan'] : [])];
+  return settings.length ? { options: settings.join(' ') } : {};
+}
 
 function openPostgres(
   url: string,
@@ -330,7 +346,8 @@ function openPostgres(
     connectionTimeoutMillis: 10_000,
     types: pgTypes,
     ...(sessionTimeouts ? { statement_timeout: sessionTimeouts.statementMs, lock_timeout: sessionTimeouts.lockMs } : {}),
-    ...(pinSettings ? { options: PINNED_STARTUP_SETTINGS } : {}),
+    ...(sessionTimeouts?.idleInTransactionMs ? { idle_in_transaction_session_timeout: sessionTimeouts.idleInTransactionMs } : {}),
+    ...startupOptions(pinSettings, sessionTimeouts?.genericPlans),
   });
   // An idle client that loses its server emits 'error' on the pool; without a listener that
   // would crash the process. The next checkout reconnects.

@@ -5,7 +5,8 @@
  * store's signature of it and sets app.org_id with a seal the policies check; see
  * scope-signer.ts), all LOCAL to the transaction: row-level security then confines every statement to that
  * organization, and nothing of it outlives the transaction on a pooled connection. Each scope
- * also carries local statement, lock and idle timeouts, so that one tenant cannot hold others.
+ * also runs under statement, lock and idle timeouts, so that one tenant cannot hold others
+ * (local to it, or on one server the tenant pool's own: ScopeSettings.limitsPinned).
  *
  * A scope takes no SQL text from its caller: the repositories' own statements, and custom
  * queries through `tx.kysely`, a query builder that runs only checked trees
@@ -16,7 +17,7 @@
  * by itself: one round trip, as the bare statement would be.
  */
 import { ApiKeysRepository } from '../api-keys/api-keys.ts';
-import type { Database, PipelinedStatement, QueryOptions, QueryResult, Queryable, Session } from '../connection/database.ts';
+import type { Database, PipelinedStatement, QueryOptions, QueryResult, Queryable, Session, SessionLimits } from '../connection/database.ts';
 import { databaseErrorFields, toStoreError } from '../connection/database-errors.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 import { SchedulesRepository } from '../repositories/schedules.ts';
@@ -100,6 +101,13 @@ export interface ScopeSettings extends ScopeTimeouts {
    * login is app_tenant itself, which saves each scope a role lookup.
    */
   enterRole?: boolean;
+  /**
+   * Whether the tenant pool's connections start with the scope's limits (scopeSessionLimits)
+   * instead of each scope setting them (default false). About 0.012 ms a scope on one server.
+   * Not on Citus, where only the scope's SET LOCALs reach the workers, nor on the embedded
+   * database, whose one connection also runs the owner's statements.
+   */
+  limitsPinned?: boolean;
 }
 
 /** A store's scope settings, checked once, as the entry statement needs them. */
@@ -109,8 +117,25 @@ export interface ScopeEntry {
   /** The entry statements of this store's scopes (enterStatement), made once. */
   readonly enterReadWrite: string;
   readonly enterReadOnly: string;
-  /** statement_timeout, lock_timeout, idle_in_transaction_session_timeout, plan_cache_mode. */
-  readonly limits: readonly [string, string, string, string];
+  /**
+   * statement_timeout, lock_timeout, idle_in_transaction_session_timeout, plan_cache_mode, as
+   * the entry statement's parameters; none where the pool pins them (ScopeSettings.limitsPinned).
+   */
+  readonly limits: readonly string[];
+}
+
+/**
+ * The limits a tenant pool's connections start with where they are pinned
+ * (ScopeSettings.limitsPinned): a RESET ALL at the end of a scope returns to them, and tenant
+ * code has no SET (query-builder.ts).
+ */
+export function scopeSessionLimits(timeouts: ScopeTimeouts = {}): SessionLimits {
+  return { ...scopeTimeoutValues(timeouts), genericPlans: true };
+}
+
+/** A caller's scope timeouts, checked and copied once (with the defaults for those not given). */
+export function scopeTimeoutValues(timeouts: ScopeTimeouts = {}): Required<ScopeTimeouts> {
+  return millisecondLimits(DEFAULT_SCOPE_TIMEOUTS, timeouts);
 }
 
 /**
@@ -118,16 +143,22 @@ export interface ScopeEntry {
  * "no limit" to PostgreSQL.
  */
 export function scopeEntry(settings: ScopeSettings): ScopeEntry {
-  const { citus = false, enterRole = true, signer, ...timeouts } = settings;
+  const { citus = false, enterRole = true, limitsPinned = false, signer, ...timeouts } = settings;
   if (!(signer instanceof ScopeSigner))
     throw new StoreError('INVALID_INPUT', "a tenant scope needs the store's signer", { field: 'signer' });
-  const limits = millisecondLimits(DEFAULT_SCOPE_TIMEOUTS, timeouts);
+  if (limitsPinned && citus) {
+    throw new StoreError('INVALID_INPUT', "on Citus a scope's limits must travel with it to the workers", { field: 'limitsPinned' });
+  }
+  const limits = scopeTimeoutValues(timeouts);
+  const shape = { citus, enterRole, limits: !limitsPinned };
   return {
     signer,
     citus,
-    enterReadWrite: enterStatement(citus, false, enterRole),
-    enterReadOnly: enterStatement(citus, true, enterRole),
-    limits: [`${limits.statementMs}ms`, `${limits.lockMs}ms`, `${limits.idleInTransactionMs}ms`, citus ? 'auto' : 'force_generic_plan'],
+    enterReadWrite: enterStatement({ ...shape, readOnly: false }),
+    enterReadOnly: enterStatement({ ...shape, readOnly: true }),
+    limits: limitsPinned
+      ? []
+      : [`${limits.statementMs}ms`, `${limits.lockMs}ms`, `${limits.idleInTransactionMs}ms`, citus ? 'auto' : 'force_generic_plan'],
   };
 }
 
@@ -135,9 +166,10 @@ export function scopeEntry(settings: ScopeSettings): ScopeEntry {
  * The statement that enters organization `org`'s scope: the role (unless the login is
  * app_tenant itself), the organization, signed by this store (enter_org_scope checks the
  * signature, decides once per scope whether the organization is live, and seals both for the
- * policies) and the scope's limits, all LOCAL to the transaction (the settings the store's
- * statements depend on are the connection's own: see PINNED_STARTUP_SETTINGS); for reads the
- * transaction made read-only so that the database, not only the API, refuses writes there.
+ * policies) and the scope's limits (unless the pool pins them), all LOCAL to the transaction
+ * (the settings the store's statements depend on are the connection's own: see
+ * PINNED_STARTUP_SETTINGS); for reads the transaction made read-only so that the database, not
+ * only the API, refuses writes there.
  *
  * Generic plans, too: under row-level security the organization is a setting, not a
  * parameter, so a plan made for one call's values gains nothing over the generic one, yet the
@@ -147,13 +179,22 @@ export function scopeEntry(settings: ScopeSettings): ScopeEntry {
  * On Citus, enter_org_scope's SET LOCALs reach the workers the transaction uses only with
  * citus.propagate_set_commands = 'local', set first (enter_org_scope uses SET LOCAL only then).
  */
-function enterStatement(citus: boolean, readOnly: boolean, enterRole: boolean): string {
-  return `select ${enterRole ? `set_config('role', 'app_tenant', true), ` : ''}${citus ? `set_config('citus.propagate_set_commands', 'local', true), ` : ''}
-  public.enter_org_scope($1::uuid, $2::bigint, $3::bytea),
-  set_config('plan_cache_mode', $7, true), set_config('statement_timeout', $4, true),
-  set_config('lock_timeout', $5, true), set_config('idle_in_transaction_session_timeout', $6, true)${
-    readOnly ? `, set_config('transaction_read_only', 'on', true)` : ''
-  }`;
+function enterStatement(shape: { citus: boolean; readOnly: boolean; enterRole: boolean; limits: boolean }): string {
+  const calls = [
+    ...(shape.enterRole ? [`set_config('role', 'app_tenant', true)`] : []),
+    ...(shape.citus ? [`set_config('citus.propagate_set_commands', 'local', true)`] : []),
+    'public.enter_org_scope($1::uuid, $2::bigint, $3::bytea)',
+    ...(shape.limits
+      ? [
+          `set_config('plan_cache_mode', $7, true)`,
+          `set_config('statement_timeout', $4, true)`,
+          `set_config('lock_timeout', $5, true)`,
+          `set_config('idle_in_transaction_session_timeout', $6, true)`,
+        ]
+      : []),
+    ...(shape.readOnly ? [`set_config('transaction_read_only', 'on', true)`] : []),
+  ];
+  return `select ${calls.join(', ')}`;
 }
 
 /** The parameters of the entry statement for organization `org`. */
