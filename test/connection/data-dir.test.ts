@@ -4,7 +4,9 @@
  * naming the holder, a lock left by a killed process taken over, and files private to the user.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -39,35 +41,17 @@ describe('the embedded data directory', () => {
     } finally {
       await db.close();
     }
-    expect(existsSync(`${dataDir}.lock`), 'the lock is gone once the last process closed').toBe(false);
+    expect(readFileSync(`${dataDir}.lock`, 'utf8'), 'the lock names nobody once the last process closed').toBe('');
   });
 
   it("a second process waits, then fails with DATA_DIR_LOCKED naming the holder; a killed holder's lock is taken over", async () => {
     const dataDir = join(root, 'held');
-    const holder = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        '-e',
-        `
-      const { openDatabase } = await import(${JSON.stringify(resolve('engine/infra/store/connection/database.ts'))});
-      await openDatabase({ dataDir: ${JSON.stringify(dataDir)} });
-      console.log('ready');
-      setInterval(() => {}, 1000);
-    `,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
+    const holder = await holdDataDir(dataDir);
     try {
-      await new Promise<void>((ready, failed) => {
-        holder.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('ready') && ready());
-        holder.on('exit', (code) => failed(new Error(`the holder exited with ${code}`)));
-      });
       const started = Date.now();
       const error = await expectStoreError(() => openDatabase({ dataDir, dataDirWaitMs: 600 }), 'DATA_DIR_LOCKED');
       expect(Date.now() - started).toBeGreaterThanOrEqual(600);
-      expect(error.message).toContain(`process ${holder.pid}`);
+      expect(error.message).toContain(`process ${holder.pid} on host ${hostname()} (since 20`);
 
       // kill -9: the lock file stays behind, naming a process that is gone.
       holder.kill('SIGKILL');
@@ -78,6 +62,76 @@ describe('the embedded data directory', () => {
     } finally {
       holder.kill('SIGKILL');
     }
+  });
+
+  it.runIf(unshareWorks())(
+    'a process in another PID namespace (another container on the same volume) cannot take a held lock: DATA_DIR_LOCKED, and no write of either is lost',
+    async () => {
+      const dataDir = migratedDataDirIn(root);
+      const holder = await holdDataDir(dataDir);
+      try {
+        // What lost writes before: the second process could not see the holder's PID and took it for dead.
+        const contender = spawnSync(
+          'unshare',
+          [
+            '--pid',
+            '--fork',
+            '--mount-proc',
+            process.execPath,
+            '--import',
+            'tsx',
+            '-e',
+            `
+            const { openStore } = await import(${JSON.stringify(resolve('engine/infra/store/index.ts'))});
+            try {
+              const store = await openStore({ dataDir: ${JSON.stringify(dataDir)}, dataDirWaitMs: 500 });
+              await store.organizations.create({ name: 'Contender' });
+              await store.close();
+              console.log('opened by', process.pid);
+            } catch (error) {
+              console.log(error.code, error.message);
+              process.exitCode = 1;
+            }
+          `,
+          ],
+          { encoding: 'utf8', timeout: 60_000 },
+        );
+        expect(contender.status, contender.stdout + contender.stderr).not.toBe(0);
+        expect(contender.stdout + contender.stderr).toContain('DATA_DIR_LOCKED');
+      } finally {
+        holder.kill('SIGKILL');
+        await new Promise((exited) => holder.once('exit', exited));
+      }
+      const { code, stderr } = await cli(['--data-dir', dataDir, 'org', 'create', '--name', 'After the holder', '--json']);
+      expect(code, stderr).toBe(0);
+    },
+  );
+
+  it('a lock file whose text is stale, a reused PID or malformed does not hold anything: the kernel lock decides, at once', async () => {
+    const dataDir = join(root, 'lock-text');
+    for (const [label, text] of [
+      ['a live PID (1) that never held it', '1\n'],
+      ['this process, as a reused PID would be', `${process.pid}\n`],
+      ['garbage', '\u0000{not json'],
+      ['a holder on another host', JSON.stringify({ host: 'elsewhere', pid: 4242, since: '2026-01-01T00:00:00Z' })],
+    ] as const) {
+      writeFileSync(`${dataDir}.lock`, text);
+      const started = Date.now();
+      const db = await openDatabase({ dataDir, dataDirWaitMs: 60_000 });
+      await db.close();
+      expect(Date.now() - started, label).toBeLessThan(30_000);
+      expect(readFileSync(`${dataDir}.lock`, 'utf8'), label).toBe('');
+    }
+  });
+
+  it('a directory where the lock file goes is refused by name, at once (it used to spin forever)', async () => {
+    const dataDir = join(root, 'lock-is-a-directory');
+    mkdirSync(`${dataDir}.lock`);
+    const started = Date.now();
+    const error = await expectStoreError(() => openDatabase({ dataDir, dataDirWaitMs: 60_000 }), 'INVALID_INPUT', 'dataDir');
+    expect(error.details.reason).toBe('lock_not_a_file');
+    expect(error.message).toContain(`${dataDir}.lock`);
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 
   it('refuses to open the same directory twice in one process', async () => {
@@ -140,3 +194,32 @@ describe('which database openDatabase opens', () => {
     expect(error.details).toEqual({ field: 'url', reason: 'two_databases' });
   });
 });
+
+/** A child process holding `dataDir` open until killed. */
+async function holdDataDir(dataDir: string): Promise<ReturnType<typeof spawn>> {
+  const holder = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '-e',
+      `
+      const { openDatabase } = await import(${JSON.stringify(resolve('engine/infra/store/connection/database.ts'))});
+      await openDatabase({ dataDir: ${JSON.stringify(dataDir)} });
+      console.log('ready');
+      setInterval(() => {}, 1000);
+    `,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  await new Promise<void>((ready, failed) => {
+    holder.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('ready') && ready());
+    holder.on('exit', (code) => failed(new Error(`the holder exited with ${code}`)));
+  });
+  return holder;
+}
+
+/** Whether this machine lets the tests start a process in a PID namespace of its own (root, util-linux). */
+function unshareWorks(): boolean {
+  return spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true'], { timeout: 10_000 }).status === 0;
+}

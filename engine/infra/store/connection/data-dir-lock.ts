@@ -4,15 +4,46 @@
  * and acknowledged writes of one are lost (seen: 4 organizations of 40 created in parallel).
  *
  * The lock is a file beside the directory (`<dir>.lock`, not inside: PGlite initializes an
- * empty directory), created atomically with the owner's PID in it. A second process waits its
- * turn up to a limit, then fails with DATA_DIR_LOCKED naming the holder. A lock whose process is
- * gone (a crash, kill -9) is taken over.
+ * empty directory) that the holder keeps open with a kernel lock on it: an open-file-description
+ * lock on Linux (fcntl F_OFD_SETLK), flock on macOS, LockFileEx on Windows, through
+ * fs-native-extensions, which ships prebuilt binaries for Node. The kernel releases it when the
+ * holder exits, however it exits, and it holds across PID namespaces (containers sharing a
+ * volume) and, on Linux, on NFS, where a PID in a file says nothing. Why not a lease judged by
+ * age (proper-lockfile): PGlite runs on the main thread, so a long statement stops the
+ * holder's renewals, and a second process would take over a lock that is still in use.
+ *
+ * The file's text names the holder (host, PID, since when) for the messages only; the lock
+ * itself is the kernel's, so a stale, reused or malformed text changes nothing. A second
+ * process polls for its turn up to a limit, then fails with DATA_DIR_LOCKED naming the holder.
+ * The file stays when the lock is released (emptied): removing it would let one process lock
+ * the old file while another creates and locks a new one.
+ *
+ * Where the native module cannot load (a platform without a prebuilt binary), the lock falls
+ * back to a PID written in the file, which is only right within one PID namespace.
  *
  * The directory is made private to its user on open (0700, files 0600): PGlite writes its files
  * world-readable, and they hold every tenant's data. A file or directory of it that its user
  * cannot write is refused by name, before PGlite meets it.
  */
-import { chmodSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  fstatSync,
+  ftruncateSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { createRequire } from 'node:module';
+import { hostname } from 'node:os';
 import { join, relative } from 'node:path';
 import { StoreError } from '../errors.ts';
 
@@ -22,7 +53,135 @@ export interface DataDirLock {
 
 const POLL_MS = 100;
 
-function holderOf(lockPath: string): number | undefined {
+/** Lock files this process holds: a second open of one would wait on itself. */
+const heldHere = new Set<string>();
+
+/** What fs-native-extensions offers (it has no types of its own). */
+interface KernelLocks {
+  tryLock(fd: number): boolean;
+  unlock(fd: number): void;
+}
+
+let kernelLocksLoaded: KernelLocks | null | undefined;
+
+/** The native module, loaded on first use (a platform without it still opens in-memory databases). */
+function kernelLocks(): KernelLocks | null {
+  if (kernelLocksLoaded === undefined) {
+    try {
+      kernelLocksLoaded = createRequire(import.meta.url)('fs-native-extensions') as KernelLocks;
+    } catch {
+      kernelLocksLoaded = null;
+    }
+  }
+  return kernelLocksLoaded;
+}
+
+/** Takes the lock of `dataDir`, waiting up to `waitMs` for another process to release it. */
+export async function lockDataDir(dataDir: string, waitMs: number): Promise<DataDirLock> {
+  const lockPath = `${dataDir}.lock`;
+  if (heldHere.has(lockPath)) {
+    throw new StoreError('DATA_DIR_LOCKED', `the embedded database in ${dataDir} is already open in this process`, {
+      reason: 'same_process',
+    });
+  }
+  const locks = kernelLocks();
+  const lock = locks ? await kernelLock(locks, dataDir, lockPath, waitMs) : await pidFileLock(dataDir, lockPath, waitMs);
+  heldHere.add(lockPath);
+  let released = false;
+  return {
+    release() {
+      if (released) return;
+      released = true;
+      heldHere.delete(lockPath);
+      lock.release();
+    },
+  };
+}
+
+async function kernelLock(locks: KernelLocks, dataDir: string, lockPath: string, waitMs: number): Promise<DataDirLock> {
+  const fd = openLockFile(lockPath);
+  try {
+    const deadline = Date.now() + waitMs;
+    while (!locks.tryLock(fd)) {
+      if (Date.now() >= deadline) throw lockedError(dataDir, lockPath, waitMs);
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+    const holder: Holder = { host: hostname(), pid: process.pid, since: new Date().toISOString() };
+    ftruncateSync(fd, 0);
+    writeSync(fd, `${JSON.stringify(holder)}\n`, 0);
+  } catch (error) {
+    closeSync(fd);
+    throw error instanceof StoreError ? error : dataDirError(error, lockPath);
+  }
+  return {
+    release() {
+      try {
+        ftruncateSync(fd, 0);
+        locks.unlock(fd);
+      } finally {
+        // Closing the file releases its lock in any case.
+        closeSync(fd);
+      }
+    },
+  };
+}
+
+/** Opens (or creates) the lock file, refusing anything but a regular file at its path. */
+function openLockFile(lockPath: string): number {
+  let fd: number;
+  try {
+    fd = openSync(lockPath, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  } catch (error) {
+    throw notALockFile(error, lockPath);
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw notALockFile(undefined, lockPath);
+  }
+  return fd;
+}
+
+function notALockFile(error: unknown, lockPath: string): StoreError {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code !== undefined && code !== 'EISDIR' && code !== 'ELOOP') return dataDirError(error, lockPath);
+  return new StoreError(
+    'INVALID_INPUT',
+    `cannot use the embedded database directory: its lock file ${lockPath} is not a regular file (${code === 'ELOOP' ? 'a symbolic link' : 'a directory or other'}); remove it when no process uses the database`,
+    { field: 'dataDir', reason: 'lock_not_a_file' },
+    { cause: error },
+  );
+}
+
+/** Who holds a lock, as its file says (the file's text is only ever read for messages). */
+interface Holder {
+  host: string;
+  pid: number;
+  since: string;
+}
+
+function holderText(lockPath: string): string {
+  try {
+    const holder = JSON.parse(readFileSync(lockPath, 'utf8')) as Partial<Holder>;
+    if (typeof holder.pid === 'number' && typeof holder.host === 'string' && typeof holder.since === 'string') {
+      return `process ${holder.pid} on host ${holder.host} (since ${holder.since})`;
+    }
+  } catch {
+    // Being written, or not ours: said plainly below.
+  }
+  return 'another process';
+}
+
+function lockedError(dataDir: string, lockPath: string, waitMs: number): StoreError {
+  return new StoreError(
+    'DATA_DIR_LOCKED',
+    `the embedded database in ${dataDir} is in use by ${holderText(lockPath)}; waited ${waitMs} ms. Stop that process, or try again when it has finished`,
+    { reason: 'locked' },
+  );
+}
+
+// The fallback: a PID in the file, created atomically. Right within one PID namespace only.
+
+function pidOf(lockPath: string): number | undefined {
   try {
     const pid = Number(readFileSync(lockPath, 'utf8').trim());
     return Number.isInteger(pid) && pid > 0 ? pid : undefined;
@@ -64,34 +223,28 @@ function tryCreate(lockPath: string): boolean {
   }
 }
 
-/** Takes the lock of `dataDir`, waiting up to `waitMs` for another process to release it. */
-export async function lockDataDir(dataDir: string, waitMs: number): Promise<DataDirLock> {
-  const lockPath = `${dataDir}.lock`;
+async function pidFileLock(dataDir: string, lockPath: string, waitMs: number): Promise<DataDirLock> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     if (tryCreate(lockPath)) break;
-    const holder = holderOf(lockPath);
-    if (holder === undefined || !isRunning(holder)) {
-      // Left by a process that is gone. Read again just before removing it, so that a lock
-      // another process took over meanwhile is not removed.
-      if (holderOf(lockPath) === holder) {
-        try {
-          unlinkSync(lockPath);
-        } catch {
-          // Another process removed it first: try again.
-        }
-      }
-      continue;
+    if (!lstatSync(lockPath, { throwIfNoEntry: false })?.isFile()) {
+      if (lstatSync(lockPath, { throwIfNoEntry: false }) === undefined) continue;
+      throw notALockFile(undefined, lockPath);
     }
-    if (holder === process.pid) {
-      throw new StoreError('DATA_DIR_LOCKED', `the embedded database in ${dataDir} is already open in this process`, {
-        reason: 'same_process',
-      });
+    const holder = pidOf(lockPath);
+    if ((holder === undefined || !isRunning(holder)) && pidOf(lockPath) === holder) {
+      // Left by a process that is gone (read again just before removing it, so that a lock
+      // another process took over meanwhile is not removed).
+      try {
+        unlinkSync(lockPath);
+      } catch {
+        // Another process removed it first.
+      }
     }
     if (Date.now() >= deadline) {
       throw new StoreError(
         'DATA_DIR_LOCKED',
-        `the embedded database in ${dataDir} is in use by process ${holder}; waited ${waitMs} ms. Stop that process, or try again when it has finished`,
+        `the embedded database in ${dataDir} is in use by process ${holder ?? '(unknown)'}; waited ${waitMs} ms. Stop that process, or try again when it has finished`,
         { reason: 'locked' },
       );
     }
@@ -108,7 +261,7 @@ export async function lockDataDir(dataDir: string, waitMs: number): Promise<Data
 }
 
 function removeIfOurs(lockPath: string): void {
-  if (holderOf(lockPath) !== process.pid) return;
+  if (pidOf(lockPath) !== process.pid) return;
   try {
     unlinkSync(lockPath);
   } catch {
