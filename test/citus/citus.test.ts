@@ -32,6 +32,7 @@ const TABLES = [
   'users',
   'api_keys',
   'api_key_usage',
+  'api_key_usage_saved',
   'workflow_states',
   'task_states',
   'schedules',
@@ -94,7 +95,15 @@ describe.skipIf(!citusUrl)('the store on Citus', () => {
 
       const progress: string[] = [];
       const report = await distributeOnCitus(db, { shardCount: 4, log: (line) => progress.push(line) });
-      expect(report.distributedTables).toEqual(['users', 'api_keys', 'api_key_usage', 'workflow_states', 'task_states', 'schedules']);
+      expect(report.distributedTables).toEqual([
+        'users',
+        'api_keys',
+        'api_key_usage',
+        'api_key_usage_saved',
+        'workflow_states',
+        'task_states',
+        'schedules',
+      ]);
       expect(report.referenceTables).toEqual(['organizations', 'permissions', 'role_permissions', 'api_key_prefixes']);
       expect(report.rows.task_states).toBe(600);
       expect(progress.some((line) => line.startsWith('distributed table task_states (600 rows)'))).toBe(true);

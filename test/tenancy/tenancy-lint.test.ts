@@ -209,6 +209,7 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
     expect(rows.filter((r) => r.tenant).map((r) => r.table)).toEqual([
       'api_key_prefixes',
       'api_key_usage',
+      'api_key_usage_saved',
       'api_keys',
       'schedules',
       'task_states',

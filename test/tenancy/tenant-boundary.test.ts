@@ -781,6 +781,8 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
         const { rows } = await leaked.query(`select count(*)::int as n from ${table}`);
         expect(rows[0].n, table).toBe(0);
       }
+      // The saved rate-limit counts are verify_api_key's alone: not even readable.
+      await expect(leaked.query('select count(*) from api_key_usage_saved')).rejects.toMatchObject({ code: '42501' });
       await expect(
         leaked.query(`insert into workflow_states (workflow_exec_id, workflow_id, status) values ($1, 'x', 'running')`, [randomUUID()]),
       ).rejects.toMatchObject({

@@ -300,6 +300,7 @@ declare
   -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
   this_window constant timestamptz := date_trunc('hour', verified_at, 'UTC');
   used integer;
+  saved integer;
 begin
   -- The organization first, by the prefix alone; then everything else within that organization
   -- (on Citus: a read of the reference table on this node, then statements routed to the
@@ -353,15 +354,35 @@ begin
   role := key.role;
   rate_limit_per_hour := key.rate_limit_per_hour;
   resets_at := this_window + interval '1 hour';
+  if used = 1 then
+    -- A new window, or a counter that a crash emptied: it goes on from its saved count. The row
+    -- just inserted stays locked until commit, so concurrent verifications of the key wait.
+    select s.request_count into saved
+      from api_key_usage_saved s
+     where s.org_id = key.org_id and s.api_key_id = key.id and s.window_start = this_window;
+    if found then
+      used := case when saved < key.rate_limit_per_hour then saved + 1 end;
+      update api_key_usage u set request_count = coalesce(used, key.rate_limit_per_hour)
+       where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start = this_window;
+    else
+      delete from api_key_usage u
+       where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window - interval '1 hour';
+      delete from api_key_usage_saved s
+       where s.org_id = key.org_id and s.api_key_id = key.id and s.window_start < this_window - interval '1 hour';
+    end if;
+  end if;
   if used is null then
     outcome := 'RATE_LIMITED';
     remaining := 0;
     return next;
     return;
   end if;
-  if used = 1 then
-    delete from api_key_usage u
-     where u.org_id = key.org_id and u.api_key_id = key.id and u.window_start < this_window - interval '1 hour';
+  -- Every step-th count saved (see the top of this file), with the verification's commit.
+  if used % greatest(1, key.rate_limit_per_hour / 64) = 0 then
+    insert into api_key_usage_saved as s (org_id, api_key_id, window_start, request_count)
+    values (key.org_id, key.id, this_window, used)
+    on conflict on constraint api_key_usage_saved_pkey do update
+      set request_count = greatest(s.request_count, excluded.request_count);
   end if;
   -- Only if the key row can be locked at once: a tenant may hold it (FOR UPDATE, or an open
   -- change to the key) as long as its scope lasts, and verification never waits for a tenant.
@@ -441,7 +462,27 @@ ALTER TABLE ONLY public.api_key_usage FORCE ROW LEVEL SECURITY;
 -- Name: TABLE api_key_usage; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON TABLE public.api_key_usage IS 'Requests per API key and hour window. Unlogged: counters need not survive a crash.';
+COMMENT ON TABLE public.api_key_usage IS 'Requests per API key and hour window. Unlogged: after a crash a counter starts again from api_key_usage_saved.';
+
+--
+-- Name: api_key_usage_saved; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.api_key_usage_saved (
+    org_id uuid NOT NULL,
+    api_key_id uuid NOT NULL,
+    window_start timestamp with time zone NOT NULL,
+    request_count integer NOT NULL,
+    CONSTRAINT api_key_usage_saved_request_count_check CHECK ((request_count >= 1))
+);
+
+ALTER TABLE ONLY public.api_key_usage_saved FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE api_key_usage_saved; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.api_key_usage_saved IS 'Counts of api_key_usage saved every 64th of the limit, from which a counter lost in a crash starts again.';
 
 --
 -- Name: api_keys; Type: TABLE; Schema: public; Owner: -
@@ -672,6 +713,13 @@ ALTER TABLE ONLY public.api_key_prefixes
 
 ALTER TABLE ONLY public.api_key_usage
     ADD CONSTRAINT api_key_usage_pkey PRIMARY KEY (org_id, api_key_id, window_start);
+
+--
+-- Name: api_key_usage_saved api_key_usage_saved_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_key_usage_saved
+    ADD CONSTRAINT api_key_usage_saved_pkey PRIMARY KEY (org_id, api_key_id, window_start);
 
 --
 -- Name: api_keys api_keys_org_id_prefix_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -962,6 +1010,13 @@ ALTER TABLE ONLY public.api_key_usage
     ADD CONSTRAINT api_key_usage_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
 
 --
+-- Name: api_key_usage_saved api_key_usage_saved_org_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_key_usage_saved
+    ADD CONSTRAINT api_key_usage_saved_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+--
 -- Name: api_keys api_keys_prefix_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1060,6 +1115,18 @@ ALTER TABLE public.api_key_usage ENABLE ROW LEVEL SECURITY;
 --
 
 CREATE POLICY api_key_usage_key_verifier ON public.api_key_usage TO app_key_verifier USING (true) WITH CHECK (true);
+
+--
+-- Name: api_key_usage_saved; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.api_key_usage_saved ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: api_key_usage_saved api_key_usage_saved_key_verifier; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY api_key_usage_saved_key_verifier ON public.api_key_usage_saved TO app_key_verifier USING (true) WITH CHECK (true);
 
 --
 -- Name: api_key_usage api_key_usage_tenant_isolation; Type: POLICY; Schema: public; Owner: -
@@ -1259,6 +1326,12 @@ GRANT SELECT ON TABLE public.api_key_usage TO app_tenant;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.api_key_usage TO app_key_verifier;
 
 --
+-- Name: TABLE api_key_usage_saved; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.api_key_usage_saved TO app_key_verifier;
+
+--
 -- Name: TABLE api_keys; Type: ACL; Schema: public; Owner: -
 --
 
@@ -1385,5 +1458,5 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '825296208e781108a8d95a7ad28312009ee58ce1a8fca9ae503ea2de2411823a', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', 'e4950336a059877ebec9b618afde7b6a9731b19129db16d89e34d310be29fb33', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '3ead112224283209195412bf039772fd4372b992f1e596f70ad555d808578bfb', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

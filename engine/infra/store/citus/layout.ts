@@ -26,7 +26,15 @@ export const NODE_LOCAL_TABLES = ['tenant_scope_key'] as const;
  * Sharded by org_id, all in the co-location group of the first: an organization's rows of every
  * table live on one node, so joins and foreign keys between them stay there.
  */
-export const DISTRIBUTED_TABLES = ['users', 'api_keys', 'api_key_usage', 'workflow_states', 'task_states', 'schedules'] as const;
+export const DISTRIBUTED_TABLES = [
+  'users',
+  'api_keys',
+  'api_key_usage',
+  'api_key_usage_saved',
+  'workflow_states',
+  'task_states',
+  'schedules',
+] as const;
 
 /**
  * Reference tables that carry org_id: tenants read their own rows and add new ones, never change

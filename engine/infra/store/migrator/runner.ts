@@ -280,11 +280,11 @@ export async function migrateDown(db: Database, options: RunnerOptions & { count
 }
 
 /**
- * Tables whose rows a revert may drop: reference data the migrations themselves seed, counters
- * that need not survive (unlogged, lost in any crash anyway), and the scope key, which the
+ * Tables whose rows a revert may drop: reference data the migrations themselves seed, the
+ * rate-limit counters (this hour's counts, and their saved copies), and the scope key, which the
  * migration makes anew (everything it signed ends with the tables it protected).
  */
-const DISPOSABLE_TABLES = new Set(['permissions', 'role_permissions', 'api_key_usage', 'tenant_scope_key']);
+const DISPOSABLE_TABLES = new Set(['permissions', 'role_permissions', 'api_key_usage', 'api_key_usage_saved', 'tenant_scope_key']);
 
 /** `drop table <name>` in a down section: the tables a revert would destroy. */
 const DROP_TABLE = /^\s*drop\s+table\s+(?:if\s+exists\s+)?([a-z_][a-z0-9_]*)/gim;

@@ -1,0 +1,98 @@
+/**
+ * A PostgreSQL server of a test's own, for what the shared server must not suffer: a crash
+ * (immediate shutdown, kill -9), or being frozen. Made with the machine's initdb in a temporary
+ * directory, on a free loopback port, started and stopped with pg_ctl. As root, the server runs
+ * as the `postgres` user (PostgreSQL refuses to run as root).
+ *
+ * `ownServerAvailable()` says whether this machine can: the tests that need one skip otherwise.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+
+export interface OwnServer {
+  /** The superuser's URL, database postgres. */
+  url: string;
+  /** An immediate shutdown (no checkpoint: crash recovery at the next start), then a start. */
+  crashAndRestart(): void;
+  /** Stops the server and removes its directory. */
+  dispose(): void;
+}
+
+function binDir(): string | undefined {
+  const fromEnv = process.env.PG_BINDIR;
+  if (fromEnv) return fromEnv;
+  const root = '/usr/lib/postgresql';
+  if (!existsSync(root)) return undefined;
+  const versions = readdirSync(root).sort((a, b) => Number(b) - Number(a));
+  return versions.map((version) => join(root, version, 'bin')).find((dir) => existsSync(join(dir, 'initdb')));
+}
+
+const asRoot = userInfo().uid === 0;
+
+/** Runs a PostgreSQL program, as the postgres user where this process is root. */
+function pgProgram(program: string, args: string[]): string {
+  const bin = join(binDir()!, program);
+  return asRoot
+    ? execFileSync('runuser', ['-u', 'postgres', '--', bin, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    : execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export function ownServerAvailable(): boolean {
+  if (!binDir()) return false;
+  if (asRoot && spawnSync('runuser', ['-u', 'postgres', '--', 'true']).status !== 0) return false;
+  return true;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startOwnServer(): Promise<OwnServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'engine-store-own-server-'));
+  if (asRoot) {
+    const postgres = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim();
+    const group = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim();
+    chownSync(dir, Number(postgres), Number(group));
+  }
+  const data = join(dir, 'data');
+  const port = await freePort();
+  pgProgram('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+  const start = () =>
+    pgProgram('pg_ctl', [
+      '-D',
+      data,
+      '-l',
+      join(dir, 'log'),
+      '-w',
+      '-o',
+      `-p ${port} -c listen_addresses=127.0.0.1 -k ${dir} -c max_connections=50`,
+      'start',
+    ]);
+  const stop = (mode: 'fast' | 'immediate') => pgProgram('pg_ctl', ['-D', data, '-w', '-m', mode, 'stop']);
+  start();
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    crashAndRestart() {
+      stop('immediate');
+      start();
+    },
+    dispose() {
+      try {
+        stop('fast');
+      } catch {
+        // Not running.
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
