@@ -189,6 +189,17 @@ describe('which database openDatabase opens', () => {
     }
   });
 
+  it("refuses an empty dataDir (it used to mean the current directory), from the API and from --data-dir ''", async () => {
+    for (const dataDir of ['', '  ']) {
+      const error = await expectStoreError(() => openDatabase({ dataDir }), 'INVALID_INPUT', 'dataDir');
+      expect(error.details.reason).toBe('empty');
+    }
+    const { code, stderr } = await cli(['--data-dir', '', 'org', 'list']);
+    expect(code).toBe(2);
+    expect(stderr).toContain('INVALID_INPUT');
+    expect(stderr).toContain('data directory');
+  });
+
   it('refuses a url and a dataDir together, naming neither database', async () => {
     const error = await expectStoreError(() => openDatabase({ url: elsewhere, dataDir: 'memory://' }), 'INVALID_INPUT');
     expect(error.details).toEqual({ field: 'url', reason: 'two_databases' });

@@ -567,7 +567,7 @@ const CASES: BadInput[] = [
   tenant('schedules.list: unknown option key', (tx) => tx.schedules.list(bad({ cronExpression: '* * * * *' })), 'cronExpression'),
 
   // withOrg itself
-  operator("withOrg: ''", (f) => f.store.withOrg('', async () => 'ran'), 'orgId', 'TENANT_SCOPE_REQUIRED'),
+  operator("withOrg: ''", (f) => f.store.withOrg('', async () => 'ran'), 'orgId', 'INVALID_INPUT'),
   operator('withOrg: undefined', (f) => f.store.withOrg(bad(undefined), async () => 'ran'), 'orgId', 'TENANT_SCOPE_REQUIRED'),
   operator('withOrg: null', (f) => f.store.withOrg(bad(null), async () => 'ran'), 'orgId', 'TENANT_SCOPE_REQUIRED'),
   operator('withOrg: not-a-uuid', (f) => f.store.withOrg('not-a-uuid', async () => 'ran'), 'orgId'),

@@ -1158,8 +1158,11 @@ describe.each(withCitus(backends))('tenant isolation on $name', (backend) => {
       await assertIsolation(store, fixture, [victim.id], 50);
     });
 
-    it('withOrg refuses an empty organization id (TENANT_SCOPE_REQUIRED); an unknown one reads nothing and cannot write (ORG_INACTIVE)', async () => {
-      await expect(withOrgSql(store, '', async () => 'ran')).rejects.toMatchObject({ code: 'TENANT_SCOPE_REQUIRED' });
+    it('withOrg refuses a missing organization id (TENANT_SCOPE_REQUIRED) and an empty one (INVALID_INPUT); an unknown one reads nothing and cannot write (ORG_INACTIVE)', async () => {
+      await expect(withOrgSql(store, undefined as unknown as string, async () => 'ran')).rejects.toMatchObject({
+        code: 'TENANT_SCOPE_REQUIRED',
+      });
+      await expect(withOrgSql(store, '', async () => 'ran')).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { field: 'orgId' } });
       const unknown = randomUUID();
       const seen = await withOrgSql(store, unknown, async (tx) => {
         let rows = 0;

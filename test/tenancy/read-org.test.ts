@@ -227,7 +227,7 @@ describe.each(withCitus(backends))('readOrg ($name)', (backend) => {
   it('checks the org id like withOrg does', async () => {
     await expectStoreError(() => store.readOrg('not-a-uuid').workflows.list(), 'INVALID_INPUT', 'orgId');
     await expectStoreError(() => store.readOrg(`${a.orgId} `).workflows.list(), 'INVALID_INPUT', 'orgId');
-    await expectStoreError(() => store.readOrg('').workflows.list(), 'TENANT_SCOPE_REQUIRED');
+    await expectStoreError(() => store.readOrg('').workflows.list(), 'INVALID_INPUT', 'orgId');
     await expectStoreError(() => store.readOrg(undefined as unknown as string).workflows.list(), 'TENANT_SCOPE_REQUIRED');
     // A well-formed id of no organization reads as nothing.
     expect((await store.readOrg(randomUUID()).workflows.list()).items).toEqual([]);

@@ -187,7 +187,13 @@ export function databaseNamedBy(named: {
     });
   }
   if (named.url !== undefined) return { url: named.url, fromEnvironment: false };
-  if (named.dataDir !== undefined) return { dataDir: named.dataDir };
+  if (named.dataDir !== undefined) {
+    // An empty name would be the current directory, where an empty URL is an error.
+    if (typeof named.dataDir !== 'string' || named.dataDir.trim() === '') {
+      throw new StoreError('INVALID_INPUT', 'the data directory must be a path (it is empty)', { field: 'dataDir', reason: 'empty' });
+    }
+    return { dataDir: named.dataDir };
+  }
   const url = nonEmpty(process.env.DATABASE_URL);
   if (url !== undefined) return { url, fromEnvironment: true };
   return { dataDir: nonEmpty(process.env.ENGINE_STORE_DATA_DIR) ?? DEFAULT_DATA_DIR };

@@ -216,8 +216,9 @@ function beginScope(org: string, entry: ScopeEntry): PipelinedStatement[] {
   return [BEGIN, { sql: entry.enterReadWrite, params: entryParams(org, entry), prepare: true, rows: false }];
 }
 
+/** A missing id is TENANT_SCOPE_REQUIRED; one given but not a UUID (the empty string too) INVALID_INPUT. */
 function validOrgId(orgId: string): string {
-  if (orgId === undefined || orgId === null || orgId === '') {
+  if (orgId === undefined || orgId === null) {
     throw new StoreError('TENANT_SCOPE_REQUIRED', 'a tenant scope needs the id of an organization', { field: 'orgId' });
   }
   return parseInput(uuid, orgId, 'orgId');
