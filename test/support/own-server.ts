@@ -7,7 +7,7 @@
  * `ownServerAvailable()` says whether this machine can: the tests that need one skip otherwise.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,10 @@ export interface OwnServer {
   url: string;
   /** An immediate shutdown (no checkpoint: crash recovery at the next start), then a start. */
   crashAndRestart(): void;
+  /** SIGSTOP to the server and every process of it: it answers nothing, as in a network partition. */
+  freeze(): void;
+  /** SIGCONT to them. */
+  thaw(): void;
   /** Stops the server and removes its directory. */
   dispose(): void;
 }
@@ -80,7 +84,27 @@ export async function startOwnServer(): Promise<OwnServer> {
     ]);
   const stop = (mode: 'fast' | 'immediate') => pgProgram('pg_ctl', ['-D', data, '-w', '-m', mode, 'stop']);
   start();
+  /** The postmaster and its children (the backends and the server's own processes). */
+  const processes = (): number[] => {
+    const postmaster = Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    const children = spawnSync('pgrep', ['-P', String(postmaster)], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter(Boolean)
+      .map(Number);
+    return [postmaster, ...children];
+  };
+  const signalAll = (signal: NodeJS.Signals) => {
+    for (const pid of processes()) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+  };
   return {
+    freeze: () => signalAll('SIGSTOP'),
+    thaw: () => signalAll('SIGCONT'),
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     crashAndRestart() {
       stop('immediate');
@@ -88,6 +112,7 @@ export async function startOwnServer(): Promise<OwnServer> {
     },
     dispose() {
       try {
+        signalAll('SIGCONT');
         stop('fast');
       } catch {
         // Not running.

@@ -95,6 +95,16 @@ export async function openStore(options: StoreOptions = {}): Promise<Store> {
   }
 }
 
+/**
+ * How long the store waits for an answer from the server on a pool whose statements end after
+ * `statementMs` (the server's own timeout, which fires first while the server answers): the
+ * margin covers the round trip and the cancellation, so that only a server that does not answer
+ * at all (frozen, partitioned) meets the client's deadline.
+ */
+function clientDeadline(statementMs: number): number {
+  return statementMs + Math.max(1_000, Math.round(statementMs / 2));
+}
+
 /** The tenant login's database: its own URL, or the owner's with app_tenant's name. */
 async function openTenantDatabase(owner: Database, options: TenantLoginOptions, pool: PoolOptions): Promise<Database> {
   if (owner.kind === 'pglite') return owner;
@@ -117,9 +127,11 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   // Read through the owner's connection: the tenant login cannot read the scope key.
   const signer = await loadScopeSigner(db);
   const citus = await isCitus(db);
+  const verifyTimeouts = verifyTimeoutValues(options.verifyTimeouts);
   const verifyPool: PoolOptions = {
     poolSize: verifyPoolSizeValue(options.verifyPoolSize),
-    sessionTimeouts: verifyTimeoutValues(options.verifyTimeouts),
+    sessionTimeouts: verifyTimeouts,
+    deadlineMs: clientDeadline(verifyTimeouts.statementMs),
     pinSettings: true,
     // Connects on the first verification: the same login was just checked for tenantDb.
     lazy: true,
@@ -130,6 +142,7 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   const scopeTimeouts = scopeTimeoutValues(options.scopeTimeouts);
   const tenantDb = await openTenantDatabase(db, options, {
     pinSettings: true,
+    deadlineMs: clientDeadline(scopeTimeouts.statementMs),
     ...(limitsPinned ? { sessionTimeouts: scopeSessionLimits(scopeTimeouts) } : {}),
     ...(tenantPoolSize ? { poolSize: tenantPoolSize } : {}),
   });

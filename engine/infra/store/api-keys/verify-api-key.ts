@@ -101,6 +101,15 @@ function timedOut(error: unknown): unknown {
       { cause: error },
     );
   }
+  if (isStoreError(error, 'TIMEOUT') && error.details.reason === 'client_deadline') {
+    // The server did not answer: whether it counted the request is unknown.
+    return new StoreError(
+      'TIMEOUT',
+      'the API key could not be verified: the database did not answer in time (the request may have been counted); try again',
+      { reason: 'client_deadline' },
+      { cause: error },
+    );
+  }
   if (isStoreError(error, 'TIMEOUT')) {
     return new StoreError(
       'TIMEOUT',

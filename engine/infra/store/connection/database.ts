@@ -103,6 +103,14 @@ export interface PoolOptions {
    */
   pinSettings?: boolean;
   /**
+   * How long a round trip may go unanswered, in ms (default: no limit). The server's own
+   * timeouts end a slow statement, but not a server that does not answer at all (frozen, or
+   * cut off by a network partition): past this deadline the call fails with TIMEOUT (reason
+   * client_deadline) and its connection is destroyed, never reused. Also the limit on opening a
+   * connection. Set a little above the statement timeout of what the pool runs.
+   */
+  deadlineMs?: number;
+  /**
    * Open no connection until the first query, instead of checking at once that the database
    * answers: for a second pool on a login just checked, which may never be used (a CLI command
    * that verifies no key).
@@ -158,6 +166,7 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
           poolSize: options.poolSize ?? 10,
           sessionTimeouts: options.sessionTimeouts,
           pinSettings: options.pinSettings,
+          deadlineMs: options.deadlineMs,
         })
       : await openPglite(named.dataDir, options.dataDirWaitMs ?? 60_000, options.snapshot);
   try {
@@ -343,13 +352,13 @@ function startupOptions(pinSettings: boolean | undefined, genericPlans: boolean 
 
 function openPostgres(
   url: string,
-  { poolSize, sessionTimeouts, pinSettings }: Required<Pick<PoolOptions, 'poolSize'>> & PoolOptions,
+  { poolSize, sessionTimeouts, pinSettings, deadlineMs }: Required<Pick<PoolOptions, 'poolSize'>> & PoolOptions,
 ): Database {
   parsePostgresUrl(url);
   const pool = new pg.Pool({
     connectionString: url,
     max: poolSize,
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: deadlineMs ?? 10_000,
     types: pgTypes,
     ...(sessionTimeouts ? { statement_timeout: sessionTimeouts.statementMs, lock_timeout: sessionTimeouts.lockMs } : {}),
     ...(sessionTimeouts?.idleInTransactionMs ? { idle_in_transaction_session_timeout: sessionTimeouts.idleInTransactionMs } : {}),
@@ -366,11 +375,48 @@ function openPostgres(
     client.on('error', () => lost.add(client as pg.PoolClient));
   });
   const location = redactUrl(url);
-  /** `work`'s failure, with a lost connection said as such (see connectionLostOr). */
+  /** Clients whose round trip passed the deadline: destroyed, and their calls failed with TIMEOUT. */
+  const pastDeadline = new WeakSet<pg.PoolClient>();
+  /**
+   * `work` on `client`, failed with TIMEOUT once the deadline passes: the client's socket is
+   * destroyed then (a frozen server would never answer it), which also ends `work`.
+   */
+  const withinDeadline = <T>(work: Promise<T>, client: pg.PoolClient): Promise<T> => {
+    if (deadlineMs === undefined) return work;
+    const timer = setTimeout(() => {
+      pastDeadline.add(client);
+      lost.add(client);
+      (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    }, deadlineMs);
+    return work.finally(() => clearTimeout(timer));
+  };
+  /** `work`'s failure, with a lost connection or a passed deadline said as such (see connectionLostOr). */
   const guard = <T>(work: Promise<T>, client?: pg.PoolClient): Promise<T> =>
-    work.catch((error: unknown) => {
+    (client ? withinDeadline(work, client) : work).catch((error: unknown) => {
+      if (client !== undefined && pastDeadline.has(client)) {
+        throw new StoreError(
+          'TIMEOUT',
+          `the database did not answer within ${deadlineMs} ms (${location}); the connection was closed`,
+          { reason: 'client_deadline' },
+          { cause: error },
+        );
+      }
       throw connectionLostOr(error, client !== undefined && lost.has(client), location);
     });
+  /** One statement on a client of its own, for the pool-level calls (a deadline needs the client). */
+  const onOwnClient = async <T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> => {
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (error) {
+      throw connectionError(error, location);
+    }
+    try {
+      return await guard(work(client), client);
+    } finally {
+      client.release(lost.has(client));
+    }
+  };
   const send = <Row>(
     client: pg.PoolClient | pg.Pool,
     sql: string,
@@ -381,12 +427,20 @@ function openPostgres(
     const sent = options?.prepare ? client.query({ name: statementName(sql), text: sql, values }) : client.query(sql, values);
     return sent.then((result) => ({ rows: result.rows as Row[], rowCount: result.rowCount ?? 0 }));
   };
-  const onPool: Queryable = {
-    query: (sql, params, options) => guard(send(pool, sql, params, options)),
-    async exec(sql: string) {
-      await guard(pool.query(sql));
-    },
-  };
+  const onPool: Queryable =
+    deadlineMs === undefined
+      ? {
+          query: (sql, params, options) => guard(send(pool, sql, params, options)),
+          async exec(sql: string) {
+            await guard(pool.query(sql));
+          },
+        }
+      : {
+          query: (sql, params, options) => onOwnClient((client) => send(client, sql, params, options)),
+          async exec(sql: string) {
+            await onOwnClient((client) => client.query(sql));
+          },
+        };
   const onClient = (client: pg.PoolClient): Session => ({
     query: (sql, params, options) => guard(send(client, sql, params, options), client),
     async exec(sql: string) {
