@@ -32,6 +32,7 @@ const EXIT_BY_CODE: Partial<Record<ErrorCode, number>> = {
   LOCK_TIMEOUT: EXIT.locked,
   MIGRATION_LOCKED: EXIT.locked,
   DATA_DIR_LOCKED: EXIT.locked,
+  POOL_EXHAUSTED: EXIT.locked,
   MIGRATION_EDITED: EXIT.migrationsInconsistent,
   MIGRATION_MISSING: EXIT.migrationsInconsistent,
   MIGRATION_OUT_OF_ORDER: EXIT.migrationsInconsistent,

@@ -19,6 +19,8 @@ export const ERROR_CODES = {
   BAD_DATABASE_URL: 'the database URL cannot be used',
   CONNECTION_FAILED: 'the database server cannot be reached',
   CONNECTION_LOST: 'the connection to the database was lost; what the transaction did was not committed',
+  POOL_EXHAUSTED:
+    'every connection of the pool stayed busy for as long as the call could wait; the server is fine: retry, or give the pool more connections',
   LOCK_TIMEOUT: 'a lock could not be taken in time',
   MIGRATION_LOCKED: 'another migration run holds the migration lock',
   DATA_DIR_LOCKED: 'another process has the embedded database open',

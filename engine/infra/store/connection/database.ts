@@ -311,8 +311,13 @@ function isSocketFailure(error: unknown): boolean {
  */
 function connectionLostOr(error: unknown, lost: boolean, location: string): unknown {
   if (error instanceof StoreError) return error;
-  // A pool query that needed a new connection and could not get one.
-  if (CONNECT_ERROR_CODES.has((error as { code?: string }).code ?? '')) return connectionError(error, location);
+  // A pool query that needed a new connection and could not get one, or waited in vain for a free one.
+  if (
+    CONNECT_ERROR_CODES.has((error as { code?: string }).code ?? '') ||
+    (error instanceof Error && error.message === POOL_WAIT_TIMED_OUT)
+  ) {
+    return connectionError(error, location);
+  }
   if (!(lost || endsSession(error))) return error;
   const fields = databaseErrorFields(error);
   return new StoreError(
@@ -608,7 +613,19 @@ function once(action: () => Promise<void>): () => Promise<void> {
   return () => (done ??= action());
 }
 
+/** pg-pool's words for a checkout that waited its whole connectionTimeoutMillis for a free connection. */
+const POOL_WAIT_TIMED_OUT = 'timeout exceeded when trying to connect';
+
 function connectionError(error: unknown, location: string): StoreError {
+  // Not the server's fault: every connection was busy (a full pool is not a dead database).
+  if (error instanceof Error && error.message === POOL_WAIT_TIMED_OUT) {
+    return new StoreError(
+      'POOL_EXHAUSTED',
+      `every connection to ${location} stayed busy while this call waited for one; retry, or give the pool more connections`,
+      { reason: 'pool_full' },
+      { cause: error },
+    );
+  }
   // A connection lost before the first query answered was never really there.
   if (isStoreError(error, 'CONNECTION_LOST')) {
     return new StoreError(
