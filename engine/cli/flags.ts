@@ -121,8 +121,11 @@ const FLAGS: Record<string, Flag> = {
   '--scopes': { field: 'scopes', read: commaList },
   '--grace': { field: 'gracePeriodSeconds', read: wholeNumber(gracePeriodSeconds) },
   '--to': { field: 'to', read: migrationName },
-  '--lock-timeout': { field: 'lockTimeout', read: runnerOption('lockTimeout', String, 'a duration above zero, such as 5s or 500ms') },
-  '--lock-retries': { field: 'lockRetries', read: runnerOption('lockRetries', digits, 'a whole number, 0 or more') },
+  '--lock-timeout': {
+    field: 'lockTimeout',
+    read: runnerOption('lockTimeout', String, 'a duration above zero and at most a day, such as 5s or 500ms'),
+  },
+  '--lock-retries': { field: 'lockRetries', read: runnerOption('lockRetries', digits, 'a whole number from 0 to 1000') },
   '<n>': { field: 'n', read: positive },
   // The maximum is the distribution's to check, before it changes anything.
   '--shard-count': { field: 'shardCount', read: positive },

@@ -124,8 +124,28 @@ describe('engine-store checks every flag before it opens a database', () => {
       [['org', 'suspend', 'acme'], '<id>: must be a UUID (got "acme")'],
       [['migrate', 'down', 'two'], '<n>: must be a whole number, 1 or more (got "two")'],
       // Even migrate up, which would make the database, refuses before it does.
-      [['migrate', 'up', '--lock-timeout', '0'], '--lock-timeout: must be a duration above zero, such as 5s or 500ms (got "0")'],
-      [['migrate', 'up', '--lock-timeout', 'banana'], '--lock-timeout: must be a duration above zero, such as 5s or 500ms (got "banana")'],
+      [
+        ['migrate', 'up', '--lock-timeout', '0'],
+        '--lock-timeout: must be a duration above zero and at most a day, such as 5s or 500ms (got "0")',
+      ],
+      [
+        ['migrate', 'up', '--lock-timeout', 'banana'],
+        '--lock-timeout: must be a duration above zero and at most a day, such as 5s or 500ms (got "banana")',
+      ],
+      // Passed the flag check, then failed inside the database with exit 1.
+      [
+        ['migrate', 'up', '--lock-timeout', '99999999999999999999999'],
+        '--lock-timeout: must be a duration above zero and at most a day, such as 5s or 500ms (got "99999999999999999999999")',
+      ],
+      [
+        ['migrate', 'up', '--lock-timeout', '25h'],
+        '--lock-timeout: must be a duration above zero and at most a day, such as 5s or 500ms (got "25h")',
+      ],
+      [
+        ['migrate', 'up', '--lock-timeout', '1441min'],
+        '--lock-timeout: must be a duration above zero and at most a day, such as 5s or 500ms (got "1441min")',
+      ],
+      [['migrate', 'up', '--lock-retries', '1001'], '--lock-retries: must be a whole number from 0 to 1000 (got "1001")'],
       [['doctor', '--max-password-age', '90'], '--max-password-age: must be a number of days from 1d to 3650d, such as 90d (got "90")'],
       [['doctor', '--max-password-age', '0d'], '--max-password-age: must be a number of days from 1d to 3650d, such as 90d (got "0d")'],
     ];

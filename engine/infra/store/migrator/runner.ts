@@ -483,7 +483,19 @@ function editedFile(name: string): StoreError {
   );
 }
 
-const TIMEOUT_VALUE = /^\d+(ms|s|min)?$/;
+const TIMEOUT_VALUE = /^(\d+)(ms|s|min)?$/;
+const MS_PER_UNIT: Record<string, number> = { ms: 1, s: 1_000, min: 60_000 };
+/** The longest lock timeout and the most retries a run accepts (beyond them, a typo, not a plan). */
+const MAX_LOCK_TIMEOUT_MS = 86_400_000;
+const MAX_LOCK_RETRIES = 1_000;
+
+/** A lock timeout in ms (PostgreSQL reads a bare number as ms), or undefined if it is not one. */
+function lockTimeoutMs(text: string): number | undefined {
+  const match = TIMEOUT_VALUE.exec(text);
+  if (!match) return undefined;
+  const ms = Number(match[1]) * MS_PER_UNIT[match[2] ?? 'ms']!;
+  return Number.isSafeInteger(ms) ? ms : undefined;
+}
 
 /**
  * The runner's options, checked before any work (even when nothing is pending), so that a bad
@@ -491,13 +503,16 @@ const TIMEOUT_VALUE = /^\d+(ms|s|min)?$/;
  */
 export function checkRunnerOptions(options: RunnerOptions): void {
   const { lockTimeout = DEFAULT_LOCK_TIMEOUT, lockRetries = DEFAULT_LOCK_RETRIES } = options;
-  if (!TIMEOUT_VALUE.test(lockTimeout) || /^0+(ms|s|min)?$/.test(lockTimeout)) {
-    throw new StoreError('INVALID_INPUT', `lock timeout "${lockTimeout}" is not a duration above zero such as 5s or 500ms`, {
-      field: 'lockTimeout',
-    });
+  const ms = typeof lockTimeout === 'string' ? lockTimeoutMs(lockTimeout) : undefined;
+  if (ms === undefined || ms < 1 || ms > MAX_LOCK_TIMEOUT_MS) {
+    throw new StoreError(
+      'INVALID_INPUT',
+      `lock timeout "${String(lockTimeout)}" is not a duration above zero and at most a day, such as 5s or 500ms`,
+      { field: 'lockTimeout' },
+    );
   }
-  if (!Number.isInteger(lockRetries) || lockRetries < 0) {
-    throw new StoreError('INVALID_INPUT', 'lock retries must be a whole number, 0 or more', { field: 'lockRetries' });
+  if (!Number.isInteger(lockRetries) || lockRetries < 0 || lockRetries > MAX_LOCK_RETRIES) {
+    throw new StoreError('INVALID_INPUT', `lock retries must be a whole number from 0 to ${MAX_LOCK_RETRIES}`, { field: 'lockRetries' });
   }
 }
 
