@@ -399,6 +399,26 @@ const CASES: BadInput[] = [
   tenant('workflows.upsert: cyclic payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { input: cyclic() })), 'input'),
   tenant('workflows.upsert: BigInt in a payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { error: { code: 10n } })), 'error'),
   tenant('workflows.upsert: function as a payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { input: () => 1 })), 'input'),
+  // JSON.stringify would have written each of these as null, without a word.
+  tenant('workflows.upsert: NaN in a payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { input: { n: Number.NaN } })), 'input'),
+  tenant('workflows.upsert: Infinity in a payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { output: [1, Infinity] })), 'output'),
+  tenant('workflows.upsert: -Infinity as a payload', (tx, f) => tx.workflows.upsert(workflowInput(f, { usage: -Infinity })), 'usage'),
+  tenant(
+    'workflows.upsert: invalid Date in a payload',
+    (tx, f) => tx.workflows.upsert(workflowInput(f, { error: { at: new Date('not a date') } })),
+    'error',
+  ),
+  tenant('tasks.upsert: NaN in a payload', (tx, f) => tx.tasks.upsert(taskInput(f, { input: { deep: [{ n: Number.NaN }] } })), 'input'),
+  tenant(
+    'tasks.upsertMany: Infinity in a payload',
+    (tx, f) => tx.tasks.upsertMany([taskInput(f, { usage: { tokens: Infinity } })]),
+    '0.usage',
+  ),
+  tenant(
+    'schedules.create: invalid Date as a payload',
+    (tx) => tx.schedules.create(scheduleInput({ input: new Date(Number.NaN) })),
+    'input',
+  ),
   tenant('workflows.upsert: orgId given by the caller', (tx, f) => tx.workflows.upsert(workflowInput(f, { orgId: f.orgId })), 'orgId'),
   tenant(
     'workflows.upsert: updatedAt given by the caller',

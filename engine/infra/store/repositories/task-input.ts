@@ -19,6 +19,7 @@ import {
   INVISIBLE,
   MAX_PAYLOAD_BYTES,
   REFUSED_ESCAPE,
+  hiddenNonJson,
   UUID,
   engineIdentifier,
   executionStatus,
@@ -87,6 +88,7 @@ function payloadJson(value: unknown): string | undefined {
     return undefined;
   }
   if (text === undefined || REFUSED_ESCAPE.test(text)) return undefined;
+  if (text.includes('null') && hiddenNonJson(value) !== undefined) return undefined;
   // A UTF-16 code unit is at most 3 bytes of UTF-8: most payloads need no byte count.
   if (text.length * 3 > MAX_PAYLOAD_BYTES && Buffer.byteLength(text) > MAX_PAYLOAD_BYTES) return undefined;
   return text;

@@ -78,6 +78,28 @@ export const MAX_PAYLOAD_BYTES = 256 * 1024;
  */
 export const REFUSED_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\u(0000|d[89a-f][0-9a-f]{2})/;
 
+/**
+ * What JSON.stringify writes as null without a word: NaN, Infinity and -Infinity, and an invalid
+ * Date (its toJSON gives null), which would be stored as something the caller never gave. Only
+ * a text with a null in it can hide one, so callers walk a value again only then: a second
+ * serialization whose replacer sees each number as it is, and each Date as its property holds
+ * it (read from the property's descriptor: no getter runs for this).
+ */
+export function hiddenNonJson(value: unknown): string | undefined {
+  let problem: string | undefined;
+  JSON.stringify(value, function (this: unknown, key: string, item: unknown) {
+    if (problem !== undefined) return undefined;
+    if (typeof item === 'number' && !Number.isFinite(item)) {
+      problem = `must not contain ${item} (JSON has no such number)`;
+    } else if (item === null && typeof this === 'object' && this !== null) {
+      const held: unknown = Object.getOwnPropertyDescriptor(this, key)?.value;
+      if (held instanceof Date && Number.isNaN(held.getTime())) problem = 'must not contain an invalid Date';
+    }
+    return item;
+  });
+  return problem;
+}
+
 /** A JSON value of bounded size; PostgreSQL's jsonb also refuses the NUL character. */
 export const jsonPayload = z.unknown().superRefine((value, context) => {
   let text: string | undefined;
@@ -93,10 +115,13 @@ export const jsonPayload = z.unknown().superRefine((value, context) => {
     context.addIssue({ code: 'custom', message: `must be at most ${MAX_PAYLOAD_BYTES} bytes as JSON` });
   } else {
     const refused = REFUSED_ESCAPE.exec(text);
+    const hidden = text.includes('null') ? hiddenNonJson(value) : undefined;
     if (refused?.[1] === '0000') {
       context.addIssue({ code: 'custom', message: 'must not contain the NUL character' });
     } else if (refused) {
       context.addIssue({ code: 'custom', message: 'must be valid Unicode text (no lone surrogates)' });
+    } else if (hidden !== undefined) {
+      context.addIssue({ code: 'custom', message: hidden });
     }
   }
 });
