@@ -28,6 +28,8 @@ describe.runIf(ownServerAvailable())('client deadlines against a frozen server (
       url: server.url,
       migrate: true,
       poolSize: 3,
+      // One organization opens every connection of the tenant pool before the freeze (below).
+      orgPoolShare: 1,
       scopeTimeouts: { statementMs: STATEMENT_MS },
       verifyTimeouts: { statementMs: STATEMENT_MS },
     });

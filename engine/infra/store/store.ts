@@ -9,7 +9,7 @@
  * The embedded database has one user, a superuser: there tenant scopes enter the role
  * app_tenant with SET LOCAL ROLE, and the boundary rests on the scopes taking no SQL text.
  */
-import { nonEmpty, openDatabase, type Database, type OpenOptions, type PoolOptions } from './connection/database.ts';
+import { DEFAULT_POOL_SIZE, nonEmpty, openDatabase, type Database, type OpenOptions, type PoolOptions } from './connection/database.ts';
 import { StoreError } from './errors.ts';
 import { migrateUp, migrationStatus } from './migrator/runner.ts';
 import { OrganizationsRepository } from './repositories/organizations.ts';
@@ -27,6 +27,7 @@ import {
   type TenantScope,
 } from './tenancy/scopes.ts';
 import { loadScopeSigner } from './tenancy/scope-signer.ts';
+import { OrgShare, orgShareOf } from './tenancy/org-share.ts';
 import {
   verifyApiKey,
   verifyPoolSizeValue,
@@ -52,6 +53,12 @@ export interface TenantLoginOptions {
   tenantPoolSize?: number;
   /** Local limits of every tenant scope; see ScopeTimeouts. */
   scopeTimeouts?: ScopeTimeouts;
+  /**
+   * The share of the tenant pool one organization may hold at once (default 0.5, at least one
+   * connection): its further scopes wait for one of its own, then fail with POOL_EXHAUSTED
+   * (reason org_share), while other organizations go on. PostgreSQL only.
+   */
+  orgPoolShare?: number;
   /**
    * Connections of the tenant login kept for verifyApiKey alone (default 2, at most 1,000), so
    * that tenant scopes cannot starve verification. PostgreSQL only: the embedded database is one
@@ -137,12 +144,15 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     lazy: true,
   };
   const tenantPoolSize = options.tenantPoolSize ?? options.poolSize;
+  // Checked before any pool opens, like the other options.
+  const perOrg = db.kind === 'pglite' ? undefined : orgShareOf(tenantPoolSize ?? DEFAULT_POOL_SIZE, options.orgPoolShare);
   // One server: the scopes' limits start with each connection instead of travelling with each scope.
   const limitsPinned = db.kind !== 'pglite' && !citus;
   const scopeTimeouts = scopeTimeoutValues(options.scopeTimeouts);
+  const tenantDeadlineMs = clientDeadline(scopeTimeouts.statementMs);
   const tenantDb = await openTenantDatabase(db, options, {
     pinSettings: true,
-    deadlineMs: clientDeadline(scopeTimeouts.statementMs),
+    deadlineMs: tenantDeadlineMs,
     ...(limitsPinned ? { sessionTimeouts: scopeSessionLimits(scopeTimeouts) } : {}),
     ...(tenantPoolSize ? { poolSize: tenantPoolSize } : {}),
   });
@@ -152,7 +162,14 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     // The role is entered only where the login is not app_tenant itself (the embedded
     // database's superuser, or a login that is a member of it): a role lookup saved per scope.
     const login = tenantDb !== db ? await assertTenantLogin(tenantDb) : undefined;
-    entry = scopeEntry({ ...scopeTimeouts, citus, signer, enterRole: login?.login !== TENANT_ROLE, limitsPinned });
+    entry = scopeEntry({
+      ...scopeTimeouts,
+      citus,
+      signer,
+      enterRole: login?.login !== TENANT_ROLE,
+      limitsPinned,
+      ...(perOrg ? { share: new OrgShare(perOrg, tenantDeadlineMs) } : {}),
+    });
     verifyDb = await openTenantDatabase(db, options, verifyPool);
   } catch (error) {
     if (tenantDb !== db) await tenantDb.close();

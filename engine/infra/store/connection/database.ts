@@ -85,6 +85,9 @@ export interface SessionLimits {
   genericPlans?: boolean;
 }
 
+/** Connections in a server pool when nobody says otherwise. */
+export const DEFAULT_POOL_SIZE = 10;
+
 /** How a server pool's connections are made (PostgreSQL only). */
 export interface PoolOptions {
   /** Connections in the pool (default 10; for loginAs, as many as the pool it is called on). */
@@ -163,7 +166,7 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
   const database =
     'url' in named
       ? openPostgres(named.url, {
-          poolSize: options.poolSize ?? 10,
+          poolSize: options.poolSize ?? DEFAULT_POOL_SIZE,
           sessionTimeouts: options.sessionTimeouts,
           pinSettings: options.pinSettings,
           deadlineMs: options.deadlineMs,

@@ -28,6 +28,7 @@ import { tenantQueryBuilder, type TenantQueryBuilder } from './query-builder.ts'
 import { millisecondLimits, parseInput, uuid } from '../repositories/validation.ts';
 import { WorkflowStatesRepository } from '../repositories/workflows.ts';
 import { ScopeSigner } from './scope-signer.ts';
+import type { OrgShare } from './org-share.ts';
 
 /** What a `withOrg` callback works with; valid only until the callback's promise settles. */
 export class TenantScope {
@@ -108,6 +109,8 @@ export interface ScopeSettings extends ScopeTimeouts {
    * database, whose one connection also runs the owner's statements.
    */
   limitsPinned?: boolean;
+  /** One organization's share of the tenant pool (see org-share.ts). */
+  share?: OrgShare;
 }
 
 /** A store's scope settings, checked once, as the entry statement needs them. */
@@ -117,6 +120,8 @@ export interface ScopeEntry {
   /** The entry statements of this store's scopes (enterStatement), made once. */
   readonly enterReadWrite: string;
   readonly enterReadOnly: string;
+  /** One organization's share of the tenant pool (a server's; none on the embedded database). */
+  readonly share?: OrgShare;
   /**
    * statement_timeout, lock_timeout, idle_in_transaction_session_timeout, plan_cache_mode, as
    * the entry statement's parameters; none where the pool pins them (ScopeSettings.limitsPinned).
@@ -143,7 +148,7 @@ export function scopeTimeoutValues(timeouts: ScopeTimeouts = {}): Required<Scope
  * "no limit" to PostgreSQL.
  */
 export function scopeEntry(settings: ScopeSettings): ScopeEntry {
-  const { citus = false, enterRole = true, limitsPinned = false, signer, ...timeouts } = settings;
+  const { citus = false, enterRole = true, limitsPinned = false, share, signer, ...timeouts } = settings;
   if (!(signer instanceof ScopeSigner))
     throw new StoreError('INVALID_INPUT', "a tenant scope needs the store's signer", { field: 'signer' });
   if (limitsPinned && citus) {
@@ -154,6 +159,7 @@ export function scopeEntry(settings: ScopeSettings): ScopeEntry {
   return {
     signer,
     citus,
+    ...(share ? { share } : {}),
     enterReadWrite: enterStatement({ ...shape, readOnly: false }),
     enterReadOnly: enterStatement({ ...shape, readOnly: true }),
     limits: limitsPinned
@@ -217,6 +223,11 @@ function beginScope(org: string, entry: ScopeEntry): PipelinedStatement[] {
 }
 
 /** A missing id is TENANT_SCOPE_REQUIRED; one given but not a UUID (the empty string too) INVALID_INPUT. */
+/** `work` within organization `org`'s share of the pool, where the store has one. */
+function withinShare<T>(entry: ScopeEntry, org: string, work: () => Promise<T>): Promise<T> {
+  return entry.share ? entry.share.run(org.toLowerCase(), work) : work();
+}
+
 function validOrgId(orgId: string): string {
   if (orgId === undefined || orgId === null) {
     throw new StoreError('TENANT_SCOPE_REQUIRED', 'a tenant scope needs the id of an organization', { field: 'orgId' });
@@ -351,27 +362,33 @@ async function runScope<Scope extends TenantScope, T>(
 ): Promise<T> {
   const org = validOrgId(orgId);
   const reset = RESET_SESSION[db.kind === 'pglite' ? 'pglite' : 'server'];
-  return db.withSession(async (session) => {
-    const scoped = scopedConnection(session, org, entry, sqlText);
-    try {
-      const result = await work(makeScope(org, scoped.connection));
-      if (scoped.aborted()) {
-        // PostgreSQL would turn this COMMIT into a ROLLBACK without a word: say so instead.
-        throw new StoreError('TRANSACTION_ABORTED', 'a statement in this withOrg failed and the callback went on; nothing was committed', {
-          reason: 'failed_statement_swallowed',
-        });
+  return withinShare(entry, org, () =>
+    db.withSession(async (session) => {
+      const scoped = scopedConnection(session, org, entry, sqlText);
+      try {
+        const result = await work(makeScope(org, scoped.connection));
+        if (scoped.aborted()) {
+          // PostgreSQL would turn this COMMIT into a ROLLBACK without a word: say so instead.
+          throw new StoreError(
+            'TRANSACTION_ABORTED',
+            'a statement in this withOrg failed and the callback went on; nothing was committed',
+            {
+              reason: 'failed_statement_swallowed',
+            },
+          );
+        }
+        if (scoped.begun()) await commit(session, reset);
+        return result;
+      } catch (error) {
+        // A rollback that fails means a lost connection: db.withSession discards it.
+        if (scoped.begun()) await session.exec(`rollback; ${reset}`).catch(() => undefined);
+        // The callback's own errors pass through as they are; the database's become StoreErrors.
+        throw asStoreError(error);
+      } finally {
+        scoped.end();
       }
-      if (scoped.begun()) await commit(session, reset);
-      return result;
-    } catch (error) {
-      // A rollback that fails means a lost connection: db.withSession discards it.
-      if (scoped.begun()) await session.exec(`rollback; ${reset}`).catch(() => undefined);
-      // The callback's own errors pass through as they are; the database's become StoreErrors.
-      throw asStoreError(error);
-    } finally {
-      scoped.end();
-    }
-  });
+    }),
+  );
 }
 
 /**
@@ -439,7 +456,9 @@ class ReadOnlyStatementRunner implements Queryable {
     // (a pipeline without BEGIN is not, and the workers would see no organization).
     const statements = citus ? [BEGIN_READ, enter, read, COMMIT] : [enter, read];
     const readIndex = statements.indexOf(read);
-    return this.db.withSession((session) => session.pipeline(statements)).then((results) => results[readIndex] as QueryResult<Row>);
+    return withinShare(this.entry, this.org, () => this.db.withSession((session) => session.pipeline(statements))).then(
+      (results) => results[readIndex] as QueryResult<Row>,
+    );
   }
 
   exec(): Promise<void> {
