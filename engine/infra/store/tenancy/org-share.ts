@@ -43,7 +43,9 @@ export class OrgShare {
         admitted();
       };
       const timer = setTimeout(() => {
-        queue.splice(queue.indexOf(turn), 1);
+        // Still waiting (an admitted turn clears this timer first, in the same tick).
+        const at = queue.indexOf(turn);
+        if (at >= 0) queue.splice(at, 1);
         if (queue.length === 0) this.#waiting.delete(org);
         refused(
           new StoreError(
