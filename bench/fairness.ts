@@ -8,11 +8,9 @@
  *
  *   npx tsx bench/fairness.ts [--share 0.5] [--reads 300] [--url URL]
  */
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openStore, isStoreError } from 'engine-store';
-import { percentile, serverUrlOr, withScratchDatabase } from './support.ts';
+import { percentile, serverUrlOr, withScratchDatabase, runWhenInvoked } from './support.ts';
 
 const POOL_SIZE = 5;
 const BUSY_CALLERS = 50;
@@ -95,10 +93,4 @@ async function main(): Promise<void> {
   });
 }
 
-const invokedPath = process.argv[1];
-if (invokedPath !== undefined && import.meta.url === pathToFileURL(realpathSync(invokedPath)).href) {
-  main().catch((error: unknown) => {
-    console.error(error instanceof Error ? error.message : String(error));
-    process.exitCode = 1;
-  });
-}
+runWhenInvoked(import.meta.url, main);

@@ -9,11 +9,9 @@
  * The rows are skewed like real tenants: one organization holds 20% of them, the others share
  * the rest. Both the large organization and a typical one are measured.
  */
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openStore, type Store } from 'engine-store';
-import { alternatingP50, withScratchDatabase, serverUrlOr } from './support.ts';
+import { alternatingP50, withScratchDatabase, serverUrlOr, runWhenInvoked } from './support.ts';
 
 export interface ListingCase {
   label: string;
@@ -131,10 +129,4 @@ async function main(): Promise<void> {
   });
 }
 
-const invokedPath = process.argv[1];
-if (invokedPath !== undefined && import.meta.url === pathToFileURL(realpathSync(invokedPath)).href) {
-  main().catch((error: unknown) => {
-    console.error(error instanceof Error ? error.message : String(error));
-    process.exitCode = 1;
-  });
-}
+runWhenInvoked(import.meta.url, main);

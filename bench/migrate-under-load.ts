@@ -12,17 +12,16 @@
  * `runMigrateUnderLoad` is the same run as a function, for bench/run-all.ts.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { cpSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { DEFAULT_ORG_ID } from 'engine-store';
 import { openDatabase, redactUrl, withDatabaseName, type Database } from '../engine/infra/store/connection/database.ts';
 import { migrateUp } from '../engine/infra/store/migrator/runner.ts';
 import { MIGRATIONS_DIR } from '../engine/infra/store/migrator/migration-files.ts';
-import { percentile, serverUrlOr } from './support.ts';
+import { percentile, serverUrlOr, runWhenInvoked } from './support.ts';
 
 /** The last migration before the ones that rework the existing tables: the seeding happens here. */
 const BEFORE_TENANCY = '20261128120000_add_multitenant_schema';
@@ -480,10 +479,4 @@ async function main(): Promise<void> {
   if (result.lost > 0) process.exitCode = 1;
 }
 
-const invokedPath = process.argv[1];
-if (invokedPath !== undefined && import.meta.url === pathToFileURL(realpathSync(invokedPath)).href) {
-  main().catch((error: unknown) => {
-    console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
-    process.exitCode = 1;
-  });
-}
+runWhenInvoked(import.meta.url, main, { stack: true });

@@ -1,4 +1,6 @@
-/** What the benchmarks share: scratch databases and percentiles. */
+/** What the benchmarks share: scratch databases, percentiles, and running as a script. */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { openDatabase } from '../engine/infra/store/connection/database.ts';
 import { withDatabaseName } from '../test/support/servers.ts';
 
@@ -55,4 +57,17 @@ export async function alternatingP50(
     }
   }
   return { subjectMs: percentile(subjectSamples, 0.5), floorMs: percentile(floorSamples, 0.5) };
+}
+
+/**
+ * Runs `main` when the module at `moduleUrl` is the script node was started with (not when
+ * run-all.ts imports it), printing a failure in one line (`stack`: the whole stack) with exit 1.
+ */
+export function runWhenInvoked(moduleUrl: string, main: () => Promise<void>, { stack = false } = {}): void {
+  const invokedPath = process.argv[1];
+  if (invokedPath === undefined || moduleUrl !== pathToFileURL(realpathSync(invokedPath)).href) return;
+  main().catch((error: unknown) => {
+    console.error(error instanceof Error ? (stack ? (error.stack ?? error.message) : error.message) : String(error));
+    process.exitCode = 1;
+  });
 }

@@ -14,12 +14,10 @@
  *
  * --url is an admin connection: a scratch database is created beside it and dropped at the end.
  */
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseKey } from '../engine/infra/store/api-keys/api-keys.ts';
 import { openStore, type Store } from 'engine-store';
-import { percentile, withScratchDatabase, serverUrlOr } from './support.ts';
+import { percentile, withScratchDatabase, serverUrlOr, runWhenInvoked } from './support.ts';
 
 export interface VerifyBenchResult {
   iterations: number;
@@ -162,10 +160,4 @@ async function main(): Promise<void> {
   await runVerifyBench({ url, iterations, log: (line) => console.log(line) });
 }
 
-const invokedPath = process.argv[1];
-if (invokedPath !== undefined && import.meta.url === pathToFileURL(realpathSync(invokedPath)).href) {
-  main().catch((error: unknown) => {
-    console.error(error instanceof Error ? error.message : String(error));
-    process.exitCode = 1;
-  });
-}
+runWhenInvoked(import.meta.url, main);

@@ -9,13 +9,11 @@
  *   npx tsx bench/writes.ts [--batches 300] [--batch-size 100] [--url URL]
  */
 import { randomUUID } from 'node:crypto';
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { openStore, type UpsertTaskState } from 'engine-store';
 import { batchColumns } from '../engine/infra/store/repositories/task-input.ts';
 import { UPSERT_BATCH_SQL } from '../engine/infra/store/repositories/tasks.ts';
-import { alternatingP50, withScratchDatabase, serverUrlOr } from './support.ts';
+import { alternatingP50, withScratchDatabase, serverUrlOr, runWhenInvoked } from './support.ts';
 
 export interface WritesResult {
   batchSize: number;
@@ -97,10 +95,4 @@ async function main(): Promise<void> {
   await runWritesBench({ url, batches: Number(values.batches), batchSize: Number(values['batch-size']), log: (line) => console.log(line) });
 }
 
-const invokedPath = process.argv[1];
-if (invokedPath !== undefined && import.meta.url === pathToFileURL(realpathSync(invokedPath)).href) {
-  main().catch((error: unknown) => {
-    console.error(error instanceof Error ? error.message : String(error));
-    process.exitCode = 1;
-  });
-}
+runWhenInvoked(import.meta.url, main);

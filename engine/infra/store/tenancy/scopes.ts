@@ -134,8 +134,8 @@ export interface ScopeEntry {
  * (ScopeSettings.limitsPinned): a RESET ALL at the end of a scope returns to them, and tenant
  * code has no SET (query-builder.ts).
  */
-export function scopeSessionLimits(timeouts: ScopeTimeouts = {}): SessionLimits {
-  return { ...scopeTimeoutValues(timeouts), genericPlans: true };
+export function scopeSessionLimits(timeouts: Required<ScopeTimeouts>): SessionLimits {
+  return { ...timeouts, genericPlans: true };
 }
 
 /** A caller's scope timeouts, checked and copied once (with the defaults for those not given). */
@@ -223,9 +223,9 @@ function beginScope(org: string, entry: ScopeEntry): PipelinedStatement[] {
 }
 
 /** A missing id is TENANT_SCOPE_REQUIRED; one given but not a UUID (the empty string too) INVALID_INPUT. */
-/** `work` within organization `org`'s share of the pool, where the store has one. */
+/** `work` within organization `org`'s share of the pool (`org` validated, so lower case), where the store has one. */
 function withinShare<T>(entry: ScopeEntry, org: string, work: () => Promise<T>): Promise<T> {
-  return entry.share ? entry.share.run(org.toLowerCase(), work) : work();
+  return entry.share ? entry.share.run(org, work) : work();
 }
 
 function validOrgId(orgId: string): string {
