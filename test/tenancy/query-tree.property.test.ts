@@ -295,7 +295,7 @@ describe.each(withCitus(backends))('random trees in a real scope on $name', (bac
   /** The pooled connection's session, as the next scope would find it. */
   async function session(): Promise<unknown> {
     const { rows } = await single.tenantDb.query(
-      `select coalesce(current_setting('app.org_id', true), '') as org, coalesce(current_setting('app.org_visible', true), '') as visible,
+      `select coalesce(current_setting('app.org_id', true), '') as org, coalesce(current_setting('app.org_token', true), '') as token,
               current_setting('role') as role, current_user::text as "user",
               current_setting('search_path') as search_path,
               (select coalesce(json_agg(name || '=' || setting order by name), '[]') from pg_settings where source = 'session') as settings,

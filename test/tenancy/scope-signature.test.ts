@@ -1,8 +1,8 @@
 /**
  * The database refuses an organization that the scope was not given (issue #19, item 2). A
- * scope's organization is signed by the store and sealed by enter_org_scope(); SQL that names an
- * organization itself (set_config, SET LOCAL, a leaked tenant login, a seal copied from another
- * scope) names none, and sees and writes nothing. And nothing a scope does outlives it (item 3),
+ * scope's organization is signed by the store, and the policies check the signature in every
+ * statement; SQL that names an organization itself (set_config, SET LOCAL, a leaked tenant login,
+ * a token copied from another scope) is refused, or names none and sees and writes nothing. And nothing a scope does outlives it (item 3),
  * nor can a tenant login's role defaults break the next scope (item 5).
  *
  * SQL text reaches a scope only through the trusted test entry (withOrgSql), as an injected query
@@ -60,32 +60,47 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
     await t?.dispose();
   });
 
-  describe('SQL in a scope that names another organization itself sees nothing of it and changes nothing there', () => {
+  describe('SQL in a scope that names another organization itself is refused, or sees and changes nothing there', () => {
     /** SET LOCAL app.<name> = <value>, one statement each (the values are the test's own). */
     async function setLocal(tx: TrustedSqlScope, settings: Record<string, string>): Promise<void> {
       for (const [name, value] of Object.entries(settings)) await tx.query(`set local app.${name} = '${value}'`);
     }
 
-    const forgeries: [string, (tx: TrustedSqlScope) => Promise<unknown>][] = [
-      ['set_config of app.org_id', (tx) => tx.query(`select set_config('app.org_id', $1, true)`, [victim.id])],
+    const ownToken = async (tx: TrustedSqlScope): Promise<string> => {
+      const { rows } = await tx.query<{ token: string }>(`select current_setting('app.org_token') as token`);
+      expect(rows[0]!.token).toMatch(/^[0-9a-f]{64}$/);
+      return rows[0]!.token;
+    };
+
+    /**
+     * Each forgery, and what the database makes of it: a token that does not verify for the
+     * organization named is refused (FORBIDDEN scope_not_signed) in the next statement that
+     * reads a tenant table; an organization named without any token names none.
+     */
+    const forgeries: [string, 'refused' | 'nothing', (tx: TrustedSqlScope) => Promise<unknown>][] = [
+      ['set_config of app.org_id', 'refused', (tx) => tx.query(`select set_config('app.org_id', $1, true)`, [victim.id])],
       // SET LOCAL is what reaches the workers of a Citus cluster.
-      ['SET LOCAL of app.org_id and app.org_visible', (tx) => setLocal(tx, { org_id: victim.id, org_visible: 'on' })],
+      ['SET LOCAL of app.org_id and app.org_live', 'refused', (tx) => setLocal(tx, { org_id: victim.id, org_live: 'on' })],
       [
-        "the scope's own seal, with the other organization's id",
-        async (tx) => {
-          const { rows } = await tx.query<{ seal: string }>(`select current_setting('app.org_seal') as seal`);
-          expect(rows[0]!.seal).toMatch(/^[0-9a-f]{64}$/);
-          await setLocal(tx, { org_id: victim.id, org_seal: rows[0]!.seal });
-        },
+        "the scope's own token, with the other organization's id",
+        'refused',
+        async (tx) => setLocal(tx, { org_id: victim.id, org_token: await ownToken(tx) }),
       ],
       [
-        'a seal made up for the other organization',
-        (tx) => setLocal(tx, { org_id: victim.id, org_visible: 'on', org_seal: 'ab'.repeat(32) }),
+        "the scope's own token and expiry, with the other organization's id and a later expiry",
+        'refused',
+        async (tx) => setLocal(tx, { org_id: victim.id, org_expires: '4000000000', org_token: await ownToken(tx) }),
       ],
+      [
+        'a token made up for the other organization',
+        'refused',
+        (tx) => setLocal(tx, { org_id: victim.id, org_live: 'on', org_token: 'ab'.repeat(32) }),
+      ],
+      ['the other organization without a token', 'nothing', (tx) => setLocal(tx, { org_id: victim.id, org_live: 'on', org_token: '' })],
     ];
 
-    it.each(forgeries)("%s: reads no row of the other organization's, and updates and deletes nothing", async (_, forge) => {
-      const seen = await withOrgSql(store, attacker.id, async (tx) => {
+    it.each(forgeries)("%s: %s; reads no row of the other organization's, and updates and deletes nothing", async (_, outcome, forge) => {
+      const attempt = withOrgSql(store, attacker.id, async (tx) => {
         const count = async (sql: string) => (await tx.query<{ n: number }>(sql, [attacker.id])).rows[0]!.n;
         const before = await count('select count(*)::int as n from workflow_states where org_id = $1');
         await forge(tx);
@@ -98,11 +113,15 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
           deleted: (await tx.query('delete from workflow_states where org_id = $1', [victim.id])).rowCount,
         };
       });
-      expect(seen).toEqual({ before: 1, others: 0, otherUsers: 0, otherOrgs: 0, updated: 0, deleted: 0 });
+      if (outcome === 'refused') {
+        await expect(attempt).rejects.toMatchObject({ code: 'FORBIDDEN', details: { reason: 'scope_not_signed' } });
+      } else {
+        expect(await attempt).toEqual({ before: 1, others: 0, otherUsers: 0, otherOrgs: 0, updated: 0, deleted: 0 });
+      }
       await expectVictimUntouched();
     });
 
-    it.each(forgeries)('%s: cannot insert a row into the other organization (FORBIDDEN)', async (_, forge) => {
+    it.each(forgeries)('%s: cannot insert a row into the other organization (FORBIDDEN)', async (_, __, forge) => {
       await expect(
         withOrgSql(store, attacker.id, async (tx) => {
           await forge(tx);
@@ -174,16 +193,43 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
       await leaked?.end();
     });
 
-    it("names an organization in every way SQL can, and reads, changes and plants nothing (the settings, another scope's seal, enter_org_scope)", async () => {
-      const { rows: sealed } = await withOrgSql(store, attacker.id, (tx) =>
-        tx.query<{ seal: string }>(`select current_setting('app.org_seal') as seal`),
+    /** The attacker's own scope settings, as SQL in that scope can read them. */
+    async function attackerSettings(): Promise<{ token: string; expires: string; live: string }> {
+      const { rows } = await withOrgSql(store, attacker.id, (tx) =>
+        tx.query<{ token: string; expires: string; live: string }>(
+          `select current_setting('app.org_token') as token, current_setting('app.org_expires') as expires,
+                  coalesce(current_setting('app.org_live', true), '') as live`,
+        ),
       );
+      return rows[0]!;
+    }
+
+    /**
+     * The scope settings, named by the leaked login itself, LOCAL to its transaction: SET LOCAL,
+     * which on Citus reaches the workers (the values are the test's own: ids, digits and hex).
+     */
+    async function setScope(settings: { org: string; expires: string; live: string; token: string }): Promise<void> {
+      await leaked.query(`set local citus.propagate_set_commands = 'local'`);
+      await leaked.query(`set local app.org_id = '${settings.org}'`);
+      await leaked.query(`set local app.org_expires = '${settings.expires}'`);
+      await leaked.query(`set local app.org_live = '${settings.live}'`);
+      await leaked.query(`set local app.org_token = '${settings.token}'`);
+    }
+
+    it("names an organization in every way SQL can, and reads, changes and plants nothing (the settings, another scope's token, enter_org_scope)", async () => {
+      const own = await attackerSettings();
+      // Another organization's id with the attacker's own token: refused.
       await leaked.query('begin');
       try {
-        await leaked.query(
-          `select set_config('app.org_id', $1, true), set_config('app.org_visible', 'on', true), set_config('app.org_seal', $2, true)`,
-          [victim.id, sealed[0]!.seal],
-        );
+        await setScope({ ...own, org: victim.id });
+        await expect(leaked.query('select count(*)::int as n from workflow_states')).rejects.toMatchObject({ code: 'ES003' });
+      } finally {
+        await leaked.query('rollback');
+      }
+      // Another organization's id without a token: names none.
+      await leaked.query('begin');
+      try {
+        await setScope({ org: victim.id, expires: own.expires, live: 'on', token: '' });
         for (const table of ['workflow_states', 'users', 'api_keys', 'api_key_prefixes', 'organizations']) {
           const { rows } = await leaked.query<{ n: number }>(`select count(*)::int as n from ${table}`);
           expect(rows[0]!.n, table).toBe(0);
@@ -207,29 +253,48 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
       await expectVictimUntouched();
     });
 
-    it.runIf(backend.name === 'citus')('on a worker directly, with forged settings and a copied seal, it reads no row', async () => {
-      const { rows: sealed } = await withOrgSql(store, attacker.id, (tx) =>
-        tx.query<{ seal: string }>(`select current_setting('app.org_seal') as seal`),
-      );
-      const { rows: workers } = await store.db.query<{ host: string; port: number }>(
-        `select nodename as host, nodeport as port from pg_dist_node where groupid <> 0 and isactive order by nodeport`,
-      );
-      expect(workers.length).toBeGreaterThan(0);
-      for (const worker of workers) {
-        const onWorker = await connectAsTenant(t.url!, worker);
-        try {
-          await onWorker.query('begin');
-          await onWorker.query(`set local app.org_id = '${victim.id}'`);
-          await onWorker.query(`set local app.org_visible = 'on'`);
-          await onWorker.query(`set local app.org_seal = '${sealed[0]!.seal}'`);
-          const { rows } = await onWorker.query<{ n: number }>('select count(*)::int as n from workflow_states');
-          expect(rows[0]!.n).toBe(0);
-          await onWorker.query('rollback');
-        } finally {
-          await onWorker.end();
-        }
+    it("a token copied out of a scope opens that scope's own organization only, until it expires", async () => {
+      const own = await attackerSettings();
+      await leaked.query('begin');
+      try {
+        await setScope({ ...own, org: attacker.id });
+        const { rows } = await leaked.query<{ id: string }>('select workflow_exec_id as id from workflow_states');
+        expect(rows.map((row) => row.id)).toEqual([attacker.workflowExecId]);
+      } finally {
+        await leaked.query('rollback');
       }
     });
+
+    it.runIf(backend.name === 'citus')(
+      'on a worker directly, with forged settings or a copied token, it is refused or reads no row',
+      async () => {
+        const own = await attackerSettings();
+        const { rows: workers } = await store.db.query<{ host: string; port: number }>(
+          `select nodename as host, nodeport as port from pg_dist_node where groupid <> 0 and isactive order by nodeport`,
+        );
+        expect(workers.length).toBeGreaterThan(0);
+        for (const worker of workers) {
+          const onWorker = await connectAsTenant(t.url!, worker);
+          try {
+            await onWorker.query('begin');
+            await onWorker.query(`set local app.org_id = '${victim.id}'`);
+            await onWorker.query(`set local app.org_live = 'on'`);
+            await onWorker.query(`set local app.org_expires = '${own.expires}'`);
+            await onWorker.query(`set local app.org_token = '${own.token}'`);
+            await expect(onWorker.query('select count(*)::int as n from workflow_states')).rejects.toMatchObject({ code: 'ES003' });
+            await onWorker.query('rollback');
+            await onWorker.query('begin');
+            await onWorker.query(`set local app.org_id = '${victim.id}'`);
+            await onWorker.query(`set local app.org_live = 'on'`);
+            const { rows } = await onWorker.query<{ n: number }>('select count(*)::int as n from workflow_states');
+            expect(rows[0]!.n).toBe(0);
+            await onWorker.query('rollback');
+          } finally {
+            await onWorker.end();
+          }
+        }
+      },
+    );
   });
 
   describe('nothing a scope does outlives it on the pooled connection', () => {

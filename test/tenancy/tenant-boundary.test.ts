@@ -104,11 +104,11 @@ describe.each(withCitus(backends))('tenant boundary on $name', (backend) => {
     expect(seen.map((row) => row.workflow_exec_id)).toContain(fresh);
     expect(seen.map((row) => row.workflow_exec_id)).not.toContain(attacker.workflowExecId);
     await single.withOrg(victim.id, (tx) => tx.workflows.delete(fresh));
-    const { rows } = await single.tenantDb.query<{ org: string | null; role: string; visible: string | null }>(
-      `select current_setting('app.org_id', true) as org, current_setting('role') as role, current_setting('app.org_visible', true) as visible`,
+    const { rows } = await single.tenantDb.query<{ org: string | null; role: string; token: string | null }>(
+      `select current_setting('app.org_id', true) as org, current_setting('role') as role, current_setting('app.org_token', true) as token`,
     );
     expect(rows[0]!.org ?? '').toBe('');
-    expect(rows[0]!.visible ?? '').toBe('');
+    expect(rows[0]!.token ?? '').toBe('');
     expect(rows[0]!.role).toBe('none');
     const listed = await single.organizations.list({ limit: 500 });
     expect(listed.items.map((org) => org.id)).toEqual(expect.arrayContaining([attacker.id, victim.id]));

@@ -39,32 +39,16 @@ SET row_security = off;
 --
 
 CREATE FUNCTION public.current_org_id() RETURNS uuid
-    LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
+    LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-declare
-  org constant pg_catalog.text := pg_catalog.current_setting('app.org_id', true);
-  seal constant pg_catalog.text := pg_catalog.current_setting('app.org_seal', true);
-  message pg_catalog.bytea;
-  pads record;
-begin
-  if org is null or seal is null or pg_catalog.length(seal) operator(pg_catalog.<>) 64 then
-    return null;
-  end if;
-  message := pg_catalog.convert_to(pg_catalog.concat('seal:', org, ':', pg_catalog.current_setting('app.org_visible', true)), 'UTF8');
-  select k.inner_pad, k.outer_pad into pads from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
-  if pg_catalog.encode(pg_catalog.sha256(pads.outer_pad operator(pg_catalog.||) pg_catalog.sha256(pads.inner_pad operator(pg_catalog.||) message)), 'hex')
-     operator(pg_catalog.=) seal then
-    return org::pg_catalog.uuid;
-  end if;
-  return null;
-end
+  select public.scope_org(false)
 $$;
 
 --
 -- Name: FUNCTION current_org_id(); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.current_org_id() IS 'The organization of the current tenant scope (app.org_id, sealed by enter_org_scope), or NULL.';
+COMMENT ON FUNCTION public.current_org_id() IS 'The organization of the current tenant scope (app.org_id, signed by the store in app.org_token), or NULL.';
 
 --
 -- Name: enter_org_scope(uuid, bigint, bytea); Type: FUNCTION; Schema: public; Owner: -
@@ -77,16 +61,15 @@ declare
   -- Every name below is schema-qualified, operators included, instead of a SET search_path
   -- clause, which would cost every scope a search_path change and back.
   org constant pg_catalog.text := p_org::pg_catalog.text;
-  pads record;
-  visible pg_catalog.text;
-  seal pg_catalog.text;
+  found record;
+  token pg_catalog.text;
 begin
   select k.inner_pad, k.outer_pad,
-         (select case when o.deleted_at is null then 'on' else 'off' end from public.organizations o where o.id operator(pg_catalog.=) p_org) as visible
-    into pads
+         (select case when o.deleted_at is null then 'on' else 'off' end from public.organizations o where o.id operator(pg_catalog.=) p_org) as live
+    into found
     from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
-  if org is null or p_expires_at is null or p_proof is null or pads.inner_pad is null
-     or pg_catalog.sha256(pads.outer_pad operator(pg_catalog.||) pg_catalog.sha256(pads.inner_pad operator(pg_catalog.||)
+  if org is null or p_expires_at is null or p_proof is null or found.inner_pad is null
+     or pg_catalog.sha256(found.outer_pad operator(pg_catalog.||) pg_catalog.sha256(found.inner_pad operator(pg_catalog.||)
           pg_catalog.convert_to(pg_catalog.concat('enter:', org, ':', p_expires_at), 'UTF8')))
         operator(pg_catalog.<>) p_proof then
     raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
@@ -94,16 +77,17 @@ begin
   if p_expires_at operator(pg_catalog.<=) pg_catalog.date_part('epoch', pg_catalog.now()) then
     raise exception 'the tenant scope''s signature has expired' using errcode = 'ES004';
   end if;
-  visible := coalesce(pads.visible, 'off');
-  seal := pg_catalog.encode(pg_catalog.sha256(pads.outer_pad operator(pg_catalog.||) pg_catalog.sha256(pads.inner_pad operator(pg_catalog.||)
-            pg_catalog.convert_to(pg_catalog.concat('seal:', org, ':', visible), 'UTF8'))), 'hex');
+  found.live := coalesce(found.live, 'off');
+  token := pg_catalog.encode(pg_catalog.sha256(found.outer_pad operator(pg_catalog.||) pg_catalog.sha256(found.inner_pad operator(pg_catalog.||)
+             pg_catalog.convert_to(pg_catalog.concat('live:', org, ':', p_expires_at, ':', found.live), 'UTF8'))), 'hex');
   if pg_catalog.current_setting('citus.propagate_set_commands', true) operator(pg_catalog.=) 'local' then
     execute pg_catalog.format('set local app.org_id = %L', org);
-    execute pg_catalog.format('set local app.org_visible = %L', visible);
-    execute pg_catalog.format('set local app.org_seal = %L', seal);
+    execute pg_catalog.format('set local app.org_expires = %L', p_expires_at);
+    execute pg_catalog.format('set local app.org_live = %L', found.live);
+    execute pg_catalog.format('set local app.org_token = %L', token);
   else
-    perform pg_catalog.set_config('app.org_id', org, true), pg_catalog.set_config('app.org_visible', visible, true),
-            pg_catalog.set_config('app.org_seal', seal, true);
+    perform pg_catalog.set_config('app.org_id', org, true), pg_catalog.set_config('app.org_expires', p_expires_at::pg_catalog.text, true),
+            pg_catalog.set_config('app.org_live', found.live, true), pg_catalog.set_config('app.org_token', token, true);
   end if;
 end
 $$;
@@ -112,7 +96,7 @@ $$;
 -- Name: FUNCTION enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) IS 'Enters the scope of an organization, signed by the store, for the rest of the transaction (settings app.org_id, app.org_visible, app.org_seal).';
+COMMENT ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) IS 'Enters the scope of an organization, signed by the store, for the rest of the transaction (settings app.org_id, app.org_expires, app.org_live, app.org_token).';
 
 --
 -- Name: refuse_api_key_changes_but_revocation_of_suspended_org(); Type: FUNCTION; Schema: public; Owner: -
@@ -229,6 +213,59 @@ $$;
 --
 
 COMMENT ON FUNCTION public.rotate_tenant_scope_key() IS 'Makes or replaces the key of tenant scopes; processes holding the old key must reopen their store.';
+
+--
+-- Name: scope_org(boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.scope_org(p_live_only boolean) RETURNS uuid
+    LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
+    AS $_$
+declare
+  org constant pg_catalog.text := pg_catalog.current_setting('app.org_id', true);
+  expires constant pg_catalog.text := pg_catalog.current_setting('app.org_expires', true);
+  token constant pg_catalog.text := pg_catalog.current_setting('app.org_token', true);
+  live_at_entry constant pg_catalog.text := nullif(pg_catalog.current_setting('app.org_live', true), '');
+  found record;
+begin
+  if org is null or org operator(pg_catalog.=) '' or token is null or token operator(pg_catalog.=) '' then
+    return null;
+  end if;
+  if org operator(pg_catalog.!~) '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
+  end if;
+  if p_live_only and live_at_entry is null then
+    select k.inner_pad, k.outer_pad,
+           (select o.deleted_at is null from public.organizations o where o.id operator(pg_catalog.=) org::pg_catalog.uuid) as live
+      into found
+      from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
+  else
+    select k.inner_pad, k.outer_pad, live_at_entry operator(pg_catalog.=) 'on' as live
+      into found
+      from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
+  end if;
+  if found.inner_pad is null or expires is null
+     or pg_catalog.encode(pg_catalog.sha256(found.outer_pad operator(pg_catalog.||) pg_catalog.sha256(found.inner_pad operator(pg_catalog.||)
+          pg_catalog.convert_to(case when live_at_entry is null then pg_catalog.concat('enter:', org, ':', expires)
+                                     else pg_catalog.concat('live:', org, ':', expires, ':', live_at_entry) end, 'UTF8'))), 'hex')
+        operator(pg_catalog.<>) token then
+    raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
+  end if;
+  if expires::pg_catalog.int8 operator(pg_catalog.<=) pg_catalog.date_part('epoch', pg_catalog.now()) then
+    raise exception 'the tenant scope''s signature has expired' using errcode = 'ES004';
+  end if;
+  if p_live_only and found.live is not true then
+    return null;
+  end if;
+  return org::pg_catalog.uuid;
+end
+$_$;
+
+--
+-- Name: FUNCTION scope_org(p_live_only boolean); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.scope_org(p_live_only boolean) IS 'The organization of the current tenant scope (app.org_id, signed in app.org_token), or NULL; with true, NULL unless it is live.';
 
 --
 -- Name: set_updated_at(); Type: FUNCTION; Schema: public; Owner: -
@@ -413,7 +450,7 @@ COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) IS 'V
 CREATE FUNCTION public.visible_org_id() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-  select case when pg_catalog.current_setting('app.org_visible', true) = 'on' then public.current_org_id() end
+  select public.scope_org(true)
 $$;
 
 --
@@ -644,7 +681,7 @@ CREATE TABLE public.tenant_scope_key (
 -- Name: TABLE tenant_scope_key; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON TABLE public.tenant_scope_key IS 'The HMAC key that signs and seals tenant scopes (enter_org_scope). Owner only.';
+COMMENT ON TABLE public.tenant_scope_key IS 'The HMAC key that signs tenant scopes (app.org_token, checked by current_org_id and visible_org_id). Owner only.';
 
 --
 -- Name: users; Type: TABLE; Schema: public; Owner: -
@@ -1278,6 +1315,14 @@ GRANT ALL ON FUNCTION public.requested_org_id() TO app_tenant;
 REVOKE ALL ON FUNCTION public.rotate_tenant_scope_key() FROM PUBLIC;
 
 --
+-- Name: FUNCTION scope_org(p_live_only boolean); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.scope_org(p_live_only boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.scope_org(p_live_only boolean) TO app_tenant;
+GRANT ALL ON FUNCTION public.scope_org(p_live_only boolean) TO app_key_verifier;
+
+--
 -- Name: FUNCTION set_updated_at(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1457,6 +1502,6 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '871b1e55f21d9561ffebcf946147887951c5182382846e11e8eaad3b0b102603', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '825296208e781108a8d95a7ad28312009ee58ce1a8fca9ae503ea2de2411823a', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '3ead112224283209195412bf039772fd4372b992f1e596f70ad555d808578bfb', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'de4cd2745d03ade9cbff980d3355a5bc97a27e456215e42bd9fe3ed4c5b9c33a', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '215063a898cfc7f1a9d85c136540043e92c0e9e83a34932c9796e7d03df1e191', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

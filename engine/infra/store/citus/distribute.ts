@@ -221,7 +221,7 @@ async function dropForeignKeys(session: Session): Promise<ForeignKey[]> {
  * The scope key, on every worker, as the migration creates it on the coordinator (NODE_LOCAL_TABLES
  * says why it is not a reference table). Every run copies it again: after the key is rotated
  * (rotate_tenant_scope_key()), or a worker is added, run the command once more; until then the
- * workers refuse every scope (an unknown seal names no organization, a missing table fails).
+ * workers refuse every scope (a signature they cannot check is refused, a missing table fails).
  */
 const SCOPE_KEY_ON_WORKER = `create table if not exists public.tenant_scope_key (
     id smallint not null default 1, secret bytea not null, inner_pad bytea not null, outer_pad bytea not null,
@@ -253,7 +253,7 @@ const ONCE_PER_STATEMENT = /\(\s*SELECT\s+((?:public\.)?(?:visible_org_id|curren
 
 /**
  * The policies call visible_org_id() and current_org_id() once per statement, through a
- * sub-select (an InitPlan: checking a scope's seal costs a few microseconds, see migration
+ * sub-select (an InitPlan: checking a scope's signature costs a few microseconds, see migration
  * 20261128130000). Citus refuses sub-selects in the policies of its tables, so here they become
  * plain calls, which the workers evaluate per row from the settings the coordinator propagates.
  * Returns how many policies changed; any other sub-select is refused rather than guessed at.

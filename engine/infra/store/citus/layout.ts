@@ -17,7 +17,7 @@ export const REFERENCE_TABLES = ['organizations', 'permissions', 'role_permissio
 /**
  * Plain tables of each node, copied to the workers by the distribute command rather than by
  * Citus: the workers read tenant_scope_key inside shard queries (the policies check each
- * scope's seal with it), where Citus refuses a read of one of its own tables ("cannot execute a
+ * scope's signature with it), where Citus refuses a read of one of its own tables ("cannot execute a
  * distributed query from a query on a shard").
  */
 export const NODE_LOCAL_TABLES = ['tenant_scope_key'] as const;

@@ -2,27 +2,31 @@
 --
 -- Tenant traffic logs in as `app_tenant` (a role that owns nothing, is a member of nothing and
 -- cannot bypass row-level security) or, on the embedded database, which has one user, enters it
--- with SET LOCAL ROLE. A tenant scope is one transaction that calls enter_org_scope(<org>,
--- <expiry>, <proof>): it sets `app.org_id`, `app.org_visible` and `app.org_seal` LOCAL to the
--- transaction, so nothing outlives it.
+-- with SET LOCAL ROLE. A tenant scope is one transaction that names its organization, signed by
+-- the store, in settings LOCAL to the transaction (`app.org_id`, `app.org_expires`,
+-- `app.org_token`; or through enter_org_scope(<org>, <expiry>, <proof>), which checks the
+-- signature first), so nothing outlives it.
 --
 -- The organization is one the database can verify, not a setting anybody may write. The store
 -- signs each scope it opens (an HMAC-SHA256 of the organization and an expiry, with the key in
 -- tenant_scope_key, which only the owner, and so the application that holds the owner's
--- credentials, can read); enter_org_scope checks the proof and seals what it found (the
--- organization and whether it is live) with another HMAC of the same key. current_org_id()
--- and visible_org_id() believe app.org_id only with a seal that matches: SQL that sets
--- app.org_id itself (set_config, SET LOCAL, a leaked tenant login) names no organization at
--- all, and sees and writes nothing.
+-- credentials, can read) and sets the organization, the expiry and the signature as app.org_id,
+-- app.org_expires and app.org_token, LOCAL to the transaction. current_org_id() and
+-- visible_org_id() believe app.org_id only with a signature that matches and has not expired:
+-- SQL that sets app.org_id itself (set_config, SET LOCAL, a leaked tenant login) names no
+-- organization at all and sees and writes nothing; with a signature of another organization's
+-- (or of another expiry) it is refused (ES003). A signature copied out of a scope opens only
+-- that scope's own organization, and only until it expires (minutes).
 --
--- Checking a seal costs a few microseconds (a key read and two SHA-256), so the policies call
--- the functions once per statement, as an InitPlan: USING (org_id = (select visible_org_id())),
--- WITH CHECK (org_id = (select current_org_id())). Citus refuses sub-selects in the policies of
--- distributed tables: engine-store citus distribute turns them into plain calls, evaluated on
--- the workers from the settings the coordinator propagates (citus/distribute.ts).
--- Whether the organization is live is decided once per scope, by enter_org_scope(), instead of
--- once per statement: a soft-deleted organization's scope reads nothing. Writes of a suspended
--- or deleted organization are refused by a statement trigger that reads the organization itself.
+-- Checking a signature costs a few microseconds (a key read and two SHA-256), so the policies
+-- call the functions once per statement, as an InitPlan: USING (org_id = (select
+-- visible_org_id())), WITH CHECK (org_id = (select current_org_id())). Citus refuses
+-- sub-selects in the policies of distributed tables: engine-store citus distribute turns them
+-- into plain calls, evaluated on the workers from the settings the coordinator propagates
+-- (citus/distribute.ts). visible_org_id() also looks the organization up, in the same
+-- statement as the key: a soft-deleted organization's scope reads nothing. Writes of a
+-- suspended or deleted organization are refused by a statement trigger that reads the
+-- organization itself.
 -- RLS is FORCED, so it applies to the tables' owner too; foreign-key checks and cascades bypass
 -- it by design, which is what lets an operator purge an organization as the owner.
 --
@@ -58,7 +62,7 @@ begin
 end
 $$;
 
--- The key that signs and seals tenant scopes, one row. Only the owner reads it: app_tenant and
+-- The key that signs tenant scopes, one row. Only the owner reads it: app_tenant and
 -- PUBLIC have no privilege on it, and the functions below read it as their owner (SECURITY
 -- DEFINER). The HMAC pads are kept with the secret, since PostgreSQL has SHA-256 but no XOR of
 -- byte strings: HMAC(k, m) = sha256(outer_pad || sha256(inner_pad || m)), as RFC 2104 has it.
@@ -74,7 +78,7 @@ create table tenant_scope_key (
   constraint tenant_scope_key_secret_check check (octet_length(secret) = 32),
   constraint tenant_scope_key_pads_check check (octet_length(inner_pad) = 64 and octet_length(outer_pad) = 64)
 );
-comment on table tenant_scope_key is 'The HMAC key that signs and seals tenant scopes (enter_org_scope). Owner only.';
+comment on table tenant_scope_key is 'The HMAC key that signs tenant scopes (app.org_token, checked by current_org_id and visible_org_id). Owner only.';
 revoke all on tenant_scope_key from public;
 
 -- Makes a new key (or replaces the key: every process holding the old one must reopen its
@@ -103,39 +107,87 @@ comment on function rotate_tenant_scope_key() is 'Makes or replaces the key of t
 revoke execute on function rotate_tenant_scope_key() from public;
 select rotate_tenant_scope_key();
 
--- The organization of the current tenant scope, or NULL: app.org_id, believed only when
--- app.org_seal is the seal enter_org_scope() made for it (and for app.org_visible) with the
--- scope key. SECURITY DEFINER, to read the key; STABLE, and called once per statement by the
--- policies (see the top of this file). No SET clause, which would cost each call a search_path
--- change and back: every name in it is schema-qualified, operators included, so the caller's
--- search_path cannot reach it (and no tenant may create objects anywhere).
-create function current_org_id() returns uuid
+-- The organization of the current tenant scope, or NULL: app.org_id, believed only with
+-- app.org_token, the store's signature of it and of app.org_expires (hex of HMAC-SHA256(key,
+-- 'enter:<org>:<expires>')), while the transaction began before that expiry. With
+-- p_live_only, NULL also when the organization is soft-deleted (or unknown): what the policies
+-- let a scope read. No organization named, or no token: NULL. A token that does not verify is an
+-- error (ES003), not an empty scope, so that a process whose key was rotated away fails loudly;
+-- an expired one is ES004.
+-- A scope entered through enter_org_scope() carries whether the organization was live then, in
+-- app.org_live and in the token (HMAC of 'live:<org>:<expires>:<on|off>'), so that nothing here
+-- reads the organization: on Citus the workers cannot (a read of a Citus table inside a shard
+-- query is refused), so the store enters its scopes there that way.
+-- SECURITY DEFINER, to read the key; called once per statement by the policies (see the top of
+-- this file), through the two wrappers below. No SET clause, which would cost each call a
+-- search_path change and back: every name in it is schema-qualified, operators included, so
+-- the caller's search_path cannot reach it (and no tenant may create objects anywhere).
+-- Nothing is cast before the signature matches, except the organization, whose format is
+-- checked first: the store signs only a canonical uuid and a whole number.
+create function scope_org(p_live_only boolean) returns uuid
   language plpgsql stable parallel safe security definer
 as $$
 declare
   org constant pg_catalog.text := pg_catalog.current_setting('app.org_id', true);
-  seal constant pg_catalog.text := pg_catalog.current_setting('app.org_seal', true);
-  message pg_catalog.bytea;
-  pads record;
+  expires constant pg_catalog.text := pg_catalog.current_setting('app.org_expires', true);
+  token constant pg_catalog.text := pg_catalog.current_setting('app.org_token', true);
+  live_at_entry constant pg_catalog.text := nullif(pg_catalog.current_setting('app.org_live', true), '');
+  found record;
 begin
-  if org is null or seal is null or pg_catalog.length(seal) operator(pg_catalog.<>) 64 then
+  if org is null or org operator(pg_catalog.=) '' or token is null or token operator(pg_catalog.=) '' then
     return null;
   end if;
-  message := pg_catalog.convert_to(pg_catalog.concat('seal:', org, ':', pg_catalog.current_setting('app.org_visible', true)), 'UTF8');
-  select k.inner_pad, k.outer_pad into pads from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
-  if pg_catalog.encode(pg_catalog.sha256(pads.outer_pad operator(pg_catalog.||) pg_catalog.sha256(pads.inner_pad operator(pg_catalog.||) message)), 'hex')
-     operator(pg_catalog.=) seal then
-    return org::pg_catalog.uuid;
+  if org operator(pg_catalog.!~) '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
   end if;
-  return null;
+  if p_live_only and live_at_entry is null then
+    select k.inner_pad, k.outer_pad,
+           (select o.deleted_at is null from public.organizations o where o.id operator(pg_catalog.=) org::pg_catalog.uuid) as live
+      into found
+      from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
+  else
+    select k.inner_pad, k.outer_pad, live_at_entry operator(pg_catalog.=) 'on' as live
+      into found
+      from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
+  end if;
+  if found.inner_pad is null or expires is null
+     or pg_catalog.encode(pg_catalog.sha256(found.outer_pad operator(pg_catalog.||) pg_catalog.sha256(found.inner_pad operator(pg_catalog.||)
+          pg_catalog.convert_to(case when live_at_entry is null then pg_catalog.concat('enter:', org, ':', expires)
+                                     else pg_catalog.concat('live:', org, ':', expires, ':', live_at_entry) end, 'UTF8'))), 'hex')
+        operator(pg_catalog.<>) token then
+    raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
+  end if;
+  if expires::pg_catalog.int8 operator(pg_catalog.<=) pg_catalog.date_part('epoch', pg_catalog.now()) then
+    raise exception 'the tenant scope''s signature has expired' using errcode = 'ES004';
+  end if;
+  if p_live_only and found.live is not true then
+    return null;
+  end if;
+  return org::pg_catalog.uuid;
 end
 $$;
-comment on function current_org_id() is 'The organization of the current tenant scope (app.org_id, sealed by enter_org_scope), or NULL.';
+comment on function scope_org(boolean) is
+  'The organization of the current tenant scope (app.org_id, signed in app.org_token), or NULL; with true, NULL unless it is live.';
+
+-- What the policies and triggers call: SQL bodies, inlined where they are called.
+create function current_org_id() returns uuid
+  language sql stable parallel safe
+as $$
+  select public.scope_org(false)
+$$;
+comment on function current_org_id() is 'The organization of the current tenant scope (app.org_id, signed by the store in app.org_token), or NULL.';
+
+create function visible_org_id() returns uuid
+  language sql stable parallel safe
+as $$
+  select public.scope_org(true)
+$$;
+comment on function visible_org_id() is 'The organization of the current tenant scope while it is live (not soft-deleted), else NULL.';
 
 -- The organization the scope's settings name, unverified: only the column default of org_id,
 -- so that a tenant's insert need not name it. It grants nothing: the policies' WITH CHECK
 -- compares each row with current_org_id(), verified. A verified default would cost every row
--- a seal check (a few microseconds a row, where the policy pays once per statement).
+-- a signature check (a few microseconds a row, where the policy pays once per statement).
 create function requested_org_id() returns uuid
   language sql stable parallel safe
 as $$
@@ -143,23 +195,19 @@ as $$
 $$;
 comment on function requested_org_id() is 'The organization app.org_id names, unverified: the default of org_id, checked by the policies.';
 
--- The same organization, but NULL unless enter_org_scope() found it live (not soft-deleted):
--- what the policies let a scope read. app.org_visible is part of the seal current_org_id() checks.
-create function visible_org_id() returns uuid
-  language sql stable parallel safe
-as $$
-  select case when pg_catalog.current_setting('app.org_visible', true) = 'on' then public.current_org_id() end
-$$;
-comment on function visible_org_id() is 'The organization of the current tenant scope while it is live (not soft-deleted), else NULL.';
-
--- Opens a tenant scope: checks that the store signed it (p_proof = HMAC of 'enter:<org>:<expiry>',
--- expiry in Unix seconds, not passed), then sets app.org_id, app.org_visible and app.org_seal
--- LOCAL to the transaction. SECURITY DEFINER because only the owner reads the key, and a scope
--- cannot see its organization's row before it is in the scope. The settings survive the
--- function's own SET clause: only the parameters named in a SET clause are restored when the
--- function returns. On Citus (citus.propagate_set_commands = 'local', which the store sets
--- there first) SET LOCAL, which reaches the workers that the transaction uses, where the
--- policies and triggers read it; elsewhere set_config(), which does not parse a statement.
+-- Enters a tenant scope, checked at once: the store's signature (p_proof, HMAC of
+-- 'enter:<org>:<expiry>', expiry in Unix seconds, not passed), then whether the organization is
+-- live, signed again with it ('live:<org>:<expiry>:<on|off>'), in app.org_id, app.org_expires,
+-- app.org_live and app.org_token, LOCAL to the transaction; the policies check that signature in
+-- every statement, and need not read the organization (see scope_org).
+-- The store calls it on Citus, where the workers cannot read the organization and only SET LOCAL
+-- reaches them (with citus.propagate_set_commands = 'local', which the store sets there first;
+-- set_config() otherwise). On one server it sets app.org_id, app.org_expires and app.org_token
+-- itself, with set_config(): the policies' check is the one that counts, and this call would
+-- cost each scope a PL/pgSQL start. Anyone may call it for an early, clear error.
+-- SECURITY DEFINER because only the owner reads the key. The settings survive the function:
+-- only the parameters named in a SET clause are restored when a function returns, and this one
+-- has none.
 create function enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) returns void
   language plpgsql volatile security definer
 as $$
@@ -167,16 +215,15 @@ declare
   -- Every name below is schema-qualified, operators included, instead of a SET search_path
   -- clause, which would cost every scope a search_path change and back.
   org constant pg_catalog.text := p_org::pg_catalog.text;
-  pads record;
-  visible pg_catalog.text;
-  seal pg_catalog.text;
+  found record;
+  token pg_catalog.text;
 begin
   select k.inner_pad, k.outer_pad,
-         (select case when o.deleted_at is null then 'on' else 'off' end from public.organizations o where o.id operator(pg_catalog.=) p_org) as visible
-    into pads
+         (select case when o.deleted_at is null then 'on' else 'off' end from public.organizations o where o.id operator(pg_catalog.=) p_org) as live
+    into found
     from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
-  if org is null or p_expires_at is null or p_proof is null or pads.inner_pad is null
-     or pg_catalog.sha256(pads.outer_pad operator(pg_catalog.||) pg_catalog.sha256(pads.inner_pad operator(pg_catalog.||)
+  if org is null or p_expires_at is null or p_proof is null or found.inner_pad is null
+     or pg_catalog.sha256(found.outer_pad operator(pg_catalog.||) pg_catalog.sha256(found.inner_pad operator(pg_catalog.||)
           pg_catalog.convert_to(pg_catalog.concat('enter:', org, ':', p_expires_at), 'UTF8')))
         operator(pg_catalog.<>) p_proof then
     raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
@@ -184,21 +231,22 @@ begin
   if p_expires_at operator(pg_catalog.<=) pg_catalog.date_part('epoch', pg_catalog.now()) then
     raise exception 'the tenant scope''s signature has expired' using errcode = 'ES004';
   end if;
-  visible := coalesce(pads.visible, 'off');
-  seal := pg_catalog.encode(pg_catalog.sha256(pads.outer_pad operator(pg_catalog.||) pg_catalog.sha256(pads.inner_pad operator(pg_catalog.||)
-            pg_catalog.convert_to(pg_catalog.concat('seal:', org, ':', visible), 'UTF8'))), 'hex');
+  found.live := coalesce(found.live, 'off');
+  token := pg_catalog.encode(pg_catalog.sha256(found.outer_pad operator(pg_catalog.||) pg_catalog.sha256(found.inner_pad operator(pg_catalog.||)
+             pg_catalog.convert_to(pg_catalog.concat('live:', org, ':', p_expires_at, ':', found.live), 'UTF8'))), 'hex');
   if pg_catalog.current_setting('citus.propagate_set_commands', true) operator(pg_catalog.=) 'local' then
     execute pg_catalog.format('set local app.org_id = %L', org);
-    execute pg_catalog.format('set local app.org_visible = %L', visible);
-    execute pg_catalog.format('set local app.org_seal = %L', seal);
+    execute pg_catalog.format('set local app.org_expires = %L', p_expires_at);
+    execute pg_catalog.format('set local app.org_live = %L', found.live);
+    execute pg_catalog.format('set local app.org_token = %L', token);
   else
-    perform pg_catalog.set_config('app.org_id', org, true), pg_catalog.set_config('app.org_visible', visible, true),
-            pg_catalog.set_config('app.org_seal', seal, true);
+    perform pg_catalog.set_config('app.org_id', org, true), pg_catalog.set_config('app.org_expires', p_expires_at::pg_catalog.text, true),
+            pg_catalog.set_config('app.org_live', found.live, true), pg_catalog.set_config('app.org_token', token, true);
   end if;
 end
 $$;
 comment on function enter_org_scope(uuid, bigint, bytea) is
-  'Enters the scope of an organization, signed by the store, for the rest of the transaction (settings app.org_id, app.org_visible, app.org_seal).';
+  'Enters the scope of an organization, signed by the store, for the rest of the transaction (settings app.org_id, app.org_expires, app.org_live, app.org_token).';
 
 -- Writes of a suspended or soft-deleted organization are refused with a clear error (SQLSTATE
 -- ES001 suspended, ES002 deleted or unknown) rather than silently matching no row. A statement
@@ -267,11 +315,12 @@ comment on function refuse_api_key_changes_but_revocation_of_suspended_org() is
   'Row trigger on api_keys: in a suspended organization, lets through only updates that revoke or soft-delete a key.';
 revoke execute on function refuse_api_key_changes_but_revocation_of_suspended_org() from public;
 
+revoke execute on function scope_org(boolean) from public;
 revoke execute on function current_org_id() from public;
 revoke execute on function requested_org_id() from public;
 revoke execute on function visible_org_id() from public;
 revoke execute on function enter_org_scope(uuid, bigint, bytea) from public;
-grant execute on function current_org_id(), requested_org_id(), visible_org_id(), enter_org_scope(uuid, bigint, bytea), uuid_generate_v7() to app_tenant;
+grant execute on function scope_org(boolean), current_org_id(), requested_org_id(), visible_org_id(), enter_org_scope(uuid, bigint, bytea), uuid_generate_v7() to app_tenant;
 grant usage on schema public to app_tenant;
 grant select on organizations, permissions, role_permissions to app_tenant;
 grant select, insert, update, delete on users, api_keys, workflow_states, task_states, schedules to app_tenant;
@@ -388,13 +437,14 @@ revoke select, insert, update, delete on users, api_keys, workflow_states, task_
 revoke select on organizations, permissions, role_permissions from app_tenant;
 revoke usage on schema public from app_tenant;
 
-revoke execute on function current_org_id(), requested_org_id(), visible_org_id(), enter_org_scope(uuid, bigint, bytea), uuid_generate_v7() from app_tenant;
+revoke execute on function scope_org(boolean), current_org_id(), requested_org_id(), visible_org_id(), enter_org_scope(uuid, bigint, bytea), uuid_generate_v7() from app_tenant;
 drop function refuse_api_key_changes_but_revocation_of_suspended_org();
 drop function refuse_writes_of_inactive_org();
 drop function enter_org_scope(uuid, bigint, bytea);
 drop function visible_org_id();
 drop function requested_org_id();
 drop function current_org_id();
+drop function scope_org(boolean);
 drop function rotate_tenant_scope_key();
 -- squawk-ignore ban-drop-table -- the exact reverse of the up section: a key, no data
 drop table tenant_scope_key;

@@ -20,21 +20,32 @@ export class OrgShare {
   ) {}
 
   /** Runs `work` within organization `org`'s share (`org` as validated: one spelling per organization). */
-  async run<T>(org: string, work: () => Promise<T>): Promise<T> {
-    await this.#enter(org);
-    try {
-      return await work();
-    } finally {
-      this.#leave(org);
-    }
+  run<T>(org: string, work: () => Promise<T>): Promise<T> {
+    // Admitted at once in the common case, without a turn of the event loop: readOrg is a hot path.
+    if (this.#admitNow(org)) return this.#holding(org, work);
+    return this.#waitForTurn(org).then(() => this.#holding(org, work));
   }
 
-  #enter(org: string): Promise<void> {
-    const active = this.#active.get(org) ?? 0;
-    if (active < this.maxPerOrg) {
-      this.#active.set(org, active + 1);
-      return Promise.resolve();
+  /** `work`, with the slot of `org` given back when it settles, however it settles. */
+  #holding<T>(org: string, work: () => Promise<T>): Promise<T> {
+    let running: Promise<T>;
+    try {
+      running = work();
+    } catch (error) {
+      this.#leave(org);
+      return Promise.reject(error);
     }
+    return running.finally(() => this.#leave(org));
+  }
+
+  #admitNow(org: string): boolean {
+    const active = this.#active.get(org) ?? 0;
+    if (active >= this.maxPerOrg) return false;
+    this.#active.set(org, active + 1);
+    return true;
+  }
+
+  #waitForTurn(org: string): Promise<void> {
     return new Promise<void>((admitted, refused) => {
       const queue = this.#waiting.get(org) ?? [];
       this.#waiting.set(org, queue);

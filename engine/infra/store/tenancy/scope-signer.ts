@@ -3,9 +3,9 @@
  * organization named by anyone else. The key lives in the database (tenant_scope_key, readable
  * by the owner only: see migration 20261128130000); the store reads it once, through the
  * owner's connection, and signs each scope it opens: an HMAC-SHA256 of the organization and an
- * expiry. enter_org_scope() checks it, and seals the organization for the policies; SQL that
- * names an organization itself (set_config, SET LOCAL, a leaked tenant login) has no signature
- * and no seal, and sees nothing.
+ * expiry. The scope carries it in its settings, and the policies check it in every statement;
+ * SQL that names an organization itself (set_config, SET LOCAL, a leaked tenant login) has no
+ * signature of it, and sees nothing.
  */
 import { createHmac } from 'node:crypto';
 import type { Queryable } from '../connection/database.ts';
@@ -30,6 +30,8 @@ export interface ScopeSignature {
   readonly expiresAt: number;
   /** HMAC-SHA256 of `enter:<org>:<expiresAt>`. */
   readonly proof: Buffer;
+  /** The same in lowercase hex, as the setting app.org_token holds it. */
+  readonly token: string;
 }
 
 /** Signs tenant scopes with the database's scope key. The key itself is never exposed. */
@@ -51,7 +53,8 @@ export class ScopeSigner {
     const kept = this.#signatures.get(org);
     if (kept !== undefined && kept.expiresAt - now > SCOPE_SIGNATURE_TTL_SECONDS - REUSE_SECONDS) return kept;
     const expiresAt = now + SCOPE_SIGNATURE_TTL_SECONDS;
-    const signature = { expiresAt, proof: createHmac('sha256', this.#key).update(`enter:${org}:${expiresAt}`).digest() };
+    const proof = createHmac('sha256', this.#key).update(`enter:${org}:${expiresAt}`).digest();
+    const signature = { expiresAt, proof, token: proof.toString('hex') };
     if (this.#signatures.size >= MAX_CACHED) this.#signatures.clear();
     this.#signatures.set(org, signature);
     return signature;

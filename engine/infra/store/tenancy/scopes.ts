@@ -1,10 +1,9 @@
 /**
  * withOrg() and readOrg(): the only ways into an organization's data. A transaction, on a
  * connection of the tenant login, that enters the role app_tenant (on the embedded database,
- * whose one user is a superuser) and the organization's scope (enter_org_scope checks this
- * store's signature of it and sets app.org_id with a seal the policies check; see
- * scope-signer.ts), all LOCAL to the transaction: row-level security then confines every statement to that
- * organization, and nothing of it outlives the transaction on a pooled connection. Each scope
+ * whose one user is a superuser) and the organization's scope (app.org_id, with this store's
+ * signature of it that the policies check in every statement; see scope-signer.ts), all LOCAL
+ * to the transaction: row-level security then confines every statement to that organization, and nothing of it outlives the transaction on a pooled connection. Each scope
  * also runs under statement, lock and idle timeouts, so that one tenant cannot hold others
  * (local to it, or on one server the tenant pool's own: ScopeSettings.limitsPinned).
  *
@@ -170,9 +169,9 @@ export function scopeEntry(settings: ScopeSettings): ScopeEntry {
 
 /**
  * The statement that enters organization `org`'s scope: the role (unless the login is
- * app_tenant itself), the organization, signed by this store (enter_org_scope checks the
- * signature, decides once per scope whether the organization is live, and seals both for the
- * policies) and the scope's limits (unless the pool pins them), all LOCAL to the transaction
+ * app_tenant itself), the organization with its expiry and this store's signature of both (the
+ * policies check the signature, and whether the organization is live, once per statement:
+ * checking it here too would cost every scope a PL/pgSQL call for nothing) and the scope's limits (unless the pool pins them), all LOCAL to the transaction
  * (the settings the store's statements depend on are the connection's own: see
  * PINNED_STARTUP_SETTINGS); for reads the transaction made read-only so that the database, not
  * only the API, refuses writes there.
@@ -182,14 +181,22 @@ export function scopeEntry(settings: ScopeSettings): ScopeEntry {
  * planner keeps re-planning a keyset page whose values look selective (0.2 ms a call here).
  * Not on Citus (ScopeSettings.citus).
  *
- * On Citus, enter_org_scope's SET LOCALs reach the workers the transaction uses only with
- * citus.propagate_set_commands = 'local', set first (enter_org_scope uses SET LOCAL only then).
+ * On Citus only SET LOCAL reaches the workers the transaction uses, and only with
+ * citus.propagate_set_commands = 'local', set first: there enter_org_scope sets the three
+ * settings (with SET LOCAL only then), after checking the signature itself.
  */
 function enterStatement(shape: { citus: boolean; readOnly: boolean; enterRole: boolean; limits: boolean }): string {
   const calls = [
     ...(shape.enterRole ? [`set_config('role', 'app_tenant', true)`] : []),
-    ...(shape.citus ? [`set_config('citus.propagate_set_commands', 'local', true)`] : []),
-    'public.enter_org_scope($1::uuid, $2::bigint, $3::bytea)',
+    ...(shape.citus
+      ? [`set_config('citus.propagate_set_commands', 'local', true)`, 'public.enter_org_scope($1::uuid, $2::bigint, $3::bytea)']
+      : [
+          `set_config('app.org_id', $1, true)`,
+          `set_config('app.org_expires', $2, true)`,
+          // Whatever a session may hold: this scope's token says nothing of it (see scope_org).
+          `set_config('app.org_live', '', true)`,
+          `set_config('app.org_token', $3, true)`,
+        ]),
     ...(shape.limits
       ? [
           `set_config('plan_cache_mode', $7, true)`,
@@ -205,8 +212,8 @@ function enterStatement(shape: { citus: boolean; readOnly: boolean; enterRole: b
 
 /** The parameters of the entry statement for organization `org`. */
 function entryParams(org: string, entry: ScopeEntry): unknown[] {
-  const { expiresAt, proof } = entry.signer.sign(org);
-  return [org, expiresAt, proof, ...entry.limits];
+  const { expiresAt, proof, token } = entry.signer.sign(org);
+  return entry.citus ? [org, expiresAt, proof, ...entry.limits] : [org, String(expiresAt), token, ...entry.limits];
 }
 
 /**
