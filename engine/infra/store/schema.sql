@@ -41,7 +41,7 @@ SET row_security = off;
 CREATE FUNCTION public.current_org_id() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-  select public.scope_org(false)
+  select public.scope_org('org')::pg_catalog.uuid
 $$;
 
 --
@@ -138,27 +138,20 @@ COMMENT ON FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended_or
 
 CREATE FUNCTION public.refuse_writes_of_inactive_org() RETURNS trigger
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
-  org constant uuid := public.current_org_id();
-  org_status text;
-  org_deleted_at timestamptz;
+  org_status constant pg_catalog.text := public.scope_org('status');
 begin
-  if org is null then
+  if org_status is null or org_status operator(pg_catalog.=) 'active' then
     return null;
   end if;
-  select o.status, o.deleted_at into org_status, org_deleted_at from public.organizations o where o.id = org;
-  if not found or org_deleted_at is not null then
+  if org_status operator(pg_catalog.=) 'deleted' then
     raise exception 'the organization does not exist or was deleted' using errcode = 'ES002';
   end if;
-  if org_status <> 'active' then
-    if tg_op = 'UPDATE' and tg_nargs > 0 and tg_argv[0] = 'revocations_allowed' then
-      return null;
-    end if;
-    raise exception 'the organization is suspended: its data can be read but not changed' using errcode = 'ES001';
+  if tg_op operator(pg_catalog.=) 'UPDATE' and tg_nargs operator(pg_catalog.>) 0 and tg_argv[0] operator(pg_catalog.=) 'revocations_allowed' then
+    return null;
   end if;
-  return null;
+  raise exception 'the organization is suspended: its data can be read but not changed' using errcode = 'ES001';
 end
 $$;
 
@@ -215,10 +208,10 @@ $$;
 COMMENT ON FUNCTION public.rotate_tenant_scope_key() IS 'Makes or replaces the key of tenant scopes; processes holding the old key must reopen their store.';
 
 --
--- Name: scope_org(boolean); Type: FUNCTION; Schema: public; Owner: -
+-- Name: scope_org(text); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.scope_org(p_live_only boolean) RETURNS uuid
+CREATE FUNCTION public.scope_org(p_need text) RETURNS text
     LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL SAFE
     AS $_$
 declare
@@ -234,13 +227,14 @@ begin
   if org operator(pg_catalog.!~) '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
     raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
   end if;
-  if p_live_only and live_at_entry is null then
+  if p_need operator(pg_catalog.=) 'status' or (p_need operator(pg_catalog.=) 'live' and live_at_entry is null) then
     select k.inner_pad, k.outer_pad,
-           (select o.deleted_at is null from public.organizations o where o.id operator(pg_catalog.=) org::pg_catalog.uuid) as live
+           coalesce((select case when o.deleted_at is null then o.status else 'deleted' end
+                       from public.organizations o where o.id operator(pg_catalog.=) org::pg_catalog.uuid), 'deleted') as status
       into found
       from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
   else
-    select k.inner_pad, k.outer_pad, live_at_entry operator(pg_catalog.=) 'on' as live
+    select k.inner_pad, k.outer_pad, null::pg_catalog.text as status
       into found
       from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
   end if;
@@ -254,18 +248,22 @@ begin
   if expires::pg_catalog.int8 operator(pg_catalog.<=) pg_catalog.date_part('epoch', pg_catalog.now()) then
     raise exception 'the tenant scope''s signature has expired' using errcode = 'ES004';
   end if;
-  if p_live_only and found.live is not true then
+  if p_need operator(pg_catalog.=) 'status' then
+    return found.status;
+  end if;
+  if p_need operator(pg_catalog.=) 'live'
+     and (live_at_entry operator(pg_catalog.<>) 'on' or found.status operator(pg_catalog.=) 'deleted') then
     return null;
   end if;
-  return org::pg_catalog.uuid;
+  return org;
 end
 $_$;
 
 --
--- Name: FUNCTION scope_org(p_live_only boolean); Type: COMMENT; Schema: public; Owner: -
+-- Name: FUNCTION scope_org(p_need text); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.scope_org(p_live_only boolean) IS 'The organization of the current tenant scope (app.org_id, signed in app.org_token), or NULL; with true, NULL unless it is live.';
+COMMENT ON FUNCTION public.scope_org(p_need text) IS 'The current tenant scope''s organization, verified (app.org_id, signed in app.org_token): its id (''org''), its id while live (''live'') or its status (''status''); NULL outside a scope.';
 
 --
 -- Name: set_updated_at(); Type: FUNCTION; Schema: public; Owner: -
@@ -450,7 +448,7 @@ COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) IS 'V
 CREATE FUNCTION public.visible_org_id() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-  select public.scope_org(true)
+  select public.scope_org('live')::pg_catalog.uuid
 $$;
 
 --
@@ -1315,12 +1313,12 @@ GRANT ALL ON FUNCTION public.requested_org_id() TO app_tenant;
 REVOKE ALL ON FUNCTION public.rotate_tenant_scope_key() FROM PUBLIC;
 
 --
--- Name: FUNCTION scope_org(p_live_only boolean); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION scope_org(p_need text); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.scope_org(p_live_only boolean) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.scope_org(p_live_only boolean) TO app_tenant;
-GRANT ALL ON FUNCTION public.scope_org(p_live_only boolean) TO app_key_verifier;
+REVOKE ALL ON FUNCTION public.scope_org(p_need text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.scope_org(p_need text) TO app_tenant;
+GRANT ALL ON FUNCTION public.scope_org(p_need text) TO app_key_verifier;
 
 --
 -- Name: FUNCTION set_updated_at(); Type: ACL; Schema: public; Owner: -
@@ -1502,6 +1500,6 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '871b1e55f21d9561ffebcf946147887951c5182382846e11e8eaad3b0b102603', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'de4cd2745d03ade9cbff980d3355a5bc97a27e456215e42bd9fe3ed4c5b9c33a', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '215063a898cfc7f1a9d85c136540043e92c0e9e83a34932c9796e7d03df1e191', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'c101b2f058f140687570aa0a4be6a37918834f2b5dfdc932249f8578d9c9d656', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '1d4c1a1411d78757242f9c8dd67cddaf4a6abb1963bcad40adda1feb091a43b7', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

@@ -104,7 +104,7 @@ grant usage on schema public to app_key_verifier;
 grant select on organizations, users, api_keys, api_key_prefixes, role_permissions to app_key_verifier;
 grant update (last_used_at) on api_keys to app_key_verifier;
 -- api_keys' triggers run as the writer, and read the scope's organization (none here).
-grant execute on function scope_org(boolean), current_org_id() to app_key_verifier;
+grant execute on function scope_org(text), current_org_id() to app_key_verifier;
 grant select, insert, update, delete on api_key_usage, api_key_usage_saved to app_key_verifier;
 create policy organizations_key_verifier on organizations for select to app_key_verifier using (true);
 create policy users_key_verifier on users for select to app_key_verifier using (true);
@@ -280,7 +280,7 @@ drop policy users_key_verifier on users;
 drop policy organizations_key_verifier on organizations;
 drop policy api_key_usage_saved_key_verifier on api_key_usage_saved;
 revoke select, insert, update, delete on api_key_usage, api_key_usage_saved from app_key_verifier;
-revoke execute on function scope_org(boolean), current_org_id() from app_key_verifier;
+revoke execute on function scope_org(text), current_org_id() from app_key_verifier;
 revoke update (last_used_at) on api_keys from app_key_verifier;
 revoke select on organizations, users, api_keys, api_key_prefixes, role_permissions from app_key_verifier;
 revoke usage on schema public from app_key_verifier;
