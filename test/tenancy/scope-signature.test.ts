@@ -135,6 +135,46 @@ describe.each(withCitus(backends))('scope signatures on $name', (backend) => {
     });
   });
 
+  describe('the policies check the signature in every statement, not only at entry', () => {
+    /** The scope's settings as the store sets them on one server, named by SQL in the scope itself. */
+    const setSigned = (tx: TrustedSqlScope, org: string, signature: { expiresAt: number; token: string }) =>
+      tx.query(
+        `select set_config('app.org_id', $1, true), set_config('app.org_expires', $2, true),
+                set_config('app.org_live', '', true), set_config('app.org_token', $3, true)`,
+        [org, String(signature.expiresAt), signature.token],
+      );
+
+    it.runIf(backend.name !== 'citus')(
+      "refuses this store's own signature once it has expired (FORBIDDEN scope_signature_expired)",
+      async () => {
+        const stale = (await freshSigner()).sign(victim.id, Date.now() - 10 * 60_000);
+        await expect(
+          withOrgSql(store, attacker.id, async (tx) => {
+            await setSigned(tx, victim.id, stale);
+            return tx.query('select count(*)::int as n from workflow_states');
+          }),
+        ).rejects.toMatchObject({ code: 'FORBIDDEN', details: { reason: 'scope_signature_expired' } });
+        await expectVictimUntouched();
+      },
+    );
+
+    // A server: the embedded database's one connection is the scope's until it ends.
+    it.runIf(backend.name === 'postgres')(
+      'a scope whose organization is soft-deleted meanwhile reads nothing from its next statement on',
+      async () => {
+        const doomed = await newOrg();
+        const seen = await withOrgSql(store, doomed.id, async (tx) => {
+          const count = async () => (await tx.query<{ n: number }>('select count(*)::int as n from workflow_states')).rows[0]!.n;
+          const before = await count();
+          // The operator's soft delete commits on another connection while the scope is open.
+          await store.organizations.softDelete(doomed.id);
+          return { before, after: await count() };
+        });
+        expect(seen).toEqual({ before: 1, after: 0 });
+      },
+    );
+  });
+
   describe('enter_org_scope enters only what this store signed', () => {
     const enter = (tx: TrustedSqlScope, org: string, expiresAt: number, proof: Buffer) =>
       tx.query('select public.enter_org_scope($1::uuid, $2::bigint, $3::bytea)', [org, expiresAt, proof]);
