@@ -160,6 +160,37 @@ describe('the embedded data directory', () => {
     for (const file of ['planted', 'PG_VERSION']) expect(statSync(join(dataDir, file)).mode & 0o077, file).toBe(0);
   });
 
+  it.runIf(privateMountsWork())(
+    'migrate up on a full disk says so, leaves an empty directory, and the same command then succeeds once there is room',
+    () => {
+      // In a mount namespace of its own, on a 20 MB tmpfs that a new database does not fit in,
+      // then grown to 300 MB. Before, the error read "cannot be started ([object Object])" and
+      // left files that every later command, migrate up included, refused as "holds other files".
+      const cliPath = resolve('bin/engine-store.js');
+      const script = `
+        set -u
+        mount -t tmpfs -o size=20m tmpfs "$1"
+        node ${JSON.stringify(cliPath)} --data-dir "$1/db" migrate up --json >/dev/null 2>"$1/../full.err"; echo "full: $?"
+        echo "left: $(ls -A "$1/db" | wc -l)"
+        mount -o remount,size=300m "$1"
+        node ${JSON.stringify(cliPath)} --data-dir "$1/db" migrate up >/dev/null 2>&1; echo "roomy: $?"
+      `;
+      const mountPoint = join(root, 'small-disk');
+      mkdirSync(mountPoint);
+      const run = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', mountPoint], {
+        encoding: 'utf8',
+        timeout: 200_000,
+      });
+      expect(run.stdout, run.stderr).toContain('full: 2');
+      expect(run.stdout).toContain('left: 0');
+      expect(run.stdout).toContain('roomy: 0');
+      const error = JSON.parse(readFileSync(join(root, 'full.err'), 'utf8')) as { error: { code: string; message: string } };
+      expect(error.error.code).toBe('INVALID_INPUT');
+      expect(error.error.message).toMatch(/the disk is full; what it had written is removed/);
+      expect(error.error.message).not.toContain('[object Object]');
+    },
+  );
+
   it('words a path that is not a directory', async () => {
     const file = join(root, 'a-file');
     writeFileSync(file, 'x');
@@ -228,6 +259,14 @@ async function holdDataDir(dataDir: string): Promise<ReturnType<typeof spawn>> {
     holder.on('exit', (code) => failed(new Error(`the holder exited with ${code}`)));
   });
   return holder;
+}
+
+/** Whether this machine lets the tests mount a file system in a mount namespace of their own (root, util-linux). */
+function privateMountsWork(): boolean {
+  return (
+    spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=1m tmpfs /mnt'], { timeout: 10_000 })
+      .status === 0
+  );
 }
 
 /** Whether this machine lets the tests start a process in a PID namespace of its own (root, util-linux). */

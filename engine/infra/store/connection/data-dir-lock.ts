@@ -37,6 +37,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  rmSync,
   statSync,
   unlinkSync,
   writeFileSync,
@@ -326,4 +327,50 @@ function dataDirError(error: unknown, path: string): StoreError {
     { field: 'dataDir', reason: code ?? 'unusable' },
     { cause: error },
   );
+}
+
+/** Whether `dataDir` is missing or empty: a database opened there is one this process creates. */
+export function newOrEmptyDir(dataDir: string): boolean {
+  try {
+    return readdirSync(dataDir).length === 0;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+}
+
+/**
+ * Removes what a database that never started left in `dataDir`, a directory that was missing or
+ * empty before (newOrEmptyDir): half-written files that every later command, migrate up
+ * included, would refuse as "holds other files". The directory itself stays, empty.
+ */
+export function clearUnstartedDataDir(dataDir: string): void {
+  for (const entry of readdirSync(dataDir)) rmSync(join(dataDir, entry), { recursive: true, force: true });
+}
+
+/** The embedded database's file system reports errno in WASI's numbering: 51 is ENOSPC. */
+const WASI_ERRNO: Record<number, string> = { 51: 'ENOSPC', 2: 'EACCES', 63: 'EPERM', 69: 'EROFS' };
+
+/**
+ * Why PGlite could not start in `dataDir`, worded. Its file system throws objects that are not
+ * Errors ({ name: 'ErrnoError', errno }), which read as "[object Object]" when printed.
+ */
+export function pgliteStartError(error: unknown, dataDir: string, cleared: boolean): unknown {
+  if (error instanceof StoreError) return error;
+  const errno = (error as { errno?: unknown } | null)?.errno;
+  const code = typeof errno === 'number' ? WASI_ERRNO[errno] : undefined;
+  if (code === undefined) return error instanceof Error ? error : new Error(`the embedded database failed to start (${describe(error)})`);
+  const worded = dataDirError(Object.assign(new Error(code), { code }), dataDir);
+  const cleanup = cleared ? '; what it had written is removed, so the same command can run again once that is fixed' : '';
+  return new StoreError('INVALID_INPUT', `${worded.message}${cleanup}`, worded.details, { cause: error });
+}
+
+function describe(value: unknown): string {
+  if (value !== null && typeof value === 'object') {
+    const { name, errno, message } = value as { name?: unknown; errno?: unknown; message?: unknown };
+    return (
+      [name, errno === undefined ? undefined : `errno ${String(errno)}`, message].filter((part) => part !== undefined).join(' ') ||
+      'no reason given'
+    );
+  }
+  return String(value);
 }

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
-import { lockDataDir, privateDataDir, type DataDirLock } from './data-dir-lock.ts';
+import { clearUnstartedDataDir, lockDataDir, newOrEmptyDir, pgliteStartError, privateDataDir, type DataDirLock } from './data-dir-lock.ts';
 import { SQLSTATE, databaseErrorFields } from './database-errors.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 import { runPipeline } from './pipeline.ts';
@@ -110,7 +110,10 @@ export interface PoolOptions {
    * timeouts end a slow statement, but not a server that does not answer at all (frozen, or
    * cut off by a network partition): past this deadline the call fails with TIMEOUT (reason
    * client_deadline) and its connection is destroyed, never reused. Also the limit on opening a
-   * connection. Set a little above the statement timeout of what the pool runs.
+   * connection, and on waiting for one while every connection is busy (POOL_EXHAUSTED; default
+   * 10 s). Set a little above the statement timeout of what the pool runs. On the embedded
+   * database, only how long a call waits for its turn on the one connection (default 10 s):
+   * its statements run in this process.
    */
   deadlineMs?: number;
   /**
@@ -171,7 +174,7 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
           pinSettings: options.pinSettings,
           deadlineMs: options.deadlineMs,
         })
-      : await openPglite(named.dataDir, options.dataDirWaitMs ?? 60_000, options.snapshot);
+      : await openPglite(named.dataDir, options.dataDirWaitMs ?? 60_000, options.deadlineMs ?? POOL_WAIT_MS, options.snapshot);
   try {
     if (!options.lazy) await database.query('select 1');
   } catch (error) {
@@ -409,7 +412,7 @@ function openPostgres(
   const pool = new pg.Pool({
     connectionString: url,
     max: poolSize,
-    connectionTimeoutMillis: deadlineMs ?? 10_000,
+    connectionTimeoutMillis: deadlineMs ?? POOL_WAIT_MS,
     types: pgTypes,
     ...(sessionTimeouts ? { statement_timeout: sessionTimeouts.statementMs, lock_timeout: sessionTimeouts.lockMs } : {}),
     ...(sessionTimeouts?.idleInTransactionMs ? { idle_in_transaction_session_timeout: sessionTimeouts.idleInTransactionMs } : {}),
@@ -556,19 +559,26 @@ function openPostgres(
   };
 }
 
-async function openPglite(dataDir: string, waitMs: number, snapshot: Blob | undefined): Promise<Database> {
+async function openPglite(dataDir: string, waitMs: number, turnWaitMs: number, snapshot: Blob | undefined): Promise<Database> {
   const inMemory = dataDir.startsWith('memory://');
   let lock: DataDirLock | undefined;
+  let creating = false;
   if (!inMemory) {
     privateDataDir(resolve(dataDir));
     lock = await lockDataDir(resolve(dataDir), waitMs);
+    // Under the lock (which lives beside the directory, not in it): no one else is creating it.
+    creating = newOrEmptyDir(resolve(dataDir));
   }
   let pglite: PGlite;
   try {
     pglite = new PGlite(inMemory ? dataDir : resolve(dataDir), { loadDataDir: snapshot });
     await pglite.waitReady;
   } catch (error) {
+    // A database this call was creating (a full disk, say) is removed, never left half-made:
+    // still under the lock, so that nobody else can be using it.
+    const cleared = creating && clearedQuietly(resolve(dataDir));
     lock?.release();
+    if (!inMemory) throw pgliteStartError(error, resolve(dataDir), cleared);
     if (snapshot) {
       throw new StoreError('INVALID_INPUT', 'the snapshot cannot be opened: it is not one that Database.snapshot() made', {
         field: 'snapshot',
@@ -618,13 +628,10 @@ async function openPglite(dataDir: string, waitMs: number, snapshot: Blob | unde
     pipeline: (statements) => next(() => raw.pipeline(statements)),
   };
   // PGlite is one connection. A session (say BEGIN ... COMMIT) must not interleave with other
-  // callers' statements, so every use of the connection takes its turn through one queue.
-  let queue: Promise<unknown> = Promise.resolve();
-  const takeTurn = <T>(work: () => Promise<T>): Promise<T> => {
-    const turn = queue.then(work, work);
-    queue = turn.catch(() => undefined);
-    return turn;
-  };
+  // callers' statements, so every use of the connection takes its turn (TurnQueue), and waits
+  // for it no longer than a call on a server waits for a pooled connection.
+  const turns = new TurnQueue(turnWaitMs, inMemory ? dataDir : resolve(dataDir));
+  const takeTurn = <T>(work: () => Promise<T>): Promise<T> => turns.take(work);
   return {
     kind: 'pglite',
     location: inMemory ? dataDir : resolve(dataDir),
@@ -658,6 +665,76 @@ async function openPglite(dataDir: string, waitMs: number, snapshot: Blob | unde
 function once(action: () => Promise<void>): () => Promise<void> {
   let done: Promise<void> | undefined;
   return () => (done ??= action());
+}
+
+/** clearUnstartedDataDir, reporting instead of throwing whether it could. */
+function clearedQuietly(dataDir: string): boolean {
+  try {
+    clearUnstartedDataDir(dataDir);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** How long a call waits for a connection (or, on the embedded database, its turn) where no deadline is set. */
+const POOL_WAIT_MS = 10_000;
+
+/**
+ * The embedded database's one connection, taken in turns, first come first served. A call whose
+ * turn has not come within `waitMs` gives up its place and fails with POOL_EXHAUSTED, as a call
+ * on a server does when every pooled connection stays busy: without the bound, a verification
+ * was seen waiting 19.9 s behind ten scopes.
+ */
+class TurnQueue {
+  #busy = false;
+  readonly #waiting: { start: () => void; timer: ReturnType<typeof setTimeout> }[] = [];
+
+  constructor(
+    private readonly waitMs: number,
+    private readonly location: string,
+  ) {}
+
+  take<T>(work: () => Promise<T>): Promise<T> {
+    if (!this.#busy) {
+      this.#busy = true;
+      return this.#run(work);
+    }
+    return new Promise<T>((resolve, reject) => {
+      const waiter = {
+        start: () => {
+          clearTimeout(waiter.timer);
+          this.#run(work).then(resolve, reject);
+        },
+        timer: setTimeout(() => {
+          // Still waiting: a turn that came clears this timer first, in the same tick.
+          this.#waiting.splice(this.#waiting.indexOf(waiter), 1);
+          reject(
+            new StoreError(
+              'POOL_EXHAUSTED',
+              `the embedded database at ${this.location} stayed busy with other calls for ${this.waitMs} ms while this one waited for its turn; retry, or hold scopes for less time`,
+              { reason: 'pool_full' },
+            ),
+          );
+        }, this.waitMs),
+      };
+      this.#waiting.push(waiter);
+    });
+  }
+
+  #run<T>(work: () => Promise<T>): Promise<T> {
+    let running: Promise<T>;
+    try {
+      running = work();
+    } catch (error) {
+      running = Promise.reject(error);
+    }
+    return running.finally(() => {
+      const next = this.#waiting.shift();
+      if (next) next.start();
+      else this.#busy = false;
+    });
+  }
 }
 
 /** pg-pool's words for a checkout that waited its whole connectionTimeoutMillis for a free connection. */
