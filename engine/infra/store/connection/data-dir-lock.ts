@@ -308,9 +308,8 @@ function restrict(path: string, directory: boolean, root = path): void {
 }
 
 /** A file-system failure as a worded error: not a directory, not writable. */
-function dataDirError(error: unknown, path: string): StoreError {
+function dataDirError(error: unknown, path: string, code = (error as NodeJS.ErrnoException).code): StoreError {
   if (error instanceof StoreError) return error;
-  const code = (error as NodeJS.ErrnoException).code;
   const reasons: Record<string, string> = {
     ENOTDIR: 'a part of the path is not a directory',
     // mkdir -p fails so only where the path exists and is not a directory.
@@ -359,7 +358,7 @@ export function pgliteStartError(error: unknown, dataDir: string, cleared: boole
   const errno = (error as { errno?: unknown } | null)?.errno;
   const code = typeof errno === 'number' ? WASI_ERRNO[errno] : undefined;
   if (code === undefined) return error instanceof Error ? error : new Error(`the embedded database failed to start (${describe(error)})`);
-  const worded = dataDirError(Object.assign(new Error(code), { code }), dataDir);
+  const worded = dataDirError(error, dataDir, code);
   const cleanup = cleared ? '; what it had written is removed, so the same command can run again once that is fixed' : '';
   return new StoreError('INVALID_INPUT', `${worded.message}${cleanup}`, worded.details, { cause: error });
 }

@@ -10,6 +10,7 @@ import { clearUnstartedDataDir, lockDataDir, newOrEmptyDir, pgliteStartError, pr
 import { SQLSTATE, databaseErrorFields } from './database-errors.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 import { runPipeline } from './pipeline.ts';
+import { KeyedSlots } from './slots.ts';
 
 export interface QueryResult<Row> {
   rows: Row[];
@@ -628,13 +629,24 @@ async function openPglite(dataDir: string, waitMs: number, turnWaitMs: number, s
     pipeline: (statements) => next(() => raw.pipeline(statements)),
   };
   // PGlite is one connection. A session (say BEGIN ... COMMIT) must not interleave with other
-  // callers' statements, so every use of the connection takes its turn (TurnQueue), and waits
+  // callers' statements, so every use of the connection takes its turn (one slot), and waits
   // for it no longer than a call on a server waits for a pooled connection.
-  const turns = new TurnQueue(turnWaitMs, inMemory ? dataDir : resolve(dataDir));
-  const takeTurn = <T>(work: () => Promise<T>): Promise<T> => turns.take(work);
+  // Without the bound, a verification was seen waiting 19.9 s behind ten scopes.
+  const location = inMemory ? dataDir : resolve(dataDir);
+  const turns = new KeyedSlots(
+    1,
+    turnWaitMs,
+    () =>
+      new StoreError(
+        'POOL_EXHAUSTED',
+        `the embedded database at ${location} stayed busy with other calls for ${turnWaitMs} ms while this one waited for its turn; retry, or hold scopes for less time`,
+        { reason: 'pool_full' },
+      ),
+  );
+  const takeTurn = <T>(work: () => Promise<T>): Promise<T> => turns.run('', work);
   return {
     kind: 'pglite',
-    location: inMemory ? dataDir : resolve(dataDir),
+    location,
     query: (sql, params) => takeTurn(() => direct.query(sql, params)),
     exec: (sql) => takeTurn(() => direct.exec(sql)),
     async withSession(work) {
@@ -679,63 +691,6 @@ function clearedQuietly(dataDir: string): boolean {
 
 /** How long a call waits for a connection (or, on the embedded database, its turn) where no deadline is set. */
 const POOL_WAIT_MS = 10_000;
-
-/**
- * The embedded database's one connection, taken in turns, first come first served. A call whose
- * turn has not come within `waitMs` gives up its place and fails with POOL_EXHAUSTED, as a call
- * on a server does when every pooled connection stays busy: without the bound, a verification
- * was seen waiting 19.9 s behind ten scopes.
- */
-class TurnQueue {
-  #busy = false;
-  readonly #waiting: { start: () => void; timer: ReturnType<typeof setTimeout> }[] = [];
-
-  constructor(
-    private readonly waitMs: number,
-    private readonly location: string,
-  ) {}
-
-  take<T>(work: () => Promise<T>): Promise<T> {
-    if (!this.#busy) {
-      this.#busy = true;
-      return this.#run(work);
-    }
-    return new Promise<T>((resolve, reject) => {
-      const waiter = {
-        start: () => {
-          clearTimeout(waiter.timer);
-          this.#run(work).then(resolve, reject);
-        },
-        timer: setTimeout(() => {
-          // Still waiting: a turn that came clears this timer first, in the same tick.
-          this.#waiting.splice(this.#waiting.indexOf(waiter), 1);
-          reject(
-            new StoreError(
-              'POOL_EXHAUSTED',
-              `the embedded database at ${this.location} stayed busy with other calls for ${this.waitMs} ms while this one waited for its turn; retry, or hold scopes for less time`,
-              { reason: 'pool_full' },
-            ),
-          );
-        }, this.waitMs),
-      };
-      this.#waiting.push(waiter);
-    });
-  }
-
-  #run<T>(work: () => Promise<T>): Promise<T> {
-    let running: Promise<T>;
-    try {
-      running = work();
-    } catch (error) {
-      running = Promise.reject(error);
-    }
-    return running.finally(() => {
-      const next = this.#waiting.shift();
-      if (next) next.start();
-      else this.#busy = false;
-    });
-  }
-}
 
 /** pg-pool's words for a checkout that waited its whole connectionTimeoutMillis for a free connection. */
 const POOL_WAIT_TIMED_OUT = 'timeout exceeded when trying to connect';

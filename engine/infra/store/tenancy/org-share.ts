@@ -8,79 +8,28 @@
  *
  * Per store, in process: each process's pool is its own.
  */
+import { KeyedSlots } from '../connection/slots.ts';
 import { StoreError } from '../errors.ts';
 
 export class OrgShare {
-  readonly #active = new Map<string, number>();
-  readonly #waiting = new Map<string, (() => void)[]>();
+  readonly #slots: KeyedSlots;
 
-  constructor(
-    readonly maxPerOrg: number,
-    readonly waitMs: number,
-  ) {}
+  constructor(maxPerOrg: number, waitMs: number) {
+    this.#slots = new KeyedSlots(
+      maxPerOrg,
+      waitMs,
+      () =>
+        new StoreError(
+          'POOL_EXHAUSTED',
+          `this organization already holds its share of the tenant pool (${maxPerOrg} connections) and none came free within ${waitMs} ms; retry, or hold scopes for less time`,
+          { reason: 'org_share' },
+        ),
+    );
+  }
 
   /** Runs `work` within organization `org`'s share (`org` as validated: one spelling per organization). */
   run<T>(org: string, work: () => Promise<T>): Promise<T> {
-    // Admitted at once in the common case, without a turn of the event loop: readOrg is a hot path.
-    if (this.#admitNow(org)) return this.#holding(org, work);
-    return this.#waitForTurn(org).then(() => this.#holding(org, work));
-  }
-
-  /** `work`, with the slot of `org` given back when it settles, however it settles. */
-  #holding<T>(org: string, work: () => Promise<T>): Promise<T> {
-    let running: Promise<T>;
-    try {
-      running = work();
-    } catch (error) {
-      this.#leave(org);
-      return Promise.reject(error);
-    }
-    return running.finally(() => this.#leave(org));
-  }
-
-  #admitNow(org: string): boolean {
-    const active = this.#active.get(org) ?? 0;
-    if (active >= this.maxPerOrg) return false;
-    this.#active.set(org, active + 1);
-    return true;
-  }
-
-  #waitForTurn(org: string): Promise<void> {
-    return new Promise<void>((admitted, refused) => {
-      const queue = this.#waiting.get(org) ?? [];
-      this.#waiting.set(org, queue);
-      const turn = () => {
-        clearTimeout(timer);
-        admitted();
-      };
-      const timer = setTimeout(() => {
-        // Still waiting (an admitted turn clears this timer first, in the same tick).
-        const at = queue.indexOf(turn);
-        if (at >= 0) queue.splice(at, 1);
-        if (queue.length === 0) this.#waiting.delete(org);
-        refused(
-          new StoreError(
-            'POOL_EXHAUSTED',
-            `this organization already holds its share of the tenant pool (${this.maxPerOrg} connections) and none came free within ${this.waitMs} ms; retry, or hold scopes for less time`,
-            { reason: 'org_share' },
-          ),
-        );
-      }, this.waitMs);
-      queue.push(turn);
-    });
-  }
-
-  #leave(org: string): void {
-    const next = this.#waiting.get(org)?.shift();
-    if (next) {
-      // The slot passes to the next waiter of the same organization: the count stays.
-      if (this.#waiting.get(org)!.length === 0) this.#waiting.delete(org);
-      next();
-      return;
-    }
-    const active = this.#active.get(org)! - 1;
-    if (active === 0) this.#active.delete(org);
-    else this.#active.set(org, active);
+    return this.#slots.run(org, work);
   }
 }
 
