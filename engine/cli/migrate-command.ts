@@ -52,26 +52,39 @@ export function addMigrateCommand(program: Command, output: Output): void {
 
   migrate
     .command('down')
-    .description('revert the last N applied migrations (default 1), newest first')
-    .argument('[n]', 'how many migrations to revert', read('<n>'), 1)
+    .description(
+      'revert the last N applied migrations (default 1), newest first, or those after --to. Every step is checked ' +
+        'before the first: a run that a step would refuse is refused whole, with the list. A revert that was ' +
+        'interrupted is finished first and is not one of the N; --to names the end state, so the same command run ' +
+        'again after an interruption ends in the same place',
+    )
+    .argument('[n]', 'how many migrations to revert (default 1)', read('<n>'))
+    .option('--to <name>', 'revert every migration applied after this one, which stays applied', read('--to'))
     .addOption(lockTimeoutOption())
     .addOption(lockRetriesOption())
     .option('--force', 'revert even where a step drops a table that holds rows (the rows are lost)')
-    .action(async (count: number, options: { lockTimeout: string; lockRetries: number; force?: boolean }, command: Command) => {
-      await withDatabase(command, output, (db) =>
-        untilSignal(async (signal) => {
-          const steps = await migrateDown(db, {
-            count,
-            force: options.force === true,
-            lockTimeout: options.lockTimeout,
-            lockRetries: options.lockRetries,
-            log: output.progress,
-            signal,
-          });
-          output.result({ reverted: steps }, () => [`${steps.length} migration(s) reverted`]);
-        }),
-      );
-    });
+    .action(
+      async (
+        count: number | undefined,
+        options: { to?: string; lockTimeout: string; lockRetries: number; force?: boolean },
+        command: Command,
+      ) => {
+        await withDatabase(command, output, (db) =>
+          untilSignal(async (signal) => {
+            const steps = await migrateDown(db, {
+              ...(count !== undefined ? { count } : {}),
+              ...(options.to !== undefined ? { to: options.to } : {}),
+              force: options.force === true,
+              lockTimeout: options.lockTimeout,
+              lockRetries: options.lockRetries,
+              log: output.progress,
+              signal,
+            });
+            output.result({ reverted: steps }, () => [`${steps.length} migration(s) reverted`]);
+          }),
+        );
+      },
+    );
 
   migrate
     .command('status')

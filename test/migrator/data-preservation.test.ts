@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Database, Queryable } from '../../engine/infra/store/connection/database.ts';
 import { migrateDown, migrateUp, migrationStatus } from '../../engine/infra/store/migrator/runner.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
+import { StoreError } from '../../engine/infra/store/errors.ts';
 import { DEFAULT_ORG_ID } from 'engine-store';
 
 /** The last migration before the existing tables become multi-tenant. */
@@ -408,17 +409,20 @@ describe.each(backends)('multi-tenancy migrations preserve single-tenant data ($
     ]);
     expect(await appliedMigrations(db)).toEqual(allMigrations);
 
-    const refused = migrateDown(db, { count: await appliedAfterBaseline(db) });
-    await expect(refused).rejects.toMatchObject({
-      code: 'MIGRATION_FAILED',
-      message: expect.stringContaining('organizations other than default'),
-      details: { migration: SCOPED_KEYS },
-    });
-
-    // The refusal comes before anything that matters is undone: the migrations after SCOPED_KEYS
-    // (indexes and validations only) were reverted, but the organization-scoped keys stand, so a
-    // task still cannot point at another organization's workflow; org_id and every row are there.
-    expect(await appliedMigrations(db)).toEqual(allMigrations.filter((name) => name <= SCOPED_KEYS));
+    // Refused before its first step, with every reason: nothing is reverted, the
+    // organization-scoped keys stand, and org_id and every row are there.
+    const refused = await migrateDown(db, { count: await appliedAfterBaseline(db) }).then(
+      () => undefined,
+      (error: unknown) => error as StoreError,
+    );
+    expect(refused).toMatchObject({ code: 'CONFLICT', details: { migration: SCOPED_KEYS, reason: 'down_guard' } });
+    expect(refused!.message).toMatch(/refused before the first of them, so nothing was reverted/);
+    expect(refused!.details.refusals!.map((refusal) => [refusal.migration, refusal.reason])).toEqual([
+      [SCOPED_KEYS, 'down_guard'],
+      ['20261128120100_update_existing_tables_for_multitenancy', 'down_guard'],
+    ]);
+    expect(refused!.details.refusals![1]!.message).toMatch(/refusing to remove org_id: .*organizations other than default \(purge those/);
+    expect(await appliedMigrations(db)).toEqual(allMigrations);
     const crossOrgTask = db.query(
       `insert into task_states (org_id, task_exec_id, task_id, workflow_exec_id, workflow_id, component, status)
        values ($1, $2, 'task-cross', $3, 'workflow-x', 'agent', 'running')`,

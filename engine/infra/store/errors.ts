@@ -44,6 +44,8 @@ export interface ErrorDetails {
   reason?: string;
   /** The migration concerned, for migration errors. */
   migration?: string;
+  /** Every step of a refused `migrate down` that would refuse, and why (the first is `migration`). */
+  refusals?: { migration: string; reason: string; message: string }[];
 }
 
 export class StoreError extends Error {

@@ -13,6 +13,7 @@ export interface DatabaseErrorFields {
   table?: string;
   column?: string;
   detail?: string;
+  hint?: string;
   message: string;
 }
 

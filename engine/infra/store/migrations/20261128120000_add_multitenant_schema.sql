@@ -221,11 +221,14 @@ select 'customer', unnest(array[
 -- Down Migration
 set local statement_timeout = '60s';
 
--- Rolling back must never destroy tenant data: refuse while any organization remains.
+-- Rolling back must never destroy tenant data: refuse while any organization remains. The
+-- default organization is left out: reverting 20261128120100 deletes it first (and refuses while
+-- it has users), and migrate down checks every guard of a run before the run's first step.
+-- engine-store: down-guard
 do $$
 begin
-  if exists (select 1 from organizations) then
-    raise exception 'refusing to drop the tenancy tables: organizations still holds rows'
+  if exists (select 1 from organizations where id <> '00000000-0000-7000-8000-000000000001') then
+    raise exception 'refusing to drop the tenancy tables: organizations other than default still exist'
       using errcode = 'object_not_in_prerequisite_state',
             hint = 'purge every organization first; the rollback would otherwise delete their users and keys';
   end if;

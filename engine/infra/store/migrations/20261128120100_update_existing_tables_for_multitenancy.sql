@@ -48,24 +48,36 @@ create trigger schedules_set_updated_at before update on schedules
 set local statement_timeout = '60s';
 
 -- The single-tenant tables can only hold what belongs to the default organization; anything
--- else would be silently merged into it or lost. Refuse instead.
+-- else would be silently merged into it or lost. Refuse instead. Three guards, so that a refused
+-- migrate down lists every reason at once.
+-- engine-store: down-guard
 do $$
-declare
-  default_org constant uuid := '00000000-0000-7000-8000-000000000001';
 begin
-  if exists (select 1 from workflow_states where org_id <> default_org)
-     or exists (select 1 from task_states where org_id <> default_org)
-     or exists (select 1 from schedules where org_id <> default_org) then
+  if exists (select 1 from workflow_states where org_id <> '00000000-0000-7000-8000-000000000001')
+     or exists (select 1 from task_states where org_id <> '00000000-0000-7000-8000-000000000001')
+     or exists (select 1 from schedules where org_id <> '00000000-0000-7000-8000-000000000001') then
     raise exception 'refusing to remove org_id: engine state belongs to organizations other than default'
       using errcode = 'object_not_in_prerequisite_state',
             hint = 'purge those organizations first';
   end if;
+end
+$$;
+
+-- engine-store: down-guard
+do $$
+begin
   if exists (select 1 from schedules where deleted_at is not null) then
     raise exception 'refusing to remove schedules.deleted_at: soft-deleted schedules would come back to life'
       using errcode = 'object_not_in_prerequisite_state',
             hint = 'delete them for good first';
   end if;
-  if exists (select 1 from users where org_id = default_org) then
+end
+$$;
+
+-- engine-store: down-guard
+do $$
+begin
+  if exists (select 1 from users where org_id = '00000000-0000-7000-8000-000000000001') then
     raise exception 'refusing to remove the default organization: it has users'
       using errcode = 'object_not_in_prerequisite_state',
             hint = 'remove its users first';

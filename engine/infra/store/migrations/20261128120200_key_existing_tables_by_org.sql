@@ -72,6 +72,7 @@ set statement_timeout = 0;
 
 -- Single-column keys cannot keep organizations apart: once other organizations own rows, a
 -- task could point at another organization's workflow again. Refuse before changing anything.
+-- engine-store: down-guard
 do $$
 declare
   default_org constant uuid := '00000000-0000-7000-8000-000000000001';

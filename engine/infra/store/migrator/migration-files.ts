@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { StoreError } from '../errors.ts';
-import { splitSqlStatements, type SqlStatement } from './sql-split.ts';
+import { LEADING_COMMENTS, splitSqlStatements, withoutLeadingComments, type SqlStatement } from './sql-split.ts';
 
 export const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'migrations');
 
@@ -18,6 +18,13 @@ const FILE_NAME = /^(\d{14})_([a-z0-9_]+)\.sql$/;
 const UP_MARKER = /^--\s*Up Migration\s*$/im;
 const DOWN_MARKER = /^--\s*Down Migration\s*$/im;
 const NO_TRANSACTION = /^--\s*engine-store:\s*no-transaction\s*$/im;
+/** The marker of a down guard, in the comment lines just above its `do` block (see down-checks.ts). */
+const DOWN_GUARD = /^--\s*engine-store:\s*down-guard\s*$/im;
+
+/** Whether `statement` is marked as a down guard: a `do` block that only reads and may refuse. */
+export function isDownGuard(statement: SqlStatement): boolean {
+  return DOWN_GUARD.test(LEADING_COMMENTS.exec(statement.text)?.[0] ?? '');
+}
 
 export interface MigrationFile {
   /** File name without `.sql`: `20261128120000_add_multitenant_schema`. It orders the migrations. */
@@ -60,12 +67,23 @@ export function parseMigrationFile(path: string, bytes: Buffer): MigrationFile {
     splitSqlStatements(text.slice(from, to)).map((statement) => ({ ...statement, line: statement.line + lineOffset(from) }));
   const upStatements = section(up.index + up[0].length, down.index);
   if (upStatements.length === 0) throw invalid('its up section is empty');
+  const downStatements = section(down.index + down[0].length, text.length);
+  const misplaced = [
+    ...upStatements.filter(isDownGuard),
+    ...downStatements.filter(isDownGuard).filter((statement) => !isDoBlock(statement)),
+  ];
+  if (misplaced.length > 0)
+    throw invalid(`the down-guard marker at line ${misplaced[0]!.line} must stand above a do block of the down section`);
   return {
     name,
     path,
     checksum: createHash('sha256').update(bytes).digest('hex'),
     transactional: !NO_TRANSACTION.test(text.slice(0, up.index)),
     up: upStatements,
-    down: section(down.index + down[0].length, text.length),
+    down: downStatements,
   };
+}
+
+function isDoBlock(statement: SqlStatement): boolean {
+  return /^do\s/i.test(withoutLeadingComments(statement.text));
 }

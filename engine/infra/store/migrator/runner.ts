@@ -28,14 +28,16 @@ import { isCitus } from '../citus/detect.ts';
 import { SQLSTATE, databaseErrorFields } from '../connection/database-errors.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 import { MIGRATIONS_DIR, readMigrationFiles, type MigrationFile } from './migration-files.ts';
-import type { SqlStatement } from './sql-split.ts';
+import { withoutLeadingComments, type SqlStatement } from './sql-split.ts';
+import { downRefusals, refuseDroppingRows, refusedRun } from './down-checks.ts';
 
 export const MIGRATIONS_TABLE = 'engine_store_migrations';
 
 /**
  * The runner's bookkeeping: one row per migration that is applied or was interrupted. `state`
  * is `applying` or `reverting` while a migration outside a transaction is under way (or was
- * interrupted), and `resume_at` counts the units (see unitsOf) done so far in that direction.
+ * interrupted), and `resume_at` counts the statements done so far in that direction (always the
+ * end of a unit: see unitsOf).
  */
 export const MIGRATIONS_TABLE_DDL = `create table if not exists public.${MIGRATIONS_TABLE} (
   name text primary key,
@@ -199,10 +201,9 @@ async function finishInterrupted(
 }
 
 /**
- * Where an interrupted `up` continues: after its last recorded block, unless the file changed
- * since (a failed statement fixed, say): its progress counts units of the old text, so the
- * new one runs from the start, which a migration outside a transaction must allow anyway
- * until its first block commits.
+ * Where an interrupted `up` continues: after its last recorded unit, unless the file changed
+ * since (a failed statement fixed, say): its progress counts statements of the old text, so the
+ * new one runs from the start, which a migration outside a transaction must allow anyway.
  */
 function resumePoint(row: AppliedRow, file: MigrationFile): number {
   return row.checksum === file.checksum ? row.resume_at : 0;
@@ -227,13 +228,33 @@ async function withRunProgress<T>(done: number, total: number, direction: 'up' |
   }
 }
 
+export interface DownOptions extends RunnerOptions {
+  /** How many wholly applied migrations to revert (default 1), after finishing an interrupted revert. */
+  count?: number;
+  /** Revert every migration applied after this one, which stays applied (instead of count). */
+  to?: string;
+  /** Drop tables that hold rows where a step would (the rows are lost). */
+  force?: boolean;
+}
+
 /**
- * Reverts the last `count` applied migrations (default 1), newest first.
+ * Reverts the last `count` applied migrations (default 1), or those after `to`, newest first.
+ *
+ * Before the first statement, every guard of every step is checked (see down-checks.ts): the
+ * run is refused with the whole list, or reverts all the steps. A revert that was interrupted
+ * is finished first and is not one of the `count`: `to` names the end state, and running the
+ * same command again after an interruption reaches the same one.
  *
  * @example
  * await migrateDown(db, { count: 2 });
  */
-export async function migrateDown(db: Database, options: RunnerOptions & { count?: number; force?: boolean } = {}): Promise<AppliedStep[]> {
+export async function migrateDown(db: Database, options: DownOptions = {}): Promise<AppliedStep[]> {
+  if (options.to !== undefined && options.count !== undefined) {
+    throw new StoreError('INVALID_INPUT', 'give either a number of migrations to revert or a migration to revert to, not both', {
+      field: 'to',
+      reason: 'both_count_and_to',
+    });
+  }
   const count = options.count ?? 1;
   if (!Number.isInteger(count) || count < 1) {
     throw new StoreError('INVALID_INPUT', 'the number of migrations to revert must be a positive whole number', {
@@ -243,76 +264,75 @@ export async function migrateDown(db: Database, options: RunnerOptions & { count
   }
   checkRunnerOptions(options);
   const files = readMigrationFiles(options.dir ?? MIGRATIONS_DIR);
+  if (options.to !== undefined && !files.some((file) => file.name === options.to)) {
+    throw new StoreError('INVALID_INPUT', `there is no migration named ${options.to}`, { field: 'to', reason: 'unknown_migration' });
+  }
   return withMigrationLock(db, options, async (session) => {
     let applied = await readApplied(session);
     if (await finishInterrupted(session, files, applied, 'applying', options)) applied = await readApplied(session);
     const byName = new Map(files.map((file) => [file.name, file]));
     const log = options.log ?? (() => undefined);
-    if (applied.length === 0) {
-      log('nothing to revert: no migration is applied');
+    const interrupted = applied.find((row) => row.state === 'reverting');
+    const whole = applied.filter((row) => row.state === 'applied');
+    const toRevert = revertedRows(whole, options.to, options.to === undefined ? count : undefined).reverse();
+    if (toRevert.length === 0 && !interrupted) {
+      log(options.to === undefined ? 'nothing to revert: no migration is applied' : `nothing to revert: ${options.to} is the last applied`);
       return [];
     }
-    // Checked before the first step, not found out halfway.
-    if (count > applied.length) {
-      throw new StoreError('INVALID_INPUT', `only ${applied.length} migration(s) are applied; cannot revert ${count}`, {
-        field: 'count',
-        reason: 'too_many',
-      });
-    }
-    const toRevert = applied.slice(-count).reverse();
-    const revertFiles = toRevert.map((row) => {
+    const fileOf = (row: AppliedRow) => {
       const file = byName.get(row.name);
       if (!file) throw missingFile(row.name);
       if (file.checksum !== row.checksum) throw editedFile(row.name);
       return file;
-    });
+    };
+    const revertFiles = toRevert.map(fileOf);
+    if (revertFiles.length > 0) {
+      log(`checking the ${revertFiles.length} step(s) before reverting any`);
+      const refusals = await downRefusals(session, revertFiles, {
+        force: options.force === true,
+        lockTimeout: options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT,
+        lockRetries: options.lockRetries ?? DEFAULT_LOCK_RETRIES,
+        log,
+      });
+      if (refusals.length > 0) throw refusedRun(refusals, revertFiles.length);
+    }
     const steps: AppliedStep[] = [];
-    for (const [index, file] of revertFiles.entries()) {
-      // Just before its step, since the steps before it change what the tables hold (reverting
-      // the default organization's migration, say).
+    if (interrupted) {
+      log(`${interrupted.name} was interrupted while being reverted; finishing that first (it is not counted)`);
+      steps.push(await runStep(session, fileOf(interrupted), 'down', options, interrupted.resume_at));
+    }
+    for (const file of revertFiles) {
+      // Checked again at its step: the database may have changed since the run's checks.
       if (!options.force) await refuseDroppingRows(session, file, steps.length);
-      const row = toRevert[index]!;
-      const resumeAt = row.state === 'reverting' ? row.resume_at : undefined;
-      steps.push(await withRunProgress(steps.length, revertFiles.length, 'down', () => runStep(session, file, 'down', options, resumeAt)));
+      steps.push(await withRunProgress(steps.length, revertFiles.length, 'down', () => runStep(session, file, 'down', options)));
     }
     return steps;
   });
 }
 
 /**
- * Tables whose rows a revert may drop: reference data the migrations themselves seed, the
- * rate-limit counters (this hour's counts, and their saved copies), and the scope key, which the
- * migration makes anew (everything it signed ends with the tables it protected).
+ * The applied rows a revert takes, oldest first: the last `count`, or those after `to`. Checked
+ * before the first step, not found out halfway.
  */
-const DISPOSABLE_TABLES = new Set(['permissions', 'role_permissions', 'api_key_usage', 'api_key_usage_saved', 'tenant_scope_key']);
-
-/** `drop table <name>` in a down section: the tables a revert would destroy. */
-const DROP_TABLE = /^\s*drop\s+table\s+(?:if\s+exists\s+)?([a-z_][a-z0-9_]*)/gim;
-
-/**
- * Refuses, before anything is reverted, a revert whose steps drop a table that holds rows (the
- * 2025 baseline's downs drop the engine's tables without a guard of their own, and those files
- * never change). `force` is the operator's explicit consent.
- */
-async function refuseDroppingRows(session: Session, file: MigrationFile, revertedBefore: number): Promise<void> {
-  for (const statement of file.down) {
-    for (const match of statement.text.matchAll(DROP_TABLE)) {
-      const table = match[1]!;
-      if (DISPOSABLE_TABLES.has(table)) continue;
-      const { rows } = await session.query<{ present: boolean }>('select to_regclass($1) is not null as present', [`public.${table}`]);
-      if (!rows[0]!.present) continue;
-      const { rows: held } = await session.query<{ any: boolean }>(`select exists (select from public.${table}) as any`);
-      if (held[0]!.any) {
-        throw new StoreError(
-          'CONFLICT',
-          `reverting ${file.name} would drop table ${table}, which holds rows, so it was not reverted` +
-            (revertedBefore > 0 ? ` (the ${revertedBefore} migration(s) after it were)` : '') +
-            '. Back the data up, then run again with --force to drop it',
-          { migration: file.name, reason: 'would_drop_rows' },
-        );
-      }
+function revertedRows(whole: AppliedRow[], to: string | undefined, count: number | undefined): AppliedRow[] {
+  if (to !== undefined) {
+    const index = whole.findIndex((row) => row.name === to);
+    if (index === -1) {
+      throw new StoreError('INVALID_INPUT', `migration ${to} is not applied, so there is nothing to revert to`, {
+        field: 'to',
+        reason: 'not_applied',
+      });
     }
+    return whole.slice(index + 1);
   }
+  if (whole.length === 0) return [];
+  if (count! > whole.length) {
+    throw new StoreError('INVALID_INPUT', `only ${whole.length} migration(s) are applied; cannot revert ${count}`, {
+      field: 'count',
+      reason: 'too_many',
+    });
+  }
+  return whole.slice(-count!);
 }
 
 /** Which migrations are applied, pending, edited since applied, or applied without a file. */
@@ -343,9 +363,8 @@ export async function migrationStatus(db: Database, options: Pick<RunnerOptions,
 /** A migration interrupted on its way up or down, as status tells it. */
 function interruptedEntry(file: MigrationFile, row: AppliedRow): MigrationStatusEntry {
   const direction = row.state === 'applying' ? 'up' : 'down';
-  const units = unitsOf(direction === 'up' ? file.up : file.down, false);
-  const done = units.slice(0, row.resume_at).reduce((sum, unit) => sum + unit.length, 0);
-  const of = units.reduce((sum, unit) => sum + unit.length, 0);
+  const of = (direction === 'up' ? file.up : file.down).length;
+  const done = direction === 'up' ? resumePoint(row, file) : row.resume_at;
   return direction === 'up'
     ? {
         name: file.name,
@@ -517,16 +536,18 @@ export function checkRunnerOptions(options: RunnerOptions): void {
 }
 
 /**
- * The pieces of a migration that succeed or fail together, and are retried together when they
- * meet a lock timeout: the whole file when it is transactional; otherwise each statement, or
- * each explicit BEGIN ... COMMIT block, on its own.
+ * The pieces of a migration that succeed or fail together, are retried together when they meet
+ * a lock timeout, and after which an interrupted run resumes: the whole file when it is
+ * transactional; otherwise each statement, each explicit BEGIN ... COMMIT block, and each
+ * rebuild of an index (see rebuiltIndex) on its own.
  */
-function unitsOf(statements: SqlStatement[], transactional: boolean): SqlStatement[][] {
+export function unitsOf(statements: SqlStatement[], transactional: boolean): SqlStatement[][] {
   if (transactional) return [statements];
   const units: SqlStatement[][] = [];
   let block: SqlStatement[] | undefined;
   for (const statement of statements) {
     const keyword = firstKeyword(statement.text);
+    const previous = units.at(-1);
     if (block) {
       block.push(statement);
       if (keyword === 'commit' || keyword === 'end') {
@@ -535,6 +556,8 @@ function unitsOf(statements: SqlStatement[], transactional: boolean): SqlStateme
       }
     } else if (keyword === 'begin' || keyword === 'start') {
       block = [statement];
+    } else if (previous?.length === 1 && rebuiltIndex(previous[0]!.text, statement.text)) {
+      previous.push(statement);
     } else {
       units.push([statement]);
     }
@@ -543,9 +566,21 @@ function unitsOf(statements: SqlStatement[], transactional: boolean): SqlStateme
   return units;
 }
 
+const DROP_INDEX_IF_EXISTS = /^drop\s+index\s+concurrently\s+if\s+exists\s+([a-z_][a-z0-9_]*)\s*$/i;
+const CREATE_INDEX_CONCURRENTLY = /^create\s+(?:unique\s+)?index\s+concurrently\s+([a-z_][a-z0-9_]*)\s/i;
+
+/**
+ * Whether `drop` and `create` rebuild one index: `DROP INDEX CONCURRENTLY IF EXISTS x` then
+ * `CREATE INDEX CONCURRENTLY x`. A concurrent build that is interrupted leaves an INVALID x
+ * behind, which only the drop before it clears, so the two resume together: never between them.
+ */
+function rebuiltIndex(drop: string, create: string): boolean {
+  const dropped = DROP_INDEX_IF_EXISTS.exec(withoutLeadingComments(drop))?.[1];
+  return dropped !== undefined && CREATE_INDEX_CONCURRENTLY.exec(withoutLeadingComments(create))?.[1] === dropped;
+}
+
 function firstKeyword(text: string): string {
-  return text
-    .replace(/^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/, '')
+  return withoutLeadingComments(text)
     .split(/[\s;(]/, 1)[0]!
     .toLowerCase();
 }
@@ -576,7 +611,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Runs one migration section, `up` or `down`, and records it. `resumeAt`, when the section was
- * interrupted before, is the number of units it completed (its bookkeeping row says so).
+ * interrupted before, is the number of its statements done (its bookkeeping row says so).
  */
 async function runStep(
   session: Session,
@@ -590,7 +625,7 @@ async function runStep(
   const statements = direction === 'up' ? file.up : file.down;
   const arrow = direction === 'up' ? '↑' : '↓';
   const units = unitsOf(statements, file.transactional);
-  const resumed = resumeAt !== undefined ? `, resumed after ${resumeAt} of its ${units.length} steps` : '';
+  const resumed = resumeAt !== undefined ? `, resumed after ${resumeAt} of its ${statements.length} statements` : '';
   log(`${arrow} ${file.name}${file.transactional ? '' : ' (outside a transaction)'}${resumed}`);
   const started = performance.now();
   // Session settings, not SET LOCAL: a non-transactional migration runs many transactions.
@@ -620,18 +655,24 @@ async function runStep(
     runner.onUntouchedFailure(() => bookkeeping.unstart());
   }
   const skipped = resumeAt ?? 0;
-  // What the statements before the resume point set for the session (SET statement_timeout,
-  // say) was lost with the interrupted run's connection: set it again.
-  for (const unit of units.slice(0, skipped)) {
-    if (unit.length === 1 && firstKeyword(unit[0]!.text) === 'set') await runner.once(() => session.query(unit[0]!.text));
-  }
-  for (const [index, unit] of units.entries()) {
-    if (index < skipped) {
+  let statementsDone = 0;
+  for (const unit of units) {
+    const isSet = unit.length === 1 && firstKeyword(unit[0]!.text) === 'set';
+    if (statementsDone < skipped) {
+      // What the statements before the resume point set for the session (SET statement_timeout,
+      // say) was lost with the interrupted run's connection: set it again.
+      if (isSet) await runner.once(() => session.query(unit[0]!.text));
       runner.skip(unit.length);
+      statementsDone += unit.length;
       continue;
     }
+    statementsDone += unit.length;
     if (!isBlock(unit)) {
       await runner.retryingLocks(() => runner.run(unit));
+      // Recorded after the unit, in a transaction of its own: an interruption between the two
+      // runs the unit again (each is written to allow that), and one after it does not, so a
+      // finished concurrent index build is never built again.
+      if (!isSet) await runner.once(() => bookkeeping.progress(statementsDone));
       continue;
     }
     // An explicit BEGIN ... COMMIT block commits together with the record of its progress.
@@ -640,7 +681,7 @@ async function runStep(
       await runner.run(body);
       // The block's own COMMIT is this one, with the progress before it.
       await runner.boundary();
-      await bookkeeping.progress(index + 1);
+      await bookkeeping.progress(statementsDone);
       await session.query('commit');
     }, unit.length);
   }
@@ -690,9 +731,9 @@ class Bookkeeping {
     }
   }
 
-  /** How many units are done, inside the transaction of the unit that completes them. */
-  async progress(unitsDone: number): Promise<void> {
-    await this.session.query(`update ${MIGRATIONS_TABLE} set resume_at = $2 where name = $1`, [this.file.name, unitsDone]);
+  /** How many statements are done: in the transaction of the block that completes them, or just after the unit. */
+  async progress(statementsDone: number): Promise<void> {
+    await this.session.query(`update ${MIGRATIONS_TABLE} set resume_at = $2 where name = $1`, [this.file.name, statementsDone]);
   }
 
   /** The section is done: applied (the row, whether or not it was started) or reverted (no row). */

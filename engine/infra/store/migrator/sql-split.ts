@@ -14,6 +14,14 @@ export interface SqlStatement {
   line: number;
 }
 
+/** The white space and comments before a statement's first token. */
+export const LEADING_COMMENTS = /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/;
+
+/** `text` without the white space and comments before its first token. */
+export function withoutLeadingComments(text: string): string {
+  return text.slice(LEADING_COMMENTS.exec(text)?.[0].length ?? 0);
+}
+
 export function splitSqlStatements(script: string): SqlStatement[] {
   const statements: SqlStatement[] = [];
   const lineAt = lineCounter(script);
@@ -24,7 +32,7 @@ export function splitSqlStatements(script: string): SqlStatement[] {
     const text = stripComments(raw).trim();
     if (text !== '') {
       // The line of the first real token, past the comments that usually introduce it.
-      const leading = /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/.exec(raw)?.[0].length ?? 0;
+      const leading = LEADING_COMMENTS.exec(raw)?.[0].length ?? 0;
       statements.push({ text: raw.trim(), line: lineAt(start + leading) });
     }
   };
