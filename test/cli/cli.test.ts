@@ -63,6 +63,23 @@ describe('engine-store migrate on the embedded database', () => {
     expect(status.stdout).toMatch(new RegExp(`${migrationCount - 1} applied, 1 pending`));
   });
 
+  it('refuses a down that a step would refuse before its first step, listing why; --to with a count is a usage error', async () => {
+    const copy = migratedDataDir();
+    expect((await cli(['--data-dir', copy, 'org', 'create', '--name', 'Acme'])).code).toBe(0);
+    const refused = await cli(['--data-dir', copy, 'migrate', 'down', '--to', '20250601090200_create_schedules']);
+    expect(refused.code).toBe(8);
+    expect(refused.stderr).toMatch(
+      /error \[CONFLICT\] reverting 8 migration\(s\) was refused before the first of them, so nothing was reverted:\n {2}- 20261128120000_add_multitenant_schema: refusing to drop the tenancy tables: organizations other than default still exist/,
+    );
+    expect(refused.stdout).not.toMatch(/^↓ /m);
+    expect((await cli(['--data-dir', copy, 'migrate', 'status'])).stdout).toMatch(new RegExp(`${migrationCount} applied, 0 pending`));
+    const both = await cli(['--data-dir', copy, 'migrate', 'down', '2', '--to', '20250601090200_create_schedules']);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(
+      /error \[INVALID_INPUT\] --to: give either a number of migrations to revert or a migration to revert to, not both/,
+    );
+  });
+
   it('refuses an admin command on an out-of-date database, saying what to run, and migrates nothing', async () => {
     const refused = await cli(['--data-dir', dataDir, 'org', 'list']);
     expect(refused.code).toBe(5);
