@@ -15,10 +15,15 @@ import { ownServerAvailable, startOwnServer, type OwnServer } from '../support/o
 const STATEMENT_MS = 1_000;
 /** The store's deadline for that statement timeout (store.ts, clientDeadline): 1 s more. */
 const DEADLINE_MS = 2_000;
+/** The owner's deadline, and the deadline of single calls: both well below DEADLINE_MS. */
+const OWNER_DEADLINE_MS = 700;
+const CALL_DEADLINE_MS = 300;
 
 describe.runIf(ownServerAvailable())('client deadlines against a frozen server (PostgreSQL)', () => {
   let server: OwnServer;
   let store: Store;
+  /** A store whose owner calls have a deadline (openStore's deadlineMs). */
+  let owner: Store;
   let orgId: string;
   let key: string;
 
@@ -27,12 +32,13 @@ describe.runIf(ownServerAvailable())('client deadlines against a frozen server (
     store = await openStore({
       url: server.url,
       migrate: true,
-      poolSize: 3,
+      poolSize: 5,
       // One organization opens every connection of the tenant pool before the freeze (below).
       orgPoolShare: 1,
       scopeTimeouts: { statementMs: STATEMENT_MS },
       verifyTimeouts: { statementMs: STATEMENT_MS },
     });
+    owner = await openStore({ url: server.url, poolSize: 1, deadlineMs: OWNER_DEADLINE_MS });
     const org = await store.organizations.create({ name: 'Frozen' });
     orgId = org.id;
     key = await store.withOrg(orgId, async (tx) => {
@@ -44,6 +50,7 @@ describe.runIf(ownServerAvailable())('client deadlines against a frozen server (
   afterAll(async () => {
     server?.thaw();
     await store?.close();
+    await owner?.close();
     server?.dispose();
   });
 
@@ -51,8 +58,9 @@ describe.runIf(ownServerAvailable())('client deadlines against a frozen server (
     // Open connections in every pool first: a frozen server still accepts TCP connections, but a
     // new one would wait for the server's hello (bounded by the same deadline, as CONNECTION_FAILED).
     await Promise.all([
-      ...Array.from({ length: 3 }, () => store.readOrg(orgId).workflows.list()),
+      ...Array.from({ length: 5 }, () => store.readOrg(orgId).workflows.list()),
       ...Array.from({ length: 2 }, () => store.verifyApiKey(key)),
+      owner.organizations.list(),
     ]);
     server.freeze();
     try {
@@ -61,13 +69,23 @@ describe.runIf(ownServerAvailable())('client deadlines against a frozen server (
         withOrg: () => store.withOrg(orgId, (tx) => tx.users.list()),
         verifyApiKey: () => store.verifyApiKey(key),
       };
-      for (const [name, call] of Object.entries(calls)) {
+      const bounded = { deadlineMs: CALL_DEADLINE_MS };
+      const cases: [string, () => Promise<unknown>, number][] = [
+        ...Object.entries(calls).map(([name, call]): [string, () => Promise<unknown>, number] => [name, call, DEADLINE_MS]),
+        // A deadline of the call's own, below the pool's; and the owner's calls, by openStore's.
+        ['readOrg with deadlineMs', () => store.readOrg(orgId, bounded).workflows.list(), CALL_DEADLINE_MS],
+        ['withOrg with deadlineMs', () => store.withOrg(orgId, (tx) => tx.users.list(), bounded), CALL_DEADLINE_MS],
+        ['verifyApiKey with deadlineMs', () => store.verifyApiKey(key, bounded), CALL_DEADLINE_MS],
+        ['an owner call', () => owner.organizations.list(), OWNER_DEADLINE_MS],
+      ];
+      for (const [name, call, deadlineMs] of cases) {
         const started = Date.now();
         const error = await expectStoreError(call, 'TIMEOUT');
         const waited = Date.now() - started;
         expect(error.details.reason, name).toBe('client_deadline');
-        expect(waited, name).toBeGreaterThanOrEqual(DEADLINE_MS - 50);
-        expect(waited, name).toBeLessThan(DEADLINE_MS + 3_000);
+        expect(error.message, name).toMatch(new RegExp(`within ${deadlineMs} ms`));
+        expect(waited, name).toBeGreaterThanOrEqual(deadlineMs - 50);
+        expect(waited, name).toBeLessThan(deadlineMs + (deadlineMs < DEADLINE_MS ? 1_000 : 3_000));
         expect(error.message, name).not.toContain('password');
       }
     } finally {
@@ -77,5 +95,30 @@ describe.runIf(ownServerAvailable())('client deadlines against a frozen server (
     expect((await store.readOrg(orgId).workflows.list()).items).toEqual([]);
     expect((await store.withOrg(orgId, (tx) => tx.users.list())).items).toHaveLength(1);
     expect((await store.verifyApiKey(key)).ok).toBe(true);
+    expect((await owner.organizations.list()).items.length).toBeGreaterThan(0);
   }, 60_000);
+
+  it('refuses call options that are not a deadline in whole milliseconds, and reads a getter once', async () => {
+    for (const options of [{ deadlineMs: 0 }, { deadlineMs: 1.5 }, { deadlineMs: '300' }, { deadlineMs: 86_400_001 }]) {
+      await expectStoreError(store.verifyApiKey(key, options as never), 'INVALID_INPUT', 'deadlineMs');
+      await expectStoreError(
+        store.withOrg(orgId, (tx) => tx.users.list(), options as never),
+        'INVALID_INPUT',
+        'deadlineMs',
+      );
+      await expectStoreError(() => store.readOrg(orgId, options as never), 'INVALID_INPUT', 'deadlineMs');
+    }
+    for (const options of [{ deadline: 300 }, 300, null, [300]]) {
+      await expectStoreError(store.verifyApiKey(key, options as never), 'INVALID_INPUT', 'options');
+    }
+    let reads = 0;
+    const changing = {
+      get deadlineMs() {
+        reads += 1;
+        return reads === 1 ? 5_000 : 0;
+      },
+    };
+    expect((await store.verifyApiKey(key, changing)).ok).toBe(true);
+    expect(reads).toBe(1);
+  });
 });

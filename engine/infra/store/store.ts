@@ -11,6 +11,7 @@
  */
 import { DEFAULT_POOL_SIZE, nonEmpty, openDatabase, type Database, type OpenOptions, type PoolOptions } from './connection/database.ts';
 import { StoreError } from './errors.ts';
+import { callOptions, type CallOptions } from './connection/call-options.ts';
 import { migrateUp, migrationStatus } from './migrator/runner.ts';
 import { OrganizationsRepository } from './repositories/organizations.ts';
 import { assertTenantIsolation, assertTenantLogin, TENANT_ROLE } from './tenancy/tenant-safety.ts';
@@ -39,6 +40,15 @@ import {
 export interface StoreOptions extends OpenOptions, TenantLoginOptions {
   /** Apply pending migrations first instead of refusing to start (default false). */
   migrate?: boolean;
+  /**
+   * The owner's calls (`store.organizations`, `store.db`): how long a round trip may go
+   * unanswered before the call fails with TIMEOUT (client_deadline) and its connection is
+   * destroyed. Default none: the owner's statements have no statement timeout (purging a large
+   * organization takes as long as it takes). Migration runs never have one; a signal stops them.
+   * Tenant scopes and verifications have deadlines of their own (scopeTimeouts, verifyTimeouts),
+   * and each call may name one (CallOptions).
+   */
+  deadlineMs?: number;
 }
 
 export interface TenantLoginOptions {
@@ -76,12 +86,12 @@ export interface Store {
   readonly tenantDb: Database;
   /** Operator actions across organizations. */
   readonly organizations: OrganizationsRepository;
-  /** One transaction scoped to one organization; see tenancy/scopes.ts. */
-  withOrg<T>(orgId: string, work: (scope: TenantScope) => Promise<T>): Promise<T>;
+  /** One transaction scoped to one organization; see tenancy/scopes.ts. `options.deadlineMs`: see CallOptions. */
+  withOrg<T>(orgId: string, work: (scope: TenantScope) => Promise<T>, options?: CallOptions): Promise<T>;
   /** Single reads of one organization, one round trip each; see tenancy/scopes.ts. */
-  readOrg(orgId: string): TenantReads;
+  readOrg(orgId: string, options?: CallOptions): TenantReads;
   /** Verifies an API key in one round trip; see api-keys/verify-api-key.ts. */
-  verifyApiKey(key: unknown): Promise<Verification>;
+  verifyApiKey(key: unknown, options?: CallOptions): Promise<Verification>;
   close(): Promise<void>;
 }
 
@@ -179,9 +189,9 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     db,
     tenantDb,
     organizations: new OrganizationsRepository(db),
-    withOrg: (orgId, work) => withOrg(tenantDb, orgId, work, entry),
+    withOrg: async (orgId, work, options) => withOrg(tenantDb, orgId, work, entry, callOptions(options)),
     readOrg: readersOf(tenantDb, entry),
-    verifyApiKey: (key) => verifyApiKey(verifyDb, key),
+    verifyApiKey: async (key, options) => verifyApiKey(verifyDb, key, callOptions(options)),
     close: async () => {
       if (verifyDb !== db) await verifyDb.close();
       if (tenantDb !== db) await tenantDb.close();
@@ -207,9 +217,12 @@ export function scopeEntryOf(store: Store): ScopeEntry {
  * so each organization's is made once (a hot path: building it costs about as much as the
  * read's own JavaScript). The bound only keeps a store that sees very many organizations small.
  */
-function readersOf(db: Database, entry: ScopeEntry): (orgId: string) => TenantReads {
+function readersOf(db: Database, entry: ScopeEntry): (orgId: string, options?: CallOptions) => TenantReads {
   const readers = new Map<string, TenantReads>();
-  return (orgId) => {
+  return (orgId, options) => {
+    const call = callOptions(options);
+    // A reader with a deadline of its own is made for the call, not kept.
+    if (call.deadlineMs !== undefined) return readOrg(db, orgId, entry, call);
     let reader = readers.get(orgId);
     if (reader === undefined) {
       reader = readOrg(db, orgId, entry);

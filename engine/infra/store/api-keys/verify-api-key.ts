@@ -11,6 +11,7 @@ import type { Queryable } from '../connection/database.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 import { parseKey } from './api-keys.ts';
 import type { Permission } from './rbac.ts';
+import type { CallOptions } from '../connection/call-options.ts';
 import { run } from '../connection/run.ts';
 import { millisecondLimits, type Role } from '../repositories/validation.ts';
 
@@ -80,11 +81,14 @@ interface VerifyRow {
  * if (!result.ok) return reply(result.reason === 'RATE_LIMITED' ? 429 : 401);
  * assertAuthorized(result.principal, 'workflow:execute');
  */
-export async function verifyApiKey(db: Queryable, key: unknown): Promise<Verification> {
+export async function verifyApiKey(db: Queryable, key: unknown, call: CallOptions = {}): Promise<Verification> {
   const parsed = parseKey(key);
   if (!parsed) return { ok: false, reason: 'MALFORMED' };
   try {
-    const { rows } = await run<VerifyRow>(db, 'select * from public.verify_api_key($1, $2)', [parsed.prefix, parsed.hash]);
+    const { rows } = await run<VerifyRow>(db, 'select * from public.verify_api_key($1, $2)', [parsed.prefix, parsed.hash], {
+      prepare: true,
+      ...call,
+    });
     return verification(rows[0]!);
   } catch (error) {
     throw timedOut(error);
@@ -105,7 +109,7 @@ function timedOut(error: unknown): unknown {
     // The server did not answer: whether it counted the request is unknown.
     return new StoreError(
       'TIMEOUT',
-      'the API key could not be verified: the database did not answer in time (the request may have been counted); try again',
+      `the API key could not be verified: ${error.message} (the request may have been counted); try again`,
       { reason: 'client_deadline' },
       { cause: error },
     );

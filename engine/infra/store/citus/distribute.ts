@@ -13,7 +13,7 @@
  * as it was or fully distributed. Writers are blocked while the rows are copied into the shards:
  * run it in a maintenance window.
  */
-import type { Database, Session } from '../connection/database.ts';
+import { NO_DEADLINE, type Database, type Session } from '../connection/database.ts';
 import { StoreError } from '../errors.ts';
 import { migrationStatus } from '../migrator/runner.ts';
 import { isCitus } from './detect.ts';
@@ -149,7 +149,7 @@ export async function distributeOnCitus(db: Database, options: DistributeOptions
       await session.query('rollback').catch(() => undefined);
       throw error;
     }
-  });
+  }, NO_DEADLINE);
 }
 
 async function activeWorkers(db: Database): Promise<number> {

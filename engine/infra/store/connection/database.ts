@@ -23,7 +23,29 @@ export interface QueryOptions {
    * and planning. For the store's own fixed statements; not for one-off SQL, which would pile up.
    */
   prepare?: boolean;
+  /**
+   * This call's deadline, in ms, instead of the pool's (PoolOptions.deadlineMs): how long the
+   * round trip may go unanswered before the call fails with TIMEOUT (client_deadline) and its
+   * connection is destroyed. PostgreSQL only.
+   */
+  deadlineMs?: number;
 }
+
+/** How one withSession() call is bounded (PostgreSQL only). */
+export interface SessionOptions {
+  /**
+   * How long any round trip of the session may go unanswered, instead of the pool's
+   * PoolOptions.deadlineMs; `null` for none at all (a migration's index build runs for as long
+   * as it needs, and is stopped by its signal instead).
+   */
+  deadlineMs?: number | null;
+}
+
+/**
+ * A session whose round trips have no client deadline: long maintenance (a migration's index
+ * builds, a distribution's shard copies) that an operator stops with a signal instead.
+ */
+export const NO_DEADLINE: SessionOptions = { deadlineMs: null };
 
 /** One statement of a pipeline (one statement: a pipeline has no scripts). */
 export interface PipelinedStatement {
@@ -70,7 +92,7 @@ export interface Database extends Queryable {
    */
   snapshot(): Promise<Blob> | undefined;
   /** Runs `work` on one connection that nobody else uses meanwhile (transactions, session locks). */
-  withSession<T>(work: (session: Session) => Promise<T>): Promise<T>;
+  withSession<T>(work: (session: Session) => Promise<T>, options?: SessionOptions): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -359,26 +381,26 @@ const PINNED_STARTUP_SETTINGS = [
 /**
  * Round trips in flight, each with the moment its deadline passes, checked by one timer a pool
  * instead of a timer a round trip (a setTimeout and its clearTimeout cost a hot read about 2 us).
- * A deadline is noticed up to a tenth of itself late (at most 100 ms). The timer runs only while
- * round trips are in flight, and does not keep the process alive by itself.
+ * A deadline is noticed up to a tenth of itself late (at most 100 ms): the timer ticks at a tenth
+ * of the shortest deadline it watches. It runs only while round trips are in flight, and does
+ * not keep the process alive by itself.
  */
 class DeadlineWatch<Client> {
-  readonly #inFlight = new Set<{ client: Client; passesAt: number }>();
-  readonly #tickMs: number;
+  readonly #inFlight = new Set<{ client: Client; passesAt: number; deadlineMs: number }>();
+  #tickMs = Infinity;
   #timer: ReturnType<typeof setInterval> | undefined;
 
-  constructor(
-    private readonly deadlineMs: number,
-    private readonly onPassed: (client: Client) => void,
-  ) {
-    this.#tickMs = Math.max(1, Math.min(100, Math.floor(deadlineMs / 10)));
-  }
+  constructor(private readonly onPassed: (client: Client, deadlineMs: number) => void) {}
 
-  watch<T>(work: Promise<T>, client: Client): Promise<T> {
-    const entry = { client, passesAt: performance.now() + this.deadlineMs };
+  /** `work` on `client`, whose connection is given up once `deadlineMs` passes. */
+  watch<T>(work: Promise<T>, client: Client, deadlineMs: number): Promise<T> {
+    const entry = { client, passesAt: performance.now() + deadlineMs, deadlineMs };
     this.#inFlight.add(entry);
-    if (this.#timer === undefined) {
-      this.#timer = setInterval(() => this.#sweep(), this.#tickMs);
+    const tickMs = Math.max(1, Math.min(100, Math.floor(deadlineMs / 10)));
+    if (this.#timer === undefined || tickMs < this.#tickMs) {
+      clearInterval(this.#timer);
+      this.#tickMs = tickMs;
+      this.#timer = setInterval(() => this.#sweep(), tickMs);
       this.#timer.unref();
     }
     return work.finally(() => this.#inFlight.delete(entry));
@@ -388,13 +410,14 @@ class DeadlineWatch<Client> {
     if (this.#inFlight.size === 0) {
       clearInterval(this.#timer);
       this.#timer = undefined;
+      this.#tickMs = Infinity;
       return;
     }
     const now = performance.now();
     for (const entry of this.#inFlight) {
       if (entry.passesAt > now) continue;
       this.#inFlight.delete(entry);
-      this.onPassed(entry.client);
+      this.onPassed(entry.client, entry.deadlineMs);
     }
   }
 }
@@ -430,37 +453,35 @@ function openPostgres(
     client.on('error', () => lost.add(client as pg.PoolClient));
   });
   const location = redactUrl(url);
-  /** Clients whose round trip passed the deadline: destroyed, and their calls failed with TIMEOUT. */
-  const pastDeadline = new WeakSet<pg.PoolClient>();
+  /** Clients whose round trip passed its deadline (with that deadline): destroyed, and their calls failed with TIMEOUT. */
+  const pastDeadline = new WeakMap<pg.PoolClient, number>();
+  const deadlines = new DeadlineWatch((client: pg.PoolClient, deadlineMs: number) => {
+    pastDeadline.set(client, deadlineMs);
+    lost.add(client);
+    (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+  });
   /**
-   * `work` on `client`, failed with TIMEOUT once the deadline passes: the client's socket is
-   * destroyed then (a frozen server would never answer it), which also ends `work`.
+   * `work` on `client`, failed with TIMEOUT once `deadlineMs` passes: the client's socket is
+   * destroyed then (a frozen server would never answer it), which also ends `work`. A failure
+   * comes out with a lost connection or a passed deadline said as such (see connectionLostOr).
    */
-  const deadlines =
-    deadlineMs === undefined
-      ? undefined
-      : new DeadlineWatch(deadlineMs, (client: pg.PoolClient) => {
-          pastDeadline.add(client);
-          lost.add(client);
-          (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
-        });
-  const withinDeadline = <T>(work: Promise<T>, client: pg.PoolClient): Promise<T> =>
-    deadlines === undefined ? work : deadlines.watch(work, client);
-  /** `work`'s failure, with a lost connection or a passed deadline said as such (see connectionLostOr). */
-  const guard = <T>(work: Promise<T>, client?: pg.PoolClient): Promise<T> =>
-    (client ? withinDeadline(work, client) : work).catch((error: unknown) => {
-      if (client !== undefined && pastDeadline.has(client)) {
+  const guard = <T>(work: Promise<T>, client?: pg.PoolClient, deadlineMs?: number | null): Promise<T> => {
+    const bounded = client !== undefined && typeof deadlineMs === 'number' ? deadlines.watch(work, client, deadlineMs) : work;
+    return bounded.catch((error: unknown) => {
+      const passed = client !== undefined ? pastDeadline.get(client) : undefined;
+      if (passed !== undefined) {
         throw new StoreError(
           'TIMEOUT',
-          `the database did not answer within ${deadlineMs} ms (${location}); the connection was closed`,
+          `the database did not answer within ${passed} ms (${location}); the connection was closed`,
           { reason: 'client_deadline' },
           { cause: error },
         );
       }
       throw connectionLostOr(error, client !== undefined && lost.has(client), location);
     });
+  };
   /** One statement on a client of its own, for the pool-level calls (a deadline needs the client). */
-  const onOwnClient = async <T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> => {
+  const onOwnClient = async <T>(work: (client: pg.PoolClient) => Promise<T>, callDeadlineMs: number): Promise<T> => {
     let client: pg.PoolClient;
     try {
       client = await pool.connect();
@@ -468,7 +489,7 @@ function openPostgres(
       throw connectionError(error, location);
     }
     try {
-      return await guard(work(client), client);
+      return await guard(work(client), client, callDeadlineMs);
     } finally {
       client.release(lost.has(client));
     }
@@ -483,24 +504,23 @@ function openPostgres(
     const sent = options?.prepare ? client.query({ name: statementName(sql), text: sql, values }) : client.query(sql, values);
     return sent.then((result) => ({ rows: result.rows as Row[], rowCount: result.rowCount ?? 0 }));
   };
-  const onPool: Queryable =
-    deadlineMs === undefined
-      ? {
-          query: (sql, params, options) => guard(send(pool, sql, params, options)),
-          async exec(sql: string) {
-            await guard(pool.query(sql));
-          },
-        }
-      : {
-          query: (sql, params, options) => onOwnClient((client) => send(client, sql, params, options)),
-          async exec(sql: string) {
-            await onOwnClient((client) => client.query(sql));
-          },
-        };
-  const onClient = (client: pg.PoolClient): Session => ({
-    query: (sql, params, options) => guard(send(client, sql, params, options), client),
+  /** A pool-level call on a client of its own where a deadline watches it, else on any. */
+  const onPool: Queryable = {
+    query: (sql, params, options) => {
+      const callDeadlineMs = options?.deadlineMs ?? deadlineMs;
+      return callDeadlineMs === undefined
+        ? guard(send(pool, sql, params, options))
+        : onOwnClient((client) => send(client, sql, params, options), callDeadlineMs);
+    },
     async exec(sql: string) {
-      await guard(client.query(sql), client);
+      await (deadlineMs === undefined ? guard(pool.query(sql)) : onOwnClient((client) => client.query(sql), deadlineMs));
+    },
+  };
+  /** A session on `client`, each round trip within `sessionDeadlineMs` (null: none). */
+  const onClient = (client: pg.PoolClient, sessionDeadlineMs: number | null): Session => ({
+    query: (sql, params, options) => guard(send(client, sql, params, options), client, options?.deadlineMs ?? sessionDeadlineMs),
+    async exec(sql: string) {
+      await guard(client.query(sql), client, sessionDeadlineMs);
     },
     pipeline: (statements) =>
       guard(
@@ -516,13 +536,15 @@ function openPostgres(
           pgTypes,
         ),
         client,
+        sessionDeadlineMs,
       ),
   });
   return {
     kind: 'postgres',
     location,
     ...onPool,
-    async withSession(work) {
+    async withSession(work, options) {
+      const sessionDeadlineMs = options?.deadlineMs === undefined ? (deadlineMs ?? null) : options.deadlineMs;
       let client: pg.PoolClient;
       try {
         client = await pool.connect();
@@ -531,7 +553,7 @@ function openPostgres(
       }
       let broken = false;
       try {
-        return await work(onClient(client));
+        return await work(onClient(client, sessionDeadlineMs));
       } catch (error) {
         // A connection must not go back to the pool inside a transaction the callback left
         // open; one whose state cannot be vouched for, or that cannot even roll back, is

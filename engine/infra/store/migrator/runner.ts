@@ -23,7 +23,7 @@
  * - Index builds run without parallel workers, leaving the server's other cores to live traffic
  *   (see SERIAL_MAINTENANCE).
  */
-import type { Database, Session } from '../connection/database.ts';
+import { NO_DEADLINE, type Database, type Session } from '../connection/database.ts';
 import { isCitus } from '../citus/detect.ts';
 import { SQLSTATE, databaseErrorFields } from '../connection/database-errors.ts';
 import { StoreError, isStoreError } from '../errors.ts';
@@ -435,7 +435,7 @@ async function withMigrationLock<T>(db: Database, options: RunnerOptions, work: 
     }
     await releaseMigrationLock(session);
     return result;
-  });
+  }, NO_DEADLINE);
 }
 
 async function releaseMigrationLock(session: Session): Promise<void> {

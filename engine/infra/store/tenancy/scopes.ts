@@ -16,7 +16,17 @@
  * by itself: one round trip, as the bare statement would be.
  */
 import { ApiKeysRepository } from '../api-keys/api-keys.ts';
-import type { Database, PipelinedStatement, QueryOptions, QueryResult, Queryable, Session, SessionLimits } from '../connection/database.ts';
+import type {
+  Database,
+  PipelinedStatement,
+  QueryOptions,
+  QueryResult,
+  Queryable,
+  Session,
+  SessionLimits,
+  SessionOptions,
+} from '../connection/database.ts';
+import type { CallOptions } from '../connection/call-options.ts';
 import { databaseErrorFields, toStoreError } from '../connection/database-errors.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 import { SchedulesRepository } from '../repositories/schedules.ts';
@@ -325,8 +335,14 @@ const RESET_SESSION = {
  * @example
  * const users = await withOrg(db, orgId, (tx) => tx.users.list({ role: 'admin' }));
  */
-export function withOrg<T>(db: Database, orgId: string, work: (scope: TenantScope) => Promise<T>, entry: ScopeEntry): Promise<T> {
-  return runScope(db, orgId, (org, connection) => new TenantScope(org, connection), work, entry, false);
+export function withOrg<T>(
+  db: Database,
+  orgId: string,
+  work: (scope: TenantScope) => Promise<T>,
+  entry: ScopeEntry,
+  call: CallOptions = {},
+): Promise<T> {
+  return runScope(db, orgId, (org, connection) => new TenantScope(org, connection), work, entry, false, call);
 }
 
 /** A tenant scope that also runs SQL text: for trusted code only, see withOrgTrustedSql. */
@@ -366,6 +382,7 @@ async function runScope<Scope extends TenantScope, T>(
   work: (scope: Scope) => Promise<T>,
   entry: ScopeEntry,
   sqlText: boolean,
+  call: CallOptions = {},
 ): Promise<T> {
   const org = validOrgId(orgId);
   const reset = RESET_SESSION[db.kind === 'pglite' ? 'pglite' : 'server'];
@@ -394,7 +411,7 @@ async function runScope<Scope extends TenantScope, T>(
       } finally {
         scoped.end();
       }
-    }),
+    }, sessionOptions(call)),
   );
 }
 
@@ -436,9 +453,14 @@ export interface TenantReads {
  * @example
  * const page = await readOrg(db, orgId).workflows.list({ limit: 50 });
  */
-export function readOrg(db: Database, orgId: string, entry: ScopeEntry): TenantReads {
+export function readOrg(db: Database, orgId: string, entry: ScopeEntry, call: CallOptions = {}): TenantReads {
   const org = validOrgId(orgId);
-  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, entry));
+  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, entry, sessionOptions(call)));
+}
+
+/** A call's deadline, for its session: the pool's default where the call names none. */
+function sessionOptions(call: CallOptions): SessionOptions | undefined {
+  return call.deadlineMs === undefined ? undefined : { deadlineMs: call.deadlineMs };
 }
 
 /** readOrg()'s connection: each statement a read-only pipeline of its own, on any pooled connection. */
@@ -447,6 +469,7 @@ class ReadOnlyStatementRunner implements Queryable {
     private readonly db: Database,
     private readonly org: string,
     private readonly entry: ScopeEntry,
+    private readonly session: SessionOptions | undefined,
   ) {}
 
   query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> {
@@ -463,7 +486,7 @@ class ReadOnlyStatementRunner implements Queryable {
     // (a pipeline without BEGIN is not, and the workers would see no organization).
     const statements = citus ? [BEGIN_READ, enter, read, COMMIT] : [enter, read];
     const readIndex = statements.indexOf(read);
-    return withinShare(this.entry, this.org, () => this.db.withSession((session) => session.pipeline(statements))).then(
+    return withinShare(this.entry, this.org, () => this.db.withSession((session) => session.pipeline(statements), this.session)).then(
       (results) => results[readIndex] as QueryResult<Row>,
     );
   }
