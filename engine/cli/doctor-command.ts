@@ -15,12 +15,14 @@ export function addDoctorCommand(program: Command, output: Output): void {
       `the tenant login's password must expire (VALID UNTIL) within this many days (default ${DEFAULT_MAX_PASSWORD_AGE_DAYS}d)`,
       read('--max-password-age'),
     )
-    .action(async (options: { maxPasswordAge?: number }, command: Command) => {
+    .option('--deep', 'also read all the data: amcheck on a server (where this login may use it), every row on the embedded database')
+    .action(async (options: { maxPasswordAge?: number; deep?: boolean }, command: Command) => {
       await withDatabase(command, output, async (db, target) => {
         // The drift check builds a scratch database on the same server, through the same URL.
         const { findings, skipped } = await diagnose(db, {
           url: 'url' in target ? target.url : undefined,
           maxPasswordAgeDays: options.maxPasswordAge,
+          deep: options.deep === true,
         });
         const ok = !findings.some((finding) => finding.severity === 'error');
         output.result({ ok, findings, skipped }, () => doctorLines(db.location, findings, skipped));

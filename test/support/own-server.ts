@@ -17,6 +17,8 @@ export interface OwnServer {
   url: string;
   /** An immediate shutdown (no checkpoint: crash recovery at the next start), then a start. */
   crashAndRestart(): void;
+  /** A clean shutdown, `meanwhile` on the stopped server's data directory (its path), then a start. */
+  restartAfter(meanwhile: (dataDir: string) => void): void;
   /** SIGSTOP to the server and every process of it: it answers nothing, as in a network partition. */
   freeze(): void;
   /** SIGCONT to them. */
@@ -109,6 +111,14 @@ export async function startOwnServer(): Promise<OwnServer> {
     crashAndRestart() {
       stop('immediate');
       start();
+    },
+    restartAfter(meanwhile) {
+      stop('fast');
+      try {
+        meanwhile(data);
+      } finally {
+        start();
+      }
     },
     dispose() {
       try {

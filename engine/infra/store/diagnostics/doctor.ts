@@ -13,7 +13,9 @@
  *   login can leave that PostgreSQL does not prevent: role defaults on it, large objects (which
  *   belong to no organization), a password past the rotation convention (password-rotation.ts);
  * - indexes: every tenant table needs an org_id-first index (covering (org_id, created_at) when
- *   it has created_at), and every foreign key of a tenant table an index led by its columns.
+ *   it has created_at), and every foreign key of a tenant table an index led by its columns;
+ * - the data (data-checks.ts): the default organization there, no table file truncated behind
+ *   PostgreSQL's back, and with `deep` every page and index checked.
  */
 import { randomBytes } from 'node:crypto';
 import { diffCatalogs, readCatalog, type CatalogSnapshot } from './catalog.ts';
@@ -23,6 +25,7 @@ import { loadSchemaFile } from '../migrator/schema-file.ts';
 import { parseInput } from '../repositories/validation.ts';
 import { DEFAULT_MAX_PASSWORD_AGE_DAYS, maxPasswordAgeDays } from '../tenancy/password-rotation.ts';
 import { largeObjectOwners } from './large-objects.ts';
+import { checkDefaultOrganization, checkTruncatedTables, deepChecks } from './data-checks.ts';
 import {
   inspectTenantLogin,
   inspectTenantSafety,
@@ -48,7 +51,12 @@ export type FindingCode =
   | 'TENANT_LOGIN_LARGE_OBJECTS'
   | 'LARGE_OBJECTS'
   | 'MISSING_ORG_INDEX'
-  | 'UNINDEXED_FOREIGN_KEY';
+  | 'UNINDEXED_FOREIGN_KEY'
+  | 'DEFAULT_ORG_MISSING'
+  | 'TABLE_FILE_EMPTY'
+  | 'HEAP_CORRUPTION'
+  | 'INDEX_CORRUPTION'
+  | 'DEEP_CHECK_NOT_RUN';
 
 export interface Finding {
   code: FindingCode | (string & {});
@@ -88,6 +96,11 @@ export interface DiagnoseOptions {
   maxPasswordAgeDays?: number;
   /** The migrations directory (default: the store's own). */
   migrationsDir?: string;
+  /**
+   * Also read all the data (see data-checks.ts): amcheck on a server where the login may use it,
+   * a full read of every table on the embedded database. Takes as long as reading the database.
+   */
+  deep?: boolean;
   /** schema.sql (default: the store's own). */
   schemaFile?: string;
   /**
@@ -135,6 +148,9 @@ export async function diagnose(db: Database, options: DiagnoseOptions = {}): Pro
   await checkLargeObjects(db, [login, options.tenantRole ?? TENANT_ROLE], findings);
   await checkIndexes(db, findings);
   await checkInvalidIndexes(db, findings);
+  await checkDefaultOrganization(db, findings);
+  await checkTruncatedTables(db, findings);
+  if (options.deep) await deepChecks(db, findings);
   return { findings, skipped };
 }
 
