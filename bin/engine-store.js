@@ -1,6 +1,4 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx, so that the package needs no build step.
-import { register } from 'tsx/esm/api';
-
-register();
-await import('../engine/cli/main.ts');
+// The compiled command line (npm run build; npm ci runs it through `prepare`): plain JavaScript,
+// no TypeScript loader at run time.
+await import('../dist/cli/main.js');

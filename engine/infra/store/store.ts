@@ -41,6 +41,12 @@ export interface StoreOptions extends OpenOptions, TenantLoginOptions {
   /** Apply pending migrations first instead of refusing to start (default false). */
   migrate?: boolean;
   /**
+   * The directory of the migration files: the package's own by default (found beside its code).
+   * A bundle moves the code away from them: copy the package's `dist/infra/store/migrations`
+   * next to the bundle and name it here.
+   */
+  migrationsDir?: string;
+  /**
    * The owner's calls (`store.organizations`, `store.db`): how long a round trip may go
    * unanswered before the call fails with TIMEOUT (client_deadline) and its connection is
    * destroyed. Default none: the owner's statements have no statement timeout (purging a large
@@ -132,8 +138,9 @@ async function openTenantDatabase(owner: Database, options: TenantLoginOptions, 
 
 /** A store over an already open owner database (which the store then owns and closes). */
 export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' | 'dataDir'> = {}): Promise<Store> {
-  if (options.migrate) await migrateUp(db);
-  const status = await migrationStatus(db);
+  const dir = options.migrationsDir === undefined ? {} : { dir: options.migrationsDir };
+  if (options.migrate) await migrateUp(db, dir);
+  const status = await migrationStatus(db, dir);
   if (!status.upToDate) {
     const pending = status.migrations.filter((entry) => entry.state !== 'applied').map((entry) => `${entry.name} (${entry.state})`);
     throw new StoreError('SCHEMA_OUT_OF_DATE', `the database schema is not current: ${pending.join(', ')}; run engine-store migrate up`, {

@@ -12,7 +12,18 @@ import { fileURLToPath } from 'node:url';
 import { StoreError } from '../errors.ts';
 import { LEADING_COMMENTS, splitSqlStatements, withoutLeadingComments, type SqlStatement } from './sql-split.ts';
 
-export const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'migrations');
+/**
+ * `relative` to the store's directory (this module's parent), where the package keeps its SQL; or
+ * undefined where the code was bundled into a format without import.meta (CommonJS), and the
+ * SQL must be named instead (StoreOptions.migrationsDir).
+ */
+export function besideTheStore(relative: string): string | undefined {
+  // Typed as a string, but empty in a CommonJS bundle (esbuild makes import.meta {}).
+  const url: string | undefined = import.meta.url;
+  return url ? join(dirname(fileURLToPath(url)), '..', relative) : undefined;
+}
+
+export const MIGRATIONS_DIR = besideTheStore('migrations') ?? '';
 
 const FILE_NAME = /^(\d{14})_([a-z0-9_]+)\.sql$/;
 const UP_MARKER = /^--\s*Up Migration\s*$/im;
@@ -43,7 +54,12 @@ export function readMigrationFiles(dir: string = MIGRATIONS_DIR): MigrationFile[
   try {
     entries = readdirSync(dir);
   } catch (error) {
-    throw new StoreError('MIGRATION_INVALID', `cannot read the migrations directory ${dir}`, {}, { cause: error });
+    throw new StoreError(
+      'MIGRATION_INVALID',
+      `cannot read the migrations directory ${JSON.stringify(dir)}; where the store is bundled, copy the package's dist/infra/store/migrations next to the bundle and name it (openStore({ migrationsDir }))`,
+      { reason: 'migrations_dir' },
+      { cause: error },
+    );
   }
   return entries
     .filter((entry) => entry.endsWith('.sql'))

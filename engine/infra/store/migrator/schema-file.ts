@@ -4,11 +4,10 @@
  * A database built from it is recorded as fully migrated, so `migrate up` continues from there.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Database } from '../connection/database.ts';
+import { besideTheStore } from './migration-files.ts';
 
-export const SCHEMA_FILE = join(dirname(fileURLToPath(import.meta.url)), '..', 'schema.sql');
+export const SCHEMA_FILE = besideTheStore('schema.sql') ?? '';
 
 /** Builds the schema in an empty database from schema.sql. */
 export async function loadSchemaFile(db: Database, path: string = SCHEMA_FILE): Promise<void> {
