@@ -281,8 +281,17 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
         'temporalNamespace',
       );
       await store.organizations.create({ name: 'Hooli Inc' });
-      // Another name, the same derived namespace (hooli-inc).
-      await expectStoreError(store.organizations.create({ name: 'Hooli-Inc!' }), 'CONFLICT', 'temporalNamespace');
+      // Another name, the same derived namespace (hooli-inc): said as such.
+      const derived = await expectStoreError(store.organizations.create({ name: 'Hooli-Inc!' }), 'CONFLICT', 'temporalNamespace');
+      expect(derived.message).toBe(
+        'the Temporal namespace derived from the name, "hooli-inc", is taken by another organization; give one of its own (temporalNamespace)',
+      );
+    });
+
+    it('a taken name with a derived namespace is a CONFLICT on the name, not on a namespace the caller never gave', async () => {
+      await store.organizations.create({ name: 'Vandelay Industries' });
+      const taken = await expectStoreError(store.organizations.create({ name: 'VANDELAY industries' }), 'CONFLICT', 'name');
+      expect(taken.message).toBe('an organization named "VANDELAY industries" already exists');
     });
 
     it('get and list leave soft-deleted organizations out unless includeDeleted', async () => {

@@ -5,7 +5,7 @@
 import { z } from 'zod/v4';
 import type { Database } from '../connection/database.ts';
 import { toStoreError } from '../connection/database-errors.ts';
-import { StoreError } from '../errors.ts';
+import { StoreError, isStoreError } from '../errors.ts';
 import { CURSOR_MICROS_SQL, pageShape, selectPage, type Page, type PageRequest } from './pagination.ts';
 import { run } from '../connection/run.ts';
 import {
@@ -103,12 +103,41 @@ export class OrganizationsRepository {
   async create(input: CreateOrganization): Promise<Organization> {
     const { name, temporalNamespace: given } = parseObject(CREATE_INPUT, input, 'organization');
     const namespace = given ?? namespaceFromName(name);
-    const { rows } = await run<OrganizationRow>(
+    try {
+      const { rows } = await run<OrganizationRow>(
+        this.db,
+        `insert into organizations (name, temporal_namespace) values ($1, $2) returning ${COLUMNS}`,
+        [name, namespace],
+      );
+      return toOrganization(rows[0]!);
+    } catch (error) {
+      throw given === undefined ? await this.derivedNamespaceConflict(error, name, namespace) : error;
+    }
+  }
+
+  /**
+   * A clash on the namespace that create() derived from the name, told in the caller's terms:
+   * the unique index on the namespace is checked before the one on the name, so a name already
+   * in use showed as a conflict on a namespace the caller never gave.
+   */
+  private async derivedNamespaceConflict(error: unknown, name: string, namespace: string): Promise<unknown> {
+    if (!isStoreError(error, 'CONFLICT') || error.details.field !== 'temporalNamespace') return error;
+    const { rows } = await run<{ taken: boolean }>(
       this.db,
-      `insert into organizations (name, temporal_namespace) values ($1, $2) returning ${COLUMNS}`,
-      [name, namespace],
+      'select exists (select from organizations where lower(name) = lower($1) and deleted_at is null) as taken',
+      [name],
     );
-    return toOrganization(rows[0]!);
+    if (rows[0]!.taken) {
+      return new StoreError('CONFLICT', `an organization named ${JSON.stringify(name)} already exists`, {
+        field: 'name',
+        reason: 'organizations_name_key',
+      });
+    }
+    return new StoreError(
+      'CONFLICT',
+      `the Temporal namespace derived from the name, ${JSON.stringify(namespace)}, is taken by another organization; give one of its own (temporalNamespace)`,
+      { field: 'temporalNamespace', reason: 'derived_namespace_taken' },
+    );
   }
 
   /** The organization; a soft-deleted one only with `includeDeleted`. */
