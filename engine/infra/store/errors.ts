@@ -33,6 +33,7 @@ export const ERROR_CODES = {
   DISTRIBUTION_REFUSED: 'the database cannot be distributed on Citus as it is',
   DATABASE_ERROR: 'the database refused the operation',
   NO_DATABASE: 'there is no database at the place given (an embedded data directory that migrate up has not made)',
+  STORE_CLOSED: 'the store (or database) was closed: a call after close() does nothing',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

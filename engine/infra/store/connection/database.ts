@@ -189,7 +189,7 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
       reason: 'url' in named ? 'server' : 'data_dir',
     });
   }
-  const database =
+  const opened =
     'url' in named
       ? openPostgres(named.url, {
           poolSize: options.poolSize ?? DEFAULT_POOL_SIZE,
@@ -198,6 +198,7 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
           deadlineMs: options.deadlineMs,
         })
       : await openPglite(named.dataDir, options.dataDirWaitMs ?? 60_000, options.deadlineMs ?? POOL_WAIT_MS, options.snapshot);
+  const database = refusedOnceClosed(opened);
   try {
     if (!options.lazy) await database.query('select 1');
   } catch (error) {
@@ -205,6 +206,30 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
     throw connectionError(error, database.location);
   }
   return database;
+}
+
+/**
+ * `db`, whose calls after close() fail with STORE_CLOSED, said as such: the pool's own words
+ * ("Cannot use a pool after calling end on the pool") came out as CONNECTION_FAILED, and the
+ * embedded database's as DATABASE_ERROR.
+ */
+function refusedOnceClosed(db: Database): Database {
+  let closed = false;
+  const refuse = (): Promise<never> =>
+    Promise.reject(new StoreError('STORE_CLOSED', `the database at ${db.location} was closed (close()); open it again to use it`));
+  return {
+    kind: db.kind,
+    location: db.location,
+    query: (sql, params, options) => (closed ? refuse() : db.query(sql, params, options)),
+    exec: (sql) => (closed ? refuse() : db.exec(sql)),
+    withSession: (work, options) => (closed ? refuse() : db.withSession(work, options)),
+    loginAs: (user, password, pool) => (closed ? refuse() : db.loginAs(user, password, pool)),
+    snapshot: () => (closed ? refuse() : db.snapshot()),
+    close: () => {
+      closed = true;
+      return db.close();
+    },
+  };
 }
 
 /**
