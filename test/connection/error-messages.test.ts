@@ -725,8 +725,8 @@ const cases: Case[] = [
   },
   {
     sqlstate: 'none',
-    what: 'a statement on a closed database (run): the driver error is the cause, with no value of the statement',
-    code: 'DATABASE_ERROR',
+    what: 'a statement on a closed database (run): STORE_CLOSED, with no value of the statement',
+    code: 'STORE_CLOSED',
     named: false,
     async provoke(f, p) {
       const closed = f.backend.url ? await openDatabase({ url: f.backend.url, poolSize: 1 }) : await openDatabase({ dataDir: 'memory://' });
