@@ -21,10 +21,10 @@ export function buildProgram(output: Output): Command {
     .option('--database-url <url>', 'PostgreSQL server URL (default: DATABASE_URL, else the embedded database)')
     .option('--data-dir <dir>', 'embedded database directory (default: ENGINE_STORE_DATA_DIR or ./.engine-store)')
     .option('--json', 'print the result, or the error, as JSON (anywhere on the line)')
-    // Set before the subcommands are added, which copy it. With --json, a usage error is
-    // printed as JSON by Output.fail instead, and stderr carries nothing else.
-    .configureOutput(output.json ? { writeErr: () => undefined } : {})
-    .showHelpAfterError(!output.json)
+    // Set before the subcommands are added, which copy it. A usage error is printed by
+    // Output.fail, in the form of every other error (or as JSON), not in commander's words
+    // followed by the whole help; --help itself still prints to stdout.
+    .configureOutput({ writeErr: () => undefined })
     .exitOverride();
   addMigrateCommand(program, output);
   addOrgCommand(program, output);

@@ -29,9 +29,10 @@ export function addMigrateCommand(program: Command, output: Output): void {
     .command('up')
     .description('apply pending migrations, in order (makes the embedded database where there is none)')
     .option('--to <name>', 'stop after this migration', read('--to'))
+    .option('--create-database', 'on a server, create the database the URL names if it does not exist (the login needs CREATEDB)')
     .addOption(lockTimeoutOption())
     .addOption(lockRetriesOption())
-    .action(async (options: { to?: string; lockTimeout: string; lockRetries: number }, command: Command) => {
+    .action(async (options: { to?: string; createDatabase?: boolean; lockTimeout: string; lockRetries: number }, command: Command) => {
       await withDatabase(
         command,
         output,
@@ -46,7 +47,7 @@ export function addMigrateCommand(program: Command, output: Output): void {
             });
             output.result({ applied: steps }, () => [`${steps.length} migration(s) applied`]);
           }),
-        { creates: true },
+        { creates: true, createsOnServer: options.createDatabase === true },
       );
     });
 

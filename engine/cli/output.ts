@@ -87,8 +87,12 @@ export function createOutput(json: boolean): Output {
     fail(error) {
       if (error instanceof CommanderError) {
         if (error.exitCode === 0) return EXIT.ok;
-        // Commander has already printed the error and the help in text mode.
-        if (json) process.stderr.write(`${JSON.stringify({ error: usageError(error).toJSON() })}\n`);
+        const usage = usageError(error);
+        process.stderr.write(
+          json
+            ? `${JSON.stringify({ error: usage.toJSON() })}\n`
+            : `engine-store: error [${usage.code}] ${usage.message}${usage.details.reason === 'help' ? '' : ' (see --help)'}\n`,
+        );
         return EXIT.usage;
       }
       const storeError =

@@ -6,6 +6,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { openDatabase, type Database } from '../infra/store/connection/database.ts';
+import { createDatabaseNamedBy } from '../infra/store/connection/create-database.ts';
 import { StoreError, isStoreError } from '../infra/store/errors.ts';
 import { migrationStatus } from '../infra/store/migrator/runner.ts';
 import { storeOver, type Store } from '../infra/store/store.ts';
@@ -16,17 +17,29 @@ import type { Output } from './output.ts';
 
 /**
  * Opens the command's database, names it (`output.using`), runs `work`, and always closes it.
- * Only `creates` (`migrate up`) may make an embedded database where there is none.
+ * Only `creates` (`migrate up`) may make an embedded database where there is none, and only
+ * `createsOnServer` (`migrate up --create-database`) a server database the URL names.
  */
 export async function withDatabase<T>(
   command: Command,
   output: Output,
   work: (db: Database, target: Target) => Promise<T>,
-  { creates = false } = {},
+  { creates = false, createsOnServer = false } = {},
 ): Promise<T> {
   const target = targetOf(command.optsWithGlobals<GlobalOptions>());
   if ('dataDir' in target) assertDatabaseIn(target.dataDir, creates);
-  const db = await open(target);
+  const db = await open(target).catch(async (error: unknown) => {
+    if (
+      !('url' in target) ||
+      !createsOnServer ||
+      !isStoreError(error, 'CONNECTION_FAILED') ||
+      error.details.reason !== 'database_missing'
+    ) {
+      throw error;
+    }
+    output.progress(`creating database ${await createDatabaseNamedBy(target.url)}`);
+    return open(target);
+  });
   output.using(db.location);
   try {
     return await work(db, target);

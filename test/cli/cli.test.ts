@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { readMigrationFiles } from '../../engine/infra/store/migrator/migration-files.ts';
+import pg from 'pg';
 import { createServerDatabase, serverUrl } from '../support/backends.ts';
+import { withDatabaseName } from '../support/servers.ts';
 import { BIN, cli, migratedDataDirIn, startCli, type CliResult } from '../support/cli.ts';
 
 const migrationCount = readMigrationFiles().length;
@@ -304,6 +306,43 @@ describe('engine-store migrate against servers', () => {
       await server.drop();
     }
   });
+
+  it.skipIf(!serverUrl)(
+    'names a database that does not exist, and makes it with migrate up --create-database where the login may',
+    async () => {
+      const name = `es_test_made_${process.pid}_${Date.now()}`;
+      const url = withDatabaseName(serverUrl!, name);
+      const admin = new pg.Client({ connectionString: serverUrl });
+      await admin.connect();
+      try {
+        const missing = await cli(['migrate', 'status'], { DATABASE_URL: url });
+        expect(missing.code).toBe(3);
+        expect(missing.stderr).toContain(`[CONNECTION_FAILED] database "${name}" does not exist on ${serverUrl!.replace(/\/[^/]*$/, '')}:`);
+        expect(missing.stderr).toContain('engine-store migrate up --create-database');
+
+        // A login without CREATEDB is told what to ask for, and nothing is made.
+        await admin.query(`create role ${name}_plain login`);
+        const plainUrl = new URL(url);
+        plainUrl.username = `${name}_plain`;
+        const refused = await cli(['migrate', 'up', '--create-database'], { DATABASE_URL: plainUrl.toString() });
+        expect(refused.stderr).toMatch(/\[FORBIDDEN\] this login may not create databases \(it needs CREATEDB\)/);
+        expect((await admin.query('select from pg_database where datname = $1', [name])).rowCount).toBe(0);
+
+        const made = await cli(['migrate', 'up', '--create-database', '--json'], { DATABASE_URL: url });
+        expect(made.code).toBe(0);
+        expect(made.stderr).toContain(`creating database ${name}`);
+        expect(JSON.parse(made.stdout).applied).toHaveLength(migrationCount);
+        // Again: the database is there, nothing to make or apply.
+        const again = await cli(['migrate', 'up', '--create-database'], { DATABASE_URL: url });
+        expect(again.stdout + again.stderr).not.toContain('creating database');
+        expect(again.stdout).toMatch(/nothing to apply/);
+      } finally {
+        await admin.query(`drop database if exists ${name} with (force)`);
+        await admin.query(`drop role if exists ${name}_plain`);
+        await admin.end();
+      }
+    },
+  );
 });
 
 describe('engine-store admin commands on an embedded database', () => {
@@ -420,6 +459,20 @@ describe('engine-store --json', () => {
       expect(result.code, args.join(' ')).toBe(2);
       expect(result.stdout, args.join(' ')).toBe('');
       expect(JSON.parse(result.stderr), args.join(' ')).toEqual({ error: { code: 'INVALID_INPUT', message: expect.any(String), reason } });
+    });
+  });
+
+  it('prints usage errors without --json in the form of every other error: one line, no help dump', async () => {
+    const cases: [string[], string][] = [
+      [['org', 'create'], "engine-store: error [INVALID_INPUT] required option '--name <name>' not specified (see --help)\n"],
+      [['org', 'frob'], "engine-store: error [INVALID_INPUT] unknown command 'frob' (see --help)\n"],
+      [['--frob', 'org', 'list'], "engine-store: error [INVALID_INPUT] unknown option '--frob' (see --help)\n"],
+      [[], 'engine-store: error [INVALID_INPUT] a command is needed: see --help\n'],
+    ];
+    const results = await Promise.all(cases.map(([args]) => cli(args)));
+    results.forEach((result, i) => {
+      const [args, stderr] = cases[i]!;
+      expect({ code: result.code, stdout: result.stdout, stderr: result.stderr }, args.join(' ')).toEqual({ code: 2, stdout: '', stderr });
     });
   });
 

@@ -639,6 +639,22 @@ describe.each(withCitus(backends))('lifecycle on $name', (backend) => {
       );
     });
 
+    it("emails follow HTML's rule (a@b.c and its specials accepted), with a dot in the domain (ada@localhost refused)", async () => {
+      const org = await newOrg('Email Rule');
+      for (const address of ['a@b.c', "o'brien+tag@mail.example.co.uk", "x!#$%&'*/=?^_`{|}~-@example.org", 'digits@123.example']) {
+        const user = await store.withOrg(org.id, (tx) => tx.users.create({ email: address, role: 'customer' }));
+        expect(user.email).toBe(address);
+      }
+      for (const address of ['ada@localhost', 'ada@-example.com', 'ada@example..com', 'adä@example.com']) {
+        const error = await expectStoreError(
+          store.withOrg(org.id, (tx) => tx.users.create({ email: address, role: 'customer' })),
+          'INVALID_INPUT',
+          'email',
+        );
+        expect(error.message, address).toMatch(/must be an email address \(with a dot in its domain\)/);
+      }
+    });
+
     it('a duplicate email in another case is a CONFLICT on email; the same email in another organization is fine', async () => {
       const org = await newOrg('Dup Emails');
       const other = await newOrg('Other Emails');

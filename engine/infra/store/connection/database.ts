@@ -273,6 +273,19 @@ export function withDatabaseName(url: string, database: string): string {
   return parsed.toString();
 }
 
+/** The database a (redacted) URL names. */
+export function databaseNameOf(url: string): string {
+  return decodeURIComponent(new URL(url).pathname.replace(/^\//, ''));
+}
+
+/** The server a (redacted) URL names, without the database: for messages. */
+function serverOf(url: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = '';
+  parsed.search = '';
+  return parsed.toString().replace(/\/$/, '');
+}
+
 /** The URL with its password replaced, for messages and logs. */
 export function redactUrl(url: string): string {
   try {
@@ -749,6 +762,28 @@ function connectionError(error: unknown, location: string): StoreError {
       'POOL_EXHAUSTED',
       `every connection to ${location} stayed busy while this call waited for one; retry, or give the pool more connections`,
       { reason: 'pool_full' },
+      { cause: error },
+    );
+  }
+  // The server refused this database or login at connection start (a FATAL error, which ends
+  // the session: CONNECTION_LOST by then).
+  const refusal = isStoreError(error, 'CONNECTION_LOST') ? error.details.reason : databaseErrorFields(error)?.code;
+  if (refusal === SQLSTATE.invalidCatalogName) {
+    return new StoreError(
+      'CONNECTION_FAILED',
+      `database ${JSON.stringify(databaseNameOf(location))} does not exist on ${serverOf(location)}: check the URL, or create it ` +
+        '(engine-store migrate up --create-database, where the login may create databases)',
+      { reason: 'database_missing' },
+      { cause: error },
+    );
+  }
+  if (refusal === SQLSTATE.invalidPassword || refusal === SQLSTATE.invalidAuthorization) {
+    return new StoreError(
+      'CONNECTION_FAILED',
+      `cannot connect to ${location}: authentication failed (the login or its password)`,
+      {
+        reason: 'authentication_failed',
+      },
       { cause: error },
     );
   }
