@@ -17,4 +17,5 @@ const store = join(root, 'engine', 'infra', 'store');
 mkdirSync(join(dist, 'infra', 'store', 'migrations'), { recursive: true });
 cpSync(join(store, 'migrations'), join(dist, 'infra', 'store', 'migrations'), { recursive: true });
 cpSync(join(store, 'schema.sql'), join(dist, 'infra', 'store', 'schema.sql'));
+cpSync(join(store, 'schema.catalog.json'), join(dist, 'infra', 'store', 'schema.catalog.json'));
 console.error(`built ${dist}`);

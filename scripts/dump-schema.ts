@@ -11,7 +11,8 @@ import pg from 'pg';
 import { openDatabase } from '../engine/infra/store/connection/database.ts';
 import { MIGRATIONS_TABLE, MIGRATIONS_TABLE_DDL, migrateUp } from '../engine/infra/store/migrator/runner.ts';
 import { readMigrationFiles } from '../engine/infra/store/migrator/migration-files.ts';
-import { SCHEMA_FILE } from '../engine/infra/store/migrator/schema-file.ts';
+import { SCHEMA_CATALOG_FILE, SCHEMA_FILE } from '../engine/infra/store/migrator/schema-file.ts';
+import { readCatalog } from '../engine/infra/store/diagnostics/catalog.ts';
 
 /**
  * pg_dump leaves out roles, which belong to the cluster; the schema's grants and policies name
@@ -86,6 +87,8 @@ try {
       '',
       '-- Functions owned by a role of their own (pg_dump --no-owner leaves them out).',
       ...handedOver.map((row) => row.statement),
+      // The prelude let a non-superuser hand them over; taken back at once, as the migration does.
+      'REVOKE CREATE ON SCHEMA public FROM app_key_verifier;',
       '',
       '-- Seed rows written by the migrations.',
       pgDump(['--data-only', '--column-inserts', '--no-owner', ...SEED_TABLES.map((table) => `--table=${table}`)])
@@ -107,6 +110,11 @@ try {
     ];
     writeFileSync(SCHEMA_FILE, parts.join('\n'));
     console.log(`wrote ${SCHEMA_FILE} (${migrations.length} migrations)`);
+    // The catalog the migrations build, for doctor's drift check without a scratch database.
+    const { rows: version } = await db.query<{ major: number }>(`select current_setting('server_version_num')::int / 10000 as major`);
+    const shipped = { serverMajor: version[0]!.major, catalog: await readCatalog(db) };
+    writeFileSync(SCHEMA_CATALOG_FILE, `${JSON.stringify(shipped, null, 1)}\n`);
+    console.log(`wrote ${SCHEMA_CATALOG_FILE} (PostgreSQL ${shipped.serverMajor})`);
   } finally {
     await db.close();
   }

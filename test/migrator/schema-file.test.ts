@@ -4,9 +4,10 @@
  * same seed rows, and a migration record that `migrate up` continues from.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { diffCatalogs, readCatalog } from '../../engine/infra/store/diagnostics/catalog.ts';
+import { readFileSync } from 'node:fs';
+import { diffCatalogs, readCatalog, type CatalogSnapshot } from '../../engine/infra/store/diagnostics/catalog.ts';
 import { migrateUp, migrationStatus } from '../../engine/infra/store/migrator/runner.ts';
-import { loadSchemaFile } from '../../engine/infra/store/migrator/schema-file.ts';
+import { loadSchemaFile, SCHEMA_CATALOG_FILE } from '../../engine/infra/store/migrator/schema-file.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 
 const SEED_QUERIES = [
@@ -33,6 +34,18 @@ describe.each(backends)('schema.sql on $name', (backend) => {
     expect(expected.tables.length).toBeGreaterThanOrEqual(8);
     expect(diffCatalogs(expected, await readCatalog(fromSchemaFile.db))).toEqual([]);
   });
+
+  it.runIf(backend.name === 'postgres')(
+    'ships the catalog the migrations build on this major version, for doctor (regenerate with npm run schema:dump)',
+    async () => {
+      const shipped = JSON.parse(readFileSync(SCHEMA_CATALOG_FILE, 'utf8')) as { serverMajor: number; catalog: CatalogSnapshot };
+      const { rows } = await fromMigrations.db.query<{ major: number }>(
+        `select current_setting('server_version_num')::int / 10000 as major`,
+      );
+      expect(shipped.serverMajor).toBe(rows[0]!.major);
+      expect(diffCatalogs(shipped.catalog, await readCatalog(fromMigrations.db))).toEqual([]);
+    },
+  );
 
   it('holds the same seed rows', async () => {
     for (const sql of SEED_QUERIES) {

@@ -1450,6 +1450,7 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.workflow_states TO app_tenant;
 
 -- Functions owned by a role of their own (pg_dump --no-owner leaves them out).
 ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) OWNER TO app_key_verifier;
+REVOKE CREATE ON SCHEMA public FROM app_key_verifier;
 
 -- Seed rows written by the migrations.
 INSERT INTO public.permissions (key, description) VALUES ('org:read', 'See the organization''s settings');

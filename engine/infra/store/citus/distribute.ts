@@ -251,6 +251,11 @@ async function copyScopeKeyToWorkers(session: Session): Promise<void> {
 /** `(SELECT visible_org_id() AS visible_org_id)`, as PostgreSQL prints the policies' once-per-statement call. */
 const ONCE_PER_STATEMENT = /\(\s*SELECT\s+((?:public\.)?(?:visible_org_id|current_org_id))\(\)\s+AS\s+\w+\)/gi;
 
+/** A policy expression as distribution leaves it: the scope functions called per row. */
+export function policyExpressionOnCitus(expression: string | null): string | null {
+  return expression?.replace(ONCE_PER_STATEMENT, '$1()') ?? null;
+}
+
 /**
  * The policies call visible_org_id() and current_org_id() once per statement, through a
  * sub-select (an InitPlan: checking a scope's signature costs a few microseconds, see migration
@@ -271,8 +276,8 @@ async function callPolicyFunctionsPerRow(session: Session): Promise<number> {
   );
   let changed = 0;
   for (const policy of rows) {
-    const using = policy.using?.replace(ONCE_PER_STATEMENT, '$1()') ?? null;
-    const check = policy.check?.replace(ONCE_PER_STATEMENT, '$1()') ?? null;
+    const using = policyExpressionOnCitus(policy.using);
+    const check = policyExpressionOnCitus(policy.check);
     if (using === policy.using && check === policy.check) continue;
     if (/\bselect\b/i.test(`${using ?? ''} ${check ?? ''}`)) {
       throw refused('policy_subquery', `policy ${policy.name} on ${policy.table} has a sub-select Citus cannot run: rewrite it first`);

@@ -23,28 +23,59 @@ export interface CatalogSnapshot {
   types: Record<string, unknown>[];
 }
 
-// ACLs are compared with NULL (never granted: the default) read as the default it stands for,
-// since a GRANT followed by its REVOKE leaves the same rights spelled out explicitly.
+/** The role that owns the database: who migrated it, in the documented setup. */
+const DATABASE_OWNER = `(select datdba from pg_database where datname = current_database())`;
+
+/**
+ * An ACL by meaning: each grantee with its privileges, the database's owner read as
+ * `<database owner>`, without grantors. Who migrated a database varies between environments
+ * (a superuser here, the owner role of the README's production setup there), and so do the
+ * names in its ACLs and who granted what; the rights each role holds do not. NULL (never
+ * granted: the default) reads as the default it stands for, since a GRANT followed by its REVOKE
+ * leaves the same rights spelled out explicitly.
+ */
+function grantsOf(acl: string, kind: string, owner: string): string {
+  return `coalesce((select array_agg(g.entry order by g.entry) from (
+      select format('%s=%s',
+               case when a.grantee = 0 then 'public' when a.grantee = ${DATABASE_OWNER} then '<database owner>' else pg_get_userbyid(a.grantee)::text end,
+               string_agg(a.privilege_type || case when a.is_grantable then '*' else '' end, ',' order by a.privilege_type)) as entry
+      from aclexplode(coalesce(${acl}, acldefault('${kind}', ${owner}))) a
+      group by a.grantee) g), '{}')`;
+}
 
 /** Schemas that belong to PostgreSQL or PGlite rather than to the project. */
 const PROJECT_SCHEMAS = `
   n.nspname not in ('pg_catalog', 'information_schema')
   and n.nspname not like 'pg\\_%'`;
 
+/**
+ * Objects an extension made (its schemas, views and functions: Citus's citus_tables, say) are
+ * the extension's, not the project's: the extension's version says what they are.
+ */
+const notOfAnExtension = (catalog: string, oid: string) =>
+  `not exists (select from pg_depend e where e.classid = '${catalog}'::regclass and e.objid = ${oid} and e.deptype = 'e')`;
+
+/**
+ * Extensions a cluster brings rather than the schema: Citus (its coordinator and workers have
+ * it in every database), and the operator's own tools.
+ */
+const INFRASTRUCTURE_EXTENSIONS = ['plpgsql', 'citus', 'citus_columnar', 'amcheck', 'pg_stat_statements'];
+
 /** The migration runner's bookkeeping is not part of the schema it manages. */
-const PROJECT_RELATION = `${PROJECT_SCHEMAS} and c.relname <> '${MIGRATIONS_TABLE}'`;
+const PROJECT_RELATION = `${PROJECT_SCHEMAS} and c.relname <> '${MIGRATIONS_TABLE}' and ${notOfAnExtension('pg_class', 'c.oid')}`;
 
 const QUERIES: Record<keyof CatalogSnapshot, string> = {
   schemas: `
     select n.nspname as name,
-           coalesce((select array_agg(acl::text order by acl::text) from unnest(coalesce(n.nspacl, acldefault('n', n.nspowner))) acl), '{}') as grants
-    from pg_namespace n where ${PROJECT_SCHEMAS} order by 1`,
-  extensions: `select extname as name from pg_extension where extname <> 'plpgsql' order by 1`,
+           ${grantsOf('n.nspacl', 'n', 'n.nspowner')} as grants
+    from pg_namespace n where ${PROJECT_SCHEMAS} and ${notOfAnExtension('pg_namespace', 'n.oid')} order by 1`,
+  extensions: `select extname as name from pg_extension
+    where extname not in (${INFRASTRUCTURE_EXTENSIONS.map((name) => `'${name}'`).join(', ')}) order by 1`,
   tables: `
     select n.nspname as schema, c.relname as name, c.relkind::text as kind,
            c.relpersistence::text as persistence,
            c.relrowsecurity as row_security, c.relforcerowsecurity as force_row_security,
-           coalesce((select array_agg(acl::text order by acl::text) from unnest(coalesce(c.relacl, acldefault(case when c.relkind = 'S' then 's' else 'r' end::"char", c.relowner))) acl), '{}') as grants,
+           case when c.relkind = 'S' then ${grantsOf('c.relacl', 's', 'c.relowner')} else ${grantsOf('c.relacl', 'r', 'c.relowner')} end as grants,
            obj_description(c.oid, 'pg_class') as comment,
            case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end as view_definition
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -56,7 +87,7 @@ const QUERIES: Record<keyof CatalogSnapshot, string> = {
            format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as not_null,
            pg_get_expr(d.adbin, d.adrelid) as default, a.attidentity::text as identity,
            a.attgenerated::text as generated, co.collname as collation,
-           coalesce((select array_agg(acl::text order by acl::text) from unnest(a.attacl) acl), '{}') as grants,
+           ${grantsOf('a.attacl', 'c', 'c.relowner')} as grants,
            col_description(c.oid, a.attnum) as comment
     from pg_attribute a
     join pg_class c on c.oid = a.attrelid
@@ -95,14 +126,14 @@ const QUERIES: Record<keyof CatalogSnapshot, string> = {
   functions: `
     select n.nspname as schema, p.proname as name, pg_get_function_identity_arguments(p.oid) as arguments,
            pg_get_functiondef(p.oid) as definition,
-           -- Who owns a SECURITY DEFINER function decides what it can do; the migrating user's
-           -- own name varies between environments, so it reads as current_user.
-           case when p.proowner = (select oid from pg_roles where rolname = current_user) then 'current_user'
+           -- Who owns a SECURITY DEFINER function decides what it can do; the migrating role's
+           -- own name varies between environments, so it reads as <database owner>.
+           case when p.proowner = ${DATABASE_OWNER} then '<database owner>'
                 else pg_get_userbyid(p.proowner)::text end as owner,
-           coalesce((select array_agg(acl::text order by acl::text) from unnest(coalesce(p.proacl, acldefault('f', p.proowner))) acl), '{}') as grants,
+           ${grantsOf('p.proacl', 'f', 'p.proowner')} as grants,
            obj_description(p.oid, 'pg_proc') as comment
     from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-    where ${PROJECT_SCHEMAS} and p.prokind in ('f', 'p')
+    where ${PROJECT_SCHEMAS} and p.prokind in ('f', 'p') and ${notOfAnExtension('pg_proc', 'p.oid')}
     order by 1, 2, 3`,
   policies: `
     select n.nspname as schema, c.relname as table, p.polname as name, p.polcmd::text as command,
@@ -120,7 +151,7 @@ const QUERIES: Record<keyof CatalogSnapshot, string> = {
            format_type(t.typbasetype, t.typtypmod) as base_type,
            (select array_agg(e.enumlabel order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid) as labels
     from pg_type t join pg_namespace n on n.oid = t.typnamespace
-    where t.typtype in ('e', 'd', 'r', 'm') and ${PROJECT_SCHEMAS}
+    where t.typtype in ('e', 'd', 'r', 'm') and ${PROJECT_SCHEMAS} and ${notOfAnExtension('pg_type', 't.oid')}
     order by 1, 2`,
 };
 

@@ -22,6 +22,8 @@ import { databaseErrorFields, SQLSTATE } from '../connection/database-errors.ts'
 import { DEFAULT_ORG_ID } from '../repositories/default-organization.ts';
 import { MIGRATIONS_TABLE } from '../migrator/runner.ts';
 import type { Finding } from './doctor.ts';
+import { isCitus } from '../citus/detect.ts';
+import { DISTRIBUTED_TABLES, DISTRIBUTION_COLUMN, REFERENCE_TABLES } from '../citus/layout.ts';
 
 /** The migration that brings the default organization (and moves the engine's rows into it). */
 const DEFAULT_ORG_MIGRATION = '20261128120100_update_existing_tables_for_multitenancy';
@@ -206,4 +208,64 @@ function corrupt(code: 'HEAP_CORRUPTION' | 'INDEX_CORRUPTION', message: string, 
 
 function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
+}
+
+/**
+ * On a Citus coordinator, the store's layout (citus/layout.ts) as the metadata has it: each
+ * tenant table distributed by org_id and co-located with the others, each global table a
+ * reference table, and every shard placed on an active node. Skipped on a database that is not
+ * distributed at all (`citus distribute` not run yet: a finding of its own).
+ */
+export async function checkCitusLayout(db: Database, findings: Finding[]): Promise<void> {
+  if (!(await isCitus(db))) return;
+  const { rows } = await db.query<{ table: string; method: string | null; column: string | null; colocation: number | null }>(
+    `select t.name as table, p.partmethod::text as method,
+            case when p.partmethod = 'h' then column_to_column_name(p.logicalrelid, p.partkey) end as column,
+            p.colocationid as colocation
+       from unnest($1::text[]) t(name)
+       left join pg_dist_partition p on p.logicalrelid = to_regclass('public.' || t.name)`,
+    [[...DISTRIBUTED_TABLES, ...REFERENCE_TABLES]],
+  );
+  if (rows.every((row) => row.method === null)) {
+    findings.push({
+      code: 'CITUS_NOT_DISTRIBUTED',
+      severity: 'error',
+      message: 'this is a Citus coordinator, but the store is not distributed: run engine-store citus distribute',
+    });
+    return;
+  }
+  const colocations = new Set<number>();
+  for (const row of rows) {
+    const distributed = (DISTRIBUTED_TABLES as readonly string[]).includes(row.table);
+    const expected = distributed ? `distributed by ${DISTRIBUTION_COLUMN}` : 'a reference table';
+    const actual = row.method === 'h' ? `distributed by ${row.column}` : row.method === 'n' ? 'a reference table' : 'not in Citus metadata';
+    if (actual !== expected) {
+      findings.push({
+        code: 'CITUS_LAYOUT',
+        severity: 'error',
+        message: `table ${row.table} should be ${expected}, and is ${actual}: run engine-store citus distribute`,
+        object: row.table,
+      });
+    }
+    if (distributed && row.colocation !== null) colocations.add(row.colocation);
+  }
+  if (colocations.size > 1) {
+    findings.push({
+      code: 'CITUS_LAYOUT',
+      severity: 'error',
+      message: `the tenant tables are in ${colocations.size} co-location groups, not one: joins and foreign keys between them go across nodes`,
+    });
+  }
+  const { rows: stranded } = await db.query<{ shards: number }>(
+    `select count(*)::int as shards
+       from pg_dist_placement pl join pg_dist_node n on n.groupid = pl.groupid
+      where not n.isactive`,
+  );
+  if (stranded[0]!.shards > 0) {
+    findings.push({
+      code: 'CITUS_INACTIVE_PLACEMENTS',
+      severity: 'error',
+      message: `${stranded[0]!.shards} shard placement(s) are on nodes that are not active: their organizations' data cannot be reached`,
+    });
+  }
 }

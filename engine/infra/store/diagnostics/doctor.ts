@@ -18,14 +18,17 @@
  *   PostgreSQL's back, and with `deep` every page and index checked.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { diffCatalogs, readCatalog, type CatalogSnapshot } from './catalog.ts';
 import { openDatabase, withDatabaseName, type Database, type Queryable } from '../connection/database.ts';
 import { migrationStatus } from '../migrator/runner.ts';
-import { loadSchemaFile } from '../migrator/schema-file.ts';
+import { loadSchemaFile, SCHEMA_CATALOG_FILE } from '../migrator/schema-file.ts';
 import { parseInput } from '../repositories/validation.ts';
 import { DEFAULT_MAX_PASSWORD_AGE_DAYS, maxPasswordAgeDays } from '../tenancy/password-rotation.ts';
 import { largeObjectOwners } from './large-objects.ts';
-import { checkDefaultOrganization, checkTruncatedTables, deepChecks } from './data-checks.ts';
+import { isCitus } from '../citus/detect.ts';
+import { policyExpressionOnCitus } from '../citus/distribute.ts';
+import { checkCitusLayout, checkDefaultOrganization, checkTruncatedTables, deepChecks } from './data-checks.ts';
 import {
   inspectTenantLogin,
   inspectTenantSafety,
@@ -56,7 +59,10 @@ export type FindingCode =
   | 'TABLE_FILE_EMPTY'
   | 'HEAP_CORRUPTION'
   | 'INDEX_CORRUPTION'
-  | 'DEEP_CHECK_NOT_RUN';
+  | 'DEEP_CHECK_NOT_RUN'
+  | 'CITUS_NOT_DISTRIBUTED'
+  | 'CITUS_LAYOUT'
+  | 'CITUS_INACTIVE_PLACEMENTS';
 
 export interface Finding {
   code: FindingCode | (string & {});
@@ -150,6 +156,7 @@ export async function diagnose(db: Database, options: DiagnoseOptions = {}): Pro
   await checkInvalidIndexes(db, findings);
   await checkDefaultOrganization(db, findings);
   await checkTruncatedTables(db, findings);
+  await checkCitusLayout(db, findings);
   if (options.deep) await deepChecks(db, findings);
   return { findings, skipped };
 }
@@ -200,8 +207,25 @@ async function checkMigrations(db: Database, options: DiagnoseOptions, findings:
  * DiagnoseOptions.url and referenceFactory); undefined when there is nowhere to build it.
  */
 export async function referenceCatalogFor(db: Database, options: DiagnoseOptions = {}): Promise<CatalogSnapshot | undefined> {
+  if (!options.referenceFactory && options.schemaFile === undefined) {
+    const shipped = await shippedCatalog(db);
+    if (shipped) return shipped;
+  }
   const factory = options.referenceFactory ?? defaultReferenceFactory(db, options.url);
   return factory ? referenceCatalog(factory, options.schemaFile) : undefined;
+}
+
+/**
+ * The catalog shipped with schema.sql (SCHEMA_CATALOG_FILE), where it applies: a PostgreSQL
+ * server of the major version it was read on (the catalog functions word definitions a little
+ * differently from one major version to the next). It needs no scratch database, so doctor
+ * checks drift for the README's owner without CREATEDB too.
+ */
+async function shippedCatalog(db: Database): Promise<CatalogSnapshot | undefined> {
+  if (db.kind !== 'postgres' || !SCHEMA_CATALOG_FILE || !existsSync(SCHEMA_CATALOG_FILE)) return undefined;
+  const shipped = JSON.parse(readFileSync(SCHEMA_CATALOG_FILE, 'utf8')) as { serverMajor: number; catalog: CatalogSnapshot };
+  const { rows } = await db.query<{ major: number }>(`select current_setting('server_version_num')::int / 10000 as major`);
+  return rows[0]!.major === shipped.serverMajor ? shipped.catalog : undefined;
 }
 
 async function checkDrift(db: Database, options: DiagnoseOptions, findings: Finding[]): Promise<void> {
@@ -220,11 +244,13 @@ async function checkDrift(db: Database, options: DiagnoseOptions, findings: Find
     findings.push({
       code: 'DRIFT_NOT_CHECKED',
       severity: 'warning',
-      message: 'schema drift was not checked: no URL to create a reference database on this PostgreSQL server',
+      message:
+        'schema drift was not checked: the shipped catalog is of another PostgreSQL major version, and there is no URL to create a reference database on this server',
     });
     return;
   }
   const actual = await readCatalog(db);
+  if (await isCitus(db)) expected = asDistributed(expected);
   for (const difference of diffCatalogs(expected, actual)) {
     findings.push({
       code: 'SCHEMA_DRIFT',
@@ -233,6 +259,21 @@ async function checkDrift(db: Database, options: DiagnoseOptions, findings: Find
       object: driftObject(difference),
     });
   }
+}
+
+/**
+ * The catalog as distribution on Citus leaves it (citus/distribute.ts): its policies call the
+ * scope functions per row, since Citus refuses the sub-selects that call them once a statement.
+ */
+function asDistributed(catalog: CatalogSnapshot): CatalogSnapshot {
+  return {
+    ...catalog,
+    policies: catalog.policies.map((policy) => ({
+      ...policy,
+      using: policyExpressionOnCitus(policy.using as string | null),
+      with_check: policyExpressionOnCitus(policy.with_check as string | null),
+    })),
+  };
 }
 
 async function referenceCatalog(factory: () => Promise<ReferenceDatabase>, schemaFile: string | undefined): Promise<CatalogSnapshot> {

@@ -9,6 +9,13 @@ import { besideTheStore } from './migration-files.ts';
 
 export const SCHEMA_FILE = besideTheStore('schema.sql') ?? '';
 
+/**
+ * The catalog the migrations build on a PostgreSQL server of one major version (as
+ * diagnostics/catalog.ts reads it), written with schema.sql: what doctor compares a live server
+ * database with when it cannot make a scratch database (no CREATEDB) or need not.
+ */
+export const SCHEMA_CATALOG_FILE = besideTheStore('schema.catalog.json') ?? '';
+
 /** Builds the schema in an empty database from schema.sql. */
 export async function loadSchemaFile(db: Database, path: string = SCHEMA_FILE): Promise<void> {
   const script = readFileSync(path, 'utf8');
