@@ -158,6 +158,11 @@ describe.each(backends)('doctor on $name', (backend) => {
     await test.db.exec('alter table workflow_states no force row level security');
     try {
       expect(await problems()).toEqual(expect.arrayContaining(['RLS_NOT_FORCED workflow_states', 'SCHEMA_DRIFT workflow_states']));
+      // One line for the one object that changed, naming the field and both values.
+      const { findings } = await diagnose(test.db, options);
+      expect(findings.filter((finding) => finding.code === 'SCHEMA_DRIFT').map((finding) => finding.message)).toEqual([
+        'schema drift: table workflow_states differs: force_row_security is false (schema.sql: true)',
+      ]);
       await test.db.exec('alter table workflow_states disable row level security');
       expect(await problems()).toEqual(expect.arrayContaining(['RLS_DISABLED workflow_states', 'RLS_NOT_FORCED workflow_states']));
     } finally {

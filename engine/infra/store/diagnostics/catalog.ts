@@ -173,15 +173,83 @@ function normalizeRow(row: Record<string, unknown>): Record<string, unknown> {
   return normalized;
 }
 
-/** Human-readable differences between two snapshots, one line each; empty when they are equal. */
-export function diffCatalogs(expected: CatalogSnapshot, actual: CatalogSnapshot): string[] {
-  const differences: string[] = [];
-  for (const key of Object.keys(QUERIES) as (keyof CatalogSnapshot)[]) {
-    const render = (item: unknown) => JSON.stringify(item);
-    const want = new Set((expected[key] as unknown[]).map(render));
-    const have = new Set((actual[key] as unknown[]).map(render));
-    for (const item of want) if (!have.has(item)) differences.push(`${key}: missing ${item}`);
-    for (const item of have) if (!want.has(item)) differences.push(`${key}: unexpected ${item}`);
+/** One difference between two snapshots, about one object. */
+export interface CatalogDifference {
+  /** `users.extra_idx`, `workflow_states`, `verify_api_key`: the object, as doctor names it. */
+  object: string;
+  /** One readable line: what the object is, and what differs. */
+  line: string;
+}
+
+const LABELS: Record<keyof CatalogSnapshot, string> = {
+  schemas: 'schema',
+  extensions: 'extension',
+  tables: 'table',
+  columns: 'column',
+  constraints: 'constraint',
+  indexes: 'index',
+  triggers: 'trigger',
+  functions: 'function',
+  policies: 'policy',
+  types: 'type',
+};
+
+/** Which object a row is: its table and name (a function's arguments too, since names overload). */
+function identityOf(item: unknown): { key: string; object: string } {
+  if (typeof item === 'string') return { key: item, object: item };
+  const row = item as Record<string, unknown>;
+  const object = [row.table, row.name].filter((part): part is string => typeof part === 'string').join('.');
+  return { key: JSON.stringify([row.schema, row.table, row.name, row.arguments]), object };
+}
+
+/** A value for a line: short, on one line. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? 'null';
+  const line = text.replace(/\\n\s*/g, ' ');
+  return line.length > 160 ? `${line.slice(0, 157)}...` : line;
+}
+
+/**
+ * The differences between two snapshots, one per object: in `expected` only (missing), in
+ * `actual` only (not in schema.sql), or in both with fields that differ (each field named, with
+ * both values). Empty when they are equal.
+ */
+export function catalogDifferences(expected: CatalogSnapshot, actual: CatalogSnapshot): CatalogDifference[] {
+  const differences: CatalogDifference[] = [];
+  for (const category of Object.keys(QUERIES) as (keyof CatalogSnapshot)[]) {
+    const label = LABELS[category];
+    const byKey = (items: unknown[]) => new Map(items.map((item) => [identityOf(item).key, item]));
+    const want = byKey(expected[category] as unknown[]);
+    const have = byKey(actual[category] as unknown[]);
+    for (const [key, item] of want) {
+      const { object } = identityOf(item);
+      const found = have.get(key);
+      if (found === undefined) {
+        differences.push({ object, line: `${label} ${object} is missing (schema.sql has it)` });
+        continue;
+      }
+      if (JSON.stringify(found) === JSON.stringify(item)) continue;
+      const fields = Object.keys(item as object).filter(
+        (field) => JSON.stringify((item as Record<string, unknown>)[field]) !== JSON.stringify((found as Record<string, unknown>)[field]),
+      );
+      const changes = fields.map(
+        (field) =>
+          `${field} is ${shown((found as Record<string, unknown>)[field])} (schema.sql: ${shown((item as Record<string, unknown>)[field])})`,
+      );
+      differences.push({ object, line: `${label} ${object} differs: ${changes.join('; ')}` });
+    }
+    for (const [key, item] of have) {
+      if (want.has(key)) continue;
+      const { object } = identityOf(item);
+      const row = typeof item === 'object' && item !== null ? (item as Record<string, unknown>) : {};
+      const what = row.definition ?? row.type;
+      differences.push({ object, line: `${label} ${object} is not in schema.sql${what === undefined ? '' : `: ${shown(what)}`}` });
+    }
   }
   return differences;
+}
+
+/** The differences between two snapshots, one readable line each; empty when they are equal. */
+export function diffCatalogs(expected: CatalogSnapshot, actual: CatalogSnapshot): string[] {
+  return catalogDifferences(expected, actual).map((difference) => difference.line);
 }

@@ -19,7 +19,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { diffCatalogs, readCatalog, type CatalogSnapshot } from './catalog.ts';
+import { catalogDifferences, readCatalog, type CatalogSnapshot } from './catalog.ts';
 import { openDatabase, withDatabaseName, type Database, type Queryable } from '../connection/database.ts';
 import { migrationStatus } from '../migrator/runner.ts';
 import { loadSchemaFile, SCHEMA_CATALOG_FILE } from '../migrator/schema-file.ts';
@@ -251,13 +251,8 @@ async function checkDrift(db: Database, options: DiagnoseOptions, findings: Find
   }
   const actual = await readCatalog(db);
   if (await isCitus(db)) expected = asDistributed(expected);
-  for (const difference of diffCatalogs(expected, actual)) {
-    findings.push({
-      code: 'SCHEMA_DRIFT',
-      severity: 'error',
-      message: `the schema differs from schema.sql: ${difference}`,
-      object: driftObject(difference),
-    });
+  for (const difference of catalogDifferences(expected, actual)) {
+    findings.push({ code: 'SCHEMA_DRIFT', severity: 'error', message: `schema drift: ${difference.line}`, object: difference.object });
   }
 }
 
@@ -283,21 +278,6 @@ async function referenceCatalog(factory: () => Promise<ReferenceDatabase>, schem
     return await readCatalog(reference.db);
   } finally {
     await reference.dispose();
-  }
-}
-
-/** `indexes: unexpected {"schema":"public","table":"users","name":"extra_idx",...}` → `users.extra_idx`. */
-function driftObject(difference: string): string | undefined {
-  const match = /^(\w+): (?:missing|unexpected) (.*)$/s.exec(difference);
-  if (!match) return undefined;
-  try {
-    const item = JSON.parse(match[2]!) as unknown;
-    if (typeof item === 'string') return item;
-    const fields = item as Record<string, unknown>;
-    const parts = [fields.table, fields.name].filter((part): part is string => typeof part === 'string');
-    return parts.length > 0 ? parts.join('.') : undefined;
-  } catch {
-    return undefined;
   }
 }
 
