@@ -9,9 +9,18 @@
  * The embedded database has one user, a superuser: there tenant scopes enter the role
  * app_tenant with SET LOCAL ROLE, and the boundary rests on the scopes taking no SQL text.
  */
-import { DEFAULT_POOL_SIZE, nonEmpty, openDatabase, type Database, type OpenOptions, type PoolOptions } from './connection/database.ts';
+import {
+  connectionOptions,
+  DEFAULT_POOL_SIZE,
+  nonEmpty,
+  openDatabase,
+  type Database,
+  type OpenOptions,
+  type PoolOptions,
+} from './connection/database.ts';
 import { StoreError } from './errors.ts';
 import { callOptions, type CallOptions } from './connection/call-options.ts';
+import { observabilityOptions, observed, reportingQueries, type ObservabilityOptions } from './observability.ts';
 import { migrateUp, migrationStatus } from './migrator/runner.ts';
 import { OrganizationsRepository } from './repositories/organizations.ts';
 import { assertTenantIsolation, assertTenantLogin, TENANT_ROLE } from './tenancy/tenant-safety.ts';
@@ -37,7 +46,7 @@ import {
   type VerifyTimeouts,
 } from './api-keys/verify-api-key.ts';
 
-export interface StoreOptions extends OpenOptions, TenantLoginOptions {
+export interface StoreOptions extends OpenOptions, TenantLoginOptions, ObservabilityOptions {
   /** Apply pending migrations first instead of refusing to start (default false). */
   migrate?: boolean;
   /**
@@ -138,8 +147,9 @@ async function openTenantDatabase(owner: Database, options: TenantLoginOptions, 
 
 /** A store over an already open owner database (which the store then owns and closes). */
 export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' | 'dataDir'> = {}): Promise<Store> {
+  const hooks = observabilityOptions(options);
   const dir = options.migrationsDir === undefined ? {} : { dir: options.migrationsDir };
-  if (options.migrate) await migrateUp(db, dir);
+  if (options.migrate) await migrateUp(db, { ...dir, ...(hooks.tracer ? { tracer: hooks.tracer } : {}) });
   const status = await migrationStatus(db, dir);
   if (!status.upToDate) {
     const pending = status.migrations.filter((entry) => entry.state !== 'applied').map((entry) => `${entry.name} (${entry.state})`);
@@ -152,7 +162,10 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   const signer = await loadScopeSigner(db);
   const citus = await isCitus(db);
   const verifyTimeouts = verifyTimeoutValues(options.verifyTimeouts);
+  // The owner's connection options (timeouts, TLS) hold for the tenant login's pools too.
+  const shared = connectionOptions(options);
   const verifyPool: PoolOptions = {
+    ...shared,
     poolSize: verifyPoolSizeValue(options.verifyPoolSize),
     sessionTimeouts: verifyTimeouts,
     deadlineMs: clientDeadline(verifyTimeouts.statementMs),
@@ -168,6 +181,7 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   const scopeTimeouts = scopeTimeoutValues(options.scopeTimeouts);
   const tenantDeadlineMs = clientDeadline(scopeTimeouts.statementMs);
   const tenantDb = await openTenantDatabase(db, options, {
+    ...shared,
     pinSettings: true,
     deadlineMs: tenantDeadlineMs,
     ...(limitsPinned ? { sessionTimeouts: scopeSessionLimits(scopeTimeouts) } : {}),
@@ -192,13 +206,32 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     if (tenantDb !== db) await tenantDb.close();
     throw error;
   }
+  // Each pool's statements reported to onQuery (the same databases where there is no hook).
+  const [ownerDb, tenantQueries, verifyQueries] = [
+    reportingQueries(db, 'owner', hooks.onQuery),
+    reportingQueries(tenantDb, 'tenant', hooks.onQuery),
+    reportingQueries(verifyDb, 'verify', hooks.onQuery),
+  ];
+  // Spans and onError only where asked for: the hot paths pay nothing otherwise.
+  const observe = hooks.tracer || hooks.onError ? observed : <T>(_h: unknown, _o: string, _a: unknown, work: () => Promise<T>) => work();
   const store: Store = {
-    db,
-    tenantDb,
-    organizations: new OrganizationsRepository(db),
-    withOrg: async (orgId, work, options) => withOrg(tenantDb, orgId, work, entry, callOptions(options)),
-    readOrg: readersOf(tenantDb, entry),
-    verifyApiKey: async (key, options) => verifyApiKey(verifyDb, key, callOptions(options)),
+    db: ownerDb,
+    tenantDb: tenantQueries,
+    organizations: new OrganizationsRepository(ownerDb),
+    withOrg: async (orgId, work, options) =>
+      observe(hooks, 'withOrg', orgAttributes(orgId), () => withOrg(tenantQueries, orgId, work, entry, callOptions(options))),
+    readOrg: readersOf(tenantQueries, entry, hooks.tracer || hooks.onError ? hooks : undefined),
+    verifyApiKey: async (key, options) =>
+      observe(
+        hooks,
+        'verifyApiKey',
+        {},
+        () => verifyApiKey(verifyQueries, key, callOptions(options)),
+        (result, span) => {
+          span.setAttribute('engine_store.verification', result.ok ? 'accepted' : result.reason);
+          if (result.ok) span.setAttribute('engine_store.org_id', result.principal.orgId);
+        },
+      ),
     close: async () => {
       if (verifyDb !== db) await verifyDb.close();
       if (tenantDb !== db) await tenantDb.close();
@@ -208,6 +241,12 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   scopeEntries.set(store, entry);
   return store;
 }
+
+/** A span's organization attribute: only an organization id as the store spells them, never raw input. */
+function orgAttributes(orgId: unknown): Record<string, string> {
+  return typeof orgId === 'string' && UUID_SHAPE.test(orgId) ? { 'engine_store.org_id': orgId.toLowerCase() } : {};
+}
+const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Each store's scope entry, for trusted code of this package (tests' SQL-text scopes): not exported by index.ts. */
 const scopeEntries = new WeakMap<Store, ScopeEntry>();
@@ -224,15 +263,19 @@ export function scopeEntryOf(store: Store): ScopeEntry {
  * so each organization's is made once (a hot path: building it costs about as much as the
  * read's own JavaScript). The bound only keeps a store that sees very many organizations small.
  */
-function readersOf(db: Database, entry: ScopeEntry): (orgId: string, options?: CallOptions) => TenantReads {
+function readersOf(
+  db: Database,
+  entry: ScopeEntry,
+  hooks: ObservabilityOptions | undefined,
+): (orgId: string, options?: CallOptions) => TenantReads {
   const readers = new Map<string, TenantReads>();
   return (orgId, options) => {
     const call = callOptions(options);
     // A reader with a deadline of its own is made for the call, not kept.
-    if (call.deadlineMs !== undefined) return readOrg(db, orgId, entry, call);
+    if (call.deadlineMs !== undefined) return readOrg(db, orgId, entry, call, hooks);
     let reader = readers.get(orgId);
     if (reader === undefined) {
-      reader = readOrg(db, orgId, entry);
+      reader = readOrg(db, orgId, entry, {}, hooks);
       if (readers.size >= 10_000) readers.clear();
       readers.set(orgId, reader);
     }

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import pg from 'pg';
+import type { ConnectionOptions } from 'node:tls';
 import { PGlite } from '@electric-sql/pglite';
 import { clearUnstartedDataDir, lockDataDir, newOrEmptyDir, pgliteStartError, privateDataDir, type DataDirLock } from './data-dir-lock.ts';
 import { SQLSTATE, databaseErrorFields } from './database-errors.ts';
@@ -145,6 +146,12 @@ export interface PoolOptions {
    * that verifies no key).
    */
   lazy?: boolean;
+  /** How long a connection may sit idle in the pool before it is closed, in ms (default 10,000; 0: never). */
+  idleTimeoutMs?: number;
+  /** How long opening a connection may take, in ms (default: deadlineMs, else 10,000). */
+  connectTimeoutMs?: number;
+  /** TLS to the server, as node-postgres takes it: true, or node's tls.connect options (ca, cert, key, servername ...). */
+  ssl?: boolean | ConnectionOptions;
 }
 
 export interface OpenOptions extends PoolOptions {
@@ -196,6 +203,7 @@ export async function openDatabase(options: OpenOptions = {}): Promise<Database>
           sessionTimeouts: options.sessionTimeouts,
           pinSettings: options.pinSettings,
           deadlineMs: options.deadlineMs,
+          ...connectionOptions(options),
         })
       : await openPglite(named.dataDir, options.dataDirWaitMs ?? 60_000, options.deadlineMs ?? POOL_WAIT_MS, options.snapshot);
   const database = refusedOnceClosed(opened);
@@ -229,6 +237,31 @@ function refusedOnceClosed(db: Database): Database {
       closed = true;
       return db.close();
     },
+  };
+}
+
+/**
+ * The connection options every pool of a store shares (idle and connect timeouts, TLS), checked
+ * and copied once: the owner's, the tenant pool's and the verification pool's.
+ */
+export function connectionOptions(
+  options: Pick<PoolOptions, 'idleTimeoutMs' | 'connectTimeoutMs' | 'ssl'>,
+): Pick<PoolOptions, 'idleTimeoutMs' | 'connectTimeoutMs' | 'ssl'> {
+  const { idleTimeoutMs, connectTimeoutMs, ssl } = options;
+  const whole = (field: string, value: unknown, min: number) => {
+    if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > 86_400_000)) {
+      throw new StoreError('INVALID_INPUT', `${field} must be a whole number of milliseconds from ${min} to 86400000`, { field });
+    }
+  };
+  whole('idleTimeoutMs', idleTimeoutMs, 0);
+  whole('connectTimeoutMs', connectTimeoutMs, 1);
+  if (ssl !== undefined && typeof ssl !== 'boolean' && (typeof ssl !== 'object' || ssl === null)) {
+    throw new StoreError('INVALID_INPUT', 'ssl must be true, false or TLS options', { field: 'ssl' });
+  }
+  return {
+    ...(idleTimeoutMs === undefined ? {} : { idleTimeoutMs }),
+    ...(connectTimeoutMs === undefined ? {} : { connectTimeoutMs }),
+    ...(ssl === undefined ? {} : { ssl }),
   };
 }
 
@@ -468,13 +501,23 @@ function startupOptions(pinSettings: boolean | undefined, genericPlans: boolean 
 
 function openPostgres(
   url: string,
-  { poolSize, sessionTimeouts, pinSettings, deadlineMs }: Required<Pick<PoolOptions, 'poolSize'>> & PoolOptions,
+  {
+    poolSize,
+    sessionTimeouts,
+    pinSettings,
+    deadlineMs,
+    idleTimeoutMs,
+    connectTimeoutMs,
+    ssl,
+  }: Required<Pick<PoolOptions, 'poolSize'>> & PoolOptions,
 ): Database {
   parsePostgresUrl(url);
   const pool = new pg.Pool({
     connectionString: url,
     max: poolSize,
-    connectionTimeoutMillis: deadlineMs ?? POOL_WAIT_MS,
+    connectionTimeoutMillis: connectTimeoutMs ?? deadlineMs ?? POOL_WAIT_MS,
+    ...(idleTimeoutMs === undefined ? {} : { idleTimeoutMillis: idleTimeoutMs }),
+    ...(ssl === undefined ? {} : { ssl }),
     types: pgTypes,
     ...(sessionTimeouts ? { statement_timeout: sessionTimeouts.statementMs, lock_timeout: sessionTimeouts.lockMs } : {}),
     ...(sessionTimeouts?.idleInTransactionMs ? { idle_in_transaction_session_timeout: sessionTimeouts.idleInTransactionMs } : {}),

@@ -30,6 +30,7 @@ import { StoreError, isStoreError } from '../errors.ts';
 import { MIGRATIONS_DIR, readMigrationFiles, type MigrationFile } from './migration-files.ts';
 import { withoutLeadingComments, type SqlStatement } from './sql-split.ts';
 import { downRefusals, refuseDroppingRows, refusedRun } from './down-checks.ts';
+import { observed, type StoreTracer } from '../observability.ts';
 
 export const MIGRATIONS_TABLE = 'engine_store_migrations';
 
@@ -93,6 +94,8 @@ export interface RunnerOptions {
    * injection in tests (stop or kill the runner at statement k), not for production use.
    */
   beforeStatement?: (position: StatementPosition) => void | Promise<void>;
+  /** Spans for migration steps (`engine-store.migration`), as openStore's tracer. */
+  tracer?: StoreTracer;
 }
 
 export interface StatementPosition {
@@ -614,6 +617,18 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * interrupted before, is the number of its statements done (its bookkeeping row says so).
  */
 async function runStep(
+  session: Session,
+  file: MigrationFile,
+  direction: 'up' | 'down',
+  options: RunnerOptions,
+  resumeAt?: number,
+): Promise<AppliedStep> {
+  if (!options.tracer) return runStepUntraced(session, file, direction, options, resumeAt);
+  const attributes = { 'engine_store.migration': file.name, 'engine_store.direction': direction };
+  return observed({ tracer: options.tracer }, 'migration', attributes, () => runStepUntraced(session, file, direction, options, resumeAt));
+}
+
+async function runStepUntraced(
   session: Session,
   file: MigrationFile,
   direction: 'up' | 'down',

@@ -27,6 +27,7 @@ import type {
   SessionOptions,
 } from '../connection/database.ts';
 import type { CallOptions } from '../connection/call-options.ts';
+import { observed, type ObservabilityOptions } from '../observability.ts';
 import { databaseErrorFields, toStoreError } from '../connection/database-errors.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 import { SchedulesRepository } from '../repositories/schedules.ts';
@@ -453,9 +454,9 @@ export interface TenantReads {
  * @example
  * const page = await readOrg(db, orgId).workflows.list({ limit: 50 });
  */
-export function readOrg(db: Database, orgId: string, entry: ScopeEntry, call: CallOptions = {}): TenantReads {
+export function readOrg(db: Database, orgId: string, entry: ScopeEntry, call: CallOptions = {}, hooks?: ObservabilityOptions): TenantReads {
   const org = validOrgId(orgId);
-  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, entry, sessionOptions(call)));
+  return new TenantScope(org, new ReadOnlyStatementRunner(db, org, entry, sessionOptions(call), hooks));
 }
 
 /** A call's deadline, for its session: the pool's default where the call names none. */
@@ -470,6 +471,7 @@ class ReadOnlyStatementRunner implements Queryable {
     private readonly org: string,
     private readonly entry: ScopeEntry,
     private readonly session: SessionOptions | undefined,
+    private readonly hooks: ObservabilityOptions | undefined,
   ) {}
 
   query<Row>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<QueryResult<Row>> {
@@ -486,9 +488,11 @@ class ReadOnlyStatementRunner implements Queryable {
     // (a pipeline without BEGIN is not, and the workers would see no organization).
     const statements = citus ? [BEGIN_READ, enter, read, COMMIT] : [enter, read];
     const readIndex = statements.indexOf(read);
-    return withinShare(this.entry, this.org, () => this.db.withSession((session) => session.pipeline(statements), this.session)).then(
-      (results) => results[readIndex] as QueryResult<Row>,
-    );
+    const run = () =>
+      withinShare(this.entry, this.org, () => this.db.withSession((session) => session.pipeline(statements), this.session)).then(
+        (results) => results[readIndex] as QueryResult<Row>,
+      );
+    return this.hooks ? observed(this.hooks, 'readOrg', { 'engine_store.org_id': this.org }, run) : run();
   }
 
   exec(): Promise<void> {
