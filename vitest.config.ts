@@ -4,7 +4,12 @@ import HeaviestFirst from './test/support/heaviest-first.ts';
 
 export default defineConfig({
   // The tests import the package by name, and run its sources: dist/ is what users install.
-  resolve: { alias: { 'engine-store': fileURLToPath(new URL('./engine/infra/store/index.ts', import.meta.url)) } },
+  resolve: {
+    alias: [
+      { find: /^engine-store\/http$/, replacement: fileURLToPath(new URL('./engine/infra/store/http/index.ts', import.meta.url)) },
+      { find: /^engine-store$/, replacement: fileURLToPath(new URL('./engine/infra/store/index.ts', import.meta.url)) },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts'],
     // Snapshots, a template database and the bundled command line, made once per run.

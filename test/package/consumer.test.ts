@@ -153,6 +153,15 @@ describe('the packed package in a project of its own', () => {
     });
   }, 120_000);
 
+  it('exports engine-store/http, with its types', () => {
+    writeFileSync(
+      join(consumer, 'http.mjs'),
+      "import { authenticate, expressApiKeyAuth } from 'engine-store/http';\nconsole.log(typeof authenticate, typeof expressApiKeyAuth);\n",
+    );
+    expect(run('node', ['http.mjs'], consumer).trim()).toBe('function function');
+    expect(files).toContain('dist/infra/store/http/index.d.ts');
+  });
+
   it('runs the command line from the tarball: npx engine-store --version', () => {
     expect(run('npx', ['--no-install', 'engine-store', '--version'], consumer).trim()).toBe(manifest.version);
   }, 60_000);

@@ -1,7 +1,7 @@
 /** The public API of engine-store. */
 export { openStore, storeOver, type Store, type StoreOptions } from './store.ts';
 export { openDatabase, type Database, type OpenOptions } from './connection/database.ts';
-export type { CallOptions } from './connection/call-options.ts';
+export type { CallOptions, VerifyOptions } from './connection/call-options.ts';
 export type { ObservabilityOptions, QueryEvent, PoolName, StoreSpan, StoreTracer } from './observability.ts';
 export { StoreError, ERROR_CODES, isStoreError, type ErrorCode } from './errors.ts';
 export { migrateUp, migrateDown, migrationStatus, type MigrationStatus } from './migrator/runner.ts';

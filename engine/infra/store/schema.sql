@@ -321,10 +321,10 @@ CREATE FUNCTION public.verification_now() RETURNS timestamp with time zone
 COMMENT ON FUNCTION public.verification_now() IS 'The clock of verify_api_key: the transaction''s start time.';
 
 --
--- Name: verify_api_key(text, bytea); Type: FUNCTION; Schema: public; Owner: -
+-- Name: verify_api_key(text, bytea, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
+CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text DEFAULT NULL::text) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
     LANGUAGE plpgsql SECURITY DEFINER
     AS $$
 -- No SET clause, which would cost every verification a search_path change and back (measured
@@ -381,6 +381,15 @@ begin
     outcome := 'USER_INACTIVE';
   end if;
   if outcome is not null then
+    return next;
+    return;
+  end if;
+  -- The permission the caller's route needs, when it says: a key that lacks it is refused before
+  -- its request is counted, so a 403 costs no unit of the hourly limit.
+  if p_permission is not null and not (p_permission operator(pg_catalog.=) any (key.granted)) then
+    outcome := 'MISSING_PERMISSION';
+    role := key.role;
+    permissions := key.granted;
     return next;
     return;
   end if;
@@ -448,10 +457,10 @@ end
 $$;
 
 --
--- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea); Type: COMMENT; Schema: public; Owner: -
+-- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_permission text); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) IS 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
+COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) IS 'Verifies an API key by prefix and SHA-256 digest (and, if given, that it grants a permission), counts the request, returns the principal or a reason.';
 
 --
 -- Name: visible_org_id(); Type: FUNCTION; Schema: public; Owner: -
@@ -1353,11 +1362,11 @@ REVOKE ALL ON FUNCTION public.verification_now() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.verification_now() TO app_key_verifier;
 
 --
--- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_permission text); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) TO app_tenant;
+REVOKE ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) TO app_tenant;
 
 --
 -- Name: FUNCTION visible_org_id(); Type: ACL; Schema: public; Owner: -
@@ -1449,7 +1458,7 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.workflow_states TO app_tenant;
 --
 
 -- Functions owned by a role of their own (pg_dump --no-owner leaves them out).
-ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea) OWNER TO app_key_verifier;
+ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) OWNER TO app_key_verifier;
 REVOKE CREATE ON SCHEMA public FROM app_key_verifier;
 
 -- Seed rows written by the migrations.
@@ -1514,5 +1523,5 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '55a6c79026937a48cff936752effb64decacf64b38dd80bc0f0a34db83fabcc1', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '15dbfa48aee1b34d00a0ac12184e1aff9b9bbe9df026322608fff43accc0b205', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '2f7a760b30bc3940c984e0086853215704854a0beacbde3db3ad64d424242a78', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

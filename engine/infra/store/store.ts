@@ -19,7 +19,7 @@ import {
   type PoolOptions,
 } from './connection/database.ts';
 import { StoreError } from './errors.ts';
-import { callOptions, type CallOptions } from './connection/call-options.ts';
+import { callOptions, verifyOptions, type CallOptions, type VerifyOptions } from './connection/call-options.ts';
 import { observabilityOptions, observed, reportingQueries, type ObservabilityOptions } from './observability.ts';
 import { migrateUp, migrationStatus } from './migrator/runner.ts';
 import { OrganizationsRepository } from './repositories/organizations.ts';
@@ -105,8 +105,8 @@ export interface Store {
   withOrg<T>(orgId: string, work: (scope: TenantScope) => Promise<T>, options?: CallOptions): Promise<T>;
   /** Single reads of one organization, one round trip each; see tenancy/scopes.ts. */
   readOrg(orgId: string, options?: CallOptions): TenantReads;
-  /** Verifies an API key in one round trip; see api-keys/verify-api-key.ts. */
-  verifyApiKey(key: unknown, options?: CallOptions): Promise<Verification>;
+  /** Verifies an API key in one round trip; see api-keys/verify-api-key.ts, and VerifyOptions. */
+  verifyApiKey(key: unknown, options?: VerifyOptions): Promise<Verification>;
   close(): Promise<void>;
 }
 
@@ -221,17 +221,19 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
     withOrg: async (orgId, work, options) =>
       observe(hooks, 'withOrg', orgAttributes(orgId), () => withOrg(tenantQueries, orgId, work, entry, callOptions(options))),
     readOrg: readersOf(tenantQueries, entry, hooks.tracer || hooks.onError ? hooks : undefined),
-    verifyApiKey: async (key, options) =>
-      observe(
+    verifyApiKey: async (key, options) => {
+      const { call, permission } = verifyOptions(options);
+      return observe(
         hooks,
         'verifyApiKey',
         {},
-        () => verifyApiKey(verifyQueries, key, callOptions(options)),
+        () => verifyApiKey(verifyQueries, key, call, permission),
         (result, span) => {
           span.setAttribute('engine_store.verification', result.ok ? 'accepted' : result.reason);
           if (result.ok) span.setAttribute('engine_store.org_id', result.principal.orgId);
         },
-      ),
+      );
+    },
     close: async () => {
       if (verifyDb !== db) await verifyDb.close();
       if (tenantDb !== db) await tenantDb.close();

@@ -43,7 +43,17 @@ export function verifyPoolSizeValue(size: number = DEFAULT_VERIFY_POOL_SIZE): nu
   return size;
 }
 
-export const VERIFY_REASONS = ['MALFORMED', 'NOT_FOUND', 'EXPIRED', 'REVOKED', 'USER_INACTIVE', 'ORG_INACTIVE', 'RATE_LIMITED'] as const;
+export const VERIFY_REASONS = [
+  'MALFORMED',
+  'NOT_FOUND',
+  'EXPIRED',
+  'REVOKED',
+  'USER_INACTIVE',
+  'ORG_INACTIVE',
+  'RATE_LIMITED',
+  // Only when the caller names a permission (VerifyOptions): the key lacks it; not counted.
+  'MISSING_PERMISSION',
+] as const;
 export type VerifyReason = (typeof VERIFY_REASONS)[number];
 
 export interface Principal {
@@ -81,14 +91,16 @@ interface VerifyRow {
  * if (!result.ok) return reply(result.reason === 'RATE_LIMITED' ? 429 : 401);
  * assertAuthorized(result.principal, 'workflow:execute');
  */
-export async function verifyApiKey(db: Queryable, key: unknown, call: CallOptions = {}): Promise<Verification> {
+export async function verifyApiKey(db: Queryable, key: unknown, call: CallOptions = {}, permission?: Permission): Promise<Verification> {
   const parsed = parseKey(key);
   if (!parsed) return { ok: false, reason: 'MALFORMED' };
   try {
-    const { rows } = await run<VerifyRow>(db, 'select * from public.verify_api_key($1, $2)', [parsed.prefix, parsed.hash], {
-      prepare: true,
-      ...call,
-    });
+    const { rows } = await run<VerifyRow>(
+      db,
+      'select * from public.verify_api_key($1, $2, $3)',
+      [parsed.prefix, parsed.hash, permission ?? null],
+      { prepare: true, ...call },
+    );
     return verification(rows[0]!);
   } catch (error) {
     throw timedOut(error);

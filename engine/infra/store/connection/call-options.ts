@@ -4,6 +4,7 @@
  * never again, and a misspelt option is refused instead of ignored.
  */
 import { StoreError } from '../errors.ts';
+import { PERMISSIONS, type Permission } from '../api-keys/rbac.ts';
 
 export interface CallOptions {
   /**
@@ -20,27 +21,52 @@ export interface CallOptions {
 const MAX_DEADLINE_MS = 86_400_000;
 
 export function callOptions(options: unknown): CallOptions {
-  if (options === undefined) return {};
+  return parseCallOptions(options, ['deadlineMs']).call;
+}
+
+/** verifyApiKey's options: a call's, and the permission the caller's route needs. */
+export interface VerifyOptions extends CallOptions {
+  /**
+   * Refuse the key, without counting the request, if it lacks this permission (reason
+   * MISSING_PERMISSION): so that a request the key may not make costs no unit of its limit.
+   */
+  permission?: Permission;
+}
+
+export function verifyOptions(options: unknown): { call: CallOptions; permission?: Permission } {
+  return parseCallOptions(options, ['deadlineMs', 'permission']);
+}
+
+function parseCallOptions(options: unknown, allowed: readonly string[]): { call: CallOptions; permission?: Permission } {
+  if (options === undefined) return { call: {} };
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new StoreError('INVALID_INPUT', 'the call options must be an object such as { deadlineMs: 2000 }', {
       field: 'options',
       reason: 'not_object',
     });
   }
-  const unknown = Object.keys(options).find((key) => key !== 'deadlineMs');
+  const unknown = Object.keys(options).find((key) => !allowed.includes(key));
   if (unknown !== undefined) {
-    throw new StoreError('INVALID_INPUT', `unknown call option ${JSON.stringify(unknown)}; the one option is deadlineMs`, {
+    throw new StoreError('INVALID_INPUT', `unknown call option ${JSON.stringify(unknown)}; the options are ${allowed.join(', ')}`, {
       field: 'options',
       reason: 'unknown_option',
     });
   }
-  const deadlineMs: unknown = (options as { deadlineMs?: unknown }).deadlineMs;
-  if (deadlineMs === undefined) return {};
-  if (typeof deadlineMs !== 'number' || !Number.isInteger(deadlineMs) || deadlineMs < 1 || deadlineMs > MAX_DEADLINE_MS) {
+  const { deadlineMs, permission } = options as { deadlineMs?: unknown; permission?: unknown };
+  if (
+    deadlineMs !== undefined &&
+    (typeof deadlineMs !== 'number' || !Number.isInteger(deadlineMs) || deadlineMs < 1 || deadlineMs > MAX_DEADLINE_MS)
+  ) {
     throw new StoreError('INVALID_INPUT', `deadlineMs must be a whole number of milliseconds from 1 to ${MAX_DEADLINE_MS}`, {
       field: 'deadlineMs',
       reason: 'out_of_range',
     });
   }
-  return { deadlineMs };
+  if (permission !== undefined && (typeof permission !== 'string' || !(PERMISSIONS as readonly string[]).includes(permission))) {
+    throw new StoreError('INVALID_INPUT', `unknown permission ${JSON.stringify(permission)}`, { field: 'permission' });
+  }
+  return {
+    call: deadlineMs === undefined ? {} : { deadlineMs: deadlineMs as number },
+    ...(permission === undefined ? {} : { permission: permission as Permission }),
+  };
 }

@@ -141,7 +141,7 @@ comment on function verification_now() is 'The clock of verify_api_key: the tran
 revoke execute on function verification_now() from public;
 grant execute on function verification_now() to app_key_verifier;
 
-create function verify_api_key(p_prefix text, p_key_hash bytea)
+create function verify_api_key(p_prefix text, p_key_hash bytea, p_permission text default null)
   returns table (
     outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[],
     rate_limit_per_hour integer, remaining integer, resets_at timestamptz
@@ -202,6 +202,15 @@ begin
     outcome := 'USER_INACTIVE';
   end if;
   if outcome is not null then
+    return next;
+    return;
+  end if;
+  -- The permission the caller's route needs, when it says: a key that lacks it is refused before
+  -- its request is counted, so a 403 costs no unit of the hourly limit.
+  if p_permission is not null and not (p_permission operator(pg_catalog.=) any (key.granted)) then
+    outcome := 'MISSING_PERMISSION';
+    role := key.role;
+    permissions := key.granted;
     return next;
     return;
   end if;
@@ -267,22 +276,22 @@ begin
   return next;
 end
 $$;
-comment on function verify_api_key(text, bytea) is 'Verifies an API key by prefix and SHA-256 digest, counts the request, returns the principal or a reason.';
+comment on function verify_api_key(text, bytea, text) is 'Verifies an API key by prefix and SHA-256 digest (and, if given, that it grants a permission), counts the request, returns the principal or a reason.';
 
-revoke execute on function verify_api_key(text, bytea) from public;
-grant execute on function verify_api_key(text, bytea) to app_tenant;
+revoke execute on function verify_api_key(text, bytea, text) from public;
+grant execute on function verify_api_key(text, bytea, text) to app_tenant;
 -- verify_api_key is owned by app_key_verifier, whose policies let it read keys, users and organizations and
 -- count usage, and nothing else. Handing a function to a role needs, for a non-superuser, that
 -- the role may create in the schema: granted for the ALTER and taken back at once, so that
 -- nothing can create or replace functions as app_key_verifier afterwards.
 grant create on schema public to app_key_verifier;
-alter function verify_api_key(text, bytea) owner to app_key_verifier;
+alter function verify_api_key(text, bytea, text) owner to app_key_verifier;
 revoke create on schema public from app_key_verifier;
 
 -- Down Migration
 set local statement_timeout = '60s';
 
-drop function verify_api_key(text, bytea);
+drop function verify_api_key(text, bytea, text);
 drop function verification_now();
 drop policy api_key_usage_key_verifier on api_key_usage;
 drop policy api_keys_key_verifier_touch on api_keys;
