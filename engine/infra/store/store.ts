@@ -19,6 +19,7 @@ import {
   type PoolOptions,
 } from './connection/database.ts';
 import { StoreError } from './errors.ts';
+import { UUID } from './repositories/validation.ts';
 import { callOptions, verifyOptions, type CallOptions, type VerifyOptions } from './connection/call-options.ts';
 import { observabilityOptions, observed, reportingQueries, type ObservabilityOptions } from './observability.ts';
 import { migrateUp, migrationStatus } from './migrator/runner.ts';
@@ -246,9 +247,8 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
 
 /** A span's organization attribute: only an organization id as the store spells them, never raw input. */
 function orgAttributes(orgId: unknown): Record<string, string> {
-  return typeof orgId === 'string' && UUID_SHAPE.test(orgId) ? { 'engine_store.org_id': orgId.toLowerCase() } : {};
+  return typeof orgId === 'string' && UUID.test(orgId) ? { 'engine_store.org_id': orgId.toLowerCase() } : {};
 }
-const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Each store's scope entry, for trusted code of this package (tests' SQL-text scopes): not exported by index.ts. */
 const scopeEntries = new WeakMap<Store, ScopeEntry>();

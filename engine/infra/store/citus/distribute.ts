@@ -15,6 +15,7 @@
  */
 import { NO_DEADLINE, type Database, type Session } from '../connection/database.ts';
 import { StoreError } from '../errors.ts';
+import { quoteIdent } from '../connection/run.ts';
 import { migrationStatus } from '../migrator/runner.ts';
 import { isCitus } from './detect.ts';
 import { DISTRIBUTED_TABLES, DISTRIBUTION_COLUMN, NODE_LOCAL_TABLES, REFERENCE_TABLES } from './layout.ts';
@@ -298,9 +299,4 @@ async function countRows(session: Session): Promise<Record<string, number>> {
     `select ${tables.map((table) => `(select count(*) from public.${quoteIdent(table)}) as ${quoteIdent(table)}`).join(', ')}`,
   );
   return Object.fromEntries(tables.map((table) => [table, Number(rows[0]![table])]));
-}
-
-/** The store's own table and constraint names are plain identifiers; quoted all the same. */
-function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
 }

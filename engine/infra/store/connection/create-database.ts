@@ -6,6 +6,7 @@
 import { databaseNameOf, openDatabase, redactUrl, withDatabaseName } from './database.ts';
 import { databaseErrorFields, SQLSTATE } from './database-errors.ts';
 import { StoreError } from '../errors.ts';
+import { quoteIdent } from './run.ts';
 
 const DUPLICATE_DATABASE = '42P04';
 
@@ -21,7 +22,7 @@ export async function createDatabaseNamedBy(url: string): Promise<string> {
   const maintenance = await openDatabase({ url: withDatabaseName(url, 'postgres'), poolSize: 1 });
   try {
     // CREATE DATABASE takes no parameters: the name is quoted as an identifier.
-    await maintenance.query(`create database "${name.replaceAll('"', '""')}"`);
+    await maintenance.query(`create database ${quoteIdent(name)}`);
   } catch (error) {
     const code = databaseErrorFields(error)?.code;
     if (code === DUPLICATE_DATABASE) return name;

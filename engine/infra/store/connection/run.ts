@@ -19,6 +19,11 @@ export async function run<Row>(
   }
 }
 
+/** An identifier quoted for SQL text, for the statements that cannot take it as a parameter (DDL). */
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
 /**
  * A JSON value as a query parameter for a `$n::jsonb` placeholder. Serialized here because the
  * drivers would turn a JavaScript array into a PostgreSQL array, not JSON. `undefined` and

@@ -21,6 +21,7 @@ import { NO_DEADLINE, type Database, type Session } from '../connection/database
 import { databaseErrorFields, SQLSTATE } from '../connection/database-errors.ts';
 import { DEFAULT_ORG_ID } from '../repositories/default-organization.ts';
 import { MIGRATIONS_TABLE } from '../migrator/runner.ts';
+import { quoteIdent } from '../connection/run.ts';
 import type { Finding } from './doctor.ts';
 import { isCitus } from '../citus/detect.ts';
 import { DISTRIBUTED_TABLES, DISTRIBUTION_COLUMN, REFERENCE_TABLES } from '../citus/layout.ts';
@@ -204,10 +205,6 @@ async function inSavepoint(session: Session, work: () => Promise<unknown>): Prom
 
 function corrupt(code: 'HEAP_CORRUPTION' | 'INDEX_CORRUPTION', message: string, object: string): Finding {
   return { code, severity: 'error', message: `${message}. Restore from a backup, or rebuild what can be rebuilt (REINDEX)`, object };
-}
-
-function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
 }
 
 /**

@@ -14,7 +14,7 @@ import type { Permission } from '../api-keys/rbac.ts';
 import type { Principal, RateLimitState, Verification, VerifyReason } from '../api-keys/verify-api-key.ts';
 
 export type { Principal };
-import { PERMISSIONS } from '../api-keys/rbac.ts';
+import { isPermission } from '../api-keys/rbac.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 
 /** Request headers as Node gives them (lower-case names), or a Fetch `Headers`. */
@@ -110,7 +110,7 @@ function refusal(status: 401 | 403 | 429 | 503, reason: string, detail: string, 
 /** The options, read once: a permission the store knows, a realm that fits in a quoted string. */
 function authenticateOptions(options: AuthenticateOptions): { permission: Permission | undefined; realm: string } {
   const { permission, realm = 'engine-store' } = options;
-  if (permission !== undefined && !(PERMISSIONS as readonly string[]).includes(permission)) {
+  if (permission !== undefined && !isPermission(permission)) {
     throw new StoreError('INVALID_INPUT', `unknown permission ${JSON.stringify(permission)}`, { field: 'permission' });
   }
   if (typeof realm !== 'string' || !/^[\x20-\x7e]{1,100}$/.test(realm) || /["\\]/.test(realm)) {

@@ -20,6 +20,7 @@ import { DEFAULT_ORG_ID } from '../repositories/default-organization.ts';
 import { StoreError } from '../errors.ts';
 import { isDownGuard, type MigrationFile } from './migration-files.ts';
 import type { SqlStatement } from './sql-split.ts';
+import { quoteIdent } from '../connection/run.ts';
 
 /** What a down guard raises to refuse: object_not_in_prerequisite_state. */
 const GUARD_REFUSED = '55000';
@@ -158,7 +159,7 @@ async function readEveryRow(session: Session): Promise<void> {
       order by c.relname`,
   );
   for (const { table, bypasses } of rows) {
-    if (!bypasses) await session.query(`alter table public.${table} no force row level security`);
+    if (!bypasses) await session.query(`alter table public.${quoteIdent(table)} no force row level security`);
   }
 }
 
