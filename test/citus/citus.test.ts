@@ -28,6 +28,7 @@ const TABLES = [
   'organizations',
   'permissions',
   'role_permissions',
+  'role_grants',
   'api_key_prefixes',
   'users',
   'api_keys',
@@ -104,7 +105,7 @@ describe.skipIf(!citusUrl)('the store on Citus', () => {
         'task_states',
         'schedules',
       ]);
-      expect(report.referenceTables).toEqual(['organizations', 'permissions', 'role_permissions', 'api_key_prefixes']);
+      expect(report.referenceTables).toEqual(['organizations', 'permissions', 'role_permissions', 'role_grants', 'api_key_prefixes']);
       expect(report.rows.task_states).toBe(600);
       expect(progress.some((line) => line.startsWith('distributed table task_states (600 rows)'))).toBe(true);
       expect(await rowsOfEveryTable(db)).toEqual(before);

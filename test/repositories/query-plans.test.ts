@@ -300,15 +300,18 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
   });
 
   // The two lookups of verify_api_key (migration 20261128140000), with p_prefix as $1 and the
-  // organization the first finds as $2.
+  // organization (the caller's, or the one the first finds) as $2.
   const VERIFY_ORG_LOOKUP = 'select p.org_id from api_key_prefixes p where p.prefix = $1';
   const VERIFY_LOOKUP = `
-    select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at, k.scopes,
+    select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at,
            k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
-           u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at
+           u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at,
+           case when k.scopes is null then coalesce(r.permissions, '{}')
+                else array(select p from unnest(r.permissions) as p where p = any (k.scopes) order by p) end as granted
       from api_keys k
       join users u on u.org_id = k.org_id and u.id = k.user_id
       join organizations o on o.id = k.org_id
+      left join role_grants r on r.role = u.role
      where k.org_id = $2 and k.prefix = $1`;
 
   it.each(['owner', 'app_key_verifier'] as const)(

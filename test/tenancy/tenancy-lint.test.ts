@@ -8,7 +8,8 @@
  *   except the documented allow-list below;
  * - every foreign key between two tenant tables has org_id in both column lists, paired with
  *   each other (org_id references org_id);
- * - the global tables (no org_id) are exactly organizations, permissions and role_permissions;
+ * - the global tables (no org_id) are exactly organizations, permissions, role_permissions and
+ *   role_grants (and the scope key);
  *   none of them has a foreign key to a tenant table, and the tenant role can only read them.
  *
  * On Citus, tenant tables are distributed by org_id and global ones become reference tables:
@@ -219,6 +220,7 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
     expect(rows.filter((r) => !r.tenant).map((r) => r.table)).toEqual([
       'organizations',
       'permissions',
+      'role_grants',
       'role_permissions',
       'tenant_scope_key',
     ]);
@@ -226,7 +228,7 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
 
   it('would refuse api_key_prefixes as a sharded table: it is global because its key is the prefix alone', async () => {
     const findings = await lintTenancy(database.db, {
-      expectedGlobalTables: ['organizations', 'permissions', 'role_permissions', 'tenant_scope_key'],
+      expectedGlobalTables: ['organizations', 'permissions', 'role_permissions', 'role_grants', 'tenant_scope_key'],
     });
     expect(findings, findings.join('\n')).toEqual([
       expect.stringMatching(

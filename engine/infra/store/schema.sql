@@ -99,6 +99,31 @@ $$;
 COMMENT ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) IS 'Enters the scope of an organization, signed by the store, for the rest of the transaction (settings app.org_id, app.org_expires, app.org_live, app.org_token).';
 
 --
+-- Name: refresh_role_grants(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.refresh_role_grants() RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+  delete from public.role_grants g
+   where not exists (select from public.role_permissions rp where rp.role = g.role);
+  insert into public.role_grants as g (role, permissions)
+  select rp.role, array_agg(rp.permission order by rp.permission)
+    from public.role_permissions rp
+   group by rp.role
+  on conflict on constraint role_grants_pkey do update
+    set permissions = excluded.permissions
+    where g.permissions is distinct from excluded.permissions;
+$$;
+
+--
+-- Name: FUNCTION refresh_role_grants(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.refresh_role_grants() IS 'Rewrites role_grants from role_permissions (run by a trigger, except on Citus).';
+
+--
 -- Name: refuse_api_key_changes_but_revocation_of_suspended_org(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -176,6 +201,26 @@ $$;
 --
 
 COMMENT ON FUNCTION public.requested_org_id() IS 'The organization app.org_id names, unverified: the default of org_id, checked by the policies.';
+
+--
+-- Name: role_permissions_refresh_role_grants(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.role_permissions_refresh_role_grants() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+  perform public.refresh_role_grants();
+  return null;
+end
+$$;
+
+--
+-- Name: FUNCTION role_permissions_refresh_role_grants(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.role_permissions_refresh_role_grants() IS 'Statement trigger on role_permissions: keeps role_grants equal to it.';
 
 --
 -- Name: rotate_tenant_scope_key(); Type: FUNCTION; Schema: public; Owner: -
@@ -321,10 +366,10 @@ CREATE FUNCTION public.verification_now() RETURNS timestamp with time zone
 COMMENT ON FUNCTION public.verification_now() IS 'The clock of verify_api_key: the transaction''s start time.';
 
 --
--- Name: verify_api_key(text, bytea, text); Type: FUNCTION; Schema: public; Owner: -
+-- Name: verify_api_key(text, bytea, text, uuid); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text DEFAULT NULL::text) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
+CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text DEFAULT NULL::text, p_org_id uuid DEFAULT NULL::uuid) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
     LANGUAGE plpgsql SECURITY DEFINER
     AS $$
 -- No SET clause, which would cost every verification a search_path change and back (measured
@@ -341,27 +386,34 @@ declare
   used pg_catalog.int4;
   saved pg_catalog.int4;
 begin
-  -- The organization first, by the prefix alone; then everything else within that organization
-  -- (on Citus: a read of the reference table on this node, then statements routed to the
-  -- organization's shard instead of a search of every shard).
-  select p.org_id into key_org from public.api_key_prefixes p where p.prefix operator(pg_catalog.=) p_prefix;
-  if not found then
-    outcome := 'NOT_FOUND';
-    return next;
-    return;
+  -- The organization first: the caller's, when it knows the prefix's (a prefix never changes
+  -- organization, and the store keeps those it has seen: api-keys/prefix-orgs.ts), else found by
+  -- the prefix alone. Then everything else within that organization (on Citus: a call with the
+  -- organization runs whole on its worker; without it, a read of the reference table on this
+  -- node, then statements routed to the organization's shard instead of a search of every one).
+  -- An organization that does not hold the prefix finds no key: NOT_FOUND, as for any wrong key.
+  key_org := p_org_id;
+  if key_org is null then
+    select p.org_id into key_org from public.api_key_prefixes p where p.prefix operator(pg_catalog.=) p_prefix;
+    if not found then
+      outcome := 'NOT_FOUND';
+      return next;
+      return;
+    end if;
   end if;
-  -- The key, its user, its organization and the permissions it grants, in one statement.
+  -- The key, its user, its organization and the permissions it grants, in one statement: its
+  -- role's (role_grants), narrowed to its scopes when it has any.
   select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at,
          k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
          u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at,
-         (select coalesce(pg_catalog.array_agg(rp.permission order by rp.permission), '{}')
-            from public.role_permissions rp
-           where rp.role operator(pg_catalog.=) u.role
-             and (k.scopes is null or rp.permission operator(pg_catalog.=) any (k.scopes))) as granted
+         case when k.scopes is null then coalesce(r.permissions, '{}')
+              else array(select p from pg_catalog.unnest(r.permissions) as p
+                                     where p operator(pg_catalog.=) any (k.scopes) order by p) end as granted
     into key
     from public.api_keys k
     join public.users u on u.org_id operator(pg_catalog.=) k.org_id and u.id operator(pg_catalog.=) k.user_id
     join public.organizations o on o.id operator(pg_catalog.=) k.org_id
+    left join public.role_grants r on r.role operator(pg_catalog.=) u.role
    where k.org_id operator(pg_catalog.=) key_org and k.prefix operator(pg_catalog.=) p_prefix;
   if not found or key.key_hash operator(pg_catalog.<>) p_key_hash or key.deleted_at is not null then
     outcome := 'NOT_FOUND';
@@ -457,10 +509,10 @@ end
 $$;
 
 --
--- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_permission text); Type: COMMENT; Schema: public; Owner: -
+-- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) IS 'Verifies an API key by prefix and SHA-256 digest (and, if given, that it grants a permission), counts the request, returns the principal or a reason.';
+COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid) IS 'Verifies an API key by prefix and SHA-256 digest (and, if given, that it grants a permission), counts the request, returns the principal or a reason.';
 
 --
 -- Name: visible_org_id(); Type: FUNCTION; Schema: public; Owner: -
@@ -617,6 +669,23 @@ CREATE TABLE public.permissions (
 --
 
 COMMENT ON TABLE public.permissions IS 'Global, read-mostly: what can be done, as stable keys such as workflow:read.';
+
+--
+-- Name: role_grants; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.role_grants (
+    role text NOT NULL,
+    permissions text[] NOT NULL,
+    CONSTRAINT role_grants_permissions_check CHECK ((array_position(permissions, NULL::text) IS NULL)),
+    CONSTRAINT role_grants_role_check CHECK ((role = ANY (ARRAY['admin'::text, 'manager'::text, 'customer'::text])))
+);
+
+--
+-- Name: TABLE role_grants; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.role_grants IS 'The permissions of each role as one sorted array: role_permissions aggregated, for verify_api_key. Kept by refresh_role_grants().';
 
 --
 -- Name: role_permissions; Type: TABLE; Schema: public; Owner: -
@@ -811,6 +880,13 @@ ALTER TABLE ONLY public.organizations
 
 ALTER TABLE ONLY public.permissions
     ADD CONSTRAINT permissions_pkey PRIMARY KEY (key);
+
+--
+-- Name: role_grants role_grants_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.role_grants
+    ADD CONSTRAINT role_grants_pkey PRIMARY KEY (role);
 
 --
 -- Name: role_permissions role_permissions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1009,6 +1085,12 @@ CREATE TRIGGER api_keys_set_updated_at BEFORE UPDATE ON public.api_keys FOR EACH
 --
 
 CREATE TRIGGER organizations_set_updated_at BEFORE UPDATE ON public.organizations FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: role_permissions role_permissions_refresh_role_grants; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER role_permissions_refresh_role_grants AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON public.role_permissions FOR EACH STATEMENT EXECUTE FUNCTION public.role_permissions_refresh_role_grants();
 
 --
 -- Name: schedules schedules_refuse_writes_of_inactive_org; Type: TRIGGER; Schema: public; Owner: -
@@ -1309,6 +1391,12 @@ REVOKE ALL ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p
 GRANT ALL ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) TO app_tenant;
 
 --
+-- Name: FUNCTION refresh_role_grants(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.refresh_role_grants() FROM PUBLIC;
+
+--
 -- Name: FUNCTION refuse_api_key_changes_but_revocation_of_suspended_org(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1326,6 +1414,12 @@ REVOKE ALL ON FUNCTION public.refuse_writes_of_inactive_org() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION public.requested_org_id() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.requested_org_id() TO app_tenant;
+
+--
+-- Name: FUNCTION role_permissions_refresh_role_grants(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.role_permissions_refresh_role_grants() FROM PUBLIC;
 
 --
 -- Name: FUNCTION rotate_tenant_scope_key(); Type: ACL; Schema: public; Owner: -
@@ -1362,11 +1456,11 @@ REVOKE ALL ON FUNCTION public.verification_now() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.verification_now() TO app_key_verifier;
 
 --
--- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_permission text); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) TO app_tenant;
+REVOKE ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid) TO app_tenant;
 
 --
 -- Name: FUNCTION visible_org_id(); Type: ACL; Schema: public; Owner: -
@@ -1422,11 +1516,16 @@ GRANT SELECT ON TABLE public.organizations TO app_key_verifier;
 GRANT SELECT ON TABLE public.permissions TO app_tenant;
 
 --
+-- Name: TABLE role_grants; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.role_grants TO app_key_verifier;
+
+--
 -- Name: TABLE role_permissions; Type: ACL; Schema: public; Owner: -
 --
 
 GRANT SELECT ON TABLE public.role_permissions TO app_tenant;
-GRANT SELECT ON TABLE public.role_permissions TO app_key_verifier;
 
 --
 -- Name: TABLE schedules; Type: ACL; Schema: public; Owner: -
@@ -1458,7 +1557,7 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.workflow_states TO app_tenant;
 --
 
 -- Functions owned by a role of their own (pg_dump --no-owner leaves them out).
-ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) OWNER TO app_key_verifier;
+ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid) OWNER TO app_key_verifier;
 REVOKE CREATE ON SCHEMA public FROM app_key_verifier;
 
 -- Seed rows written by the migrations.
@@ -1523,5 +1622,5 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '55a6c79026937a48cff936752effb64decacf64b38dd80bc0f0a34db83fabcc1', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '2f7a760b30bc3940c984e0086853215704854a0beacbde3db3ad64d424242a78', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '6f547190259c98790f9b9579b2b7141f7092639e79a430ea4c07c83d622c093e', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

@@ -38,6 +38,7 @@ import {
   type TenantScope,
 } from './tenancy/scopes.ts';
 import { loadScopeSigner } from './tenancy/scope-signer.ts';
+import { PrefixOrgs } from './api-keys/prefix-orgs.ts';
 import { OrgShare, orgShareOf } from './tenancy/org-share.ts';
 import {
   verifyApiKey,
@@ -215,6 +216,7 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   ];
   // Spans and onError only where asked for: the hot paths pay nothing otherwise.
   const observe = hooks.tracer || hooks.onError ? observed : <T>(_h: unknown, _o: string, _a: unknown, work: () => Promise<T>) => work();
+  const prefixOrgs = new PrefixOrgs();
   const store: Store = {
     db: ownerDb,
     tenantDb: tenantQueries,
@@ -228,7 +230,7 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
         hooks,
         'verifyApiKey',
         {},
-        () => verifyApiKey(verifyQueries, key, call, permission),
+        () => verifyApiKey(verifyQueries, key, call, permission, prefixOrgs),
         (result, span) => {
           span.setAttribute('engine_store.verification', result.ok ? 'accepted' : result.reason);
           if (result.ok) span.setAttribute('engine_store.org_id', result.principal.orgId);

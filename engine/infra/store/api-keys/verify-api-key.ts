@@ -13,6 +13,7 @@ import { parseKey } from './api-keys.ts';
 import type { Permission } from './rbac.ts';
 import type { CallOptions } from '../connection/call-options.ts';
 import { run } from '../connection/run.ts';
+import type { PrefixOrgs } from './prefix-orgs.ts';
 import { millisecondLimits, type Role } from '../repositories/validation.ts';
 
 /** Limits of every verification, set on the verification pool's connections (PostgreSQL only). */
@@ -91,20 +92,32 @@ interface VerifyRow {
  * if (!result.ok) return reply(result.reason === 'RATE_LIMITED' ? 429 : 401);
  * assertAuthorized(result.principal, 'workflow:execute');
  */
-export async function verifyApiKey(db: Queryable, key: unknown, call: CallOptions = {}, permission?: Permission): Promise<Verification> {
+export async function verifyApiKey(
+  db: Queryable,
+  key: unknown,
+  call: CallOptions = {},
+  permission?: Permission,
+  prefixOrgs?: PrefixOrgs,
+): Promise<Verification> {
   const parsed = parseKey(key);
   if (!parsed) return { ok: false, reason: 'MALFORMED' };
+  const knownOrg = prefixOrgs?.orgOf(parsed.prefix);
+  let row: VerifyRow;
   try {
     const { rows } = await run<VerifyRow>(
       db,
-      'select * from public.verify_api_key($1, $2, $3)',
-      [parsed.prefix, parsed.hash, permission ?? null],
+      'select * from public.verify_api_key($1, $2, $3, $4)',
+      [parsed.prefix, parsed.hash, permission ?? null, knownOrg ?? null],
       { prepare: true, ...call },
     );
-    return verification(rows[0]!);
+    row = rows[0]!;
   } catch (error) {
     throw timedOut(error);
   }
+  // The organization comes back only once the digest matched.
+  if (row.org_id !== null) prefixOrgs?.learn(parsed.prefix, row.org_id);
+  else if (knownOrg !== undefined) prefixOrgs?.forget(parsed.prefix);
+  return verification(row);
 }
 
 /** A verification ended by its limits, said as such: the key was neither accepted nor counted. */

@@ -18,7 +18,7 @@ import { StoreError } from '../errors.ts';
 import { quoteIdent } from '../connection/run.ts';
 import { migrationStatus } from '../migrator/runner.ts';
 import { isCitus } from './detect.ts';
-import { DISTRIBUTED_TABLES, DISTRIBUTION_COLUMN, NODE_LOCAL_TABLES, REFERENCE_TABLES } from './layout.ts';
+import { DISTRIBUTED_TABLES, DISTRIBUTION_COLUMN, NODE_LOCAL_TABLES, REFERENCE_TABLES, TRIGGERS_NOT_ON_CITUS } from './layout.ts';
 
 export interface DistributeOptions {
   /** Shards per distributed table (default 32: many per node, so that adding nodes can spread them). */
@@ -110,6 +110,9 @@ export async function distributeOnCitus(db: Database, options: DistributeOptions
         log(`${policies} row-level security policies call the scope functions per row (Citus refuses sub-selects in policies)`);
       const foreignKeys = await dropForeignKeys(session);
       log(`${foreignKeys.length} foreign keys set aside until every table is in place`);
+      for (const { table, trigger } of TRIGGERS_NOT_ON_CITUS) {
+        await session.query(`drop trigger if exists ${quoteIdent(trigger)} on public.${quoteIdent(table)}`);
+      }
       for (const table of toReference) {
         log(`reference table ${table} (${rowsBefore[table]} rows): copying to every node`);
         await session.query('select create_reference_table($1)', [table]);

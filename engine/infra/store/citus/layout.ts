@@ -12,7 +12,15 @@ export const DISTRIBUTION_COLUMN = 'org_id';
  * rarely (through the coordinator, with two-phase commit). Referenced tables before the tables
  * that refer to them.
  */
-export const REFERENCE_TABLES = ['organizations', 'permissions', 'role_permissions', 'api_key_prefixes'] as const;
+export const REFERENCE_TABLES = ['organizations', 'permissions', 'role_permissions', 'role_grants', 'api_key_prefixes'] as const;
+
+/**
+ * Triggers the distribute command drops, because Citus cannot run them: a trigger on a reference
+ * table runs on each node's copy, where a statement on another Citus table is refused. There,
+ * whoever changes role_permissions by hand runs SELECT refresh_role_grants() after it, and
+ * `doctor` reports role_grants when it disagrees (migration 20261128140000).
+ */
+export const TRIGGERS_NOT_ON_CITUS = [{ table: 'role_permissions', trigger: 'role_permissions_refresh_role_grants' }] as const;
 
 /**
  * Plain tables of each node, copied to the workers by the distribute command rather than by

@@ -5,7 +5,9 @@
  * - the default organization is there once its migration is applied (the engine's legacy rows
  *   belong to it; a damaged `organizations` file once showed as an empty list, with exit 0);
  * - no table whose file is empty while the statistics say it holds rows (a truncated file, which
- *   PostgreSQL reads as an empty table without a word).
+ *   PostgreSQL reads as an empty table without a word);
+ * - role_grants, the copy of role_permissions that verification reads, agrees with it (on Citus
+ *   nothing keeps them together: see migration 20261128140000).
  *
  * `deep` (reads everything; for a maintenance window or a replica):
  * - PostgreSQL: amcheck's `verify_heapam` on every table and `bt_index_check` (with
@@ -58,6 +60,26 @@ export async function checkDefaultOrganization(db: Database, findings: Finding[]
       object: 'organizations',
     });
   }
+}
+
+/** Roles whose permissions in role_grants are not role_permissions' (each side as a sorted list). */
+export async function checkRoleGrants(db: Database, findings: Finding[]): Promise<void> {
+  const { rows: present } = await db.query<{ present: boolean }>(`select to_regclass('public.role_grants') is not null as present`);
+  if (!present[0]!.present) return;
+  const { rows } = await db.query<{ role: string }>(
+    `select coalesce(m.role, g.role) as role
+       from (select role, array_agg(permission order by permission) as permissions from public.role_permissions group by role) m
+       full join public.role_grants g on g.role = m.role
+      where m.permissions is distinct from g.permissions
+      order by 1`,
+  );
+  if (rows.length === 0) return;
+  findings.push({
+    code: 'ROLE_GRANTS_STALE',
+    severity: 'error',
+    message: `role_grants, which key verification reads, disagrees with role_permissions for ${rows.map((row) => row.role).join(', ')}: verifications return the permissions of the copy. Run SELECT refresh_role_grants() as the owner`,
+    object: 'role_grants',
+  });
 }
 
 export async function checkTruncatedTables(db: Database, findings: Finding[]): Promise<void> {

@@ -28,7 +28,8 @@ import { DEFAULT_MAX_PASSWORD_AGE_DAYS, maxPasswordAgeDays } from '../tenancy/pa
 import { largeObjectOwners } from './large-objects.ts';
 import { isCitus } from '../citus/detect.ts';
 import { policyExpressionOnCitus } from '../citus/distribute.ts';
-import { checkCitusLayout, checkDefaultOrganization, checkTruncatedTables, deepChecks } from './data-checks.ts';
+import { TRIGGERS_NOT_ON_CITUS } from '../citus/layout.ts';
+import { checkCitusLayout, checkDefaultOrganization, checkRoleGrants, checkTruncatedTables, deepChecks } from './data-checks.ts';
 import {
   inspectTenantLogin,
   inspectTenantSafety,
@@ -56,6 +57,7 @@ export type FindingCode =
   | 'MISSING_ORG_INDEX'
   | 'UNINDEXED_FOREIGN_KEY'
   | 'DEFAULT_ORG_MISSING'
+  | 'ROLE_GRANTS_STALE'
   | 'TABLE_FILE_EMPTY'
   | 'HEAP_CORRUPTION'
   | 'INDEX_CORRUPTION'
@@ -156,6 +158,7 @@ export async function diagnose(db: Database, options: DiagnoseOptions = {}): Pro
   await checkInvalidIndexes(db, findings);
   await checkDefaultOrganization(db, findings);
   await checkTruncatedTables(db, findings);
+  await checkRoleGrants(db, findings);
   await checkCitusLayout(db, findings);
   if (options.deep) await deepChecks(db, findings);
   return { findings, skipped };
@@ -258,11 +261,14 @@ async function checkDrift(db: Database, options: DiagnoseOptions, findings: Find
 
 /**
  * The catalog as distribution on Citus leaves it (citus/distribute.ts): its policies call the
- * scope functions per row, since Citus refuses the sub-selects that call them once a statement.
+ * scope functions per row, since Citus refuses the sub-selects that call them once a statement,
+ * and the triggers Citus cannot run are gone.
  */
 function asDistributed(catalog: CatalogSnapshot): CatalogSnapshot {
+  const dropped = new Set(TRIGGERS_NOT_ON_CITUS.map(({ table, trigger }) => `${table}.${trigger}`));
   return {
     ...catalog,
+    triggers: catalog.triggers.filter((trigger) => !dropped.has(`${String(trigger.table)}.${String(trigger.name)}`)),
     policies: catalog.policies.map((policy) => ({
       ...policy,
       using: policyExpressionOnCitus(policy.using as string | null),

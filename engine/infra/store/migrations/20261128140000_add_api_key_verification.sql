@@ -18,7 +18,7 @@
 -- Up Migration
 set local statement_timeout = '60s';
 -- The strong locks first, children before parents, as writers take them.
-lock table api_keys, api_key_prefixes, users, organizations in access exclusive mode;
+lock table api_keys, api_key_prefixes, users, organizations, role_permissions in access exclusive mode;
 
 do $$
 begin
@@ -99,9 +99,59 @@ create policy api_key_usage_tenant_isolation on api_key_usage to app_tenant
   with check (org_id = (select current_org_id()));
 grant select on api_key_usage to app_tenant;
 
+-- The permission mapping as verification reads it: one row per role with its permissions, sorted.
+-- Aggregating role_permissions' rows at every verification cost 14 us of its 55 (server side,
+-- measured in one run, docs/benchmarks.md); one row read by the role's key costs 3 us.
+-- role_permissions stays the mapping that is written and read by everything else; this copy
+-- follows it through refresh_role_grants(), which a statement trigger runs after every change on
+-- PostgreSQL and PGlite. Citus runs no trigger that writes to a reference table (a trigger on one
+-- runs on each node's copy, where any statement on another Citus table is refused), so the
+-- distribute command drops that trigger: there, whoever changes role_permissions by hand also runs
+-- SELECT refresh_role_grants(), and `doctor` reports a copy that disagrees.
+create table role_grants (
+  role text not null,
+  permissions text[] not null,
+  constraint role_grants_pkey primary key (role),
+  constraint role_grants_role_check check (role in ('admin', 'manager', 'customer')),
+  constraint role_grants_permissions_check check (array_position(permissions, null) is null)
+);
+comment on table role_grants is 'The permissions of each role as one sorted array: role_permissions aggregated, for verify_api_key. Kept by refresh_role_grants().';
+
+create function refresh_role_grants() returns void
+  language sql volatile
+  set search_path = pg_catalog, pg_temp
+as $$
+  delete from public.role_grants g
+   where not exists (select from public.role_permissions rp where rp.role = g.role);
+  insert into public.role_grants as g (role, permissions)
+  select rp.role, array_agg(rp.permission order by rp.permission)
+    from public.role_permissions rp
+   group by rp.role
+  on conflict on constraint role_grants_pkey do update
+    set permissions = excluded.permissions
+    where g.permissions is distinct from excluded.permissions;
+$$;
+comment on function refresh_role_grants() is 'Rewrites role_grants from role_permissions (run by a trigger, except on Citus).';
+revoke execute on function refresh_role_grants() from public;
+
+create function role_permissions_refresh_role_grants() returns trigger
+  language plpgsql
+  set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform public.refresh_role_grants();
+  return null;
+end
+$$;
+comment on function role_permissions_refresh_role_grants() is 'Statement trigger on role_permissions: keeps role_grants equal to it.';
+revoke execute on function role_permissions_refresh_role_grants() from public;
+create trigger role_permissions_refresh_role_grants after insert or update or delete or truncate on role_permissions
+  for each statement execute function role_permissions_refresh_role_grants();
+select refresh_role_grants();
+
 -- What app_key_verifier may do, all of it through verify_api_key().
 grant usage on schema public to app_key_verifier;
-grant select on organizations, users, api_keys, api_key_prefixes, role_permissions to app_key_verifier;
+grant select on organizations, users, api_keys, api_key_prefixes, role_grants to app_key_verifier;
 grant update (last_used_at) on api_keys to app_key_verifier;
 -- api_keys' triggers run as the writer, and read the scope's organization (none here).
 grant execute on function scope_org(text), current_org_id() to app_key_verifier;
@@ -114,12 +164,13 @@ create policy api_keys_key_verifier_touch on api_keys for update to app_key_veri
 create policy api_key_usage_key_verifier on api_key_usage to app_key_verifier using (true) with check (true);
 create policy api_key_usage_saved_key_verifier on api_key_usage_saved to app_key_verifier using (true) with check (true);
 
--- One round trip: finds the key's organization by its prefix (api_key_prefixes), then the key
--- in that organization together with its user, its organization and the permissions it grants,
--- checks it, counts the request in its hour window (atomic INSERT ... ON CONFLICT DO UPDATE, so
--- concurrent requests never over-admit), throttles last_used_at to one write a minute, and
--- returns the principal. Three statements on the way to OK: every statement a PL/pgSQL
--- function runs costs an executor start and stop.
+-- One round trip: finds the key's organization by its prefix (api_key_prefixes) unless the
+-- caller names it, then the key in that organization together with its user, its organization
+-- and the permissions it grants, checks it, counts the request in its hour window (atomic
+-- INSERT ... ON CONFLICT DO UPDATE, so concurrent requests never over-admit), throttles
+-- last_used_at to one write a minute, and returns the principal. Two statements on the way to OK
+-- when the organization is named, three when not: every statement a PL/pgSQL function runs
+-- costs an executor start and stop (5 to 9 us here).
 --
 -- It waits on no row lock a tenant can take: it reads keys, users and organizations without
 -- locking them, the counters are the verifier's alone (app_tenant may only read them, and row
@@ -141,7 +192,7 @@ comment on function verification_now() is 'The clock of verify_api_key: the tran
 revoke execute on function verification_now() from public;
 grant execute on function verification_now() to app_key_verifier;
 
-create function verify_api_key(p_prefix text, p_key_hash bytea, p_permission text default null)
+create function verify_api_key(p_prefix text, p_key_hash bytea, p_permission text default null, p_org_id uuid default null)
   returns table (
     outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[],
     rate_limit_per_hour integer, remaining integer, resets_at timestamptz
@@ -162,27 +213,34 @@ declare
   used pg_catalog.int4;
   saved pg_catalog.int4;
 begin
-  -- The organization first, by the prefix alone; then everything else within that organization
-  -- (on Citus: a read of the reference table on this node, then statements routed to the
-  -- organization's shard instead of a search of every shard).
-  select p.org_id into key_org from public.api_key_prefixes p where p.prefix operator(pg_catalog.=) p_prefix;
-  if not found then
-    outcome := 'NOT_FOUND';
-    return next;
-    return;
+  -- The organization first: the caller's, when it knows the prefix's (a prefix never changes
+  -- organization, and the store keeps those it has seen: api-keys/prefix-orgs.ts), else found by
+  -- the prefix alone. Then everything else within that organization (on Citus: a call with the
+  -- organization runs whole on its worker; without it, a read of the reference table on this
+  -- node, then statements routed to the organization's shard instead of a search of every one).
+  -- An organization that does not hold the prefix finds no key: NOT_FOUND, as for any wrong key.
+  key_org := p_org_id;
+  if key_org is null then
+    select p.org_id into key_org from public.api_key_prefixes p where p.prefix operator(pg_catalog.=) p_prefix;
+    if not found then
+      outcome := 'NOT_FOUND';
+      return next;
+      return;
+    end if;
   end if;
-  -- The key, its user, its organization and the permissions it grants, in one statement.
+  -- The key, its user, its organization and the permissions it grants, in one statement: its
+  -- role's (role_grants), narrowed to its scopes when it has any.
   select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at,
          k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
          u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at,
-         (select coalesce(pg_catalog.array_agg(rp.permission order by rp.permission), '{}')
-            from public.role_permissions rp
-           where rp.role operator(pg_catalog.=) u.role
-             and (k.scopes is null or rp.permission operator(pg_catalog.=) any (k.scopes))) as granted
+         case when k.scopes is null then coalesce(r.permissions, '{}')
+              else array(select p from pg_catalog.unnest(r.permissions) as p
+                                     where p operator(pg_catalog.=) any (k.scopes) order by p) end as granted
     into key
     from public.api_keys k
     join public.users u on u.org_id operator(pg_catalog.=) k.org_id and u.id operator(pg_catalog.=) k.user_id
     join public.organizations o on o.id operator(pg_catalog.=) k.org_id
+    left join public.role_grants r on r.role operator(pg_catalog.=) u.role
    where k.org_id operator(pg_catalog.=) key_org and k.prefix operator(pg_catalog.=) p_prefix;
   if not found or key.key_hash operator(pg_catalog.<>) p_key_hash or key.deleted_at is not null then
     outcome := 'NOT_FOUND';
@@ -276,23 +334,27 @@ begin
   return next;
 end
 $$;
-comment on function verify_api_key(text, bytea, text) is 'Verifies an API key by prefix and SHA-256 digest (and, if given, that it grants a permission), counts the request, returns the principal or a reason.';
+comment on function verify_api_key(text, bytea, text, uuid) is 'Verifies an API key by prefix and SHA-256 digest (and, if given, that it grants a permission), counts the request, returns the principal or a reason.';
 
-revoke execute on function verify_api_key(text, bytea, text) from public;
-grant execute on function verify_api_key(text, bytea, text) to app_tenant;
+revoke execute on function verify_api_key(text, bytea, text, uuid) from public;
+grant execute on function verify_api_key(text, bytea, text, uuid) to app_tenant;
 -- verify_api_key is owned by app_key_verifier, whose policies let it read keys, users and organizations and
 -- count usage, and nothing else. Handing a function to a role needs, for a non-superuser, that
 -- the role may create in the schema: granted for the ALTER and taken back at once, so that
 -- nothing can create or replace functions as app_key_verifier afterwards.
 grant create on schema public to app_key_verifier;
-alter function verify_api_key(text, bytea, text) owner to app_key_verifier;
+alter function verify_api_key(text, bytea, text, uuid) owner to app_key_verifier;
 revoke create on schema public from app_key_verifier;
 
 -- Down Migration
 set local statement_timeout = '60s';
 
-drop function verify_api_key(text, bytea, text);
+drop function verify_api_key(text, bytea, text, uuid);
 drop function verification_now();
+-- If exists: the distribute command drops it on Citus.
+drop trigger if exists role_permissions_refresh_role_grants on role_permissions;
+drop function role_permissions_refresh_role_grants();
+drop function refresh_role_grants();
 drop policy api_key_usage_key_verifier on api_key_usage;
 drop policy api_keys_key_verifier_touch on api_keys;
 drop policy api_keys_key_verifier_read on api_keys;
@@ -303,10 +365,12 @@ drop policy api_key_usage_saved_key_verifier on api_key_usage_saved;
 revoke select, insert, update, delete on api_key_usage, api_key_usage_saved from app_key_verifier;
 revoke execute on function scope_org(text), current_org_id() from app_key_verifier;
 revoke update (last_used_at) on api_keys from app_key_verifier;
-revoke select on organizations, users, api_keys, api_key_prefixes, role_permissions from app_key_verifier;
+revoke select on organizations, users, api_keys, api_key_prefixes, role_grants from app_key_verifier;
 revoke usage on schema public from app_key_verifier;
 -- squawk-ignore ban-drop-table -- counters only; they need not survive (the table is unlogged)
 drop table api_key_usage;
+-- squawk-ignore ban-drop-table -- a copy of role_permissions, which stays
+drop table role_grants;
 -- squawk-ignore ban-drop-table -- this hour's saved counts only, which only this release keeps
 drop table api_key_usage_saved;
 -- squawk-ignore require-concurrent-index-deletion -- reverse of the create above, on a table new in this release

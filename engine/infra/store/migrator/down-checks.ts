@@ -33,11 +33,18 @@ export interface DownRefusal {
 }
 
 /**
- * Tables whose rows a revert may drop: reference data the migrations themselves seed, the
- * rate-limit counters (this hour's counts, and their saved copies), and the scope key, which the
+ * Tables whose rows a revert may drop: reference data the migrations themselves seed (and
+ * role_grants, a copy of role_permissions), the rate-limit counters (this hour's counts, and their saved copies), and the scope key, which the
  * migration makes anew (everything it signed ends with the tables it protected).
  */
-const DISPOSABLE_TABLES = new Set(['permissions', 'role_permissions', 'api_key_usage', 'api_key_usage_saved', 'tenant_scope_key']);
+const DISPOSABLE_TABLES = new Set([
+  'permissions',
+  'role_permissions',
+  'role_grants',
+  'api_key_usage',
+  'api_key_usage_saved',
+  'tenant_scope_key',
+]);
 
 /**
  * Rows that a run deletes itself before it drops their table, left out when the check is made
