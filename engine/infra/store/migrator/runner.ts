@@ -429,13 +429,13 @@ async function withMigrationLock<T>(db: Database, options: RunnerOptions, work: 
     try {
       result = await work(session);
     } catch (error) {
+      await stopCancels();
       // The first failure is the one to report; on a lost connection the server has released
       // the lock already.
       await releaseMigrationLock(session).catch(() => undefined);
       throw error;
-    } finally {
-      stopCancels();
     }
+    await stopCancels();
     await releaseMigrationLock(session);
     return result;
   }, NO_DEADLINE);
@@ -450,17 +450,23 @@ async function releaseMigrationLock(session: Session): Promise<void> {
  * Until the returned function is called, aborting `signal` cancels the statement `session` is
  * running, from another of the pool's connections (PostgreSQL; the embedded database runs in
  * this process and its statements end on their own). The runner then stops before its next
- * statement.
+ * statement. The returned function also waits for a cancel already on its way: one that arrived
+ * late would cancel whatever the connection runs next (the lock's release, or, back in the pool,
+ * another caller's statement), while a cancel that reaches an idle connection is ignored.
  */
-async function cancelOnAbort(db: Database, session: Session, signal: AbortSignal | undefined): Promise<() => void> {
-  if (!signal || db.kind !== 'postgres') return () => undefined;
+async function cancelOnAbort(db: Database, session: Session, signal: AbortSignal | undefined): Promise<() => Promise<void>> {
+  if (!signal || db.kind !== 'postgres') return async () => undefined;
   const { rows } = await session.query<{ pid: number }>('select pg_backend_pid() as pid');
   const pid = rows[0]!.pid;
+  let sent: Promise<unknown> | undefined;
   const cancel = () => {
-    db.query('select pg_cancel_backend($1)', [pid]).catch(() => undefined);
+    sent = db.query('select pg_cancel_backend($1)', [pid]).catch(() => undefined);
   };
   signal.addEventListener('abort', cancel, { once: true });
-  return () => signal.removeEventListener('abort', cancel);
+  return async () => {
+    signal.removeEventListener('abort', cancel);
+    await sent;
+  };
 }
 
 async function readApplied(session: Session): Promise<AppliedRow[]> {
