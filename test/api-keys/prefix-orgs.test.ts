@@ -1,6 +1,6 @@
 /**
  * The prefix -> organization map verification keeps (api-keys/prefix-orgs.ts), so that a key's
- * later verifications name its organization to verify_api_key: bounded, learnt only from a
+ * later verifications name its organization (verify_api_key_in_org): bounded, learnt only from a
  * verification that matched the key's digest, forgotten after a miss; and a caller that names the
  * wrong organization, by mistake or on purpose, finds no key and counts nothing.
  */
@@ -78,8 +78,8 @@ describe.each(withCitus(backends))('verification naming the organization ($name)
     const { prefix, hash } = parseKey(key)!;
     for (const named of [otherOrgId, '00000000-0000-7000-8000-00000000beef']) {
       const { rows } = await store.tenantDb.query<{ outcome: string; org_id: string | null }>(
-        'select outcome, org_id from public.verify_api_key($1, $2, null, $3)',
-        [prefix, hash, named],
+        'select outcome, org_id from public.verify_api_key_in_org($1, $2, $3, $4)',
+        [named, prefix, hash, []],
       );
       expect(rows).toEqual([{ outcome: 'NOT_FOUND', org_id: null }]);
     }

@@ -9,6 +9,8 @@
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
+import { parseKey } from '../../engine/infra/store/api-keys/api-keys.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { distributeOnCitus } from '../../engine/infra/store/citus/distribute.ts';
 import { openDatabase, type Database, type Queryable } from '../../engine/infra/store/connection/database.ts';
@@ -268,6 +270,62 @@ alter table workflow_states drop column priority;
       // The key's own statement, as verify_api_key runs it once it knows the organization.
       const lookup = { sql: 'select k.id from api_keys k where k.org_id = $1 and k.prefix = $2', params: [orgId, key.split('_')[1]] };
       expect(await tasksOf(lookup)).toBe(1);
+    });
+
+    it('verifies a key whose organization the store has seen without the prefix lookup, routed to its shard', async () => {
+      const key = await store.withOrg(orgId, async (tx) => {
+        const user = await tx.users.create({ email: `known-${crypto.randomUUID()}@routed.example`, role: 'customer' });
+        return (await tx.apiKeys.issue({ userId: user.id, name: 'known organization' })).key;
+      });
+      const { prefix, hash } = parseKey(key)!;
+      const { rows } = await store.tenantDb.query<{ outcome: string; org_id: string }>(
+        'select outcome, org_id from public.verify_api_key_in_org($1, $2, $3, $4)',
+        [orgId, prefix, hash, []],
+      );
+      expect(rows).toEqual([{ outcome: 'OK', org_id: orgId }]);
+      // The store goes that way once it has seen the key: its answers go on counting.
+      const [first, second] = [await store.verifyApiKey(key), await store.verifyApiKey(key)];
+      expect(first.ok && second.ok && second.rateLimit.remaining).toBe(first.ok && first.rateLimit.remaining - 1);
+    });
+
+    it('delegates no function the tenant login may call: a NULL organization gets no row, and the coordinator stays up', async () => {
+      // Citus 13.2 dereferences a NULL distribution argument of a delegated function while
+      // planning the call, which crashes the coordinator's backend and resets every session on it.
+      // Any login allowed to call such a function could do that, so the tenant login may call none.
+      const { rows: delegated } = await store.db.query<{ fn: string }>(
+        `select o.objid::regprocedure::text as fn
+           from pg_dist_object o
+          where o.classid = 'pg_proc'::regclass and o.distribution_argument_index is not null
+            and has_function_privilege('app_tenant', o.objid, 'execute')`,
+      );
+      expect(delegated).toEqual([]);
+      const client = new pg.Client({ connectionString: cluster.url });
+      await client.connect();
+      try {
+        await client.query('set role app_tenant');
+        const calls = [
+          'select * from public.verify_api_key_in_org(null, $1, $2, $3)',
+          'select public.verify_api_key_in_org(null, $1, $2, $3)',
+          `select * from public.verify_api_key_in_org(null, $1, $2, $3::text[])`,
+        ];
+        for (const sql of calls) {
+          for (let run = 0; run < 7; run += 1) {
+            // Prepared, so that the planner also tries the generic plan after five runs.
+            const { rows } = await client.query({
+              name: `null-${calls.indexOf(sql)}`,
+              text: sql,
+              values: ['aaaaaaaaaaaa', Buffer.alloc(32), []],
+            });
+            expect(rows.filter((row) => Object.values(row).some((value) => value !== null))).toEqual([]);
+          }
+        }
+        const { rows } = await client.query(`select * from public.verify_api_key_in_org(null, null, null, null)`);
+        expect(rows).toEqual([]);
+        // The same session, still there.
+        expect((await client.query('select 1 as alive')).rows).toEqual([{ alive: 1 }]);
+      } finally {
+        await client.end();
+      }
     });
   });
 });

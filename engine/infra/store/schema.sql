@@ -366,11 +366,39 @@ CREATE FUNCTION public.verification_now() RETURNS timestamp with time zone
 COMMENT ON FUNCTION public.verification_now() IS 'The clock of verify_api_key: the transaction''s start time.';
 
 --
--- Name: verify_api_key(text, bytea, text, uuid); Type: FUNCTION; Schema: public; Owner: -
+-- Name: verify_api_key(text, bytea, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text DEFAULT NULL::text, p_org_id uuid DEFAULT NULL::uuid) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
+CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text DEFAULT NULL::text) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
     LANGUAGE plpgsql SECURITY DEFINER
+    AS $$
+-- Every name schema-qualified, operators included, as in verify_api_key_in_org.
+declare
+  key_org pg_catalog.uuid;
+begin
+  select p.org_id into key_org from public.api_key_prefixes p where p.prefix operator(pg_catalog.=) p_prefix;
+  if not found or p_key_hash is null then
+    outcome := 'NOT_FOUND';
+    return next;
+    return;
+  end if;
+  return query select * from public.verify_api_key_in_org(key_org, p_prefix, p_key_hash,
+    case when p_permission is null then '{}'::pg_catalog.text[] else array[p_permission] end);
+end
+$$;
+
+--
+-- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_permission text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) IS 'Verifies an API key by prefix and SHA-256 digest (and, if given, that it grants a permission): finds its organization, then runs verify_api_key_in_org.';
+
+--
+-- Name: verify_api_key_in_org(uuid, text, bytea, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[]) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone)
+    LANGUAGE plpgsql STRICT SECURITY DEFINER
     AS $$
 -- No SET clause, which would cost every verification a search_path change and back (measured
 -- with pgbench, server side, both in one run: 0.128 ms a call without it, 0.131 ms with it):
@@ -378,7 +406,6 @@ CREATE FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permiss
 -- reach it. OPERATOR()
 -- gives every operator one precedence, left to right: parentheses say what binds first.
 declare
-  key_org pg_catalog.uuid;
   key record;
   verified_at constant pg_catalog.timestamptz := public.verification_now();
   -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
@@ -386,21 +413,6 @@ declare
   used pg_catalog.int4;
   saved pg_catalog.int4;
 begin
-  -- The organization first: the caller's, when it knows the prefix's (a prefix never changes
-  -- organization, and the store keeps those it has seen: api-keys/prefix-orgs.ts), else found by
-  -- the prefix alone. Then everything else within that organization (on Citus: a call with the
-  -- organization runs whole on its worker; without it, a read of the reference table on this
-  -- node, then statements routed to the organization's shard instead of a search of every one).
-  -- An organization that does not hold the prefix finds no key: NOT_FOUND, as for any wrong key.
-  key_org := p_org_id;
-  if key_org is null then
-    select p.org_id into key_org from public.api_key_prefixes p where p.prefix operator(pg_catalog.=) p_prefix;
-    if not found then
-      outcome := 'NOT_FOUND';
-      return next;
-      return;
-    end if;
-  end if;
   -- The key, its user, its organization and the permissions it grants, in one statement: its
   -- role's (role_grants), narrowed to its scopes when it has any.
   select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at,
@@ -414,7 +426,7 @@ begin
     join public.users u on u.org_id operator(pg_catalog.=) k.org_id and u.id operator(pg_catalog.=) k.user_id
     join public.organizations o on o.id operator(pg_catalog.=) k.org_id
     left join public.role_grants r on r.role operator(pg_catalog.=) u.role
-   where k.org_id operator(pg_catalog.=) key_org and k.prefix operator(pg_catalog.=) p_prefix;
+   where k.org_id operator(pg_catalog.=) p_org_id and k.prefix operator(pg_catalog.=) p_prefix;
   if not found or key.key_hash operator(pg_catalog.<>) p_key_hash or key.deleted_at is not null then
     outcome := 'NOT_FOUND';
     return next;
@@ -436,9 +448,9 @@ begin
     return next;
     return;
   end if;
-  -- The permission the caller's route needs, when it says: a key that lacks it is refused before
-  -- its request is counted, so a 403 costs no unit of the hourly limit.
-  if p_permission is not null and not (p_permission operator(pg_catalog.=) any (key.granted)) then
+  -- The permissions the caller's route needs, when it names any: a key that lacks one is refused
+  -- before its request is counted, so a 403 costs no unit of the hourly limit.
+  if not (p_required operator(pg_catalog.<@) key.granted) then
     outcome := 'MISSING_PERMISSION';
     role := key.role;
     permissions := key.granted;
@@ -509,10 +521,10 @@ end
 $$;
 
 --
--- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid); Type: COMMENT; Schema: public; Owner: -
+-- Name: FUNCTION verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[]); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid) IS 'Verifies an API key by prefix and SHA-256 digest (and, if given, that it grants a permission), counts the request, returns the principal or a reason.';
+COMMENT ON FUNCTION public.verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[]) IS 'Verifies an API key of a known organization by prefix and SHA-256 digest (and that it grants every permission of p_required), counts the request, returns the principal or a reason.';
 
 --
 -- Name: visible_org_id(); Type: FUNCTION; Schema: public; Owner: -
@@ -1456,11 +1468,18 @@ REVOKE ALL ON FUNCTION public.verification_now() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.verification_now() TO app_key_verifier;
 
 --
--- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION verify_api_key(p_prefix text, p_key_hash bytea, p_permission text); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid) TO app_tenant;
+REVOKE ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) TO app_tenant;
+
+--
+-- Name: FUNCTION verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[]) TO app_tenant;
 
 --
 -- Name: FUNCTION visible_org_id(); Type: ACL; Schema: public; Owner: -
@@ -1557,7 +1576,8 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.workflow_states TO app_tenant;
 --
 
 -- Functions owned by a role of their own (pg_dump --no-owner leaves them out).
-ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text, p_org_id uuid) OWNER TO app_key_verifier;
+ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) OWNER TO app_key_verifier;
+ALTER FUNCTION public.verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[]) OWNER TO app_key_verifier;
 REVOKE CREATE ON SCHEMA public FROM app_key_verifier;
 
 -- Seed rows written by the migrations.
@@ -1622,5 +1642,5 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '55a6c79026937a48cff936752effb64decacf64b38dd80bc0f0a34db83fabcc1', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '6f547190259c98790f9b9579b2b7141f7092639e79a430ea4c07c83d622c093e', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);

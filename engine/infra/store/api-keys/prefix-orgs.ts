@@ -1,11 +1,10 @@
 /**
  * Which organization each API key prefix belongs to, as verifications have found it, so that the
- * next verification of the key names the organization to verify_api_key and skips the prefix
- * lookup (one statement of three; on Citus, the call then runs whole on the organization's
- * worker).
+ * next verification of the key calls verify_api_key_in_org with it and skips the prefix lookup
+ * (one statement of three).
  *
  * A prefix never changes organization (api_key_prefixes keeps every prefix ever issued), so an
- * entry never goes stale in a way that could admit anything: verify_api_key only finds a key in
+ * entry never goes stale in a way that could admit anything: verify_api_key_in_org only finds a key in
  * the organization it is given, and an organization that does not hold the prefix finds none.
  * An entry is learnt only from a verification that matched the key's digest, so it takes the key
  * itself to add one, and the map is bounded: full, it forgets the entry learnt longest ago.

@@ -164,13 +164,14 @@ create policy api_keys_key_verifier_touch on api_keys for update to app_key_veri
 create policy api_key_usage_key_verifier on api_key_usage to app_key_verifier using (true) with check (true);
 create policy api_key_usage_saved_key_verifier on api_key_usage_saved to app_key_verifier using (true) with check (true);
 
--- One round trip: finds the key's organization by its prefix (api_key_prefixes) unless the
--- caller names it, then the key in that organization together with its user, its organization
--- and the permissions it grants, checks it, counts the request in its hour window (atomic
--- INSERT ... ON CONFLICT DO UPDATE, so concurrent requests never over-admit), throttles
--- last_used_at to one write a minute, and returns the principal. Two statements on the way to OK
--- when the organization is named, three when not: every statement a PL/pgSQL function runs
--- costs an executor start and stop (5 to 9 us here).
+-- One round trip: verify_api_key_in_org finds the key in the organization its caller names,
+-- together with its user, its organization and the permissions it grants, checks it, counts the
+-- request in its hour window (atomic INSERT ... ON CONFLICT DO UPDATE, so concurrent requests
+-- never over-admit), throttles last_used_at to one write a minute, and returns the principal:
+-- two statements on the way to OK (every statement a PL/pgSQL function runs costs an executor
+-- start and stop, 5 to 9 us here). verify_api_key, for a caller that knows only the key, finds
+-- the organization by the prefix (api_key_prefixes) first. An organization that does not hold
+-- the prefix finds no key: NOT_FOUND, as for any wrong key, and nothing is counted.
 --
 -- It waits on no row lock a tenant can take: it reads keys, users and organizations without
 -- locking them, the counters are the verifier's alone (app_tenant may only read them, and row
@@ -179,7 +180,8 @@ create policy api_key_usage_saved_key_verifier on api_key_usage_saved to app_key
 -- is a table lock (an operator's DDL, or LOCK TABLE by a leaked tenant login, which its UPDATE
 -- on api_keys and users allows): the store runs verification on connections with short
 -- lock_timeout and statement_timeout (store.ts), so it then fails fast instead.
--- Outcomes: OK, NOT_FOUND, REVOKED, EXPIRED, ORG_INACTIVE, USER_INACTIVE, RATE_LIMITED.
+-- Outcomes: OK, NOT_FOUND, REVOKED, EXPIRED, ORG_INACTIVE, USER_INACTIVE, MISSING_PERMISSION,
+-- RATE_LIMITED.
 --
 -- The clock is the server's, read through verification_now(): no caller chooses it, since a
 -- caller that could would use an expired key, or fill api_key_usage with far-future windows.
@@ -192,12 +194,18 @@ comment on function verification_now() is 'The clock of verify_api_key: the tran
 revoke execute on function verification_now() from public;
 grant execute on function verification_now() to app_key_verifier;
 
-create function verify_api_key(p_prefix text, p_key_hash bytea, p_permission text default null, p_org_id uuid default null)
+create function verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[])
   returns table (
     outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[],
     rate_limit_per_hour integer, remaining integer, resets_at timestamptz
   )
-  language plpgsql volatile security definer
+  -- STRICT: a NULL argument returns no row, and counts nothing (a NULL p_required would otherwise
+  -- pass the permission check). It is not a Citus distributed function, deliberately: Citus 13.2
+  -- dereferences a NULL distribution argument of a delegated call while planning it (STRICT does
+  -- not stop that when other arguments are parameters), which crashes the coordinator's backend
+  -- and resets every session on it, and any login that may call the function could do that
+  -- (docs/scaling-out.md).
+  language plpgsql volatile security definer strict
 as $$
 -- No SET clause, which would cost every verification a search_path change and back (measured
 -- with pgbench, server side, both in one run: 0.128 ms a call without it, 0.131 ms with it):
@@ -205,7 +213,6 @@ as $$
 -- reach it. OPERATOR()
 -- gives every operator one precedence, left to right: parentheses say what binds first.
 declare
-  key_org pg_catalog.uuid;
   key record;
   verified_at constant pg_catalog.timestamptz := public.verification_now();
   -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
@@ -213,21 +220,6 @@ declare
   used pg_catalog.int4;
   saved pg_catalog.int4;
 begin
-  -- The organization first: the caller's, when it knows the prefix's (a prefix never changes
-  -- organization, and the store keeps those it has seen: api-keys/prefix-orgs.ts), else found by
-  -- the prefix alone. Then everything else within that organization (on Citus: a call with the
-  -- organization runs whole on its worker; without it, a read of the reference table on this
-  -- node, then statements routed to the organization's shard instead of a search of every one).
-  -- An organization that does not hold the prefix finds no key: NOT_FOUND, as for any wrong key.
-  key_org := p_org_id;
-  if key_org is null then
-    select p.org_id into key_org from public.api_key_prefixes p where p.prefix operator(pg_catalog.=) p_prefix;
-    if not found then
-      outcome := 'NOT_FOUND';
-      return next;
-      return;
-    end if;
-  end if;
   -- The key, its user, its organization and the permissions it grants, in one statement: its
   -- role's (role_grants), narrowed to its scopes when it has any.
   select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at,
@@ -241,7 +233,7 @@ begin
     join public.users u on u.org_id operator(pg_catalog.=) k.org_id and u.id operator(pg_catalog.=) k.user_id
     join public.organizations o on o.id operator(pg_catalog.=) k.org_id
     left join public.role_grants r on r.role operator(pg_catalog.=) u.role
-   where k.org_id operator(pg_catalog.=) key_org and k.prefix operator(pg_catalog.=) p_prefix;
+   where k.org_id operator(pg_catalog.=) p_org_id and k.prefix operator(pg_catalog.=) p_prefix;
   if not found or key.key_hash operator(pg_catalog.<>) p_key_hash or key.deleted_at is not null then
     outcome := 'NOT_FOUND';
     return next;
@@ -263,9 +255,9 @@ begin
     return next;
     return;
   end if;
-  -- The permission the caller's route needs, when it says: a key that lacks it is refused before
-  -- its request is counted, so a 403 costs no unit of the hourly limit.
-  if p_permission is not null and not (p_permission operator(pg_catalog.=) any (key.granted)) then
+  -- The permissions the caller's route needs, when it names any: a key that lacks one is refused
+  -- before its request is counted, so a 403 costs no unit of the hourly limit.
+  if not (p_required operator(pg_catalog.<@) key.granted) then
     outcome := 'MISSING_PERMISSION';
     role := key.role;
     permissions := key.granted;
@@ -334,22 +326,51 @@ begin
   return next;
 end
 $$;
-comment on function verify_api_key(text, bytea, text, uuid) is 'Verifies an API key by prefix and SHA-256 digest (and, if given, that it grants a permission), counts the request, returns the principal or a reason.';
+comment on function verify_api_key_in_org(uuid, text, bytea, text[]) is 'Verifies an API key of a known organization by prefix and SHA-256 digest (and that it grants every permission of p_required), counts the request, returns the principal or a reason.';
 
-revoke execute on function verify_api_key(text, bytea, text, uuid) from public;
-grant execute on function verify_api_key(text, bytea, text, uuid) to app_tenant;
+-- A key whose organization the caller does not know: the organization by the prefix alone (on
+-- Citus, a read of the reference table on this node), then the verification within it. The store
+-- calls verify_api_key_in_org directly once it has seen a key's organization (a prefix never
+-- changes organization: api-keys/prefix-orgs.ts), which skips this lookup.
+create function verify_api_key(p_prefix text, p_key_hash bytea, p_permission text default null)
+  returns table (
+    outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[],
+    rate_limit_per_hour integer, remaining integer, resets_at timestamptz
+  )
+  language plpgsql volatile security definer
+as $$
+-- Every name schema-qualified, operators included, as in verify_api_key_in_org.
+declare
+  key_org pg_catalog.uuid;
+begin
+  select p.org_id into key_org from public.api_key_prefixes p where p.prefix operator(pg_catalog.=) p_prefix;
+  if not found or p_key_hash is null then
+    outcome := 'NOT_FOUND';
+    return next;
+    return;
+  end if;
+  return query select * from public.verify_api_key_in_org(key_org, p_prefix, p_key_hash,
+    case when p_permission is null then '{}'::pg_catalog.text[] else array[p_permission] end);
+end
+$$;
+comment on function verify_api_key(text, bytea, text) is 'Verifies an API key by prefix and SHA-256 digest (and, if given, that it grants a permission): finds its organization, then runs verify_api_key_in_org.';
+
+revoke execute on function verify_api_key(text, bytea, text), verify_api_key_in_org(uuid, text, bytea, text[]) from public;
+grant execute on function verify_api_key(text, bytea, text), verify_api_key_in_org(uuid, text, bytea, text[]) to app_tenant;
 -- verify_api_key is owned by app_key_verifier, whose policies let it read keys, users and organizations and
 -- count usage, and nothing else. Handing a function to a role needs, for a non-superuser, that
 -- the role may create in the schema: granted for the ALTER and taken back at once, so that
 -- nothing can create or replace functions as app_key_verifier afterwards.
 grant create on schema public to app_key_verifier;
-alter function verify_api_key(text, bytea, text, uuid) owner to app_key_verifier;
+alter function verify_api_key(text, bytea, text) owner to app_key_verifier;
+alter function verify_api_key_in_org(uuid, text, bytea, text[]) owner to app_key_verifier;
 revoke create on schema public from app_key_verifier;
 
 -- Down Migration
 set local statement_timeout = '60s';
 
-drop function verify_api_key(text, bytea, text, uuid);
+drop function verify_api_key(text, bytea, text);
+drop function verify_api_key_in_org(uuid, text, bytea, text[]);
 drop function verification_now();
 -- If exists: the distribute command drops it on Citus.
 drop trigger if exists role_permissions_refresh_role_grants on role_permissions;
