@@ -65,6 +65,33 @@ async function cursorOfPage(store: Store, orgId: string, page: number): Promise<
   return after;
 }
 
+/**
+ * Page `page` of organization `orgId`'s newest workflow states, 50 a page, through readOrg against
+ * the owner's SQL, on an open store; undefined when the organization has no such page.
+ */
+export async function measureListing(
+  store: Store,
+  orgId: string,
+  options: { page: number; iterations: number; label: string },
+): Promise<ListingCase | undefined> {
+  const after = await cursorOfPage(store, orgId, options.page);
+  if (options.page > 1 && !after) return undefined;
+  const keyset = after ? Buffer.from(after, 'base64url').toString('utf8').split('.') : undefined;
+  const floorSql = `select ${COLUMNS} from workflow_states where org_id = $1
+    ${keyset ? `and (created_at, workflow_exec_id) < (timestamptz 'epoch' + $2::bigint * interval '1 microsecond', $3::uuid)` : ''}
+    order by created_at desc, workflow_exec_id desc limit 51`;
+  const floorParams = keyset ? [orgId, keyset[0], keyset[1]] : [orgId];
+  const viaStore = () => store.readOrg(orgId).workflows.list({ limit: 50, ...(after ? { after } : {}) });
+  const floor = () => store.db.query(floorSql, floorParams, { prepare: true });
+  // Warm-up to the steady state of a long-running process: both paths keep getting faster over
+  // their first few thousand calls, the store's longer one for longer (measured by blocks of
+  // 1,000 calls: 1.18x its floor in the first, 1.10x in the second, 1.07x to 1.09x from the
+  // fourth on). 500 calls measured it 0.03x to 0.08x above where it settles.
+  await alternatingP50(WARM_UP_CALLS, viaStore, floor);
+  const { subjectMs: storeP50Ms, floorMs: floorP50Ms } = await alternatingP50(options.iterations, viaStore, floor);
+  return { label: options.label, storeP50Ms, floorP50Ms, ratio: storeP50Ms / floorP50Ms };
+}
+
 export async function runListingBench(options: {
   url: string;
   rows: number;
@@ -82,25 +109,10 @@ export async function runListingBench(options: {
         ['typical org', typical],
       ] as const) {
         for (const page of [1, 100]) {
-          const after = await cursorOfPage(store, orgId, page);
-          if (page > 1 && !after) continue; // a small organization has no page 100
-          const keyset = after ? Buffer.from(after, 'base64url').toString('utf8').split('.') : undefined;
-          const floorSql = `select ${COLUMNS} from workflow_states where org_id = $1
-            ${keyset ? `and (created_at, workflow_exec_id) < (timestamptz 'epoch' + $2::bigint * interval '1 microsecond', $3::uuid)` : ''}
-            order by created_at desc, workflow_exec_id desc limit 51`;
-          const floorParams = keyset ? [orgId, keyset[0], keyset[1]] : [orgId];
-          const viaStore = () => store.readOrg(orgId).workflows.list({ limit: 50, ...(after ? { after } : {}) });
-          const floor = () => store.db.query(floorSql, floorParams, { prepare: true });
-          // Warm-up to the steady state of a long-running process: both paths keep getting
-          // faster over their first few thousand calls, the store's longer one for longer
-          // (measured by blocks of 1,000 calls: 1.18x its floor in the first, 1.10x in the
-          // second, 1.07x to 1.09x from the fourth on). 500 calls measured it 0.03x to 0.08x
-          // above where it settles.
-          await alternatingP50(WARM_UP_CALLS, viaStore, floor);
-          const { subjectMs: storeP50Ms, floorMs: floorP50Ms } = await alternatingP50(options.iterations, viaStore, floor);
-          const result = { label: `${orgLabel}, page ${page}`, storeP50Ms, floorP50Ms, ratio: storeP50Ms / floorP50Ms };
+          const result = await measureListing(store, orgId, { page, iterations: options.iterations, label: `${orgLabel}, page ${page}` });
+          if (!result) continue; // a small organization has no page 100
           options.log(
-            `${result.label}: store ${storeP50Ms.toFixed(3)} ms, owner SQL ${floorP50Ms.toFixed(3)} ms, ${result.ratio.toFixed(2)}x`,
+            `${result.label}: store ${result.storeP50Ms.toFixed(3)} ms, owner SQL ${result.floorP50Ms.toFixed(3)} ms, ${result.ratio.toFixed(2)}x`,
           );
           cases.push(result);
         }

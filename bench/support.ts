@@ -1,10 +1,41 @@
 /** What the benchmarks share: scratch databases, percentiles, and running as a script. */
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { openDatabase } from '../engine/infra/store/connection/database.ts';
+import { openDatabase, type Queryable } from '../engine/infra/store/connection/database.ts';
 import { withDatabaseName } from '../test/support/servers.ts';
 
 export { serverUrlOr } from '../test/support/servers.ts';
+
+/**
+ * `count` organizations named `<label> org <n>`, each with one user and one API key, written as
+ * the owner in three statements (the API's per-call cost is not what the benchmarks measure).
+ * The keys are as verification finds them: a prefix registered in api_key_prefixes and a 32-byte
+ * digest; nobody holds their secrets. Statistics are refreshed afterwards, so that the planner
+ * sees tables of production's shape rather than of one row.
+ */
+export async function seedKeyedOrganizations(db: Queryable, label: string, count: number): Promise<void> {
+  await db.query(
+    `insert into organizations (name, temporal_namespace)
+     select $1 || ' org ' || g, $1 || '-org-' || g from generate_series(1, $2::int) g`,
+    [label, count],
+  );
+  await db.query(
+    `insert into users (org_id, email, role)
+     select id, 'owner@' || temporal_namespace || '.example', 'manager' from organizations where name like $1 || ' org %'`,
+    [label],
+  );
+  await db.query(
+    `with made as (
+       select u.org_id, u.id as user_id, substr(md5(u.org_id::text), 1, 12) as prefix
+         from users u join organizations o on o.id = u.org_id
+        where o.name like $1 || ' org %')
+     , prefixes as (insert into api_key_prefixes (prefix, org_id) select prefix, org_id from made)
+     insert into api_keys (org_id, user_id, prefix, key_hash, name)
+     select org_id, user_id, prefix, sha256(prefix::bytea), 'seeded' from made`,
+    [label],
+  );
+  await db.query('analyze organizations, users, api_keys, api_key_prefixes');
+}
 
 /** Nearest-rank percentile, in ms; 0 for no samples. */
 export function percentile(samples: number[], p: number): number {

@@ -17,7 +17,7 @@
 import { parseArgs } from 'node:util';
 import { parseKey } from '../engine/infra/store/api-keys/api-keys.ts';
 import { openStore, type Store } from 'engine-store';
-import { percentile, withScratchDatabase, serverUrlOr, runWhenInvoked } from './support.ts';
+import { percentile, withScratchDatabase, serverUrlOr, runWhenInvoked, seedKeyedOrganizations } from './support.ts';
 
 export interface VerifyBenchResult {
   iterations: number;
@@ -31,7 +31,7 @@ export interface VerifyBenchResult {
   verifyPerSecond: number;
   /**
    * The least-work statement's p50, its ratio to the floor, and verify's p50 against it (the
-   * goal: at most 2); absent when it could not run.
+   * goal: at most 1.3, issue #22); absent when it could not run.
    */
   leastWork?: { p50Ms: number; ratio: number; verifyRatio: number };
 }
@@ -71,7 +71,13 @@ async function throughput(iterations: number, operation: () => Promise<unknown>)
   return iterations / ((performance.now() - started) / 1000);
 }
 
+/** Organizations around the measured one, each with a user and a key: tables of production's shape. */
+const OTHER_ORGANIZATIONS = 1_000;
+
 async function issueKey(store: Store): Promise<string> {
+  // With one row a table, the planner's generic plans for verification's statements scan by
+  // org_id alone and filter (bitmap scans): 0.035 ms more a call than with 1,000 organizations.
+  await seedKeyedOrganizations(store.db, 'bench', OTHER_ORGANIZATIONS);
   const org = await store.organizations.create({ name: 'Bench Verify' });
   return store.withOrg(org.id, async (tx) => {
     const user = await tx.users.create({ email: 'bench@verify.example', role: 'manager' });
@@ -144,7 +150,7 @@ export async function runVerifyBench(options: {
         );
       }
       options.log(`verify p50 / SELECT 1 p50 = ${result.ratio.toFixed(2)}x`);
-      if (result.leastWork) options.log(`verify p50 / least-work p50 = ${result.leastWork.verifyRatio.toFixed(2)}x (goal: at most 2x)`);
+      if (result.leastWork) options.log(`verify p50 / least-work p50 = ${result.leastWork.verifyRatio.toFixed(2)}x (goal: at most 1.3x)`);
       return result;
     } finally {
       await store.close();

@@ -157,32 +157,35 @@ async function capture<Repository>(
   return statements[0]!;
 }
 
+/**
+ * EXPLAIN in a tenant scope of `org`, as the application runs the statement: prepared, and planned
+ * for any values (the scope asks for generic plans), so the plan checked is the one the store
+ * executes, not one made for these particular values.
+ */
+let probes = 0;
+function explainInScope(store: Store, org: string, statement: Captured): Promise<PlanSummary> {
+  return withOrgSql(store, org, async (tx) => {
+    // The scope's first statement travels in a pipeline (extended protocol), where PREPARE's
+    // own $n would be taken for the pipeline's parameters: PREPARE goes second, as a script.
+    const { rows: mode } = await tx.query<{ plan_cache_mode: string }>(`select current_setting('plan_cache_mode') as plan_cache_mode`);
+    expect(mode[0]!.plan_cache_mode, 'the scope plans generically').toBe('force_generic_plan');
+    // A name of its own per check: a prepared statement outlives a failed transaction.
+    const probe = `plan_probe_${(probes += 1)}`;
+    await tx.query(`prepare ${probe} as ${statement.sql}`);
+    // EXPLAIN EXECUTE takes no protocol parameters: the values go in as literals (a generic
+    // plan does not look at them).
+    const args = statement.params.map((value) => (value === null ? 'null' : pg.escapeLiteral(String(value)))).join(', ');
+    const { rows } = await tx.query<{ 'QUERY PLAN': unknown }>(`explain (format json) execute ${probe}${args ? `(${args})` : ''}`);
+    await tx.query(`deallocate ${probe}`);
+    return summarize(rows[0]!['QUERY PLAN']);
+  });
+}
+
 describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
   let server: Awaited<ReturnType<typeof createServerDatabase>>;
   let store: Store;
 
-  /**
-   * EXPLAIN in a tenant scope of ORG, as the application runs the statement: prepared, and
-   * planned for any values (the scope asks for generic plans), so the plan checked is the one
-   * the store executes, not one made for these particular values.
-   */
-  let probes = 0;
-  const explainInOrg = (statement: Captured) =>
-    withOrgSql(store, ORG, async (tx) => {
-      // The scope's first statement travels in a pipeline (extended protocol), where PREPARE's
-      // own $n would be taken for the pipeline's parameters: PREPARE goes second, as a script.
-      const { rows: mode } = await tx.query<{ plan_cache_mode: string }>(`select current_setting('plan_cache_mode') as plan_cache_mode`);
-      expect(mode[0]!.plan_cache_mode, 'the scope plans generically').toBe('force_generic_plan');
-      // A name of its own per check: a prepared statement outlives a failed transaction.
-      const probe = `plan_probe_${(probes += 1)}`;
-      await tx.query(`prepare ${probe} as ${statement.sql}`);
-      // EXPLAIN EXECUTE takes no protocol parameters: the values go in as literals (a generic
-      // plan does not look at them).
-      const args = statement.params.map((value) => (value === null ? 'null' : pg.escapeLiteral(String(value)))).join(', ');
-      const { rows } = await tx.query<{ 'QUERY PLAN': unknown }>(`explain (format json) execute ${probe}${args ? `(${args})` : ''}`);
-      await tx.query(`deallocate ${probe}`);
-      return summarize(rows[0]!['QUERY PLAN']);
-    });
+  const explainInOrg = (statement: Captured) => explainInScope(store, ORG, statement);
 
   /** EXPLAIN as the owner, or (in a transaction that is rolled back) as another role. */
   const explainAs = (role: 'owner' | 'app_key_verifier', sql: string, params: unknown[]) =>
@@ -350,5 +353,67 @@ describe.skipIf(!serverUrl)('query plans on PostgreSQL', () => {
     expectPlan(`old usage windows clean-up as ${role}`, cleanUp, { index: 'api_key_usage_pkey' });
     const touch = await explainAs(role, `update api_keys k set last_used_at = $3 where k.org_id = $1 and k.id = $2`, [ORG, key, window]);
     expectPlan(`last_used_at touch as ${role}`, touch, { index: 'api_keys_pkey' });
+  });
+});
+
+/**
+ * One large organization among many small ones, the usual shape of a multi-tenant store: a
+ * generic plan sees only the average organization (a few rows), and used to read all of the
+ * large one's rows and sort them for every page (1.25 ms against 0.135 ms for the ordered index,
+ * at 2,000 rows among 1,000 organizations). The org_id statistics plan every organization as a
+ * large one (migrations 20261128120000 and 20261128120100).
+ */
+describe.skipIf(!serverUrl)('query plans for a large organization among many small ones', () => {
+  const SMALL_ORGS = 1_000;
+  const LARGE_ORG = orgId(999_999);
+  let server: Awaited<ReturnType<typeof createServerDatabase>>;
+  let store: Store;
+
+  beforeAll(async () => {
+    server = await createServerDatabase({ migrated: true });
+    store = await openStore({ url: server.url, poolSize: 2 });
+    await store.db.exec(`
+      insert into organizations (id, name, temporal_namespace)
+      select ${ORG_SQL}, 'Small org ' || k, 'small-org-' || k from generate_series(1, ${SMALL_ORGS}) k;
+      insert into organizations (id, name, temporal_namespace) values ('${LARGE_ORG}', 'Large org', 'large-org');
+      insert into workflow_states (org_id, workflow_exec_id, workflow_id, status, created_at)
+      select ${ORG_SQL}, ${WORKFLOW_SQL('k', 'i')}, 'workflow-' || i, 'running', now() - i * interval '1 second'
+        from generate_series(1, ${SMALL_ORGS}) k, generate_series(1, 20) i;
+      insert into workflow_states (org_id, workflow_exec_id, workflow_id, status, created_at)
+      select '${LARGE_ORG}', ${WORKFLOW_SQL("'large'", 'i')}, 'workflow-' || (i % 50), 'running', now() - i * interval '1 second'
+        from generate_series(1, 2000) i;
+      insert into users (org_id, email, role)
+      select ${ORG_SQL}, 'user' || i || '@org' || k || '.example', 'manager' from generate_series(1, ${SMALL_ORGS}) k, generate_series(1, 20) i;
+      insert into users (org_id, email, role)
+      select '${LARGE_ORG}', 'user' || i || '@large.example', 'customer' from generate_series(1, 2000) i;
+      analyze;
+    `);
+  });
+
+  afterAll(async () => {
+    await store?.close();
+    await server?.drop();
+  });
+
+  it("lists the large organization's workflows by an ordered index scan, with no sort of all its rows", async () => {
+    const statement = await capture(
+      (db) => new WorkflowStatesRepository(db, LARGE_ORG),
+      (repository) => repository.list({ limit: 50 }),
+    );
+    expectPlan('large org workflow list', await explainInScope(store, LARGE_ORG, statement), {
+      index: 'workflow_states_org_id_created_at_idx',
+      noSort: true,
+    });
+  });
+
+  it('lists its users by an ordered index scan too', async () => {
+    const statement = await capture(
+      (db) => new UsersRepository(db, LARGE_ORG),
+      (repository) => repository.list({ limit: 50 }),
+    );
+    expectPlan('large org user list', await explainInScope(store, LARGE_ORG, statement), {
+      index: 'users_org_id_created_at_idx',
+      noSort: true,
+    });
   });
 });

@@ -633,6 +633,7 @@ CREATE TABLE public.api_keys (
     CONSTRAINT api_keys_scopes_check CHECK (((scopes IS NULL) OR ((cardinality(scopes) <= 64) AND (array_position(scopes, NULL::text) IS NULL)))),
     CONSTRAINT api_keys_status_check CHECK ((status = ANY (ARRAY['active'::text, 'revoked'::text])))
 );
+ALTER TABLE ONLY public.api_keys ALTER COLUMN org_id SET (n_distinct=-0.0001);
 
 ALTER TABLE ONLY public.api_keys FORCE ROW LEVEL SECURITY;
 
@@ -732,6 +733,7 @@ CREATE TABLE public.schedules (
     deleted_at timestamp with time zone,
     CONSTRAINT schedules_deleted_at_check CHECK (((deleted_at IS NULL) OR (deleted_at >= created_at)))
 );
+ALTER TABLE ONLY public.schedules ALTER COLUMN org_id SET (n_distinct=-0.0001);
 
 ALTER TABLE ONLY public.schedules FORCE ROW LEVEL SECURITY;
 
@@ -759,6 +761,7 @@ CREATE TABLE public.task_states (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     org_id uuid DEFAULT public.requested_org_id() NOT NULL
 );
+ALTER TABLE ONLY public.task_states ALTER COLUMN org_id SET (n_distinct=-0.0001);
 
 ALTER TABLE ONLY public.task_states FORCE ROW LEVEL SECURITY;
 
@@ -802,6 +805,7 @@ CREATE TABLE public.users (
     CONSTRAINT users_role_check CHECK ((role = ANY (ARRAY['admin'::text, 'manager'::text, 'customer'::text]))),
     CONSTRAINT users_status_check CHECK ((status = ANY (ARRAY['active'::text, 'suspended'::text])))
 );
+ALTER TABLE ONLY public.users ALTER COLUMN org_id SET (n_distinct=-0.0001);
 
 ALTER TABLE ONLY public.users FORCE ROW LEVEL SECURITY;
 
@@ -827,6 +831,7 @@ CREATE TABLE public.workflow_states (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     org_id uuid DEFAULT public.requested_org_id() NOT NULL
 );
+ALTER TABLE ONLY public.workflow_states ALTER COLUMN org_id SET (n_distinct=-0.0001);
 
 ALTER TABLE ONLY public.workflow_states FORCE ROW LEVEL SECURITY;
 
@@ -1636,8 +1641,8 @@ create table if not exists public.engine_store_migrations (
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090000_create_workflow_states', '8569ec3aebe66bc72a9a094716559e3a470c37bdce775b1c78000eaee21d3e59', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090100_create_task_states', '140c0330003e89a9eda0128d499199aacc6d26960c41c061fc67a2bf0acbb25d', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20250601090200_create_schedules', 'f05e44e84f67c6d81177ed4050b51566de13836be8f5adc0250633182899c6c6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', 'b0b6319d2bc0d59af474b4cd937cd70d3157d7fce2dee942468ac2e4a4cc5507', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'a1de49da61fcffb12cb1a5f3b07e8ba54f60b4aa367ad12fe311ba4aaad92a04', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120000_add_multitenant_schema', '21b345856072941d84d3831f69f60140b8db89485ab29eb41d38a463e6e9ea47', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120100_update_existing_tables_for_multitenancy', 'f4a0365c6dcead96e5683ec9b05086e22d147082fa4ac81f968db65978606cb7', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '6bd4b505e9dec6624b5937a16328f7885ea0c084992e7c028366bd3e81233c6b', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);

@@ -22,6 +22,16 @@ alter table task_states
   add column org_id uuid not null default '00000000-0000-7000-8000-000000000001';
 alter table schedules
   add column org_id uuid not null default '00000000-0000-7000-8000-000000000001';
+-- Plan every organization-scoped statement as for a large organization. The store plans tenant
+-- statements once for any organization (generic plans), and PostgreSQL then expects rows / the
+-- number of organizations: with many small ones, a few rows. For an organization with thousands,
+-- that plan (a bitmap scan of all its rows, then a sort) cost 1.25 ms a page against 0.135 ms for
+-- the index read in order (2,000 rows among 1,000 organizations). n_distinct = -0.0001 says each
+-- organization holds about 10,000 rows (or the whole table, if smaller): the ordered index then
+-- wins for every page, and a small organization's read stays as cheap. Used from the next ANALYZE.
+alter table workflow_states alter column org_id set (n_distinct = -0.0001);
+alter table task_states alter column org_id set (n_distinct = -0.0001);
+alter table schedules alter column org_id set (n_distinct = -0.0001);
 alter table schedules add column deleted_at timestamptz;
 -- Validated by a later migration, outside this transaction's strong locks.
 alter table schedules add constraint schedules_deleted_at_check
