@@ -13,7 +13,7 @@ import { runListingBench } from './listing.ts';
 import { runMigrateUnderLoad } from './migrate-under-load.ts';
 import { runVerifyBench } from './verify.ts';
 import { runWritesBench } from './writes.ts';
-import { serverUrlOr } from './support.ts';
+import { serverUrlOr, withinGoal } from './support.ts';
 
 const { values } = parseArgs({
   options: {
@@ -42,11 +42,7 @@ interface Row {
 
 /** The `met` cell of a row whose goal is `met`. */
 const verdict = (met: boolean): string => (met ? 'yes' : 'MISSED');
-/**
- * Whether `ratio`, as the table prints it (two decimals), is at most `goal`: a row that reads
- * 1.10x against a goal of 1.10x has met it, whatever the third decimal.
- */
-const within = (ratio: number, goal: number): boolean => Number(ratio.toFixed(2)) <= goal;
+
 const rows: Row[] = [];
 
 console.error(`org-scoped listing (${values.rows} workflow states over ${values.orgs} organizations)`);
@@ -63,7 +59,7 @@ for (const listing of await runListingBench({
     floor: `owner SQL ${listing.floorP50Ms.toFixed(3)} ms`,
     ratio: `${listing.ratio.toFixed(2)}x`,
     goal: '<= 1.10x',
-    met: verdict(within(listing.ratio, 1.1)),
+    met: verdict(withinGoal(listing.ratio, 1.1)),
   });
 }
 
@@ -75,7 +71,7 @@ rows.push({
   floor: `owner, same statement ${writes.floorPerRowMs.toFixed(3)} ms`,
   ratio: `${writes.ratio.toFixed(2)}x`,
   goal: '<= 1.15x',
-  met: verdict(within(writes.ratio, 1.15)),
+  met: verdict(withinGoal(writes.ratio, 1.15)),
 });
 
 console.error('API key verification');
@@ -95,7 +91,7 @@ if (verify.leastWork) {
     floor: `key lookup + counted request only ${verify.leastWork.p50Ms.toFixed(3)} ms`,
     ratio: `${verify.leastWork.verifyRatio.toFixed(2)}x`,
     goal: '<= 1.30x',
-    met: verdict(within(verify.leastWork.verifyRatio, 1.3)),
+    met: verdict(withinGoal(verify.leastWork.verifyRatio, 1.3)),
   });
 }
 

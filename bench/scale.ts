@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { openStore, type Store } from 'engine-store';
 import { measureListing } from './listing.ts';
 import { measureWrites } from './writes.ts';
-import { alternatingP50, runWhenInvoked, seedKeyedOrganizations, serverUrlOr, withScratchDatabase } from './support.ts';
+import { alternatingP50, runWhenInvoked, seedKeyedOrganizations, serverUrlOr, withinGoal, withScratchDatabase } from './support.ts';
 
 export interface ScaleSize {
   orgs: number;
@@ -146,7 +146,7 @@ export function scaleTable(groups: readonly (readonly ScaleResult[])[]): string 
     if (results.length > 1) {
       const cell = (figure: 'listingRatio' | 'verifyRatio' | 'writesRatio') => {
         const value = growth(results, figure);
-        return `${value.toFixed(2)}x ${Number(value.toFixed(2)) <= 1.1 ? '(met)' : '(MISSED)'}`;
+        return `${value.toFixed(2)}x ${withinGoal(value, 1.1) ? '(met)' : '(MISSED)'}`;
       };
       lines.push(
         `| growth, ${describe(results[0]!)} to ${describe(results.at(-1)!)} (goal <= 1.10x) | ${cell('listingRatio')} | ${cell('verifyRatio')} | ${cell('writesRatio')} | |`,

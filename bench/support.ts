@@ -37,6 +37,14 @@ export async function seedKeyedOrganizations(db: Queryable, label: string, count
   await db.query('analyze organizations, users, api_keys, api_key_prefixes');
 }
 
+/**
+ * Whether `ratio`, as the tables print it (two decimals), is at most `goal`: a row that reads
+ * 1.10x against a goal of 1.10x has met it, whatever the third decimal.
+ */
+export function withinGoal(ratio: number, goal: number): boolean {
+  return Number(ratio.toFixed(2)) <= goal;
+}
+
 /** Nearest-rank percentile, in ms; 0 for no samples. */
 export function percentile(samples: number[], p: number): number {
   if (samples.length === 0) return 0;

@@ -107,16 +107,13 @@ export async function verifyApiKey(
   const parsed = parseKey(key);
   if (!parsed) return { ok: false, reason: 'MALFORMED' };
   const knownOrg = prefixOrgs?.orgOf(parsed.prefix);
+  const [sql, params] =
+    knownOrg === undefined
+      ? [BY_PREFIX, [parsed.prefix, parsed.hash, permission ?? null]]
+      : [IN_ORG, [knownOrg, parsed.prefix, parsed.hash, permission ? [permission] : []]];
   let row: VerifyRow | undefined;
   try {
-    const { rows } =
-      knownOrg === undefined
-        ? await run<VerifyRow>(db, BY_PREFIX, [parsed.prefix, parsed.hash, permission ?? null], { prepare: true, ...call })
-        : await run<VerifyRow>(db, IN_ORG, [knownOrg, parsed.prefix, parsed.hash, permission ? [permission] : []], {
-            prepare: true,
-            ...call,
-          });
-    row = rows[0];
+    row = (await run<VerifyRow>(db, sql, params, { prepare: true, ...call })).rows[0];
   } catch (error) {
     throw timedOut(error);
   }
