@@ -41,6 +41,25 @@ interface Prepared {
 
 const CONCURRENCY = 8;
 
+/** WorkflowStatesRepository.list's first page, as the owner runs it: org_id given, no scope. */
+const LIST_SQL = `select workflow_exec_id, org_id, workflow_id, status, input, output, error, usage, created_at, updated_at,
+  (extract(epoch from created_at at time zone 'UTC') * 1000000)::bigint::text as cursor_micros from workflow_states
+  where org_id = $1::uuid order by created_at desc, workflow_exec_id desc limit 51`;
+
+/** Refuses to time two listings that do not return the same, non-empty page. */
+async function sameRows(
+  cluster: () => Promise<{ items: readonly { workflowExecId: string }[] }>,
+  single: () => Promise<{ items: readonly { workflowExecId: string }[] }>,
+) {
+  const ids = async (list: typeof cluster) => (await list()).items.map((item) => item.workflowExecId).join(',');
+  const [onCluster, onSingle] = [await ids(cluster), await ids(single)];
+  if (onSingle === '' || onCluster !== onSingle) {
+    throw new Error(
+      `the cluster's listing is not the single server's (${onCluster.split(',').filter(Boolean).length} rows against ${onSingle.split(',').filter(Boolean).length}): nothing to compare`,
+    );
+  }
+}
+
 /** The same organizations, workflow states and API key, in the same way, on either backend. */
 async function prepare(url: string, options: Options): Promise<Prepared> {
   const store = await openStore({ url, poolSize: CONCURRENCY + 2 });
@@ -115,6 +134,19 @@ export async function runCitusBench(options: Options, log: (line: string) => voi
     const one = await prepare(singleUrl, options);
     try {
       const list = (prepared: Prepared) => () => prepared.store.readOrg(prepared.typicalOrg).workflows.list({ limit: 50 });
+      // The owner's own statement on the cluster, org_id given, no scope: what any read through
+      // the coordinator costs, alone (one task, no transaction block on the worker) and in a
+      // transaction block (BEGIN and COMMIT reach the worker: two more round trips), which a
+      // scope needs for its SET LOCALs to reach the worker at all.
+      const ownerList = (prepared: Prepared) => () => prepared.store.db.query(LIST_SQL, [prepared.typicalOrg], { prepare: true });
+      const ownerListInBlock = (prepared: Prepared) => () =>
+        prepared.store.db.withSession((session) =>
+          session.pipeline([
+            { sql: 'begin isolation level read committed', prepare: true, rows: false },
+            { sql: LIST_SQL, params: [prepared.typicalOrg], prepare: true },
+            { sql: 'commit', prepare: true, rows: false },
+          ]),
+        );
       const verify = (prepared: Prepared) => async () => {
         const result = await prepared.store.verifyApiKey(prepared.key);
         if (!result.ok) throw new Error(`verification failed: ${result.reason}`);
@@ -123,9 +155,16 @@ export async function runCitusBench(options: Options, log: (line: string) => voi
         options,
         2,
         async (cluster) => {
+          // The same page on both, and not an empty one: a scope whose settings do not reach the
+          // worker reads nothing there, and an empty read is fast (11-30's 1.34x was one).
+          await sameRows(list(cluster), list(one));
           // Warm both, then alternate cluster and single server call by call.
           await alternatingP50(100, list(cluster), list(one));
           const listing = await alternatingP50(options.iterations, list(cluster), list(one));
+          await alternatingP50(100, ownerList(cluster), list(one));
+          const ownerListing = await alternatingP50(options.iterations, ownerList(cluster), list(one));
+          await alternatingP50(100, ownerListInBlock(cluster), list(one));
+          const ownerListingInBlock = await alternatingP50(options.iterations, ownerListInBlock(cluster), list(one));
           await alternatingP50(100, verify(cluster), verify(one));
           const verification = await alternatingP50(options.iterations, verify(cluster), verify(one));
           log(`listing p50: cluster ${listing.subjectMs.toFixed(3)} ms, single server ${listing.floorMs.toFixed(3)} ms`);
@@ -133,7 +172,7 @@ export async function runCitusBench(options: Options, log: (line: string) => voi
           const singleWrites = await writeThroughput(one, options.seconds);
           const twoWorkerWrites = await writeThroughput(cluster, options.seconds);
           log(`writes: single server ${singleWrites.toFixed(0)}/s, cluster with 2 workers ${twoWorkerWrites.toFixed(0)}/s`);
-          return { listing, verification, singleWrites, twoWorkerWrites };
+          return { listing, ownerListing, ownerListingInBlock, verification, singleWrites, twoWorkerWrites };
         },
         log,
       );
@@ -178,6 +217,18 @@ async function main(): Promise<void> {
       `${r.listing.subjectMs.toFixed(3)} ms`,
       `${r.listing.floorMs.toFixed(3)} ms`,
       `${(r.listing.subjectMs / r.listing.floorMs).toFixed(2)}x`,
+    ],
+    [
+      "list, the owner's statement on the cluster, no scope (p50)",
+      `${r.ownerListing.subjectMs.toFixed(3)} ms`,
+      `${r.ownerListing.floorMs.toFixed(3)} ms`,
+      `${(r.ownerListing.subjectMs / r.ownerListing.floorMs).toFixed(2)}x`,
+    ],
+    [
+      '  same, in BEGIN ... COMMIT (p50)',
+      `${r.ownerListingInBlock.subjectMs.toFixed(3)} ms`,
+      `${r.ownerListingInBlock.floorMs.toFixed(3)} ms`,
+      `${(r.ownerListingInBlock.subjectMs / r.ownerListingInBlock.floorMs).toFixed(2)}x`,
     ],
     [
       'verify API key (p50)',
