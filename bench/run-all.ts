@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { runListingBench } from './listing.ts';
 import { runMigrateUnderLoad } from './migrate-under-load.ts';
 import { runVerifyBench } from './verify.ts';
+import { runKeyCacheBench } from './key-cache.ts';
 import { runWritesBench } from './writes.ts';
 import { serverUrlOr, withinGoal } from './support.ts';
 
@@ -94,6 +95,25 @@ if (verify.leastWork) {
     met: verdict(withinGoal(verify.leastWork.verifyRatio, 1.3)),
   });
 }
+
+console.error('key cache: cached against the database path, and revocation across 4 processes');
+const cache = await runKeyCacheBench({ url, iterations: Number(values.iterations) * 4, trials: 10, log });
+rows.push({
+  benchmark: 'verify API key, cached (p50)',
+  measured: `${(cache.cachedP50Ms * 1000).toFixed(1)} us`,
+  floor: `database path ${cache.databaseP50Ms.toFixed(3)} ms`,
+  ratio: `${cache.speedup.toFixed(1)}x faster`,
+  goal: '>= 20x faster',
+  met: verdict(cache.speedup >= 20),
+});
+rows.push({
+  benchmark: `key cache: revocation seen by 4 processes (${cache.samples} samples)`,
+  measured: `p50 ${cache.propagationP50Ms.toFixed(1)} ms, max ${cache.propagationMaxMs.toFixed(1)} ms`,
+  floor: '',
+  ratio: '',
+  goal: 'max <= 100 ms',
+  met: verdict(cache.propagationMaxMs <= 100),
+});
 
 console.error(`migrate under load (n = ${values.n})`);
 const migrate = await runMigrateUnderLoad({ n: Number(values.n), url, log });

@@ -339,6 +339,7 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
           },
           loginAs: () => undefined,
           snapshot: () => undefined,
+          listen: () => undefined,
           close: async () => {
             closed = true;
           },

@@ -103,6 +103,7 @@ describe.skipIf(!citusUrl)('the store on Citus', () => {
         'api_keys',
         'api_key_usage',
         'api_key_usage_saved',
+        'api_key_leases',
         'workflow_states',
         'task_states',
         'schedules',
@@ -286,6 +287,16 @@ alter table workflow_states drop column priority;
       // The store goes that way once it has seen the key: its answers go on counting.
       const [first, second] = [await store.verifyApiKey(key), await store.verifyApiKey(key)];
       expect(first.ok && second.ok && second.rateLimit.remaining).toBe(first.ok && first.rateLimit.remaining - 1);
+    });
+
+    it('refuses the key cache, whose notifications would be sent on the workers, and the distribute command dropped their triggers', async () => {
+      const error = await expectStoreError(openStore({ url: cluster.url, keyCache: { maxKeys: 10 } }), 'INVALID_INPUT', 'keyCache');
+      expect(error.details.reason).toBe('citus');
+      // Only the scope key's remains: a plain table of the coordinator's, where a store would listen.
+      const { rows } = await store.db.query<{ table: string; trigger: string }>(
+        `select tgrelid::regclass::text as table, tgname as trigger from pg_trigger where tgname like '%notify_key_cache%' order by 2`,
+      );
+      expect(rows).toEqual([{ table: 'tenant_scope_key', trigger: 'tenant_scope_key_notify_key_cache' }]);
     });
 
     it('delegates no function the tenant login may call: a NULL organization gets no row, and the coordinator stays up', async () => {

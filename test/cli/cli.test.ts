@@ -71,7 +71,7 @@ describe('engine-store migrate on the embedded database', () => {
     const refused = await cli(['--data-dir', copy, 'migrate', 'down', '--to', '20250601090200_create_schedules']);
     expect(refused.code).toBe(8);
     expect(refused.stderr).toMatch(
-      /error \[CONFLICT\] reverting 8 migration\(s\) was refused before the first of them, so nothing was reverted:\n {2}- 20261128120000_add_multitenant_schema: refusing to drop the tenancy tables: organizations other than default still exist/,
+      /error \[CONFLICT\] reverting 9 migration\(s\) was refused before the first of them, so nothing was reverted:\n {2}- 20261128120000_add_multitenant_schema: refusing to drop the tenancy tables: organizations other than default still exist/,
     );
     expect(refused.stdout).not.toMatch(/^↓ /m);
     expect((await cli(['--data-dir', copy, 'migrate', 'status'])).stdout).toMatch(new RegExp(`${migrationCount} applied, 0 pending`));

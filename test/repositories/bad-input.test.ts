@@ -61,6 +61,7 @@ function recording(db: Database, statements: string[] = []): { db: Database; sta
     // The tenant login's pool (on a server) records into the same list.
     loginAs: (user, password, pool) => db.loginAs(user, password, pool)?.then((tenant) => recording(tenant, statements).db),
     snapshot: () => db.snapshot(),
+    listen: (channel, handlers) => db.listen(channel, handlers),
     ...wrap(db),
     withSession: (work) => db.withSession((session) => work(wrapSession(session))),
     close: () => db.close(),

@@ -208,6 +208,7 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
       [MIGRATIONS_TABLE],
     );
     expect(rows.filter((r) => r.tenant).map((r) => r.table)).toEqual([
+      'api_key_leases',
       'api_key_prefixes',
       'api_key_usage',
       'api_key_usage_saved',

@@ -14,6 +14,7 @@ export type { Schedule, CreateSchedule, ScheduleChanges, ListSchedules } from '.
 export type { Page, PageRequest } from './repositories/pagination.ts';
 export { DEFAULT_ORG_ID } from './repositories/default-organization.ts';
 export type { ApiKey, IssuedKey, IssueKey, ListKeys } from './api-keys/api-keys.ts';
+export type { KeyCacheOptions, KeyCacheStats } from './api-keys/key-cache.ts';
 export {
   verifyApiKey,
   VERIFY_REASONS,

@@ -130,6 +130,7 @@ export function reportingQueries(db: Database, pool: PoolName, onQuery: ((event:
     withSession: (work, options?: SessionOptions) => db.withSession((inner) => work(session(inner)), options),
     loginAs: (user, password, pool) => db.loginAs(user, password, pool),
     snapshot: () => db.snapshot(),
+    listen: (channel, handlers) => db.listen(channel, handlers),
     close: () => db.close(),
   };
 }

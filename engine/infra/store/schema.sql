@@ -99,6 +99,149 @@ $$;
 COMMENT ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) IS 'Enters the scope of an organization, signed by the store, for the rest of the transaction (settings app.org_id, app.org_expires, app.org_live, app.org_token).';
 
 --
+-- Name: key_cache_tag(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.key_cache_tag(p_org uuid) RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+  select encode(substr(sha256(k.outer_pad || sha256(k.inner_pad || convert_to('key-cache:' || p_org::text, 'UTF8'))), 1, 16), 'hex')
+    from public.tenant_scope_key k where k.id = 1
+$$;
+
+--
+-- Name: FUNCTION key_cache_tag(p_org uuid); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.key_cache_tag(p_org uuid) IS 'The payload of engine_store_key_cache notifications about an organization: HMAC of it with the scope key, 16 bytes in hex.';
+
+--
+-- Name: lease_api_key_permits(uuid, text, bytea, text[], integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.lease_api_key_permits(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[], p_permits integer) RETURNS TABLE(outcome text, org_id uuid, user_id uuid, api_key_id uuid, role text, permissions text[], rate_limit_per_hour integer, remaining integer, resets_at timestamp with time zone, permits integer, lease_id uuid, key_expires_at timestamp with time zone, verified_at timestamp with time zone)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+-- A SET clause here (unlike verify_api_key_in_org): a lease is taken once per block of requests.
+declare
+  key_org uuid := p_org_id;
+  checked record;
+  extra int4;
+  counted int4;
+  step int4;
+  this_window timestamptz;
+begin
+  if p_permits is null or p_permits < 1 or p_permits > 1000000 then
+    raise exception 'p_permits must be a whole number from 1 to 1000000' using errcode = '22023';
+  end if;
+  verified_at := public.verification_now();
+  if key_org is null and p_prefix is not null then
+    select p.org_id into key_org from public.api_key_prefixes p where p.prefix = p_prefix;
+  end if;
+  if key_org is null or p_prefix is null or p_key_hash is null or p_required is null then
+    outcome := 'NOT_FOUND';
+    return next;
+    return;
+  end if;
+  select * into checked from public.verify_api_key_in_org(key_org, p_prefix, p_key_hash, p_required);
+  outcome := checked.outcome;
+  org_id := checked.org_id;
+  user_id := checked.user_id;
+  api_key_id := checked.api_key_id;
+  role := checked.role;
+  permissions := checked.permissions;
+  rate_limit_per_hour := checked.rate_limit_per_hour;
+  remaining := checked.remaining;
+  resets_at := checked.resets_at;
+  if outcome is distinct from 'OK' then
+    return next;
+    return;
+  end if;
+  permits := 1;
+  select k.expires_at into key_expires_at from public.api_keys k where k.org_id = checked.org_id and k.id = checked.api_key_id;
+  extra := least(p_permits - 1, checked.remaining);
+  if extra > 0 then
+    this_window := checked.resets_at - interval '1 hour';
+    -- The row verify_api_key_in_org just counted on, locked by it until commit: nothing moved it since.
+    update public.api_key_usage u set request_count = u.request_count + extra
+     where u.org_id = checked.org_id and u.api_key_id = checked.api_key_id and u.window_start = this_window
+    returning u.request_count into counted;
+    -- Saved when the units cross a step (see migration 20261128140000), as one request at a time would.
+    step := greatest(1, checked.rate_limit_per_hour / 64);
+    if counted / step > (counted - extra) / step then
+      insert into public.api_key_usage_saved as s (org_id, api_key_id, window_start, request_count)
+      values (checked.org_id, checked.api_key_id, this_window, counted)
+      on conflict on constraint api_key_usage_saved_pkey do update
+        set request_count = greatest(s.request_count, excluded.request_count);
+    end if;
+    delete from public.api_key_leases l
+     where l.org_id = checked.org_id and l.api_key_id = checked.api_key_id and l.window_start < this_window;
+    insert into public.api_key_leases (org_id, api_key_id, window_start, permits)
+    values (checked.org_id, checked.api_key_id, this_window, extra)
+    returning id into lease_id;
+    permits := 1 + extra;
+    remaining := checked.remaining - extra;
+  end if;
+  return next;
+end
+$$;
+
+--
+-- Name: FUNCTION lease_api_key_permits(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[], p_permits integer); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.lease_api_key_permits(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[], p_permits integer) IS 'Verifies an API key as verify_api_key_in_org does and, if accepted, leases up to p_permits - 1 more units of its hour window.';
+
+--
+-- Name: notify_key_cache(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.notify_key_cache() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+  changed record;
+  org uuid;
+begin
+  if tg_op = 'DELETE' then changed := old; else changed := new; end if;
+  -- Two statements: a record's field is looked up when its statement runs, and only
+  -- organizations has no org_id.
+  if tg_table_name = 'organizations' then org := changed.id; else org := changed.org_id; end if;
+  perform pg_notify('engine_store_key_cache', public.key_cache_tag(org));
+  return null;
+end
+$$;
+
+--
+-- Name: FUNCTION notify_key_cache(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.notify_key_cache() IS 'Row trigger: tells processes that cache keys that an organization''s keys, users or status changed.';
+
+--
+-- Name: notify_key_cache_all(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.notify_key_cache_all() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+  perform pg_notify('engine_store_key_cache', case when tg_table_name = 'tenant_scope_key' then 'rotated' else '' end);
+  return null;
+end
+$$;
+
+--
+-- Name: FUNCTION notify_key_cache_all(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.notify_key_cache_all() IS 'Statement trigger: tells processes that cache keys to forget them all (role mapping) or to stop caching (scope key).';
+
+--
 -- Name: refresh_role_grants(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -201,6 +344,45 @@ $$;
 --
 
 COMMENT ON FUNCTION public.requested_org_id() IS 'The organization app.org_id names, unverified: the default of org_id, checked by the policies.';
+
+--
+-- Name: return_api_key_permits(uuid, uuid, uuid, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.return_api_key_permits(p_org_id uuid, p_api_key_id uuid, p_lease_id uuid, p_unspent integer) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+  lease record;
+  given int4;
+begin
+  if p_unspent is null or p_unspent < 1 then
+    return 0;
+  end if;
+  delete from public.api_key_leases l
+   where l.org_id = p_org_id and l.api_key_id = p_api_key_id and l.id = p_lease_id
+  returning l.window_start, l.permits into lease;
+  if not found then
+    return 0;
+  end if;
+  if lease.window_start <> date_trunc('hour', public.verification_now(), 'UTC') then
+    return 0;
+  end if;
+  given := least(p_unspent, lease.permits);
+  -- Never below the request that took the lease, which is spent (a crash may have restarted
+  -- the counter lower than the lease: then fewer units come back, never more).
+  update public.api_key_usage u set request_count = greatest(1, u.request_count - given)
+   where u.org_id = p_org_id and u.api_key_id = p_api_key_id and u.window_start = lease.window_start;
+  return given;
+end
+$$;
+
+--
+-- Name: FUNCTION return_api_key_permits(p_org_id uuid, p_api_key_id uuid, p_lease_id uuid, p_unspent integer); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.return_api_key_permits(p_org_id uuid, p_api_key_id uuid, p_lease_id uuid, p_unspent integer) IS 'Gives back the unspent units of a lease taken by lease_api_key_permits, once, within its window.';
 
 --
 -- Name: role_permissions_refresh_role_grants(); Type: FUNCTION; Schema: public; Owner: -
@@ -547,6 +729,27 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: api_key_leases; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE UNLOGGED TABLE public.api_key_leases (
+    org_id uuid NOT NULL,
+    api_key_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    window_start timestamp with time zone NOT NULL,
+    permits integer NOT NULL,
+    CONSTRAINT api_key_leases_permits_check CHECK ((permits >= 1))
+);
+
+ALTER TABLE ONLY public.api_key_leases FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: TABLE api_key_leases; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.api_key_leases IS 'Units of an hour window leased by a process beyond the request that leased them, until they are returned or the window ends. Unlogged.';
+
+--
 -- Name: api_key_prefixes; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -836,6 +1039,13 @@ ALTER TABLE ONLY public.workflow_states ALTER COLUMN org_id SET (n_distinct=-0.0
 ALTER TABLE ONLY public.workflow_states FORCE ROW LEVEL SECURITY;
 
 --
+-- Name: api_key_leases api_key_leases_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_key_leases
+    ADD CONSTRAINT api_key_leases_pkey PRIMARY KEY (org_id, api_key_id, id);
+
+--
 -- Name: api_key_prefixes api_key_prefixes_org_id_prefix_key; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1080,6 +1290,18 @@ CREATE INDEX workflow_states_org_id_workflow_id_idx ON public.workflow_states US
 CREATE TRIGGER api_key_prefixes_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR UPDATE ON public.api_key_prefixes FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_writes_of_inactive_org();
 
 --
+-- Name: api_keys api_keys_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER api_keys_notify_key_cache AFTER UPDATE ON public.api_keys FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) OR (old.expires_at IS DISTINCT FROM new.expires_at) OR (old.deleted_at IS DISTINCT FROM new.deleted_at) OR (old.scopes IS DISTINCT FROM new.scopes) OR (old.rate_limit_per_hour IS DISTINCT FROM new.rate_limit_per_hour) OR (old.key_hash IS DISTINCT FROM new.key_hash) OR (old.replaced_by IS DISTINCT FROM new.replaced_by) OR (old.user_id IS DISTINCT FROM new.user_id))) EXECUTE FUNCTION public.notify_key_cache();
+
+--
+-- Name: api_keys api_keys_notify_key_cache_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER api_keys_notify_key_cache_delete AFTER DELETE ON public.api_keys FOR EACH ROW EXECUTE FUNCTION public.notify_key_cache();
+
+--
 -- Name: api_keys api_keys_refuse_changes_but_revocation_of_suspended_org; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -1098,10 +1320,28 @@ CREATE TRIGGER api_keys_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR
 CREATE TRIGGER api_keys_set_updated_at BEFORE UPDATE ON public.api_keys FOR EACH ROW WHEN (((to_jsonb(old.*) - 'last_used_at'::text) IS DISTINCT FROM (to_jsonb(new.*) - 'last_used_at'::text))) EXECUTE FUNCTION public.set_updated_at();
 
 --
+-- Name: organizations organizations_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER organizations_notify_key_cache AFTER UPDATE ON public.organizations FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) OR (old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE FUNCTION public.notify_key_cache();
+
+--
+-- Name: organizations organizations_notify_key_cache_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER organizations_notify_key_cache_delete AFTER DELETE ON public.organizations FOR EACH ROW EXECUTE FUNCTION public.notify_key_cache();
+
+--
 -- Name: organizations organizations_set_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER organizations_set_updated_at BEFORE UPDATE ON public.organizations FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: role_permissions role_permissions_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER role_permissions_notify_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON public.role_permissions FOR EACH STATEMENT EXECUTE FUNCTION public.notify_key_cache_all();
 
 --
 -- Name: role_permissions role_permissions_refresh_role_grants; Type: TRIGGER; Schema: public; Owner: -
@@ -1134,6 +1374,24 @@ CREATE TRIGGER task_states_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE
 CREATE TRIGGER task_states_set_updated_at BEFORE UPDATE ON public.task_states FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
 
 --
+-- Name: tenant_scope_key tenant_scope_key_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tenant_scope_key_notify_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON public.tenant_scope_key FOR EACH STATEMENT EXECUTE FUNCTION public.notify_key_cache_all();
+
+--
+-- Name: users users_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER users_notify_key_cache AFTER UPDATE ON public.users FOR EACH ROW WHEN (((old.role IS DISTINCT FROM new.role) OR (old.status IS DISTINCT FROM new.status) OR (old.deleted_at IS DISTINCT FROM new.deleted_at))) EXECUTE FUNCTION public.notify_key_cache();
+
+--
+-- Name: users users_notify_key_cache_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER users_notify_key_cache_delete AFTER DELETE ON public.users FOR EACH ROW EXECUTE FUNCTION public.notify_key_cache();
+
+--
 -- Name: users users_refuse_writes_of_inactive_org; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -1156,6 +1414,13 @@ CREATE TRIGGER workflow_states_refuse_writes_of_inactive_org BEFORE INSERT OR DE
 --
 
 CREATE TRIGGER workflow_states_set_updated_at BEFORE UPDATE ON public.workflow_states FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: api_key_leases api_key_leases_org_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_key_leases
+    ADD CONSTRAINT api_key_leases_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
 
 --
 -- Name: api_key_usage api_key_usage_org_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
@@ -1240,6 +1505,18 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.workflow_states
     ADD CONSTRAINT workflow_states_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
+
+--
+-- Name: api_key_leases; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.api_key_leases ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: api_key_leases api_key_leases_key_verifier; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY api_key_leases_key_verifier ON public.api_key_leases TO app_key_verifier USING (true) WITH CHECK (true);
 
 --
 -- Name: api_key_prefixes; Type: ROW SECURITY; Schema: public; Owner: -
@@ -1408,6 +1685,31 @@ REVOKE ALL ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p
 GRANT ALL ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_proof bytea) TO app_tenant;
 
 --
+-- Name: FUNCTION key_cache_tag(p_org uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.key_cache_tag(p_org uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION lease_api_key_permits(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[], p_permits integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.lease_api_key_permits(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[], p_permits integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.lease_api_key_permits(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[], p_permits integer) TO app_tenant;
+
+--
+-- Name: FUNCTION notify_key_cache(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.notify_key_cache() FROM PUBLIC;
+
+--
+-- Name: FUNCTION notify_key_cache_all(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.notify_key_cache_all() FROM PUBLIC;
+
+--
 -- Name: FUNCTION refresh_role_grants(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1431,6 +1733,13 @@ REVOKE ALL ON FUNCTION public.refuse_writes_of_inactive_org() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION public.requested_org_id() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.requested_org_id() TO app_tenant;
+
+--
+-- Name: FUNCTION return_api_key_permits(p_org_id uuid, p_api_key_id uuid, p_lease_id uuid, p_unspent integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.return_api_key_permits(p_org_id uuid, p_api_key_id uuid, p_lease_id uuid, p_unspent integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.return_api_key_permits(p_org_id uuid, p_api_key_id uuid, p_lease_id uuid, p_unspent integer) TO app_tenant;
 
 --
 -- Name: FUNCTION role_permissions_refresh_role_grants(); Type: ACL; Schema: public; Owner: -
@@ -1492,6 +1801,12 @@ GRANT ALL ON FUNCTION public.verify_api_key_in_org(p_org_id uuid, p_prefix text,
 
 REVOKE ALL ON FUNCTION public.visible_org_id() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.visible_org_id() TO app_tenant;
+
+--
+-- Name: TABLE api_key_leases; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE ON TABLE public.api_key_leases TO app_key_verifier;
 
 --
 -- Name: TABLE api_key_prefixes; Type: ACL; Schema: public; Owner: -
@@ -1581,6 +1896,8 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.workflow_states TO app_tenant;
 --
 
 -- Functions owned by a role of their own (pg_dump --no-owner leaves them out).
+ALTER FUNCTION public.lease_api_key_permits(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[], p_permits integer) OWNER TO app_key_verifier;
+ALTER FUNCTION public.return_api_key_permits(p_org_id uuid, p_api_key_id uuid, p_lease_id uuid, p_unspent integer) OWNER TO app_key_verifier;
 ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) OWNER TO app_key_verifier;
 ALTER FUNCTION public.verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[]) OWNER TO app_key_verifier;
 REVOKE CREATE ON SCHEMA public FROM app_key_verifier;
@@ -1649,3 +1966,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '55a6c79026937a48cff936752effb64decacf64b38dd80bc0f0a34db83fabcc1', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'be4d461a0f462e31fae40ee9893fcc86e108e3ad7a296936b348d7d0d3fc4e99', 0);

@@ -19,6 +19,7 @@ import {
   type PoolOptions,
 } from './connection/database.ts';
 import { StoreError } from './errors.ts';
+import type { Permission } from './api-keys/rbac.ts';
 import { UUID } from './repositories/validation.ts';
 import { callOptions, verifyOptions, type CallOptions, type VerifyOptions } from './connection/call-options.ts';
 import { observabilityOptions, observed, reportingQueries, type ObservabilityOptions } from './observability.ts';
@@ -39,6 +40,7 @@ import {
 } from './tenancy/scopes.ts';
 import { loadScopeSigner } from './tenancy/scope-signer.ts';
 import { PrefixOrgs } from './api-keys/prefix-orgs.ts';
+import { KeyCache, keyCacheOptions, type KeyCacheOptions, type KeyCacheStats } from './api-keys/key-cache.ts';
 import { OrgShare, orgShareOf } from './tenancy/org-share.ts';
 import {
   verifyApiKey,
@@ -66,6 +68,12 @@ export interface StoreOptions extends OpenOptions, TenantLoginOptions, Observabi
    * and each call may name one (CallOptions).
    */
   deadlineMs?: number;
+  /**
+   * Answer repeat verifications of hot keys from memory (off by default; PostgreSQL only, not
+   * Citus). Revocations and suspensions reach every process within `maxStalenessMs`, and limits
+   * stay exact: see api-keys/key-cache.ts and the README's "Key cache".
+   */
+  keyCache?: KeyCacheOptions;
 }
 
 export interface TenantLoginOptions {
@@ -109,6 +117,8 @@ export interface Store {
   readOrg(orgId: string, options?: CallOptions): TenantReads;
   /** Verifies an API key in one round trip; see api-keys/verify-api-key.ts, and VerifyOptions. */
   verifyApiKey(key: unknown, options?: VerifyOptions): Promise<Verification>;
+  /** The key cache, when `keyCache` was given: what it holds and whether it answers. */
+  readonly keyCache: { stats(): KeyCacheStats } | undefined;
   close(): Promise<void>;
 }
 
@@ -120,6 +130,8 @@ export interface Store {
  * await store.close();
  */
 export async function openStore(options: StoreOptions = {}): Promise<Store> {
+  // Checked before the database opens; storeOver parses them (again) for its own callers.
+  keyCacheOptions(options.keyCache);
   const db = await openDatabase(options);
   try {
     return await storeOver(db, options);
@@ -150,6 +162,7 @@ async function openTenantDatabase(owner: Database, options: TenantLoginOptions, 
 /** A store over an already open owner database (which the store then owns and closes). */
 export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' | 'dataDir'> = {}): Promise<Store> {
   const hooks = observabilityOptions(options);
+  const cacheOptions = keyCacheOptions(options.keyCache);
   const dir = options.migrationsDir === undefined ? {} : { dir: options.migrationsDir };
   if (options.migrate) await migrateUp(db, { ...dir, ...(hooks.tracer ? { tracer: hooks.tracer } : {}) });
   const status = await migrationStatus(db, dir);
@@ -163,6 +176,15 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   // Read through the owner's connection: the tenant login cannot read the scope key.
   const signer = await loadScopeSigner(db);
   const citus = await isCitus(db);
+  if (cacheOptions && (db.kind === 'pglite' || citus)) {
+    throw new StoreError(
+      'INVALID_INPUT',
+      db.kind === 'pglite'
+        ? 'keyCache needs a PostgreSQL server: the embedded database verifies in this process already'
+        : 'keyCache does not run on Citus: changes are notified on the workers, where no store listens',
+      { field: 'keyCache', reason: db.kind === 'pglite' ? 'embedded' : 'citus' },
+    );
+  }
   const verifyTimeouts = verifyTimeoutValues(options.verifyTimeouts);
   // The owner's connection options (timeouts, TLS) hold for the tenant login's pools too.
   const shared = connectionOptions(options);
@@ -217,6 +239,17 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   // Spans and onError only where asked for: the hot paths pay nothing otherwise.
   const observe = hooks.tracer || hooks.onError ? observed : <T>(_h: unknown, _o: string, _a: unknown, work: () => Promise<T>) => work();
   const prefixOrgs = new PrefixOrgs();
+  let keyCache: KeyCache | undefined;
+  try {
+    keyCache = cacheOptions && (await KeyCache.open(verifyQueries, verifyDb, (org) => signer.keyCacheTag(org), prefixOrgs, cacheOptions));
+  } catch (error) {
+    await verifyDb.close();
+    if (tenantDb !== db) await tenantDb.close();
+    throw error;
+  }
+  const verify = keyCache
+    ? (key: unknown, call: CallOptions, permission?: Permission) => keyCache.verify(key, call, permission)
+    : (key: unknown, call: CallOptions, permission?: Permission) => verifyApiKey(verifyQueries, key, call, permission, prefixOrgs);
   const store: Store = {
     db: ownerDb,
     tenantDb: tenantQueries,
@@ -230,14 +263,17 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
         hooks,
         'verifyApiKey',
         {},
-        () => verifyApiKey(verifyQueries, key, call, permission, prefixOrgs),
+        () => verify(key, call, permission),
         (result, span) => {
           span.setAttribute('engine_store.verification', result.ok ? 'accepted' : result.reason);
           if (result.ok) span.setAttribute('engine_store.org_id', result.principal.orgId);
         },
       );
     },
+    keyCache: keyCache && { stats: () => keyCache.stats() },
     close: async () => {
+      // First: its unspent units go back through the verification pool.
+      await keyCache?.close();
       if (verifyDb !== db) await verifyDb.close();
       if (tenantDb !== db) await tenantDb.close();
       await db.close();

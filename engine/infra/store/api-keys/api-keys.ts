@@ -77,8 +77,14 @@ export function generateKey(): { key: string; prefix: string } {
   return { key: `es_${prefix}_${randomBytes(SECRET_BYTES).toString('base64url')}`, prefix };
 }
 
+/** A well-formed key, as the store keeps it: its prefix and its SHA-256 digest, never the key. */
+export interface ParsedKey {
+  prefix: string;
+  hash: Buffer;
+}
+
 /** The prefix and digest of a well-formed key, or undefined: decided without the database. */
-export function parseKey(key: unknown): { prefix: string; hash: Buffer } | undefined {
+export function parseKey(key: unknown): ParsedKey | undefined {
   if (typeof key !== 'string') return undefined;
   const match = KEY_FORMAT.exec(key);
   return match ? { prefix: match[1]!, hash: hashKey(key) } : undefined;

@@ -9,7 +9,7 @@
  */
 import type { Queryable } from '../connection/database.ts';
 import { StoreError, isStoreError } from '../errors.ts';
-import { parseKey } from './api-keys.ts';
+import { parseKey, type ParsedKey } from './api-keys.ts';
 import type { Permission } from './rbac.ts';
 import type { CallOptions } from '../connection/call-options.ts';
 import { run } from '../connection/run.ts';
@@ -74,7 +74,8 @@ export interface RateLimitState {
 export type Verification =
   { ok: true; principal: Principal; rateLimit: RateLimitState } | { ok: false; reason: VerifyReason; rateLimit?: RateLimitState };
 
-interface VerifyRow {
+/** A row of verify_api_key, verify_api_key_in_org and (its first columns) lease_api_key_permits. */
+export interface VerifyRow {
   outcome: 'OK' | VerifyReason;
   org_id: string | null;
   user_id: string | null;
@@ -105,7 +106,23 @@ export async function verifyApiKey(
   prefixOrgs?: PrefixOrgs,
 ): Promise<Verification> {
   const parsed = parseKey(key);
-  if (!parsed) return { ok: false, reason: 'MALFORMED' };
+  if (!parsed) return malformed();
+  return verifyParsedKey(db, parsed, call, permission, prefixOrgs);
+}
+
+/** The answer to a key that is not a key, decided without any I/O (a new object: callers may keep it). */
+export function malformed(): Verification {
+  return { ok: false, reason: 'MALFORMED' };
+}
+
+/** verifyApiKey of a key already parsed (and so hashed once). */
+export async function verifyParsedKey(
+  db: Queryable,
+  parsed: ParsedKey,
+  call: CallOptions,
+  permission: Permission | undefined,
+  prefixOrgs: PrefixOrgs | undefined,
+): Promise<Verification> {
   const knownOrg = prefixOrgs?.orgOf(parsed.prefix);
   const [sql, params] =
     knownOrg === undefined
@@ -115,18 +132,18 @@ export async function verifyApiKey(
   try {
     row = (await run<VerifyRow>(db, sql, params, { prepare: true, ...call })).rows[0];
   } catch (error) {
-    throw timedOut(error);
+    throw verificationError(error);
   }
   // No row only for a NULL argument (verify_api_key_in_org is STRICT), which none of the above is.
   if (row === undefined) return { ok: false, reason: 'NOT_FOUND' };
   // The organization comes back only once the digest matched.
   if (row.org_id !== null) prefixOrgs?.learn(parsed.prefix, row.org_id);
   else if (knownOrg !== undefined) prefixOrgs?.forget(parsed.prefix);
-  return verification(row);
+  return verificationOf(row);
 }
 
 /** A verification ended by its limits, said as such: the key was neither accepted nor counted. */
-function timedOut(error: unknown): unknown {
+export function verificationError(error: unknown): unknown {
   if (isStoreError(error, 'LOCK_TIMEOUT')) {
     return new StoreError(
       'LOCK_TIMEOUT',
@@ -155,7 +172,7 @@ function timedOut(error: unknown): unknown {
   return error;
 }
 
-function verification(row: VerifyRow): Verification {
+export function verificationOf(row: VerifyRow): Verification {
   const rateLimit =
     row.rate_limit_per_hour !== null && row.remaining !== null && row.resets_at !== null
       ? { limit: row.rate_limit_per_hour, remaining: row.remaining, resetsAt: new Date(row.resets_at) }

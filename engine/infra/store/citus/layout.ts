@@ -15,12 +15,25 @@ export const DISTRIBUTION_COLUMN = 'org_id';
 export const REFERENCE_TABLES = ['organizations', 'permissions', 'role_permissions', 'role_grants', 'api_key_prefixes'] as const;
 
 /**
- * Triggers the distribute command drops, because Citus cannot run them: a trigger on a reference
- * table runs on each node's copy, where a statement on another Citus table is refused. There,
- * whoever changes role_permissions by hand runs SELECT refresh_role_grants() after it, and
- * `doctor` reports role_grants when it disagrees (migration 20261128140000).
+ * Triggers the distribute command drops, because Citus cannot run them or they would do nothing
+ * there:
+ * - a trigger on a reference table runs on each node's copy, where a statement on another Citus
+ *   table is refused. There, whoever changes role_permissions by hand runs SELECT
+ *   refresh_role_grants() after it, and `doctor` reports role_grants when it disagrees
+ *   (migration 20261128140000);
+ * - the key cache's notifications would be sent on the node of the shard, where no store listens
+ *   (the store refuses keyCache on Citus; migration 20261128160000).
  */
-export const TRIGGERS_NOT_ON_CITUS = [{ table: 'role_permissions', trigger: 'role_permissions_refresh_role_grants' }] as const;
+export const TRIGGERS_NOT_ON_CITUS = [
+  { table: 'role_permissions', trigger: 'role_permissions_refresh_role_grants' },
+  { table: 'role_permissions', trigger: 'role_permissions_notify_key_cache' },
+  { table: 'organizations', trigger: 'organizations_notify_key_cache' },
+  { table: 'organizations', trigger: 'organizations_notify_key_cache_delete' },
+  { table: 'users', trigger: 'users_notify_key_cache' },
+  { table: 'users', trigger: 'users_notify_key_cache_delete' },
+  { table: 'api_keys', trigger: 'api_keys_notify_key_cache' },
+  { table: 'api_keys', trigger: 'api_keys_notify_key_cache_delete' },
+] as const;
 
 /**
  * Plain tables of each node, copied to the workers by the distribute command rather than by
@@ -39,6 +52,7 @@ export const DISTRIBUTED_TABLES = [
   'api_keys',
   'api_key_usage',
   'api_key_usage_saved',
+  'api_key_leases',
   'workflow_states',
   'task_states',
   'schedules',

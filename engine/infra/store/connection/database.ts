@@ -12,6 +12,7 @@ import { SQLSTATE, databaseErrorFields } from './database-errors.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 import { runPipeline } from './pipeline.ts';
 import { KeyedSlots } from './slots.ts';
+import { openListener, type ListenHandlers, type Listener } from './listener.ts';
 
 export interface QueryResult<Row> {
   rows: Row[];
@@ -92,6 +93,11 @@ export interface Database extends Queryable {
    * Taken between two callers' turns, so that no transaction is half in it.
    */
   snapshot(): Promise<Blob> | undefined;
+  /**
+   * A connection of its own, as this database's login, that LISTENs on `channel` (PostgreSQL
+   * only; the embedded database returns undefined). See listener.ts.
+   */
+  listen(channel: string, handlers: ListenHandlers): Promise<Listener> | undefined;
   /** Runs `work` on one connection that nobody else uses meanwhile (transactions, session locks). */
   withSession<T>(work: (session: Session) => Promise<T>, options?: SessionOptions): Promise<T>;
   close(): Promise<void>;
@@ -233,6 +239,7 @@ function refusedOnceClosed(db: Database): Database {
     withSession: (work, options) => (closed ? refuse() : db.withSession(work, options)),
     loginAs: (user, password, pool) => (closed ? refuse() : db.loginAs(user, password, pool)),
     snapshot: () => (closed ? refuse() : db.snapshot()),
+    listen: (channel, handlers) => (closed ? refuse() : db.listen(channel, handlers)),
     close: () => {
       closed = true;
       return db.close();
@@ -658,6 +665,13 @@ function openPostgres(
       return openDatabase({ ...other, url: login.toString(), poolSize: other.poolSize ?? poolSize });
     },
     snapshot: () => undefined,
+    listen: (channel, handlers) =>
+      openListener(url, channel, handlers, {
+        connectTimeoutMs: connectTimeoutMs ?? deadlineMs ?? POOL_WAIT_MS,
+        ...(ssl === undefined ? {} : { ssl }),
+      }).catch((error: unknown) => {
+        throw connectionError(error, location);
+      }),
     // Closing twice is harmless: a store and a test harness may both close the same database.
     close: once(() => pool.end()),
   };
@@ -763,6 +777,7 @@ async function openPglite(dataDir: string, waitMs: number, turnWaitMs: number, s
       });
     },
     loginAs: () => undefined,
+    listen: () => undefined,
     // Uncompressed: gzip would make it a quarter of the size and its loading several times slower.
     snapshot: () => takeTurn(() => pglite.dumpDataDir('none')),
     close: once(() =>

@@ -43,6 +43,7 @@ const DISPOSABLE_TABLES = new Set([
   'role_grants',
   'api_key_usage',
   'api_key_usage_saved',
+  'api_key_leases',
   'tenant_scope_key',
 ]);
 

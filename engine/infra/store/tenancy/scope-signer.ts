@@ -59,6 +59,15 @@ export class ScopeSigner {
     this.#signatures.set(org, signature);
     return signature;
   }
+
+  /**
+   * The tag that notifications about organization `org`'s keys carry (key_cache_tag() in
+   * migration 20261128160000): the first 16 bytes of HMAC-SHA256 of `key-cache:<org>`, in hex. A
+   * message of its own kind, so that a tag is never a scope's signature.
+   */
+  keyCacheTag(org: string): string {
+    return createHmac('sha256', this.#key).update(`key-cache:${org}`).digest().subarray(0, 16).toString('hex');
+  }
 }
 
 /**
