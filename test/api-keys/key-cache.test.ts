@@ -26,6 +26,7 @@ describe('key cache options', () => {
       { maxKeys: 0 },
       { maxKeys: 1.5 },
       { maxKeys: 10, maxStalenessMs: 5 },
+      { maxKeys: 10, idleReturnMs: 10 },
       { maxKeys: 10, ttl: 1 },
     ]) {
       await expectStoreError(openStore({ dataDir: 'memory://', keyCache: keyCache as never }), 'INVALID_INPUT');
@@ -64,10 +65,16 @@ describe.skipIf(!serverUrl)('key cache (PostgreSQL)', () => {
     await server?.drop();
   });
 
-  async function cachingStore(options: { maxKeys?: number; maxStalenessMs?: number; lockMs?: number } = {}): Promise<Store> {
+  async function cachingStore(
+    options: { maxKeys?: number; maxStalenessMs?: number; idleReturnMs?: number; lockMs?: number } = {},
+  ): Promise<Store> {
     const store = await openStore({
       url: server.url,
-      keyCache: { maxKeys: options.maxKeys ?? 100, ...(options.maxStalenessMs ? { maxStalenessMs: options.maxStalenessMs } : {}) },
+      keyCache: {
+        maxKeys: options.maxKeys ?? 100,
+        ...(options.maxStalenessMs ? { maxStalenessMs: options.maxStalenessMs } : {}),
+        ...(options.idleReturnMs ? { idleReturnMs: options.idleReturnMs } : {}),
+      },
       ...(options.lockMs ? { verifyTimeouts: { lockMs: options.lockMs } } : {}),
       onQuery: (event) => {
         if (event.pool === 'verify') verifyQueries.push(event);
@@ -269,6 +276,18 @@ describe.skipIf(!serverUrl)('key cache (PostgreSQL)', () => {
     // Every unit leased and not spent went back: the counters hold the verifications, no more.
     const totals = await Promise.all(keys.map(({ apiKey }) => counted(apiKey.id)));
     expect(totals.reduce((sum, n) => sum + n, 0)).toBe(verified);
+  });
+
+  it('gives back the units of a key left unused for idleReturnMs, and keeps answering it', async () => {
+    const store = await cachingStore({ idleReturnMs: 1_000 });
+    const { key, apiKey } = await issued();
+    await warm(store, key);
+    const { hits, leases } = store.keyCache!.stats();
+    await expect.poll(() => store.keyCache!.stats().permitsHeld, { timeout: 5_000, interval: 50 }).toBe(0);
+    // Whatever the process spent stays counted; nothing it held does.
+    await expect.poll(() => counted(apiKey.id), { timeout: 2_000, interval: 20 }).toBe(hits + leases);
+    expect(store.keyCache!.stats().keys).toBe(1);
+    expect((await store.verifyApiKey(key)).ok).toBe(true);
   });
 
   it('returns a lease once, and only to whoever took it', async () => {

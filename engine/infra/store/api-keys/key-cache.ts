@@ -8,7 +8,7 @@
  * (lease_api_key_permits, migration 20261128160000), never more than remain, and spent here one
  * per request. Leases start at one unit and double with each refill, up to a 16th of the limit,
  * so a key used once takes nothing from other processes, and a hot one goes to the database a
- * few dozen times an hour.
+ * few dozen times an hour; units a key leaves unspent for `idleReturnMs` go back.
  *
  * What keeps it honest:
  * - Changes. Every change verification reads (a key's status, expiry, deletion, scopes or limit;
@@ -47,6 +47,12 @@ export interface KeyCacheOptions {
    * listening connection dies without a word. A ping goes out every quarter of it.
    */
   maxStalenessMs?: number;
+  /**
+   * Units of a key not used for this long go back to the database, in ms (1,000 to 3,600,000;
+   * default 10,000), so that a process that stops using a key does not keep them from the others
+   * until its hour ends.
+   */
+  idleReturnMs?: number;
 }
 
 export interface KeyCacheStats {
@@ -65,6 +71,7 @@ export const KEY_CACHE_CHANNEL = 'engine_store_key_cache';
 const DEFAULT_MAX_STALENESS_MS = 100;
 /** The largest lease, as a share of the hourly limit: what a killed process can strand. */
 const LEASE_SHARE = 16;
+const DEFAULT_IDLE_RETURN_MS = 10_000;
 /** Organizations whose latest notification is remembered (to refuse a lease that crossed one). */
 const MAX_NOTIFIED_TAGS = 10_000;
 
@@ -74,15 +81,23 @@ export function keyCacheOptions(value: unknown): Required<KeyCacheOptions> | und
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw invalid('keyCache must be an object such as { maxKeys: 10000 }', 'keyCache');
   }
-  const unknown = Object.keys(value).find((key) => key !== 'maxKeys' && key !== 'maxStalenessMs');
-  if (unknown !== undefined)
-    throw invalid(`unknown keyCache option ${JSON.stringify(unknown)}; the options are maxKeys, maxStalenessMs`, 'keyCache');
-  const { maxKeys, maxStalenessMs } = value as { maxKeys?: unknown; maxStalenessMs?: unknown };
+  const unknown = Object.keys(value).find((key) => !['maxKeys', 'maxStalenessMs', 'idleReturnMs'].includes(key));
+  if (unknown !== undefined) {
+    throw invalid(`unknown keyCache option ${JSON.stringify(unknown)}; the options are maxKeys, maxStalenessMs, idleReturnMs`, 'keyCache');
+  }
+  const { maxKeys, maxStalenessMs, idleReturnMs } = value as { maxKeys?: unknown; maxStalenessMs?: unknown; idleReturnMs?: unknown };
   if (!isWhole(maxKeys, 1, 1_000_000)) throw invalid('keyCache.maxKeys must be a whole number from 1 to 1000000', 'keyCache.maxKeys');
   if (maxStalenessMs !== undefined && !isWhole(maxStalenessMs, 20, 60_000)) {
     throw invalid('keyCache.maxStalenessMs must be a whole number of milliseconds from 20 to 60000', 'keyCache.maxStalenessMs');
   }
-  return { maxKeys: maxKeys as number, maxStalenessMs: (maxStalenessMs as number | undefined) ?? DEFAULT_MAX_STALENESS_MS };
+  if (idleReturnMs !== undefined && !isWhole(idleReturnMs, 1_000, 3_600_000)) {
+    throw invalid('keyCache.idleReturnMs must be a whole number of milliseconds from 1000 to 3600000', 'keyCache.idleReturnMs');
+  }
+  return {
+    maxKeys: maxKeys as number,
+    maxStalenessMs: (maxStalenessMs as number | undefined) ?? DEFAULT_MAX_STALENESS_MS,
+    idleReturnMs: (idleReturnMs as number | undefined) ?? DEFAULT_IDLE_RETURN_MS,
+  };
 }
 
 function isWhole(value: unknown, min: number, max: number): boolean {
@@ -132,6 +147,8 @@ interface CachedKey {
   nextLease: number;
   /** The database had no unit left: RATE_LIMITED once `permits` are spent, until the window ends. */
   exhausted: boolean;
+  /** When a unit was last spent (or leased), on the monotonic clock: idle units go back (idleReturnMs). */
+  usedAt: number;
 }
 
 export class KeyCache {
@@ -150,6 +167,7 @@ export class KeyCache {
   #provenAt = -Infinity;
   #pinging = false;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #idleSweep: ReturnType<typeof setInterval> | undefined;
   #reconnect: ReturnType<typeof setTimeout> | undefined;
   #backoffMs = 0;
   #hits = 0;
@@ -175,6 +193,8 @@ export class KeyCache {
     await cache.#connect();
     cache.#heartbeat = setInterval(() => void cache.#ping(), Math.max(5, Math.floor(options.maxStalenessMs / 4)));
     cache.#heartbeat.unref();
+    cache.#idleSweep = setInterval(() => cache.#returnIdle(performance.now()), options.idleReturnMs / 4);
+    cache.#idleSweep.unref();
     return cache;
   }
 
@@ -204,6 +224,7 @@ export class KeyCache {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
     clearInterval(this.#heartbeat);
+    clearInterval(this.#idleSweep);
     clearTimeout(this.#reconnect);
     // Leases on their way are given back as they land (nothing is kept once closed).
     await Promise.allSettled([...this.#leasing.values()].flatMap((pending) => [...pending]));
@@ -226,15 +247,16 @@ export class KeyCache {
     // Before counting, as the database does: a request the key may not make costs no unit.
     if (permission !== undefined && !entry.permissions.includes(permission)) return { ok: false, reason: 'MISSING_PERMISSION' };
     // Refused only once no lease of this process is on its way: one may bring units for it.
-    const answer = this.#spend(entry) ?? (entry.exhausted && !this.#leasing.has(entry.prefix) ? rateLimited(entry) : undefined);
+    const answer = this.#spend(entry, now) ?? (entry.exhausted && !this.#leasing.has(entry.prefix) ? rateLimited(entry) : undefined);
     if (answer !== undefined) this.#hits += 1;
     return answer;
   }
 
   /** One unit of `entry`, as an accepted verification, or undefined when it has none. */
-  #spend(entry: CachedKey): Verification | undefined {
+  #spend(entry: CachedKey, now: number): Verification | undefined {
     if (entry.permits === 0) return undefined;
     entry.permits -= 1;
+    entry.usedAt = now;
     const lease = entry.leases.at(-1)!;
     lease.unspent -= 1;
     if (lease.unspent === 0) entry.leases.pop();
@@ -295,7 +317,7 @@ export class KeyCache {
       if (same !== undefined) {
         same.exhausted = true;
         same.serverRemaining = 0;
-        return this.#spend(same) ?? verificationOf(row);
+        return this.#spend(same, performance.now()) ?? verificationOf(row);
       }
     } else if (row.outcome !== 'MISSING_PERMISSION' && row.outcome !== 'RATE_LIMITED') {
       const same = this.#held(parsed);
@@ -336,6 +358,7 @@ export class KeyCache {
       serverRemaining: row.remaining!,
       nextLease: Math.min(Math.max(1, Math.floor(limit / LEASE_SHARE)), wanted * 2),
       exhausted: false,
+      usedAt: receivedAt,
     };
   }
 
@@ -390,6 +413,16 @@ export class KeyCache {
     }
   }
 
+  /** Gives back the units of keys not used for idleReturnMs; the keys stay held, and lease small again. */
+  #returnIdle(now: number): void {
+    for (const entry of this.#entries.values()) {
+      if (entry.permits > 0 && now - entry.usedAt >= this.options.idleReturnMs) {
+        this.#giveBack(entry);
+        entry.nextLease = 1;
+      }
+    }
+  }
+
   #notified(payload: string): void {
     if (payload === '' || payload === 'rotated') {
       this.#forgetAll();
@@ -411,6 +444,7 @@ export class KeyCache {
   #disable(): void {
     this.#state = 'disabled';
     clearInterval(this.#heartbeat);
+    clearInterval(this.#idleSweep);
     clearTimeout(this.#reconnect);
     void this.#listener?.close();
   }
@@ -495,4 +529,5 @@ function merge(held: CachedKey, leased: CachedKey): void {
   held.serverRemaining = leased.serverRemaining;
   held.nextLease = Math.max(held.nextLease, leased.nextLease);
   held.exhausted = false;
+  held.usedAt = leased.usedAt;
 }
