@@ -181,7 +181,7 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
       'INVALID_INPUT',
       db.kind === 'pglite'
         ? 'keyCache needs a PostgreSQL server: the embedded database verifies in this process already'
-        : 'keyCache does not run on Citus: changes are notified on the workers, where no store listens',
+        : 'keyCache does not run on Citus: its change notifications cannot be sent from the two-phase commits Citus writes with',
       { field: 'keyCache', reason: db.kind === 'pglite' ? 'embedded' : 'citus' },
     );
   }

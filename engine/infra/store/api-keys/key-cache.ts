@@ -13,7 +13,8 @@
  * What keeps it honest:
  * - Changes. Every change verification reads (a key's status, expiry, deletion, scopes or limit;
  *   a user's role or status; an organization's status; the role mapping) NOTIFYs. This process
- *   LISTENs on a connection of its own and forgets the organization's keys when one arrives.
+ *   LISTENs on a connection of its own (change-feed.ts) and forgets the organization's keys when
+ *   one arrives.
  * - Proof of hearing. A connection can die without a word (a partition), so the cache answers
  *   only while a ping on the listening connection, sent at most `maxStalenessMs` ago, has come
  *   back: the server delivers pending notifications before it answers, so every change committed
@@ -23,12 +24,11 @@
  *   organization was notified (or whose cache was emptied) after it was sent is not kept.
  * - Limits. The database never grants more units than remain, so all processes together never
  *   admit more than a key's limit. Units unspent go back (return_api_key_permits) when a key is
- *   forgotten or the store closes; a killed process's units are lost for the window, never
+ *   forgotten, left unused for `idleReturnMs`, or the store closes; a killed process's units are lost for the window, never
  *   doubled; units of an ended window lapse with it.
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { Database, Queryable } from '../connection/database.ts';
-import type { Listener } from '../connection/listener.ts';
 import type { CallOptions } from '../connection/call-options.ts';
 import { run } from '../connection/run.ts';
 import { StoreError } from '../errors.ts';
@@ -36,6 +36,7 @@ import type { Role } from '../repositories/validation.ts';
 import { parseKey, type ParsedKey } from './api-keys.ts';
 import type { PrefixOrgs } from './prefix-orgs.ts';
 import type { Permission } from './rbac.ts';
+import { ChangeFeed } from './change-feed.ts';
 import { malformed, verificationError, verificationOf, verifyParsedKey, type Verification, type VerifyRow } from './verify-api-key.ts';
 
 export interface KeyCacheOptions {
@@ -67,7 +68,6 @@ export interface KeyCacheStats {
   leases: number;
 }
 
-export const KEY_CACHE_CHANNEL = 'engine_store_key_cache';
 const DEFAULT_MAX_STALENESS_MS = 100;
 /** The largest lease, as a share of the hourly limit: what a killed process can strand. */
 const LEASE_SHARE = 16;
@@ -161,27 +161,20 @@ export class KeyCache {
   #seq = 0;
   #flushedAt = 0;
   readonly #notifiedAt = new Map<string, number>();
-  #state: KeyCacheStats['state'] = 'connecting';
-  #listener: Listener | undefined;
-  /** performance.now() when the last answered ping was sent. */
-  #provenAt = -Infinity;
-  #pinging = false;
-  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #state: 'open' | 'disabled' | 'closed' = 'open';
+  #feed!: ChangeFeed;
   #idleSweep: ReturnType<typeof setInterval> | undefined;
-  #reconnect: ReturnType<typeof setTimeout> | undefined;
-  #backoffMs = 0;
   #hits = 0;
   #leases = 0;
 
   private constructor(
     private readonly db: Queryable,
-    private readonly listenOn: Database,
     private readonly tagOf: (orgId: string) => string,
     private readonly prefixOrgs: PrefixOrgs,
     private readonly options: Required<KeyCacheOptions>,
   ) {}
 
-  /** A cache listening already: a database whose login cannot LISTEN fails here, not later. */
+  /** A cache listening already (on `listenOn`): a login that cannot LISTEN fails here, not later. */
   static async open(
     db: Queryable,
     listenOn: Database,
@@ -189,10 +182,13 @@ export class KeyCache {
     prefixOrgs: PrefixOrgs,
     options: Required<KeyCacheOptions>,
   ): Promise<KeyCache> {
-    const cache = new KeyCache(db, listenOn, tagOf, prefixOrgs, options);
-    await cache.#connect();
-    cache.#heartbeat = setInterval(() => void cache.#ping(), Math.max(5, Math.floor(options.maxStalenessMs / 4)));
-    cache.#heartbeat.unref();
+    const cache = new KeyCache(db, tagOf, prefixOrgs, options);
+    cache.#feed = await ChangeFeed.open(listenOn, options.maxStalenessMs, {
+      notification: (payload) => cache.#notified(payload),
+      // Whatever was leased before now may have missed a change: not kept.
+      connected: () => (cache.#flushedAt = ++cache.#seq),
+      lost: () => cache.#forgetAll(),
+    });
     cache.#idleSweep = setInterval(() => cache.#returnIdle(performance.now()), options.idleReturnMs / 4);
     cache.#idleSweep.unref();
     return cache;
@@ -216,21 +212,20 @@ export class KeyCache {
   stats(): KeyCacheStats {
     let permitsHeld = 0;
     for (const entry of this.#entries.values()) permitsHeld += entry.permits;
-    return { state: this.#state, keys: this.#entries.size, permitsHeld, hits: this.#hits, leases: this.#leases };
+    const state = this.#state === 'open' ? (this.#feed.listening ? 'listening' : 'connecting') : this.#state;
+    return { state, keys: this.#entries.size, permitsHeld, hits: this.#hits, leases: this.#leases };
   }
 
   /** Gives back every unspent unit and stops listening. */
   async close(): Promise<void> {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
-    clearInterval(this.#heartbeat);
     clearInterval(this.#idleSweep);
-    clearTimeout(this.#reconnect);
     // Leases on their way are given back as they land (nothing is kept once closed).
     await Promise.allSettled([...this.#leasing.values()].flatMap((pending) => [...pending]));
     this.#forgetAll();
     await Promise.allSettled([...this.#returns]);
-    await this.#listener?.close();
+    await this.#feed.stop();
   }
 
   /** The answer from memory, or undefined when the database must be asked. */
@@ -274,7 +269,7 @@ export class KeyCache {
   }
 
   #trusted(now: number = performance.now()): boolean {
-    return this.#state === 'listening' && now - this.#provenAt <= this.options.maxStalenessMs;
+    return this.#state === 'open' && this.#feed.proven(now);
   }
 
   /** Verifies the key at the database, taking a lease; keeps it if nothing about the key was heard meanwhile. */
@@ -369,7 +364,7 @@ export class KeyCache {
    * change made after the lease's read has been heard and has dropped it.
    */
   #keepable(sentAt: number, tag: string): boolean {
-    return this.#state === 'listening' && this.#flushedAt <= sentAt && (this.#notifiedAt.get(tag) ?? 0) <= sentAt;
+    return this.#state === 'open' && this.#feed.listening && this.#flushedAt <= sentAt && (this.#notifiedAt.get(tag) ?? 0) <= sentAt;
   }
 
   #store(entry: CachedKey): void {
@@ -427,7 +422,11 @@ export class KeyCache {
     if (payload === '' || payload === 'rotated') {
       this.#forgetAll();
       // A new scope key: tags are now made with a key this process does not hold.
-      if (payload === 'rotated' && this.#state !== 'closed') this.#disable();
+      if (payload === 'rotated' && this.#state === 'open') {
+        this.#state = 'disabled';
+        clearInterval(this.#idleSweep);
+        void this.#feed.stop();
+      }
       return;
     }
     const seq = ++this.#seq;
@@ -439,69 +438,6 @@ export class KeyCache {
     const prefixes = this.#byTag.get(payload);
     if (prefixes === undefined) return;
     for (const prefix of [...prefixes]) this.#forget(this.#entries.get(prefix)!, true);
-  }
-
-  #disable(): void {
-    this.#state = 'disabled';
-    clearInterval(this.#heartbeat);
-    clearInterval(this.#idleSweep);
-    clearTimeout(this.#reconnect);
-    void this.#listener?.close();
-  }
-
-  async #connect(): Promise<void> {
-    const listener = await this.listenOn.listen(KEY_CACHE_CHANNEL, {
-      notification: (payload) => {
-        if (this.#listener === listener) this.#notified(payload);
-      },
-      lost: () => {
-        if (this.#listener === listener) this.#lost();
-      },
-    })!;
-    if (this.#state === 'closed' || this.#state === 'disabled') {
-      await listener.close();
-      return;
-    }
-    this.#listener = listener;
-    // Whatever was leased before now may have missed a change: not kept.
-    this.#flushedAt = ++this.#seq;
-    this.#provenAt = performance.now();
-    this.#state = 'listening';
-    this.#backoffMs = 0;
-  }
-
-  #lost(): void {
-    if (this.#state !== 'listening') return;
-    this.#state = 'connecting';
-    this.#listener = undefined;
-    this.#forgetAll();
-    this.#scheduleReconnect();
-  }
-
-  #scheduleReconnect(): void {
-    this.#backoffMs = Math.min(2_000, Math.max(50, this.#backoffMs * 2));
-    this.#reconnect = setTimeout(() => {
-      this.#connect().catch(() => {
-        if (this.#state === 'connecting') this.#scheduleReconnect();
-      });
-    }, this.#backoffMs);
-    this.#reconnect.unref();
-  }
-
-  async #ping(): Promise<void> {
-    const listener = this.#listener;
-    if (this.#pinging || this.#state !== 'listening' || listener === undefined) return;
-    this.#pinging = true;
-    const sentAt = performance.now();
-    try {
-      // Past maxStalenessMs the cache is already out of use; this long, the connection is given up.
-      await listener.ping(Math.max(1_000, this.options.maxStalenessMs * 10));
-      if (this.#listener === listener) this.#provenAt = sentAt;
-    } catch {
-      // The listener reported its loss itself.
-    } finally {
-      this.#pinging = false;
-    }
   }
 }
 

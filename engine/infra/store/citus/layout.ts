@@ -21,8 +21,9 @@ export const REFERENCE_TABLES = ['organizations', 'permissions', 'role_permissio
  *   table is refused. There, whoever changes role_permissions by hand runs SELECT
  *   refresh_role_grants() after it, and `doctor` reports role_grants when it disagrees
  *   (migration 20261128140000);
- * - the key cache's notifications would be sent on the node of the shard, where no store listens
- *   (the store refuses keyCache on Citus; migration 20261128160000).
+ * - the key cache's NOTIFYs: they would be sent on the node of the row, where no store listens,
+ *   and a write to a reference table commits with two-phase commit, which PostgreSQL refuses
+ *   after a NOTIFY (the store refuses keyCache on Citus; migration 20261128160000).
  */
 export const TRIGGERS_NOT_ON_CITUS = [
   { table: 'role_permissions', trigger: 'role_permissions_refresh_role_grants' },

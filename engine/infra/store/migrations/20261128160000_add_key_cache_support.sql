@@ -22,9 +22,12 @@
 -- from its saved count (which a lease moves on like any count), and the leases of that hour are
 -- lost, never doubled.
 --
--- Citus runs triggers on the shards, where a NOTIFY reaches only listeners on that worker: the
--- distribute command drops these triggers (citus/layout.ts), and the store refuses keyCache on
--- Citus.
+-- Not on Citus: there a trigger runs on the node of its row, where a NOTIFY reaches only that
+-- node's listeners, and a write to several nodes (any write to a reference table such as
+-- organizations) commits with two-phase commit, which PostgreSQL refuses for a transaction that
+-- sent NOTIFY ("cannot PREPARE a transaction that has executed LISTEN, UNLISTEN, or NOTIFY";
+-- tried). The distribute command drops these triggers (citus/layout.ts), and the store refuses
+-- keyCache on Citus.
 -- Up Migration
 set local statement_timeout = '60s';
 -- The strong locks first, children before parents, as writers take them.
