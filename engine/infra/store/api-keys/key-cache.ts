@@ -295,11 +295,12 @@ export class KeyCache {
     }
     const receivedAt = performance.now();
     if (row.permits !== null) this.#leases += 1;
-    if (row.org_id !== null) this.prefixOrgs.learn(parsed.prefix, row.org_id);
-    else if (knownOrg !== undefined) this.prefixOrgs.forget(parsed.prefix);
-    const keep = row.org_id !== null && this.#keepable(sentAt, this.tagOf(row.org_id));
+    this.prefixOrgs.settle(parsed.prefix, knownOrg, row.org_id);
+    // One HMAC per lease: the tag decides whether it is kept, and stays with the key.
+    const tag = row.org_id === null ? undefined : this.tagOf(row.org_id);
+    const keep = tag !== undefined && this.#keepable(sentAt, tag);
     if (row.outcome === 'OK' && row.permits !== null) {
-      const leased = this.#entryOf(parsed, row, receivedAt, wanted);
+      const leased = this.#entryOf(parsed, row, tag!, receivedAt, wanted);
       const same = this.#held(parsed);
       if (!keep || leased.endsAt <= receivedAt) this.#giveBack(leased);
       else if (same !== undefined && sameGrant(same, leased)) merge(same, leased);
@@ -327,7 +328,7 @@ export class KeyCache {
     return entry !== undefined && timingSafeEqual(entry.digest, parsed.hash) ? entry : undefined;
   }
 
-  #entryOf(parsed: ParsedKey, row: LeaseRow, receivedAt: number, wanted: number): CachedKey {
+  #entryOf(parsed: ParsedKey, row: LeaseRow, tag: string, receivedAt: number, wanted: number): CachedKey {
     const serverNow = new Date(row.verified_at).getTime();
     const resetsAt = new Date(row.resets_at!).getTime();
     const expiresAt = row.key_expires_at === null ? Infinity : new Date(row.key_expires_at).getTime();
@@ -336,7 +337,7 @@ export class KeyCache {
     const permits = row.permits! - 1;
     return {
       prefix: parsed.prefix,
-      tag: this.tagOf(row.org_id!),
+      tag,
       digest: Buffer.from(parsed.hash),
       orgId: row.org_id!,
       userId: row.user_id!,

@@ -26,6 +26,15 @@ export class PrefixOrgs {
     this.#orgs.set(prefix, orgId);
   }
 
+  /**
+   * What a verification of `prefix` found: the organization it returns once the digest matched
+   * (learnt), or none; a miss in the organization it was asked about (`asked`) forgets it.
+   */
+  settle(prefix: string, asked: string | undefined, found: string | null): void {
+    if (found !== null) this.learn(prefix, found);
+    else if (asked !== undefined) this.forget(prefix);
+  }
+
   /** After a miss in the named organization: the next verification finds the organization anew. */
   forget(prefix: string): void {
     this.#orgs.delete(prefix);

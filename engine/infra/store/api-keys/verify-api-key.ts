@@ -137,8 +137,7 @@ export async function verifyParsedKey(
   // No row only for a NULL argument (verify_api_key_in_org is STRICT), which none of the above is.
   if (row === undefined) return { ok: false, reason: 'NOT_FOUND' };
   // The organization comes back only once the digest matched.
-  if (row.org_id !== null) prefixOrgs?.learn(parsed.prefix, row.org_id);
-  else if (knownOrg !== undefined) prefixOrgs?.forget(parsed.prefix);
+  prefixOrgs?.settle(parsed.prefix, knownOrg, row.org_id);
   return verificationOf(row);
 }
 
