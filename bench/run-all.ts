@@ -2,7 +2,7 @@
  * Every benchmark, one table: each row a measurement beside a floor measured in the same run
  * (the machines here are noisy, so only ratios mean something).
  *
- *   npm run bench [-- --rows 1000000 --orgs 1000 --listing-iterations 1000 --batches 300 --iterations 3000 --n 200000 --url URL --check]
+ *   npm run bench [-- --rows 1000000 --orgs 1000 --listing-iterations 1000 --batches 300 --iterations 3000 --prune-events 1000000 --n 200000 --url URL --check]
  *
  * Each row with a goal says whether this run met it (`met`: yes or MISSED). With --check, a
  * missed goal makes the run exit 1 (for a CI job that watches the goals; the machines here are
@@ -13,6 +13,7 @@ import { runListingBench } from './listing.ts';
 import { runMigrateUnderLoad } from './migrate-under-load.ts';
 import { runVerifyBench } from './verify.ts';
 import { runKeyCacheBench } from './key-cache.ts';
+import { runAuditBench } from './audit.ts';
 import { runWritesBench } from './writes.ts';
 import { serverUrlOr, withinGoal } from './support.ts';
 
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     rows: { type: 'string', default: '1000000' },
     orgs: { type: 'string', default: '1000' },
     batches: { type: 'string', default: '300' },
+    'prune-events': { type: 'string', default: '1000000' },
     url: { type: 'string' },
     check: { type: 'boolean', default: false },
   },
@@ -113,6 +115,33 @@ rows.push({
   ratio: '',
   goal: 'max <= 100 ms',
   met: verdict(cache.propagationMaxMs <= 100),
+});
+
+console.error(`audit trail: verification and users.create with and without it, prune of ${values['prune-events']} events`);
+const audit = await runAuditBench({ url, iterations: Number(values.iterations), pruneEvents: Number(values['prune-events']), log });
+rows.push({
+  benchmark: 'verify API key, audit trail on (p50)',
+  measured: `${audit.verifyAuditedP50Ms.toFixed(3)} ms`,
+  floor: `capture off ${audit.verifyUnauditedP50Ms.toFixed(3)} ms`,
+  ratio: `${audit.verifyRatio.toFixed(2)}x`,
+  goal: '<= 1.05x',
+  met: verdict(withinGoal(audit.verifyRatio, 1.05)),
+});
+rows.push({
+  benchmark: 'users.create in withOrg, audited (p50)',
+  measured: `${audit.createAuditedP50Ms.toFixed(3)} ms`,
+  floor: `capture off ${audit.createUnauditedP50Ms.toFixed(3)} ms`,
+  ratio: `${audit.createRatio.toFixed(2)}x`,
+  goal: '<= 1.30x',
+  met: verdict(withinGoal(audit.createRatio, 1.3)),
+});
+rows.push({
+  benchmark: `audit prune of a month of ${audit.prune.events.toLocaleString('en-US')} events (locks held)`,
+  measured: `${audit.prune.lockedMs.toFixed(1)} ms (whole prune ${(audit.prune.totalMs / 1000).toFixed(1)} s)`,
+  floor: '',
+  ratio: '',
+  goal: '< 1000 ms',
+  met: verdict(audit.prune.lockedMs < 1000),
 });
 
 console.error(`migrate under load (n = ${values.n})`);

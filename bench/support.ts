@@ -45,6 +45,17 @@ export function withinGoal(ratio: number, goal: number): boolean {
   return Number(ratio.toFixed(2)) <= goal;
 }
 
+/** `operation` run `iterations` times, one after another: each call's latency, in ms. */
+export async function timeEach(iterations: number, operation: () => Promise<unknown>): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < iterations; i += 1) {
+    const started = performance.now();
+    await operation();
+    samples.push(performance.now() - started);
+  }
+  return samples;
+}
+
 /** Nearest-rank percentile, in ms; 0 for no samples. */
 export function percentile(samples: number[], p: number): number {
   if (samples.length === 0) return 0;

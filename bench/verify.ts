@@ -17,7 +17,7 @@
 import { parseArgs } from 'node:util';
 import { parseKey } from '../engine/infra/store/api-keys/api-keys.ts';
 import { openStore, type Store } from 'engine-store';
-import { percentile, withScratchDatabase, serverUrlOr, runWhenInvoked, seedKeyedOrganizations } from './support.ts';
+import { percentile, withScratchDatabase, serverUrlOr, runWhenInvoked, seedKeyedOrganizations, timeEach } from './support.ts';
 
 export interface VerifyBenchResult {
   iterations: number;
@@ -46,16 +46,6 @@ const LEAST_WORK_SQL = `with key as (
   returning usage.request_count`;
 
 const POOL_SIZE = 8;
-
-async function timeEach(iterations: number, operation: () => Promise<unknown>): Promise<number[]> {
-  const samples: number[] = [];
-  for (let i = 0; i < iterations; i += 1) {
-    const started = performance.now();
-    await operation();
-    samples.push(performance.now() - started);
-  }
-  return samples;
-}
 
 async function throughput(iterations: number, operation: () => Promise<unknown>): Promise<number> {
   let next = 0;

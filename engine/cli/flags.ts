@@ -13,6 +13,8 @@ import { checkRunnerOptions } from '../infra/store/migrator/runner.ts';
 import { readMigrationFiles } from '../infra/store/migrator/migration-files.ts';
 import { maxPasswordAgeDays } from '../infra/store/tenancy/password-rotation.ts';
 import { decodeCursor } from '../infra/store/repositories/pagination.ts';
+import { operatorName } from '../infra/store/audit/actor.ts';
+import { auditAction, auditCursor, auditHead, auditId, auditOrder, retentionDays } from '../infra/store/audit/audit-log.ts';
 import { accountStatus, displayName, email, pageSize, role, temporalNamespace, uuid } from '../infra/store/repositories/validation.ts';
 
 interface Flag {
@@ -103,6 +105,14 @@ const days = (text: string) => {
   return value;
 };
 
+/** An ISO date or time, such as 2026-11-01 or 2026-11-01T12:00:00Z. */
+const isoDate = (text: string) => {
+  const date = new Date(text);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(text) || Number.isNaN(date.getTime()))
+    throw new Error('must be an ISO date such as 2026-11-01 or 2026-11-01T12:00:00Z');
+  return date;
+};
+
 const FLAGS: Record<string, Flag> = {
   '--org': { field: 'orgId', read: matching(uuid) },
   '--user': { field: 'userId', read: matching(uuid) },
@@ -130,19 +140,31 @@ const FLAGS: Record<string, Flag> = {
   // The maximum is the distribution's to check, before it changes anything.
   '--shard-count': { field: 'shardCount', read: positive },
   '--max-password-age': { field: 'maxPasswordAgeDays', read: days },
+  '--actor': { field: 'operator', read: (text) => operatorName(text) },
+  // The audit trail's cursor is the seq of an event (shown as --after).
+  '--audit-after': { field: 'after', read: (text) => checked(auditCursor, text) },
+  '--since': { field: 'since', read: isoDate },
+  '--until': { field: 'until', read: isoDate },
+  '--before': { field: 'before', read: isoDate },
+  '--action': { field: 'action', read: (text) => checked(auditAction, text) },
+  '--actor-id': { field: 'actorId', read: (text) => checked(auditId, text) },
+  '--target-id': { field: 'targetId', read: (text) => checked(auditId, text) },
+  '--order': { field: 'order', read: (text) => checked(auditOrder, text) },
+  '--head': { field: 'head', read: (text) => checked(auditHead, text) },
+  '--days': { field: 'days', read: wholeNumber(retentionDays) },
 };
 
 /**
  * The parser of a flag (`--org`) or argument (`<id>`) for commander: it runs while the line is
  * parsed, and a value it refuses fails as INVALID_INPUT naming the flag and echoing the text.
  */
-export function read(flag: string): (text: string) => unknown {
+export function read(flag: string, shownAs: string = flag): (text: string) => unknown {
   const { field, read } = FLAGS[flag]!;
   return (text) => {
     try {
       return read(text);
     } catch (error) {
-      throw flagError(flag, field, error, text);
+      throw flagError(shownAs, field, error, text);
     }
   };
 }

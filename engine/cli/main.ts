@@ -6,7 +6,9 @@
 import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { Command } from 'commander';
+import { addAuditCommand } from './audit-command.ts';
 import { addCitusCommand } from './citus-command.ts';
+import { read } from './flags.ts';
 import { addDoctorCommand } from './doctor-command.ts';
 import { addKeyCommand } from './key-command.ts';
 import { addMigrateCommand } from './migrate-command.ts';
@@ -21,6 +23,7 @@ export function buildProgram(output: Output): Command {
     .option('--database-url <url>', 'PostgreSQL server URL (default: DATABASE_URL, else the embedded database)')
     .option('--data-dir <dir>', 'embedded database directory (default: ENGINE_STORE_DATA_DIR or ./.engine-store)')
     .option('--json', 'print the result, or the error, as JSON (anywhere on the line)')
+    .option('--actor <name>', 'the operator the audit trail records for what this command changes (default: the OS user)', read('--actor'))
     // Set before the subcommands are added, which copy it. A usage error is printed by
     // Output.fail, in the form of every other error (or as JSON), not in commander's words
     // followed by the whole help; --help itself still prints to stdout.
@@ -30,6 +33,7 @@ export function buildProgram(output: Output): Command {
   addOrgCommand(program, output);
   addUserCommand(program, output);
   addKeyCommand(program, output);
+  addAuditCommand(program, output);
   addDoctorCommand(program, output);
   addCitusCommand(program, output);
   return program;

@@ -3,6 +3,7 @@
  * operator, checked (there is one, its schema is current, the organization exists), always
  * closed, and its errors are worded in the command's flags.
  */
+import { userInfo } from 'node:os';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { openDatabase, type Database } from '../infra/store/connection/database.ts';
@@ -84,7 +85,7 @@ export async function withStore<T>(command: Command, output: Output, work: (stor
         { reason: 'pending_migrations' },
       );
     }
-    const store = await storeOver(db);
+    const store = await storeOver(db, { operator: operatorOf(command) });
     try {
       return await work(store);
     } finally {
@@ -92,6 +93,23 @@ export async function withStore<T>(command: Command, output: Output, work: (stor
       await store.close();
     }
   });
+}
+
+/**
+ * Who runs the command, for the audit trail: --actor, else the OS user (its name made to fit an
+ * operator's name: letters, digits and . _ @ + -).
+ */
+function operatorOf(command: Command): string {
+  const { actor } = command.optsWithGlobals<{ actor?: string }>();
+  if (actor !== undefined) return actor;
+  let user: string;
+  try {
+    user = userInfo().username;
+  } catch {
+    user = process.env.USER ?? '';
+  }
+  const name = user.replace(/[^A-Za-z0-9._@+-]/g, '-').slice(0, 200);
+  return name === '' ? 'unknown' : name;
 }
 
 /**

@@ -153,11 +153,12 @@ describe.skipIf(!serverUrl)('key cache (PostgreSQL)', () => {
     expect(verifyQueries.length).toBe(queries);
     const wrongSecret = `${key.slice(0, -4)}${key.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`;
     expect(await store.verifyApiKey(wrongSecret)).toEqual({ ok: false, reason: 'NOT_FOUND' });
-    expect(verifyQueries.length).toBe(queries + 1);
+    // The lease that refused it, and the refusal recorded in the audit trail.
+    expect(verifyQueries.length).toBe(queries + 2);
     expect(await counted(apiKey.id)).toBe(before);
     // The key itself is still answered from memory.
     expect((await store.verifyApiKey(key)).ok).toBe(true);
-    expect(verifyQueries.length).toBe(queries + 1);
+    expect(verifyQueries.length).toBe(queries + 2);
   });
 
   it('forgets a key when it is revoked, its scopes narrowed, its user suspended, its role mapping or its organization changed', async () => {

@@ -104,11 +104,21 @@ describe.skipIf(!citusUrl)('the store on Citus', () => {
         'api_key_usage',
         'api_key_usage_saved',
         'api_key_leases',
+        'api_key_auth_failures',
+        'audit_heads',
+        'audit_events',
         'workflow_states',
         'task_states',
         'schedules',
       ]);
-      expect(report.referenceTables).toEqual(['organizations', 'permissions', 'role_permissions', 'role_grants', 'api_key_prefixes']);
+      expect(report.referenceTables).toEqual([
+        'organizations',
+        'permissions',
+        'role_permissions',
+        'role_grants',
+        'api_key_prefixes',
+        'audit_retention',
+      ]);
       expect(report.rows.task_states).toBe(600);
       expect(progress.some((line) => line.startsWith('distributed table task_states (600 rows)'))).toBe(true);
       expect(await rowsOfEveryTable(db)).toEqual(before);
@@ -297,6 +307,22 @@ alter table workflow_states drop column priority;
         `select tgrelid::regclass::text as table, tgname as trigger from pg_trigger where tgname like '%notify_key_cache%' order by 2`,
       );
       expect(rows).toEqual([{ table: 'tenant_scope_key', trigger: 'tenant_scope_key_notify_key_cache' }]);
+    });
+
+    it('keeps the audit trail of what the store appends itself (refused verifications), read per organization; capture triggers are dropped', async () => {
+      const user = await store.withOrg(orgId, (tx) => tx.users.create({ email: 'audited@routed.example', role: 'admin' }));
+      const { key, apiKey } = await store.withOrg(orgId, (tx) => tx.apiKeys.issue({ userId: user.id, name: 'audited' }));
+      const wrong = `${key.slice(0, -4)}${key.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`;
+      for (let i = 0; i < 3; i += 1) expect(await store.verifyApiKey(wrong)).toEqual({ ok: false, reason: 'NOT_FOUND' });
+      const events = (await store.readOrg(orgId).audit.list({ targetId: apiKey.id })).items;
+      expect(events.map((event) => [event.action, event.target.id, event.changes.reason, event.attempts])).toEqual([
+        ['api_key.auth_failed', apiKey.id, 'wrong_secret', 3],
+      ]);
+      expect(await store.audit.verify({ orgId })).toMatchObject({ ok: true });
+      const { rows } = await store.db.query<{ trigger: string }>(
+        `select tgname as trigger from pg_trigger where tgname like '%\\_audit%' order by 1`,
+      );
+      expect(rows).toEqual([]);
     });
 
     it('delegates no function the tenant login may call: a NULL organization gets no row, and the coordinator stays up', async () => {

@@ -591,6 +591,26 @@ const cases: Case[] = [
     },
   },
 
+  // --- ES005 / ES006: an audit event changed, an actor the store did not sign ---------------------
+  {
+    sqlstate: SQLSTATE.auditAppendOnly,
+    what: "the owner's UPDATE of an audit event",
+    code: 'FORBIDDEN',
+    named: false,
+    provoke: (f, p) => run(f.store.db, `update audit_events set actor_id = $1`, [`probe-${p.tag}`], { prepare: false }),
+  },
+  {
+    sqlstate: SQLSTATE.actorNotSigned,
+    what: 'an actor named by SQL in a scope, without the store signature (trusted SQL in a scope)',
+    code: 'FORBIDDEN',
+    named: false,
+    provoke: (f, p) =>
+      withOrgSql(f.store, f.orgId, async (tx) => {
+        await tx.query(`select set_config('app.actor', $1, true)`, [`operator:probe-${p.tag}`]);
+        return tx.users.create(probeUser(p));
+      }),
+  },
+
   // --- 25P02 in_failed_sql_transaction -> TRANSACTION_ABORTED ----------------------------------
   {
     sqlstate: SQLSTATE.inFailedTransaction,
@@ -815,6 +835,8 @@ const RAISED = (value: string): Raised[] => [
   { sqlstate: 'ES002', code: 'ORG_INACTIVE', message: `the organization does not exist (probe-${value})` },
   { sqlstate: 'ES003', code: 'FORBIDDEN', message: `the tenant scope was not signed by this store (probe-${value})` },
   { sqlstate: 'ES004', code: 'FORBIDDEN', message: `the tenant scope's signature has expired (probe-${value})` },
+  { sqlstate: 'ES005', code: 'FORBIDDEN', message: `audit events are append-only: UPDATE refused (probe-${value})` },
+  { sqlstate: 'ES006', code: 'FORBIDDEN', message: `the actor of this tenant scope was not signed by this store (probe-${value})` },
   { sqlstate: '55P03', code: 'LOCK_TIMEOUT', message: `could not obtain lock on row in relation "users" (probe-${value})` },
   { sqlstate: '57014', code: 'TIMEOUT', message: `canceling statement due to statement timeout (probe-${value})` },
   { sqlstate: '25P02', code: 'TRANSACTION_ABORTED', message: `current transaction is aborted (probe-${value})` },

@@ -18,6 +18,7 @@ import { DEFAULT_ORG_ID } from 'engine-store';
 /** The last migration before the existing tables become multi-tenant. */
 const BASELINE = '20261128120000_add_multitenant_schema';
 /** The migration that makes the keys organization-scoped; its down refuses while other organizations own rows. */
+const AUDIT_TRAIL = '20261205120000_add_audit_trail';
 const SCOPED_KEYS = '20261128120200_key_existing_tables_by_org';
 
 /** The columns each table has in the single-tenant schema, in table order. */
@@ -277,9 +278,10 @@ async function appliedAfterBaseline(db: Database): Promise<number> {
   return (await appliedMigrations(db)).filter((name) => name > BASELINE).length;
 }
 
-async function migrateDownToBaseline(db: Database): Promise<void> {
+/** With `force` where the audit trail holds events (of an organization made and purged): dropping them is the operator's choice. */
+async function migrateDownToBaseline(db: Database, options: { force?: boolean } = {}): Promise<void> {
   const count = await appliedAfterBaseline(db);
-  if (count > 0) await migrateDown(db, { count });
+  if (count > 0) await migrateDown(db, { count, ...options });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,13 +417,16 @@ describe.each(backends)('multi-tenancy migrations preserve single-tenant data ($
       () => undefined,
       (error: unknown) => error as StoreError,
     );
-    expect(refused).toMatchObject({ code: 'CONFLICT', details: { migration: SCOPED_KEYS, reason: 'down_guard' } });
+    expect(refused).toMatchObject({ code: 'CONFLICT', details: { migration: AUDIT_TRAIL, reason: 'would_drop_rows' } });
     expect(refused!.message).toMatch(/refused before the first of them, so nothing was reverted/);
     expect(refused!.details.refusals!.map((refusal) => [refusal.migration, refusal.reason])).toEqual([
+      // The audit trail records the organization's creation: it goes only with --force.
+      [AUDIT_TRAIL, 'would_drop_rows'],
+      [AUDIT_TRAIL, 'would_drop_rows'],
       [SCOPED_KEYS, 'down_guard'],
       ['20261128120100_update_existing_tables_for_multitenancy', 'down_guard'],
     ]);
-    expect(refused!.details.refusals![1]!.message).toMatch(/refusing to remove org_id: .*organizations other than default \(purge those/);
+    expect(refused!.details.refusals![3]!.message).toMatch(/refusing to remove org_id: .*organizations other than default \(purge those/);
     expect(await appliedMigrations(db)).toEqual(allMigrations);
     const crossOrgTask = db.query(
       `insert into task_states (org_id, task_exec_id, task_id, workflow_exec_id, workflow_id, component, status)
@@ -443,7 +448,7 @@ describe.each(backends)('multi-tenancy migrations preserve single-tenant data ($
     await db.query(`delete from organizations where id = $1`, [otherOrg]);
     for (const table of TABLES) expect(await rowCount(db, table.name, ofOtherOrg), table.name).toBe(0);
 
-    await migrateDownToBaseline(db);
+    await migrateDownToBaseline(db, { force: true });
     expect(await appliedMigrations(db)).toEqual(allMigrations.filter((name) => name <= BASELINE));
     expect(await snapshot(db)).toEqual(original);
     for (const table of TABLES) expect(await columnsOf(db, table.name)).toEqual([...table.columns]);

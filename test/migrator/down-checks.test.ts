@@ -25,6 +25,9 @@ const TENANCY_SCHEMA = '20261128120000_add_multitenant_schema';
 const MULTITENANCY = '20261128120100_update_existing_tables_for_multitenancy';
 const SCOPED_KEYS = '20261128120200_key_existing_tables_by_org';
 const INDEXES = '20261128120300_index_existing_tables_by_org';
+const AUDIT_TRAIL = '20261205120000_add_audit_trail';
+/** The steps after the single-tenant baseline: every multi-tenancy migration. */
+const AFTER_BASELINE = names.filter((name) => name >= TENANCY_SCHEMA).length;
 
 /** A database owned by a login that is neither a superuser nor exempt from row-level security. */
 async function ownedByPlainLogin(): Promise<{ url: string; drop(): Promise<void> }> {
@@ -92,10 +95,14 @@ describe.skipIf(!serverUrl)('migrate down, checked before its first step (non-su
     expect(forcedBefore).toContain('users');
     for (const force of [false, true]) {
       const lines: string[] = [];
-      const error = await expectStoreError(migrateDown(db, { count: 9, force, log: (line) => lines.push(line) }), 'CONFLICT');
-      expect(error.message).toMatch(/^reverting 9 migration\(s\) was refused before the first of them, so nothing was reverted:\n/);
+      const error = await expectStoreError(migrateDown(db, { count: AFTER_BASELINE, force, log: (line) => lines.push(line) }), 'CONFLICT');
+      expect(error.message).toMatch(
+        new RegExp(`^reverting ${AFTER_BASELINE} migration\\(s\\) was refused before the first of them, so nothing was reverted:\n`),
+      );
       const refusals = error.details.refusals!.map((refusal) => `${refusal.migration} ${refusal.reason}`);
       expect(refusals).toEqual([
+        // The audit trail holds the history of Acme and its user: dropping it takes --force.
+        ...(force ? [] : ['audit_events', 'audit_heads'].map(() => `${AUDIT_TRAIL} would_drop_rows`)),
         `${SCOPED_KEYS} down_guard`,
         `${MULTITENANCY} down_guard`,
         `${MULTITENANCY} down_guard`,
@@ -109,8 +116,10 @@ describe.skipIf(!serverUrl)('migrate down, checked before its first step (non-su
       expect(error.message).toMatch(/refusing to remove the default organization: it has users \(remove its users first\)/);
       expect(error.message).toMatch(/refusing to drop the tenancy tables: organizations other than default still exist/);
       if (!force) expect(error.message).toMatch(/would drop table users, which holds rows .*--force/);
-      expect(error.details).toMatchObject({ migration: SCOPED_KEYS, reason: 'down_guard' });
-      expect(lines).toEqual(['checking the 9 step(s) before reverting any']);
+      expect(error.details).toMatchObject(
+        force ? { migration: SCOPED_KEYS, reason: 'down_guard' } : { migration: AUDIT_TRAIL, reason: 'would_drop_rows' },
+      );
+      expect(lines).toEqual([`checking the ${AFTER_BASELINE} step(s) before reverting any`]);
       expect(await applied(db)).toEqual(names);
     }
     // Row-level security is forced as before: the check's lifting of it was rolled back.
@@ -120,7 +129,8 @@ describe.skipIf(!serverUrl)('migrate down, checked before its first step (non-su
   });
 
   it('reverts every step once nothing refuses (the run is checked again at each step)', async () => {
-    const steps = await migrateDown(db, { to: SCOPED_KEYS });
+    // --force: the audit trail's events of Acme would go with it.
+    const steps = await migrateDown(db, { to: SCOPED_KEYS, force: true });
     expect(steps.map((step) => step.name)).toEqual(names.filter((name) => name > SCOPED_KEYS).reverse());
     expect(await applied(db)).toEqual(names.filter((name) => name <= SCOPED_KEYS));
     expect(await migrateDown(db, { to: SCOPED_KEYS })).toEqual([]);
@@ -130,7 +140,7 @@ describe.skipIf(!serverUrl)('migrate down, checked before its first step (non-su
   it('refuses a count together with a target, a target that does not exist or is not applied', async () => {
     await expectStoreError(migrateDown(db, { count: 1, to: MULTITENANCY }), 'INVALID_INPUT', 'to');
     await expectStoreError(migrateDown(db, { to: '20990101000000_nothing' }), 'INVALID_INPUT', 'to');
-    await migrateDown(db, { to: INDEXES });
+    await migrateDown(db, { to: INDEXES, force: true });
     const error = await expectStoreError(migrateDown(db, { to: names.at(-1)! }), 'INVALID_INPUT', 'to');
     expect(error.details.reason).toBe('not_applied');
     await migrateUp(db);

@@ -204,21 +204,25 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
     const { rows } = await database.db.query<{ table: string; tenant: boolean }>(
       `select c.relname as table, exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped) as tenant
          from pg_class c join pg_namespace n on n.oid = c.relnamespace
-        where n.nspname = 'public' and c.relkind in ('r', 'p') and c.relname <> $1 order by 1`,
+        where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition and c.relname <> $1 order by 1`,
       [MIGRATIONS_TABLE],
     );
     expect(rows.filter((r) => r.tenant).map((r) => r.table)).toEqual([
+      'api_key_auth_failures',
       'api_key_leases',
       'api_key_prefixes',
       'api_key_usage',
       'api_key_usage_saved',
       'api_keys',
+      'audit_events',
+      'audit_heads',
       'schedules',
       'task_states',
       'users',
       'workflow_states',
     ]);
     expect(rows.filter((r) => !r.tenant).map((r) => r.table)).toEqual([
+      'audit_retention',
       'organizations',
       'permissions',
       'role_grants',
@@ -229,7 +233,7 @@ describe.each(backends)('tenancy lint on $name', (backend) => {
 
   it('would refuse api_key_prefixes as a sharded table: it is global because its key is the prefix alone', async () => {
     const findings = await lintTenancy(database.db, {
-      expectedGlobalTables: ['organizations', 'permissions', 'role_permissions', 'role_grants', 'tenant_scope_key'],
+      expectedGlobalTables: ['organizations', 'permissions', 'role_permissions', 'role_grants', 'tenant_scope_key', 'audit_retention'],
     });
     expect(findings, findings.join('\n')).toEqual([
       expect.stringMatching(

@@ -1,7 +1,12 @@
 /** The public API of engine-store. */
 export { openStore, storeOver, type Store, type StoreOptions } from './store.ts';
 export { openDatabase, type Database, type OpenOptions } from './connection/database.ts';
-export type { CallOptions, VerifyOptions } from './connection/call-options.ts';
+export type { CallOptions, VerifyOptions, WithOrgOptions } from './connection/call-options.ts';
+export type { AuditActor, AuditContext } from './audit/actor.ts';
+export type { AuditEvent, AuditActorKind, ListAuditEvents } from './audit/audit-log.ts';
+export type { ChainReport, ChainFinding, ChainBreak, ChainHead } from './audit/chain.ts';
+export type { PruneOptions, PruneReport } from './audit/retention.ts';
+export type { AuditOperations } from './audit/operations.ts';
 export type { ObservabilityOptions, QueryEvent, PoolName, StoreSpan, StoreTracer } from './observability.ts';
 export { StoreError, ERROR_CODES, isStoreError, type ErrorCode } from './errors.ts';
 export { migrateUp, migrateDown, migrationStatus, type MigrationStatus } from './migrator/runner.ts';

@@ -35,6 +35,281 @@ SET client_min_messages = warning;
 SET row_security = off;
 
 --
+-- Name: audit_append(uuid, text, text, text, jsonb, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.audit_append(p_org uuid, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_actor_kind text DEFAULT NULL::text, p_actor_id text DEFAULT NULL::text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+  genesis constant bytea := decode(repeat('00', 32), 'hex');
+  actor text;
+  actor_kind text := p_actor_kind;
+  actor_id text := p_actor_id;
+  scope text;
+  signed boolean;
+  context_text constant text := nullif(current_setting('app.audit_context', true), '');
+  context jsonb;
+  head record;
+  at timestamptz;
+  content text;
+  digest bytea;
+begin
+  if actor_kind is null then
+    actor := nullif(current_setting('app.actor', true), '');
+    -- Verified: a forged or expired tenant scope is refused here (ES003, ES004).
+    scope := public.scope_org('org');
+    if actor is not null and scope is not null then
+      select encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(
+               concat('actor:', scope, ':', current_setting('app.org_expires', true), ':', actor), 'UTF8'))), 'hex')
+             = current_setting('app.actor_token', true)
+        into signed
+        from public.tenant_scope_key k where k.id = 1;
+      if signed is not true then
+        raise exception 'the actor of this tenant scope was not signed by this store' using errcode = 'ES006';
+      end if;
+    end if;
+    if actor is null then
+      actor_kind := 'system';
+      actor_id := coalesce(nullif(current_setting('role'), 'none'), session_user);
+    else
+      actor_kind := split_part(actor, ':', 1);
+      actor_id := substr(actor, char_length(actor_kind) + 2);
+    end if;
+  end if;
+  if actor_kind is null or actor_kind not in ('operator', 'user', 'api_key', 'system')
+     or actor_id is null or char_length(actor_id) not between 1 and 200 or actor_id ~ '[[:cntrl:]]' then
+    raise exception 'the audit actor must be <operator|user|api_key|system>:<id of 1 to 200 characters>' using errcode = '22023';
+  end if;
+  if context_text is not null then
+    if octet_length(context_text) > 2048 then
+      raise exception 'the audit context is longer than 2048 bytes' using errcode = '22023';
+    end if;
+    context := context_text::jsonb;
+    if jsonb_typeof(context) <> 'object' then
+      raise exception 'the audit context must be a JSON object' using errcode = '22023';
+    end if;
+  end if;
+
+  select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
+  if not found then
+    insert into public.audit_heads (org_id, seq, hash, occurred_at) values (p_org, 0, genesis, '-infinity')
+    on conflict on constraint audit_heads_pkey do nothing;
+    select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
+  end if;
+  -- Never earlier than the event before it: a cut in time is then a cut in seq (prune).
+  at := greatest(clock_timestamp(), head.occurred_at);
+  content := public.audit_event_content(p_org, head.seq + 1, at, actor_kind, actor_id, p_action, p_target_kind, p_target_id, p_changes, context);
+  digest := sha256(head.hash || convert_to(content, 'UTF8'));
+  insert into public.audit_events (org_id, seq, occurred_at, actor_kind, actor_id, action, target_kind, target_id, changes, context, prev_hash, hash)
+  values (p_org, head.seq + 1, at, actor_kind, actor_id, p_action, p_target_kind, p_target_id, p_changes, context, head.hash, digest);
+  update public.audit_heads h set seq = head.seq + 1, hash = digest, occurred_at = at where h.org_id = p_org;
+end
+$$;
+
+--
+-- Name: FUNCTION audit_append(p_org uuid, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_actor_kind text, p_actor_id text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.audit_append(p_org uuid, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_actor_kind text, p_actor_id text) IS 'Appends an event to an organization''s audit chain, with the transaction''s actor (signed in a tenant scope) and context.';
+
+--
+-- Name: audit_count_failure(uuid, uuid, text, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.audit_count_failure(p_org uuid, p_key uuid, p_reason text, p_period timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+  counted int4;
+begin
+  insert into public.api_key_auth_failures as f (org_id, api_key_id, reason, period_start, attempts)
+  values (p_org, p_key, p_reason, p_period, 1)
+  on conflict on constraint api_key_auth_failures_pkey do update set attempts = f.attempts + 1
+  returning f.attempts into counted;
+  if counted = 1 then
+    -- A key's periods older than a day go when a new one starts: the table stays small.
+    delete from public.api_key_auth_failures f
+     where f.org_id = p_org and f.api_key_id = p_key and f.period_start < p_period - interval '1 day';
+    perform public.audit_append(p_org, 'api_key.auth_failed', 'api_key', p_key::text,
+      jsonb_build_object('reason', p_reason, 'period_start', p_period), 'system', 'verify_api_key');
+  end if;
+end
+$$;
+
+--
+-- Name: FUNCTION audit_count_failure(p_org uuid, p_key uuid, p_reason text, p_period timestamp with time zone); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.audit_count_failure(p_org uuid, p_key uuid, p_reason text, p_period timestamp with time zone) IS 'Counts a refused verification of an API key in its period, and appends api_key.auth_failed at the first of the period.';
+
+--
+-- Name: audit_ensure_partitions(timestamp with time zone, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.audit_ensure_partitions(p_from timestamp with time zone, p_months integer) RETURNS SETOF text
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+  month_start timestamptz;
+  name text;
+  -- In UTC wall time: adding a month to a timestamptz would follow the session's time zone.
+  first_month constant timestamp := date_trunc('month', p_from at time zone 'UTC');
+begin
+  if p_months is null or p_months < 0 or p_months > 120 then
+    raise exception 'p_months must be from 0 to 120' using errcode = '22023';
+  end if;
+  for i in 0 .. p_months - 1 loop
+    month_start := (first_month + make_interval(months => i)) at time zone 'UTC';
+    name := 'audit_events_' || to_char(month_start at time zone 'UTC', '"y"YYYY"m"MM');
+    continue when to_regclass('public.' || name) is not null;
+    continue when exists (select from public.audit_events_default d
+                           where d.occurred_at >= month_start and d.occurred_at < month_start + interval '1 month');
+    execute format('create table public.%I partition of public.audit_events for values from (%L) to (%L)',
+                   name, month_start, month_start + interval '1 month');
+    execute format('create trigger %I before truncate on public.%I for each statement execute function public.refuse_audit_event_changes()',
+                   name || '_no_truncate', name);
+    return next name;
+  end loop;
+end
+$$;
+
+--
+-- Name: FUNCTION audit_ensure_partitions(p_from timestamp with time zone, p_months integer); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.audit_ensure_partitions(p_from timestamp with time zone, p_months integer) IS 'Makes the missing monthly partitions of audit_events from a month on (owner only).';
+
+--
+-- Name: audit_event_content(uuid, bigint, timestamp with time zone, text, text, text, text, text, jsonb, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.audit_event_content(p_org uuid, p_seq bigint, p_occurred_at timestamp with time zone, p_actor_kind text, p_actor_id text, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_context jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+  select jsonb_build_array(p_org::text, p_seq, (extract(epoch from p_occurred_at) * 1000000)::int8, p_actor_kind, p_actor_id,
+                           p_action, p_target_kind, p_target_id, p_changes, p_context)::text
+$$;
+
+--
+-- Name: FUNCTION audit_event_content(p_org uuid, p_seq bigint, p_occurred_at timestamp with time zone, p_actor_kind text, p_actor_id text, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_context jsonb); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.audit_event_content(p_org uuid, p_seq bigint, p_occurred_at timestamp with time zone, p_actor_kind text, p_actor_id text, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_context jsonb) IS 'The canonical text of an audit event, which its hash covers (with the previous hash).';
+
+--
+-- Name: audit_role_permissions_truncate(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.audit_role_permissions_truncate() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+  perform public.audit_append('00000000-0000-0000-0000-000000000000', 'permission.cleared', 'role', '*', '{}');
+  return null;
+end
+$$;
+
+--
+-- Name: FUNCTION audit_role_permissions_truncate(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.audit_role_permissions_truncate() IS 'Statement trigger: records a TRUNCATE of role_permissions in the audit chain.';
+
+--
+-- Name: audit_row_change(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.audit_row_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+  unrecorded constant text[] := array['org_id', 'id', 'created_at', 'updated_at', 'last_used_at', 'email_lower', 'key_hash'];
+  old_row jsonb;
+  new_row jsonb;
+  changes jsonb;
+  org uuid;
+  target text;
+  kind text;
+  action text;
+  changed text[];
+begin
+  if tg_op <> 'INSERT' then old_row := to_jsonb(old); end if;
+  if tg_op <> 'DELETE' then new_row := to_jsonb(new); end if;
+  if tg_table_name = 'role_permissions' then
+    org := '00000000-0000-0000-0000-000000000000';
+    kind := 'role';
+    target := coalesce(new_row, old_row) ->> 'role';
+  else
+    kind := case tg_table_name when 'organizations' then 'organization' when 'users' then 'user' else 'api_key' end;
+    target := coalesce(new_row, old_row) ->> 'id';
+    org := (coalesce(new_row, old_row) ->> case when tg_table_name = 'organizations' then 'id' else 'org_id' end)::uuid;
+    -- The rows an organization's purge removes with it: its own event says so.
+    if tg_op = 'DELETE' and tg_table_name <> 'organizations' and not exists (select from public.organizations o where o.id = org) then
+      return null;
+    end if;
+  end if;
+
+  select coalesce(jsonb_object_agg(f.key,
+           case when tg_op = 'INSERT' then jsonb_build_object('after', f.value)
+                when tg_op = 'DELETE' then jsonb_build_object('before', f.value)
+                else jsonb_build_object('before', old_row -> f.key, 'after', f.value) end), '{}'),
+         coalesce(array_agg(f.key), '{}')
+    into changes, changed
+    from jsonb_each(coalesce(new_row, old_row) - unrecorded) f
+   where case tg_op when 'UPDATE' then (old_row -> f.key) is distinct from f.value else f.value <> 'null' end;
+  if tg_op = 'UPDATE' and (old_row -> 'key_hash') is distinct from (new_row -> 'key_hash') then
+    changes := changes || '{"key_hash": "changed"}';
+    changed := changed || 'key_hash';
+  end if;
+  if tg_op = 'UPDATE' and changes = '{}' then
+    return null;
+  end if;
+
+  if tg_op = 'INSERT' then
+    action := case kind when 'organization' then 'organization.created' when 'user' then 'user.created'
+                        when 'api_key' then 'api_key.issued' else 'permission.granted' end;
+  elsif tg_op = 'DELETE' then
+    action := case kind when 'role' then 'permission.revoked' else kind || '.purged' end;
+  elsif kind = 'role' then
+    action := 'permission.changed';
+  elsif 'deleted_at' = any (changed) then
+    action := kind || case when new_row -> 'deleted_at' = 'null' then '.restored' else '.deleted' end;
+  elsif kind = 'api_key' and 'replaced_by' = any (changed) and new_row -> 'replaced_by' <> 'null' then
+    action := 'api_key.rotated';
+  elsif 'status' = any (changed) then
+    action := kind || case new_row ->> 'status' when 'active' then '.activated' when 'revoked' then '.revoked' else '.suspended' end;
+  elsif kind = 'user' and 'role' = any (changed) then
+    action := 'user.role_changed';
+  elsif kind = 'user' and 'email' = any (changed) then
+    action := 'user.email_changed';
+  elsif kind = 'api_key' and 'scopes' = any (changed) then
+    action := 'api_key.scopes_changed';
+  elsif kind = 'api_key' and 'rate_limit_per_hour' = any (changed) then
+    action := 'api_key.limit_changed';
+  elsif 'name' = any (changed) then
+    action := kind || '.renamed';
+  else
+    action := kind || '.updated';
+  end if;
+  perform public.audit_append(org, action, kind, target, changes);
+  return null;
+end
+$$;
+
+--
+-- Name: FUNCTION audit_row_change(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.audit_row_change() IS 'Deferred row trigger: records a change of an organization, user, API key or role mapping in the audit chain.';
+
+--
 -- Name: current_org_id(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -242,6 +517,60 @@ $$;
 COMMENT ON FUNCTION public.notify_key_cache_all() IS 'Statement trigger: tells processes that cache keys to forget them all (role mapping) or to stop caching (scope key).';
 
 --
+-- Name: record_api_key_failure(text, bytea); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.record_api_key_failure(p_prefix text, p_key_hash bytea) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+declare
+  key record;
+  reason text;
+  now_at constant timestamptz := public.verification_now();
+begin
+  if p_prefix is null or p_key_hash is null then
+    return null;
+  end if;
+  select k.org_id, k.id, k.key_hash, k.status, k.expires_at, k.deleted_at, k.replaced_by, k.rate_limit_per_hour,
+         u.status as user_status, u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at,
+         (select c.request_count from public.api_key_usage c
+           where c.org_id = k.org_id and c.api_key_id = k.id and c.window_start = date_trunc('hour', now_at, 'UTC')) as used
+    into key
+    from public.api_key_prefixes p
+    join public.api_keys k on k.org_id = p.org_id and k.prefix = p.prefix
+    join public.users u on u.org_id = k.org_id and u.id = k.user_id
+    join public.organizations o on o.id = k.org_id
+   where p.prefix = p_prefix;
+  if not found then
+    return null;
+  end if;
+  reason := case
+    when key.key_hash <> p_key_hash then 'wrong_secret'
+    when key.deleted_at is not null then 'deleted'
+    when key.status <> 'active' and key.replaced_by is not null then 'rotated'
+    when key.status <> 'active' then 'revoked'
+    when key.expires_at is not null and key.expires_at <= now_at then 'expired'
+    when key.org_deleted_at is not null or key.org_status <> 'active' then 'org_inactive'
+    when key.user_deleted_at is not null or key.user_status <> 'active' then 'user_inactive'
+    when key.used >= key.rate_limit_per_hour then 'rate_limited'
+  end;
+  if reason is null then
+    return null;
+  end if;
+  perform public.audit_count_failure(key.org_id, key.id, reason,
+    date_trunc(case when reason = 'rate_limited' then 'hour' else 'minute' end, now_at, 'UTC'));
+  return reason;
+end
+$$;
+
+--
+-- Name: FUNCTION record_api_key_failure(p_prefix text, p_key_hash bytea); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.record_api_key_failure(p_prefix text, p_key_hash bytea) IS 'Records a refused verification of an existing API key: counts it, and appends api_key.auth_failed once per key, reason and minute.';
+
+--
 -- Name: refresh_role_grants(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -299,6 +628,28 @@ $$;
 --
 
 COMMENT ON FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended_org() IS 'Row trigger on api_keys: in a suspended organization, lets through only updates that revoke or soft-delete a key.';
+
+--
+-- Name: refuse_audit_event_changes(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.refuse_audit_event_changes() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+  if tg_op = 'DELETE' and current_setting('engine_store.audit_pruning', true) = 'on' then
+    return old;
+  end if;
+  raise exception 'audit events are append-only: % refused (only engine-store audit prune removes them)', tg_op using errcode = 'ES005';
+end
+$$;
+
+--
+-- Name: FUNCTION refuse_audit_event_changes(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.refuse_audit_event_changes() IS 'Trigger: refuses UPDATE, DELETE and TRUNCATE of audit events, except the deletes of audit prune.';
 
 --
 -- Name: refuse_writes_of_inactive_org(); Type: FUNCTION; Schema: public; Owner: -
@@ -729,6 +1080,25 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: api_key_auth_failures; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.api_key_auth_failures (
+    org_id uuid NOT NULL,
+    api_key_id uuid NOT NULL,
+    reason text NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    attempts integer NOT NULL,
+    CONSTRAINT api_key_auth_failures_attempts_check CHECK ((attempts >= 1))
+);
+
+--
+-- Name: TABLE api_key_auth_failures; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.api_key_auth_failures IS 'Refused verifications per API key, reason and minute (hour for rate limiting); the audit event of each is appended once.';
+
+--
 -- Name: api_key_leases; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -845,6 +1215,96 @@ ALTER TABLE ONLY public.api_keys FORCE ROW LEVEL SECURITY;
 --
 
 COMMENT ON TABLE public.api_keys IS 'API keys of users. Only a SHA-256 digest of each key is kept; the prefix finds it.';
+
+--
+-- Name: audit_events; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.audit_events (
+    org_id uuid NOT NULL,
+    seq bigint NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    actor_kind text NOT NULL,
+    actor_id text NOT NULL,
+    action text NOT NULL,
+    target_kind text NOT NULL,
+    target_id text NOT NULL,
+    changes jsonb NOT NULL,
+    context jsonb,
+    prev_hash bytea NOT NULL,
+    hash bytea NOT NULL,
+    CONSTRAINT audit_events_action_check CHECK ((action ~ '^[a-z_]+\.[a-z_]+$'::text)),
+    CONSTRAINT audit_events_actor_kind_check CHECK ((actor_kind = ANY (ARRAY['operator'::text, 'user'::text, 'api_key'::text, 'system'::text]))),
+    CONSTRAINT audit_events_hash_check CHECK (((octet_length(hash) = 32) AND (octet_length(prev_hash) = 32))),
+    CONSTRAINT audit_events_seq_check CHECK ((seq >= 1))
+)
+PARTITION BY RANGE (occurred_at);
+
+--
+-- Name: TABLE audit_events; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.audit_events IS 'The audit trail: one row per audited change, per organization a hash chain (seq, prev_hash, hash). Append-only; partitioned by month.';
+
+--
+-- Name: audit_events_default; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.audit_events_default (
+    org_id uuid NOT NULL,
+    seq bigint NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    actor_kind text NOT NULL,
+    actor_id text NOT NULL,
+    action text NOT NULL,
+    target_kind text NOT NULL,
+    target_id text NOT NULL,
+    changes jsonb NOT NULL,
+    context jsonb,
+    prev_hash bytea NOT NULL,
+    hash bytea NOT NULL,
+    CONSTRAINT audit_events_action_check CHECK ((action ~ '^[a-z_]+\.[a-z_]+$'::text)),
+    CONSTRAINT audit_events_actor_kind_check CHECK ((actor_kind = ANY (ARRAY['operator'::text, 'user'::text, 'api_key'::text, 'system'::text]))),
+    CONSTRAINT audit_events_hash_check CHECK (((octet_length(hash) = 32) AND (octet_length(prev_hash) = 32))),
+    CONSTRAINT audit_events_seq_check CHECK ((seq >= 1))
+);
+
+--
+-- Name: audit_heads; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.audit_heads (
+    org_id uuid NOT NULL,
+    seq bigint NOT NULL,
+    hash bytea NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    CONSTRAINT audit_heads_hash_check CHECK ((octet_length(hash) = 32)),
+    CONSTRAINT audit_heads_seq_check CHECK ((seq >= 0))
+);
+
+--
+-- Name: TABLE audit_heads; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.audit_heads IS 'The last event of each organization''s audit chain: its seq, hash and time. Its row lock orders the appends.';
+
+--
+-- Name: audit_retention; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.audit_retention (
+    id smallint DEFAULT 1 NOT NULL,
+    keep_days integer NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT audit_retention_id_check CHECK ((id = 1)),
+    CONSTRAINT audit_retention_keep_days_check CHECK (((keep_days >= 1) AND (keep_days <= 36500)))
+);
+
+--
+-- Name: TABLE audit_retention; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.audit_retention IS 'How many days audit events are kept: what audit prune removes by default and doctor checks. Owner only.';
 
 --
 -- Name: organizations; Type: TABLE; Schema: public; Owner: -
@@ -1039,6 +1499,19 @@ ALTER TABLE ONLY public.workflow_states ALTER COLUMN org_id SET (n_distinct=-0.0
 ALTER TABLE ONLY public.workflow_states FORCE ROW LEVEL SECURITY;
 
 --
+-- Name: audit_events_default; Type: TABLE ATTACH; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_events ATTACH PARTITION public.audit_events_default DEFAULT;
+
+--
+-- Name: api_key_auth_failures api_key_auth_failures_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_key_auth_failures
+    ADD CONSTRAINT api_key_auth_failures_pkey PRIMARY KEY (org_id, api_key_id, reason, period_start);
+
+--
 -- Name: api_key_leases api_key_leases_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1086,6 +1559,34 @@ ALTER TABLE ONLY public.api_keys
 
 ALTER TABLE ONLY public.api_keys
     ADD CONSTRAINT api_keys_pkey PRIMARY KEY (org_id, id);
+
+--
+-- Name: audit_events audit_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_events
+    ADD CONSTRAINT audit_events_pkey PRIMARY KEY (org_id, seq, occurred_at);
+
+--
+-- Name: audit_events_default audit_events_default_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_events_default
+    ADD CONSTRAINT audit_events_default_pkey PRIMARY KEY (org_id, seq, occurred_at);
+
+--
+-- Name: audit_heads audit_heads_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_heads
+    ADD CONSTRAINT audit_heads_pkey PRIMARY KEY (org_id);
+
+--
+-- Name: audit_retention audit_retention_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_retention
+    ADD CONSTRAINT audit_retention_pkey PRIMARY KEY (id);
 
 --
 -- Name: organizations organizations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1188,6 +1689,18 @@ CREATE INDEX api_keys_org_id_user_id_idx ON public.api_keys USING btree (org_id,
 CREATE UNIQUE INDEX api_keys_org_id_user_id_name_key ON public.api_keys USING btree (org_id, user_id, lower(name)) WHERE ((deleted_at IS NULL) AND (status = 'active'::text) AND (replaced_by IS NULL));
 
 --
+-- Name: audit_events_org_id_target_id_seq_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX audit_events_org_id_target_id_seq_idx ON ONLY public.audit_events USING btree (org_id, target_id, seq);
+
+--
+-- Name: audit_events_default_org_id_target_id_seq_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX audit_events_default_org_id_target_id_seq_idx ON public.audit_events_default USING btree (org_id, target_id, seq);
+
+--
 -- Name: organizations_created_at_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1284,10 +1797,34 @@ CREATE INDEX workflow_states_org_id_status_idx ON public.workflow_states USING b
 CREATE INDEX workflow_states_org_id_workflow_id_idx ON public.workflow_states USING btree (org_id, workflow_id);
 
 --
+-- Name: audit_events_default_org_id_target_id_seq_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+--
+
+ALTER INDEX public.audit_events_org_id_target_id_seq_idx ATTACH PARTITION public.audit_events_default_org_id_target_id_seq_idx;
+
+--
+-- Name: audit_events_default_pkey; Type: INDEX ATTACH; Schema: public; Owner: -
+--
+
+ALTER INDEX public.audit_events_pkey ATTACH PARTITION public.audit_events_default_pkey;
+
+--
 -- Name: api_key_prefixes api_key_prefixes_refuse_writes_of_inactive_org; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER api_key_prefixes_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR UPDATE ON public.api_key_prefixes FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_writes_of_inactive_org();
+
+--
+-- Name: api_keys api_keys_audit; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE CONSTRAINT TRIGGER api_keys_audit AFTER INSERT OR DELETE ON public.api_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change();
+
+--
+-- Name: api_keys api_keys_audit_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE CONSTRAINT TRIGGER api_keys_audit_update AFTER UPDATE ON public.api_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((to_jsonb(old.*) - 'last_used_at'::text) IS DISTINCT FROM (to_jsonb(new.*) - 'last_used_at'::text))) EXECUTE FUNCTION public.audit_row_change();
 
 --
 -- Name: api_keys api_keys_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
@@ -1320,6 +1857,30 @@ CREATE TRIGGER api_keys_refuse_writes_of_inactive_org BEFORE INSERT OR DELETE OR
 CREATE TRIGGER api_keys_set_updated_at BEFORE UPDATE ON public.api_keys FOR EACH ROW WHEN (((to_jsonb(old.*) - 'last_used_at'::text) IS DISTINCT FROM (to_jsonb(new.*) - 'last_used_at'::text))) EXECUTE FUNCTION public.set_updated_at();
 
 --
+-- Name: audit_events audit_events_append_only; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_events_append_only BEFORE DELETE OR UPDATE ON public.audit_events FOR EACH ROW EXECUTE FUNCTION public.refuse_audit_event_changes();
+
+--
+-- Name: audit_events_default audit_events_default_no_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_events_default_no_truncate BEFORE TRUNCATE ON public.audit_events_default FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_audit_event_changes();
+
+--
+-- Name: audit_events audit_events_no_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON public.audit_events FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_audit_event_changes();
+
+--
+-- Name: organizations organizations_audit; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE CONSTRAINT TRIGGER organizations_audit AFTER INSERT OR DELETE OR UPDATE ON public.organizations DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change();
+
+--
 -- Name: organizations organizations_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -1336,6 +1897,18 @@ CREATE TRIGGER organizations_notify_key_cache_delete AFTER DELETE ON public.orga
 --
 
 CREATE TRIGGER organizations_set_updated_at BEFORE UPDATE ON public.organizations FOR EACH ROW EXECUTE FUNCTION public.set_updated_at();
+
+--
+-- Name: role_permissions role_permissions_audit; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE CONSTRAINT TRIGGER role_permissions_audit AFTER INSERT OR DELETE OR UPDATE ON public.role_permissions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change();
+
+--
+-- Name: role_permissions role_permissions_audit_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER role_permissions_audit_truncate AFTER TRUNCATE ON public.role_permissions FOR EACH STATEMENT EXECUTE FUNCTION public.audit_role_permissions_truncate();
 
 --
 -- Name: role_permissions role_permissions_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
@@ -1378,6 +1951,12 @@ CREATE TRIGGER task_states_set_updated_at BEFORE UPDATE ON public.task_states FO
 --
 
 CREATE TRIGGER tenant_scope_key_notify_key_cache AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ON public.tenant_scope_key FOR EACH STATEMENT EXECUTE FUNCTION public.notify_key_cache_all();
+
+--
+-- Name: users users_audit; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE CONSTRAINT TRIGGER users_audit AFTER INSERT OR DELETE OR UPDATE ON public.users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change();
 
 --
 -- Name: users users_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
@@ -1507,6 +2086,18 @@ ALTER TABLE ONLY public.workflow_states
     ADD CONSTRAINT workflow_states_org_id_fkey FOREIGN KEY (org_id) REFERENCES public.organizations(id) ON DELETE CASCADE;
 
 --
+-- Name: api_key_auth_failures; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.api_key_auth_failures ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: api_key_auth_failures api_key_auth_failures_tenant_read; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY api_key_auth_failures_tenant_read ON public.api_key_auth_failures FOR SELECT TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id)));
+
+--
 -- Name: api_key_leases; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -1591,6 +2182,30 @@ CREATE POLICY api_keys_key_verifier_touch ON public.api_keys FOR UPDATE TO app_k
 CREATE POLICY api_keys_tenant_isolation ON public.api_keys TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id))) WITH CHECK ((org_id = ( SELECT public.current_org_id() AS current_org_id)));
 
 --
+-- Name: audit_events; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.audit_events ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: audit_events audit_events_tenant_read; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY audit_events_tenant_read ON public.audit_events FOR SELECT TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id)));
+
+--
+-- Name: audit_heads; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.audit_heads ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: audit_heads audit_heads_tenant_read; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY audit_heads_tenant_read ON public.audit_heads FOR SELECT TO app_tenant USING ((org_id = ( SELECT public.visible_org_id() AS visible_org_id)));
+
+--
 -- Name: organizations; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -1670,6 +2285,43 @@ GRANT USAGE ON SCHEMA public TO app_tenant;
 GRANT USAGE ON SCHEMA public TO app_key_verifier;
 
 --
+-- Name: FUNCTION audit_append(p_org uuid, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_actor_kind text, p_actor_id text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.audit_append(p_org uuid, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_actor_kind text, p_actor_id text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION audit_count_failure(p_org uuid, p_key uuid, p_reason text, p_period timestamp with time zone); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.audit_count_failure(p_org uuid, p_key uuid, p_reason text, p_period timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.audit_count_failure(p_org uuid, p_key uuid, p_reason text, p_period timestamp with time zone) TO app_key_verifier;
+
+--
+-- Name: FUNCTION audit_ensure_partitions(p_from timestamp with time zone, p_months integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.audit_ensure_partitions(p_from timestamp with time zone, p_months integer) FROM PUBLIC;
+
+--
+-- Name: FUNCTION audit_event_content(p_org uuid, p_seq bigint, p_occurred_at timestamp with time zone, p_actor_kind text, p_actor_id text, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_context jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.audit_event_content(p_org uuid, p_seq bigint, p_occurred_at timestamp with time zone, p_actor_kind text, p_actor_id text, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_context jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION audit_role_permissions_truncate(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.audit_role_permissions_truncate() FROM PUBLIC;
+
+--
+-- Name: FUNCTION audit_row_change(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.audit_row_change() FROM PUBLIC;
+
+--
 -- Name: FUNCTION current_org_id(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1710,6 +2362,13 @@ REVOKE ALL ON FUNCTION public.notify_key_cache() FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.notify_key_cache_all() FROM PUBLIC;
 
 --
+-- Name: FUNCTION record_api_key_failure(p_prefix text, p_key_hash bytea); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.record_api_key_failure(p_prefix text, p_key_hash bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.record_api_key_failure(p_prefix text, p_key_hash bytea) TO app_tenant;
+
+--
 -- Name: FUNCTION refresh_role_grants(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1720,6 +2379,12 @@ REVOKE ALL ON FUNCTION public.refresh_role_grants() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.refuse_api_key_changes_but_revocation_of_suspended_org() FROM PUBLIC;
+
+--
+-- Name: FUNCTION refuse_audit_event_changes(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.refuse_audit_event_changes() FROM PUBLIC;
 
 --
 -- Name: FUNCTION refuse_writes_of_inactive_org(); Type: ACL; Schema: public; Owner: -
@@ -1803,6 +2468,12 @@ REVOKE ALL ON FUNCTION public.visible_org_id() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.visible_org_id() TO app_tenant;
 
 --
+-- Name: TABLE api_key_auth_failures; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.api_key_auth_failures TO app_tenant;
+
+--
 -- Name: TABLE api_key_leases; Type: ACL; Schema: public; Owner: -
 --
 
@@ -1840,6 +2511,18 @@ GRANT SELECT ON TABLE public.api_keys TO app_key_verifier;
 --
 
 GRANT UPDATE(last_used_at) ON TABLE public.api_keys TO app_key_verifier;
+
+--
+-- Name: TABLE audit_events; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.audit_events TO app_tenant;
+
+--
+-- Name: TABLE audit_heads; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.audit_heads TO app_tenant;
 
 --
 -- Name: TABLE organizations; Type: ACL; Schema: public; Owner: -
@@ -1897,6 +2580,7 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.workflow_states TO app_tenant;
 
 -- Functions owned by a role of their own (pg_dump --no-owner leaves them out).
 ALTER FUNCTION public.lease_api_key_permits(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[], p_permits integer) OWNER TO app_key_verifier;
+ALTER FUNCTION public.record_api_key_failure(p_prefix text, p_key_hash bytea) OWNER TO app_key_verifier;
 ALTER FUNCTION public.return_api_key_permits(p_org_id uuid, p_api_key_id uuid, p_lease_id uuid, p_unspent integer) OWNER TO app_key_verifier;
 ALTER FUNCTION public.verify_api_key(p_prefix text, p_key_hash bytea, p_permission text) OWNER TO app_key_verifier;
 ALTER FUNCTION public.verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key_hash bytea, p_required text[]) OWNER TO app_key_verifier;
@@ -1967,3 +2651,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'baa6603821d66d59aa1567956016e77feb02950087435e7240fa5b1b17cda46a', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', 'aafce65f65d27ff14b486fce9337d7e60a9a947465909f10c6f883478b12ef30', 0);

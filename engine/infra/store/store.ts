@@ -21,7 +21,16 @@ import {
 import { StoreError } from './errors.ts';
 import type { Permission } from './api-keys/rbac.ts';
 import { UUID } from './repositories/validation.ts';
-import { callOptions, verifyOptions, type CallOptions, type VerifyOptions } from './connection/call-options.ts';
+import {
+  callOptions,
+  verifyOptions,
+  withOrgOptions,
+  type CallOptions,
+  type VerifyOptions,
+  type WithOrgOptions,
+} from './connection/call-options.ts';
+import { actingAs, operatorName } from './audit/actor.ts';
+import { AuditOperations } from './audit/operations.ts';
 import { observabilityOptions, observed, reportingQueries, type ObservabilityOptions } from './observability.ts';
 import { migrateUp, migrationStatus } from './migrator/runner.ts';
 import { OrganizationsRepository } from './repositories/organizations.ts';
@@ -74,6 +83,12 @@ export interface StoreOptions extends OpenOptions, TenantLoginOptions, Observabi
    * stay exact: see api-keys/key-cache.ts and the README's "Key cache".
    */
   keyCache?: KeyCacheOptions;
+  /**
+   * The operator this store acts for (letters, digits and . _ @ + -): the audit trail records the
+   * store's operator actions (store.organizations), and its tenant scopes that name no actor, as
+   * done by `operator:<name>`. Without it they are recorded as `system` and the database role.
+   */
+  operator?: string;
 }
 
 export interface TenantLoginOptions {
@@ -112,11 +127,13 @@ export interface Store {
   /** Operator actions across organizations. */
   readonly organizations: OrganizationsRepository;
   /** One transaction scoped to one organization; see tenancy/scopes.ts. `options.deadlineMs`: see CallOptions. */
-  withOrg<T>(orgId: string, work: (scope: TenantScope) => Promise<T>, options?: CallOptions): Promise<T>;
+  withOrg<T>(orgId: string, work: (scope: TenantScope) => Promise<T>, options?: WithOrgOptions): Promise<T>;
   /** Single reads of one organization, one round trip each; see tenancy/scopes.ts. */
   readOrg(orgId: string, options?: CallOptions): TenantReads;
   /** Verifies an API key in one round trip; see api-keys/verify-api-key.ts, and VerifyOptions. */
   verifyApiKey(key: unknown, options?: VerifyOptions): Promise<Verification>;
+  /** The audit trail, for operators: verify the chains, read any organization's, prune; see audit/. */
+  readonly audit: AuditOperations;
   /** The key cache, when `keyCache` was given: what it holds and whether it answers. */
   readonly keyCache: { stats(): KeyCacheStats } | undefined;
   close(): Promise<void>;
@@ -132,6 +149,7 @@ export interface Store {
 export async function openStore(options: StoreOptions = {}): Promise<Store> {
   // Checked before the database opens; storeOver parses them (again) for its own callers.
   keyCacheOptions(options.keyCache);
+  if (options.operator !== undefined) operatorName(options.operator);
   const db = await openDatabase(options);
   try {
     return await storeOver(db, options);
@@ -162,6 +180,7 @@ async function openTenantDatabase(owner: Database, options: TenantLoginOptions, 
 /** A store over an already open owner database (which the store then owns and closes). */
 export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' | 'dataDir'> = {}): Promise<Store> {
   const hooks = observabilityOptions(options);
+  const operator = options.operator === undefined ? undefined : `operator:${operatorName(options.operator)}`;
   const cacheOptions = keyCacheOptions(options.keyCache);
   const dir = options.migrationsDir === undefined ? {} : { dir: options.migrationsDir };
   if (options.migrate) await migrateUp(db, { ...dir, ...(hooks.tracer ? { tracer: hooks.tracer } : {}) });
@@ -223,6 +242,7 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
       signer,
       enterRole: login?.login !== TENANT_ROLE,
       limitsPinned,
+      ...(operator ? { operator } : {}),
       ...(perOrg ? { share: new OrgShare(perOrg, tenantDeadlineMs) } : {}),
     });
     verifyDb = await openTenantDatabase(db, options, verifyPool);
@@ -253,9 +273,13 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   const store: Store = {
     db: ownerDb,
     tenantDb: tenantQueries,
-    organizations: new OrganizationsRepository(ownerDb),
+    organizations: new OrganizationsRepository(operator ? actingAs(ownerDb, operator) : ownerDb),
+    audit: new AuditOperations(operator ? actingAs(ownerDb, operator) : ownerDb),
     withOrg: async (orgId, work, options) =>
-      observe(hooks, 'withOrg', orgAttributes(orgId), () => withOrg(tenantQueries, orgId, work, entry, callOptions(options))),
+      observe(hooks, 'withOrg', orgAttributes(orgId), () => {
+        const { call, ...audit } = withOrgOptions(options);
+        return withOrg(tenantQueries, orgId, work, entry, call, audit);
+      }),
     readOrg: readersOf(tenantQueries, entry, hooks.tracer || hooks.onError ? hooks : undefined),
     verifyApiKey: async (key, options) => {
       const { call, permission } = verifyOptions(options);

@@ -37,7 +37,15 @@ import { parseKey, type ParsedKey } from './api-keys.ts';
 import type { PrefixOrgs } from './prefix-orgs.ts';
 import type { Permission } from './rbac.ts';
 import { ChangeFeed } from './change-feed.ts';
-import { malformed, verificationError, verificationOf, verifyParsedKey, type Verification, type VerifyRow } from './verify-api-key.ts';
+import {
+  malformed,
+  recordRefusal,
+  verificationError,
+  verificationOf,
+  verifyParsedKey,
+  type Verification,
+  type VerifyRow,
+} from './verify-api-key.ts';
 
 export interface KeyCacheOptions {
   /** The most keys held at once (1 to 1,000,000); past it, the key cached longest ago is forgotten. */
@@ -319,6 +327,7 @@ export class KeyCache {
       const same = this.#held(parsed);
       if (same !== undefined) this.#forget(same, true);
     }
+    await recordRefusal(this.db, parsed, row.outcome, call);
     return verificationOf(row);
   }
 

@@ -138,7 +138,29 @@ export async function verifyParsedKey(
   if (row === undefined) return { ok: false, reason: 'NOT_FOUND' };
   // The organization comes back only once the digest matched.
   prefixOrgs?.settle(parsed.prefix, knownOrg, row.org_id);
+  await recordRefusal(db, parsed, row.outcome, call);
   return verificationOf(row);
+}
+
+/**
+ * The refusals the audit trail records, when they name a key that exists: a wrong secret (NOT_FOUND
+ * for a real prefix), a revoked, rotated, deleted or expired key, an inactive user or organization,
+ * and rate limiting. Not MISSING_PERMISSION: the key was good, the route needed more.
+ */
+const AUDITED_REFUSALS = new Set<string>(['NOT_FOUND', 'REVOKED', 'EXPIRED', 'USER_INACTIVE', 'ORG_INACTIVE', 'RATE_LIMITED']);
+
+const RECORD_REFUSAL = 'select public.record_api_key_failure($1, $2)';
+
+/**
+ * Records a refused verification in the audit trail of the key's organization (migration
+ * 20261205120000): the database works the reason out again from the key itself, appends one
+ * event per key, reason and minute, and counts the rest, so a flood adds no rows. A second
+ * round trip, on the refusals only: an accepted key costs nothing more. A failure to record does
+ * not change the answer, which is a refusal either way.
+ */
+export async function recordRefusal(db: Queryable, parsed: ParsedKey, outcome: string, call: CallOptions): Promise<void> {
+  if (!AUDITED_REFUSALS.has(outcome)) return;
+  await run(db, RECORD_REFUSAL, [parsed.prefix, parsed.hash], { prepare: true, ...call }).catch(() => undefined);
 }
 
 /** A verification ended by its limits, said as such: the key was neither accepted nor counted. */

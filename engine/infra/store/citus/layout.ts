@@ -12,7 +12,14 @@ export const DISTRIBUTION_COLUMN = 'org_id';
  * rarely (through the coordinator, with two-phase commit). Referenced tables before the tables
  * that refer to them.
  */
-export const REFERENCE_TABLES = ['organizations', 'permissions', 'role_permissions', 'role_grants', 'api_key_prefixes'] as const;
+export const REFERENCE_TABLES = [
+  'organizations',
+  'permissions',
+  'role_permissions',
+  'role_grants',
+  'api_key_prefixes',
+  'audit_retention',
+] as const;
 
 /**
  * Triggers the distribute command drops, because Citus cannot run them or they would do nothing
@@ -23,7 +30,11 @@ export const REFERENCE_TABLES = ['organizations', 'permissions', 'role_permissio
  *   (migration 20261128140000);
  * - the key cache's NOTIFYs: they would be sent on the node of the row, where no store listens,
  *   and a write to a reference table commits with two-phase commit, which PostgreSQL refuses
- *   after a NOTIFY (the store refuses keyCache on Citus; migration 20261128160000).
+ *   after a NOTIFY (the store refuses keyCache on Citus; migration 20261128160000);
+ * - the audit trail's capture: a trigger on a shard cannot write another distributed table (the
+ *   chain), and a trigger on a reference table runs on each node's copy. On Citus the trail holds
+ *   the events the store appends itself (refused verifications, prunes) until capture runs
+ *   there too (migration 20261205120000).
  */
 export const TRIGGERS_NOT_ON_CITUS = [
   { table: 'role_permissions', trigger: 'role_permissions_refresh_role_grants' },
@@ -34,6 +45,12 @@ export const TRIGGERS_NOT_ON_CITUS = [
   { table: 'users', trigger: 'users_notify_key_cache_delete' },
   { table: 'api_keys', trigger: 'api_keys_notify_key_cache' },
   { table: 'api_keys', trigger: 'api_keys_notify_key_cache_delete' },
+  { table: 'organizations', trigger: 'organizations_audit' },
+  { table: 'users', trigger: 'users_audit' },
+  { table: 'api_keys', trigger: 'api_keys_audit' },
+  { table: 'api_keys', trigger: 'api_keys_audit_update' },
+  { table: 'role_permissions', trigger: 'role_permissions_audit' },
+  { table: 'role_permissions', trigger: 'role_permissions_audit_truncate' },
 ] as const;
 
 /**
@@ -54,6 +71,9 @@ export const DISTRIBUTED_TABLES = [
   'api_key_usage',
   'api_key_usage_saved',
   'api_key_leases',
+  'api_key_auth_failures',
+  'audit_heads',
+  'audit_events',
   'workflow_states',
   'task_states',
   'schedules',

@@ -5,6 +5,7 @@
  */
 import { StoreError } from '../errors.ts';
 import { isPermission, type Permission } from '../api-keys/rbac.ts';
+import type { AuditActor, AuditContext } from '../audit/actor.ts';
 
 export interface CallOptions {
   /**
@@ -22,6 +23,26 @@ const MAX_DEADLINE_MS = 86_400_000;
 
 export function callOptions(options: unknown): CallOptions {
   return parseCallOptions(options, ['deadlineMs']).call;
+}
+
+/** withOrg's options: a call's, and who acts and from where, for the audit trail. */
+export interface WithOrgOptions extends CallOptions {
+  /**
+   * Whom the scope acts for, recorded with every change it makes (see audit/actor.ts): the
+   * `principal` verifyApiKey returned, `{ userId }` or `{ operator }`. Signed by the store; the
+   * default is the store's operator, if it was opened with one, else `system`.
+   */
+  actor?: AuditActor;
+  /** The request behind the scope, kept with each event: `{ requestId, ip, userAgent }` (at most 2 KiB). */
+  context?: AuditContext;
+}
+
+/** withOrg's options read once: the actor and context as given, checked against the organization by the scope. */
+export function withOrgOptions(options: unknown): { call: CallOptions; actor?: unknown; context?: unknown } {
+  if (options === undefined) return NO_OPTIONS;
+  const { call } = parseCallOptions(options, ['deadlineMs', 'actor', 'context']);
+  const { actor, context } = options as { actor?: unknown; context?: unknown };
+  return { call, ...(actor === undefined ? {} : { actor }), ...(context === undefined ? {} : { context }) };
 }
 
 /** verifyApiKey's options: a call's, and the permission the caller's route needs. */

@@ -49,6 +49,8 @@ export const SQLSTATE = {
   orgInactive: 'ES002',
   scopeNotSigned: 'ES003',
   scopeSignatureExpired: 'ES004',
+  auditAppendOnly: 'ES005',
+  actorNotSigned: 'ES006',
   invalidAuthorization: '28000',
 } as const;
 
@@ -189,6 +191,20 @@ function mapped(fields: DatabaseErrorFields, error: object): StoreError {
         'FORBIDDEN',
         "the database found this tenant scope's signature expired: this process's clock and the database server's differ by minutes",
         { reason: 'scope_signature_expired' },
+        { cause: error },
+      );
+    case SQLSTATE.auditAppendOnly:
+      return new StoreError(
+        'FORBIDDEN',
+        'audit events are append-only: only audit prune removes them',
+        { reason: 'audit_append_only' },
+        { cause: error },
+      );
+    case SQLSTATE.actorNotSigned:
+      return new StoreError(
+        'FORBIDDEN',
+        'the database refused an actor this store did not sign: nothing of the transaction was committed',
+        { reason: 'actor_not_signed' },
         { cause: error },
       );
     case SQLSTATE.lockNotAvailable:

@@ -61,8 +61,13 @@ const notOfAnExtension = (catalog: string, oid: string) =>
  */
 const INFRASTRUCTURE_EXTENSIONS = ['plpgsql', 'citus', 'citus_columnar', 'amcheck', 'pg_stat_statements'];
 
-/** The migration runner's bookkeeping is not part of the schema it manages. */
-const PROJECT_RELATION = `${PROJECT_SCHEMAS} and c.relname <> '${MIGRATIONS_TABLE}' and ${notOfAnExtension('pg_class', 'c.oid')}`;
+/**
+ * The migration runner's bookkeeping is not part of the schema it manages, nor are the audit
+ * trail's monthly partitions: which months exist depends on when the database was made and
+ * pruned (see audit/retention.ts), not on its schema. Their parent and default partition are.
+ */
+export const MONTHLY_AUDIT_PARTITION = '^audit_events_y[0-9]{4}m[0-9]{2}$';
+const PROJECT_RELATION = `${PROJECT_SCHEMAS} and c.relname <> '${MIGRATIONS_TABLE}' and c.relname !~ '${MONTHLY_AUDIT_PARTITION}' and ${notOfAnExtension('pg_class', 'c.oid')}`;
 
 const QUERIES: Record<keyof CatalogSnapshot, string> = {
   schemas: `
@@ -103,7 +108,9 @@ const QUERIES: Record<keyof CatalogSnapshot, string> = {
     from pg_constraint k
     join pg_class c on c.oid = k.conrelid
     join pg_namespace n on n.oid = c.relnamespace
-    where ${PROJECT_RELATION}
+    -- NOT NULL constraints (PostgreSQL 18, PGlite) are the columns' not_null, named by how the
+    -- table was made (a partition made as one, or attached): compared there, not by name.
+    where ${PROJECT_RELATION} and k.contype <> 'n'
     order by 1, 2, 3`,
   indexes: `
     select n.nspname as schema, c.relname as table, i.relname as name,

@@ -29,6 +29,7 @@ import { largeObjectOwners } from './large-objects.ts';
 import { isCitus } from '../citus/detect.ts';
 import { policyExpressionOnCitus } from '../citus/distribute.ts';
 import { TRIGGERS_NOT_ON_CITUS } from '../citus/layout.ts';
+import { checkAuditTrail } from './audit-checks.ts';
 import { checkCitusLayout, checkDefaultOrganization, checkRoleGrants, checkTruncatedTables, deepChecks } from './data-checks.ts';
 import {
   inspectTenantLogin,
@@ -64,7 +65,11 @@ export type FindingCode =
   | 'DEEP_CHECK_NOT_RUN'
   | 'CITUS_NOT_DISTRIBUTED'
   | 'CITUS_LAYOUT'
-  | 'CITUS_INACTIVE_PLACEMENTS';
+  | 'CITUS_INACTIVE_PLACEMENTS'
+  | 'AUDIT_RETENTION_NOT_SET'
+  | 'AUDIT_RETENTION_OVERDUE'
+  | 'AUDIT_DEFAULT_PARTITION'
+  | 'AUDIT_PARTITION_MISSING';
 
 export interface Finding {
   code: FindingCode | (string & {});
@@ -160,6 +165,7 @@ export async function diagnose(db: Database, options: DiagnoseOptions = {}): Pro
   await checkTruncatedTables(db, findings);
   await checkRoleGrants(db, findings);
   await checkCitusLayout(db, findings);
+  await checkAuditTrail(db, findings);
   if (options.deep) await deepChecks(db, findings);
   return { findings, skipped };
 }
@@ -269,6 +275,10 @@ function asDistributed(catalog: CatalogSnapshot): CatalogSnapshot {
   return {
     ...catalog,
     triggers: catalog.triggers.filter((trigger) => !dropped.has(`${String(trigger.table)}.${String(trigger.name)}`)),
+    // A constraint trigger is a constraint too (the audit trail's): it goes with its trigger.
+    constraints: catalog.constraints.filter(
+      (constraint) => constraint.type !== 't' || !dropped.has(`${String(constraint.table)}.${String(constraint.name)}`),
+    ),
     policies: catalog.policies.map((policy) => ({
       ...policy,
       using: policyExpressionOnCitus(policy.using as string | null),
@@ -425,7 +435,7 @@ async function checkTenantSafety(db: Database, role: string, findings: Finding[]
         object: table.name,
       });
     }
-    if (!table.forceRowSecurity) {
+    if (!table.forceRowSecurity && !table.ownerWide) {
       findings.push({
         code: 'RLS_NOT_FORCED',
         severity: 'error',
@@ -433,7 +443,7 @@ async function checkTenantSafety(db: Database, role: string, findings: Finding[]
         object: table.name,
       });
     }
-    if (!table.hasPolicy) {
+    if (!table.hasPolicy && !table.ownerWide) {
       findings.push({
         code: 'RLS_NO_POLICY',
         severity: 'error',

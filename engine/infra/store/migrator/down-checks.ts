@@ -34,8 +34,10 @@ export interface DownRefusal {
 
 /**
  * Tables whose rows a revert may drop: reference data the migrations themselves seed (and
- * role_grants, a copy of role_permissions), the rate-limit counters (this hour's counts, and their saved copies), and the scope key, which the
- * migration makes anew (everything it signed ends with the tables it protected).
+ * role_grants, a copy of role_permissions), the rate-limit counters (this hour's counts, and
+ * their saved copies), the counts of refused verifications, the audit trail's retention setting,
+ * and the scope key, which the migration makes anew (everything it signed ends with the tables it
+ * protected). Not the audit events and heads: history.
  */
 const DISPOSABLE_TABLES = new Set([
   'permissions',
@@ -44,6 +46,8 @@ const DISPOSABLE_TABLES = new Set([
   'api_key_usage',
   'api_key_usage_saved',
   'api_key_leases',
+  'api_key_auth_failures',
+  'audit_retention',
   'tenant_scope_key',
 ]);
 

@@ -61,6 +61,15 @@ export class ScopeSigner {
   }
 
   /**
+   * The signature of the actor a scope of `org` carries (app.actor_token; checked by
+   * audit_append() in migration 20261205120000): HMAC-SHA256 of `actor:<org>:<expiresAt>:<actor>`
+   * in hex, bound to the scope's own expiry, so that it names nobody in any other scope.
+   */
+  signActor(org: string, expiresAt: number, actor: string): string {
+    return createHmac('sha256', this.#key).update(`actor:${org}:${expiresAt}:${actor}`).digest('hex');
+  }
+
+  /**
    * The tag that notifications about organization `org`'s keys carry (key_cache_tag() in
    * migration 20261128160000): the first 16 bytes of HMAC-SHA256 of `key-cache:<org>`, in hex. A
    * message of its own kind, so that a tag is never a scope's signature.

@@ -38,6 +38,8 @@ import { tenantQueryBuilder, type TenantQueryBuilder } from './query-builder.ts'
 import { millisecondLimits, parseInput, uuid } from '../repositories/validation.ts';
 import { WorkflowStatesRepository } from '../repositories/workflows.ts';
 import { ScopeSigner } from './scope-signer.ts';
+import { actorText, contextJson } from '../audit/actor.ts';
+import { AuditLog } from '../audit/audit-log.ts';
 import type { OrgShare } from './org-share.ts';
 
 /** What a `withOrg` callback works with; valid only until the callback's promise settles. */
@@ -49,6 +51,7 @@ export class TenantScope {
   #schedules?: SchedulesRepository;
   #apiKeys?: ApiKeysRepository;
   #kysely?: TenantQueryBuilder;
+  #audit?: AuditLog;
 
   constructor(
     readonly orgId: string,
@@ -73,6 +76,11 @@ export class TenantScope {
 
   get apiKeys(): ApiKeysRepository {
     return (this.#apiKeys ??= new ApiKeysRepository(this.connection, this.orgId));
+  }
+
+  /** The organization's audit trail (read only: the database writes it). */
+  get audit(): AuditLog {
+    return (this.#audit ??= new AuditLog(this.connection, this.orgId));
   }
 
   /**
@@ -121,6 +129,8 @@ export interface ScopeSettings extends ScopeTimeouts {
   limitsPinned?: boolean;
   /** One organization's share of the tenant pool (see org-share.ts). */
   share?: OrgShare;
+  /** The actor of scopes that name none (`operator:<name>`): the store's operator, if it has one. */
+  operator?: string;
 }
 
 /** A store's scope settings, checked once, as the entry statement needs them. */
@@ -137,6 +147,8 @@ export interface ScopeEntry {
    * the entry statement's parameters; none where the pool pins them (ScopeSettings.limitsPinned).
    */
   readonly limits: readonly string[];
+  /** The actor of write scopes that name none (ScopeSettings.operator), or '' for the database's default (system). */
+  readonly operator: string;
 }
 
 /**
@@ -158,7 +170,7 @@ export function scopeTimeoutValues(timeouts: ScopeTimeouts = {}): Required<Scope
  * "no limit" to PostgreSQL.
  */
 export function scopeEntry(settings: ScopeSettings): ScopeEntry {
-  const { citus = false, enterRole = true, limitsPinned = false, share, signer, ...timeouts } = settings;
+  const { citus = false, enterRole = true, limitsPinned = false, share, signer, operator = '', ...timeouts } = settings;
   if (!(signer instanceof ScopeSigner))
     throw new StoreError('INVALID_INPUT', "a tenant scope needs the store's signer", { field: 'signer' });
   if (limitsPinned && citus) {
@@ -169,6 +181,7 @@ export function scopeEntry(settings: ScopeSettings): ScopeEntry {
   return {
     signer,
     citus,
+    operator,
     ...(share ? { share } : {}),
     enterReadWrite: enterStatement({ ...shape, readOnly: false }),
     enterReadOnly: enterStatement({ ...shape, readOnly: true }),
@@ -216,15 +229,36 @@ function enterStatement(shape: { citus: boolean; readOnly: boolean; enterRole: b
           `set_config('idle_in_transaction_session_timeout', $6, true)`,
         ]
       : []),
-    ...(shape.readOnly ? [`set_config('transaction_read_only', 'on', true)`] : []),
+    ...(shape.readOnly
+      ? [`set_config('transaction_read_only', 'on', true)`]
+      : // Who acts, signed, and the caller's context, for the audit trail (audit/actor.ts): always
+        // set, so that nothing a session holds (the embedded database's owner) speaks for the scope.
+        [
+          `set_config('app.actor', $${shape.limits ? 8 : 4}, true)`,
+          `set_config('app.actor_token', $${shape.limits ? 9 : 5}, true)`,
+          `set_config('app.audit_context', $${shape.limits ? 10 : 6}, true)`,
+        ]),
   ];
   return `select ${calls.join(', ')}`;
 }
 
-/** The parameters of the entry statement for organization `org`. */
-function entryParams(org: string, entry: ScopeEntry): unknown[] {
+/** Who acts in a write scope, and the caller's context, as the entry statement sets them. */
+export interface ScopeAudit {
+  /** `<kind>:<id>` (audit/actor.ts), or '' for the database's default. */
+  actor: string;
+  /** JSON text, or ''. */
+  context: string;
+}
+
+const NO_AUDIT: ScopeAudit = Object.freeze({ actor: '', context: '' });
+
+/** The parameters of the entry statement for organization `org` (`audit` for a write scope). */
+function entryParams(org: string, entry: ScopeEntry, audit?: ScopeAudit): unknown[] {
   const { expiresAt, proof, token } = entry.signer.sign(org);
-  return entry.citus ? [org, expiresAt, proof, ...entry.limits] : [org, String(expiresAt), token, ...entry.limits];
+  const params = entry.citus ? [org, expiresAt, proof, ...entry.limits] : [org, String(expiresAt), token, ...entry.limits];
+  if (audit === undefined) return params;
+  const actor = audit.actor || entry.operator;
+  return [...params, actor, actor === '' ? '' : entry.signer.signActor(org, expiresAt, actor), audit.context];
 }
 
 /**
@@ -236,8 +270,8 @@ const BEGIN_READ: PipelinedStatement = { sql: 'begin isolation level read commit
 const COMMIT: PipelinedStatement = { sql: 'commit', prepare: true, rows: false };
 
 /** What opens a withOrg transaction, sent ahead of its first statement. */
-function beginScope(org: string, entry: ScopeEntry): PipelinedStatement[] {
-  return [BEGIN, { sql: entry.enterReadWrite, params: entryParams(org, entry), prepare: true, rows: false }];
+function beginScope(org: string, entry: ScopeEntry, audit: ScopeAudit): PipelinedStatement[] {
+  return [BEGIN, { sql: entry.enterReadWrite, params: entryParams(org, entry, audit), prepare: true, rows: false }];
 }
 
 /** A missing id is TENANT_SCOPE_REQUIRED; one given but not a UUID (the empty string too) INVALID_INPUT. */
@@ -265,7 +299,7 @@ function asStoreError(error: unknown): unknown {
  * remembers whether the transaction is aborted: a statement failed and nothing succeeded since
  * (only a ROLLBACK TO SAVEPOINT can succeed in an aborted transaction).
  */
-function scopedConnection(session: Session, org: string, entry: ScopeEntry, sqlText: boolean) {
+function scopedConnection(session: Session, org: string, entry: ScopeEntry, sqlText: boolean, audit: ScopeAudit) {
   let open = true;
   let begun = false;
   let aborted = false;
@@ -291,14 +325,14 @@ function scopedConnection(session: Session, org: string, entry: ScopeEntry, sqlT
     query: <Row>(sql: string, params?: readonly unknown[], options?: QueryOptions) =>
       guarded(async (first) => {
         if (!first) return session.query<Row>(sql, params, options);
-        const results = await session.pipeline([...beginScope(org, entry), { sql, params, prepare: options?.prepare ?? false }]);
+        const results = await session.pipeline([...beginScope(org, entry, audit), { sql, params, prepare: options?.prepare ?? false }]);
         return results.at(-1) as QueryResult<Row>;
       }),
     // Scripts are SQL text: no repository sends one, and only a trusted scope runs one.
     exec: (sql) =>
       sqlText
         ? guarded(async (first) => {
-            if (first) await session.pipeline(beginScope(org, entry));
+            if (first) await session.pipeline(beginScope(org, entry, audit));
             await session.exec(sql);
           })
         : Promise.reject(new StoreError('FORBIDDEN', 'a tenant scope runs no SQL scripts', { reason: 'query_not_allowed' })),
@@ -342,8 +376,24 @@ export function withOrg<T>(
   work: (scope: TenantScope) => Promise<T>,
   entry: ScopeEntry,
   call: CallOptions = {},
+  audit: AuditRequest = {},
 ): Promise<T> {
-  return runScope(db, orgId, (org, connection) => new TenantScope(org, connection), work, entry, false, call);
+  return runScope(db, orgId, (org, connection) => new TenantScope(org, connection), work, entry, false, call, audit);
+}
+
+/** Who acts and from where, as a caller handed them in (withOrgOptions): checked against the organization by the scope. */
+export interface AuditRequest {
+  actor?: unknown;
+  context?: unknown;
+}
+
+/** The scope's actor and context, parsed (audit/actor.ts), for organization `org`. */
+function scopeAudit(org: string, request: AuditRequest): ScopeAudit {
+  if (request.actor === undefined && request.context === undefined) return NO_AUDIT;
+  return {
+    actor: request.actor === undefined ? '' : actorText(request.actor, org),
+    context: request.context === undefined ? '' : contextJson(request.context),
+  };
 }
 
 /** A tenant scope that also runs SQL text: for trusted code only, see withOrgTrustedSql. */
@@ -372,8 +422,9 @@ export function withOrgTrustedSql<T>(
   orgId: string,
   work: (scope: TrustedSqlScope) => Promise<T>,
   entry: ScopeEntry,
+  audit: AuditRequest = {},
 ): Promise<T> {
-  return runScope(db, orgId, (org, connection) => new TrustedSqlScope(org, connection), work, entry, true);
+  return runScope(db, orgId, (org, connection) => new TrustedSqlScope(org, connection), work, entry, true, {}, audit);
 }
 
 async function runScope<Scope extends TenantScope, T>(
@@ -384,12 +435,14 @@ async function runScope<Scope extends TenantScope, T>(
   entry: ScopeEntry,
   sqlText: boolean,
   call: CallOptions = {},
+  request: AuditRequest = {},
 ): Promise<T> {
   const org = validOrgId(orgId);
+  const audit = scopeAudit(org, request);
   const reset = RESET_SESSION[db.kind === 'pglite' ? 'pglite' : 'server'];
   return withinShare(entry, org, () =>
     db.withSession(async (session) => {
-      const scoped = scopedConnection(session, org, entry, sqlText);
+      const scoped = scopedConnection(session, org, entry, sqlText, audit);
       try {
         const result = await work(makeScope(org, scoped.connection));
         if (scoped.aborted()) {
@@ -443,6 +496,7 @@ export interface TenantReads {
   readonly tasks: Pick<TaskStatesRepository, 'get' | 'list' | 'children'>;
   readonly schedules: Pick<SchedulesRepository, 'get' | 'list'>;
   readonly apiKeys: Pick<ApiKeysRepository, 'get' | 'list'>;
+  readonly audit: Pick<AuditLog, 'list'>;
 }
 
 /**

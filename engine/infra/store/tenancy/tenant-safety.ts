@@ -15,6 +15,23 @@ export interface TenantTableSecurity {
   rowSecurity: boolean;
   forceRowSecurity: boolean;
   hasPolicy: boolean;
+  /** One of OWNER_WIDE_TABLES: needs row-level security enabled only. */
+  ownerWide: boolean;
+}
+
+/**
+ * Tables with org_id that the owner reads across organizations by design: the audit trail (and
+ * its counts of refused verifications), which `audit verify` recomputes for every organization
+ * and only SECURITY DEFINER functions of the owner write (migration 20261205120000). Row-level
+ * security is enabled on them, so that the tenant login reads only its own organization's rows
+ * (and writes none: it holds SELECT only), but not forced, which would hide them from the owner.
+ * The store still refuses to start when it is off.
+ */
+export const OWNER_WIDE_TABLES: ReadonlySet<string> = new Set(['audit_events', 'audit_heads', 'api_key_auth_failures']);
+
+/** Whether `table` is protected as it must be: see TenantTableSecurity and OWNER_WIDE_TABLES. */
+export function isProtected(table: TenantTableSecurity): boolean {
+  return table.rowSecurity && (table.ownerWide || (table.forceRowSecurity && table.hasPolicy));
 }
 
 /** What the database says about the tenant role and the tenant tables. */
@@ -50,6 +67,9 @@ const SAFETY_SQL = `
            join pg_namespace n on n.oid = c.relnamespace
            where n.nspname = current_schema() and c.relkind in ('r', 'p')
              and exists (select from pg_attribute a where a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped)
+             -- A partition is reached through its parent, whose policies apply; the tenant login
+             -- holds no privilege on a partition by its own name.
+             and not c.relispartition
          ), '[]'::json) as tenant_tables`;
 
 /** Reads the tenant role's attributes and the row-level security of every tenant table. */
@@ -67,6 +87,7 @@ export async function inspectTenantSafety(db: Queryable, role: string = TENANT_R
       rowSecurity: table.row_security,
       forceRowSecurity: table.force_row_security,
       hasPolicy: table.has_policy,
+      ownerWide: OWNER_WIDE_TABLES.has(table.name),
     })),
   };
 }
@@ -74,9 +95,7 @@ export async function inspectTenantSafety(db: Queryable, role: string = TENANT_R
 /** Throws STORE_UNSAFE, saying what is wrong, unless tenant isolation is enforced by the database. */
 export async function assertTenantIsolation(db: Database): Promise<void> {
   const safety = await inspectTenantSafety(db, TENANT_ROLE);
-  const unprotected = safety.tenantTables
-    .filter((table) => !(table.rowSecurity && table.forceRowSecurity && table.hasPolicy))
-    .map((table) => table.name);
+  const unprotected = safety.tenantTables.filter((table) => !isProtected(table)).map((table) => table.name);
   const problems: string[] = [];
   if (!safety.roleExists) problems.push(`the role ${TENANT_ROLE} does not exist`);
   if (safety.roleSuperuser) problems.push(`the role ${TENANT_ROLE} is a superuser`);

@@ -1,0 +1,154 @@
+/**
+ * What the audit trail costs, each figure against a floor of the same run:
+ * - verification p50 with the trail's triggers on, against the same with them off (rounds taken
+ *   in turns, on one database): a success writes no event, so the goal is 1.05x at most;
+ * - an audited operator action (`users.create` in withOrg) against the same unaudited;
+ * - `audit prune` of a month of `--prune-events` events (default 1,000,000 over 1,000
+ *   organizations): how long its removal holds locks (goal: under a second), and how long the
+ *   whole prune takes.
+ *
+ *   npx tsx bench/audit.ts [--iterations 2000] [--prune-events 1000000] [--url postgres://postgres@127.0.0.1:5432/test]
+ *
+ * --url is an admin connection: a scratch database is created beside it and dropped at the end.
+ */
+import { parseArgs } from 'node:util';
+import { openStore, type Store } from 'engine-store';
+import { percentile, runWhenInvoked, seedKeyedOrganizations, serverUrlOr, withScratchDatabase, timeEach } from './support.ts';
+
+export interface AuditBenchResult {
+  verifyAuditedP50Ms: number;
+  verifyUnauditedP50Ms: number;
+  verifyRatio: number;
+  createAuditedP50Ms: number;
+  createUnauditedP50Ms: number;
+  createRatio: number;
+  prune: { events: number; lockedMs: number; totalMs: number; chainsCut: number };
+}
+
+/** The capture triggers, switched off for the unaudited rounds (the owner may; nothing else runs meanwhile). */
+const CAPTURE_TRIGGERS = [
+  ['organizations', 'organizations_audit'],
+  ['users', 'users_audit'],
+  ['api_keys', 'api_keys_audit'],
+  ['api_keys', 'api_keys_audit_update'],
+] as const;
+
+async function setCapture(store: Store, on: boolean): Promise<void> {
+  for (const [table, trigger] of CAPTURE_TRIGGERS) {
+    await store.db.query(`alter table ${table} ${on ? 'enable' : 'disable'} trigger ${trigger}`);
+  }
+}
+
+/**
+ * `events` events of a past month (June 2026) over `orgs` organizations, written as the owner in
+ * one statement: what prune removes. Their hashes are placeholders: prune reads seq and time.
+ */
+async function seedPastMonth(store: Store, events: number, orgs: number): Promise<void> {
+  await store.db.query(`select audit_ensure_partitions('2026-06-01', 1)`);
+  const perOrg = Math.ceil(events / orgs);
+  await store.db.query(
+    `insert into audit_events (org_id, seq, occurred_at, actor_kind, actor_id, action, target_kind, target_id, changes, context, prev_hash, hash)
+     select o.id, s, timestamptz '2026-06-01' + (s * interval '1 second'), 'system', 'bench', 'user.created', 'user', s::text, '{}', null,
+            sha256(''), sha256(s::text::bytea)
+       from (select id from organizations where name like 'prune org %' order by id) o, generate_series(1, $1::int) s`,
+    [perOrg],
+  );
+  await store.db.query(
+    `insert into audit_heads (org_id, seq, hash, occurred_at)
+     select id, $1, sha256($1::text::bytea), timestamptz '2026-06-01' + ($1 * interval '1 second')
+       from organizations where name like 'prune org %'
+     on conflict (org_id) do nothing`,
+    [perOrg],
+  );
+  await store.db.query('analyze audit_events');
+}
+
+export async function runAuditBench(options: {
+  url: string;
+  iterations: number;
+  pruneEvents: number;
+  log: (line: string) => void;
+}): Promise<AuditBenchResult> {
+  return withScratchDatabase(options.url, 'audit', async (url) => {
+    const store = await openStore({ url, migrate: true, operator: 'bench' });
+    try {
+      await seedKeyedOrganizations(store.db, 'bench', 1_000);
+      const org = await store.organizations.create({ name: 'Bench Audit' });
+      const key = await store.withOrg(org.id, async (tx) => {
+        const user = await tx.users.create({ email: 'bench@audit.example', role: 'admin' });
+        return (await tx.apiKeys.issue({ userId: user.id, name: 'bench', rateLimitPerHour: 1_000_000 })).key;
+      });
+      const verify = async () => {
+        const result = await store.verifyApiKey(key);
+        if (!result.ok) throw new Error(`verification failed: ${result.reason}`);
+      };
+      let made = 0;
+      const create = () =>
+        store.withOrg(org.id, (tx) => tx.users.create({ email: `u${(made += 1)}@audit.example`, role: 'customer' }), {
+          context: { requestId: `bench-${made}` },
+        });
+      options.log('warming up');
+      await timeEach(300, verify);
+      await timeEach(300, create);
+      const samples = { verifyOn: [] as number[], verifyOff: [] as number[], createOn: [] as number[], createOff: [] as number[] };
+      const rounds = 10;
+      for (let round = 0; round < rounds; round += 1) {
+        // Which goes first alternates, so that drift in the machine's load hits both alike.
+        for (const on of round % 2 === 0 ? [true, false] : [false, true]) {
+          await setCapture(store, on);
+          (on ? samples.verifyOn : samples.verifyOff).push(...(await timeEach(options.iterations / rounds, verify)));
+          (on ? samples.createOn : samples.createOff).push(...(await timeEach(options.iterations / rounds / 4, create)));
+        }
+        options.log(`round ${round + 1}/${rounds} done`);
+      }
+      await setCapture(store, true);
+
+      options.log(`seeding a past month of ${options.pruneEvents.toLocaleString('en-US')} events over 1,000 organizations`);
+      // Their creation unrecorded: the month seeded below is their whole history.
+      await setCapture(store, false);
+      await seedKeyedOrganizations(store.db, 'prune', 1_000);
+      await setCapture(store, true);
+      await seedPastMonth(store, options.pruneEvents, 1_000);
+      const started = performance.now();
+      const pruned = await store.audit.prune({ before: new Date('2026-07-01T00:00:00Z') });
+      const totalMs = performance.now() - started;
+      options.log(`pruned ${pruned.eventsRemoved} events: locks ${pruned.lockedMs.toFixed(1)} ms, in all ${totalMs.toFixed(0)} ms`);
+
+      const p50 = (values: number[]) => percentile(values, 0.5);
+      return {
+        verifyAuditedP50Ms: p50(samples.verifyOn),
+        verifyUnauditedP50Ms: p50(samples.verifyOff),
+        verifyRatio: p50(samples.verifyOn) / p50(samples.verifyOff),
+        createAuditedP50Ms: p50(samples.createOn),
+        createUnauditedP50Ms: p50(samples.createOff),
+        createRatio: p50(samples.createOn) / p50(samples.createOff),
+        prune: { events: pruned.eventsRemoved, lockedMs: pruned.lockedMs, totalMs, chainsCut: pruned.chainsCut },
+      };
+    } finally {
+      await store.close();
+    }
+  });
+}
+
+runWhenInvoked(import.meta.url, async () => {
+  const { values } = parseArgs({
+    options: {
+      iterations: { type: 'string', default: '2000' },
+      'prune-events': { type: 'string', default: '1000000' },
+      url: { type: 'string' },
+    },
+  });
+  const result = await runAuditBench({
+    url: serverUrlOr(values.url),
+    iterations: Number(values.iterations),
+    pruneEvents: Number(values['prune-events']),
+    log: (line) => console.error(`  ${line}`),
+  });
+  console.log(
+    [
+      `verify p50: audited ${result.verifyAuditedP50Ms.toFixed(3)} ms, unaudited ${result.verifyUnauditedP50Ms.toFixed(3)} ms: ${result.verifyRatio.toFixed(2)}x (goal <= 1.05x)`,
+      `users.create p50: audited ${result.createAuditedP50Ms.toFixed(3)} ms, unaudited ${result.createUnauditedP50Ms.toFixed(3)} ms: ${result.createRatio.toFixed(2)}x (goal <= 1.30x)`,
+      `prune of ${result.prune.events.toLocaleString('en-US')} events: locks held ${result.prune.lockedMs.toFixed(1)} ms (goal < 1000 ms), whole prune ${result.prune.totalMs.toFixed(0)} ms, ${result.prune.chainsCut} chains cut`,
+    ].join('\n'),
+  );
+});

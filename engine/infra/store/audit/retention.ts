@@ -1,0 +1,165 @@
+/**
+ * Retention of the audit trail: how long events are kept, and `prune`, which removes whole
+ * months. A month with a partition of its own goes by DROP TABLE, which holds its locks for
+ * milliseconds whatever the month holds; rows that landed in the default partition are deleted.
+ * Before anything goes, each organization whose chain is cut gets an `audit.pruned` event with
+ * the seq and hash of its last removed event, so that `audit verify` still passes: the chain
+ * then starts from a cut it recorded itself. Two transactions: a prune stopped between them has
+ * recorded cuts and removed nothing, which verifies, and running it again removes the months
+ * without recording the same cuts twice.
+ */
+import type { Database } from '../connection/database.ts';
+import { toStoreError } from '../connection/database-errors.ts';
+import { run } from '../connection/run.ts';
+import { StoreError } from '../errors.ts';
+
+export interface PruneOptions {
+  /** Remove the events of every whole month before this time; default: now minus the retention. */
+  before?: Date;
+  /** How long the removal may wait for its locks, ms (default 5,000). */
+  lockTimeoutMs?: number;
+}
+
+export interface PruneReport {
+  /** Events before this time are gone: the start of the month `before` falls in (UTC). */
+  cut: Date;
+  /** Chains that got an `audit.pruned` event. */
+  chainsCut: number;
+  /** Monthly partitions dropped. */
+  partitionsDropped: string[];
+  /** Events removed, dropped partitions and default partition together. */
+  eventsRemoved: number;
+  /** How long the removal held its locks, ms. */
+  lockedMs: number;
+}
+
+const MONTHLY = /^audit_events_y(\d{4})m(\d{2})$/;
+/** Prunes one at a time: two would each lock heads the other wants. */
+const PRUNE_LOCK = `select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('engine_store.audit_prune'))`;
+
+export async function retentionDays(db: Database): Promise<number | undefined> {
+  const { rows } = await run<{ keep_days: number }>(db, 'select keep_days from audit_retention where id = 1', [], { prepare: false });
+  return rows[0]?.keep_days;
+}
+
+export async function setRetentionDays(db: Database, days: number): Promise<void> {
+  if (!Number.isInteger(days) || days < 1 || days > 36_500) {
+    throw new StoreError('INVALID_INPUT', 'retention must be a whole number of days from 1 to 36500', {
+      field: 'days',
+      reason: 'out_of_range',
+    });
+  }
+  await run(
+    db,
+    `insert into audit_retention (id, keep_days) values (1, $1)
+     on conflict on constraint audit_retention_pkey do update set keep_days = excluded.keep_days, updated_at = now()`,
+    [days],
+    { prepare: false },
+  );
+}
+
+/** The monthly partitions that exist now (the coming months are made where missing first). */
+export async function ensurePartitions(db: Database): Promise<string[]> {
+  const { rows } = await run<{ name: string }>(db, `select audit_ensure_partitions(now() - interval '1 month', 5) as name`, [], {
+    prepare: false,
+  });
+  return rows.map((row) => row.name);
+}
+
+/** The start of the UTC month `at` falls in. */
+function monthStart(at: Date): Date {
+  return new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), 1));
+}
+
+export async function pruneAudit(db: Database, options: PruneOptions = {}): Promise<PruneReport> {
+  const lockTimeoutMs = options.lockTimeoutMs ?? 5_000;
+  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 1 || lockTimeoutMs > 600_000) {
+    throw new StoreError('INVALID_INPUT', 'lockTimeoutMs must be a whole number of milliseconds from 1 to 600000', {
+      field: 'lockTimeoutMs',
+    });
+  }
+  let before = options.before;
+  if (before === undefined) {
+    const days = await retentionDays(db);
+    if (days === undefined) {
+      throw new StoreError('INVALID_INPUT', 'no retention is configured: give a date (--before), or set one (audit retention --days N)', {
+        field: 'before',
+        reason: 'no_retention',
+      });
+    }
+    before = new Date(Date.now() - days * 86_400_000);
+  }
+  if (!(before instanceof Date) || Number.isNaN(before.getTime())) {
+    throw new StoreError('INVALID_INPUT', 'before must be a valid date', { field: 'before', reason: 'invalid_date' });
+  }
+  if (before.getTime() > Date.now()) {
+    throw new StoreError('INVALID_INPUT', 'before is in the future: prune removes past months only', { field: 'before', reason: 'future' });
+  }
+  const cut = monthStart(before);
+  await ensurePartitions(db);
+
+  // 1. The cuts, recorded in each chain that loses events (unless an earlier run recorded them).
+  const recorded = await db
+    .withSession((session) =>
+      session.pipeline([
+        { sql: PRUNE_LOCK, rows: false },
+        {
+          sql: `select public.audit_append(c.org_id, 'audit.pruned', 'audit', c.org_id::text,
+                  pg_catalog.jsonb_build_object('before', $1::timestamptz, 'seq', c.seq, 'hash', pg_catalog.encode(e.hash, 'hex')))
+                  from (select org_id, max(seq) as seq from audit_events where occurred_at < $1 group by org_id) c
+                  join audit_events e on e.org_id = c.org_id and e.seq = c.seq and e.occurred_at < $1
+                 where not exists (select from audit_events p
+                                    where p.org_id = c.org_id and p.action = 'audit.pruned' and (p.changes ->> 'seq')::bigint >= c.seq)
+                 order by c.org_id`,
+          params: [cut],
+        },
+      ]),
+    )
+    .catch((error: unknown) => {
+      throw toStoreError(error);
+    });
+  const chainsCut = recorded[1]!.rows.length;
+
+  // 2. The months, dropped, and what sits in the default partition, deleted.
+  const { rows: partitions } = await run<{ name: string }>(
+    db,
+    `select c.relname as name
+       from pg_catalog.pg_inherits i join pg_catalog.pg_class c on c.oid = i.inhrelid
+      where i.inhparent = 'public.audit_events'::regclass`,
+    [],
+    { prepare: false },
+  );
+  const doomed = partitions
+    .map((partition) => ({ name: partition.name, month: MONTHLY.exec(partition.name) }))
+    .filter((partition) => partition.month !== null)
+    .filter(({ month }) => Date.UTC(Number(month![1]), Number(month![2]), 1) <= cut.getTime())
+    .map(({ name }) => name)
+    .sort();
+  const counted = doomed.length
+    ? await run<{ events: string }>(
+        db,
+        `select (${doomed.map((name) => `(select count(*) from public.${name})`).join(' + ')})::text as events`,
+        [],
+        {
+          prepare: false,
+        },
+      )
+    : { rows: [{ events: '0' }] };
+  const started = performance.now();
+  const removed = await db
+    .withSession((session) =>
+      session.pipeline([
+        { sql: PRUNE_LOCK, rows: false },
+        { sql: `select pg_catalog.set_config('lock_timeout', $1, true)`, params: [`${lockTimeoutMs}ms`], rows: false },
+        { sql: `select pg_catalog.set_config('engine_store.audit_pruning', 'on', true)`, rows: false },
+        ...doomed.map((name) => ({ sql: `drop table public.${name}`, rows: false })),
+        { sql: 'delete from audit_events_default where occurred_at < $1', params: [cut], rows: false },
+      ]),
+    )
+    .catch((error: unknown) => {
+      throw toStoreError(error);
+    });
+  const lockedMs = performance.now() - started;
+  const defaultRows = removed.at(-1)!.rowCount ?? 0;
+  return { cut, chainsCut, partitionsDropped: doomed, eventsRemoved: Number(counted.rows[0]!.events) + defaultRows, lockedMs };
+}

@@ -1,0 +1,525 @@
+-- Adds the audit trail: every change to organizations, users, API keys and the permission mapping recorded by the database, in the transaction of the change, in a hash chain per organization.
+--
+-- Capture. Deferred constraint triggers on organizations, users, api_keys and role_permissions
+-- record each changed row at commit, whatever wrote it: the store's API, tx.kysely, the CLI or
+-- an owner's own SQL. A rolled-back change leaves no event, and a committed one never lacks its
+-- event: both are in one transaction. Deferred to commit, so that an organization's chain is
+-- locked only for the moment of the commit: a transaction that locked a row and then waited for
+-- the chain while another held the chain and waited for that row would deadlock. Workflow, task
+-- and schedule states are the engine's high-volume traffic and are not audited.
+--
+-- Who did it. A tenant scope may carry an actor (app.actor = '<kind>:<id>'), signed by the store
+-- like the scope itself (app.actor_token, HMAC-SHA256 of 'actor:<org>:<expires>:<actor>' with the
+-- scope key): tenant SQL that names an actor of its own is refused at commit (ES006). Outside a
+-- tenant scope only the owner writes these tables, and its app.actor (an operator's name, set by
+-- the store or the CLI) is taken as given. No actor: 'system' and the database role.
+--
+-- The chain. Each organization's events are numbered 1, 2, 3... (seq) and each event's hash is
+-- SHA-256(previous hash || canonical content), the first one's previous hash 32 zero bytes. The
+-- canonical content is audit_event_content(), a JSON array rendered by PostgreSQL's own jsonb
+-- output, which `engine-store audit verify` renders again from the stored columns. audit_heads
+-- keeps each organization's last seq and hash; its row lock orders an organization's appends, so
+-- appends serialize per organization and only at the commit of audited writes. The role
+-- mapping is global: its events form the chain of the nil organization
+-- 00000000-0000-0000-0000-000000000000, which no tenant can read.
+--
+-- Row-level security is enabled on the events and heads, not forced: the owner reads every
+-- organization's chain (audit verify) and writes them only through the SECURITY DEFINER
+-- functions below (tenancy/tenant-safety.ts, OWNER_WIDE_TABLES).
+--
+-- Append-only. Nobody holds UPDATE, DELETE or TRUNCATE on the events; a trigger refuses them to
+-- the owner too (ES005), except DELETE by `audit prune` (which sets engine_store.audit_pruning
+-- locally); `audit verify` finds what an owner who gets around that (disabling triggers) changed.
+-- The tenant login reads its own organization's events, through row-level security.
+--
+-- Retention. Events are partitioned by month of occurred_at (UTC); `audit prune` drops whole
+-- months and records, in each organization's chain, where it cut. occurred_at never goes back
+-- within a chain (greatest(clock, previous)), so a cut in time is a cut in seq. Months with no
+-- partition of their own land in audit_events_default: audit_ensure_partitions() makes the
+-- coming ones (migrate, prune), and doctor reports a default partition that holds rows.
+--
+-- Authentication failures. record_api_key_failure() (called by the store after a refused
+-- verification) appends one event per key, reason and minute (rate limiting: per hour window),
+-- and counts the attempts in api_key_auth_failures, so a flood adds counts, not rows.
+-- Up Migration
+set local statement_timeout = '60s';
+-- The strong locks first, children before parents, as writers take them (CREATE TRIGGER takes
+-- SHARE ROW EXCLUSIVE).
+lock table api_keys, users, organizations, role_permissions in share row exclusive mode;
+
+create table audit_heads (
+  org_id uuid not null,
+  seq bigint not null,
+  hash bytea not null,
+  occurred_at timestamptz not null,
+  constraint audit_heads_pkey primary key (org_id),
+  constraint audit_heads_seq_check check (seq >= 0),
+  constraint audit_heads_hash_check check (octet_length(hash) = 32)
+);
+comment on table audit_heads is 'The last event of each organization''s audit chain: its seq, hash and time. Its row lock orders the appends.';
+revoke all on audit_heads from public;
+
+create table audit_events (
+  org_id uuid not null,
+  seq bigint not null,
+  occurred_at timestamptz not null,
+  actor_kind text not null,
+  actor_id text not null,
+  action text not null,
+  target_kind text not null,
+  target_id text not null,
+  changes jsonb not null,
+  context jsonb,
+  prev_hash bytea not null,
+  hash bytea not null,
+  -- A partitioned table's unique keys include its partition key; seq is unique per organization
+  -- by construction (audit_heads), and audit verify checks that it is.
+  constraint audit_events_pkey primary key (org_id, seq, occurred_at),
+  constraint audit_events_seq_check check (seq >= 1),
+  constraint audit_events_actor_kind_check check (actor_kind in ('operator', 'user', 'api_key', 'system')),
+  constraint audit_events_action_check check (action ~ '^[a-z_]+\.[a-z_]+$'),
+  constraint audit_events_hash_check check (octet_length(hash) = 32 and octet_length(prev_hash) = 32)
+) partition by range (occurred_at);
+comment on table audit_events is 'The audit trail: one row per audited change, per organization a hash chain (seq, prev_hash, hash). Append-only; partitioned by month.';
+revoke all on audit_events from public;
+-- The "what happened to this user/key" reads of audit list.
+create index audit_events_org_id_target_id_seq_idx on audit_events (org_id, target_id, seq);
+
+create table audit_events_default partition of audit_events default;
+
+-- How long events are kept (audit prune without --before, and doctor's warnings). One row, or
+-- none: retention not configured.
+create table audit_retention (
+  -- squawk-ignore prefer-bigint-over-smallint -- one row, id 1 (the check below)
+  id smallint not null default 1,
+  -- squawk-ignore prefer-bigint-over-int -- 1 to 36,500 days (the check below)
+  keep_days integer not null,
+  updated_at timestamptz not null default now(),
+  constraint audit_retention_pkey primary key (id),
+  constraint audit_retention_id_check check (id = 1),
+  constraint audit_retention_keep_days_check check (keep_days between 1 and 36500)
+);
+comment on table audit_retention is 'How many days audit events are kept: what audit prune removes by default and doctor checks. Owner only.';
+revoke all on audit_retention from public;
+
+-- Counts of refused verifications per key, reason and period (a minute; an hour window for
+-- rate limiting): the event is appended when a period's row is inserted, the attempts counted
+-- on it afterwards.
+create table api_key_auth_failures (
+  org_id uuid not null,
+  api_key_id uuid not null,
+  reason text not null,
+  period_start timestamptz not null,
+  -- squawk-ignore prefer-bigint-over-int -- attempts of one key in one minute or hour
+  attempts integer not null,
+  constraint api_key_auth_failures_pkey primary key (org_id, api_key_id, reason, period_start),
+  constraint api_key_auth_failures_attempts_check check (attempts >= 1)
+);
+comment on table api_key_auth_failures is 'Refused verifications per API key, reason and minute (hour for rate limiting); the audit event of each is appended once.';
+revoke all on api_key_auth_failures from public;
+
+-- The canonical content of an event, as its hash covers it. audit verify renders the same array
+-- from the stored columns (engine/infra/store/audit/chain.ts): both must stay identical. Times as
+-- Unix microseconds, so that no session's time zone or date style enters it.
+create function audit_event_content(
+  p_org uuid, p_seq bigint, p_occurred_at timestamptz, p_actor_kind text, p_actor_id text,
+  p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_context jsonb
+) returns text
+  language sql immutable parallel safe
+  set search_path = pg_catalog, pg_temp
+as $$
+  select jsonb_build_array(p_org::text, p_seq, (extract(epoch from p_occurred_at) * 1000000)::int8, p_actor_kind, p_actor_id,
+                           p_action, p_target_kind, p_target_id, p_changes, p_context)::text
+$$;
+comment on function audit_event_content(uuid, bigint, timestamptz, text, text, text, text, text, jsonb, jsonb) is
+  'The canonical text of an audit event, which its hash covers (with the previous hash).';
+revoke execute on function audit_event_content(uuid, bigint, timestamptz, text, text, text, text, text, jsonb, jsonb) from public;
+
+-- Appends one event to organization p_org's chain. The actor is p_actor_kind/p_actor_id when
+-- given (the store's own events: authentication failures, prune); otherwise the transaction's:
+-- app.actor, signed in a tenant scope (see the top of this file), or 'system' and the database
+-- role. The caller's context is app.audit_context, a JSON object of at most 2,048 bytes.
+-- SECURITY DEFINER: only the owner writes the chain. EXECUTE is granted to nobody: the audit
+-- triggers and audit_count_failure run as the owner.
+create function audit_append(
+  p_org uuid, p_action text, p_target_kind text, p_target_id text, p_changes jsonb,
+  p_actor_kind text default null, p_actor_id text default null
+) returns void
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+as $$
+declare
+  genesis constant bytea := decode(repeat('00', 32), 'hex');
+  actor text;
+  actor_kind text := p_actor_kind;
+  actor_id text := p_actor_id;
+  scope text;
+  signed boolean;
+  context_text constant text := nullif(current_setting('app.audit_context', true), '');
+  context jsonb;
+  head record;
+  at timestamptz;
+  content text;
+  digest bytea;
+begin
+  if actor_kind is null then
+    actor := nullif(current_setting('app.actor', true), '');
+    -- Verified: a forged or expired tenant scope is refused here (ES003, ES004).
+    scope := public.scope_org('org');
+    if actor is not null and scope is not null then
+      select encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(
+               concat('actor:', scope, ':', current_setting('app.org_expires', true), ':', actor), 'UTF8'))), 'hex')
+             = current_setting('app.actor_token', true)
+        into signed
+        from public.tenant_scope_key k where k.id = 1;
+      if signed is not true then
+        raise exception 'the actor of this tenant scope was not signed by this store' using errcode = 'ES006';
+      end if;
+    end if;
+    if actor is null then
+      actor_kind := 'system';
+      actor_id := coalesce(nullif(current_setting('role'), 'none'), session_user);
+    else
+      actor_kind := split_part(actor, ':', 1);
+      actor_id := substr(actor, char_length(actor_kind) + 2);
+    end if;
+  end if;
+  if actor_kind is null or actor_kind not in ('operator', 'user', 'api_key', 'system')
+     or actor_id is null or char_length(actor_id) not between 1 and 200 or actor_id ~ '[[:cntrl:]]' then
+    raise exception 'the audit actor must be <operator|user|api_key|system>:<id of 1 to 200 characters>' using errcode = '22023';
+  end if;
+  if context_text is not null then
+    if octet_length(context_text) > 2048 then
+      raise exception 'the audit context is longer than 2048 bytes' using errcode = '22023';
+    end if;
+    context := context_text::jsonb;
+    if jsonb_typeof(context) <> 'object' then
+      raise exception 'the audit context must be a JSON object' using errcode = '22023';
+    end if;
+  end if;
+
+  select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
+  if not found then
+    insert into public.audit_heads (org_id, seq, hash, occurred_at) values (p_org, 0, genesis, '-infinity')
+    on conflict on constraint audit_heads_pkey do nothing;
+    select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
+  end if;
+  -- Never earlier than the event before it: a cut in time is then a cut in seq (prune).
+  at := greatest(clock_timestamp(), head.occurred_at);
+  content := public.audit_event_content(p_org, head.seq + 1, at, actor_kind, actor_id, p_action, p_target_kind, p_target_id, p_changes, context);
+  digest := sha256(head.hash || convert_to(content, 'UTF8'));
+  insert into public.audit_events (org_id, seq, occurred_at, actor_kind, actor_id, action, target_kind, target_id, changes, context, prev_hash, hash)
+  values (p_org, head.seq + 1, at, actor_kind, actor_id, p_action, p_target_kind, p_target_id, p_changes, context, head.hash, digest);
+  update public.audit_heads h set seq = head.seq + 1, hash = digest, occurred_at = at where h.org_id = p_org;
+end
+$$;
+comment on function audit_append(uuid, text, text, text, jsonb, text, text) is
+  'Appends an event to an organization''s audit chain, with the transaction''s actor (signed in a tenant scope) and context.';
+revoke execute on function audit_append(uuid, text, text, text, jsonb, text, text) from public;
+
+-- The row triggers' function: the action and the changed fields of one row, then the append.
+-- Never recorded: ids and organization (they are the target), times the database stamps
+-- (created_at, updated_at), last_used_at (verification's), email_lower (derived) and key_hash
+-- (a digest of a secret: its change is recorded as {"key_hash": "changed"}).
+create function audit_row_change() returns trigger
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+as $$
+declare
+  unrecorded constant text[] := array['org_id', 'id', 'created_at', 'updated_at', 'last_used_at', 'email_lower', 'key_hash'];
+  old_row jsonb;
+  new_row jsonb;
+  changes jsonb;
+  org uuid;
+  target text;
+  kind text;
+  action text;
+  changed text[];
+begin
+  if tg_op <> 'INSERT' then old_row := to_jsonb(old); end if;
+  if tg_op <> 'DELETE' then new_row := to_jsonb(new); end if;
+  if tg_table_name = 'role_permissions' then
+    org := '00000000-0000-0000-0000-000000000000';
+    kind := 'role';
+    target := coalesce(new_row, old_row) ->> 'role';
+  else
+    kind := case tg_table_name when 'organizations' then 'organization' when 'users' then 'user' else 'api_key' end;
+    target := coalesce(new_row, old_row) ->> 'id';
+    org := (coalesce(new_row, old_row) ->> case when tg_table_name = 'organizations' then 'id' else 'org_id' end)::uuid;
+    -- The rows an organization's purge removes with it: its own event says so.
+    if tg_op = 'DELETE' and tg_table_name <> 'organizations' and not exists (select from public.organizations o where o.id = org) then
+      return null;
+    end if;
+  end if;
+
+  select coalesce(jsonb_object_agg(f.key,
+           case when tg_op = 'INSERT' then jsonb_build_object('after', f.value)
+                when tg_op = 'DELETE' then jsonb_build_object('before', f.value)
+                else jsonb_build_object('before', old_row -> f.key, 'after', f.value) end), '{}'),
+         coalesce(array_agg(f.key), '{}')
+    into changes, changed
+    from jsonb_each(coalesce(new_row, old_row) - unrecorded) f
+   where case tg_op when 'UPDATE' then (old_row -> f.key) is distinct from f.value else f.value <> 'null' end;
+  if tg_op = 'UPDATE' and (old_row -> 'key_hash') is distinct from (new_row -> 'key_hash') then
+    changes := changes || '{"key_hash": "changed"}';
+    changed := changed || 'key_hash';
+  end if;
+  if tg_op = 'UPDATE' and changes = '{}' then
+    return null;
+  end if;
+
+  if tg_op = 'INSERT' then
+    action := case kind when 'organization' then 'organization.created' when 'user' then 'user.created'
+                        when 'api_key' then 'api_key.issued' else 'permission.granted' end;
+  elsif tg_op = 'DELETE' then
+    action := case kind when 'role' then 'permission.revoked' else kind || '.purged' end;
+  elsif kind = 'role' then
+    action := 'permission.changed';
+  elsif 'deleted_at' = any (changed) then
+    action := kind || case when new_row -> 'deleted_at' = 'null' then '.restored' else '.deleted' end;
+  elsif kind = 'api_key' and 'replaced_by' = any (changed) and new_row -> 'replaced_by' <> 'null' then
+    action := 'api_key.rotated';
+  elsif 'status' = any (changed) then
+    action := kind || case new_row ->> 'status' when 'active' then '.activated' when 'revoked' then '.revoked' else '.suspended' end;
+  elsif kind = 'user' and 'role' = any (changed) then
+    action := 'user.role_changed';
+  elsif kind = 'user' and 'email' = any (changed) then
+    action := 'user.email_changed';
+  elsif kind = 'api_key' and 'scopes' = any (changed) then
+    action := 'api_key.scopes_changed';
+  elsif kind = 'api_key' and 'rate_limit_per_hour' = any (changed) then
+    action := 'api_key.limit_changed';
+  elsif 'name' = any (changed) then
+    action := kind || '.renamed';
+  else
+    action := kind || '.updated';
+  end if;
+  perform public.audit_append(org, action, kind, target, changes);
+  return null;
+end
+$$;
+comment on function audit_row_change() is 'Deferred row trigger: records a change of an organization, user, API key or role mapping in the audit chain.';
+revoke execute on function audit_row_change() from public;
+
+-- A TRUNCATE of the role mapping, which no row trigger sees.
+create function audit_role_permissions_truncate() returns trigger
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform public.audit_append('00000000-0000-0000-0000-000000000000', 'permission.cleared', 'role', '*', '{}');
+  return null;
+end
+$$;
+comment on function audit_role_permissions_truncate() is 'Statement trigger: records a TRUNCATE of role_permissions in the audit chain.';
+revoke execute on function audit_role_permissions_truncate() from public;
+
+-- Deferrable, initially deferred: run at commit (see the top of this file). The update triggers
+-- of api_keys skip verification's own write (last_used_at alone) before anything is queued.
+create constraint trigger organizations_audit after insert or update or delete on organizations
+  deferrable initially deferred for each row execute function audit_row_change();
+create constraint trigger users_audit after insert or update or delete on users
+  deferrable initially deferred for each row execute function audit_row_change();
+create constraint trigger api_keys_audit after insert or delete on api_keys
+  deferrable initially deferred for each row execute function audit_row_change();
+create constraint trigger api_keys_audit_update after update on api_keys
+  deferrable initially deferred for each row
+  when ((pg_catalog.to_jsonb(old) - 'last_used_at') is distinct from (pg_catalog.to_jsonb(new) - 'last_used_at'))
+  execute function audit_row_change();
+create constraint trigger role_permissions_audit after insert or update or delete on role_permissions
+  deferrable initially deferred for each row execute function audit_row_change();
+create trigger role_permissions_audit_truncate after truncate on role_permissions
+  for each statement execute function audit_role_permissions_truncate();
+
+-- Append-only, for the owner too: only audit prune deletes (whole months are dropped instead
+-- wherever they have a partition of their own).
+create function refuse_audit_event_changes() returns trigger
+  language plpgsql
+  set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if tg_op = 'DELETE' and current_setting('engine_store.audit_pruning', true) = 'on' then
+    return old;
+  end if;
+  raise exception 'audit events are append-only: % refused (only engine-store audit prune removes them)', tg_op using errcode = 'ES005';
+end
+$$;
+comment on function refuse_audit_event_changes() is 'Trigger: refuses UPDATE, DELETE and TRUNCATE of audit events, except the deletes of audit prune.';
+revoke execute on function refuse_audit_event_changes() from public;
+create trigger audit_events_append_only before update or delete on audit_events
+  for each row execute function refuse_audit_event_changes();
+-- TRUNCATE of the parent; each partition gets its own (audit_ensure_partitions), since a
+-- partition truncated by name fires only its own triggers.
+create trigger audit_events_no_truncate before truncate on audit_events
+  for each statement execute function refuse_audit_event_changes();
+create trigger audit_events_default_no_truncate before truncate on audit_events_default
+  for each statement execute function refuse_audit_event_changes();
+
+-- Makes the monthly partitions of p_months months from the month of p_from on, where missing
+-- (audit_events_yYYYYmMM, UTC months). A month whose rows already sit in the default partition
+-- is left there: moving them would take the table's strongest lock; prune removes them by row.
+-- Returns the partitions it made.
+create function audit_ensure_partitions(p_from timestamptz, p_months integer) returns setof text
+  language plpgsql volatile
+  set search_path = pg_catalog, pg_temp
+as $$
+declare
+  month_start timestamptz;
+  name text;
+  -- In UTC wall time: adding a month to a timestamptz would follow the session's time zone.
+  first_month constant timestamp := date_trunc('month', p_from at time zone 'UTC');
+begin
+  if p_months is null or p_months < 0 or p_months > 120 then
+    raise exception 'p_months must be from 0 to 120' using errcode = '22023';
+  end if;
+  for i in 0 .. p_months - 1 loop
+    month_start := (first_month + make_interval(months => i)) at time zone 'UTC';
+    name := 'audit_events_' || to_char(month_start at time zone 'UTC', '"y"YYYY"m"MM');
+    continue when to_regclass('public.' || name) is not null;
+    continue when exists (select from public.audit_events_default d
+                           where d.occurred_at >= month_start and d.occurred_at < month_start + interval '1 month');
+    execute format('create table public.%I partition of public.audit_events for values from (%L) to (%L)',
+                   name, month_start, month_start + interval '1 month');
+    execute format('create trigger %I before truncate on public.%I for each statement execute function public.refuse_audit_event_changes()',
+                   name || '_no_truncate', name);
+    return next name;
+  end loop;
+end
+$$;
+comment on function audit_ensure_partitions(timestamptz, integer) is 'Makes the missing monthly partitions of audit_events from a month on (owner only).';
+revoke execute on function audit_ensure_partitions(timestamptz, integer) from public;
+-- The month before (events at the turn of a month while this runs) and the coming ones.
+select count(*) from audit_ensure_partitions(now() - interval '1 month', 5);
+
+-- Counts a refused verification of key p_key in its period and, at the first of the period,
+-- appends its event. The owner's, like every write of the trail: on Citus one transaction may not
+-- write an organization's shards as two different users (record_api_key_failure reads them as
+-- app_key_verifier, then this writes them). EXECUTE for app_key_verifier only.
+create function audit_count_failure(p_org uuid, p_key uuid, p_reason text, p_period timestamptz) returns void
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+as $$
+declare
+  counted int4;
+begin
+  insert into public.api_key_auth_failures as f (org_id, api_key_id, reason, period_start, attempts)
+  values (p_org, p_key, p_reason, p_period, 1)
+  on conflict on constraint api_key_auth_failures_pkey do update set attempts = f.attempts + 1
+  returning f.attempts into counted;
+  if counted = 1 then
+    -- A key's periods older than a day go when a new one starts: the table stays small.
+    delete from public.api_key_auth_failures f
+     where f.org_id = p_org and f.api_key_id = p_key and f.period_start < p_period - interval '1 day';
+    perform public.audit_append(p_org, 'api_key.auth_failed', 'api_key', p_key::text,
+      jsonb_build_object('reason', p_reason, 'period_start', p_period), 'system', 'verify_api_key');
+  end if;
+end
+$$;
+comment on function audit_count_failure(uuid, uuid, text, timestamptz) is
+  'Counts a refused verification of an API key in its period, and appends api_key.auth_failed at the first of the period.';
+revoke execute on function audit_count_failure(uuid, uuid, text, timestamptz) from public;
+grant execute on function audit_count_failure(uuid, uuid, text, timestamptz) to app_key_verifier;
+
+-- A refused verification of a key that exists, recorded (see the top of this file): the reason
+-- is worked out here from the key, its user, its organization and its counter, not taken from
+-- the caller, so that nobody can write an event the database would not. Owned by
+-- app_key_verifier, whose policies let it read keys across organizations; the tenant login may
+-- call it, as it may present any key. Returns the reason recorded, or NULL when the key is
+-- unknown or would be accepted.
+create function record_api_key_failure(p_prefix text, p_key_hash bytea) returns text
+  language plpgsql volatile security definer
+  set search_path = pg_catalog, pg_temp
+as $$
+declare
+  key record;
+  reason text;
+  now_at constant timestamptz := public.verification_now();
+begin
+  if p_prefix is null or p_key_hash is null then
+    return null;
+  end if;
+  select k.org_id, k.id, k.key_hash, k.status, k.expires_at, k.deleted_at, k.replaced_by, k.rate_limit_per_hour,
+         u.status as user_status, u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at,
+         (select c.request_count from public.api_key_usage c
+           where c.org_id = k.org_id and c.api_key_id = k.id and c.window_start = date_trunc('hour', now_at, 'UTC')) as used
+    into key
+    from public.api_key_prefixes p
+    join public.api_keys k on k.org_id = p.org_id and k.prefix = p.prefix
+    join public.users u on u.org_id = k.org_id and u.id = k.user_id
+    join public.organizations o on o.id = k.org_id
+   where p.prefix = p_prefix;
+  if not found then
+    return null;
+  end if;
+  reason := case
+    when key.key_hash <> p_key_hash then 'wrong_secret'
+    when key.deleted_at is not null then 'deleted'
+    when key.status <> 'active' and key.replaced_by is not null then 'rotated'
+    when key.status <> 'active' then 'revoked'
+    when key.expires_at is not null and key.expires_at <= now_at then 'expired'
+    when key.org_deleted_at is not null or key.org_status <> 'active' then 'org_inactive'
+    when key.user_deleted_at is not null or key.user_status <> 'active' then 'user_inactive'
+    when key.used >= key.rate_limit_per_hour then 'rate_limited'
+  end;
+  if reason is null then
+    return null;
+  end if;
+  perform public.audit_count_failure(key.org_id, key.id, reason,
+    date_trunc(case when reason = 'rate_limited' then 'hour' else 'minute' end, now_at, 'UTC'));
+  return reason;
+end
+$$;
+comment on function record_api_key_failure(text, bytea) is
+  'Records a refused verification of an existing API key: counts it, and appends api_key.auth_failed once per key, reason and minute.';
+revoke execute on function record_api_key_failure(text, bytea) from public;
+grant execute on function record_api_key_failure(text, bytea) to app_tenant;
+-- Written by the owner's audit_count_failure only; not forced, like the events (OWNER_WIDE_TABLES).
+alter table api_key_auth_failures enable row level security;
+create policy api_key_auth_failures_tenant_read on api_key_auth_failures for select to app_tenant
+  using (org_id = (select visible_org_id()));
+grant select on api_key_auth_failures to app_tenant;
+-- Owned by app_key_verifier, as verify_api_key is (see migration 20261128140000).
+grant create on schema public to app_key_verifier;
+alter function record_api_key_failure(text, bytea) owner to app_key_verifier;
+revoke create on schema public from app_key_verifier;
+
+-- Tenants read their own organization's events and nothing else; they write none.
+alter table audit_events enable row level security;
+create policy audit_events_tenant_read on audit_events for select to app_tenant
+  using (org_id = (select visible_org_id()));
+grant select on audit_events to app_tenant;
+-- Its own head, too: what an organization keeps outside the database to prove its history later.
+alter table audit_heads enable row level security;
+create policy audit_heads_tenant_read on audit_heads for select to app_tenant
+  using (org_id = (select visible_org_id()));
+grant select on audit_heads to app_tenant;
+
+-- Down Migration
+set local statement_timeout = '60s';
+lock table api_keys, users, organizations, role_permissions in share row exclusive mode;
+
+-- An audit trail is not thrown away by a rollback unless the operator says so: migrate down
+-- refuses to drop a table that holds rows without --force (migrator/down-checks.ts).
+-- If exists: the distribute command drops them on Citus.
+drop trigger if exists role_permissions_audit_truncate on role_permissions;
+drop trigger if exists role_permissions_audit on role_permissions;
+drop trigger if exists api_keys_audit_update on api_keys;
+drop trigger if exists api_keys_audit on api_keys;
+drop trigger if exists users_audit on users;
+drop trigger if exists organizations_audit on organizations;
+drop function record_api_key_failure(text, bytea);
+drop function audit_count_failure(uuid, uuid, text, timestamptz);
+-- squawk-ignore ban-drop-table -- counts of refused verifications; migrate down refuses a table with rows unless forced
+drop table api_key_auth_failures;
+-- squawk-ignore ban-drop-table -- as above; its partitions go with it
+drop table audit_events;
+-- squawk-ignore ban-drop-table -- as above
+drop table audit_heads;
+-- squawk-ignore ban-drop-table -- a setting of the trail dropped above
+drop table audit_retention;
+drop function audit_ensure_partitions(timestamptz, integer);
+drop function refuse_audit_event_changes();
+drop function audit_role_permissions_truncate();
+drop function audit_row_change();
+drop function audit_append(uuid, text, text, text, jsonb, text, text);
+drop function audit_event_content(uuid, bigint, timestamptz, text, text, text, text, text, jsonb, jsonb);

@@ -1,0 +1,383 @@
+/**
+ * The audit trail (#20), on the embedded database and PostgreSQL: every covered change recorded
+ * once, by the database, with the actor the store signed; read per organization through row-level
+ * security; append-only; a hash chain that `verify` recomputes and that survives `prune`.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { storeOver, type AuditEvent, type Store } from 'engine-store';
+import { backends, type TestDatabase } from '../support/backends.ts';
+import { expectStoreError } from '../support/assertions.ts';
+import { withOrgSql } from '../support/trusted-sql.ts';
+import { connectAsTenant } from '../support/leaked-login.ts';
+import { GLOBAL_CHAIN } from '../../engine/infra/store/audit/chain.ts';
+import { backdatedEvents, tamper } from '../support/audit-fixtures.ts';
+import { run } from '../../engine/infra/store/connection/run.ts';
+
+/** Every event of `orgId`'s chain, oldest first. */
+async function eventsOf(store: Store, orgId: string): Promise<AuditEvent[]> {
+  const events: AuditEvent[] = [];
+  let after: string | undefined;
+  do {
+    const page = await store.audit.list(orgId, { order: 'asc', limit: 500, ...(after ? { after } : {}) });
+    events.push(...page.items);
+    after = page.nextCursor;
+  } while (after);
+  return events;
+}
+
+/** An event as the assertions compare it: what happened, by whom, to what. */
+const line = (event: AuditEvent) => `${event.action} by ${event.actor.kind}:${event.actor.id} on ${event.target.kind}:${event.target.id}`;
+
+describe.each(backends)('audit trail on $name', (backend) => {
+  let database: TestDatabase;
+  let store: Store;
+
+  beforeAll(async () => {
+    database = await backend.createMigrated();
+    store = await storeOver(database.db, { operator: 'ops-alice' });
+  });
+  afterAll(async () => {
+    await database?.dispose();
+  });
+
+  it('records each covered action once, with its actor, target and changes, and never a key or its digest', async () => {
+    const org = await store.organizations.create({ name: 'Audited' });
+    await store.organizations.rename(org.id, 'Audited Inc');
+    await store.organizations.suspend(org.id);
+    await store.organizations.activate(org.id);
+    await store.organizations.softDelete(org.id);
+    await store.organizations.restore(org.id);
+
+    const admin = await store.withOrg(org.id, (tx) => tx.users.create({ email: 'ada@audited.example', role: 'admin' }), {
+      actor: { operator: 'ops-bob' },
+    });
+    const issued = await store.withOrg(org.id, (tx) => tx.apiKeys.issue({ userId: admin.id, name: 'deploy' }), {
+      actor: { userId: admin.id },
+    });
+    const verified = await store.verifyApiKey(issued.key);
+    if (!verified.ok) throw new Error(`the key was refused: ${verified.reason}`);
+    const principal = verified.principal;
+    const context = { requestId: 'req-1', ip: '203.0.113.7', userAgent: 'curl/8' };
+    const asKey = { actor: principal, context };
+    const user = await store.withOrg(org.id, (tx) => tx.users.create({ email: 'bo@audited.example', role: 'customer' }), asKey);
+    await store.withOrg(org.id, (tx) => tx.users.changeRole(user.id, 'manager'), asKey);
+    await store.withOrg(org.id, (tx) => tx.users.suspend(user.id), asKey);
+    await store.withOrg(org.id, (tx) => tx.users.activate(user.id), asKey);
+    await store.withOrg(
+      org.id,
+      (tx) => tx.kysely.updateTable('users').set({ email: 'bo.new@audited.example' }).where('id', '=', user.id).execute(),
+      asKey,
+    );
+    await store.withOrg(org.id, (tx) => tx.users.softDelete(user.id), asKey);
+    await store.withOrg(org.id, (tx) => tx.users.restore(user.id), asKey);
+    const key2 = await store.withOrg(org.id, (tx) => tx.apiKeys.issue({ userId: admin.id, name: 'ci' }), asKey);
+    await store.withOrg(
+      org.id,
+      async (tx) => {
+        await tx.kysely
+          .updateTable('api_keys')
+          .set({ scopes: ['workflow:read'] as never })
+          .where('id', '=', key2.apiKey.id)
+          .execute();
+        await tx.kysely.updateTable('api_keys').set({ rate_limit_per_hour: 50 }).where('id', '=', key2.apiKey.id).execute();
+      },
+      asKey,
+    );
+    const rotated = await store.withOrg(org.id, (tx) => tx.apiKeys.rotate(key2.apiKey.id), asKey);
+    await store.withOrg(org.id, (tx) => tx.apiKeys.revoke(rotated.apiKey.id), asKey);
+    await store.withOrg(org.id, (tx) => tx.apiKeys.softDelete(rotated.apiKey.id), asKey);
+    // The owner's own SQL, naming nobody: the database role.
+    await store.db.query(`update users set role = 'customer' where org_id = $1 and id = $2`, [org.id, user.id]);
+    // A write that changes nothing recorded (the same role again) is no event.
+    await store.db.query(`update users set role = 'customer' where org_id = $1 and id = $2`, [org.id, user.id]);
+
+    const ops = 'operator:ops-alice';
+    const byKey = `api_key:${principal.apiKeyId}`;
+    const events = await eventsOf(store, org.id);
+    const role = (await store.db.query<{ role: string }>(`select coalesce(nullif(current_setting('role'), 'none'), session_user) as role`))
+      .rows[0]!.role;
+    expect(events.map(line)).toEqual([
+      `organization.created by ${ops} on organization:${org.id}`,
+      `organization.renamed by ${ops} on organization:${org.id}`,
+      `organization.suspended by ${ops} on organization:${org.id}`,
+      `organization.activated by ${ops} on organization:${org.id}`,
+      `organization.deleted by ${ops} on organization:${org.id}`,
+      `organization.restored by ${ops} on organization:${org.id}`,
+      `user.created by operator:ops-bob on user:${admin.id}`,
+      `api_key.issued by user:${admin.id} on api_key:${issued.apiKey.id}`,
+      `user.created by ${byKey} on user:${user.id}`,
+      `user.role_changed by ${byKey} on user:${user.id}`,
+      `user.suspended by ${byKey} on user:${user.id}`,
+      `user.activated by ${byKey} on user:${user.id}`,
+      `user.email_changed by ${byKey} on user:${user.id}`,
+      `user.deleted by ${byKey} on user:${user.id}`,
+      `user.restored by ${byKey} on user:${user.id}`,
+      `api_key.issued by ${byKey} on api_key:${key2.apiKey.id}`,
+      `api_key.scopes_changed by ${byKey} on api_key:${key2.apiKey.id}`,
+      `api_key.limit_changed by ${byKey} on api_key:${key2.apiKey.id}`,
+      `api_key.rotated by ${byKey} on api_key:${key2.apiKey.id}`,
+      `api_key.issued by ${byKey} on api_key:${rotated.apiKey.id}`,
+      `api_key.revoked by ${byKey} on api_key:${rotated.apiKey.id}`,
+      `api_key.deleted by ${byKey} on api_key:${rotated.apiKey.id}`,
+      `user.role_changed by system:${role} on user:${user.id}`,
+    ]);
+    expect(events.map((event) => event.seq)).toEqual(events.map((_, index) => index + 1));
+    const at = (action: string, index = 0) => events.filter((event) => event.action === action)[index]!;
+    expect(at('organization.created').changes).toEqual({
+      name: { after: 'Audited' },
+      temporal_namespace: { after: 'audited' },
+      status: { after: 'active' },
+    });
+    expect(at('organization.renamed').changes).toEqual({ name: { before: 'Audited', after: 'Audited Inc' } });
+    expect(at('user.role_changed').changes).toEqual({ role: { before: 'customer', after: 'manager' } });
+    expect(at('user.role_changed').context).toEqual(context);
+    expect(at('user.created').context).toBeNull();
+    expect(at('user.email_changed').changes).toEqual({ email: { before: 'bo@audited.example', after: 'bo.new@audited.example' } });
+    expect(at('api_key.scopes_changed').changes).toEqual({ scopes: { before: null, after: ['workflow:read'] } });
+    expect(at('api_key.limit_changed').changes).toEqual({ rate_limit_per_hour: { before: 1000, after: 50 } });
+    expect(at('api_key.rotated').changes).toMatchObject({ replaced_by: { before: null, after: rotated.apiKey.id } });
+    expect(at('api_key.issued').changes).toMatchObject({ prefix: { after: issued.apiKey.prefix }, name: { after: 'deploy' } });
+    expect(at('api_key.issued').changes).not.toHaveProperty('key_hash');
+
+    // Purged: one event; the users and keys that went with it add none.
+    await store.organizations.softDelete(org.id);
+    await store.organizations.purge(org.id);
+    const after = await eventsOf(store, org.id);
+    expect(after.slice(events.length).map((event) => event.action)).toEqual(['organization.deleted', 'organization.purged']);
+
+    // The role mapping: the global chain, which belongs to no organization.
+    const before = (await eventsOf(store, GLOBAL_CHAIN)).length;
+    await store.db.query(`delete from role_permissions where role = 'customer' and permission = 'task:read'`);
+    await store.db.query(`insert into role_permissions (role, permission) values ('customer', 'task:read')`);
+    const mapping = (await eventsOf(store, GLOBAL_CHAIN)).slice(before);
+    expect(mapping.map(line)).toEqual([
+      `permission.revoked by system:${role} on role:customer`,
+      `permission.granted by system:${role} on role:customer`,
+    ]);
+    expect(mapping[0]!.changes).toMatchObject({ permission: { before: 'task:read' } });
+
+    // No key, no secret, no digest, anywhere in any event.
+    const everything = JSON.stringify(
+      (await store.db.query(`select e.*, encode(e.hash, 'hex') as h, encode(e.prev_hash, 'hex') as p from audit_events e`)).rows,
+    );
+    for (const secret of [issued.key, key2.key, rotated.key]) {
+      const digest = createHash('sha256').update(secret).digest();
+      for (const material of [secret, secret.split('_').slice(2).join('_'), digest.toString('hex'), digest.toString('base64')]) {
+        expect(everything.includes(material)).toBe(false);
+      }
+    }
+    expect((await store.audit.verify()).ok).toBe(true);
+  });
+
+  it('takes the actor only from the store: a principal of another organization, a forged actor, bad context are refused', async () => {
+    const [mine, theirs] = [await store.organizations.create({ name: 'Mine' }), await store.organizations.create({ name: 'Theirs' })];
+    const other = await store.withOrg(theirs.id, (tx) => tx.users.create({ email: 'eve@theirs.example', role: 'admin' }));
+    const key = await store.withOrg(theirs.id, (tx) => tx.apiKeys.issue({ userId: other.id, name: 'theirs' }));
+    const verified = await store.verifyApiKey(key.key);
+    if (!verified.ok) throw new Error('refused');
+    const noop = async () => undefined;
+    await expectStoreError(store.withOrg(mine.id, noop, { actor: verified.principal }), 'INVALID_INPUT', 'actor');
+    for (const actor of [null, {}, { userId: 'ada' }, { operator: 'has space' }, { apiKeyId: verified.principal.apiKeyId }]) {
+      await expectStoreError(store.withOrg(mine.id, noop, { actor: actor as never }), 'INVALID_INPUT', 'actor');
+    }
+    for (const context of [{ requestId: 5 }, { cookie: 'x' }, { userAgent: 'x'.repeat(600) }, 'req-1']) {
+      await expectStoreError(store.withOrg(mine.id, noop, { context: context as never }), 'INVALID_INPUT', 'context');
+    }
+    await expectStoreError(storeOver(database.db, { operator: 'drop table users;' }), 'INVALID_INPUT', 'operator');
+
+    // SQL in the scope that names an actor of its own: refused at commit, nothing committed.
+    const count = async () => (await eventsOf(store, mine.id)).length;
+    const eventsBefore = await count();
+    for (const forged of ['operator:root', `api_key:${verified.principal.apiKeyId}`]) {
+      const error = await expectStoreError(
+        withOrgSql(store, mine.id, async (tx) => {
+          await tx.query(`select set_config('app.actor', $1, true)`, [forged]);
+          await tx.users.create({ email: `forged-${forged.length}@mine.example`, role: 'admin' });
+        }),
+        'FORBIDDEN',
+      );
+      expect(error.details.reason).toBe('actor_not_signed');
+    }
+    const page = await store.readOrg(mine.id).users.list();
+    expect(page.items).toEqual([]);
+    expect(await count()).toBe(eventsBefore);
+  });
+
+  it('lets a tenant read its own events only, and nobody change one', async () => {
+    const [a, b] = [await store.organizations.create({ name: 'Reader A' }), await store.organizations.create({ name: 'Reader B' })];
+    await store.withOrg(a.id, (tx) => tx.users.create({ email: 'a@a.example', role: 'admin' }));
+    await store.withOrg(b.id, (tx) => tx.users.create({ email: 'b@b.example', role: 'admin' }));
+    const mine = await store.readOrg(a.id).audit.list();
+    expect(mine.items.map((event) => event.action)).toEqual(['user.created', 'organization.created']);
+    expect(new Set(mine.items.map((event) => event.orgId))).toEqual(new Set([a.id]));
+    expect((await store.readOrg(a.id).audit.list({ action: 'user.created' })).items).toHaveLength(1);
+    expect((await store.withOrg(a.id, (tx) => tx.audit.list({ order: 'asc', limit: 1 }))).items[0]!.action).toBe('organization.created');
+
+    await withOrgSql(store, a.id, async (tx) => {
+      const seen = await tx.query<{ org_id: string }>('select distinct org_id::text from audit_events');
+      expect(seen.rows).toEqual([{ org_id: a.id }]);
+      const heads = await tx.query<{ org_id: string }>('select org_id::text from audit_heads');
+      expect(heads.rows).toEqual([{ org_id: a.id }]);
+    });
+    for (const sql of [
+      `insert into audit_events (org_id, seq, occurred_at, actor_kind, actor_id, action, target_kind, target_id, changes, prev_hash, hash)
+       values ('${a.id}', 99, now(), 'system', 'x', 'user.created', 'user', 'x', '{}', '\\x00', '\\x00')`,
+      `update audit_events set action = 'user.deleted'`,
+      `delete from audit_events`,
+      `update audit_heads set seq = 0`,
+      `truncate audit_events`,
+    ]) {
+      await expectStoreError(
+        withOrgSql(store, a.id, (tx) => tx.query(sql)),
+        'FORBIDDEN',
+      );
+    }
+    // The query builder does not know the table at all.
+    await expectStoreError(
+      store.withOrg(a.id, (tx) =>
+        tx.kysely
+          .selectFrom('audit_events' as never)
+          .selectAll()
+          .execute(),
+      ),
+      'FORBIDDEN',
+    );
+    // The owner is refused too, but for prune.
+    for (const sql of [
+      'update audit_events set action = action',
+      'delete from audit_events',
+      'truncate audit_events',
+      'truncate audit_events_default',
+    ]) {
+      const error = await expectStoreError(run(store.db, sql, [], { prepare: false }), 'FORBIDDEN');
+      expect(error.details.reason).toBe('audit_append_only');
+    }
+
+    if (database.url) {
+      const leaked = await connectAsTenant(database.url);
+      try {
+        expect((await leaked.query('select count(*)::int as n from audit_events')).rows[0].n).toBe(0);
+        for (const sql of [
+          "insert into audit_heads values (gen_random_uuid(), 1, sha256('x'), now())",
+          'delete from audit_events',
+          'select * from audit_events_default',
+        ]) {
+          await expect(leaked.query(sql)).rejects.toMatchObject({ code: '42501' });
+        }
+        await expect(leaked.query(`select public.audit_append('${a.id}', 'user.created', 'user', 'x', '{}')`)).rejects.toMatchObject({
+          code: '42501',
+        });
+      } finally {
+        await leaked.end();
+      }
+    }
+  });
+
+  it('leaves no event of a transaction that rolled back', async () => {
+    const org = await store.organizations.create({ name: 'Rolled Back' });
+    const before = await eventsOf(store, org.id);
+    await expect(
+      store.withOrg(org.id, async (tx) => {
+        await tx.users.create({ email: 'gone@rb.example', role: 'admin' });
+        throw new Error('changed my mind');
+      }),
+    ).rejects.toThrow('changed my mind');
+    expect(await eventsOf(store, org.id)).toEqual(before);
+  });
+
+  it('verify names the first broken event of an edit, a deletion, an insertion and a swap, even by the owner', async () => {
+    const orgs: Record<string, string> = {};
+    for (const name of ['edited', 'deleted', 'inserted', 'swapped', 'truncated', 'intact']) {
+      const org = await store.organizations.create({ name: `Chain ${name}` });
+      orgs[name] = org.id;
+      await store.withOrg(org.id, async (tx) => {
+        for (let i = 0; i < 4; i += 1) await tx.users.create({ email: `u${i}@${name}.example`, role: 'customer' });
+      });
+    }
+    expect((await store.audit.verify()).ok).toBe(true);
+    const head = await store.audit.head(orgs.intact!);
+    expect(head.seq).toBe(5);
+
+    await tamper(
+      store.db,
+      `update audit_events set changes = '{"email": {"after": "mallory@evil.example"}}' where org_id = '${orgs.edited}' and seq = 3`,
+    );
+    await tamper(store.db, `delete from audit_events where org_id = '${orgs.deleted}' and seq = 2`);
+    await tamper(
+      store.db,
+      `insert into audit_events select org_id, seq, occurred_at + interval '1 microsecond', actor_kind, actor_id, action, target_kind, target_id, changes, context, prev_hash, hash
+         from audit_events where org_id = '${orgs.inserted}' and seq = 3`,
+    );
+    // In three steps: two events may share a time (the embedded database's clock ticks in 10 ms).
+    const swapped = `org_id = '${orgs.swapped}'`;
+    await tamper(
+      store.db,
+      `update audit_events set seq = 1002 where ${swapped} and seq = 2`,
+      `update audit_events set seq = 2 where ${swapped} and seq = 3`,
+      `update audit_events set seq = 3 where ${swapped} and seq = 1002`,
+    );
+    await tamper(store.db, `delete from audit_events where org_id = '${orgs.truncated}' and seq = 5`);
+
+    const report = await store.audit.verify();
+    expect(report.ok).toBe(false);
+    const found = Object.fromEntries(report.findings.map((finding) => [finding.orgId, `${finding.reason} ${finding.seq}`]));
+    expect(found[orgs.edited!]).toBe('content 3');
+    expect(found[orgs.deleted!]).toBe('gap 2');
+    expect(found[orgs.inserted!]).toBe('order 3');
+    expect(found[orgs.swapped!]).toBe('link 2');
+    expect(found[orgs.truncated!]).toBe('head 5');
+    expect(found[orgs.intact!]).toBeUndefined();
+    expect((await store.audit.verify({ orgId: orgs.intact! })).ok).toBe(true);
+    expect((await store.audit.verify({ orgId: orgs.intact!, head: head.hash })).headFound).toBe(true);
+    const wrongHead = await store.audit.verify({ orgId: orgs.intact!, head: 'ab'.repeat(32) });
+    expect([wrongHead.ok, wrongHead.headFound]).toEqual([false, false]);
+  });
+
+  it('prune removes whole past months, records each cut, and verify still passes; run again, it records nothing twice', async () => {
+    // Two past months of history, written as the database would have written it then: January
+    // in a partition of its own (dropped), February in the default partition (kept: the cut).
+    const orgId = randomUUID();
+    await store.db.query(`select audit_ensure_partitions('2026-01-05', 1)`);
+    await backdatedEvents(store.db, orgId, ['2026-01-10T10:00:00Z', '2026-01-20T10:00:00Z', '2026-02-03T10:00:00Z']);
+    await store.db.query(`insert into organizations (id, name, temporal_namespace) values ($1, 'Long Lived', 'long-lived')`, [orgId]);
+    await store.withOrg(orgId, (tx) => tx.users.create({ email: 'now@long.example', role: 'admin' }));
+    const fresh = await store.organizations.create({ name: 'Fresh' });
+    expect((await store.audit.verify({ orgId })).ok).toBe(true);
+    const before = await eventsOf(store, orgId);
+    expect(before.map((event) => `${event.seq} ${event.action}`)).toEqual([
+      '1 user.created',
+      '2 user.created',
+      '3 user.created',
+      '4 organization.created',
+      '5 user.created',
+    ]);
+
+    await expectStoreError(store.audit.prune({ before: new Date(Date.now() + 86_400_000) }), 'INVALID_INPUT', 'before');
+    await expectStoreError(store.audit.prune(), 'INVALID_INPUT', 'before');
+    const report = await store.audit.prune({ before: new Date('2026-02-15T00:00:00Z') });
+    expect(report).toMatchObject({
+      cut: new Date('2026-02-01T00:00:00Z'),
+      eventsRemoved: 2,
+      chainsCut: 1,
+      partitionsDropped: ['audit_events_y2026m01'],
+    });
+    const after = await eventsOf(store, orgId);
+    expect(after.map((event) => event.seq)).toEqual([3, 4, 5, 6]);
+    expect(after.at(-1)).toMatchObject({ action: 'audit.pruned', actor: { kind: 'operator', id: 'ops-alice' } });
+    expect(after.at(-1)!.changes).toMatchObject({ seq: 2, hash: before[1]!.hash });
+    expect((await eventsOf(store, fresh.id)).map((event) => event.action)).toEqual(['organization.created']);
+    expect((await store.audit.verify({ orgId })).ok).toBe(true);
+    expect((await store.audit.verify({ orgId: fresh.id })).ok).toBe(true);
+
+    const again = await store.audit.prune({ before: new Date('2026-02-15T00:00:00Z') });
+    expect([again.chainsCut, again.eventsRemoved]).toEqual([0, 0]);
+    await store.audit.setRetentionDays(3650);
+    expect(await store.audit.retentionDays()).toBe(3650);
+    expect((await store.audit.prune()).eventsRemoved).toBe(0);
+    expect((await store.audit.verify({ orgId })).ok).toBe(true);
+    // An owner who deletes the oldest events without prune leaves a start nobody recorded.
+    await tamper(store.db, `delete from audit_events where org_id = '${orgId}' and seq = 3`);
+    expect((await store.audit.verify({ orgId })).findings[0]).toMatchObject({ reason: 'start', seq: 4 });
+  });
+});
