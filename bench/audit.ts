@@ -55,7 +55,7 @@ async function seedPastMonth(store: Store, events: number, orgs: number): Promis
   );
   await store.db.query(
     `insert into audit_heads (org_id, seq, hash, occurred_at)
-     select id, $1, sha256($1::text::bytea), timestamptz '2026-06-01' + ($1 * interval '1 second')
+     select id, $1::int, sha256($1::text::bytea), timestamptz '2026-06-01' + ($1::int * interval '1 second')
        from organizations where name like 'prune org %'
      on conflict (org_id) do nothing`,
     [perOrg],

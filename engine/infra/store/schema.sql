@@ -40,7 +40,6 @@ SET row_security = off;
 
 CREATE FUNCTION public.audit_append(p_org uuid, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_actor_kind text DEFAULT NULL::text, p_actor_id text DEFAULT NULL::text) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 declare
   genesis constant bytea := decode(repeat('00', 32), 'hex');
@@ -53,14 +52,17 @@ declare
   context jsonb;
   head record;
   at timestamptz;
-  content text;
   digest bytea;
 begin
   if actor_kind is null then
     actor := nullif(current_setting('app.actor', true), '');
-    -- Verified: a forged or expired tenant scope is refused here (ES003, ES004).
-    scope := public.scope_org('org');
-    if actor is not null and scope is not null then
+    -- An actor is believed in a tenant scope only with the store's signature of it; the scope
+    -- itself verified first (a forged or expired one is refused there: ES003, ES004). Without an
+    -- actor nothing is read: the event says system and the role.
+    if actor is not null then
+      scope := public.scope_org('org');
+    end if;
+    if scope is not null then
       select encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(
                concat('actor:', scope, ':', current_setting('app.org_expires', true), ':', actor), 'UTF8'))), 'hex')
              = current_setting('app.actor_token', true)
@@ -92,16 +94,20 @@ begin
     end if;
   end if;
 
-  select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
-  if not found then
+  -- The head, locked until commit: it orders the organization's appends. The hash is computed
+  -- here and written as values: Citus refuses an UPDATE that calls a stable function (convert_to,
+  -- jsonb_build_array) or a volatile one (the clock) on a column.
+  for attempt in 1 .. 2 loop
+    select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
+    exit when found;
+    -- The organization's first event: its head starts at the genesis hash.
     insert into public.audit_heads (org_id, seq, hash, occurred_at) values (p_org, 0, genesis, '-infinity')
     on conflict on constraint audit_heads_pkey do nothing;
-    select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
-  end if;
+  end loop;
   -- Never earlier than the event before it: a cut in time is then a cut in seq (prune).
   at := greatest(clock_timestamp(), head.occurred_at);
-  content := public.audit_event_content(p_org, head.seq + 1, at, actor_kind, actor_id, p_action, p_target_kind, p_target_id, p_changes, context);
-  digest := sha256(head.hash || convert_to(content, 'UTF8'));
+  digest := sha256(head.hash || convert_to(public.audit_event_content(p_org, head.seq + 1, at, actor_kind, actor_id,
+              p_action, p_target_kind, p_target_id, p_changes, context), 'UTF8'));
   insert into public.audit_events (org_id, seq, occurred_at, actor_kind, actor_id, action, target_kind, target_id, changes, context, prev_hash, hash)
   values (p_org, head.seq + 1, at, actor_kind, actor_id, p_action, p_target_kind, p_target_id, p_changes, context, head.hash, digest);
   update public.audit_heads h set seq = head.seq + 1, hash = digest, occurred_at = at where h.org_id = p_org;
@@ -189,10 +195,10 @@ COMMENT ON FUNCTION public.audit_ensure_partitions(p_from timestamp with time zo
 
 CREATE FUNCTION public.audit_event_content(p_org uuid, p_seq bigint, p_occurred_at timestamp with time zone, p_actor_kind text, p_actor_id text, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_context jsonb) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-  select jsonb_build_array(p_org::text, p_seq, (extract(epoch from p_occurred_at) * 1000000)::int8, p_actor_kind, p_actor_id,
-                           p_action, p_target_kind, p_target_id, p_changes, p_context)::text
+  select pg_catalog.jsonb_build_array(p_org::pg_catalog.text, p_seq,
+           (extract(epoch from p_occurred_at) operator(pg_catalog.*) 1000000)::pg_catalog.int8,
+           p_actor_kind, p_actor_id, p_action, p_target_kind, p_target_id, p_changes, p_context)::pg_catalog.text
 $$;
 
 --
@@ -2651,4 +2657,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'baa6603821d66d59aa1567956016e77feb02950087435e7240fa5b1b17cda46a', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', 'aafce65f65d27ff14b486fce9337d7e60a9a947465909f10c6f883478b12ef30', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', '8f782bf72279cba9a44bd16b05225ee64d31ca88588a810ec9e812aae28eeceb', 0);

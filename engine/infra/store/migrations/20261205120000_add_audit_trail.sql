@@ -125,11 +125,12 @@ create function audit_event_content(
   p_org uuid, p_seq bigint, p_occurred_at timestamptz, p_actor_kind text, p_actor_id text,
   p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_context jsonb
 ) returns text
+  -- No SET clause, so that it is inlined where it is called; every name is pg_catalog's.
   language sql immutable parallel safe
-  set search_path = pg_catalog, pg_temp
 as $$
-  select jsonb_build_array(p_org::text, p_seq, (extract(epoch from p_occurred_at) * 1000000)::int8, p_actor_kind, p_actor_id,
-                           p_action, p_target_kind, p_target_id, p_changes, p_context)::text
+  select pg_catalog.jsonb_build_array(p_org::pg_catalog.text, p_seq,
+           (extract(epoch from p_occurred_at) operator(pg_catalog.*) 1000000)::pg_catalog.int8,
+           p_actor_kind, p_actor_id, p_action, p_target_kind, p_target_id, p_changes, p_context)::pg_catalog.text
 $$;
 comment on function audit_event_content(uuid, bigint, timestamptz, text, text, text, text, text, jsonb, jsonb) is
   'The canonical text of an audit event, which its hash covers (with the previous hash).';
@@ -140,13 +141,14 @@ revoke execute on function audit_event_content(uuid, bigint, timestamptz, text, 
 -- app.actor, signed in a tenant scope (see the top of this file), or 'system' and the database
 -- role. The caller's context is app.audit_context, a JSON object of at most 2,048 bytes.
 -- SECURITY DEFINER: only the owner writes the chain. EXECUTE is granted to nobody: the audit
--- triggers and audit_count_failure run as the owner.
+-- triggers and audit_count_failure run as the owner. No SET clause (a search_path change and back
+-- on every event): its callers are those functions, whose own SET clause gives it
+-- pg_catalog, pg_temp, and the owner (audit prune); the tables are schema-qualified.
 create function audit_append(
   p_org uuid, p_action text, p_target_kind text, p_target_id text, p_changes jsonb,
   p_actor_kind text default null, p_actor_id text default null
 ) returns void
   language plpgsql volatile security definer
-  set search_path = pg_catalog, pg_temp
 as $$
 declare
   genesis constant bytea := decode(repeat('00', 32), 'hex');
@@ -159,14 +161,17 @@ declare
   context jsonb;
   head record;
   at timestamptz;
-  content text;
   digest bytea;
 begin
   if actor_kind is null then
     actor := nullif(current_setting('app.actor', true), '');
-    -- Verified: a forged or expired tenant scope is refused here (ES003, ES004).
-    scope := public.scope_org('org');
-    if actor is not null and scope is not null then
+    -- An actor is believed in a tenant scope only with the store's signature of it; the scope
+    -- itself verified first (a forged or expired one is refused there: ES003, ES004). Without an
+    -- actor nothing is read: the event says system and the role.
+    if actor is not null then
+      scope := public.scope_org('org');
+    end if;
+    if scope is not null then
       select encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(
                concat('actor:', scope, ':', current_setting('app.org_expires', true), ':', actor), 'UTF8'))), 'hex')
              = current_setting('app.actor_token', true)
@@ -198,16 +203,20 @@ begin
     end if;
   end if;
 
-  select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
-  if not found then
+  -- The head, locked until commit: it orders the organization's appends. The hash is computed
+  -- here and written as values: Citus refuses an UPDATE that calls a stable function (convert_to,
+  -- jsonb_build_array) or a volatile one (the clock) on a column.
+  for attempt in 1 .. 2 loop
+    select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
+    exit when found;
+    -- The organization's first event: its head starts at the genesis hash.
     insert into public.audit_heads (org_id, seq, hash, occurred_at) values (p_org, 0, genesis, '-infinity')
     on conflict on constraint audit_heads_pkey do nothing;
-    select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
-  end if;
+  end loop;
   -- Never earlier than the event before it: a cut in time is then a cut in seq (prune).
   at := greatest(clock_timestamp(), head.occurred_at);
-  content := public.audit_event_content(p_org, head.seq + 1, at, actor_kind, actor_id, p_action, p_target_kind, p_target_id, p_changes, context);
-  digest := sha256(head.hash || convert_to(content, 'UTF8'));
+  digest := sha256(head.hash || convert_to(public.audit_event_content(p_org, head.seq + 1, at, actor_kind, actor_id,
+              p_action, p_target_kind, p_target_id, p_changes, context), 'UTF8'));
   insert into public.audit_events (org_id, seq, occurred_at, actor_kind, actor_id, action, target_kind, target_id, changes, context, prev_hash, hash)
   values (p_org, head.seq + 1, at, actor_kind, actor_id, p_action, p_target_kind, p_target_id, p_changes, context, head.hash, digest);
   update public.audit_heads h set seq = head.seq + 1, hash = digest, occurred_at = at where h.org_id = p_org;
