@@ -20,6 +20,7 @@ import { MIGRATIONS_DIR } from '../../engine/infra/store/migrator/migration-file
 import { UsersRepository } from '../../engine/infra/store/repositories/users.ts';
 import { WorkflowStatesRepository } from '../../engine/infra/store/repositories/workflows.ts';
 import { expectStoreError } from '../support/assertions.ts';
+import { backdatedEvents } from '../support/audit-fixtures.ts';
 import { backends, serverUrl } from '../support/backends.ts';
 import { citusUrl, createCitusDatabase } from '../support/citus.ts';
 import { recordStatements } from '../support/statement-recorder.ts';
@@ -323,6 +324,20 @@ alter table workflow_states drop column priority;
         `select tgname as trigger from pg_trigger where tgname like '%\\_audit%' order by 1`,
       );
       expect(rows).toEqual([]);
+    });
+
+    it('prunes the audit trail on the cluster: a month partition dropped, the default partition deleted from, the cut recorded', async () => {
+      const chain = crypto.randomUUID();
+      await store.db.query(`select audit_ensure_partitions('2026-01-05', 1)`);
+      await backdatedEvents(store.db, chain, ['2025-12-10T10:00:00Z', '2026-01-20T10:00:00Z', '2026-02-03T10:00:00Z']);
+      const report = await store.audit.prune({ before: new Date('2026-02-15T00:00:00Z') });
+      expect(report).toMatchObject({ chainsCut: 1, eventsRemoved: 2, partitionsDropped: ['audit_events_y2026m01'] });
+      const left = (await store.audit.list(chain, { order: 'asc' })).items;
+      expect(left.map((event) => [event.seq, event.action])).toEqual([
+        [3, 'user.created'],
+        [4, 'audit.pruned'],
+      ]);
+      expect(await store.audit.verify({ orgId: chain })).toMatchObject({ ok: true, events: 2 });
     });
 
     it('delegates no function the tenant login may call: a NULL organization gets no row, and the coordinator stays up', async () => {

@@ -98,27 +98,41 @@ export async function pruneAudit(db: Database, options: PruneOptions = {}): Prom
   const cut = monthStart(before);
   await ensurePartitions(db);
 
-  // 1. The cuts, recorded in each chain that loses events (unless an earlier run recorded them).
-  const recorded = await db
-    .withSession((session) =>
-      session.pipeline([
-        { sql: PRUNE_LOCK, rows: false },
-        {
-          sql: `select public.audit_append(c.org_id, 'audit.pruned', 'audit', c.org_id::text,
-                  pg_catalog.jsonb_build_object('before', $1::timestamptz, 'seq', c.seq, 'hash', pg_catalog.encode(e.hash, 'hex')))
-                  from (select org_id, max(seq) as seq from audit_events where occurred_at < $1 group by org_id) c
-                  join audit_events e on e.org_id = c.org_id and e.seq = c.seq and e.occurred_at < $1
-                 where not exists (select from audit_events p
-                                    where p.org_id = c.org_id and p.action = 'audit.pruned' and (p.changes ->> 'seq')::bigint >= c.seq)
-                 order by c.org_id`,
-          params: [cut],
-        },
-      ]),
-    )
-    .catch((error: unknown) => {
-      throw toStoreError(error);
-    });
-  const chainsCut = recorded[1]!.rows.length;
+  // 1. The cuts, recorded in each chain that loses events (unless an earlier run recorded them):
+  // found in one read, then appended one organization at a time, in one transaction. Joins on
+  // org_id and no correlated subquery, so that Citus pushes the read down to the shards; the
+  // appends are plain calls, which Citus does not push into a distributed query.
+  const { rows: cuts } = await run<{ org_id: string; seq: string; hash: string }>(
+    db,
+    `select c.org_id::text as org_id, c.seq::text as seq, pg_catalog.encode(e.hash, 'hex') as hash
+       from (select org_id, max(seq) as seq from audit_events where occurred_at < $1 group by org_id) c
+       join audit_events e on e.org_id = c.org_id and e.seq = c.seq and e.occurred_at < $1
+       left join (select org_id, max((changes ->> 'seq')::bigint) as seq from audit_events where action = 'audit.pruned' group by org_id) p
+         on p.org_id = c.org_id
+      where p.seq is null or p.seq < c.seq
+      order by c.org_id`,
+    [cut],
+    { prepare: false },
+  );
+  if (cuts.length > 0) {
+    await db
+      .withSession((session) =>
+        session.pipeline([
+          { sql: PRUNE_LOCK, rows: false },
+          ...cuts.map((cutAt) => ({
+            sql: `select public.audit_append($1::uuid, 'audit.pruned', 'audit', $1::text,
+                    pg_catalog.jsonb_build_object('before', $2::timestamptz, 'seq', $3::bigint, 'hash', $4::text))`,
+            params: [cutAt.org_id, cut, cutAt.seq, cutAt.hash],
+            prepare: true,
+            rows: false,
+          })),
+        ]),
+      )
+      .catch((error: unknown) => {
+        throw toStoreError(error);
+      });
+  }
+  const chainsCut = cuts.length;
 
   // 2. The months, dropped, and what sits in the default partition, deleted.
   const { rows: partitions } = await run<{ name: string }>(
@@ -149,17 +163,23 @@ export async function pruneAudit(db: Database, options: PruneOptions = {}): Prom
   const removed = await db
     .withSession((session) =>
       session.pipeline([
+        // A transaction block of its own: SET LOCAL is what Citus sends to the workers (with
+        // propagate_set_commands 'local'; a placeholder setting elsewhere), where the shards'
+        // append-only triggers read it.
+        { sql: 'begin', rows: false },
         { sql: PRUNE_LOCK, rows: false },
         { sql: `select pg_catalog.set_config('lock_timeout', $1, true)`, params: [`${lockTimeoutMs}ms`], rows: false },
-        { sql: `select pg_catalog.set_config('engine_store.audit_pruning', 'on', true)`, rows: false },
+        { sql: `select pg_catalog.set_config('citus.propagate_set_commands', 'local', true)`, rows: false },
+        { sql: 'set local engine_store.audit_pruning = on', rows: false },
         ...doomed.map((name) => ({ sql: `drop table public.${name}`, rows: false })),
         { sql: 'delete from audit_events_default where occurred_at < $1', params: [cut], rows: false },
+        { sql: 'commit', rows: false },
       ]),
     )
     .catch((error: unknown) => {
       throw toStoreError(error);
     });
   const lockedMs = performance.now() - started;
-  const defaultRows = removed.at(-1)!.rowCount ?? 0;
+  const defaultRows = removed.at(-2)!.rowCount ?? 0;
   return { cut, chainsCut, partitionsDropped: doomed, eventsRemoved: Number(counted.rows[0]!.events) + defaultRows, lockedMs };
 }
