@@ -274,6 +274,28 @@ describe.each(backends)('audit trail on $name', (backend) => {
     }
   });
 
+  it('tells onError when a refusal cannot be recorded, and the refusal stands', async () => {
+    const reported: { code: string; operation: string }[] = [];
+    const watched = await storeOver(database.db, {
+      onError: (error, context) => reported.push({ code: error.code, operation: context.operation }),
+    });
+    const org = await watched.organizations.create({ name: 'Unrecorded' });
+    const user = await watched.withOrg(org.id, (tx) => tx.users.create({ email: 'u@unrecorded.example', role: 'admin' }));
+    const { key } = await watched.withOrg(org.id, (tx) => tx.apiKeys.issue({ userId: user.id, name: 'k' }));
+    const wrong = `${key.slice(0, -4)}${key.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`;
+    // The recording function gone for a moment (on either backend: the embedded one verifies as its superuser).
+    await watched.db.query('alter function record_api_key_failure(text, bytea) rename to record_api_key_failure_away');
+    try {
+      expect(await watched.verifyApiKey(wrong)).toEqual({ ok: false, reason: 'NOT_FOUND' });
+    } finally {
+      await watched.db.query('alter function record_api_key_failure_away(text, bytea) rename to record_api_key_failure');
+    }
+    expect(reported).toEqual([{ code: 'DATABASE_ERROR', operation: 'recordRefusal' }]);
+    expect(await watched.verifyApiKey(wrong)).toEqual({ ok: false, reason: 'NOT_FOUND' });
+    expect(reported).toHaveLength(1);
+    expect((await watched.audit.list(org.id, { action: 'api_key.auth_failed' })).items).toHaveLength(1);
+  });
+
   it('leaves no event of a transaction that rolled back', async () => {
     const org = await store.organizations.create({ name: 'Rolled Back' });
     const before = await eventsOf(store, org.id);

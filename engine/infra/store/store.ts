@@ -259,9 +259,13 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   // Spans and onError only where asked for: the hot paths pay nothing otherwise.
   const observe = hooks.tracer || hooks.onError ? observed : <T>(_h: unknown, _o: string, _a: unknown, work: () => Promise<T>) => work();
   const prefixOrgs = new PrefixOrgs();
+  // A refusal the audit trail could not record: the verification's answer stands, onError hears of it.
+  const onRecordError = hooks.onError ? (error: StoreError) => hooks.onError!(error, { operation: 'recordRefusal' }) : undefined;
   let keyCache: KeyCache | undefined;
   try {
-    keyCache = cacheOptions && (await KeyCache.open(verifyQueries, verifyDb, (org) => signer.keyCacheTag(org), prefixOrgs, cacheOptions));
+    keyCache =
+      cacheOptions &&
+      (await KeyCache.open(verifyQueries, verifyDb, (org) => signer.keyCacheTag(org), prefixOrgs, cacheOptions, onRecordError));
   } catch (error) {
     await verifyDb.close();
     if (tenantDb !== db) await tenantDb.close();
@@ -269,7 +273,8 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   }
   const verify = keyCache
     ? (key: unknown, call: CallOptions, permission?: Permission) => keyCache.verify(key, call, permission)
-    : (key: unknown, call: CallOptions, permission?: Permission) => verifyApiKey(verifyQueries, key, call, permission, prefixOrgs);
+    : (key: unknown, call: CallOptions, permission?: Permission) =>
+        verifyApiKey(verifyQueries, key, call, permission, prefixOrgs, onRecordError);
   const store: Store = {
     db: ownerDb,
     tenantDb: tenantQueries,

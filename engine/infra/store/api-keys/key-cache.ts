@@ -40,6 +40,7 @@ import { ChangeFeed } from './change-feed.ts';
 import {
   malformed,
   recordRefusal,
+  type RecordErrorReporter,
   verificationError,
   verificationOf,
   verifyParsedKey,
@@ -180,6 +181,7 @@ export class KeyCache {
     private readonly tagOf: (orgId: string) => string,
     private readonly prefixOrgs: PrefixOrgs,
     private readonly options: Required<KeyCacheOptions>,
+    private readonly onRecordError: RecordErrorReporter | undefined,
   ) {}
 
   /** A cache listening already (on `listenOn`): a login that cannot LISTEN fails here, not later. */
@@ -189,8 +191,9 @@ export class KeyCache {
     tagOf: (orgId: string) => string,
     prefixOrgs: PrefixOrgs,
     options: Required<KeyCacheOptions>,
+    onRecordError?: RecordErrorReporter,
   ): Promise<KeyCache> {
-    const cache = new KeyCache(db, tagOf, prefixOrgs, options);
+    const cache = new KeyCache(db, tagOf, prefixOrgs, options, onRecordError);
     cache.#feed = await ChangeFeed.open(listenOn, options.maxStalenessMs, {
       notification: (payload) => cache.#notified(payload),
       // Whatever was leased before now may have missed a change: not kept.
@@ -208,7 +211,7 @@ export class KeyCache {
     for (;;) {
       const answer = this.#fromMemory(parsed, permission);
       if (answer !== undefined) return answer;
-      if (!this.#trusted()) return verifyParsedKey(this.db, parsed, call, permission, this.prefixOrgs);
+      if (!this.#trusted()) return verifyParsedKey(this.db, parsed, call, permission, this.prefixOrgs, this.onRecordError);
       // One lease of a key at a time: it may bring units enough for every caller waiting, and
       // leases side by side would only queue on the counter's row lock.
       const pending = this.#leasing.get(parsed.prefix);
@@ -327,7 +330,7 @@ export class KeyCache {
       const same = this.#held(parsed);
       if (same !== undefined) this.#forget(same, true);
     }
-    await recordRefusal(this.db, parsed, row.outcome, call);
+    await recordRefusal(this.db, parsed, row.outcome, call, this.onRecordError);
     return verificationOf(row);
   }
 

@@ -104,10 +104,11 @@ export async function verifyApiKey(
   call: CallOptions = {},
   permission?: Permission,
   prefixOrgs?: PrefixOrgs,
+  onRecordError?: RecordErrorReporter,
 ): Promise<Verification> {
   const parsed = parseKey(key);
   if (!parsed) return malformed();
-  return verifyParsedKey(db, parsed, call, permission, prefixOrgs);
+  return verifyParsedKey(db, parsed, call, permission, prefixOrgs, onRecordError);
 }
 
 /** The answer to a key that is not a key, decided without any I/O (a new object: callers may keep it). */
@@ -122,6 +123,7 @@ export async function verifyParsedKey(
   call: CallOptions,
   permission: Permission | undefined,
   prefixOrgs: PrefixOrgs | undefined,
+  onRecordError?: RecordErrorReporter,
 ): Promise<Verification> {
   const knownOrg = prefixOrgs?.orgOf(parsed.prefix);
   const [sql, params] =
@@ -138,7 +140,7 @@ export async function verifyParsedKey(
   if (row === undefined) return { ok: false, reason: 'NOT_FOUND' };
   // The organization comes back only once the digest matched.
   prefixOrgs?.settle(parsed.prefix, knownOrg, row.org_id);
-  await recordRefusal(db, parsed, row.outcome, call);
+  await recordRefusal(db, parsed, row.outcome, call, onRecordError);
   return verificationOf(row);
 }
 
@@ -151,16 +153,30 @@ const AUDITED_REFUSALS = new Set<string>(['NOT_FOUND', 'REVOKED', 'EXPIRED', 'US
 
 const RECORD_REFUSAL = 'select public.record_api_key_failure($1, $2)';
 
+/** Told when a refusal could not be recorded (the store's onError, operation `recordRefusal`). */
+export type RecordErrorReporter = (error: StoreError) => void;
+
 /**
  * Records a refused verification in the audit trail of the key's organization (migration
  * 20261205120000): the database works the reason out again from the key itself, appends one
  * event per key, reason and minute, and counts the rest, so a flood adds no rows. A second
  * round trip, on the refusals only: an accepted key costs nothing more. A failure to record does
- * not change the answer, which is a refusal either way.
+ * not change the answer, which is a refusal either way; it goes to `onRecordError`, so that a
+ * trail that stopped recording is seen (on Citus it once did, silently).
  */
-export async function recordRefusal(db: Queryable, parsed: ParsedKey, outcome: string, call: CallOptions): Promise<void> {
+export async function recordRefusal(
+  db: Queryable,
+  parsed: ParsedKey,
+  outcome: string,
+  call: CallOptions,
+  onRecordError?: RecordErrorReporter,
+): Promise<void> {
   if (!AUDITED_REFUSALS.has(outcome)) return;
-  await run(db, RECORD_REFUSAL, [parsed.prefix, parsed.hash], { prepare: true, ...call }).catch(() => undefined);
+  await run(db, RECORD_REFUSAL, [parsed.prefix, parsed.hash], { prepare: true, ...call }).catch((error: unknown) => {
+    onRecordError?.(
+      isStoreError(error) ? error : new StoreError('DATABASE_ERROR', 'the refusal could not be recorded', {}, { cause: error }),
+    );
+  });
 }
 
 /** A verification ended by its limits, said as such: the key was neither accepted nor counted. */
