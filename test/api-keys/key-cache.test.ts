@@ -15,6 +15,7 @@ import { createServerDatabase, serverUrl } from '../support/backends.ts';
 import { countedRequests, fixVerificationClock, issuedKey } from '../support/key-cache-fixtures.ts';
 import { connectAsTenant } from '../support/leaked-login.ts';
 import { expectStoreError } from '../support/assertions.ts';
+import { wrongSecretOf } from '../support/keys.ts';
 
 describe('key cache options', () => {
   it('refuses options of the wrong shape before opening anything', async () => {
@@ -151,7 +152,7 @@ describe.skipIf(!serverUrl)('key cache (PostgreSQL)', () => {
     const queries = verifyQueries.length;
     expect(await store.verifyApiKey(key, { permission: 'org:manage' })).toEqual({ ok: false, reason: 'MISSING_PERMISSION' });
     expect(verifyQueries.length).toBe(queries);
-    const wrongSecret = `${key.slice(0, -4)}${key.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`;
+    const wrongSecret = wrongSecretOf(key);
     expect(await store.verifyApiKey(wrongSecret)).toEqual({ ok: false, reason: 'NOT_FOUND' });
     // The lease that refused it, and the refusal recorded in the audit trail.
     expect(verifyQueries.length).toBe(queries + 2);

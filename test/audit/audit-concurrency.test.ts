@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from 'engine-store';
 import { createServerDatabase, serverUrl } from '../support/backends.ts';
+import { wrongSecretOf } from '../support/keys.ts';
 
 describe.skipIf(!serverUrl)('audit trail under load (PostgreSQL)', () => {
   let server: Awaited<ReturnType<typeof createServerDatabase>>;
@@ -82,7 +83,7 @@ describe.skipIf(!serverUrl)('audit trail under load (PostgreSQL)', () => {
     const org = await store.organizations.create({ name: 'Flooded' });
     const user = await store.withOrg(org.id, (tx) => tx.users.create({ email: 'target@flood.example', role: 'admin' }));
     const issued = await store.withOrg(org.id, (tx) => tx.apiKeys.issue({ userId: user.id, name: 'target' }));
-    const wrong = `${issued.key.slice(0, -4)}${issued.key.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`;
+    const wrong = wrongSecretOf(issued.key);
     const startedMinute = Math.floor(Date.now() / 60_000);
     const ATTEMPTS = 10_000;
     for (let sent = 0; sent < ATTEMPTS; sent += 100) {

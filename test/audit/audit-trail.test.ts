@@ -13,6 +13,7 @@ import { connectAsTenant } from '../support/leaked-login.ts';
 import { GLOBAL_CHAIN } from '../../engine/infra/store/audit/chain.ts';
 import { backdatedEvents, tamper } from '../support/audit-fixtures.ts';
 import { run } from '../../engine/infra/store/connection/run.ts';
+import { wrongSecretOf } from '../support/keys.ts';
 
 /** Every event of `orgId`'s chain, oldest first. */
 async function eventsOf(store: Store, orgId: string): Promise<AuditEvent[]> {
@@ -282,7 +283,7 @@ describe.each(backends)('audit trail on $name', (backend) => {
     const org = await watched.organizations.create({ name: 'Unrecorded' });
     const user = await watched.withOrg(org.id, (tx) => tx.users.create({ email: 'u@unrecorded.example', role: 'admin' }));
     const { key } = await watched.withOrg(org.id, (tx) => tx.apiKeys.issue({ userId: user.id, name: 'k' }));
-    const wrong = `${key.slice(0, -4)}${key.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`;
+    const wrong = wrongSecretOf(key);
     // The recording function gone for a moment (on either backend: the embedded one verifies as its superuser).
     await watched.db.query('alter function record_api_key_failure(text, bytea) rename to record_api_key_failure_away');
     try {

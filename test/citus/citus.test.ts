@@ -25,6 +25,7 @@ import { backends, serverUrl } from '../support/backends.ts';
 import { citusUrl, createCitusDatabase } from '../support/citus.ts';
 import { recordStatements } from '../support/statement-recorder.ts';
 import { withOrgSql } from '../support/trusted-sql.ts';
+import { wrongSecretOf } from '../support/keys.ts';
 
 const LAST_BASELINE = '20250601090200_create_schedules';
 const TABLES = [
@@ -313,7 +314,7 @@ alter table workflow_states drop column priority;
     it('keeps the audit trail of what the store appends itself (refused verifications), read per organization; capture triggers are dropped', async () => {
       const user = await store.withOrg(orgId, (tx) => tx.users.create({ email: 'audited@routed.example', role: 'admin' }));
       const { key, apiKey } = await store.withOrg(orgId, (tx) => tx.apiKeys.issue({ userId: user.id, name: 'audited' }));
-      const wrong = `${key.slice(0, -4)}${key.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`;
+      const wrong = wrongSecretOf(key);
       for (let i = 0; i < 3; i += 1) expect(await store.verifyApiKey(wrong)).toEqual({ ok: false, reason: 'NOT_FOUND' });
       const events = (await store.readOrg(orgId).audit.list({ targetId: apiKey.id })).items;
       expect(events.map((event) => [event.action, event.target.id, event.changes.reason, event.attempts])).toEqual([

@@ -112,14 +112,15 @@ const SET_ACTOR = `select pg_catalog.set_config('app.actor', $1, true)`;
  */
 export function actingAs(db: Database, actor: string): Database {
   const setActor: PipelinedStatement = { sql: SET_ACTOR, params: [actor], prepare: true, rows: false };
-  const withActor = (statements: readonly PipelinedStatement[]): PipelinedStatement[] =>
-    statements[0] && /^\s*begin\b/i.test(statements[0].sql) ? [statements[0], setActor, ...statements.slice(1)] : [setActor, ...statements];
+  /** Where the actor goes in a pipeline: after its BEGIN, if it opens a transaction block, else first. */
+  const actorAt = (statements: readonly PipelinedStatement[]): number => (statements[0] && /^\s*begin\b/i.test(statements[0].sql) ? 1 : 0);
   const acting = (session: Session): Session => ({
     query: (sql, params, options) => session.query(sql, params, options),
     exec: (sql) => session.exec(sql),
     pipeline: async (statements) => {
-      const results = await session.pipeline(withActor(statements));
-      results.splice(statements[0] && /^\s*begin\b/i.test(statements[0].sql) ? 1 : 0, 1);
+      const at = actorAt(statements);
+      const results = await session.pipeline([...statements.slice(0, at), setActor, ...statements.slice(at)]);
+      results.splice(at, 1);
       return results;
     },
   });
