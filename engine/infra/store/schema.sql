@@ -533,6 +533,7 @@ COMMENT ON FUNCTION public.notify_key_cache_all() IS 'Statement trigger: tells p
 CREATE FUNCTION public.record_api_key_failure(p_prefix text, p_key_hash bytea) RETURNS text
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET lock_timeout TO '2s'
     AS $$
 declare
   key record;
@@ -2661,4 +2662,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'baa6603821d66d59aa1567956016e77feb02950087435e7240fa5b1b17cda46a', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', 'c8294b163b5b19c902875e78e19457ca0fb6d0cddfe6f7c271e7a6db04ff7127', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', '5db5adf0be62752afa9828696fab5db40d91e3a5eaf3f0faae6268b288759f4e', 0);

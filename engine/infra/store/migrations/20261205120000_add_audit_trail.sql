@@ -439,9 +439,13 @@ grant execute on function audit_count_failure(uuid, uuid, text, timestamptz) to 
 -- app_key_verifier, whose policies let it read keys across organizations; the tenant login may
 -- call it, as it may present any key. Returns the reason recorded, or NULL when the key is
 -- unknown or would be accepted.
+-- Its own lock_timeout, above the verification pool's 100 ms: refusals of one key queue on the
+-- key's counter row (each holds it for an upsert and, once a minute, an append), and a count lost
+-- to a timeout under a flood would make `attempts` short (measured: 9,999 of 10,000, once).
 create function record_api_key_failure(p_prefix text, p_key_hash bytea) returns text
   language plpgsql volatile security definer
   set search_path = pg_catalog, pg_temp
+  set lock_timeout = '2s'
 as $$
 declare
   key record;
