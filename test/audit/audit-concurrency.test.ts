@@ -1,14 +1,61 @@
 /**
- * The audit trail under concurrency and crashes (PostgreSQL): appends serialize per organization
+ * The audit trail under concurrency and crashes (PostgreSQL; concurrency on Citus too): appends serialize per organization
  * only, never deadlock with the writes they record, and a process killed mid-transaction leaves
  * each change with its event or neither. Refused verifications add counts, not rows.
  */
 import { fork } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openStore, type Store } from 'engine-store';
-import { createServerDatabase, serverUrl } from '../support/backends.ts';
+import { openStore, storeOver, type Store } from 'engine-store';
+import { createServerDatabase, serverUrl, type TestDatabase } from '../support/backends.ts';
+import { withCitus } from '../support/citus.ts';
 import { wrongSecretOf } from '../support/keys.ts';
+
+/**
+ * `writers` writers in each of `organizations` organizations at once, each `rounds` transactions
+ * of two audited writes in an order the others cross; then every event is there and every chain
+ * verifies.
+ */
+async function writeConcurrently(store: Store, shape: { organizations: number; writers: number; rounds: number }): Promise<void> {
+  const orgs = await Promise.all(Array.from({ length: shape.organizations }, (_, i) => store.organizations.create({ name: `Load ${i}` })));
+  const outcomes = await Promise.allSettled(
+    orgs.flatMap((org) =>
+      Array.from({ length: shape.writers }, async (_, writer) => {
+        for (let round = 0; round < shape.rounds; round += 1) {
+          await store.withOrg(org.id, async (tx) => {
+            const user = await tx.users.create({ email: `w${writer}-r${round}@load.example`, role: 'customer' });
+            await tx.users.changeRole(user.id, 'manager');
+          });
+        }
+      }),
+    ),
+  );
+  expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
+  const expected = 1 + shape.writers * shape.rounds * 2;
+  for (const org of orgs) {
+    expect((await store.audit.list(org.id, { limit: 500 })).items).toHaveLength(expected);
+    expect(await store.audit.verify({ orgId: org.id })).toMatchObject({ ok: true, events: expected });
+  }
+}
+
+const [citus] = withCitus([]);
+
+describe.skipIf(!citus)('audit trail under load (Citus)', () => {
+  let database: TestDatabase;
+  let store: Store;
+
+  beforeAll(async () => {
+    database = await citus!.createMigrated();
+    store = await storeOver(database.db, { operator: 'load-test' });
+  }, 120_000);
+  afterAll(async () => {
+    await database?.dispose();
+  });
+
+  it('8 writers in one organization and 8 organizations at once, on the workers: every chain valid, no deadlock', async () => {
+    await writeConcurrently(store, { organizations: 8, writers: 8, rounds: 4 });
+  }, 120_000);
+});
 
 describe.skipIf(!serverUrl)('audit trail under load (PostgreSQL)', () => {
   let server: Awaited<ReturnType<typeof createServerDatabase>>;
@@ -26,27 +73,7 @@ describe.skipIf(!serverUrl)('audit trail under load (PostgreSQL)', () => {
   const count = async (sql: string, params: unknown[]) => Number((await store.db.query<{ n: string }>(sql, params)).rows[0]!.n);
 
   it('8 writers in one organization and 8 organizations at once: every chain valid, no deadlock, every event there', async () => {
-    const orgs = await Promise.all(Array.from({ length: 8 }, (_, i) => store.organizations.create({ name: `Load ${i}` })));
-    const ROUNDS = 4;
-    const outcomes = await Promise.allSettled(
-      orgs.flatMap((org) =>
-        Array.from({ length: 8 }, async (_, writer) => {
-          for (let round = 0; round < ROUNDS; round += 1) {
-            // Two audited writes in one transaction, in an order other writers cross.
-            await store.withOrg(org.id, async (tx) => {
-              const user = await tx.users.create({ email: `w${writer}-r${round}@load.example`, role: 'customer' });
-              await tx.users.changeRole(user.id, 'manager');
-            });
-          }
-        }),
-      ),
-    );
-    expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([]);
-    for (const org of orgs) {
-      expect(await count('select count(*) as n from audit_events where org_id = $1', [org.id])).toBe(1 + 8 * ROUNDS * 2);
-      const report = await store.audit.verify({ orgId: org.id });
-      expect(report).toMatchObject({ ok: true, events: 1 + 8 * ROUNDS * 2 });
-    }
+    await writeConcurrently(store, { organizations: 8, writers: 8, rounds: 4 });
   }, 120_000);
 
   it('a process killed mid-transaction leaves each change with its event, or neither', async () => {

@@ -1,5 +1,5 @@
 /**
- * The audit trail (#20), on the embedded database and PostgreSQL: every covered change recorded
+ * The audit trail (#20), on the embedded database, PostgreSQL and Citus: every covered change recorded
  * once, by the database, with the actor the store signed; read per organization through row-level
  * security; append-only; a hash chain that `verify` recomputes and that survives `prune`.
  */
@@ -7,6 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeOver, type AuditEvent, type Store } from 'engine-store';
 import { backends, type TestDatabase } from '../support/backends.ts';
+import { withCitus } from '../support/citus.ts';
 import { expectStoreError } from '../support/assertions.ts';
 import { withOrgSql } from '../support/trusted-sql.ts';
 import { connectAsTenant } from '../support/leaked-login.ts';
@@ -30,7 +31,7 @@ async function eventsOf(store: Store, orgId: string): Promise<AuditEvent[]> {
 /** An event as the assertions compare it: what happened, by whom, to what. */
 const line = (event: AuditEvent) => `${event.action} by ${event.actor.kind}:${event.actor.id} on ${event.target.kind}:${event.target.id}`;
 
-describe.each(backends)('audit trail on $name', (backend) => {
+describe.each(withCitus(backends))('audit trail on $name', (backend) => {
   let database: TestDatabase;
   let store: Store;
 
@@ -187,13 +188,17 @@ describe.each(backends)('audit trail on $name', (backend) => {
     }
     await expectStoreError(storeOver(database.db, { operator: 'drop table users;' }), 'INVALID_INPUT', 'operator');
 
-    // SQL in the scope that names an actor of its own: refused at commit, nothing committed.
+    // SQL in the scope that names an actor of its own, keeping the scope's signature: refused at
+    // commit, nothing committed. enter_audit_actor sets it where the capture runs (on Citus, the
+    // workers, which a plain set_config does not reach).
     const count = async () => (await eventsOf(store, mine.id)).length;
     const eventsBefore = await count();
     for (const forged of ['operator:root', `api_key:${verified.principal.apiKeyId}`]) {
       const error = await expectStoreError(
         withOrgSql(store, mine.id, async (tx) => {
-          await tx.query(`select set_config('app.actor', $1, true)`, [forged]);
+          await tx.query(`select enter_audit_actor($1, current_setting('app.actor_token'), current_setting('app.audit_context'))`, [
+            forged,
+          ]);
           await tx.users.create({ email: `forged-${forged.length}@mine.example`, role: 'admin' });
         }),
         'FORBIDDEN',

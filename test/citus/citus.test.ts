@@ -311,20 +311,37 @@ alter table workflow_states drop column priority;
       expect(rows).toEqual([{ table: 'tenant_scope_key', trigger: 'tenant_scope_key_notify_key_cache' }]);
     });
 
-    it('keeps the audit trail of what the store appends itself (refused verifications), read per organization; capture triggers are dropped', async () => {
+    it("records the audit trail on the workers: each change once, in its organization's chain, with refused verifications", async () => {
       const user = await store.withOrg(orgId, (tx) => tx.users.create({ email: 'audited@routed.example', role: 'admin' }));
-      const { key, apiKey } = await store.withOrg(orgId, (tx) => tx.apiKeys.issue({ userId: user.id, name: 'audited' }));
+      const { key, apiKey } = await store.withOrg(orgId, (tx) => tx.apiKeys.issue({ userId: user.id, name: 'audited' }), {
+        actor: { userId: user.id },
+      });
       const wrong = wrongSecretOf(key);
       for (let i = 0; i < 3; i += 1) expect(await store.verifyApiKey(wrong)).toEqual({ ok: false, reason: 'NOT_FOUND' });
       const events = (await store.readOrg(orgId).audit.list({ targetId: apiKey.id })).items;
-      expect(events.map((event) => [event.action, event.target.id, event.changes.reason, event.attempts])).toEqual([
-        ['api_key.auth_failed', apiKey.id, 'wrong_secret', 3],
+      expect(events.map((event) => [event.action, `${event.actor.kind}:${event.actor.id}`, event.changes.reason, event.attempts])).toEqual([
+        ['api_key.auth_failed', 'system:verify_api_key', 'wrong_secret', 3],
+        ['api_key.issued', `user:${user.id}`, undefined, undefined],
+      ]);
+      // The organizations table is copied to every node: one event, from the chain's node alone.
+      const renamed = await store.organizations.rename(orgId, 'Routed, renamed');
+      const renames = (await store.audit.list(orgId, { action: 'organization.renamed' })).items;
+      expect(renames.map((event) => [event.changes.name, event.actor.kind])).toEqual([
+        [{ before: 'Routed', after: renamed.name }, 'system'],
       ]);
       expect(await store.audit.verify({ orgId })).toMatchObject({ ok: true });
-      const { rows } = await store.db.query<{ trigger: string }>(
-        `select tgname as trigger from pg_trigger where tgname like '%\\_audit%' order by 1`,
+      // On every shard of the tables they watch (4 shards each; named <trigger>_<shard id> there).
+      const { rows } = await store.db.query<{ trigger: string; shards: number }>(
+        `select t.tgname as trigger, (select count(*)::int from run_command_on_shards(t.tgrelid::regclass,
+                  format('select count(*) from pg_trigger where tgrelid = %L::regclass and tgname ~ %L', '%s', '^' || t.tgname || '_[0-9]+$'))
+                  where result = '1') as shards
+           from pg_trigger t where t.tgname like '%\\_audit%' and t.tgrelid::regclass::text in ('users', 'api_keys') order by 1`,
       );
-      expect(rows).toEqual([]);
+      expect(rows).toEqual([
+        { trigger: 'api_keys_audit', shards: 4 },
+        { trigger: 'api_keys_audit_update', shards: 4 },
+        { trigger: 'users_audit', shards: 4 },
+      ]);
     });
 
     it('prunes the audit trail on the cluster: a month partition dropped, the default partition deleted from, the cut recorded', async () => {

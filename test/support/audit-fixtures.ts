@@ -7,12 +7,18 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Database } from '../../engine/infra/store/connection/database.ts';
 import { GENESIS } from '../../engine/infra/store/audit/chain.ts';
 
-/** Runs `statements` as the owner with every trigger off, in one transaction. */
+/**
+ * Runs `statements` as the owner with every trigger off, in one transaction: on Citus on the
+ * workers too, where the shards' triggers run (SET LOCAL, propagated; a placeholder elsewhere).
+ */
 export async function tamper(db: Database, ...statements: string[]): Promise<void> {
   await db.withSession((session) =>
     session.pipeline([
-      { sql: `select set_config('session_replication_role', 'replica', true)`, rows: false },
+      { sql: 'begin', rows: false },
+      { sql: `select set_config('citus.propagate_set_commands', 'local', true)`, rows: false },
+      { sql: 'set local session_replication_role = replica', rows: false },
       ...statements.map((sql) => ({ sql, rows: false })),
+      { sql: 'commit', rows: false },
     ]),
   );
 }

@@ -121,6 +121,33 @@ $$;
 COMMENT ON FUNCTION public.audit_append(p_org uuid, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_actor_kind text, p_actor_id text) IS 'Appends an event to an organization''s audit chain, with the transaction''s actor (signed in a tenant scope) and context.';
 
 --
+-- Name: audit_chain_is_here(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.audit_chain_is_here(p_org uuid) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+begin
+  if to_regclass('pg_catalog.pg_dist_partition') is null then
+    return true;
+  end if;
+  if not exists (select from pg_catalog.pg_dist_partition p where p.logicalrelid = 'public.audit_heads'::regclass) then
+    return true;
+  end if;
+  return exists (select from pg_catalog.pg_dist_placement p
+                  where p.shardid = pg_catalog.get_shard_id_for_distribution_column('public.audit_heads', p_org)
+                    and p.groupid = (select g.groupid from pg_catalog.pg_dist_local_group g));
+end
+$$;
+
+--
+-- Name: FUNCTION audit_chain_is_here(p_org uuid); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.audit_chain_is_here(p_org uuid) IS 'Whether an organization''s audit chain is on this node (always, but on a Citus worker that does not hold its shard).';
+
+--
 -- Name: audit_count_failure(uuid, uuid, text, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -220,7 +247,9 @@ CREATE FUNCTION public.audit_role_permissions_truncate() RETURNS trigger
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 begin
-  perform public.audit_append('00000000-0000-0000-0000-000000000000', 'permission.cleared', 'role', '*', '{}');
+  if public.audit_chain_is_here('00000000-0000-0000-0000-000000000000') then
+    perform public.audit_append('00000000-0000-0000-0000-000000000000', 'permission.cleared', 'role', '*', '{}');
+  end if;
   return null;
 end
 $$;
@@ -252,18 +281,23 @@ declare
 begin
   if tg_op <> 'INSERT' then old_row := to_jsonb(old); end if;
   if tg_op <> 'DELETE' then new_row := to_jsonb(new); end if;
-  if tg_table_name = 'role_permissions' then
+  -- The kind is the trigger's argument, not tg_table_name: on Citus the trigger runs on a shard
+  -- (organizations_102008).
+  kind := tg_argv[0];
+  if kind = 'role' then
     org := '00000000-0000-0000-0000-000000000000';
-    kind := 'role';
     target := coalesce(new_row, old_row) ->> 'role';
   else
-    kind := case tg_table_name when 'organizations' then 'organization' when 'users' then 'user' else 'api_key' end;
     target := coalesce(new_row, old_row) ->> 'id';
-    org := (coalesce(new_row, old_row) ->> case when tg_table_name = 'organizations' then 'id' else 'org_id' end)::uuid;
+    org := (coalesce(new_row, old_row) ->> case when kind = 'organization' then 'id' else 'org_id' end)::uuid;
     -- The rows an organization's purge removes with it: its own event says so.
-    if tg_op = 'DELETE' and tg_table_name <> 'organizations' and not exists (select from public.organizations o where o.id = org) then
+    if tg_op = 'DELETE' and kind <> 'organization' and not exists (select from public.organizations o where o.id = org) then
       return null;
     end if;
+  end if;
+  -- A reference table's row changes on every node of a Citus cluster: the node of the chain records it.
+  if kind in ('organization', 'role') and not public.audit_chain_is_here(org) then
+    return null;
   end if;
 
   select coalesce(jsonb_object_agg(f.key,
@@ -334,6 +368,32 @@ $$;
 --
 
 COMMENT ON FUNCTION public.current_org_id() IS 'The organization of the current tenant scope (app.org_id, signed by the store in app.org_token), or NULL.';
+
+--
+-- Name: enter_audit_actor(text, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.enter_audit_actor(p_actor text, p_actor_token text, p_context text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+begin
+  if pg_catalog.current_setting('citus.propagate_set_commands', true) operator(pg_catalog.=) 'local' then
+    execute pg_catalog.format('set local app.actor = %L', coalesce(p_actor, ''));
+    execute pg_catalog.format('set local app.actor_token = %L', coalesce(p_actor_token, ''));
+    execute pg_catalog.format('set local app.audit_context = %L', coalesce(p_context, ''));
+  else
+    perform pg_catalog.set_config('app.actor', coalesce(p_actor, ''), true),
+            pg_catalog.set_config('app.actor_token', coalesce(p_actor_token, ''), true),
+            pg_catalog.set_config('app.audit_context', coalesce(p_context, ''), true);
+  end if;
+end
+$$;
+
+--
+-- Name: FUNCTION enter_audit_actor(p_actor text, p_actor_token text, p_context text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.enter_audit_actor(p_actor text, p_actor_token text, p_context text) IS 'Sets the transaction''s audit actor, its signature and the caller''s context (SET LOCAL where Citus needs it on the workers).';
 
 --
 -- Name: enter_org_scope(uuid, bigint, bytea); Type: FUNCTION; Schema: public; Owner: -
@@ -1829,13 +1889,13 @@ CREATE TRIGGER api_key_prefixes_refuse_writes_of_inactive_org BEFORE INSERT OR D
 -- Name: api_keys api_keys_audit; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE CONSTRAINT TRIGGER api_keys_audit AFTER INSERT OR DELETE ON public.api_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change();
+CREATE CONSTRAINT TRIGGER api_keys_audit AFTER INSERT OR DELETE ON public.api_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change('api_key');
 
 --
 -- Name: api_keys api_keys_audit_update; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE CONSTRAINT TRIGGER api_keys_audit_update AFTER UPDATE ON public.api_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((to_jsonb(old.*) - 'last_used_at'::text) IS DISTINCT FROM (to_jsonb(new.*) - 'last_used_at'::text))) EXECUTE FUNCTION public.audit_row_change();
+CREATE CONSTRAINT TRIGGER api_keys_audit_update AFTER UPDATE ON public.api_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((to_jsonb(old.*) - 'last_used_at'::text) IS DISTINCT FROM (to_jsonb(new.*) - 'last_used_at'::text))) EXECUTE FUNCTION public.audit_row_change('api_key');
 
 --
 -- Name: api_keys api_keys_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
@@ -1889,7 +1949,7 @@ CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON public.audit_events F
 -- Name: organizations organizations_audit; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE CONSTRAINT TRIGGER organizations_audit AFTER INSERT OR DELETE OR UPDATE ON public.organizations DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change();
+CREATE CONSTRAINT TRIGGER organizations_audit AFTER INSERT OR DELETE OR UPDATE ON public.organizations DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change('organization');
 
 --
 -- Name: organizations organizations_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
@@ -1913,7 +1973,7 @@ CREATE TRIGGER organizations_set_updated_at BEFORE UPDATE ON public.organization
 -- Name: role_permissions role_permissions_audit; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE CONSTRAINT TRIGGER role_permissions_audit AFTER INSERT OR DELETE OR UPDATE ON public.role_permissions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change();
+CREATE CONSTRAINT TRIGGER role_permissions_audit AFTER INSERT OR DELETE OR UPDATE ON public.role_permissions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change('role');
 
 --
 -- Name: role_permissions role_permissions_audit_truncate; Type: TRIGGER; Schema: public; Owner: -
@@ -1967,7 +2027,7 @@ CREATE TRIGGER tenant_scope_key_notify_key_cache AFTER INSERT OR DELETE OR UPDAT
 -- Name: users users_audit; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE CONSTRAINT TRIGGER users_audit AFTER INSERT OR DELETE OR UPDATE ON public.users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change();
+CREATE CONSTRAINT TRIGGER users_audit AFTER INSERT OR DELETE OR UPDATE ON public.users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.audit_row_change('user');
 
 --
 -- Name: users users_notify_key_cache; Type: TRIGGER; Schema: public; Owner: -
@@ -2300,6 +2360,12 @@ GRANT USAGE ON SCHEMA public TO app_key_verifier;
 --
 
 REVOKE ALL ON FUNCTION public.audit_append(p_org uuid, p_action text, p_target_kind text, p_target_id text, p_changes jsonb, p_actor_kind text, p_actor_id text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION audit_chain_is_here(p_org uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.audit_chain_is_here(p_org uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION audit_count_failure(p_org uuid, p_key uuid, p_reason text, p_period timestamp with time zone); Type: ACL; Schema: public; Owner: -
@@ -2662,4 +2728,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'baa6603821d66d59aa1567956016e77feb02950087435e7240fa5b1b17cda46a', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', '5db5adf0be62752afa9828696fab5db40d91e3a5eaf3f0faae6268b288759f4e', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', 'f399514c7d70710af485b3d7fa0dbc2619e91bafc261fbf5d0a95c113d9600a3', 0);

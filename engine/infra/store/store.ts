@@ -278,8 +278,8 @@ export async function storeOver(db: Database, options: Omit<StoreOptions, 'url' 
   const store: Store = {
     db: ownerDb,
     tenantDb: tenantQueries,
-    organizations: new OrganizationsRepository(operator ? actingAs(ownerDb, operator) : ownerDb),
-    audit: new AuditOperations(operator ? actingAs(ownerDb, operator) : ownerDb),
+    organizations: new OrganizationsRepository(operator ? actingAs(ownerDb, operator, { citus }) : ownerDb),
+    audit: new AuditOperations(operator ? actingAs(ownerDb, operator, { citus }) : ownerDb),
     withOrg: async (orgId, work, options) =>
       observe(hooks, 'withOrg', orgAttributes(orgId), () => {
         const { call, ...audit } = withOrgOptions(options);

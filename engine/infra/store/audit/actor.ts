@@ -104,35 +104,47 @@ export function contextJson(context: unknown): string {
 
 /** Sets the transaction's actor, for a pipeline that is one transaction (see Session.pipeline). */
 const SET_ACTOR = `select pg_catalog.set_config('app.actor', $1, true)`;
+/**
+ * On Citus the capture triggers run on the workers, which a setting reaches only by SET LOCAL
+ * with propagate_set_commands 'local', and only in a transaction block: the pipeline gets one.
+ */
+const SET_ACTOR_ON_CITUS = `select pg_catalog.set_config('citus.propagate_set_commands', 'local', true), public.enter_audit_actor($1, '', '')`;
+const BEGIN: PipelinedStatement = { sql: 'begin', rows: false };
+const COMMIT: PipelinedStatement = { sql: 'commit', rows: false };
 
 /**
  * `db`, whose statements record `actor` (`operator:<name>`) as their actor: each one goes with
  * the setting, in one transaction and one round trip. For the operator's repository
  * (store.organizations), outside any tenant scope, where the database takes app.actor as given.
  */
-export function actingAs(db: Database, actor: string): Database {
-  const setActor: PipelinedStatement = { sql: SET_ACTOR, params: [actor], prepare: true, rows: false };
-  /** Where the actor goes in a pipeline: after its BEGIN, if it opens a transaction block, else first. */
-  const actorAt = (statements: readonly PipelinedStatement[]): number => (statements[0] && /^\s*begin\b/i.test(statements[0].sql) ? 1 : 0);
-  const acting = (session: Session): Session => ({
-    query: (sql, params, options) => session.query(sql, params, options),
-    exec: (sql) => session.exec(sql),
-    pipeline: async (statements) => {
-      const at = actorAt(statements);
+export function actingAs(db: Database, actor: string, options: { citus: boolean }): Database {
+  const setActor: PipelinedStatement = { sql: options.citus ? SET_ACTOR_ON_CITUS : SET_ACTOR, params: [actor], prepare: true, rows: false };
+  /** `statements` with the actor set first in their transaction, and the results of `statements` alone. */
+  const withActor = async (session: Session, statements: readonly PipelinedStatement[]) => {
+    const opensBlock = statements[0] !== undefined && /^\s*begin\b/i.test(statements[0].sql);
+    if (opensBlock || !options.citus) {
+      const at = opensBlock ? 1 : 0;
       const results = await session.pipeline([...statements.slice(0, at), setActor, ...statements.slice(at)]);
       results.splice(at, 1);
       return results;
-    },
+    }
+    const results = await session.pipeline([BEGIN, setActor, ...statements, COMMIT]);
+    return results.slice(2, -1);
+  };
+  const acting = (session: Session): Session => ({
+    query: (sql, params, options) => session.query(sql, params, options),
+    exec: (sql) => session.exec(sql),
+    pipeline: (statements) => withActor(session, statements),
   });
   return {
     kind: db.kind,
     location: db.location,
     query: async <Row>(sql: string, params?: readonly unknown[], options?: QueryOptions) => {
       const results = await db.withSession(
-        (session) => session.pipeline([setActor, { sql, params, prepare: options?.prepare ?? false }]),
+        (session) => withActor(session, [{ sql, params, prepare: options?.prepare ?? false }]),
         options?.deadlineMs === undefined ? undefined : { deadlineMs: options.deadlineMs },
       );
-      return results[1] as QueryResult<Row>;
+      return results[0] as QueryResult<Row>;
     },
     exec: (sql) => db.exec(sql),
     withSession: (work, options) => db.withSession((session) => work(acting(session)), options),

@@ -51,8 +51,10 @@ export async function setRetentionDays(db: Database, days: number): Promise<void
   }
   await run(
     db,
-    `insert into audit_retention (id, keep_days) values (1, $1)
-     on conflict on constraint audit_retention_pkey do update set keep_days = excluded.keep_days, updated_at = now()`,
+    // The time in the row inserted, not a call in the update: Citus refuses a stable function
+    // in ON CONFLICT DO UPDATE (audit_retention is a reference table there).
+    `insert into audit_retention (id, keep_days, updated_at) values (1, $1, now())
+     on conflict on constraint audit_retention_pkey do update set keep_days = excluded.keep_days, updated_at = excluded.updated_at`,
     [days],
     { prepare: false },
   );

@@ -18,7 +18,14 @@ import { StoreError } from '../errors.ts';
 import { quoteIdent } from '../connection/run.ts';
 import { migrationStatus } from '../migrator/runner.ts';
 import { isCitus } from './detect.ts';
-import { DISTRIBUTED_TABLES, DISTRIBUTION_COLUMN, NODE_LOCAL_TABLES, REFERENCE_TABLES, TRIGGERS_NOT_ON_CITUS } from './layout.ts';
+import {
+  AUDIT_CAPTURE_TRIGGERS,
+  DISTRIBUTED_TABLES,
+  DISTRIBUTION_COLUMN,
+  NODE_LOCAL_TABLES,
+  REFERENCE_TABLES,
+  TRIGGERS_NOT_ON_CITUS,
+} from './layout.ts';
 
 export interface DistributeOptions {
   /** Shards per distributed table (default 32: many per node, so that adding nodes can spread them). */
@@ -113,6 +120,7 @@ export async function distributeOnCitus(db: Database, options: DistributeOptions
       for (const { table, trigger } of TRIGGERS_NOT_ON_CITUS) {
         await session.query(`drop trigger if exists ${quoteIdent(trigger)} on public.${quoteIdent(table)}`);
       }
+      const auditTriggers = await setAsideTriggers(session, AUDIT_CAPTURE_TRIGGERS);
       for (const table of toReference) {
         log(`reference table ${table} (${rowsBefore[table]} rows): copying to every node`);
         await session.query('select create_reference_table($1)', [table]);
@@ -127,6 +135,8 @@ export async function distributeOnCitus(db: Database, options: DistributeOptions
         log(`foreign key ${key.name} on ${key.table}: checking every row`);
         await session.query(`alter table public.${quoteIdent(key.table)} add constraint ${quoteIdent(key.name)} ${key.definition}`);
       }
+      if (auditTriggers.length > 0) log(`${auditTriggers.length} audit capture triggers back in place, on every shard`);
+      for (const definition of auditTriggers) await session.query(definition);
       // verify_api_key runs as app_key_verifier, and Citus reaches the workers as the current
       // role: it must be able to log in there (from the coordinator only: see docs/scaling-out.md).
       // Only when it cannot yet: ALTER ROLE rewrites the role's row on every node, and two
@@ -207,6 +217,20 @@ interface ForeignKey {
 }
 
 /** Drops every foreign key between the store's tables and returns them, to be added back. */
+/** Drops `triggers` where they exist, and returns their definitions to create them again. */
+async function setAsideTriggers(session: Session, triggers: readonly { table: string; trigger: string }[]): Promise<string[]> {
+  const { rows } = await session.query<{ table: string; trigger: string; definition: string }>(
+    `select c.relname as table, t.tgname as trigger, pg_catalog.pg_get_triggerdef(t.oid) as definition
+       from pg_catalog.pg_trigger t join pg_catalog.pg_class c on c.oid = t.tgrelid
+       join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = 'public' and (c.relname, t.tgname) in (select * from unnest($1::text[], $2::text[]))
+      order by 1, 2`,
+    [triggers.map((t) => t.table), triggers.map((t) => t.trigger)],
+  );
+  for (const row of rows) await session.query(`drop trigger ${quoteIdent(row.trigger)} on public.${quoteIdent(row.table)}`);
+  return rows.map((row) => row.definition);
+}
+
 async function dropForeignKeys(session: Session): Promise<ForeignKey[]> {
   const { rows } = await session.query<ForeignKey>(
     `select c.relname as table, con.conname as name, pg_catalog.pg_get_constraintdef(con.oid) as definition

@@ -31,10 +31,6 @@ export const REFERENCE_TABLES = [
  * - the key cache's NOTIFYs: they would be sent on the node of the row, where no store listens,
  *   and a write to a reference table commits with two-phase commit, which PostgreSQL refuses
  *   after a NOTIFY (the store refuses keyCache on Citus; migration 20261128160000);
- * - the audit trail's capture: a trigger on a shard cannot write another distributed table (the
- *   chain), and a trigger on a reference table runs on each node's copy. On Citus the trail holds
- *   the events the store appends itself (refused verifications, prunes) until capture runs
- *   there too (migration 20261205120000).
  */
 export const TRIGGERS_NOT_ON_CITUS = [
   { table: 'role_permissions', trigger: 'role_permissions_refresh_role_grants' },
@@ -45,12 +41,6 @@ export const TRIGGERS_NOT_ON_CITUS = [
   { table: 'users', trigger: 'users_notify_key_cache_delete' },
   { table: 'api_keys', trigger: 'api_keys_notify_key_cache' },
   { table: 'api_keys', trigger: 'api_keys_notify_key_cache_delete' },
-  { table: 'organizations', trigger: 'organizations_audit' },
-  { table: 'users', trigger: 'users_audit' },
-  { table: 'api_keys', trigger: 'api_keys_audit' },
-  { table: 'api_keys', trigger: 'api_keys_audit_update' },
-  { table: 'role_permissions', trigger: 'role_permissions_audit' },
-  { table: 'role_permissions', trigger: 'role_permissions_audit_truncate' },
 ] as const;
 
 /**
@@ -85,3 +75,21 @@ export const DISTRIBUTED_TABLES = [
  * organization and keeps a prefix from ever being issued twice.
  */
 export const TENANT_INSERTABLE_REFERENCE_TABLES = ['api_key_prefixes'] as const;
+
+/**
+ * The audit trail's capture triggers (migration 20261205120000), which do run on Citus: a
+ * shard's trigger appends to its organization's chain, whose shard is on the same node (Citus
+ * lets a trigger reach co-located shards, not other nodes), and a reference table's trigger runs
+ * on every node's copy, where audit_chain_is_here() lets only the chain's node append. The
+ * distribute command sets them aside while it copies the rows into place (a copy is not a
+ * change, and its pending events would stop the foreign keys from being added back), then
+ * creates them again, on every shard.
+ */
+export const AUDIT_CAPTURE_TRIGGERS = [
+  { table: 'organizations', trigger: 'organizations_audit' },
+  { table: 'users', trigger: 'users_audit' },
+  { table: 'api_keys', trigger: 'api_keys_audit' },
+  { table: 'api_keys', trigger: 'api_keys_audit_update' },
+  { table: 'role_permissions', trigger: 'role_permissions_audit' },
+  { table: 'role_permissions', trigger: 'role_permissions_audit_truncate' },
+] as const;

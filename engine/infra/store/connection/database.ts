@@ -11,6 +11,7 @@ import { clearUnstartedDataDir, lockDataDir, newOrEmptyDir, pgliteStartError, pr
 import { SQLSTATE, databaseErrorFields } from './database-errors.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 import { runPipeline } from './pipeline.ts';
+import { relayingWorkerErrors } from './worker-errors.ts';
 import { KeyedSlots } from './slots.ts';
 import { openListener, type ListenHandlers, type Listener } from './listener.ts';
 
@@ -605,23 +606,35 @@ function openPostgres(
     },
   };
   /** A session on `client`, each round trip within `sessionDeadlineMs` (null: none). */
+  // A session's statements may COMMIT, which a Citus worker can refuse (worker-errors.ts).
   const onClient = (client: pg.PoolClient, sessionDeadlineMs: number | null): Session => ({
-    query: (sql, params, options) => guard(send(client, sql, params, options), client, options?.deadlineMs ?? sessionDeadlineMs),
+    query: (sql, params, options) =>
+      guard(
+        relayingWorkerErrors(client, () => send(client, sql, params, options)),
+        client,
+        options?.deadlineMs ?? sessionDeadlineMs,
+      ),
     async exec(sql: string) {
-      await guard(client.query(sql), client, sessionDeadlineMs);
+      await guard(
+        relayingWorkerErrors(client, () => client.query(sql)),
+        client,
+        sessionDeadlineMs,
+      );
     },
     pipeline: (statements) =>
       guard(
-        runPipeline(
-          client,
-          // Named apart from the same SQL sent through query(): see pipeline.ts.
-          statements.map((statement) => ({
-            name: statement.prepare ? `p${statementName(statement.sql)}` : undefined,
-            text: statement.sql,
-            values: statement.params ?? [],
-            rows: statement.rows ?? true,
-          })),
-          pgTypes,
+        relayingWorkerErrors(client, () =>
+          runPipeline(
+            client,
+            // Named apart from the same SQL sent through query(): see pipeline.ts.
+            statements.map((statement) => ({
+              name: statement.prepare ? `p${statementName(statement.sql)}` : undefined,
+              text: statement.sql,
+              values: statement.params ?? [],
+              rows: statement.rows ?? true,
+            })),
+            pgTypes,
+          ),
         ),
         client,
         sessionDeadlineMs,

@@ -38,6 +38,11 @@
 -- partition of their own land in audit_events_default: audit_ensure_partitions() makes the
 -- coming ones (migrate, prune), and doctor reports a default partition that holds rows.
 --
+-- On Citus (docs/scaling-out.md) the events and heads are distributed by org_id, co-located with
+-- users and api_keys, and the capture triggers run on the workers: a shard's trigger appends to
+-- the chain's shard on its own node, a reference table's trigger only on the node of the chain
+-- (audit_chain_is_here), with the actor set by SET LOCAL (enter_audit_actor).
+--
 -- Authentication failures. record_api_key_failure() (called by the store after a refused
 -- verification) appends one event per key, reason and minute (rate limiting: per hour window),
 -- and counts the attempts in api_key_auth_failures, so a flood adds counts, not rows.
@@ -226,6 +231,55 @@ comment on function audit_append(uuid, text, text, text, jsonb, text, text) is
   'Appends an event to an organization''s audit chain, with the transaction''s actor (signed in a tenant scope) and context.';
 revoke execute on function audit_append(uuid, text, text, text, jsonb, text, text) from public;
 
+-- Sets who acts (app.actor, app.actor_token) and the caller's context (app.audit_context) for
+-- the rest of the transaction, as the store does on Citus: there the capture triggers run on the
+-- workers, which a setting reaches only by SET LOCAL with citus.propagate_set_commands =
+-- 'local' (set_config does not reach them). Elsewhere set_config, which is what it amounts to.
+-- No SET clause: it would undo the SET LOCALs on return; every name is schema-qualified.
+-- Anyone may call it: a setting proves nothing without the store's signature (see the top).
+create function enter_audit_actor(p_actor text, p_actor_token text, p_context text) returns void
+  language plpgsql volatile
+as $$
+begin
+  if pg_catalog.current_setting('citus.propagate_set_commands', true) operator(pg_catalog.=) 'local' then
+    execute pg_catalog.format('set local app.actor = %L', coalesce(p_actor, ''));
+    execute pg_catalog.format('set local app.actor_token = %L', coalesce(p_actor_token, ''));
+    execute pg_catalog.format('set local app.audit_context = %L', coalesce(p_context, ''));
+  else
+    perform pg_catalog.set_config('app.actor', coalesce(p_actor, ''), true),
+            pg_catalog.set_config('app.actor_token', coalesce(p_actor_token, ''), true),
+            pg_catalog.set_config('app.audit_context', coalesce(p_context, ''), true);
+  end if;
+end
+$$;
+comment on function enter_audit_actor(text, text, text) is
+  'Sets the transaction''s audit actor, its signature and the caller''s context (SET LOCAL where Citus needs it on the workers).';
+
+-- Whether organization p_org's chain is on this node. Always, on one server. On Citus the
+-- organizations and the role mapping are reference tables, copied to every node, whose triggers
+-- run on every copy: the node that holds the chain's shard records the change, the others
+-- (the coordinator among them) do nothing. A shard's trigger (users, api_keys) needs no check:
+-- its organization's chain is co-located with it. Before the store is distributed, on a
+-- database with the Citus extension, the chain is here too.
+create function audit_chain_is_here(p_org uuid) returns boolean
+  language plpgsql stable
+  set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if to_regclass('pg_catalog.pg_dist_partition') is null then
+    return true;
+  end if;
+  if not exists (select from pg_catalog.pg_dist_partition p where p.logicalrelid = 'public.audit_heads'::regclass) then
+    return true;
+  end if;
+  return exists (select from pg_catalog.pg_dist_placement p
+                  where p.shardid = pg_catalog.get_shard_id_for_distribution_column('public.audit_heads', p_org)
+                    and p.groupid = (select g.groupid from pg_catalog.pg_dist_local_group g));
+end
+$$;
+comment on function audit_chain_is_here(uuid) is 'Whether an organization''s audit chain is on this node (always, but on a Citus worker that does not hold its shard).';
+revoke execute on function audit_chain_is_here(uuid) from public;
+
 -- The row triggers' function: the action and the changed fields of one row, then the append.
 -- Never recorded: ids and organization (they are the target), times the database stamps
 -- (created_at, updated_at), last_used_at (verification's), email_lower (derived) and key_hash
@@ -247,18 +301,23 @@ declare
 begin
   if tg_op <> 'INSERT' then old_row := to_jsonb(old); end if;
   if tg_op <> 'DELETE' then new_row := to_jsonb(new); end if;
-  if tg_table_name = 'role_permissions' then
+  -- The kind is the trigger's argument, not tg_table_name: on Citus the trigger runs on a shard
+  -- (organizations_102008).
+  kind := tg_argv[0];
+  if kind = 'role' then
     org := '00000000-0000-0000-0000-000000000000';
-    kind := 'role';
     target := coalesce(new_row, old_row) ->> 'role';
   else
-    kind := case tg_table_name when 'organizations' then 'organization' when 'users' then 'user' else 'api_key' end;
     target := coalesce(new_row, old_row) ->> 'id';
-    org := (coalesce(new_row, old_row) ->> case when tg_table_name = 'organizations' then 'id' else 'org_id' end)::uuid;
+    org := (coalesce(new_row, old_row) ->> case when kind = 'organization' then 'id' else 'org_id' end)::uuid;
     -- The rows an organization's purge removes with it: its own event says so.
-    if tg_op = 'DELETE' and tg_table_name <> 'organizations' and not exists (select from public.organizations o where o.id = org) then
+    if tg_op = 'DELETE' and kind <> 'organization' and not exists (select from public.organizations o where o.id = org) then
       return null;
     end if;
+  end if;
+  -- A reference table's row changes on every node of a Citus cluster: the node of the chain records it.
+  if kind in ('organization', 'role') and not public.audit_chain_is_here(org) then
+    return null;
   end if;
 
   select coalesce(jsonb_object_agg(f.key,
@@ -316,7 +375,9 @@ create function audit_role_permissions_truncate() returns trigger
   set search_path = pg_catalog, pg_temp
 as $$
 begin
-  perform public.audit_append('00000000-0000-0000-0000-000000000000', 'permission.cleared', 'role', '*', '{}');
+  if public.audit_chain_is_here('00000000-0000-0000-0000-000000000000') then
+    perform public.audit_append('00000000-0000-0000-0000-000000000000', 'permission.cleared', 'role', '*', '{}');
+  end if;
   return null;
 end
 $$;
@@ -326,17 +387,17 @@ revoke execute on function audit_role_permissions_truncate() from public;
 -- Deferrable, initially deferred: run at commit (see the top of this file). The update triggers
 -- of api_keys skip verification's own write (last_used_at alone) before anything is queued.
 create constraint trigger organizations_audit after insert or update or delete on organizations
-  deferrable initially deferred for each row execute function audit_row_change();
+  deferrable initially deferred for each row execute function audit_row_change('organization');
 create constraint trigger users_audit after insert or update or delete on users
-  deferrable initially deferred for each row execute function audit_row_change();
+  deferrable initially deferred for each row execute function audit_row_change('user');
 create constraint trigger api_keys_audit after insert or delete on api_keys
-  deferrable initially deferred for each row execute function audit_row_change();
+  deferrable initially deferred for each row execute function audit_row_change('api_key');
 create constraint trigger api_keys_audit_update after update on api_keys
   deferrable initially deferred for each row
   when ((pg_catalog.to_jsonb(old) - 'last_used_at') is distinct from (pg_catalog.to_jsonb(new) - 'last_used_at'))
-  execute function audit_row_change();
+  execute function audit_row_change('api_key');
 create constraint trigger role_permissions_audit after insert or update or delete on role_permissions
-  deferrable initially deferred for each row execute function audit_row_change();
+  deferrable initially deferred for each row execute function audit_row_change('role');
 create trigger role_permissions_audit_truncate after truncate on role_permissions
   for each statement execute function audit_role_permissions_truncate();
 
@@ -517,13 +578,12 @@ lock table api_keys, users, organizations, role_permissions in share row exclusi
 
 -- An audit trail is not thrown away by a rollback unless the operator says so: migrate down
 -- refuses to drop a table that holds rows without --force (migrator/down-checks.ts).
--- If exists: the distribute command drops them on Citus.
-drop trigger if exists role_permissions_audit_truncate on role_permissions;
-drop trigger if exists role_permissions_audit on role_permissions;
-drop trigger if exists api_keys_audit_update on api_keys;
-drop trigger if exists api_keys_audit on api_keys;
-drop trigger if exists users_audit on users;
-drop trigger if exists organizations_audit on organizations;
+drop trigger role_permissions_audit_truncate on role_permissions;
+drop trigger role_permissions_audit on role_permissions;
+drop trigger api_keys_audit_update on api_keys;
+drop trigger api_keys_audit on api_keys;
+drop trigger users_audit on users;
+drop trigger organizations_audit on organizations;
 drop function record_api_key_failure(text, bytea);
 drop function audit_count_failure(uuid, uuid, text, timestamptz);
 -- squawk-ignore ban-drop-table -- counts of refused verifications; migrate down refuses a table with rows unless forced
@@ -538,5 +598,7 @@ drop function audit_ensure_partitions(timestamptz, integer);
 drop function refuse_audit_event_changes();
 drop function audit_role_permissions_truncate();
 drop function audit_row_change();
+drop function audit_chain_is_here(uuid);
+drop function enter_audit_actor(text, text, text);
 drop function audit_append(uuid, text, text, text, jsonb, text, text);
 drop function audit_event_content(uuid, bigint, timestamptz, text, text, text, text, text, jsonb, jsonb);

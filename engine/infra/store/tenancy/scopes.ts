@@ -233,13 +233,20 @@ function enterStatement(shape: { citus: boolean; readOnly: boolean; enterRole: b
       ? [`set_config('transaction_read_only', 'on', true)`]
       : // Who acts, signed, and the caller's context, for the audit trail (audit/actor.ts): always
         // set, so that nothing a session holds (the embedded database's owner) speaks for the scope.
-        [
-          `set_config('app.actor', $${shape.limits ? 8 : 4}, true)`,
-          `set_config('app.actor_token', $${shape.limits ? 9 : 5}, true)`,
-          `set_config('app.audit_context', $${shape.limits ? 10 : 6}, true)`,
-        ]),
+        // On Citus with SET LOCAL, by enter_audit_actor: the capture triggers run on the workers.
+        auditSettings(shape.citus, shape.limits ? 8 : 4)),
   ];
   return `select ${calls.join(', ')}`;
+}
+
+function auditSettings(citus: boolean, first: number): string[] {
+  const [actor, token, context] = [first, first + 1, first + 2].map((n) => `$${n}`);
+  if (citus) return [`public.enter_audit_actor(${actor}, ${token}, ${context})`];
+  return [
+    `set_config('app.actor', ${actor}, true)`,
+    `set_config('app.actor_token', ${token}, true)`,
+    `set_config('app.audit_context', ${context}, true)`,
+  ];
 }
 
 /** Who acts in a write scope, and the caller's context, as the entry statement sets them. */
