@@ -137,7 +137,7 @@ rows.push({
 });
 rows.push({
   benchmark: `audit prune of a month of ${audit.prune.events.toLocaleString('en-US')} events (locks held)`,
-  measured: `${audit.prune.lockedMs.toFixed(1)} ms (whole prune ${(audit.prune.totalMs / 1000).toFixed(1)} s)`,
+  measured: `${audit.prune.lockedMs.toFixed(1)} ms (months emptied first: ${audit.prune.partitionLockedMs.toFixed(0)} ms on them; whole prune ${(audit.prune.totalMs / 1000).toFixed(1)} s)`,
   floor: '',
   ratio: '',
   goal: '< 1000 ms',

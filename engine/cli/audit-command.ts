@@ -113,7 +113,8 @@ export function addAuditCommand(program: Command, output: Output): void {
         const report = await store.audit.prune(given({ before: options.before }));
         output.result(report, () => [
           `pruned ${report.eventsRemoved.toLocaleString('en-US')} event(s) before ${report.cut.toISOString()}: ` +
-            `${report.partitionsDropped.length} month(s) dropped, ${report.chainsCut} chain(s) cut, locks held ${report.lockedMs.toFixed(1)} ms`,
+            `${report.partitionsDropped.length} month(s) dropped, ${report.chainsCut} chain(s) cut, ` +
+            `locks held ${report.lockedMs.toFixed(1)} ms on the trail (${report.partitionLockedMs.toFixed(1)} ms on the months emptied)`,
         ]);
       });
     });

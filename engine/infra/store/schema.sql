@@ -713,8 +713,15 @@ CREATE FUNCTION public.refuse_audit_event_changes() RETURNS trigger
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 begin
-  if tg_op = 'DELETE' and current_setting('engine_store.audit_pruning', true) = 'on' then
-    return old;
+  -- audit prune: its DELETE from the default partition, its TRUNCATE of a past month (named
+  -- audit_events_yYYYYmMM, with a shard id after it on Citus) before it drops it.
+  if current_setting('engine_store.audit_pruning', true) = 'on' then
+    if tg_op = 'DELETE' then
+      return old;
+    end if;
+    if tg_op = 'TRUNCATE' and tg_table_name ~ '^audit_events_y[0-9]{4}m[0-9]{2}' then
+      return null;
+    end if;
   end if;
   raise exception 'audit events are append-only: % refused (only engine-store audit prune removes them)', tg_op using errcode = 'ES005';
 end
@@ -724,7 +731,7 @@ $$;
 -- Name: FUNCTION refuse_audit_event_changes(); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.refuse_audit_event_changes() IS 'Trigger: refuses UPDATE, DELETE and TRUNCATE of audit events, except the deletes of audit prune.';
+COMMENT ON FUNCTION public.refuse_audit_event_changes() IS 'Trigger: refuses UPDATE, DELETE and TRUNCATE of audit events, except the deletes and month truncations of audit prune.';
 
 --
 -- Name: refuse_writes_of_inactive_org(); Type: FUNCTION; Schema: public; Owner: -
@@ -2732,4 +2739,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'baa6603821d66d59aa1567956016e77feb02950087435e7240fa5b1b17cda46a', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', 'f71f7f3ab894cf15efd77c6edc15ef12664129e92fa853651bc3c99193a040ca', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', 'f515511ebac8cfd6ab070e1185fd4826a5aa4f8456e8db380d041c73c10a246e', 0);

@@ -413,13 +413,20 @@ create function refuse_audit_event_changes() returns trigger
   set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if tg_op = 'DELETE' and current_setting('engine_store.audit_pruning', true) = 'on' then
-    return old;
+  -- audit prune: its DELETE from the default partition, its TRUNCATE of a past month (named
+  -- audit_events_yYYYYmMM, with a shard id after it on Citus) before it drops it.
+  if current_setting('engine_store.audit_pruning', true) = 'on' then
+    if tg_op = 'DELETE' then
+      return old;
+    end if;
+    if tg_op = 'TRUNCATE' and tg_table_name ~ '^audit_events_y[0-9]{4}m[0-9]{2}' then
+      return null;
+    end if;
   end if;
   raise exception 'audit events are append-only: % refused (only engine-store audit prune removes them)', tg_op using errcode = 'ES005';
 end
 $$;
-comment on function refuse_audit_event_changes() is 'Trigger: refuses UPDATE, DELETE and TRUNCATE of audit events, except the deletes of audit prune.';
+comment on function refuse_audit_event_changes() is 'Trigger: refuses UPDATE, DELETE and TRUNCATE of audit events, except the deletes and month truncations of audit prune.';
 revoke execute on function refuse_audit_event_changes() from public;
 create trigger audit_events_append_only before update or delete on audit_events
   for each row execute function refuse_audit_event_changes();
