@@ -4,6 +4,7 @@
  * security; append-only; a hash chain that `verify` recomputes and that survives `prune`.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeOver, type AuditEvent, type Store } from 'engine-store';
 import { backends, type TestDatabase } from '../support/backends.ts';
@@ -406,6 +407,7 @@ describe.each(withCitus(backends))('audit trail on $name', (backend) => {
     expect(report.partitionLockedMs).toBeGreaterThan(0);
     const again = await store.audit.prune({ before: new Date('2026-02-15T00:00:00Z') });
     expect([again.chainsCut, again.eventsRemoved]).toEqual([0, 0]);
+
     await store.audit.setRetentionDays(3650);
     expect(await store.audit.retentionDays()).toBe(3650);
     expect((await store.audit.prune()).eventsRemoved).toBe(0);
@@ -413,5 +415,21 @@ describe.each(withCitus(backends))('audit trail on $name', (backend) => {
     // An owner who deletes the oldest events without prune leaves a start nobody recorded.
     await tamper(store.db, `delete from audit_events where org_id = '${orgId}' and seq = 3`);
     expect((await store.audit.verify({ orgId })).findings[0]).toMatchObject({ reason: 'start', seq: 4 });
+
+    // Two prunes at once, both started while a third holds the prune lock (on a server): the
+    // second reads the cuts after the first recorded them.
+    const march = randomUUID();
+    await backdatedEvents(store.db, march, ['2026-03-04T10:00:00Z', '2026-03-05T10:00:00Z']);
+    const holder = database.url ? new pg.Client({ connectionString: database.url }) : undefined;
+    await holder?.connect();
+    await holder?.query(`select pg_advisory_lock(hashtext('engine_store.audit_prune'))`);
+    const pruning = Promise.all([1, 2].map(() => store.audit.prune({ before: new Date('2026-04-02T00:00:00Z') })));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await holder?.query(`select pg_advisory_unlock(hashtext('engine_store.audit_prune'))`);
+    await holder?.end();
+    const both = await pruning;
+    expect(both.map((one) => one.chainsCut).sort()).toEqual([0, 1]);
+    expect((await eventsOf(store, march)).map((event) => `${event.seq} ${event.action}`)).toEqual(['3 audit.pruned']);
+    expect((await store.audit.verify({ orgId: march })).ok).toBe(true);
   });
 });

@@ -39,6 +39,17 @@ export interface PruneReport {
 const MONTHLY = /^audit_events_y(\d{4})m(\d{2})$/;
 /** Prunes one at a time: two would each lock heads the other wants. */
 const PRUNE_LOCK = `select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('engine_store.audit_prune'))`;
+/** The same lock, held by the session across the read of the cuts and their appends. */
+const PRUNE_SESSION_LOCK = `select pg_catalog.pg_advisory_lock(pg_catalog.hashtext('engine_store.audit_prune'))`;
+const PRUNE_SESSION_UNLOCK = `select pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('engine_store.audit_prune'))`;
+/** Each chain that loses events at `$1`, with its last lost event, unless a prune recorded that cut. */
+const CUTS = `select c.org_id::text as org_id, c.seq::text as seq, pg_catalog.encode(e.hash, 'hex') as hash
+   from (select org_id, max(seq) as seq from audit_events where occurred_at < $1 group by org_id) c
+   join audit_events e on e.org_id = c.org_id and e.seq = c.seq and e.occurred_at < $1
+   left join (select org_id, max((changes ->> 'seq')::bigint) as seq from audit_events where action = 'audit.pruned' group by org_id) p
+     on p.org_id = c.org_id
+  where p.seq is null or p.seq < c.seq
+  order by c.org_id`;
 
 export async function retentionDays(db: Database): Promise<number | undefined> {
   const { rows } = await run<{ keep_days: number }>(db, 'select keep_days from audit_retention where id = 1', [], { prepare: false });
@@ -106,37 +117,34 @@ export async function pruneAudit(db: Database, options: PruneOptions = {}): Prom
   // 1. The cuts, recorded in each chain that loses events (unless an earlier run recorded them):
   // found in one read, then appended one organization at a time, in one transaction. Joins on
   // org_id and no correlated subquery, so that Citus pushes the read down to the shards; the
-  // appends are plain calls, which Citus does not push into a distributed query.
-  const { rows: cuts } = await run<{ org_id: string; seq: string; hash: string }>(
-    db,
-    `select c.org_id::text as org_id, c.seq::text as seq, pg_catalog.encode(e.hash, 'hex') as hash
-       from (select org_id, max(seq) as seq from audit_events where occurred_at < $1 group by org_id) c
-       join audit_events e on e.org_id = c.org_id and e.seq = c.seq and e.occurred_at < $1
-       left join (select org_id, max((changes ->> 'seq')::bigint) as seq from audit_events where action = 'audit.pruned' group by org_id) p
-         on p.org_id = c.org_id
-      where p.seq is null or p.seq < c.seq
-      order by c.org_id`,
-    [cut],
-    { prepare: false },
-  );
-  if (cuts.length > 0) {
-    await db
-      .withSession((session) =>
-        session.pipeline([
-          { sql: PRUNE_LOCK, rows: false },
-          ...cuts.map((cutAt) => ({
-            sql: `select public.audit_append($1::uuid, 'audit.pruned', 'audit', $1::text,
-                    pg_catalog.jsonb_build_object('before', $2::timestamptz, 'seq', $3::bigint, 'hash', $4::text))`,
-            params: [cutAt.org_id, cut, cutAt.seq, cutAt.hash],
-            prepare: true,
-            rows: false,
-          })),
-        ]),
-      )
-      .catch((error: unknown) => {
-        throw toStoreError(error);
-      });
-  }
+  // appends are plain calls, which Citus does not push into a distributed query. The read and
+  // the appends under one lock of the session, so that a second prune at the same time reads
+  // the cuts after the first recorded them, and records none twice.
+  const cuts = await db
+    .withSession(async (session) => {
+      await session.query(PRUNE_SESSION_LOCK);
+      try {
+        const { rows } = await session.query<{ org_id: string; seq: string; hash: string }>(CUTS, [cut]);
+        if (rows.length > 0) {
+          await session.pipeline([
+            { sql: PRUNE_LOCK, rows: false },
+            ...rows.map((cutAt) => ({
+              sql: `select public.audit_append($1::uuid, 'audit.pruned', 'audit', $1::text,
+                      pg_catalog.jsonb_build_object('before', $2::timestamptz, 'seq', $3::bigint, 'hash', $4::text))`,
+              params: [cutAt.org_id, cut, cutAt.seq, cutAt.hash],
+              prepare: true,
+              rows: false,
+            })),
+          ]);
+        }
+        return rows;
+      } finally {
+        await session.query(PRUNE_SESSION_UNLOCK);
+      }
+    })
+    .catch((error: unknown) => {
+      throw toStoreError(error);
+    });
   const chainsCut = cuts.length;
 
   // 2. The months, dropped, and what sits in the default partition, deleted.
