@@ -11,7 +11,7 @@ import { clearUnstartedDataDir, lockDataDir, newOrEmptyDir, pgliteStartError, pr
 import { SQLSTATE, databaseErrorFields } from './database-errors.ts';
 import { StoreError, isStoreError } from '../errors.ts';
 import { runPipeline } from './pipeline.ts';
-import { relayingWorkerErrors } from './worker-errors.ts';
+import { relayingWorkerErrors, watchWarnings } from './worker-errors.ts';
 import { KeyedSlots } from './slots.ts';
 import { openListener, type ListenHandlers, type Listener } from './listener.ts';
 
@@ -540,6 +540,7 @@ function openPostgres(
   const lost = new WeakSet<pg.PoolClient>();
   pool.on('connect', (client) => {
     client.on('error', () => lost.add(client as pg.PoolClient));
+    watchWarnings(client);
   });
   const location = redactUrl(url);
   /** Clients whose round trip passed its deadline (with that deadline): destroyed, and their calls failed with TIMEOUT. */

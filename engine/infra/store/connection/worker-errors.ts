@@ -20,19 +20,36 @@ interface Notice {
   constraint?: string;
 }
 
+/** A client's last warnings, numbered: a call reads those that came after it began. */
+interface Warnings {
+  count: number;
+  recent: { n: number; notice: Notice }[];
+}
+
+const KEPT = 8;
+const warningsOf = new WeakMap<pg.ClientBase, Warnings>();
+
+/** Keeps `client`'s last warnings; once per connection, when the pool opens it. */
+export function watchWarnings(client: pg.ClientBase): void {
+  const warnings: Warnings = { count: 0, recent: [] };
+  warningsOf.set(client, warnings);
+  client.on('notice', (notice: Notice) => {
+    if (notice.severity !== 'WARNING') return;
+    warnings.count += 1;
+    warnings.recent.push({ n: warnings.count, notice });
+    if (warnings.recent.length > KEPT) warnings.recent.shift();
+  });
+}
+
 /** Runs `work` on `client`, turning a commit a worker refused into the worker's error. */
 export async function relayingWorkerErrors<T>(client: pg.ClientBase, work: () => Promise<T>): Promise<T> {
-  const warnings: Notice[] = [];
-  const onNotice = (notice: Notice) => {
-    if (notice.severity === 'WARNING') warnings.push(notice);
-  };
-  client.on('notice', onNotice);
+  const warnings = warningsOf.get(client);
+  const mark = warnings?.count ?? 0;
   try {
     return await work();
   } catch (error) {
-    throw workerError(error, warnings) ?? error;
-  } finally {
-    client.off('notice', onNotice);
+    const since = warnings?.recent.filter((warning) => warning.n > mark).map((warning) => warning.notice) ?? [];
+    throw workerError(error, since) ?? error;
   }
 }
 
