@@ -176,6 +176,40 @@ alter table workflow_states drop column priority;
         rmSync(dir, { recursive: true, force: true });
       }
     });
+
+    it('reverts the audit trail on the cluster (held events need --force) and applies it again; distribute places its tables', async () => {
+      const store = await openStore({ url: cluster.url, operator: 'ops' });
+      try {
+        const org = await store.organizations.create({ name: 'Audited Around' });
+        await store.withOrg(org.id, (tx) => tx.users.create({ email: 'before@around.example', role: 'admin' }));
+      } finally {
+        await store.close();
+      }
+      const refused = await expectStoreError(() => migrateDown(db, { count: 1 }), 'CONFLICT');
+      expect(refused.message).toMatch(/audit_events, which holds rows/);
+      // Reference-table DDL after distributed-table DDL in one transaction: the migration runs
+      // it sequentially (citus.multi_shard_modify_mode), or Citus refuses the second.
+      await migrateDown(db, { count: 1, force: true });
+      expect((await db.query(`select to_regclass('audit_events') as t`)).rows[0]).toEqual({ t: null });
+      await migrateUp(db);
+      const report = await distributeOnCitus(db);
+      expect([report.referenceTables, report.distributedTables]).toEqual([
+        ['audit_retention'],
+        ['api_key_auth_failures', 'audit_heads', 'audit_events'],
+      ]);
+      const again = await openStore({ url: cluster.url, operator: 'ops' });
+      try {
+        const org = await again.organizations.create({ name: 'Audited Again' });
+        await again.withOrg(org.id, (tx) => tx.users.create({ email: 'after@around.example', role: 'admin' }));
+        expect((await again.audit.list(org.id, { order: 'asc' })).items.map((event) => `${event.action} by ${event.actor.id}`)).toEqual([
+          'organization.created by ops',
+          'user.created by ops',
+        ]);
+        expect(await again.audit.verify({})).toMatchObject({ ok: true });
+      } finally {
+        await again.close();
+      }
+    });
   });
 
   describe('an organization on the cluster', () => {

@@ -2739,4 +2739,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'baa6603821d66d59aa1567956016e77feb02950087435e7240fa5b1b17cda46a', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', 'f515511ebac8cfd6ab070e1185fd4826a5aa4f8456e8db380d041c73c10a246e', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', '93c5bf50258f1ea004c8a97498c1e63c9354a18a4072b38b878b1cd359ec177b', 0);

@@ -48,6 +48,8 @@
 -- and counts the attempts in api_key_auth_failures, so a flood adds counts, not rows.
 -- Up Migration
 set local statement_timeout = '60s';
+-- On Citus (a placeholder elsewhere), applied after distribution: see the Down Migration.
+set local citus.multi_shard_modify_mode = 'sequential';
 -- The strong locks first, children before parents, as writers take them (CREATE TRIGGER takes
 -- SHARE ROW EXCLUSIVE).
 lock table api_keys, users, organizations, role_permissions in share row exclusive mode;
@@ -586,6 +588,9 @@ grant select on audit_heads to app_tenant;
 
 -- Down Migration
 set local statement_timeout = '60s';
+-- On Citus (a placeholder elsewhere): DDL on a reference table (organizations, role_permissions,
+-- audit_retention) is refused after parallel DDL on a distributed one in the same transaction.
+set local citus.multi_shard_modify_mode = 'sequential';
 lock table api_keys, users, organizations, role_permissions in share row exclusive mode;
 
 -- An audit trail is not thrown away by a rollback unless the operator says so: migrate down

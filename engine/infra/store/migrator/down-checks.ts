@@ -77,7 +77,8 @@ async function tablesThatWouldLoseRows(session: Session, file: MigrationFile, be
       if (!rows[0]!.present) continue;
       const kept = beforeTheRun ? ROWS_GONE_BEFORE_THE_DROP[table] : undefined;
       const { rows: held } = await session.query<{ any: boolean }>(
-        `select exists (select from public.${table}${kept ? ` where ${kept}` : ''}) as any`,
+        // select 1, not an empty select list, which Citus cannot plan on a distributed table (42601).
+        `select exists (select 1 from public.${table}${kept ? ` where ${kept}` : ''}) as any`,
       );
       if (held[0]!.any) {
         refusals.push({
