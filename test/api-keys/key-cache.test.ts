@@ -232,35 +232,68 @@ describe.skipIf(!serverUrl)('key cache (PostgreSQL)', () => {
       .toBe(true);
   });
 
+  /**
+   * A verification of `key` whose lease waits on the key's counter row, which another session
+   * holds until `release()`: the cache is drained first, so that it goes to the database.
+   */
+  async function leaseWaitingOnCounter(store: Store, key: string, apiKeyId: string) {
+    await warm(store, key);
+    while (store.keyCache!.stats().permitsHeld > 0) await store.verifyApiKey(key);
+    const blocker = new pg.Client({ connectionString: server.url });
+    await blocker.connect();
+    await blocker.query('begin');
+    await blocker.query('select from api_key_usage where api_key_id = $1 for update', [apiKeyId]);
+    const leasing = store.verifyApiKey(key);
+    await expect
+      .poll(
+        async () =>
+          (await owner.db.query(`select from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`)).rowCount,
+      )
+      .toBe(1);
+    return {
+      leasing,
+      release: async () => {
+        await blocker.query('commit');
+        await blocker.end();
+      },
+    };
+  }
+
   it('keeps no lease that a notification about its organization crossed', async () => {
     const store = await cachingStore({ lockMs: 5_000 });
     const { key, apiKey, org } = await issued();
-    await warm(store, key);
-    while (store.keyCache!.stats().permitsHeld > 0) await store.verifyApiKey(key);
     // The next verification takes a lease of several units, and waits on the counter's row.
-    const blocker = new pg.Client({ connectionString: server.url });
-    await blocker.connect();
+    const { leasing, release } = await leaseWaitingOnCounter(store, key, apiKey.id);
     try {
-      await blocker.query('begin');
-      await blocker.query('select from api_key_usage where api_key_id = $1 for update', [apiKey.id]);
-      const leasing = store.verifyApiKey(key);
-      await expect
-        .poll(
-          async () =>
-            (await owner.db.query(`select from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`)).rowCount,
-        )
-        .toBe(1);
       await owner.withOrg(org.id, (tx) => tx.apiKeys.revoke(apiKey.id));
       // The notification arrives while the lease waits.
       await new Promise((resolve) => setTimeout(resolve, 100));
-      await blocker.query('commit');
-      // The database read the key before the revocation: this answer is OK, and rightly so.
-      expect((await leasing).ok).toBe(true);
     } finally {
-      await blocker.end();
+      await release();
     }
+    // The database read the key before the revocation: this answer is OK, and rightly so.
+    expect((await leasing).ok).toBe(true);
     expect(store.keyCache!.stats()).toMatchObject({ keys: 0, permitsHeld: 0 });
     expect(await store.verifyApiKey(key)).toMatchObject({ ok: false, reason: 'REVOKED' });
+  });
+
+  it("keeps a caller's deadline while it waits for another caller's lease of the same key", async () => {
+    const store = await cachingStore({ lockMs: 5_000 });
+    const { key, apiKey } = await issued();
+    // The first caller's lease waits on the counter's row, with no deadline of its own.
+    const { leasing, release } = await leaseWaitingOnCounter(store, key, apiKey.id);
+    const settled: string[] = [];
+    const done = () => settled.push('leasing');
+    void leasing.then(done, done);
+    try {
+      // The second waits for that lease, but only as long as its own deadline.
+      const error = await expectStoreError(store.verifyApiKey(key, { deadlineMs: 50 }), 'TIMEOUT');
+      expect(error.details.reason).toBe('client_deadline');
+      expect(settled).toEqual([]);
+    } finally {
+      await release();
+    }
+    expect((await leasing).ok).toBe(true);
   });
 
   it('holds at most maxKeys keys, and gives back the units of those it forgets and of all of them at close', async () => {

@@ -216,7 +216,7 @@ export class KeyCache {
       // leases side by side would only queue on the counter's row lock.
       const pending = this.#leasing.get(parsed.prefix);
       if (pending === undefined) return this.#lease(parsed, call, permission);
-      await Promise.allSettled([...pending]);
+      await waitForLeases(pending, call.deadlineMs);
     }
   }
 
@@ -451,6 +451,33 @@ export class KeyCache {
     const prefixes = this.#byTag.get(payload);
     if (prefixes === undefined) return;
     for (const prefix of [...prefixes]) this.#forget(this.#entries.get(prefix)!, true);
+  }
+}
+
+/**
+ * Waits for the leases of a key that other callers have at the database, at most `deadlineMs`:
+ * a caller's deadline bounds how long it waits on anyone's round trip, its own or another's.
+ */
+async function waitForLeases(pending: ReadonlySet<Promise<unknown>>, deadlineMs: number | undefined): Promise<void> {
+  const settled = Promise.allSettled([...pending]);
+  if (deadlineMs === undefined) {
+    await settled;
+    return;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'expired'>((resolve) => {
+    timer = setTimeout(() => resolve('expired'), deadlineMs);
+  });
+  try {
+    if ((await Promise.race([settled, expired])) === 'expired') {
+      throw new StoreError(
+        'TIMEOUT',
+        `the API key could not be verified within ${deadlineMs} ms: another verification of it was still at the database (nothing was counted); try again`,
+        { reason: 'client_deadline' },
+      );
+    }
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -12,8 +12,9 @@ export interface CallOptions {
    * How long any one round trip of this call may go unanswered, in ms (1 to 86,400,000), instead
    * of the default of its pool (a little above the statement timeout of the scopes or of the
    * verifications). Past it the call fails with TIMEOUT (reason client_deadline) and its
-   * connection is destroyed. PostgreSQL only: the embedded database runs its statements in this
-   * process, where nothing can stop one half-way.
+   * connection is destroyed. With the key cache, also how long a verification waits for another
+   * caller's lease of the same key. PostgreSQL only: the embedded database runs its statements
+   * in this process, where nothing can stop one half-way.
    */
   deadlineMs?: number;
 }
