@@ -13,6 +13,7 @@
  */
 import { parseArgs } from 'node:util';
 import { openStore, type Store } from 'engine-store';
+import { AUDIT_CAPTURE_TRIGGERS } from '../engine/infra/store/citus/layout.ts';
 import { percentile, runWhenInvoked, seedKeyedOrganizations, serverUrlOr, withScratchDatabase, timeEach } from './support.ts';
 
 export interface AuditBenchResult {
@@ -25,16 +26,9 @@ export interface AuditBenchResult {
   prune: { events: number; lockedMs: number; partitionLockedMs: number; totalMs: number; chainsCut: number };
 }
 
-/** The capture triggers, switched off for the unaudited rounds (the owner may; nothing else runs meanwhile). */
-const CAPTURE_TRIGGERS = [
-  ['organizations', 'organizations_audit'],
-  ['users', 'users_audit'],
-  ['api_keys', 'api_keys_audit'],
-  ['api_keys', 'api_keys_audit_update'],
-] as const;
-
+/** The capture triggers switched off for the unaudited rounds (the owner may; nothing else runs meanwhile). */
 async function setCapture(store: Store, on: boolean): Promise<void> {
-  for (const [table, trigger] of CAPTURE_TRIGGERS) {
+  for (const { table, trigger } of AUDIT_CAPTURE_TRIGGERS) {
     await store.db.query(`alter table ${table} ${on ? 'enable' : 'disable'} trigger ${trigger}`);
   }
 }

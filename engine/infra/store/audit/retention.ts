@@ -37,11 +37,14 @@ export interface PruneReport {
 }
 
 const MONTHLY = /^audit_events_y(\d{4})m(\d{2})$/;
-/** Prunes one at a time: two would each lock heads the other wants. */
-const PRUNE_LOCK = `select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('engine_store.audit_prune'))`;
-/** The same lock, held by the session across the read of the cuts and their appends. */
-const PRUNE_SESSION_LOCK = `select pg_catalog.pg_advisory_lock(pg_catalog.hashtext('engine_store.audit_prune'))`;
-const PRUNE_SESSION_UNLOCK = `select pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('engine_store.audit_prune'))`;
+/**
+ * Prunes one at a time: two would each lock heads the other wants. The removals take it for
+ * their transaction; the recording of the cuts for the session, across its read and appends.
+ */
+const PRUNE_LOCK_KEY = `pg_catalog.hashtext('engine_store.audit_prune')`;
+const PRUNE_LOCK = `select pg_catalog.pg_advisory_xact_lock(${PRUNE_LOCK_KEY})`;
+const PRUNE_SESSION_LOCK = `select pg_catalog.pg_advisory_lock(${PRUNE_LOCK_KEY})`;
+const PRUNE_SESSION_UNLOCK = `select pg_catalog.pg_advisory_unlock(${PRUNE_LOCK_KEY})`;
 /** Each chain that loses events at `$1`, with its last lost event, unless a prune recorded that cut. */
 const CUTS = `select c.org_id::text as org_id, c.seq::text as seq, pg_catalog.encode(e.hash, 'hex') as hash
    from (select org_id, max(seq) as seq from audit_events where occurred_at < $1 group by org_id) c
@@ -126,16 +129,15 @@ export async function pruneAudit(db: Database, options: PruneOptions = {}): Prom
       try {
         const { rows } = await session.query<{ org_id: string; seq: string; hash: string }>(CUTS, [cut]);
         if (rows.length > 0) {
-          await session.pipeline([
-            { sql: PRUNE_LOCK, rows: false },
-            ...rows.map((cutAt) => ({
+          await session.pipeline(
+            rows.map((cutAt) => ({
               sql: `select public.audit_append($1::uuid, 'audit.pruned', 'audit', $1::text,
                       pg_catalog.jsonb_build_object('before', $2::timestamptz, 'seq', $3::bigint, 'hash', $4::text))`,
               params: [cutAt.org_id, cut, cutAt.seq, cutAt.hash],
               prepare: true,
               rows: false,
             })),
-          ]);
+          );
         }
         return rows;
       } finally {

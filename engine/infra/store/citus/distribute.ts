@@ -135,8 +135,8 @@ export async function distributeOnCitus(db: Database, options: DistributeOptions
         log(`foreign key ${key.name} on ${key.table}: checking every row`);
         await session.query(`alter table public.${quoteIdent(key.table)} add constraint ${quoteIdent(key.name)} ${key.definition}`);
       }
-      if (auditTriggers.length > 0) log(`${auditTriggers.length} audit capture triggers back in place, on every shard`);
       for (const definition of auditTriggers) await session.query(definition);
+      if (auditTriggers.length > 0) log(`${auditTriggers.length} audit capture triggers back in place, on every shard`);
       // verify_api_key runs as app_key_verifier, and Citus reaches the workers as the current
       // role: it must be able to log in there (from the coordinator only: see docs/scaling-out.md).
       // Only when it cannot yet: ALTER ROLE rewrites the role's row on every node, and two
