@@ -112,9 +112,11 @@ begin
   at := greatest(clock_timestamp(), head.occurred_at);
   digest := sha256(head.hash || convert_to(public.audit_event_content(p_org, head.seq + 1, at, actor_kind, actor_id,
               p_action, p_target_kind, p_target_id, p_changes, context), 'UTF8'));
+  -- The event and the head's move in one statement (one statement less per event; Citus runs it
+  -- on the chain's shard, as both are co-located).
+  with moved as (update public.audit_heads h set seq = head.seq + 1, hash = digest, occurred_at = at where h.org_id = p_org)
   insert into public.audit_events (org_id, seq, occurred_at, actor_kind, actor_id, action, target_kind, target_id, changes, context, prev_hash, hash)
   values (p_org, head.seq + 1, at, actor_kind, actor_id, p_action, p_target_kind, p_target_id, p_changes, context, head.hash, digest);
-  update public.audit_heads h set seq = head.seq + 1, hash = digest, occurred_at = at where h.org_id = p_org;
 end
 $$;
 
@@ -281,7 +283,6 @@ declare
   target text;
   kind text;
   action text;
-  changed text[];
 begin
   if tg_op <> 'INSERT' then old_row := to_jsonb(old); end if;
   if tg_op <> 'DELETE' then new_row := to_jsonb(new); end if;
@@ -294,9 +295,13 @@ begin
   else
     target := coalesce(new_row, old_row) ->> 'id';
     org := (coalesce(new_row, old_row) ->> case when kind = 'organization' then 'id' else 'org_id' end)::uuid;
-    -- The rows an organization's purge removes with it: its own event says so.
-    if tg_op = 'DELETE' and kind <> 'organization' and not exists (select from public.organizations o where o.id = org) then
-      return null;
+    -- The rows an organization's purge removes with it: its own event says so. Two IFs, not one
+    -- condition: with tg_op in the statement, PostgreSQL found a plan that folds it away cheaper
+    -- than its generic plan, and so planned it anew on every event (measured: 4% of an event).
+    if tg_op = 'DELETE' and kind <> 'organization' then
+      if not exists (select from public.organizations o where o.id = org) then
+        return null;
+      end if;
     end if;
   end if;
   -- A reference table's row changes on every node of a Citus cluster: the node of the chain records it.
@@ -307,14 +312,12 @@ begin
   select coalesce(jsonb_object_agg(f.key,
            case when tg_op = 'INSERT' then jsonb_build_object('after', f.value)
                 when tg_op = 'DELETE' then jsonb_build_object('before', f.value)
-                else jsonb_build_object('before', old_row -> f.key, 'after', f.value) end), '{}'),
-         coalesce(array_agg(f.key), '{}')
-    into changes, changed
+                else jsonb_build_object('before', old_row -> f.key, 'after', f.value) end), '{}')
+    into changes
     from jsonb_each(coalesce(new_row, old_row) - unrecorded) f
    where case tg_op when 'UPDATE' then (old_row -> f.key) is distinct from f.value else f.value <> 'null' end;
   if tg_op = 'UPDATE' and (old_row -> 'key_hash') is distinct from (new_row -> 'key_hash') then
     changes := changes || '{"key_hash": "changed"}';
-    changed := changed || 'key_hash';
   end if;
   if tg_op = 'UPDATE' and changes = '{}' then
     return null;
@@ -327,21 +330,21 @@ begin
     action := case kind when 'role' then 'permission.revoked' else kind || '.purged' end;
   elsif kind = 'role' then
     action := 'permission.changed';
-  elsif 'deleted_at' = any (changed) then
+  elsif changes ? 'deleted_at' then
     action := kind || case when new_row -> 'deleted_at' = 'null' then '.restored' else '.deleted' end;
-  elsif kind = 'api_key' and 'replaced_by' = any (changed) and new_row -> 'replaced_by' <> 'null' then
+  elsif kind = 'api_key' and changes ? 'replaced_by' and new_row -> 'replaced_by' <> 'null' then
     action := 'api_key.rotated';
-  elsif 'status' = any (changed) then
+  elsif changes ? 'status' then
     action := kind || case new_row ->> 'status' when 'active' then '.activated' when 'revoked' then '.revoked' else '.suspended' end;
-  elsif kind = 'user' and 'role' = any (changed) then
+  elsif kind = 'user' and changes ? 'role' then
     action := 'user.role_changed';
-  elsif kind = 'user' and 'email' = any (changed) then
+  elsif kind = 'user' and changes ? 'email' then
     action := 'user.email_changed';
-  elsif kind = 'api_key' and 'scopes' = any (changed) then
+  elsif kind = 'api_key' and changes ? 'scopes' then
     action := 'api_key.scopes_changed';
-  elsif kind = 'api_key' and 'rate_limit_per_hour' = any (changed) then
+  elsif kind = 'api_key' and changes ? 'rate_limit_per_hour' then
     action := 'api_key.limit_changed';
-  elsif 'name' = any (changed) then
+  elsif changes ? 'name' then
     action := kind || '.renamed';
   else
     action := kind || '.updated';
@@ -2739,4 +2742,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'baa6603821d66d59aa1567956016e77feb02950087435e7240fa5b1b17cda46a', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', '93c5bf50258f1ea004c8a97498c1e63c9354a18a4072b38b878b1cd359ec177b', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', '7ae496cf8ee074632ab9d042d60fe8cb6cdf42f944df407919866f156f0aaa8e', 0);
