@@ -455,11 +455,13 @@ COMMENT ON FUNCTION public.enter_org_scope(p_org uuid, p_expires_at bigint, p_pr
 --
 
 CREATE FUNCTION public.key_cache_tag(p_org uuid) RETURNS text
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
-  select encode(substr(sha256(k.outer_pad || sha256(k.inner_pad || convert_to('key-cache:' || p_org::text, 'UTF8'))), 1, 16), 'hex')
-    from public.tenant_scope_key k where k.id = 1
+begin
+  return (select encode(substr(sha256(k.outer_pad || sha256(k.inner_pad || convert_to('key-cache:' || p_org::text, 'UTF8'))), 1, 16), 'hex')
+            from public.tenant_scope_key k where k.id = 1);
+end
 $$;
 
 --
@@ -2739,5 +2741,5 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'c21eb0c58f93b5e38e83973a2b4de1d6bad51e2afc4f5780b23badae7b5430e6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'baa6603821d66d59aa1567956016e77feb02950087435e7240fa5b1b17cda46a', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'a037c390b57b41fd65805b691ce58e932ab595fe4ee9283c699f1b973fba4d27', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', '7ae496cf8ee074632ab9d042d60fe8cb6cdf42f944df407919866f156f0aaa8e', 0);

@@ -52,13 +52,18 @@ grant select, insert, delete on api_key_leases to app_key_verifier;
 create policy api_key_leases_key_verifier on api_key_leases to app_key_verifier using (true) with check (true);
 
 -- The notification's tag of an organization (see the top of this file). SECURITY DEFINER, to
--- read the scope key; it says nothing the key's holder could not compute.
+-- read the scope key; it says nothing the key's holder could not compute. PL/pgSQL, not SQL: a
+-- SQL function that reads a table is never inlined, and is parsed and planned again at every
+-- call; a PL/pgSQL function keeps its plan for the session (measured: 3% of the server's time on
+-- an update of a user, one call of the notification trigger).
 create function key_cache_tag(p_org uuid) returns text
-  language sql stable security definer
+  language plpgsql stable security definer
   set search_path = pg_catalog, pg_temp
 as $$
-  select encode(substr(sha256(k.outer_pad || sha256(k.inner_pad || convert_to('key-cache:' || p_org::text, 'UTF8'))), 1, 16), 'hex')
-    from public.tenant_scope_key k where k.id = 1
+begin
+  return (select encode(substr(sha256(k.outer_pad || sha256(k.inner_pad || convert_to('key-cache:' || p_org::text, 'UTF8'))), 1, 16), 'hex')
+            from public.tenant_scope_key k where k.id = 1);
+end
 $$;
 comment on function key_cache_tag(uuid) is 'The payload of engine_store_key_cache notifications about an organization: HMAC of it with the scope key, 16 bytes in hex.';
 revoke execute on function key_cache_tag(uuid) from public;
