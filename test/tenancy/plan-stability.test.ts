@@ -35,34 +35,29 @@ const REPLANNED_SQL_FUNCTIONS: Readonly<Record<string, string>> = {
  * SQL function that cannot be inlined and is not in REPLANNED_SQL_FUNCTIONS.
  */
 export async function lintPlanStability(db: Queryable): Promise<string[]> {
-  const { rows } = await db.query<{ fn: string; source: string }>(
-    `select p.oid::regprocedure::text as fn, p.prosrc as source
-       from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+  const { rows } = await db.query<{ fn: string; language: string; definer: boolean; settings: boolean; path: boolean; source: string }>(
+    `select p.oid::regprocedure::text as fn, l.lanname as language, p.prosecdef as definer,
+            p.proconfig is not null as settings,
+            exists (select 1 from unnest(p.proconfig) as setting where setting like 'search_path=%') as path,
+            p.prosrc as source
+       from pg_proc p join pg_namespace n on n.oid = p.pronamespace join pg_language l on l.oid = p.prolang
       where n.nspname = 'public'
-        and exists (select 1 from unnest(p.proconfig) as setting where setting like 'search_path=%')
       order by 1`,
   );
   const findings: string[] = [];
-  const { rows: sqlFunctions } = await db.query<{ fn: string; definer: boolean; settings: boolean; source: string }>(
-    `select p.oid::regprocedure::text as fn, p.prosecdef as definer, p.proconfig is not null as settings, p.prosrc as source
-       from pg_proc p join pg_namespace n on n.oid = p.pronamespace join pg_language l on l.oid = p.prolang
-      where n.nspname = 'public' and l.lanname = 'sql'
-      order by 1`,
-  );
-  for (const { fn, definer, settings, source } of sqlFunctions) {
-    // A FROM clause, not extract(epoch from ...).
-    const readsTable = /\bfrom\b/i.test(source.replace(/--[^\n]*/g, '').replace(/extract\s*\(\s*\w+\s+from\b/gi, ''));
-    const reason = definer ? 'is SECURITY DEFINER' : settings ? 'has a SET clause' : readsTable ? 'reads a table' : undefined;
-    if (reason !== undefined && REPLANNED_SQL_FUNCTIONS[fn] === undefined) {
-      findings.push(`${fn} is a SQL function that ${reason}: planned again at every call`);
-    }
-  }
-  for (const { fn, source } of rows) {
+  for (const { fn, language, definer, settings, path, source } of rows) {
     // Comments may name scope_org() (audit_append's says why it does not call it).
     const code = source.replace(/--[^\n]*/g, '');
-    for (const called of SCOPE_FUNCTIONS) {
-      if (new RegExp(`\\b${called}\\s*\\(`).test(code)) findings.push(`${fn} sets search_path and calls ${called}()`);
+    if (path) {
+      for (const called of SCOPE_FUNCTIONS) {
+        if (new RegExp(`\\b${called}\\s*\\(`).test(code)) findings.push(`${fn} sets search_path and calls ${called}()`);
+      }
     }
+    if (language !== 'sql' || REPLANNED_SQL_FUNCTIONS[fn] !== undefined) continue;
+    // A FROM clause, not extract(epoch from ...).
+    const readsTable = /\bfrom\b/i.test(code.replace(/extract\s*\(\s*\w+\s+from\b/gi, ''));
+    const reason = definer ? 'is SECURITY DEFINER' : settings ? 'has a SET clause' : readsTable ? 'reads a table' : undefined;
+    if (reason !== undefined) findings.push(`${fn} is a SQL function that ${reason}: planned again at every call`);
   }
   return findings;
 }

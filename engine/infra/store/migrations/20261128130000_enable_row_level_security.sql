@@ -276,6 +276,8 @@ create function refuse_writes_of_inactive_org() returns trigger
 as $$
 declare
   org_status constant pg_catalog.text := public.scope_org('status');
+  -- What a revocation may change.
+  revocation constant pg_catalog.text[] := array['status', 'deleted_at', 'updated_at'];
 begin
   if org_status is null or org_status operator(pg_catalog.=) 'active' then
     return null;
@@ -307,6 +309,8 @@ declare
   -- The scope's organization, verified, and its status ('deleted' is refused before any row,
   -- by the statement trigger); NULL outside a scope.
   org_status constant pg_catalog.text := public.scope_org('status');
+  -- What a revocation may change.
+  revocation constant pg_catalog.text[] := array['status', 'deleted_at', 'updated_at'];
 begin
   if org_status is null or org_status operator(pg_catalog.<>) 'suspended' then
     return new;
@@ -314,8 +318,8 @@ begin
   if new.status operator(pg_catalog.=) 'revoked'
      and (old.deleted_at is null
           or (new.deleted_at is not null and new.deleted_at operator(pg_catalog.=) old.deleted_at))
-     and (pg_catalog.to_jsonb(new) operator(pg_catalog.-) array['status', 'deleted_at', 'updated_at']::pg_catalog.text[])
-         operator(pg_catalog.=) (pg_catalog.to_jsonb(old) operator(pg_catalog.-) array['status', 'deleted_at', 'updated_at']::pg_catalog.text[]) then
+     and (pg_catalog.to_jsonb(new) operator(pg_catalog.-) revocation)
+         operator(pg_catalog.=) (pg_catalog.to_jsonb(old) operator(pg_catalog.-) revocation) then
     return new;
   end if;
   raise exception 'the organization is suspended: its API keys can be revoked, nothing else changed' using errcode = 'ES001';
