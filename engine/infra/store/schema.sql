@@ -1027,117 +1027,122 @@ CREATE FUNCTION public.verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key
 -- every name below is schema-qualified, operators included, so the caller's search_path cannot
 -- reach it. OPERATOR()
 -- gives every operator one precedence, left to right: parentheses say what binds first.
+-- One statement finds the key and decides every refusal (a CASE), straight into the OUT
+-- parameters: each PL/pgSQL expression is prepared again in every transaction and checked at
+-- every use, so fewer of them on the way to OK is less work (0.005 ms a call, with node-postgres,
+-- by turns, against one expression per check and per assignment). Inside SQL statements, the
+-- OUT parameters are named with the function's name (verify_api_key_in_org.org_id): a bare
+-- org_id there would be ambiguous with the tables' columns. (coalesce, greatest and CASE are
+-- syntax, not functions: no search_path reaches them.)
 declare
-  key record;
   verified_at constant pg_catalog.timestamptz := public.verification_now();
   -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
   this_window constant pg_catalog.timestamptz := pg_catalog.date_trunc('hour', verified_at, 'UTC');
+  refusal pg_catalog.text;
+  last_used pg_catalog.timestamptz;
   used pg_catalog.int4;
   saved pg_catalog.int4;
 begin
   -- The key, its user, its organization and the permissions it grants, in one statement: its
-  -- role's (role_grants), narrowed to its scopes when it has any.
-  select k.org_id, k.id, k.user_id, k.key_hash, k.status, k.expires_at, k.deleted_at,
-         k.rate_limit_per_hour, k.last_used_at, u.role, u.status as user_status,
-         u.deleted_at as user_deleted_at, o.status as org_status, o.deleted_at as org_deleted_at,
-         case when k.scopes is null then coalesce(r.permissions, '{}')
+  -- role's (role_grants), narrowed to its scopes when it has any. A refusal, if any, in the
+  -- order callers see them: a wrong or deleted key, then revoked, expired, organization, user.
+  select case when k.key_hash operator(pg_catalog.<>) p_key_hash or k.deleted_at is not null then 'NOT_FOUND'
+              when k.status operator(pg_catalog.<>) 'active' then 'REVOKED'
+              when k.expires_at operator(pg_catalog.<=) verified_at then 'EXPIRED'
+              when o.deleted_at is not null or o.status operator(pg_catalog.<>) 'active' then 'ORG_INACTIVE'
+              when u.deleted_at is not null or u.status operator(pg_catalog.<>) 'active' then 'USER_INACTIVE' end,
+         k.org_id, k.user_id, k.id, u.role,
+         case when k.scopes is null then coalesce(r.permissions, '{}'::pg_catalog.text[])
               else array(select p from pg_catalog.unnest(r.permissions) as p
-                                     where p operator(pg_catalog.=) any (k.scopes) order by p) end as granted
-    into key
+                                     where p operator(pg_catalog.=) any (k.scopes) order by p) end,
+         k.rate_limit_per_hour, k.last_used_at
+    into refusal, org_id, user_id, api_key_id, role, permissions, rate_limit_per_hour, last_used
     from public.api_keys k
     join public.users u on u.org_id operator(pg_catalog.=) k.org_id and u.id operator(pg_catalog.=) k.user_id
     join public.organizations o on o.id operator(pg_catalog.=) k.org_id
     left join public.role_grants r on r.role operator(pg_catalog.=) u.role
    where k.org_id operator(pg_catalog.=) p_org_id and k.prefix operator(pg_catalog.=) p_prefix;
-  if not found or key.key_hash operator(pg_catalog.<>) p_key_hash or key.deleted_at is not null then
-    outcome := 'NOT_FOUND';
-    return next;
-    return;
-  end if;
-  org_id := key.org_id;
-  user_id := key.user_id;
-  api_key_id := key.id;
-  if key.status operator(pg_catalog.<>) 'active' then
-    outcome := 'REVOKED';
-  elsif key.expires_at is not null and key.expires_at operator(pg_catalog.<=) verified_at then
-    outcome := 'EXPIRED';
-  elsif key.org_deleted_at is not null or key.org_status operator(pg_catalog.<>) 'active' then
-    outcome := 'ORG_INACTIVE';
-  elsif key.user_deleted_at is not null or key.user_status operator(pg_catalog.<>) 'active' then
-    outcome := 'USER_INACTIVE';
-  end if;
-  if outcome is not null then
-    return next;
-    return;
-  end if;
   -- The permissions the caller's route needs, when it names any: a key that lacks one is refused
-  -- before its request is counted, so a 403 costs no unit of the hourly limit.
-  if not (p_required operator(pg_catalog.<@) key.granted) then
-    outcome := 'MISSING_PERMISSION';
-    role := key.role;
-    permissions := key.granted;
+  -- before its request is counted, so a 403 costs no unit of the hourly limit. (With no row,
+  -- permissions is NULL and so is the containment: "not found" decides.)
+  if refusal is not null or not found or not (p_required operator(pg_catalog.<@) permissions) then
+    outcome := coalesce(refusal, case when found then 'MISSING_PERMISSION' else 'NOT_FOUND' end);
+    -- A refusal says no more than it must: nothing for an unknown key or a wrong secret, the
+    -- key's ids for the others, and its role and permissions only to a route that needs more.
+    if outcome operator(pg_catalog.=) 'NOT_FOUND' then
+      org_id := null;
+      user_id := null;
+      api_key_id := null;
+    end if;
+    if outcome operator(pg_catalog.<>) 'MISSING_PERMISSION' then
+      role := null;
+      permissions := null;
+    end if;
+    rate_limit_per_hour := null;
     return next;
     return;
   end if;
 
   insert into public.api_key_usage as usage (org_id, api_key_id, window_start, request_count)
-  values (key.org_id, key.id, this_window, 1)
+  values (verify_api_key_in_org.org_id, verify_api_key_in_org.api_key_id, this_window, 1)
   on conflict on constraint api_key_usage_pkey do update
     set request_count = usage.request_count operator(pg_catalog.+) 1
-    where usage.request_count operator(pg_catalog.<) key.rate_limit_per_hour
+    where usage.request_count operator(pg_catalog.<) verify_api_key_in_org.rate_limit_per_hour
   returning usage.request_count into used;
-  role := key.role;
-  rate_limit_per_hour := key.rate_limit_per_hour;
   resets_at := this_window operator(pg_catalog.+) interval '1 hour';
   if used operator(pg_catalog.=) 1 then
     -- A new window, or a counter that a crash emptied: it goes on from its saved count. The row
     -- just inserted stays locked until commit, so concurrent verifications of the key wait.
     select s.request_count into saved
       from public.api_key_usage_saved s
-     where s.org_id operator(pg_catalog.=) key.org_id and s.api_key_id operator(pg_catalog.=) key.id
+     where s.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
+       and s.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
        and s.window_start operator(pg_catalog.=) this_window;
     if found then
-      used := case when saved operator(pg_catalog.<) key.rate_limit_per_hour then saved operator(pg_catalog.+) 1 end;
-      update public.api_key_usage u set request_count = coalesce(used, key.rate_limit_per_hour)
-       where u.org_id operator(pg_catalog.=) key.org_id and u.api_key_id operator(pg_catalog.=) key.id
+      used := case when saved operator(pg_catalog.<) verify_api_key_in_org.rate_limit_per_hour then saved operator(pg_catalog.+) 1 end;
+      update public.api_key_usage u set request_count = coalesce(used, verify_api_key_in_org.rate_limit_per_hour)
+       where u.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
+         and u.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
          and u.window_start operator(pg_catalog.=) this_window;
     else
       delete from public.api_key_usage u
-       where u.org_id operator(pg_catalog.=) key.org_id and u.api_key_id operator(pg_catalog.=) key.id
+       where u.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
+         and u.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
          and u.window_start operator(pg_catalog.<) (this_window operator(pg_catalog.-) interval '1 hour');
       delete from public.api_key_usage_saved s
-       where s.org_id operator(pg_catalog.=) key.org_id and s.api_key_id operator(pg_catalog.=) key.id
+       where s.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
+         and s.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
          and s.window_start operator(pg_catalog.<) (this_window operator(pg_catalog.-) interval '1 hour');
     end if;
   end if;
   if used is null then
     outcome := 'RATE_LIMITED';
+    permissions := null;
     remaining := 0;
     return next;
     return;
   end if;
   -- Every step-th count saved (see the top of this file), with the verification's commit.
-  if (used operator(pg_catalog.%) greatest(1, key.rate_limit_per_hour operator(pg_catalog./) 64)) operator(pg_catalog.=) 0 then
+  if (used operator(pg_catalog.%) greatest(1, verify_api_key_in_org.rate_limit_per_hour operator(pg_catalog./) 64)) operator(pg_catalog.=) 0 then
     insert into public.api_key_usage_saved as s (org_id, api_key_id, window_start, request_count)
-    values (key.org_id, key.id, this_window, used)
+    values (verify_api_key_in_org.org_id, verify_api_key_in_org.api_key_id, this_window, used)
     on conflict on constraint api_key_usage_saved_pkey do update
       set request_count = greatest(s.request_count, excluded.request_count);
   end if;
   -- Only if the key row can be locked at once: a tenant may hold it (FOR UPDATE, or an open
   -- change to the key) as long as its scope lasts, and verification never waits for a tenant.
   -- A row it holds just skips this write; a later use makes it.
-  if key.last_used_at is null or key.last_used_at operator(pg_catalog.<) (verified_at operator(pg_catalog.-) interval '1 minute') then
+  if last_used is null or last_used operator(pg_catalog.<) (verified_at operator(pg_catalog.-) interval '1 minute') then
     perform from public.api_keys k
-      where k.org_id operator(pg_catalog.=) key.org_id and k.id operator(pg_catalog.=) key.id
+      where k.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id and k.id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
       for no key update skip locked;
     if found then
       update public.api_keys k set last_used_at = verified_at
-       where k.org_id operator(pg_catalog.=) key.org_id and k.id operator(pg_catalog.=) key.id;
+       where k.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id and k.id operator(pg_catalog.=) verify_api_key_in_org.api_key_id;
     end if;
   end if;
   outcome := 'OK';
-  permissions := key.granted;
-  remaining := key.rate_limit_per_hour operator(pg_catalog.-) used;
+  remaining := verify_api_key_in_org.rate_limit_per_hour operator(pg_catalog.-) used;
   return next;
 end
 $$;
@@ -2743,7 +2748,7 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '9ac42a36e2876c0ba5c2384fed49c68b517732d3f66861ceb0879f9f6ff4e4a9', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '697dcda17513912a155a9874ff16ea811edfa8b59f9e2abe4fa66470ede4c209', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '2977a319c568a2713bb77fbd858b679b8ac44bca372b08ebb1df4ec63ca2ff6c', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'a037c390b57b41fd65805b691ce58e932ab595fe4ee9283c699f1b973fba4d27', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', '7ae496cf8ee074632ab9d042d60fe8cb6cdf42f944df407919866f156f0aaa8e', 0);
