@@ -24,6 +24,7 @@ import {
 } from 'engine-store';
 import type { Role } from '../../engine/infra/store/repositories/validation.ts';
 import { installVerificationClock, verifyApiKeyAt } from '../support/verification-clock.ts';
+import { hashKey } from '../../engine/infra/store/api-keys/api-keys.ts';
 import { expectStoreError } from '../support/assertions.ts';
 import { backends, type TestDatabase } from '../support/backends.ts';
 import { withCitus } from '../support/citus.ts';
@@ -138,6 +139,18 @@ describe.each(withCitus(backends))('API keys ($name)', (backend) => {
       });
       // 32 random bytes, base64url without padding.
       expect(Buffer.from(secretOf(key), 'base64url')).toHaveLength(32);
+    });
+
+    it('the stored digest is SHA-256 of the whole key, as the database itself computes it', async () => {
+      // Pins the digest to the algorithm, not to this package's way of computing it (hashKey
+      // takes Node's one-shot crypto.hash where there is one, a Hash object elsewhere).
+      const { key, apiKey } = await freshKey();
+      const { rows } = await store.db.query<{ same: boolean }>(
+        "select key_hash = sha256(convert_to($1, 'UTF8')) as same from api_keys where id = $2",
+        [key, apiKey.id],
+      );
+      expect(rows).toEqual([{ same: true }]);
+      expect(hashKey(key)).toEqual(createHash('sha256').update(key, 'utf8').digest());
     });
 
     it('every issue yields a different key and prefix', async () => {
