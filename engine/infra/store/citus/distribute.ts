@@ -216,7 +216,6 @@ interface ForeignKey {
   definition: string;
 }
 
-/** Drops every foreign key between the store's tables and returns them, to be added back. */
 /** Drops `triggers` where they exist, and returns their definitions to create them again. */
 async function setAsideTriggers(session: Session, triggers: readonly { table: string; trigger: string }[]): Promise<string[]> {
   const { rows } = await session.query<{ table: string; trigger: string; definition: string }>(
@@ -231,6 +230,7 @@ async function setAsideTriggers(session: Session, triggers: readonly { table: st
   return rows.map((row) => row.definition);
 }
 
+/** Drops every foreign key between the store's tables and returns them, to be added back. */
 async function dropForeignKeys(session: Session): Promise<ForeignKey[]> {
   const { rows } = await session.query<ForeignKey>(
     `select c.relname as table, con.conname as name, pg_catalog.pg_get_constraintdef(con.oid) as definition
