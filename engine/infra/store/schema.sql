@@ -747,8 +747,6 @@ CREATE FUNCTION public.refuse_writes_of_inactive_org() RETURNS trigger
     AS $$
 declare
   org_status constant pg_catalog.text := public.scope_org('status');
-  -- What a revocation may change.
-  revocation constant pg_catalog.text[] := array['status', 'deleted_at', 'updated_at'];
 begin
   if org_status is null or org_status operator(pg_catalog.=) 'active' then
     return null;
@@ -2747,7 +2745,7 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '6bd4b505e9dec6624b5937a16328f7885ea0c084992e7c028366bd3e81233c6b', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '9ac42a36e2876c0ba5c2384fed49c68b517732d3f66861ceb0879f9f6ff4e4a9', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'b7273ba47b02ced205f628b7bd2c27529f112a8b3f299e5d3413fd1362387835', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '2977a319c568a2713bb77fbd858b679b8ac44bca372b08ebb1df4ec63ca2ff6c', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'a037c390b57b41fd65805b691ce58e932ab595fe4ee9283c699f1b973fba4d27', 0);

@@ -276,8 +276,6 @@ create function refuse_writes_of_inactive_org() returns trigger
 as $$
 declare
   org_status constant pg_catalog.text := public.scope_org('status');
-  -- What a revocation may change.
-  revocation constant pg_catalog.text[] := array['status', 'deleted_at', 'updated_at'];
 begin
   if org_status is null or org_status operator(pg_catalog.=) 'active' then
     return null;
