@@ -5,8 +5,8 @@
  * password hash (bcrypt, argon2) would cost tens of milliseconds per request for nothing. The
  * plain key is returned once, by `issue` or `rotate`.
  */
+// A namespace import: crypto.hash is missing before Node 20.12, and a named import of it would not link there.
 import * as crypto from 'node:crypto';
-import { randomBytes, randomInt } from 'node:crypto';
 import { z } from 'zod/v4';
 import type { Queryable } from '../connection/database.ts';
 import { StoreError } from '../errors.ts';
@@ -80,8 +80,8 @@ export const hashKey: (key: string) => Buffer =
 /** A new random key with its prefix. */
 export function generateKey(): { key: string; prefix: string } {
   let prefix = '';
-  for (let i = 0; i < PREFIX_LENGTH; i += 1) prefix += PREFIX_ALPHABET[randomInt(PREFIX_ALPHABET.length)];
-  return { key: `es_${prefix}_${randomBytes(SECRET_BYTES).toString('base64url')}`, prefix };
+  for (let i = 0; i < PREFIX_LENGTH; i += 1) prefix += PREFIX_ALPHABET[crypto.randomInt(PREFIX_ALPHABET.length)];
+  return { key: `es_${prefix}_${crypto.randomBytes(SECRET_BYTES).toString('base64url')}`, prefix };
 }
 
 /** A well-formed key, as the store keeps it: its prefix and its SHA-256 digest, never the key. */
