@@ -1029,10 +1029,13 @@ CREATE FUNCTION public.verify_api_key_in_org(p_org_id uuid, p_prefix text, p_key
 -- parameters: each PL/pgSQL expression is prepared again in every transaction and checked at
 -- every use, so fewer of them on the way to OK is less work (0.005 ms a call, with node-postgres,
 -- by turns, against one expression per check and per assignment). Inside SQL statements, the
--- OUT parameters are named with the function's name (verify_api_key_in_org.org_id): a bare
--- org_id there would be ambiguous with the tables' columns. (coalesce, greatest and CASE are
--- syntax, not functions: no search_path reaches them.)
+-- OUT parameters go by aliases (key_org, key_id, key_limit): a bare org_id there would be
+-- ambiguous with the tables' columns. (coalesce, greatest and CASE are syntax, not functions: no
+-- search_path reaches them.)
 declare
+  key_org alias for org_id;
+  key_id alias for api_key_id;
+  key_limit alias for rate_limit_per_hour;
   verified_at constant pg_catalog.timestamptz := public.verification_now();
   -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
   this_window constant pg_catalog.timestamptz := pg_catalog.date_trunc('hour', verified_at, 'UTC');
@@ -1082,10 +1085,10 @@ begin
   end if;
 
   insert into public.api_key_usage as usage (org_id, api_key_id, window_start, request_count)
-  values (verify_api_key_in_org.org_id, verify_api_key_in_org.api_key_id, this_window, 1)
+  values (key_org, key_id, this_window, 1)
   on conflict on constraint api_key_usage_pkey do update
     set request_count = usage.request_count operator(pg_catalog.+) 1
-    where usage.request_count operator(pg_catalog.<) verify_api_key_in_org.rate_limit_per_hour
+    where usage.request_count operator(pg_catalog.<) key_limit
   returning usage.request_count into used;
   resets_at := this_window operator(pg_catalog.+) interval '1 hour';
   if used operator(pg_catalog.=) 1 then
@@ -1093,23 +1096,23 @@ begin
     -- just inserted stays locked until commit, so concurrent verifications of the key wait.
     select s.request_count into saved
       from public.api_key_usage_saved s
-     where s.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
-       and s.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
+     where s.org_id operator(pg_catalog.=) key_org
+       and s.api_key_id operator(pg_catalog.=) key_id
        and s.window_start operator(pg_catalog.=) this_window;
     if found then
-      used := case when saved operator(pg_catalog.<) verify_api_key_in_org.rate_limit_per_hour then saved operator(pg_catalog.+) 1 end;
-      update public.api_key_usage u set request_count = coalesce(used, verify_api_key_in_org.rate_limit_per_hour)
-       where u.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
-         and u.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
+      used := case when saved operator(pg_catalog.<) key_limit then saved operator(pg_catalog.+) 1 end;
+      update public.api_key_usage u set request_count = coalesce(used, key_limit)
+       where u.org_id operator(pg_catalog.=) key_org
+         and u.api_key_id operator(pg_catalog.=) key_id
          and u.window_start operator(pg_catalog.=) this_window;
     else
       delete from public.api_key_usage u
-       where u.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
-         and u.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
+       where u.org_id operator(pg_catalog.=) key_org
+         and u.api_key_id operator(pg_catalog.=) key_id
          and u.window_start operator(pg_catalog.<) (this_window operator(pg_catalog.-) interval '1 hour');
       delete from public.api_key_usage_saved s
-       where s.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
-         and s.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
+       where s.org_id operator(pg_catalog.=) key_org
+         and s.api_key_id operator(pg_catalog.=) key_id
          and s.window_start operator(pg_catalog.<) (this_window operator(pg_catalog.-) interval '1 hour');
     end if;
   end if;
@@ -1121,9 +1124,9 @@ begin
     return;
   end if;
   -- Every step-th count saved (see the top of this file), with the verification's commit.
-  if (used operator(pg_catalog.%) greatest(1, verify_api_key_in_org.rate_limit_per_hour operator(pg_catalog./) 64)) operator(pg_catalog.=) 0 then
+  if (used operator(pg_catalog.%) greatest(1, key_limit operator(pg_catalog./) 64)) operator(pg_catalog.=) 0 then
     insert into public.api_key_usage_saved as s (org_id, api_key_id, window_start, request_count)
-    values (verify_api_key_in_org.org_id, verify_api_key_in_org.api_key_id, this_window, used)
+    values (key_org, key_id, this_window, used)
     on conflict on constraint api_key_usage_saved_pkey do update
       set request_count = greatest(s.request_count, excluded.request_count);
   end if;
@@ -1132,15 +1135,15 @@ begin
   -- A row it holds just skips this write; a later use makes it.
   if last_used is null or last_used operator(pg_catalog.<) (verified_at operator(pg_catalog.-) interval '1 minute') then
     perform from public.api_keys k
-      where k.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id and k.id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
+      where k.org_id operator(pg_catalog.=) key_org and k.id operator(pg_catalog.=) key_id
       for no key update skip locked;
     if found then
       update public.api_keys k set last_used_at = verified_at
-       where k.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id and k.id operator(pg_catalog.=) verify_api_key_in_org.api_key_id;
+       where k.org_id operator(pg_catalog.=) key_org and k.id operator(pg_catalog.=) key_id;
     end if;
   end if;
   outcome := 'OK';
-  remaining := verify_api_key_in_org.rate_limit_per_hour operator(pg_catalog.-) used;
+  remaining := key_limit operator(pg_catalog.-) used;
   return next;
 end
 $$;
@@ -2746,7 +2749,7 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'b7273ba47b02ced205f628b7bd2c27529f112a8b3f299e5d3413fd1362387835', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '2977a319c568a2713bb77fbd858b679b8ac44bca372b08ebb1df4ec63ca2ff6c', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '2c1eeed736deb880ef1af326216fc4b16999e3dfd58fe457f0347690b053aab8', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'a037c390b57b41fd65805b691ce58e932ab595fe4ee9283c699f1b973fba4d27', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', '7ae496cf8ee074632ab9d042d60fe8cb6cdf42f944df407919866f156f0aaa8e', 0);

@@ -216,10 +216,13 @@ as $$
 -- parameters: each PL/pgSQL expression is prepared again in every transaction and checked at
 -- every use, so fewer of them on the way to OK is less work (0.005 ms a call, with node-postgres,
 -- by turns, against one expression per check and per assignment). Inside SQL statements, the
--- OUT parameters are named with the function's name (verify_api_key_in_org.org_id): a bare
--- org_id there would be ambiguous with the tables' columns. (coalesce, greatest and CASE are
--- syntax, not functions: no search_path reaches them.)
+-- OUT parameters go by aliases (key_org, key_id, key_limit): a bare org_id there would be
+-- ambiguous with the tables' columns. (coalesce, greatest and CASE are syntax, not functions: no
+-- search_path reaches them.)
 declare
+  key_org alias for org_id;
+  key_id alias for api_key_id;
+  key_limit alias for rate_limit_per_hour;
   verified_at constant pg_catalog.timestamptz := public.verification_now();
   -- Hours in UTC, whatever the session's time zone (in a half-hour zone windows would shift).
   this_window constant pg_catalog.timestamptz := pg_catalog.date_trunc('hour', verified_at, 'UTC');
@@ -269,10 +272,10 @@ begin
   end if;
 
   insert into public.api_key_usage as usage (org_id, api_key_id, window_start, request_count)
-  values (verify_api_key_in_org.org_id, verify_api_key_in_org.api_key_id, this_window, 1)
+  values (key_org, key_id, this_window, 1)
   on conflict on constraint api_key_usage_pkey do update
     set request_count = usage.request_count operator(pg_catalog.+) 1
-    where usage.request_count operator(pg_catalog.<) verify_api_key_in_org.rate_limit_per_hour
+    where usage.request_count operator(pg_catalog.<) key_limit
   returning usage.request_count into used;
   resets_at := this_window operator(pg_catalog.+) interval '1 hour';
   if used operator(pg_catalog.=) 1 then
@@ -280,23 +283,23 @@ begin
     -- just inserted stays locked until commit, so concurrent verifications of the key wait.
     select s.request_count into saved
       from public.api_key_usage_saved s
-     where s.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
-       and s.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
+     where s.org_id operator(pg_catalog.=) key_org
+       and s.api_key_id operator(pg_catalog.=) key_id
        and s.window_start operator(pg_catalog.=) this_window;
     if found then
-      used := case when saved operator(pg_catalog.<) verify_api_key_in_org.rate_limit_per_hour then saved operator(pg_catalog.+) 1 end;
-      update public.api_key_usage u set request_count = coalesce(used, verify_api_key_in_org.rate_limit_per_hour)
-       where u.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
-         and u.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
+      used := case when saved operator(pg_catalog.<) key_limit then saved operator(pg_catalog.+) 1 end;
+      update public.api_key_usage u set request_count = coalesce(used, key_limit)
+       where u.org_id operator(pg_catalog.=) key_org
+         and u.api_key_id operator(pg_catalog.=) key_id
          and u.window_start operator(pg_catalog.=) this_window;
     else
       delete from public.api_key_usage u
-       where u.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
-         and u.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
+       where u.org_id operator(pg_catalog.=) key_org
+         and u.api_key_id operator(pg_catalog.=) key_id
          and u.window_start operator(pg_catalog.<) (this_window operator(pg_catalog.-) interval '1 hour');
       delete from public.api_key_usage_saved s
-       where s.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id
-         and s.api_key_id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
+       where s.org_id operator(pg_catalog.=) key_org
+         and s.api_key_id operator(pg_catalog.=) key_id
          and s.window_start operator(pg_catalog.<) (this_window operator(pg_catalog.-) interval '1 hour');
     end if;
   end if;
@@ -308,9 +311,9 @@ begin
     return;
   end if;
   -- Every step-th count saved (see the top of this file), with the verification's commit.
-  if (used operator(pg_catalog.%) greatest(1, verify_api_key_in_org.rate_limit_per_hour operator(pg_catalog./) 64)) operator(pg_catalog.=) 0 then
+  if (used operator(pg_catalog.%) greatest(1, key_limit operator(pg_catalog./) 64)) operator(pg_catalog.=) 0 then
     insert into public.api_key_usage_saved as s (org_id, api_key_id, window_start, request_count)
-    values (verify_api_key_in_org.org_id, verify_api_key_in_org.api_key_id, this_window, used)
+    values (key_org, key_id, this_window, used)
     on conflict on constraint api_key_usage_saved_pkey do update
       set request_count = greatest(s.request_count, excluded.request_count);
   end if;
@@ -319,15 +322,15 @@ begin
   -- A row it holds just skips this write; a later use makes it.
   if last_used is null or last_used operator(pg_catalog.<) (verified_at operator(pg_catalog.-) interval '1 minute') then
     perform from public.api_keys k
-      where k.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id and k.id operator(pg_catalog.=) verify_api_key_in_org.api_key_id
+      where k.org_id operator(pg_catalog.=) key_org and k.id operator(pg_catalog.=) key_id
       for no key update skip locked;
     if found then
       update public.api_keys k set last_used_at = verified_at
-       where k.org_id operator(pg_catalog.=) verify_api_key_in_org.org_id and k.id operator(pg_catalog.=) verify_api_key_in_org.api_key_id;
+       where k.org_id operator(pg_catalog.=) key_org and k.id operator(pg_catalog.=) key_id;
     end if;
   end if;
   outcome := 'OK';
-  remaining := verify_api_key_in_org.rate_limit_per_hour operator(pg_catalog.-) used;
+  remaining := key_limit operator(pg_catalog.-) used;
   return next;
 end
 $$;
