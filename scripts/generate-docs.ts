@@ -210,7 +210,7 @@ export async function renderSchemaDocs(db: Queryable): Promise<string> {
   out.push('## Contents', '');
   out.push('- [Entity-relationship diagram](#entity-relationship-diagram)');
   for (const t of tables) out.push(`- [\`${str(t.name)}\`](#${str(t.name).replace(/[^a-z0-9_-]/g, '')})`);
-  out.push('- [Role permissions](#role-permissions)', '');
+  out.push('- [Domains](#domains)', '- [Role permissions](#role-permissions)', '');
 
   // Diagram.
   out.push('## Entity-relationship diagram', '');
@@ -393,6 +393,8 @@ export async function renderSchemaDocs(db: Queryable): Promise<string> {
     );
   }
 
+  out.push(...renderDomains(catalog.types.filter((t) => publicOnly(t) && t.kind === 'd').sort(byName)));
+
   // Role -> permission matrix.
   out.push(...(await renderRolePermissions(db)));
 
@@ -405,6 +407,26 @@ export async function renderSchemaDocs(db: Queryable): Promise<string> {
 /** `CREATE UNIQUE INDEX name ON public.t USING btree (a, b) WHERE ...` -> `USING btree (a, b) WHERE ...`. */
 function indexBody(definition: string): string {
   return definition.replace(/^CREATE (UNIQUE )?INDEX \S+ ON (ONLY )?\S+ /, '');
+}
+
+/** The domains the columns above are typed with: each one's base type and constraints. */
+function renderDomains(domains: Row[]): string[] {
+  return [
+    '## Domains',
+    '',
+    ...(domains.length
+      ? table(
+          ['name', 'base type', 'constraints', 'comment'],
+          domains.map((d) => [
+            code(str(d.name)),
+            code(str(d.base_type)),
+            [...(d.not_null === true ? ['NOT NULL'] : []), ...asStrings(d.checks ?? [])].map(code).join('<br>') || '_none_',
+            d.comment ? cell(str(d.comment)) : '_No comment._',
+          ]),
+        )
+      : ['_None._']),
+    '',
+  ];
 }
 
 async function renderRolePermissions(db: Queryable): Promise<string[]> {

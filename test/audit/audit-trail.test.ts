@@ -284,6 +284,43 @@ describe.each(withCitus(backends))('audit trail on $name', (backend) => {
     }
   });
 
+  it("refuses a malformed event or head from anyone, the owner too: the columns' domains check each value", async () => {
+    const org = await store.organizations.create({ name: 'Malformed' });
+    const event = (overrides: Record<string, string>) => {
+      const row = {
+        seq: '1000',
+        actor_kind: "'system'",
+        action: "'user.created'",
+        prev_hash: "sha256('a')",
+        hash: "sha256('b')",
+        ...overrides,
+      };
+      return `insert into audit_events (org_id, seq, occurred_at, actor_kind, actor_id, action, target_kind, target_id, changes, prev_hash, hash)
+              values ('${org.id}', ${row.seq}, now(), ${row.actor_kind}, 'x', ${row.action}, 'user', 'x', '{}', ${row.prev_hash}, ${row.hash})`;
+    };
+    for (const [sql, domain] of [
+      [event({ seq: '0' }), 'audit_seq'],
+      [event({ actor_kind: "'robot'" }), 'audit_actor_kind'],
+      [event({ action: "'user created'" }), 'audit_action'],
+      [event({ hash: "'\\x00'" }), 'sha256_digest'],
+      [event({ prev_hash: "substring(sha256('a') from 2)" }), 'sha256_digest'],
+      [`update audit_heads set seq = -1 where org_id = '${org.id}'`, 'audit_head_seq'],
+      [`update audit_heads set hash = '\\x00' where org_id = '${org.id}'`, 'sha256_digest'],
+    ] as const) {
+      const error = await expectStoreError(run(store.db, sql, [], { prepare: false }), 'INVALID_INPUT');
+      expect(error.details.reason, sql).toBe(`${domain}_check`);
+    }
+    // Well-formed values pass (not written: an event by hand would break the chain).
+    const { rows } = await run<{ ok: boolean }>(
+      store.db,
+      `select 1000::audit_seq = 1000 and 0::audit_head_seq = 0 and 'system'::audit_actor_kind = 'system'
+              and 'api_key.revoked'::audit_action = 'api_key.revoked' and octet_length(sha256('a')::sha256_digest) = 32 as ok`,
+      [],
+      { prepare: false },
+    );
+    expect(rows).toEqual([{ ok: true }]);
+  });
+
   it('tells onError when a refusal cannot be recorded, and the refusal stands', async () => {
     const reported: { code: string; operation: string }[] = [];
     const watched = await storeOver(database.db, {

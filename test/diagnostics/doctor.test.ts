@@ -125,6 +125,20 @@ describe.each(backends)('doctor on $name', (backend) => {
     expect(await problems()).toEqual([]);
   });
 
+  it("reports drift in a domain: a dropped check on the audit trail's digests", async () => {
+    await test.db.exec('alter domain sha256_digest drop constraint sha256_digest_check');
+    try {
+      expect(await problems()).toEqual(['SCHEMA_DRIFT sha256_digest']);
+      const { findings } = await diagnose(test.db, options);
+      expect(findings.find((finding) => finding.code === 'SCHEMA_DRIFT')?.message).toMatch(
+        /^schema drift: type sha256_digest differs: checks is null/,
+      );
+    } finally {
+      await test.db.exec('alter domain sha256_digest add constraint sha256_digest_check check (octet_length(value) = 32)');
+    }
+    expect(await problems()).toEqual([]);
+  });
+
   it('reports drift: an extra index, an extra column, a dropped policy', async () => {
     await test.db.exec('create index extra_idx on users (email)');
     try {

@@ -28,6 +28,8 @@ export async function tamper(db: Database, ...statements: string[]): Promise<voi
  * JavaScript, from the content the migration's audit_event_content() renders: an implementation
  * of the chain apart from audit_append(), which verify must accept as the same.
  */
+// The digests go as bytea: a parameter the server types as the column's domain (sha256_digest)
+// is one the embedded database's driver does not know, and sends as text.
 export async function backdatedEvents(db: Database, orgId: string, times: readonly string[]): Promise<void> {
   for (const time of times) {
     const { rows: heads } = await db.query<{ seq: string; hash: Uint8Array }>(
@@ -45,11 +47,11 @@ export async function backdatedEvents(db: Database, orgId: string, times: readon
     const hash = createHash('sha256').update(prev).update(rows[0]!.content, 'utf8').digest();
     await db.query(
       `insert into audit_events (org_id, seq, occurred_at, actor_kind, actor_id, action, target_kind, target_id, changes, context, prev_hash, hash)
-       values ($1, $2, $3, 'system', 'planted', 'user.created', 'user', $4, $5::jsonb, null, $6, $7)`,
+       values ($1, $2, $3, 'system', 'planted', 'user.created', 'user', $4, $5::jsonb, null, $6::bytea, $7::bytea)`,
       [orgId, seq, time, target, changes, prev, hash],
     );
     await db.query(
-      `insert into audit_heads (org_id, seq, hash, occurred_at) values ($1, $2, $3, $4)
+      `insert into audit_heads (org_id, seq, hash, occurred_at) values ($1, $2, $3::bytea, $4)
        on conflict (org_id) do update set seq = excluded.seq, hash = excluded.hash, occurred_at = excluded.occurred_at`,
       [orgId, seq, hash, time],
     );

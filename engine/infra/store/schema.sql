@@ -35,6 +35,71 @@ SET client_min_messages = warning;
 SET row_security = off;
 
 --
+-- Name: audit_action; Type: DOMAIN; Schema: public; Owner: -
+--
+
+CREATE DOMAIN public.audit_action AS text
+	CONSTRAINT audit_action_check CHECK ((VALUE ~ '^[a-z_]+\.[a-z_]+$'::text));
+
+--
+-- Name: DOMAIN audit_action; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON DOMAIN public.audit_action IS 'An audit event''s action: a dotted name such as api_key.revoked.';
+
+--
+-- Name: audit_actor_kind; Type: DOMAIN; Schema: public; Owner: -
+--
+
+CREATE DOMAIN public.audit_actor_kind AS text
+	CONSTRAINT audit_actor_kind_check CHECK ((VALUE = ANY (ARRAY['operator'::text, 'user'::text, 'api_key'::text, 'system'::text])));
+
+--
+-- Name: DOMAIN audit_actor_kind; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON DOMAIN public.audit_actor_kind IS 'Who acted in an audit event: operator, user, api_key or system.';
+
+--
+-- Name: audit_head_seq; Type: DOMAIN; Schema: public; Owner: -
+--
+
+CREATE DOMAIN public.audit_head_seq AS bigint
+	CONSTRAINT audit_head_seq_check CHECK ((VALUE >= 0));
+
+--
+-- Name: DOMAIN audit_head_seq; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON DOMAIN public.audit_head_seq IS 'The position of the last event of an audit chain: 0 before the first.';
+
+--
+-- Name: audit_seq; Type: DOMAIN; Schema: public; Owner: -
+--
+
+CREATE DOMAIN public.audit_seq AS bigint
+	CONSTRAINT audit_seq_check CHECK ((VALUE >= 1));
+
+--
+-- Name: DOMAIN audit_seq; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON DOMAIN public.audit_seq IS 'The position of an event in its organization''s audit chain: 1, 2, 3...';
+
+--
+-- Name: sha256_digest; Type: DOMAIN; Schema: public; Owner: -
+--
+
+CREATE DOMAIN public.sha256_digest AS bytea
+	CONSTRAINT sha256_digest_check CHECK ((octet_length(VALUE) = 32));
+
+--
+-- Name: DOMAIN sha256_digest; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON DOMAIN public.sha256_digest IS 'A SHA-256 digest: 32 bytes.';
+
+--
 -- Name: audit_append(uuid, text, text, text, jsonb, text, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -102,7 +167,10 @@ begin
   -- here and written as values: Citus refuses an UPDATE that calls a stable function (convert_to,
   -- jsonb_build_array) or a volatile one (the clock) on a column.
   for attempt in 1 .. 2 loop
-    select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
+    -- As their base types: Citus sends a parameter of a type it did not make (a domain) to the
+    -- shards untyped, and the statement below could not be planned there.
+    select h.seq::bigint as seq, h.hash::bytea as hash, h.occurred_at into head
+      from public.audit_heads h where h.org_id = p_org for update;
     exit when found;
     -- The organization's first event: its head starts at the genesis hash.
     insert into public.audit_heads (org_id, seq, hash, occurred_at) values (p_org, 0, genesis, '-infinity')
@@ -1317,21 +1385,17 @@ COMMENT ON TABLE public.api_keys IS 'API keys of users. Only a SHA-256 digest of
 
 CREATE TABLE public.audit_events (
     org_id uuid NOT NULL,
-    seq bigint NOT NULL,
+    seq public.audit_seq NOT NULL,
     occurred_at timestamp with time zone NOT NULL,
-    actor_kind text NOT NULL,
+    actor_kind public.audit_actor_kind NOT NULL,
     actor_id text NOT NULL,
-    action text NOT NULL,
+    action public.audit_action NOT NULL,
     target_kind text NOT NULL,
     target_id text NOT NULL,
     changes jsonb NOT NULL,
     context jsonb,
-    prev_hash bytea NOT NULL,
-    hash bytea NOT NULL,
-    CONSTRAINT audit_events_action_check CHECK ((action ~ '^[a-z_]+\.[a-z_]+$'::text)),
-    CONSTRAINT audit_events_actor_kind_check CHECK ((actor_kind = ANY (ARRAY['operator'::text, 'user'::text, 'api_key'::text, 'system'::text]))),
-    CONSTRAINT audit_events_hash_check CHECK (((octet_length(hash) = 32) AND (octet_length(prev_hash) = 32))),
-    CONSTRAINT audit_events_seq_check CHECK ((seq >= 1))
+    prev_hash public.sha256_digest NOT NULL,
+    hash public.sha256_digest NOT NULL
 )
 PARTITION BY RANGE (occurred_at);
 
@@ -1347,21 +1411,17 @@ COMMENT ON TABLE public.audit_events IS 'The audit trail: one row per audited ch
 
 CREATE TABLE public.audit_events_default (
     org_id uuid NOT NULL,
-    seq bigint NOT NULL,
+    seq public.audit_seq NOT NULL,
     occurred_at timestamp with time zone NOT NULL,
-    actor_kind text NOT NULL,
+    actor_kind public.audit_actor_kind NOT NULL,
     actor_id text NOT NULL,
-    action text NOT NULL,
+    action public.audit_action NOT NULL,
     target_kind text NOT NULL,
     target_id text NOT NULL,
     changes jsonb NOT NULL,
     context jsonb,
-    prev_hash bytea NOT NULL,
-    hash bytea NOT NULL,
-    CONSTRAINT audit_events_action_check CHECK ((action ~ '^[a-z_]+\.[a-z_]+$'::text)),
-    CONSTRAINT audit_events_actor_kind_check CHECK ((actor_kind = ANY (ARRAY['operator'::text, 'user'::text, 'api_key'::text, 'system'::text]))),
-    CONSTRAINT audit_events_hash_check CHECK (((octet_length(hash) = 32) AND (octet_length(prev_hash) = 32))),
-    CONSTRAINT audit_events_seq_check CHECK ((seq >= 1))
+    prev_hash public.sha256_digest NOT NULL,
+    hash public.sha256_digest NOT NULL
 );
 
 --
@@ -1370,11 +1430,9 @@ CREATE TABLE public.audit_events_default (
 
 CREATE TABLE public.audit_heads (
     org_id uuid NOT NULL,
-    seq bigint NOT NULL,
-    hash bytea NOT NULL,
-    occurred_at timestamp with time zone NOT NULL,
-    CONSTRAINT audit_heads_hash_check CHECK ((octet_length(hash) = 32)),
-    CONSTRAINT audit_heads_seq_check CHECK ((seq >= 0))
+    seq public.audit_head_seq NOT NULL,
+    hash public.sha256_digest NOT NULL,
+    occurred_at timestamp with time zone NOT NULL
 );
 
 --
@@ -2752,4 +2810,4 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '2c1eeed736deb880ef1af326216fc4b16999e3dfd58fe457f0347690b053aab8', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'a037c390b57b41fd65805b691ce58e932ab595fe4ee9283c699f1b973fba4d27', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', '7ae496cf8ee074632ab9d042d60fe8cb6cdf42f944df407919866f156f0aaa8e', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261205120000_add_audit_trail', 'ac1e305d2eda5c29ecfee72b7572914001f8906595f7673f0566afe09ee9b3cf', 0);

@@ -156,7 +156,12 @@ const QUERIES: Record<keyof CatalogSnapshot, string> = {
   types: `
     select n.nspname as schema, t.typname as name, t.typtype::text as kind,
            format_type(t.typbasetype, t.typtypmod) as base_type,
-           (select array_agg(e.enumlabel order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid) as labels
+           (select array_agg(e.enumlabel order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid) as labels,
+           -- A domain's constraints, which the constraints above (a table's) do not list.
+           t.typnotnull as not_null,
+           (select array_agg(k.conname || ' ' || pg_get_constraintdef(k.oid) order by k.conname)
+              from pg_constraint k where k.contypid = t.oid) as checks,
+           obj_description(t.oid, 'pg_type') as comment
     from pg_type t join pg_namespace n on n.oid = t.typnamespace
     where t.typtype in ('e', 'd', 'r', 'm') and ${PROJECT_SCHEMAS} and ${notOfAnExtension('pg_type', 't.oid')}
     order by 1, 2`,

@@ -54,38 +54,55 @@ set local citus.multi_shard_modify_mode = 'sequential';
 -- SHARE ROW EXCLUSIVE).
 lock table api_keys, users, organizations, role_permissions in share row exclusive mode;
 
+-- What an event's fields may hold, as domains rather than CHECK constraints: PostgreSQL reads a
+-- table's CHECK constraints back from their stored text and plans them again at every statement
+-- that writes the table, and the trail writes from inside its functions, a statement per event
+-- (measured with callgrind, an audited insert of a user: 143,000 instructions of the 754,000 the
+-- trail adds). A domain's constraints stay parsed for the session, in the type cache: 21,000.
+-- squawk warns that a domain's constraint is hard to change online: a later change goes NOT VALID,
+-- then VALIDATE, which ALTER DOMAIN allows as ALTER TABLE does.
+-- squawk-ignore ban-create-domain-with-constraint -- see above
+create domain audit_seq as bigint constraint audit_seq_check check (value >= 1);
+comment on domain audit_seq is 'The position of an event in its organization''s audit chain: 1, 2, 3...';
+-- squawk-ignore ban-create-domain-with-constraint -- see above
+create domain audit_head_seq as bigint constraint audit_head_seq_check check (value >= 0);
+comment on domain audit_head_seq is 'The position of the last event of an audit chain: 0 before the first.';
+-- squawk-ignore ban-create-domain-with-constraint -- see above
+create domain sha256_digest as bytea constraint sha256_digest_check check (octet_length(value) = 32);
+comment on domain sha256_digest is 'A SHA-256 digest: 32 bytes.';
+-- squawk-ignore ban-create-domain-with-constraint -- see above
+create domain audit_actor_kind as text constraint audit_actor_kind_check check (value in ('operator', 'user', 'api_key', 'system'));
+comment on domain audit_actor_kind is 'Who acted in an audit event: operator, user, api_key or system.';
+-- squawk-ignore ban-create-domain-with-constraint -- see above
+create domain audit_action as text constraint audit_action_check check (value ~ '^[a-z_]+\.[a-z_]+$');
+comment on domain audit_action is 'An audit event''s action: a dotted name such as api_key.revoked.';
+
 create table audit_heads (
   org_id uuid not null,
-  seq bigint not null,
-  hash bytea not null,
+  seq audit_head_seq not null,
+  hash sha256_digest not null,
   occurred_at timestamptz not null,
-  constraint audit_heads_pkey primary key (org_id),
-  constraint audit_heads_seq_check check (seq >= 0),
-  constraint audit_heads_hash_check check (octet_length(hash) = 32)
+  constraint audit_heads_pkey primary key (org_id)
 );
 comment on table audit_heads is 'The last event of each organization''s audit chain: its seq, hash and time. Its row lock orders the appends.';
 revoke all on audit_heads from public;
 
 create table audit_events (
   org_id uuid not null,
-  seq bigint not null,
+  seq audit_seq not null,
   occurred_at timestamptz not null,
-  actor_kind text not null,
+  actor_kind audit_actor_kind not null,
   actor_id text not null,
-  action text not null,
+  action audit_action not null,
   target_kind text not null,
   target_id text not null,
   changes jsonb not null,
   context jsonb,
-  prev_hash bytea not null,
-  hash bytea not null,
+  prev_hash sha256_digest not null,
+  hash sha256_digest not null,
   -- A partitioned table's unique keys include its partition key; seq is unique per organization
   -- by construction (audit_heads), and audit verify checks that it is.
-  constraint audit_events_pkey primary key (org_id, seq, occurred_at),
-  constraint audit_events_seq_check check (seq >= 1),
-  constraint audit_events_actor_kind_check check (actor_kind in ('operator', 'user', 'api_key', 'system')),
-  constraint audit_events_action_check check (action ~ '^[a-z_]+\.[a-z_]+$'),
-  constraint audit_events_hash_check check (octet_length(hash) = 32 and octet_length(prev_hash) = 32)
+  constraint audit_events_pkey primary key (org_id, seq, occurred_at)
 ) partition by range (occurred_at);
 comment on table audit_events is 'The audit trail: one row per audited change, per organization a hash chain (seq, prev_hash, hash). Append-only; partitioned by month.';
 revoke all on audit_events from public;
@@ -219,7 +236,10 @@ begin
   -- here and written as values: Citus refuses an UPDATE that calls a stable function (convert_to,
   -- jsonb_build_array) or a volatile one (the clock) on a column.
   for attempt in 1 .. 2 loop
-    select h.seq, h.hash, h.occurred_at into head from public.audit_heads h where h.org_id = p_org for update;
+    -- As their base types: Citus sends a parameter of a type it did not make (a domain) to the
+    -- shards untyped, and the statement below could not be planned there.
+    select h.seq::bigint as seq, h.hash::bytea as hash, h.occurred_at into head
+      from public.audit_heads h where h.org_id = p_org for update;
     exit when found;
     -- The organization's first event: its head starts at the genesis hash.
     insert into public.audit_heads (org_id, seq, hash, occurred_at) values (p_org, 0, genesis, '-infinity')
@@ -622,3 +642,8 @@ drop function audit_chain_is_here(uuid);
 drop function enter_audit_actor(text, text, text);
 drop function audit_append(uuid, text, text, text, jsonb, text, text);
 drop function audit_event_content(uuid, bigint, timestamptz, text, text, text, text, text, jsonb, jsonb);
+drop domain audit_action;
+drop domain audit_actor_kind;
+drop domain sha256_digest;
+drop domain audit_head_seq;
+drop domain audit_seq;
