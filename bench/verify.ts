@@ -37,7 +37,7 @@ export interface VerifyBenchResult {
 }
 
 /** Key lookup and counted request, nothing else: the cost under any verification. */
-const LEAST_WORK_SQL = `with key as (
+export const LEAST_WORK_SQL = `with key as (
     select k.org_id, k.id from api_key_prefixes p join api_keys k on k.org_id = p.org_id and k.prefix = p.prefix
      where p.prefix = $1 and k.key_hash = $2)
   insert into api_key_usage as usage (org_id, api_key_id, window_start, request_count)

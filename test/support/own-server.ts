@@ -6,7 +6,7 @@
  *
  * `ownServerAvailable()` says whether this machine can: the tests that need one skip otherwise.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
@@ -38,12 +38,26 @@ function binDir(): string | undefined {
 
 const asRoot = userInfo().uid === 0;
 
+/** The path of one of the machine's PostgreSQL server programs (initdb, pg_ctl, postgres). */
+export function serverProgram(program: string): string {
+  return join(binDir()!, program);
+}
+
+/**
+ * Runs `file` as the postgres user where this process is root (PostgreSQL refuses root, and its
+ * files are that user's), with `input` on its standard input; fails unless it exits with 0.
+ */
+export function runAsServerUser(file: string, args: string[], input = ''): { stdout: string; stderr: string } {
+  const [command, argv] = asRoot ? ['runuser', ['-u', 'postgres', '--', file, ...args]] : [file, args];
+  const result = spawnSync(command, argv, { encoding: 'utf8', input, maxBuffer: 256 * 1024 * 1024 });
+  if (result.error) throw result.error;
+  if (result.status !== 0) throw new Error(`${file} ${args.join(' ')} exited with ${result.status}: ${result.stderr.slice(-2000)}`);
+  return { stdout: result.stdout, stderr: result.stderr };
+}
+
 /** Runs a PostgreSQL program, as the postgres user where this process is root. */
 function pgProgram(program: string, args: string[]): string {
-  const bin = join(binDir()!, program);
-  return asRoot
-    ? execFileSync('runuser', ['-u', 'postgres', '--', bin, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-    : execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return runAsServerUser(serverProgram(program), args).stdout;
 }
 
 export function ownServerAvailable(): boolean {

@@ -98,8 +98,8 @@ const asOneValue = (call: string) =>
      v.rate_limit_per_hour, v.remaining, v.resets_at) as v from ${call} v`;
 /** A key whose organization is not known yet: found by its prefix first. */
 const BY_PREFIX = asOneValue('public.verify_api_key($1, $2, $3)');
-/** A key whose organization the store has seen: one statement fewer. */
-const IN_ORG = asOneValue('public.verify_api_key_in_org($1, $2, $3, $4)');
+/** A key whose organization the store has seen: one statement fewer (bench/instructions.ts counts it). */
+export const IN_ORG = asOneValue('public.verify_api_key_in_org($1, $2, $3, $4)');
 
 type VerifyArray = [
   VerifyRow['outcome'],
