@@ -284,6 +284,72 @@ describe.each(withCitus(backends))('audit trail on $name', (backend) => {
     }
   });
 
+  it('records a new row as the diff of all its columns would: every column but the unrecorded ones, its NULLs left out', async () => {
+    // What the trigger never records (migration 20261205120000, audit_row_change). A column added
+    // to an audited table and not named in the trigger's insert path is missing here, and fails.
+    const unrecorded = ['org_id', 'id', 'created_at', 'updated_at', 'last_used_at', 'email_lower', 'key_hash'];
+    const asDiffWouldRecord = async (table: string, where: string) =>
+      (
+        await store.db.query<{ changes: Record<string, unknown> }>(
+          `select coalesce(jsonb_object_agg(f.key, jsonb_build_object('after', f.value)), '{}') as changes
+             from ${table} t, jsonb_each(to_jsonb(t) - $1::text[]) f where ${where} and f.value <> 'null'`,
+          [unrecorded],
+        )
+      ).rows[0]!.changes;
+    const columns = async (table: string) =>
+      (
+        await store.db.query<{ name: string }>(
+          `select column_name::text as name from information_schema.columns where table_schema = 'public' and table_name = $1`,
+          [table],
+        )
+      ).rows
+        .map((row) => row.name)
+        .filter((name) => !unrecorded.includes(name))
+        .sort();
+    const created = async (orgId: string, target: string) =>
+      (await eventsOf(store, orgId)).find((event) => event.target.id === target && /\.(created|issued)$/.test(event.action))!.changes;
+
+    // Every nullable column set: an organization created deleted, a deleted user, a key with
+    // every option and a replacement.
+    const { rows } = await store.db.query<{ id: string }>(
+      `insert into organizations (name, temporal_namespace, deleted_at) values ('Every Column Gone', 'every-column-gone', now()) returning id::text`,
+    );
+    const gone = rows[0]!.id;
+    expect(Object.keys(await created(gone, gone)).sort()).toEqual(await columns('organizations'));
+    expect(await created(gone, gone)).toEqual(await asDiffWouldRecord('organizations', `t.id = '${gone}'`));
+
+    const org = await store.organizations.create({ name: 'Every Column' });
+    const holder = await store.withOrg(org.id, (tx) => tx.users.create({ email: 'holder@every.example', role: 'admin' }));
+    const first = await store.withOrg(org.id, (tx) => tx.apiKeys.issue({ userId: holder.id, name: 'first' }));
+    const [userId, keyId] = await withOrgSql(store, org.id, async (tx) => {
+      const user = await tx.query<{ id: string }>(
+        `insert into users (email, role, deleted_at) values ('gone@every.example', 'customer', now()) returning id::text`,
+      );
+      await tx.query(`insert into api_key_prefixes (prefix) values ('everycolumn1')`);
+      const key = await tx.query<{ id: string }>(
+        `insert into api_keys (user_id, prefix, key_hash, name, expires_at, rate_limit_per_hour, deleted_at, scopes, replaced_by)
+         values ($1, 'everycolumn1', sha256('x'), 'every', now() + interval '1 day', 10, now(), '{workflow:read}', $2)
+         returning id::text`,
+        [holder.id, first.apiKey.id],
+      );
+      return [user.rows[0]!.id, key.rows[0]!.id];
+    });
+    expect(Object.keys(await created(org.id, userId)).sort()).toEqual(await columns('users'));
+    expect(await created(org.id, userId)).toEqual(await asDiffWouldRecord('users', `t.id = '${userId}'`));
+    expect(Object.keys(await created(org.id, keyId)).sort()).toEqual(await columns('api_keys'));
+    expect(await created(org.id, keyId)).toEqual(await asDiffWouldRecord('api_keys', `t.id = '${keyId}'`));
+    // One of each kind with its NULLs: left out, as the diff leaves them.
+    expect(await created(org.id, first.apiKey.id)).toEqual(await asDiffWouldRecord('api_keys', `t.id = '${first.apiKey.id}'`));
+    expect(await created(org.id, holder.id)).toEqual(await asDiffWouldRecord('users', `t.id = '${holder.id}'`));
+
+    const before = (await eventsOf(store, GLOBAL_CHAIN)).length;
+    await store.db.query(`delete from role_permissions where role = 'customer' and permission = 'task:read'`);
+    await store.db.query(`insert into role_permissions (role, permission) values ('customer', 'task:read')`);
+    const granted = (await eventsOf(store, GLOBAL_CHAIN)).slice(before).find((event) => event.action === 'permission.granted')!;
+    expect(Object.keys(granted.changes!).sort()).toEqual(await columns('role_permissions'));
+    expect(granted.changes).toEqual(await asDiffWouldRecord('role_permissions', `t.role = 'customer' and t.permission = 'task:read'`));
+  });
+
   it("refuses a malformed event or head from anyone, the owner too: the columns' domains check each value", async () => {
     const org = await store.organizations.create({ name: 'Malformed' });
     const event = (overrides: Record<string, string>) => {
