@@ -316,9 +316,9 @@ revoke execute on function audit_chain_is_here(uuid) from public;
 --
 -- A new row's changes are built from its columns by name, every one but those, its NULLs left
 -- out: the object the diff below would make, without the row as JSON and an aggregate over it
--- (counted with callgrind: 150,000 instructions less per event, a quarter of what the trail costs
--- an insert). A column added to an audited table must be named there too: a test compares each
--- table's columns with what an insert records (test/audit/audit-trail.test.ts).
+-- (counted with callgrind, bench/instructions.ts: 130,000 instructions less per insert, a fifth of
+-- what the trail cost it). A column added to an audited table must be named there too: a test
+-- compares each table's columns with what an insert records (test/audit/audit-trail.test.ts).
 create function audit_row_change() returns trigger
   language plpgsql volatile security definer
   set search_path = pg_catalog, pg_temp
