@@ -87,9 +87,9 @@ function operations(template: Awaited<ReturnType<typeof seedTemplate>>): Record<
   const unsynced = 'set synchronous_commit = off';
   // The scope's entry as the store sends it where the login is not app_tenant itself, its
   // signature valid for an hour (the runs take minutes), the store's operator as the actor.
-  const entry = scopeEntry({ signer, enterRole: true, limitsPinned: true, operator: 'operator:bench' });
-  const signature = signer.sign(orgId, Date.now() + 3_600_000);
   const actor = 'operator:bench';
+  const entry = scopeEntry({ signer, enterRole: true, limitsPinned: true, operator: actor });
+  const signature = signer.sign(orgId, Date.now() + 3_600_000);
   const enterParams = [
     orgId,
     String(signature.expiresAt),
