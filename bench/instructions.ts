@@ -3,6 +3,10 @@
  * whatever else the machine is doing, where latency on these machines moves more between runs
  * than the changes being compared (docs/benchmarks.md, "Third pass: counted in instructions").
  *
+ * Operations: `SELECT 1`, the least work of a verification (bench/verify's reference), the
+ * statement of verifyApiKey, and `users.create` and `users.changeRole` in withOrg with the audit
+ * trail's capture on and off.
+ *
  * A PostgreSQL cluster of its own is made (initdb), migrated and seeded as bench/verify and
  * bench/audit seed theirs (1,000 keyed organizations, one organization with a user and a key,
  * the store's operator), then stopped and kept as a template. Each operation then runs in
@@ -26,7 +30,7 @@ import { parseArgs } from 'node:util';
 import { openStore } from 'engine-store';
 import { parseKey } from '../engine/infra/store/api-keys/api-keys.ts';
 import { IN_ORG } from '../engine/infra/store/api-keys/verify-api-key.ts';
-import { CREATE_USER_SQL } from '../engine/infra/store/repositories/users.ts';
+import { CREATE_USER_SQL, updateUserSql } from '../engine/infra/store/repositories/users.ts';
 import { ScopeSigner } from '../engine/infra/store/tenancy/scope-signer.ts';
 import { scopeEntry } from '../engine/infra/store/tenancy/scopes.ts';
 import { LEAST_WORK_SQL } from './verify.ts';
@@ -42,9 +46,11 @@ export interface InstructionsResult {
   verifyRatio: number;
   /** users.create audited / unaudited. */
   createRatio: number;
+  /** users.changeRole audited / unaudited. */
+  changeRoleRatio: number;
 }
 
-type OperationName = 'select1' | 'leastWork' | 'verify' | 'createUnaudited' | 'createAudited';
+type OperationName = 'select1' | 'leastWork' | 'verify' | 'createUnaudited' | 'createAudited' | 'changeRoleUnaudited' | 'changeRoleAudited';
 
 /** What one run of an operation needs: statements run once, then the operation's, `n` times. */
 interface Operation {
@@ -69,20 +75,18 @@ async function seedTemplate(serverUrl: string, log: (line: string) => void) {
   try {
     await seedKeyedOrganizations(store.db, 'bench', 1_000);
     const org = await store.organizations.create({ name: 'Bench Instructions' });
-    const key = await store.withOrg(org.id, async (tx) => {
-      const user = await tx.users.create({ email: 'bench@instructions.example', role: 'manager' });
-      return (await tx.apiKeys.issue({ userId: user.id, name: 'bench', rateLimitPerHour: 1_000_000 })).key;
-    });
+    const user = await store.withOrg(org.id, (tx) => tx.users.create({ email: 'bench@instructions.example', role: 'manager' }));
+    const { key } = await store.withOrg(org.id, (tx) => tx.apiKeys.issue({ userId: user.id, name: 'bench', rateLimitPerHour: 1_000_000 }));
     const { rows } = await store.db.query<{ secret: Uint8Array }>('select secret from tenant_scope_key where id = 1');
     await store.db.query('vacuum analyze');
-    return { orgId: org.id, key: parseKey(key)!, signer: new ScopeSigner(rows[0]!.secret) };
+    return { orgId: org.id, userId: user.id, key: parseKey(key)!, signer: new ScopeSigner(rows[0]!.secret) };
   } finally {
     await store.close();
   }
 }
 
 function operations(template: Awaited<ReturnType<typeof seedTemplate>>): Record<OperationName, Operation> {
-  const { orgId, key, signer } = template;
+  const { orgId, userId, key, signer } = template;
   const generic = 'set plan_cache_mode = force_generic_plan';
   const unsynced = 'set synchronous_commit = off';
   // The scope's entry as the store sends it where the login is not app_tenant itself, its
@@ -98,22 +102,38 @@ function operations(template: Awaited<ReturnType<typeof seedTemplate>>): Record<
     signer.signActor(orgId, signature.expiresAt, actor),
     '{"requestId":"bench"}',
   ];
-  const create = (audited: boolean): Operation => ({
-    label: `users.create in withOrg, ${audited ? 'audited' : 'unaudited'}`,
+  /** A write in withOrg: its statement prepared as `write`, and its EXECUTE for the i-th call. */
+  const inScope = (label: string, audited: boolean, statement: string, execute: (i: number) => string): Operation => ({
+    label: `${label} in withOrg, ${audited ? 'audited' : 'unaudited'}`,
     setup: [
       generic,
       unsynced,
       ...(audited ? [] : ['alter table users disable trigger users_audit']),
       `prepare enter(text, text, text, text, text, text) as ${oneLine(entry.enterReadWrite)}`,
-      `prepare create_user(text, text) as ${oneLine(CREATE_USER_SQL)}`,
+      `prepare ${oneLine(statement)}`,
     ],
     repeat: (i) => [
       'begin isolation level read committed read write',
       `execute enter(${enterParams.map(literal).join(', ')})`,
-      `execute create_user(${literal(`u${i}@instructions.example`)}, 'customer')`,
+      execute(i),
       'commit',
     ],
   });
+  const create = (audited: boolean) =>
+    inScope(
+      'users.create',
+      audited,
+      `write(text, text) as ${CREATE_USER_SQL}`,
+      (i) => `execute write(${literal(`u${i}@instructions.example`)}, 'customer')`,
+    );
+  // Each call a change: the role goes back and forth.
+  const changeRole = (audited: boolean) =>
+    inScope(
+      'users.changeRole',
+      audited,
+      `write(uuid, uuid, text) as ${updateUserSql('role = $3')}`,
+      (i) => `execute write(${literal(userId)}, ${literal(orgId)}, ${literal(i % 2 === 0 ? 'customer' : 'manager')})`,
+    );
   return {
     select1: { label: 'SELECT 1', setup: ['prepare one as select 1'], repeat: () => ['execute one'] },
     leastWork: {
@@ -128,6 +148,8 @@ function operations(template: Awaited<ReturnType<typeof seedTemplate>>): Record<
     },
     createUnaudited: create(false),
     createAudited: create(true),
+    changeRoleUnaudited: changeRole(false),
+    changeRoleAudited: changeRole(true),
   };
 }
 
@@ -178,6 +200,7 @@ export async function runInstructionsBench(options: {
       perOperation,
       verifyRatio: perOperation.verify / perOperation.leastWork,
       createRatio: perOperation.createAudited / perOperation.createUnaudited,
+      changeRoleRatio: perOperation.changeRoleAudited / perOperation.changeRoleUnaudited,
     };
   } finally {
     server.dispose();
@@ -207,6 +230,8 @@ runWhenInvoked(import.meta.url, async () => {
       `  verifyApiKey's statement                   ${n(ops.verify)}  ${result.verifyRatio.toFixed(2)}x the least work`,
       `  users.create in withOrg, unaudited         ${n(ops.createUnaudited)}`,
       `  users.create in withOrg, audited           ${n(ops.createAudited)}  ${result.createRatio.toFixed(2)}x unaudited (the trail: ${(ops.createAudited - ops.createUnaudited).toLocaleString('en-US')})`,
+      `  users.changeRole in withOrg, unaudited     ${n(ops.changeRoleUnaudited)}`,
+      `  users.changeRole in withOrg, audited       ${n(ops.changeRoleAudited)}  ${result.changeRoleRatio.toFixed(2)}x unaudited (the trail: ${(ops.changeRoleAudited - ops.changeRoleUnaudited).toLocaleString('en-US')})`,
     ].join('\n'),
   );
 });

@@ -29,6 +29,34 @@ async function eventsOf(store: Store, orgId: string): Promise<AuditEvent[]> {
   return events;
 }
 
+/**
+ * What the trigger never records (migration 20261205120000, audit_row_change). A column added to
+ * an audited table and not named in the trigger's insert and update paths is missing from what
+ * they record, and the tests that compare them with recordedColumns fail.
+ */
+const UNRECORDED = ['org_id', 'id', 'created_at', 'updated_at', 'last_used_at', 'email_lower', 'key_hash'];
+
+/** The columns of `table` an event records, sorted. */
+async function recordedColumns(store: Store, table: string): Promise<string[]> {
+  const { rows } = await store.db.query<{ name: string }>(
+    `select column_name::text as name from information_schema.columns where table_schema = 'public' and table_name = $1`,
+    [table],
+  );
+  return rows
+    .map((row) => row.name)
+    .filter((name) => !UNRECORDED.includes(name))
+    .sort();
+}
+
+/** What the diff of two renderings of a row records: each recorded field that differs, before and after. */
+function diffOf(before: Record<string, unknown>, after: Record<string, unknown>): Record<string, unknown> {
+  const changes: Record<string, unknown> = {};
+  for (const field of Object.keys(after).filter((name) => !UNRECORDED.includes(name))) {
+    if (JSON.stringify(before[field]) !== JSON.stringify(after[field])) changes[field] = { before: before[field], after: after[field] };
+  }
+  return changes;
+}
+
 /** An event as the assertions compare it: what happened, by whom, to what. */
 const line = (event: AuditEvent) => `${event.action} by ${event.actor.kind}:${event.actor.id} on ${event.target.kind}:${event.target.id}`;
 
@@ -285,9 +313,7 @@ describe.each(withCitus(backends))('audit trail on $name', (backend) => {
   });
 
   it('records a new row as the diff of all its columns would: every column but the unrecorded ones, its NULLs left out', async () => {
-    // What the trigger never records (migration 20261205120000, audit_row_change). A column added
-    // to an audited table and not named in the trigger's insert path is missing here, and fails.
-    const unrecorded = ['org_id', 'id', 'created_at', 'updated_at', 'last_used_at', 'email_lower', 'key_hash'];
+    const unrecorded = UNRECORDED;
     const asDiffWouldRecord = async (table: string, where: string) =>
       (
         await store.db.query<{ changes: Record<string, unknown> }>(
@@ -296,16 +322,7 @@ describe.each(withCitus(backends))('audit trail on $name', (backend) => {
           [unrecorded],
         )
       ).rows[0]!.changes;
-    const columns = async (table: string) =>
-      (
-        await store.db.query<{ name: string }>(
-          `select column_name::text as name from information_schema.columns where table_schema = 'public' and table_name = $1`,
-          [table],
-        )
-      ).rows
-        .map((row) => row.name)
-        .filter((name) => !unrecorded.includes(name))
-        .sort();
+    const columns = (table: string) => recordedColumns(store, table);
     const created = async (orgId: string, target: string) =>
       (await eventsOf(store, orgId)).find((event) => event.target.id === target && /\.(created|issued)$/.test(event.action))!.changes;
 
@@ -348,6 +365,84 @@ describe.each(withCitus(backends))('audit trail on $name', (backend) => {
     const granted = (await eventsOf(store, GLOBAL_CHAIN)).slice(before).find((event) => event.action === 'permission.granted')!;
     expect(Object.keys(granted.changes!).sort()).toEqual(await columns('role_permissions'));
     expect(granted.changes).toEqual(await asDiffWouldRecord('role_permissions', `t.role = 'customer' and t.permission = 'task:read'`));
+  });
+
+  it('records an updated row as the diff of all its columns would: each recorded column that changed, before and after', async () => {
+    const org = await store.organizations.create({ name: 'Every Change' });
+    const other = await store.withOrg(org.id, (tx) => tx.users.create({ email: 'other@change.example', role: 'admin' }));
+    const user = await store.withOrg(org.id, (tx) => tx.users.create({ email: 'before@change.example', role: 'customer' }));
+    const [first, second] = [
+      await store.withOrg(org.id, (tx) => tx.apiKeys.issue({ userId: user.id, name: 'first' })),
+      await store.withOrg(org.id, (tx) => tx.apiKeys.issue({ userId: user.id, name: 'second' })),
+    ];
+    const rowOf = async (table: string, where: string, params: unknown[]) =>
+      (await store.db.query<{ row: Record<string, unknown> }>(`select to_jsonb(t) as row from ${table} t where ${where}`, params)).rows[0]!
+        .row;
+    const lastEventOn = async (orgId: string, target: string) =>
+      (await eventsOf(store, orgId)).filter((event) => event.target.id === target).at(-1)!;
+
+    // Every recorded column changed at once: a key, a user, then their organization.
+    const keyBefore = await rowOf('api_keys', 'id = $1', [first.apiKey.id]);
+    const userBefore = await rowOf('users', 'id = $1', [user.id]);
+    await withOrgSql(store, org.id, async (tx) => {
+      await tx.query(`insert into api_key_prefixes (prefix) values ('everychange1')`);
+      await tx.query(
+        `update api_keys set user_id = $1, prefix = 'everychange1', key_hash = sha256('y'), name = 'renamed', expires_at = now() + interval '1 day',
+                rate_limit_per_hour = 7, status = 'revoked', deleted_at = now(), scopes = '{workflow:read}', replaced_by = $2
+          where id = $3`,
+        [other.id, second.apiKey.id, first.apiKey.id],
+      );
+      await tx.query(
+        `update users set email = 'after@change.example', role = 'manager', status = 'suspended', deleted_at = now() where id = $1`,
+        [user.id],
+      );
+    });
+    const keyEvent = await lastEventOn(org.id, first.apiKey.id);
+    expect(keyEvent.changes).toEqual({ ...diffOf(keyBefore, await rowOf('api_keys', 'id = $1', [first.apiKey.id])), key_hash: 'changed' });
+    expect(
+      Object.keys(keyEvent.changes!)
+        .filter((field) => field !== 'key_hash')
+        .sort(),
+    ).toEqual(await recordedColumns(store, 'api_keys'));
+    const userEvent = await lastEventOn(org.id, user.id);
+    expect(userEvent.changes).toEqual(diffOf(userBefore, await rowOf('users', 'id = $1', [user.id])));
+    expect(Object.keys(userEvent.changes!).sort()).toEqual(await recordedColumns(store, 'users'));
+
+    const orgBefore = await rowOf('organizations', 'id = $1', [org.id]);
+    await store.db.query(
+      `update organizations set name = 'Every Change Renamed', temporal_namespace = 'every-change-renamed', status = 'suspended', deleted_at = now()
+        where id = $1`,
+      [org.id],
+    );
+    const orgEvent = await lastEventOn(org.id, org.id);
+    expect(orgEvent.changes).toEqual(diffOf(orgBefore, await rowOf('organizations', 'id = $1', [org.id])));
+    expect(Object.keys(orgEvent.changes!).sort()).toEqual(await recordedColumns(store, 'organizations'));
+
+    // The role mapping: a grant moved to another role and permission, then put back.
+    const { rows: absent } = await store.db.query<{ permission: string }>(
+      `select key as permission from permissions where key not in (select permission from role_permissions where role = 'customer') order by key limit 1`,
+    );
+    const moved = absent[0]!.permission;
+    const adminHad = (await store.db.query(`delete from role_permissions where role = 'admin' and permission = $1`, [moved])).rowCount > 0;
+    try {
+      await store.db.query(
+        `update role_permissions set role = 'admin', permission = $1 where role = 'customer' and permission = 'task:read'`,
+        [moved],
+      );
+      const roleEvent = await lastEventOn(GLOBAL_CHAIN, 'admin');
+      expect(roleEvent.action).toBe('permission.changed');
+      expect(roleEvent.changes).toEqual({
+        role: { before: 'customer', after: 'admin' },
+        permission: { before: 'task:read', after: moved },
+      });
+      expect(Object.keys(roleEvent.changes!).sort()).toEqual(await recordedColumns(store, 'role_permissions'));
+    } finally {
+      await store.db.query(
+        `update role_permissions set role = 'customer', permission = 'task:read' where role = 'admin' and permission = $1`,
+        [moved],
+      );
+      if (adminHad) await store.db.query(`insert into role_permissions (role, permission) values ('admin', $1)`, [moved]);
+    }
   });
 
   it("refuses a malformed event or head from anyone, the owner too: the columns' domains check each value", async () => {

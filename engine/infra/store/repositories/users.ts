@@ -58,6 +58,9 @@ interface UserRow {
 const COLUMNS = `id, org_id, email, role, status, created_at, updated_at, deleted_at, ${CURSOR_MICROS_SQL} as cursor_micros`;
 /** The statement of `users.create` (bench/instructions.ts counts the server's work for it). */
 export const CREATE_USER_SQL = `insert into users (email, role) values ($1, $2) returning ${COLUMNS}`;
+/** The statement of a change to a live user ($1 its id, $2 its organization; bench/instructions.ts counts one). */
+export const updateUserSql = (assignments: string) =>
+  `update users set ${assignments} where org_id = $2 and id = $1 and deleted_at is null returning ${COLUMNS}`;
 
 function toUser(row: UserRow): User {
   return {
@@ -169,11 +172,7 @@ export class UsersRepository {
   }
 
   private async update(id: string, assignments: string, params: unknown[] = []): Promise<User> {
-    const { rows } = await run<UserRow>(
-      this.db,
-      `update users set ${assignments} where org_id = $2 and id = $1 and deleted_at is null returning ${COLUMNS}`,
-      [parseInput(uuid, id, 'id'), this.orgId, ...params],
-    );
+    const { rows } = await run<UserRow>(this.db, updateUserSql(assignments), [parseInput(uuid, id, 'id'), this.orgId, ...params]);
     if (!rows[0]) throw notFound();
     return toUser(rows[0]);
   }
