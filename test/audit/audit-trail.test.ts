@@ -313,13 +313,12 @@ describe.each(withCitus(backends))('audit trail on $name', (backend) => {
   });
 
   it('records a new row as the diff of all its columns would: every column but the unrecorded ones, its NULLs left out', async () => {
-    const unrecorded = UNRECORDED;
     const asDiffWouldRecord = async (table: string, where: string) =>
       (
         await store.db.query<{ changes: Record<string, unknown> }>(
           `select coalesce(jsonb_object_agg(f.key, jsonb_build_object('after', f.value)), '{}') as changes
              from ${table} t, jsonb_each(to_jsonb(t) - $1::text[]) f where ${where} and f.value <> 'null'`,
-          [unrecorded],
+          [UNRECORDED],
         )
       ).rows[0]!.changes;
     const columns = (table: string) => recordedColumns(store, table);

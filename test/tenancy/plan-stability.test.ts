@@ -54,8 +54,10 @@ export async function lintPlanStability(db: Queryable): Promise<string[]> {
       }
     }
     if (language !== 'sql' || REPLANNED_SQL_FUNCTIONS[fn] !== undefined) continue;
-    // A FROM clause, not extract(epoch from ...).
-    const readsTable = /\bfrom\b/i.test(code.replace(/extract\s*\(\s*\w+\s+from\b/gi, ''));
+    // A FROM clause, not extract(epoch from ...) or a comparison (is [not] distinct from).
+    const readsTable = /\bfrom\b/i.test(
+      code.replace(/extract\s*\(\s*\w+\s+from\b/gi, '').replace(/\bis\s+(?:not\s+)?distinct\s+from\b/gi, ''),
+    );
     const reason = definer ? 'is SECURITY DEFINER' : settings ? 'has a SET clause' : readsTable ? 'reads a table' : undefined;
     if (reason !== undefined) findings.push(`${fn} is a SQL function that ${reason}: planned again at every call`);
   }
@@ -94,6 +96,8 @@ describe.each(backends)('plan stability lint on $name', (backend) => {
           as $$ select count(*) from public.organizations $$;
           create function plan_lint_inlined() returns uuid language sql stable
           as $$ select pg_catalog.gen_random_uuid() $$;
+          create function plan_lint_compares(a int, b int) returns boolean language sql immutable
+          as $$ select a is distinct from b and a is not distinct from b and extract(epoch from now()) > 0 $$;
         `);
         return await lintPlanStability(session);
       } finally {

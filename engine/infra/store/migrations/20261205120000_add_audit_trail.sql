@@ -309,6 +309,30 @@ $$;
 comment on function audit_chain_is_here(uuid) is 'Whether an organization''s audit chain is on this node (always, but on a Citus worker that does not hold its shard).';
 revoke execute on function audit_chain_is_here(uuid) from public;
 
+-- One recorded field of a row's changes: of a new row, {"<field>": {"after": value}}, nothing for a
+-- NULL; of an updated row, {"<field>": {"before": ..., "after": ...}} when it changed, else
+-- nothing. SQL bodies, stable as jsonb_build_object is, so that PostgreSQL inlines them where
+-- audit_row_change calls them: the expression is the one written out by hand, with no call.
+create function audit_field_added(p_field text, p_value anyelement) returns jsonb
+  language sql stable parallel safe
+as $$
+  select case when p_value is null then '{}'::pg_catalog.jsonb
+              else pg_catalog.jsonb_build_object(p_field, pg_catalog.jsonb_build_object('after', p_value)) end
+$$;
+comment on function audit_field_added(text, anyelement) is 'A new row''s recorded field as audit changes: {"<field>": {"after": value}}, or {} for NULL.';
+revoke execute on function audit_field_added(text, anyelement) from public;
+
+create function audit_field_changed(p_field text, p_before anyelement, p_after anyelement) returns jsonb
+  language sql stable parallel safe
+as $$
+  select case when p_before is distinct from p_after
+              then pg_catalog.jsonb_build_object(p_field, pg_catalog.jsonb_build_object('before', p_before, 'after', p_after))
+              else '{}'::pg_catalog.jsonb end
+$$;
+comment on function audit_field_changed(text, anyelement, anyelement) is
+  'An updated row''s recorded field as audit changes: {"<field>": {"before": ..., "after": ...}} when it changed, else {}.';
+revoke execute on function audit_field_changed(text, anyelement, anyelement) from public;
+
 -- The row triggers' function: the action and the changed fields of one row, then the append.
 -- Never recorded: ids and organization (they are the target), times the database stamps
 -- (created_at, updated_at), last_used_at (verification's), email_lower (derived) and key_hash
@@ -338,6 +362,9 @@ declare
   action text;
 begin
   if tg_op = 'INSERT' then
+    -- One statement a kind: a statement's fields are looked up when it is prepared, and only the
+    -- kind's own table has them. The NOT NULL columns in one object: audit_field_added for every
+    -- column counted 21,000 instructions more an insert.
     case kind
       when 'user' then
         org := new.org_id;
@@ -345,7 +372,7 @@ begin
         action := 'user.created';
         changes := jsonb_build_object('email', jsonb_build_object('after', new.email), 'role', jsonb_build_object('after', new.role),
                                       'status', jsonb_build_object('after', new.status))
-                   || case when new.deleted_at is null then nothing else jsonb_build_object('deleted_at', jsonb_build_object('after', new.deleted_at)) end;
+                   || public.audit_field_added('deleted_at', new.deleted_at);
       when 'api_key' then
         org := new.org_id;
         target := new.id;
@@ -354,10 +381,8 @@ begin
                                       'name', jsonb_build_object('after', new.name),
                                       'rate_limit_per_hour', jsonb_build_object('after', new.rate_limit_per_hour),
                                       'status', jsonb_build_object('after', new.status))
-                   || case when new.expires_at is null then nothing else jsonb_build_object('expires_at', jsonb_build_object('after', new.expires_at)) end
-                   || case when new.deleted_at is null then nothing else jsonb_build_object('deleted_at', jsonb_build_object('after', new.deleted_at)) end
-                   || case when new.scopes is null then nothing else jsonb_build_object('scopes', jsonb_build_object('after', new.scopes)) end
-                   || case when new.replaced_by is null then nothing else jsonb_build_object('replaced_by', jsonb_build_object('after', new.replaced_by)) end;
+                   || public.audit_field_added('expires_at', new.expires_at) || public.audit_field_added('deleted_at', new.deleted_at)
+                   || public.audit_field_added('scopes', new.scopes) || public.audit_field_added('replaced_by', new.replaced_by);
       when 'organization' then
         org := new.id;
         target := new.id;
@@ -365,7 +390,7 @@ begin
         changes := jsonb_build_object('name', jsonb_build_object('after', new.name),
                                       'temporal_namespace', jsonb_build_object('after', new.temporal_namespace),
                                       'status', jsonb_build_object('after', new.status))
-                   || case when new.deleted_at is null then nothing else jsonb_build_object('deleted_at', jsonb_build_object('after', new.deleted_at)) end;
+                   || public.audit_field_added('deleted_at', new.deleted_at);
       else
         org := '00000000-0000-0000-0000-000000000000';
         target := new.role;
@@ -381,35 +406,30 @@ begin
   end if;
 
   if tg_op = 'UPDATE' then
-    -- One statement a kind: a statement's fields are looked up when it is prepared, and only the
-    -- kind's own table has them.
+    -- One statement a kind, as above.
     case kind
       when 'user' then
-        changes := case when new.email is distinct from old.email then jsonb_build_object('email', jsonb_build_object('before', old.email, 'after', new.email)) else nothing end
-        || case when new.role is distinct from old.role then jsonb_build_object('role', jsonb_build_object('before', old.role, 'after', new.role)) else nothing end
-        || case when new.status is distinct from old.status then jsonb_build_object('status', jsonb_build_object('before', old.status, 'after', new.status)) else nothing end
-        || case when new.deleted_at is distinct from old.deleted_at then jsonb_build_object('deleted_at', jsonb_build_object('before', old.deleted_at, 'after', new.deleted_at)) else nothing end;
+        changes := public.audit_field_changed('email', old.email, new.email) || public.audit_field_changed('role', old.role, new.role)
+                   || public.audit_field_changed('status', old.status, new.status)
+                   || public.audit_field_changed('deleted_at', old.deleted_at, new.deleted_at);
       when 'api_key' then
-        changes := case when new.user_id is distinct from old.user_id then jsonb_build_object('user_id', jsonb_build_object('before', old.user_id, 'after', new.user_id)) else nothing end
-        || case when new.prefix is distinct from old.prefix then jsonb_build_object('prefix', jsonb_build_object('before', old.prefix, 'after', new.prefix)) else nothing end
-        || case when new.name is distinct from old.name then jsonb_build_object('name', jsonb_build_object('before', old.name, 'after', new.name)) else nothing end
-        || case when new.expires_at is distinct from old.expires_at then jsonb_build_object('expires_at', jsonb_build_object('before', old.expires_at, 'after', new.expires_at)) else nothing end
-        || case when new.rate_limit_per_hour is distinct from old.rate_limit_per_hour
-                then jsonb_build_object('rate_limit_per_hour', jsonb_build_object('before', old.rate_limit_per_hour, 'after', new.rate_limit_per_hour)) else nothing end
-        || case when new.status is distinct from old.status then jsonb_build_object('status', jsonb_build_object('before', old.status, 'after', new.status)) else nothing end
-        || case when new.deleted_at is distinct from old.deleted_at then jsonb_build_object('deleted_at', jsonb_build_object('before', old.deleted_at, 'after', new.deleted_at)) else nothing end
-        || case when new.scopes is distinct from old.scopes then jsonb_build_object('scopes', jsonb_build_object('before', old.scopes, 'after', new.scopes)) else nothing end
-        || case when new.replaced_by is distinct from old.replaced_by then jsonb_build_object('replaced_by', jsonb_build_object('before', old.replaced_by, 'after', new.replaced_by)) else nothing end
-        || case when new.key_hash is distinct from old.key_hash then '{"key_hash": "changed"}'::jsonb else nothing end;
+        changes := public.audit_field_changed('user_id', old.user_id, new.user_id) || public.audit_field_changed('prefix', old.prefix, new.prefix)
+                   || public.audit_field_changed('name', old.name, new.name)
+                   || public.audit_field_changed('expires_at', old.expires_at, new.expires_at)
+                   || public.audit_field_changed('rate_limit_per_hour', old.rate_limit_per_hour, new.rate_limit_per_hour)
+                   || public.audit_field_changed('status', old.status, new.status)
+                   || public.audit_field_changed('deleted_at', old.deleted_at, new.deleted_at)
+                   || public.audit_field_changed('scopes', old.scopes, new.scopes)
+                   || public.audit_field_changed('replaced_by', old.replaced_by, new.replaced_by)
+                   || case when new.key_hash is distinct from old.key_hash then '{"key_hash": "changed"}'::jsonb else nothing end;
       when 'organization' then
-        changes := case when new.name is distinct from old.name then jsonb_build_object('name', jsonb_build_object('before', old.name, 'after', new.name)) else nothing end
-        || case when new.temporal_namespace is distinct from old.temporal_namespace
-                then jsonb_build_object('temporal_namespace', jsonb_build_object('before', old.temporal_namespace, 'after', new.temporal_namespace)) else nothing end
-        || case when new.status is distinct from old.status then jsonb_build_object('status', jsonb_build_object('before', old.status, 'after', new.status)) else nothing end
-        || case when new.deleted_at is distinct from old.deleted_at then jsonb_build_object('deleted_at', jsonb_build_object('before', old.deleted_at, 'after', new.deleted_at)) else nothing end;
+        changes := public.audit_field_changed('name', old.name, new.name)
+                   || public.audit_field_changed('temporal_namespace', old.temporal_namespace, new.temporal_namespace)
+                   || public.audit_field_changed('status', old.status, new.status)
+                   || public.audit_field_changed('deleted_at', old.deleted_at, new.deleted_at);
       else
-        changes := case when new.role is distinct from old.role then jsonb_build_object('role', jsonb_build_object('before', old.role, 'after', new.role)) else nothing end
-        || case when new.permission is distinct from old.permission then jsonb_build_object('permission', jsonb_build_object('before', old.permission, 'after', new.permission)) else nothing end;
+        changes := public.audit_field_changed('role', old.role, new.role)
+                   || public.audit_field_changed('permission', old.permission, new.permission);
     end case;
     if changes = nothing then
       return null;
@@ -729,6 +749,8 @@ drop function audit_ensure_partitions(timestamptz, integer);
 drop function refuse_audit_event_changes();
 drop function audit_role_permissions_truncate();
 drop function audit_row_change();
+drop function audit_field_changed(text, anyelement, anyelement);
+drop function audit_field_added(text, anyelement);
 drop function audit_chain_is_here(uuid);
 drop function enter_audit_actor(text, text, text);
 drop function audit_append(uuid, text, text, text, jsonb, text, text);
