@@ -32,7 +32,7 @@ export const GLOBAL_CHAIN = '00000000-0000-0000-0000-000000000000';
  * audit_event_content() of the migration, written out with pg_catalog's functions only: the two
  * must render the same text (the chain tests check that they do).
  */
-export const CONTENT_SQL = `pg_catalog.jsonb_build_array(e.org_id::text, e.seq, (extract(epoch from e.occurred_at) * 1000000)::int8,
+export const CONTENT_SQL = `pg_catalog.json_build_array(e.org_id::text, e.seq, (extract(epoch from e.occurred_at) * 1000000)::int8,
   e.actor_kind, e.actor_id, e.action, e.target_kind, e.target_id, e.changes, e.context)::text`;
 
 /** Events read per round trip. */
