@@ -2,7 +2,8 @@
  * What the audit trail costs, each figure against a floor of the same run:
  * - verification p50 with the trail's triggers on, against the same with them off (rounds taken
  *   in turns, on one database): a success writes no event, so the goal is 1.05x at most;
- * - an audited operator action (`users.create` in withOrg) against the same unaudited;
+ * - an audited operator action (`users.create` in withOrg) against the same in a second database
+ *   seeded alike with the capture off, one call in each by turns;
  * - `audit prune` of a month of `--prune-events` events (default 1,000,000 over 1,000
  *   organizations): how long its removal holds locks (goal: under a second), and how long the
  *   whole prune takes.
@@ -14,7 +15,15 @@
 import { parseArgs } from 'node:util';
 import { openStore, type Store } from 'engine-store';
 import { AUDIT_CAPTURE_TRIGGERS } from '../engine/infra/store/citus/layout.ts';
-import { percentile, runWhenInvoked, seedKeyedOrganizations, serverUrlOr, withScratchDatabase, timeEach } from './support.ts';
+import {
+  alternatingP50,
+  percentile,
+  runWhenInvoked,
+  seedKeyedOrganizations,
+  serverUrlOr,
+  withScratchDatabase,
+  timeEach,
+} from './support.ts';
 
 export interface AuditBenchResult {
   verifyAuditedP50Ms: number;
@@ -57,79 +66,101 @@ async function seedPastMonth(store: Store, events: number, orgs: number): Promis
   await store.db.query('analyze audit_events');
 }
 
+/** An organization with an admin and a key in `store`; a verification of the key, and a `users.create` in the organization. */
+async function benchOrganization(store: Store) {
+  const org = await store.organizations.create({ name: 'Bench Audit' });
+  const key = await store.withOrg(org.id, async (tx) => {
+    const user = await tx.users.create({ email: 'bench@audit.example', role: 'admin' });
+    return (await tx.apiKeys.issue({ userId: user.id, name: 'bench', rateLimitPerHour: 1_000_000 })).key;
+  });
+  let made = 0;
+  return {
+    verify: async () => {
+      const result = await store.verifyApiKey(key);
+      if (!result.ok) throw new Error(`verification failed: ${result.reason}`);
+    },
+    create: () =>
+      store.withOrg(org.id, (tx) => tx.users.create({ email: `u${(made += 1)}@audit.example`, role: 'customer' }), {
+        context: { requestId: `bench-${made}` },
+      }),
+  };
+}
+
 export async function runAuditBench(options: {
   url: string;
   iterations: number;
   pruneEvents: number;
   log: (line: string) => void;
 }): Promise<AuditBenchResult> {
-  return withScratchDatabase(options.url, 'audit', async (url) => {
-    const store = await openStore({ url, migrate: true, operator: 'bench' });
-    try {
-      await seedKeyedOrganizations(store.db, 'bench', 1_000);
-      const org = await store.organizations.create({ name: 'Bench Audit' });
-      const key = await store.withOrg(org.id, async (tx) => {
-        const user = await tx.users.create({ email: 'bench@audit.example', role: 'admin' });
-        return (await tx.apiKeys.issue({ userId: user.id, name: 'bench', rateLimitPerHour: 1_000_000 })).key;
-      });
-      const verify = async () => {
-        const result = await store.verifyApiKey(key);
-        if (!result.ok) throw new Error(`verification failed: ${result.reason}`);
-      };
-      let made = 0;
-      const create = () =>
-        store.withOrg(org.id, (tx) => tx.users.create({ email: `u${(made += 1)}@audit.example`, role: 'customer' }), {
-          context: { requestId: `bench-${made}` },
-        });
-      options.log('warming up');
-      await timeEach(300, verify);
-      await timeEach(300, create);
-      const samples = { verifyOn: [] as number[], verifyOff: [] as number[], createOn: [] as number[], createOff: [] as number[] };
-      const rounds = 10;
-      for (let round = 0; round < rounds; round += 1) {
-        // Which goes first alternates, so that drift in the machine's load hits both alike.
-        for (const on of round % 2 === 0 ? [true, false] : [false, true]) {
-          await setCapture(store, on);
-          (on ? samples.verifyOn : samples.verifyOff).push(...(await timeEach(options.iterations / rounds, verify)));
-          (on ? samples.createOn : samples.createOff).push(...(await timeEach(options.iterations / rounds / 4, create)));
+  // users.create is compared across two databases seeded alike, the capture off in the second,
+  // one call in each by turns: switching the capture in one database (ALTER TABLE) makes every
+  // statement on the table be planned again, and blocks of calls between switches let the
+  // machine's drift fall on one side.
+  return withScratchDatabase(options.url, 'audit', (url) =>
+    withScratchDatabase(options.url, 'audit_off', async (unauditedUrl) => {
+      const store = await openStore({ url, migrate: true, operator: 'bench' });
+      const unaudited = await openStore({ url: unauditedUrl, migrate: true, operator: 'bench' });
+      try {
+        await setCapture(unaudited, false);
+        await seedKeyedOrganizations(store.db, 'bench', 1_000);
+        await seedKeyedOrganizations(unaudited.db, 'bench', 1_000);
+        const { verify, create } = await benchOrganization(store);
+        const { create: createUnaudited } = await benchOrganization(unaudited);
+        options.log('warming up');
+        await timeEach(300, verify);
+        await alternatingP50(300, create, createUnaudited);
+
+        options.log('users.create, audited and not, by turns');
+        const created = await alternatingP50(options.iterations, create, createUnaudited);
+
+        // A success writes no event: the same database with the capture on and off, in rounds.
+        const samples = { on: [] as number[], off: [] as number[] };
+        const rounds = 10;
+        for (let round = 0; round < rounds; round += 1) {
+          // Which goes first alternates, so that drift in the machine's load hits both alike.
+          for (const on of round % 2 === 0 ? [true, false] : [false, true]) {
+            await setCapture(store, on);
+            (on ? samples.on : samples.off).push(...(await timeEach(options.iterations / rounds, verify)));
+          }
+          options.log(`verification round ${round + 1}/${rounds} done`);
         }
-        options.log(`round ${round + 1}/${rounds} done`);
+        await setCapture(store, true);
+
+        options.log(`seeding a past month of ${options.pruneEvents.toLocaleString('en-US')} events over 1,000 organizations`);
+        // Their creation unrecorded: the month seeded below is their whole history.
+        await setCapture(store, false);
+        await seedKeyedOrganizations(store.db, 'prune', 1_000);
+        await setCapture(store, true);
+        await seedPastMonth(store, options.pruneEvents, 1_000);
+        const started = performance.now();
+        const pruned = await store.audit.prune({ before: new Date('2026-07-01T00:00:00Z') });
+        const totalMs = performance.now() - started;
+        options.log(
+          `pruned ${pruned.eventsRemoved} events: locks on the trail ${pruned.lockedMs.toFixed(1)} ms, on the months ${pruned.partitionLockedMs.toFixed(1)} ms, in all ${totalMs.toFixed(0)} ms`,
+        );
+
+        const p50 = (values: number[]) => percentile(values, 0.5);
+        return {
+          verifyAuditedP50Ms: p50(samples.on),
+          verifyUnauditedP50Ms: p50(samples.off),
+          verifyRatio: p50(samples.on) / p50(samples.off),
+          createAuditedP50Ms: created.subjectMs,
+          createUnauditedP50Ms: created.floorMs,
+          createRatio: created.subjectMs / created.floorMs,
+          prune: {
+            events: pruned.eventsRemoved,
+            lockedMs: pruned.lockedMs,
+            partitionLockedMs: pruned.partitionLockedMs,
+            totalMs,
+            chainsCut: pruned.chainsCut,
+          },
+        };
+      } finally {
+        await unaudited.close();
+        await store.close();
       }
-      await setCapture(store, true);
-
-      options.log(`seeding a past month of ${options.pruneEvents.toLocaleString('en-US')} events over 1,000 organizations`);
-      // Their creation unrecorded: the month seeded below is their whole history.
-      await setCapture(store, false);
-      await seedKeyedOrganizations(store.db, 'prune', 1_000);
-      await setCapture(store, true);
-      await seedPastMonth(store, options.pruneEvents, 1_000);
-      const started = performance.now();
-      const pruned = await store.audit.prune({ before: new Date('2026-07-01T00:00:00Z') });
-      const totalMs = performance.now() - started;
-      options.log(
-        `pruned ${pruned.eventsRemoved} events: locks on the trail ${pruned.lockedMs.toFixed(1)} ms, on the months ${pruned.partitionLockedMs.toFixed(1)} ms, in all ${totalMs.toFixed(0)} ms`,
-      );
-
-      const p50 = (values: number[]) => percentile(values, 0.5);
-      return {
-        verifyAuditedP50Ms: p50(samples.verifyOn),
-        verifyUnauditedP50Ms: p50(samples.verifyOff),
-        verifyRatio: p50(samples.verifyOn) / p50(samples.verifyOff),
-        createAuditedP50Ms: p50(samples.createOn),
-        createUnauditedP50Ms: p50(samples.createOff),
-        createRatio: p50(samples.createOn) / p50(samples.createOff),
-        prune: {
-          events: pruned.eventsRemoved,
-          lockedMs: pruned.lockedMs,
-          partitionLockedMs: pruned.partitionLockedMs,
-          totalMs,
-          chainsCut: pruned.chainsCut,
-        },
-      };
-    } finally {
-      await store.close();
-    }
-  });
+    }),
+  );
 }
 
 runWhenInvoked(import.meta.url, async () => {
