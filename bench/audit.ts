@@ -1,9 +1,9 @@
 /**
  * What the audit trail costs, each figure against a floor of the same run:
- * - verification p50 with the trail's triggers on, against the same with them off (rounds taken
- *   in turns, on one database): a success writes no event, so the goal is 1.05x at most;
- * - an audited operator action (`users.create` in withOrg) against the same in a second database
- *   seeded alike with the capture off, one call in each by turns;
+ * - verification p50 with the trail's capture on, against the same in a second database seeded
+ *   alike with the capture off, one call in each by turns: a success writes no event, so the goal
+ *   is 1.05x at most;
+ * - an audited operator action (`users.create` in withOrg) against the same, in the same way;
  * - `audit prune` of a month of `--prune-events` events (default 1,000,000 over 1,000
  *   organizations): how long its removal holds locks (goal: under a second), and how long the
  *   whole prune takes.
@@ -15,15 +15,7 @@
 import { parseArgs } from 'node:util';
 import { openStore, type Store } from 'engine-store';
 import { AUDIT_CAPTURE_TRIGGERS } from '../engine/infra/store/citus/layout.ts';
-import {
-  alternatingP50,
-  percentile,
-  runWhenInvoked,
-  seedKeyedOrganizations,
-  serverUrlOr,
-  withScratchDatabase,
-  timeEach,
-} from './support.ts';
+import { alternatingP50, runWhenInvoked, seedKeyedOrganizations, serverUrlOr, withScratchDatabase } from './support.ts';
 
 export interface AuditBenchResult {
   verifyAuditedP50Ms: number;
@@ -92,7 +84,7 @@ export async function runAuditBench(options: {
   pruneEvents: number;
   log: (line: string) => void;
 }): Promise<AuditBenchResult> {
-  // users.create is compared across two databases seeded alike, the capture off in the second,
+  // Each operation is compared across two databases seeded alike, the capture off in the second,
   // one call in each by turns: switching the capture in one database (ALTER TABLE) makes every
   // statement on the table be planned again, and blocks of calls between switches let the
   // machine's drift fall on one side.
@@ -104,27 +96,16 @@ export async function runAuditBench(options: {
         await setCapture(unaudited, false);
         await seedKeyedOrganizations(store.db, 'bench', 1_000);
         await seedKeyedOrganizations(unaudited.db, 'bench', 1_000);
-        const { verify, create } = await benchOrganization(store);
-        const { create: createUnaudited } = await benchOrganization(unaudited);
+        const on = await benchOrganization(store);
+        const off = await benchOrganization(unaudited);
         options.log('warming up');
-        await timeEach(300, verify);
-        await alternatingP50(300, create, createUnaudited);
+        await alternatingP50(300, on.verify, off.verify);
+        await alternatingP50(300, on.create, off.create);
 
+        options.log('verification, audited and not, by turns');
+        const verified = await alternatingP50(options.iterations, on.verify, off.verify);
         options.log('users.create, audited and not, by turns');
-        const created = await alternatingP50(options.iterations, create, createUnaudited);
-
-        // A success writes no event: the same database with the capture on and off, in rounds.
-        const samples = { on: [] as number[], off: [] as number[] };
-        const rounds = 10;
-        for (let round = 0; round < rounds; round += 1) {
-          // Which goes first alternates, so that drift in the machine's load hits both alike.
-          for (const on of round % 2 === 0 ? [true, false] : [false, true]) {
-            await setCapture(store, on);
-            (on ? samples.on : samples.off).push(...(await timeEach(options.iterations / rounds, verify)));
-          }
-          options.log(`verification round ${round + 1}/${rounds} done`);
-        }
-        await setCapture(store, true);
+        const created = await alternatingP50(options.iterations, on.create, off.create);
 
         options.log(`seeding a past month of ${options.pruneEvents.toLocaleString('en-US')} events over 1,000 organizations`);
         // Their creation unrecorded: the month seeded below is their whole history.
@@ -139,11 +120,10 @@ export async function runAuditBench(options: {
           `pruned ${pruned.eventsRemoved} events: locks on the trail ${pruned.lockedMs.toFixed(1)} ms, on the months ${pruned.partitionLockedMs.toFixed(1)} ms, in all ${totalMs.toFixed(0)} ms`,
         );
 
-        const p50 = (values: number[]) => percentile(values, 0.5);
         return {
-          verifyAuditedP50Ms: p50(samples.on),
-          verifyUnauditedP50Ms: p50(samples.off),
-          verifyRatio: p50(samples.on) / p50(samples.off),
+          verifyAuditedP50Ms: verified.subjectMs,
+          verifyUnauditedP50Ms: verified.floorMs,
+          verifyRatio: verified.subjectMs / verified.floorMs,
           createAuditedP50Ms: created.subjectMs,
           createUnauditedP50Ms: created.floorMs,
           createRatio: created.subjectMs / created.floorMs,
