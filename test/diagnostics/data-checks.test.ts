@@ -108,7 +108,9 @@ describe.runIf(ownServerAvailable())('doctor reads the data (PostgreSQL, a serve
       expect(dataFindings(findings)).toEqual([
         'HEAP_CORRUPTION organizations',
         'HEAP_CORRUPTION organizations',
-        ...['created_at_idx', 'name_key', 'pkey', 'temporal_namespace_key'].map((index) => `INDEX_CORRUPTION organizations_${index}`),
+        ...['created_at_idx', 'id_text_key', 'name_key', 'pkey', 'temporal_namespace_key'].map(
+          (index) => `INDEX_CORRUPTION organizations_${index}`,
+        ),
       ]);
       expect(findings.filter((finding) => finding.code === 'HEAP_CORRUPTION')[1]!.message).toMatch(/^table organizations/);
     } finally {

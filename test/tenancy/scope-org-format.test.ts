@@ -1,10 +1,10 @@
 /**
- * scope_org() casts the scope's organization to uuid before it checks the signature where it
- * reads the organization's status in the key's statement, so it checks the organization's form
- * first there (migration 20261128130000). Whatever a session puts in app.org_id, a scope whose
- * token does not verify is refused as not signed (ES003), for every need and whether or not the
- * scope says it was live at entry: never an error of the cast, which would tell a caller
- * something else went wrong.
+ * scope_org() reads the scope's organization's status in the key's statement, before it checks
+ * the signature (migration 20261128130000), so it must not cast the organization there: it finds
+ * it by its id as text, and a value that is not a uuid finds nothing. Whatever a session puts in
+ * app.org_id, a scope whose token does not verify is refused as not signed (ES003), for every
+ * need and whether or not the scope says it was live at entry: never an error of a cast, which
+ * would tell a caller something else went wrong.
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1060,17 +1060,10 @@ begin
     return null;
   end if;
   if p_need operator(pg_catalog.=) 'status' or (p_need operator(pg_catalog.=) 'live' and live_at_entry is null) then
-    -- Cast below before the signature is checked: a canonical uuid only (36 characters, hex
-    -- digits in lower case, hyphens at 9, 14, 19 and 24 and nowhere else).
-    if pg_catalog.octet_length(org) operator(pg_catalog.<>) 36 or org operator(pg_catalog.~) '[^-0-9a-f]'
-       or pg_catalog.substr(org, 9, 1) operator(pg_catalog.<>) '-' or pg_catalog.substr(org, 14, 1) operator(pg_catalog.<>) '-'
-       or pg_catalog.substr(org, 19, 1) operator(pg_catalog.<>) '-' or pg_catalog.substr(org, 24, 1) operator(pg_catalog.<>) '-'
-       or pg_catalog.octet_length(pg_catalog.replace(org, '-', '')) operator(pg_catalog.<>) 32 then
-      raise exception 'the tenant scope was not signed by this store' using errcode = 'ES003';
-    end if;
     select k.inner_pad, k.outer_pad,
            coalesce((select case when o.deleted_at is null then o.status else 'deleted' end
-                       from public.organizations o where o.id operator(pg_catalog.=) org::pg_catalog.uuid), 'deleted') as status
+                       from public.organizations o
+                      where (o.id::pg_catalog.text) collate "C" operator(pg_catalog.=) org), 'deleted') as status
       into found
       from public.tenant_scope_key k where k.id operator(pg_catalog.=) 1;
   else
@@ -1965,6 +1958,12 @@ CREATE INDEX audit_events_default_org_id_target_id_seq_idx ON public.audit_event
 --
 
 CREATE INDEX organizations_created_at_idx ON public.organizations USING btree (created_at, id);
+
+--
+-- Name: organizations_id_text_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX organizations_id_text_key ON public.organizations USING btree (((id)::text) COLLATE "C");
 
 --
 -- Name: organizations_name_key; Type: INDEX; Schema: public; Owner: -
@@ -2925,7 +2924,7 @@ INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES 
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120200_key_existing_tables_by_org', '6bd4b505e9dec6624b5937a16328f7885ea0c084992e7c028366bd3e81233c6b', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120300_index_existing_tables_by_org', 'f95b7c29efb8c80908422e4109128fdf6f3373233234752c7af28073a3dca1db', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128120400_validate_tenant_foreign_keys', 'dc2c3eddb80df7ba197a02250844cc71c6c7440174f6058fec36169a2a53aca6', 0);
-INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', '57d84ee6fa3ae966c0f308081bd81ee840fe35416b4d228ff8378d393d38c665', 0);
+INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128130000_enable_row_level_security', 'e6abfb6464cbb8346841cf1b72fa350a82ac8764a338c5c32327ada25fddd54e', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128140000_add_api_key_verification', '2c1eeed736deb880ef1af326216fc4b16999e3dfd58fe457f0347690b053aab8', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128150000_drop_single_tenant_indexes', '3d93fbad054585017a92e42933a7e3785667144f3df17b6c109fa640534c1f92', 0);
 INSERT INTO public.engine_store_migrations (name, checksum, duration_ms) VALUES ('20261128160000_add_key_cache_support', 'a037c390b57b41fd65805b691ce58e932ab595fe4ee9283c699f1b973fba4d27', 0);
