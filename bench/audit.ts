@@ -27,7 +27,7 @@ export interface AuditBenchResult {
   prune: { events: number; lockedMs: number; partitionLockedMs: number; totalMs: number; chainsCut: number };
 }
 
-/** The capture triggers switched off for the unaudited rounds (the owner may; nothing else runs meanwhile). */
+/** The capture triggers switched on or off: off for the unaudited database, and while prune's organizations are seeded (the owner may). */
 async function setCapture(store: Store, on: boolean): Promise<void> {
   for (const { table, trigger } of AUDIT_CAPTURE_TRIGGERS) {
     await store.db.query(`alter table ${table} ${on ? 'enable' : 'disable'} trigger ${trigger}`);

@@ -30,6 +30,7 @@ import { parseArgs } from 'node:util';
 import { openStore } from 'engine-store';
 import { parseKey } from '../engine/infra/store/api-keys/api-keys.ts';
 import { IN_ORG } from '../engine/infra/store/api-keys/verify-api-key.ts';
+import { AUDIT_CAPTURE_TRIGGERS } from '../engine/infra/store/citus/layout.ts';
 import { CREATE_USER_SQL, updateUserSql } from '../engine/infra/store/repositories/users.ts';
 import { ScopeSigner } from '../engine/infra/store/tenancy/scope-signer.ts';
 import { scopeEntry } from '../engine/infra/store/tenancy/scopes.ts';
@@ -108,7 +109,11 @@ function operations(template: Awaited<ReturnType<typeof seedTemplate>>): Record<
     setup: [
       generic,
       unsynced,
-      ...(audited ? [] : ['alter table users disable trigger users_audit']),
+      ...(audited
+        ? []
+        : AUDIT_CAPTURE_TRIGGERS.filter(({ table }) => table === 'users').map(
+            ({ trigger }) => `alter table users disable trigger ${trigger}`,
+          )),
       `prepare enter(text, text, text, text, text, text) as ${oneLine(entry.enterReadWrite)}`,
       `prepare ${oneLine(statement)}`,
     ],
